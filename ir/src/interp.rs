@@ -1,0 +1,174 @@
+//! The reference interpreter: runs a function on concrete tensors, op by op, with each op's naive
+//! `eval`. It is the numerical oracle every backend is tested against.
+//!
+//! It verifies the function first, binds each dimension symbol from the argument shapes (checking it
+//! against its declared bound), evaluates the ops in block order and checks every result against its
+//! declared type with the symbols substituted.
+
+use crate::error::IrError;
+use crate::module::{Function, Module, ValueDef};
+use crate::ops::EvalCtx;
+use crate::tensor::Tensor;
+use crate::types::{Dim, TensorType};
+use crate::verify::verify_function;
+use crate::weights::WeightStore;
+use std::collections::HashMap;
+
+/// Runs function `name` of `module` on `inputs`.
+pub fn run(
+    module: &Module,
+    name: &str,
+    inputs: &[Tensor],
+    weights: &dyn WeightStore,
+) -> Result<Vec<Tensor>, IrError> {
+    let f = module
+        .function(name)
+        .ok_or_else(|| IrError::NoFunction(name.to_string()))?;
+    run_function(f, inputs, weights)
+}
+
+/// The concrete shape of `ty` under `bindings`.
+fn concrete(ty: &TensorType, bindings: &HashMap<String, u64>) -> Option<Vec<usize>> {
+    ty.dims
+        .iter()
+        .map(|d| match d {
+            Dim::Static(n) => usize::try_from(*n).ok(),
+            Dim::Sym(s) => bindings.get(s).and_then(|&n| usize::try_from(n).ok()),
+        })
+        .collect()
+}
+
+/// Binds the symbols of `f` from the shapes of `inputs`, checking static dims and bounds.
+pub fn bind_symbols(f: &Function, inputs: &[Tensor]) -> Result<HashMap<String, u64>, IrError> {
+    if inputs.len() != f.args.len() {
+        return Err(IrError::InputCount {
+            func: f.name.clone(),
+            expected: f.args.len(),
+            found: inputs.len(),
+        });
+    }
+    let mut bindings: HashMap<String, u64> = HashMap::new();
+    for (&arg, t) in f.args.iter().zip(inputs) {
+        let ty = f.ty(arg);
+        let name = f
+            .value(arg)
+            .name
+            .clone()
+            .unwrap_or_else(|| arg.0.to_string());
+        let bad = |message: String| IrError::Input {
+            name: name.clone(),
+            message,
+        };
+        if t.elem() != ty.elem || t.shape.len() != ty.rank() {
+            return Err(bad(format!("expected {ty}, given {}", t.ty())));
+        }
+        for (d, &n) in ty.dims.iter().zip(&t.shape) {
+            match d {
+                Dim::Static(s) if *s != n as u64 => {
+                    return Err(bad(format!("expected {ty}, given {}", t.ty())));
+                }
+                Dim::Static(_) => {}
+                Dim::Sym(s) => {
+                    let max = f.symbols.iter().find(|x| &x.name == s).map_or(0, |x| x.max);
+                    if n as u64 > max {
+                        return Err(bad(format!("{s} = {n} exceeds its bound {s}<={max}")));
+                    }
+                    if let Some(&prev) = bindings.get(s)
+                        && prev != n as u64
+                    {
+                        return Err(bad(format!(
+                            "{s} is {n} here but {prev} in an earlier input"
+                        )));
+                    }
+                    bindings.insert(s.clone(), n as u64);
+                }
+            }
+        }
+    }
+    Ok(bindings)
+}
+
+/// Runs `f` on `inputs`.
+pub fn run_function(
+    f: &Function,
+    inputs: &[Tensor],
+    weights: &dyn WeightStore,
+) -> Result<Vec<Tensor>, IrError> {
+    let diags = verify_function(f);
+    if !diags.is_empty() {
+        return Err(IrError::Invalid(diags));
+    }
+    let bindings = bind_symbols(f, inputs)?;
+    let mut env: Vec<Option<Tensor>> = vec![None; f.values.len()];
+    for (&arg, t) in f.args.iter().zip(inputs) {
+        env[arg.index()] = Some(t.clone());
+    }
+    for id in f.op_order() {
+        let op = f.op(id);
+        let name = op.kind.name();
+        let line = op.loc.map_or(0, |l| l.line);
+        let fail = |message: String| IrError::Eval {
+            op: name,
+            line,
+            message,
+        };
+        let inputs: Vec<&Tensor> = op
+            .operands
+            .iter()
+            .map(|v| {
+                env[v.index()]
+                    .as_ref()
+                    .ok_or_else(|| fail("operand has no value".into()))
+            })
+            .collect::<Result<_, _>>()?;
+        let types: Vec<&TensorType> = op.results.iter().map(|r| f.ty(*r)).collect();
+        let shapes: Vec<Vec<usize>> = types
+            .iter()
+            .map(|t| {
+                concrete(t, &bindings).ok_or_else(|| fail(format!("cannot make {t} concrete")))
+            })
+            .collect::<Result<_, _>>()?;
+        let elems: Vec<_> = types.iter().map(|t| t.elem).collect();
+        let cx = EvalCtx {
+            inputs: &inputs,
+            attrs: &op.attrs,
+            result_shapes: &shapes,
+            result_elems: &elems,
+            weights,
+        };
+        let outs = op.kind.eval(&cx).map_err(fail)?;
+        if outs.len() != op.results.len() {
+            return Err(fail(format!(
+                "produced {} results, expected {}",
+                outs.len(),
+                op.results.len()
+            )));
+        }
+        for ((r, t), (shape, elem)) in op.results.iter().zip(outs).zip(shapes.iter().zip(&elems)) {
+            if &t.shape != shape || t.elem() != *elem {
+                return Err(fail(format!(
+                    "produced {} where {} was declared",
+                    t.ty(),
+                    f.ty(*r)
+                )));
+            }
+            env[r.index()] = Some(t);
+        }
+    }
+    f.returns
+        .iter()
+        .map(|v| {
+            env[v.index()]
+                .take()
+                .or_else(|| match f.value(*v).def {
+                    ValueDef::Arg(i) => inputs.get(i as usize).cloned(),
+                    ValueDef::OpResult { .. } | ValueDef::Undefined => None,
+                })
+                .ok_or_else(|| IrError::Eval {
+                    op: "return",
+                    line: 0,
+                    message: "a returned value has no value".into(),
+                })
+        })
+        .collect()
+}

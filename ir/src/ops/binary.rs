@@ -1,0 +1,179 @@
+//! Elementwise binary ops with numpy broadcasting: `nn.add`, `nn.sub`, `nn.mul`, `nn.div`, `nn.pow`,
+//! `nn.max`, `nn.min`, `nn.equal`.
+//!
+//! Syntax: `%z = nn.add %x, %y : tensor<Tx128xf32>`.
+//!
+//! Math: `z[i] = x[bx(i)] ∘ y[by(i)]` where `bx`, `by` are the numpy broadcast maps.
+//! Types: both operands have the same element type, except `nn.pow`, whose exponent may be any
+//! numeric type (ONNX Pow); the result has the first operand's element type (`bool` for `nn.equal`).
+//! Floats compute in f32 (f16/bf16 round once at the end). Integers compute in i64 and wrap to the
+//! element type, as ONNX and numpy do; integer division truncates toward zero and division by zero
+//! is an error. `nn.max`/`nn.min` propagate NaN.
+
+use super::{Arity, EvalCtx, EvalResult, InferCtx, OpSpec, one, operand, result_shape};
+use crate::shape::{broadcast, broadcast_index_map};
+use crate::tensor::Data;
+use crate::types::{ElemType, TensorType};
+
+/// The members of the family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinaryOp {
+    /// `x + y`.
+    Add,
+    /// `x - y`.
+    Sub,
+    /// `x * y`.
+    Mul,
+    /// `x / y`.
+    Div,
+    /// `x ^ y`.
+    Pow,
+    /// `max(x, y)`.
+    Max,
+    /// `min(x, y)`.
+    Min,
+    /// `x == y` (bool result).
+    Equal,
+}
+
+/// The spec of one member.
+pub fn spec(op: BinaryOp) -> OpSpec {
+    let name = match op {
+        BinaryOp::Add => "nn.add",
+        BinaryOp::Sub => "nn.sub",
+        BinaryOp::Mul => "nn.mul",
+        BinaryOp::Div => "nn.div",
+        BinaryOp::Pow => "nn.pow",
+        BinaryOp::Max => "nn.max",
+        BinaryOp::Min => "nn.min",
+        BinaryOp::Equal => "nn.equal",
+    };
+    OpSpec {
+        name,
+        operands: Arity::Exactly(2),
+        results: 1,
+        attrs: &[],
+    }
+}
+
+/// Type rule.
+pub fn infer(op: BinaryOp, cx: &InferCtx) -> Result<Vec<TensorType>, String> {
+    let a = operand(cx, 0)?;
+    let b = operand(cx, 1)?;
+    let numeric = |t: &TensorType| t.elem.is_float() || t.elem.is_int();
+    if !numeric(&a) || !numeric(&b) {
+        return Err(format!(
+            "operands must be numeric (float or integer), found {a} and {b}"
+        ));
+    }
+    if op != BinaryOp::Pow && a.elem != b.elem {
+        return Err(format!("operand element types differ: {a} and {b}"));
+    }
+    let dims = broadcast(&a.dims, &b.dims)?;
+    let elem = if op == BinaryOp::Equal {
+        ElemType::Bool
+    } else {
+        a.elem
+    };
+    Ok(vec![TensorType::new(dims, elem)])
+}
+
+fn apply_f32(op: BinaryOp, x: f32, y: f32) -> f32 {
+    match op {
+        BinaryOp::Add => x + y,
+        BinaryOp::Sub => x - y,
+        BinaryOp::Mul => x * y,
+        BinaryOp::Div => x / y,
+        BinaryOp::Pow => x.powf(y),
+        BinaryOp::Max => {
+            if x.is_nan() || y.is_nan() {
+                f32::NAN
+            } else {
+                x.max(y)
+            }
+        }
+        BinaryOp::Min => {
+            if x.is_nan() || y.is_nan() {
+                f32::NAN
+            } else {
+                x.min(y)
+            }
+        }
+        BinaryOp::Equal => f32::from(u8::from(x == y)),
+    }
+}
+
+fn apply_i64(op: BinaryOp, x: i64, y: i64) -> Result<i64, String> {
+    Ok(match op {
+        BinaryOp::Add => x.wrapping_add(y),
+        BinaryOp::Sub => x.wrapping_sub(y),
+        BinaryOp::Mul => x.wrapping_mul(y),
+        BinaryOp::Div => {
+            if y == 0 {
+                return Err("integer division by zero".into());
+            }
+            x.wrapping_div(y)
+        }
+        BinaryOp::Pow => {
+            if y < 0 {
+                return Err(format!("integer power with negative exponent {y}"));
+            }
+            let mut acc: i64 = 1;
+            for _ in 0..y.min(64) {
+                acc = acc.wrapping_mul(x);
+            }
+            if y > 64 && x.unsigned_abs() > 1 {
+                // |x| >= 2 to a power above 64 overflows i64 entirely; wrapping multiplication gives 0.
+                acc = 0;
+            } else if y > 64 {
+                acc = if x == -1 && y % 2 == 1 { -1 } else { x * x };
+            }
+            acc
+        }
+        BinaryOp::Max => x.max(y),
+        BinaryOp::Min => x.min(y),
+        BinaryOp::Equal => i64::from(x == y),
+    })
+}
+
+/// Reference evaluation.
+pub fn eval(op: BinaryOp, cx: &EvalCtx) -> EvalResult {
+    let a = cx.input(0)?;
+    let b = cx.input(1)?;
+    let out_shape = result_shape(cx, 0)?;
+    let ma = broadcast_index_map(out_shape, &a.shape);
+    let mb = broadcast_index_map(out_shape, &b.shape);
+    let elem = a.elem();
+    let out_elem = if op == BinaryOp::Equal {
+        ElemType::Bool
+    } else {
+        elem
+    };
+    let data = if elem.is_float() {
+        let (x, y) = (a.data.to_f32(), b.data.to_f32());
+        let v: Vec<f32> = ma
+            .iter()
+            .zip(&mb)
+            .map(|(&i, &j)| apply_f32(op, x[i], y[j]))
+            .collect();
+        Data::from_f32(out_elem, v)
+    } else if b.elem().is_float() {
+        // Pow with an integer base and a float exponent: compute in f32, convert like a cast.
+        let (x, y) = (a.data.to_f32(), b.data.to_f32());
+        let v: Vec<f32> = ma
+            .iter()
+            .zip(&mb)
+            .map(|(&i, &j)| apply_f32(op, x[i], y[j]))
+            .collect();
+        Data::from_f32(out_elem, v)
+    } else {
+        let (x, y) = (a.data.to_i64(), b.data.to_i64());
+        let v = ma
+            .iter()
+            .zip(&mb)
+            .map(|(&i, &j)| apply_i64(op, x[i], y[j]))
+            .collect::<Result<Vec<i64>, String>>()?;
+        Data::from_i64(out_elem, v)
+    };
+    one(out_shape, data)
+}

@@ -1,0 +1,158 @@
+//! Reductions: `nn.reduce_mean`, `nn.reduce_max`, `nn.reduce_sum`.
+//!
+//! Syntax: `%m = nn.reduce_max %a {axes = [-1], keepdims = true} : tensor<Tx1xf32>`.
+//! `axes` absent means every axis; `keepdims` defaults to true (reduced axes stay with size 1).
+//!
+//! Math: sum and mean accumulate in f64 (i64 for integers, wrapping to the element type) and round
+//! once; max is exact. Over an empty set: sum 0, mean NaN, max -inf (the smallest integer for integers).
+
+use super::{Arity, EvalCtx, EvalResult, InferCtx, OpSpec, one, operand, result_shape};
+use crate::attr::{AttrKind, AttrSpec};
+use crate::shape::{for_each_index, normalize_axes};
+use crate::tensor::{Data, strides};
+use crate::types::{Dim, TensorType};
+
+/// The members of the family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReduceOp {
+    /// Arithmetic mean.
+    Mean,
+    /// Maximum.
+    Max,
+    /// Sum.
+    Sum,
+}
+
+const ATTRS: &[AttrSpec] = &[
+    AttrSpec::opt("axes", AttrKind::Ints),
+    AttrSpec::opt("keepdims", AttrKind::Bool),
+];
+
+/// The spec of one member.
+pub fn spec(op: ReduceOp) -> OpSpec {
+    let name = match op {
+        ReduceOp::Mean => "nn.reduce_mean",
+        ReduceOp::Max => "nn.reduce_max",
+        ReduceOp::Sum => "nn.reduce_sum",
+    };
+    OpSpec {
+        name,
+        operands: Arity::Exactly(1),
+        results: 1,
+        attrs: ATTRS,
+    }
+}
+
+fn axes_of(attrs: &crate::attr::Attrs, rank: usize) -> Result<Vec<usize>, String> {
+    match attrs.ints("axes") {
+        Some(a) => normalize_axes(a, rank),
+        None => Ok((0..rank).collect()),
+    }
+}
+
+/// Type rule.
+pub fn infer(op: ReduceOp, cx: &InferCtx) -> Result<Vec<TensorType>, String> {
+    let x = operand(cx, 0)?;
+    let numeric = x.elem.is_float() || x.elem.is_int();
+    if !numeric || (op == ReduceOp::Mean && !x.elem.is_float()) {
+        return Err(format!("unsupported element type for this reduction: {x}"));
+    }
+    let axes = axes_of(cx.attrs, x.rank())?;
+    let keep = cx.attrs.bool_or("keepdims", true);
+    let mut dims = Vec::new();
+    for (i, d) in x.dims.iter().enumerate() {
+        if !axes.contains(&i) {
+            dims.push(d.clone());
+        } else if keep {
+            dims.push(Dim::Static(1));
+        }
+    }
+    Ok(vec![TensorType::new(dims, x.elem)])
+}
+
+/// Reference evaluation.
+pub fn eval(op: ReduceOp, cx: &EvalCtx) -> EvalResult {
+    let x = cx.input(0)?;
+    let rank = x.shape.len();
+    let axes = axes_of(cx.attrs, rank)?;
+    // Accumulate into the keepdims shape, then reshape to the declared result shape.
+    let kept: Vec<usize> = (0..rank)
+        .map(|i| if axes.contains(&i) { 1 } else { x.shape[i] })
+        .collect();
+    let kept_strides = strides(&kept);
+    let n_out: usize = kept.iter().product();
+    let count = x
+        .shape
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| axes.contains(i))
+        .map(|(_, &d)| d)
+        .product::<usize>();
+    let out_of = |idx: &[usize]| -> usize {
+        idx.iter()
+            .enumerate()
+            .filter(|(i, _)| !axes.contains(i))
+            .map(|(i, &v)| v * kept_strides[i])
+            .sum()
+    };
+    let elem = x.elem();
+    let data = if elem.is_float() {
+        let v = x.data.to_f32();
+        let mut acc = vec![
+            if op == ReduceOp::Max {
+                f64::NEG_INFINITY
+            } else {
+                0.0
+            };
+            n_out
+        ];
+        let mut k = 0;
+        for_each_index(&x.shape, |idx| {
+            let o = out_of(idx);
+            let a = f64::from(v[k]);
+            acc[o] = match op {
+                ReduceOp::Max => {
+                    if a.is_nan() || acc[o].is_nan() {
+                        f64::NAN
+                    } else {
+                        acc[o].max(a)
+                    }
+                }
+                ReduceOp::Mean | ReduceOp::Sum => acc[o] + a,
+            };
+            k += 1;
+        });
+        if op == ReduceOp::Mean {
+            for a in &mut acc {
+                *a /= count as f64;
+            }
+        }
+        Data::from_f32(elem, acc.into_iter().map(|a| a as f32).collect())
+    } else {
+        let v = x.data.to_i64();
+        let init = if op == ReduceOp::Max { min_of(elem) } else { 0 };
+        let mut acc = vec![init; n_out];
+        let mut k = 0;
+        for_each_index(&x.shape, |idx| {
+            let o = out_of(idx);
+            acc[o] = match op {
+                ReduceOp::Max => acc[o].max(v[k]),
+                ReduceOp::Mean | ReduceOp::Sum => acc[o].wrapping_add(v[k]),
+            };
+            k += 1;
+        });
+        Data::from_i64(elem, acc)
+    };
+    one(result_shape(cx, 0)?, data)
+}
+
+fn min_of(elem: crate::types::ElemType) -> i64 {
+    use crate::types::ElemType;
+    match elem {
+        ElemType::I8 => i64::from(i8::MIN),
+        ElemType::I32 => i64::from(i32::MIN),
+        ElemType::U8 | ElemType::Bool => 0,
+        ElemType::Ternary => -1,
+        ElemType::I64 | ElemType::F32 | ElemType::F16 | ElemType::BF16 => i64::MIN,
+    }
+}

@@ -1,0 +1,111 @@
+//! `nn.rope`: rotary position embedding, NeoX / `rotate_half` pairing (HF Llama and BitNet).
+//!
+//! Syntax: `%q2 = nn.rope %q, %pos {head_dim = 128, theta = 500000.0} : tensor<Tx2560xf32>`.
+//!
+//! Operands: `x` `[T, H·d]` (token t of head h at columns `h·d .. h·d+d`) and `pos`, a `tensor<i64>`
+//! scalar: token t sits at absolute position `p = pos + t`.
+//!
+//! Math (HF `default` rope, in f32): `inv_freq[i] = 1 / theta^(2i/d)` for `i < d/2`;
+//! `a = p · inv_freq[i]`; element `i` pairs with `i + d/2`:
+//! `y[i] = x[i]·cos a − x[i+d/2]·sin a`, `y[i+d/2] = x[i+d/2]·cos a + x[i]·sin a`.
+//! `d` must be even and divide the row width.
+
+use super::{Arity, EvalCtx, EvalResult, InferCtx, OpSpec, one, operand, require_float};
+use crate::attr::{AttrKind, AttrSpec};
+use crate::tensor::Data;
+use crate::types::{ElemType, TensorType};
+
+/// `nn.rope`.
+pub const SPEC: OpSpec = OpSpec {
+    name: "nn.rope",
+    operands: Arity::Exactly(2),
+    results: 1,
+    attrs: &[
+        AttrSpec::req("head_dim", AttrKind::Int),
+        AttrSpec::req("theta", AttrKind::Float),
+    ],
+};
+
+/// Checks that `pos` is a `tensor<i64>` scalar.
+pub(crate) fn check_pos(pos: &TensorType) -> Result<(), String> {
+    if pos.elem == ElemType::I64 && pos.rank() == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "the position must be a scalar tensor<i64>, found {pos}"
+        ))
+    }
+}
+
+/// Type rule.
+pub fn infer(cx: &InferCtx) -> Result<Vec<TensorType>, String> {
+    let x = operand(cx, 0)?;
+    require_float("the input", &x)?;
+    check_pos(&operand(cx, 1)?)?;
+    if x.rank() != 2 {
+        return Err(format!("the input must be [T, heads*head_dim], found {x}"));
+    }
+    let d = cx.attrs.int_or("head_dim", 0);
+    if d <= 0 || d % 2 != 0 {
+        return Err(format!(
+            "head_dim must be a positive even number, found {d}"
+        ));
+    }
+    match x.dims[1].as_static() {
+        Some(w) if w % d as u64 == 0 => {}
+        _ => {
+            return Err(format!(
+                "the row width of {x} must be a static multiple of head_dim {d}"
+            ));
+        }
+    }
+    if cx
+        .attrs
+        .float("theta")
+        .is_none_or(|t| t.is_nan() || t <= 0.0)
+    {
+        return Err("theta must be positive".into());
+    }
+    Ok(vec![x])
+}
+
+/// The scalar position operand as an index.
+pub(crate) fn position(cx: &EvalCtx, i: usize) -> Result<usize, String> {
+    let p = cx
+        .input(i)?
+        .data
+        .to_i64()
+        .first()
+        .copied()
+        .ok_or("empty position tensor")?;
+    usize::try_from(p).map_err(|_| format!("the position is negative ({p})"))
+}
+
+/// Reference evaluation.
+pub fn eval(cx: &EvalCtx) -> EvalResult {
+    let x = cx.input(0)?;
+    let pos = position(cx, 1)?;
+    let d = cx.attrs.int_or("head_dim", 0) as usize;
+    let theta = cx.attrs.float_or("theta", 10000.0) as f32;
+    let (t_len, width) = (x.shape[0], x.shape[1]);
+    let half = d / 2;
+    let inv_freq: Vec<f32> = (0..half)
+        .map(|i| 1.0 / theta.powf((2 * i) as f32 / d as f32))
+        .collect();
+    let v = x.data.to_f32();
+    let mut out = v.clone();
+    for t in 0..t_len {
+        let p = (pos + t) as f32;
+        for h in 0..width / d {
+            let base = t * width + h * d;
+            for i in 0..half {
+                let a = p * inv_freq[i];
+                let (s, c) = (a.sin(), a.cos());
+                let (x0, x1) = (v[base + i], v[base + i + half]);
+                out[base + i] = x0 * c - x1 * s;
+                out[base + i + half] = x1 * c + x0 * s;
+            }
+        }
+    }
+    one(&x.shape, Data::from_f32(x.elem(), out))
+}

@@ -1,0 +1,150 @@
+//! Elementwise unary ops: `nn.neg`, `nn.sqrt`, `nn.reciprocal`, `nn.abs`, `nn.round`, `nn.relu`,
+//! `nn.relu2`, `nn.silu`, `nn.sigmoid`, `nn.tanh`, `nn.erf`, `nn.exp`.
+//!
+//! Syntax: `%y = nn.relu2 %x : tensor<Tx6912xf32>`.
+//!
+//! Math (per element): neg `-x`; sqrt `√x`; reciprocal `1/x`; abs `|x|`; round: nearest integer with
+//! ties to even (`round(2.5) = 2`, as torch, numpy and ONNX do); relu `max(x, 0)`; relu2 `max(x, 0)²`
+//! (BitNet's squared ReLU); silu `x·σ(x)`; sigmoid `σ(x) = 1/(1+e^-x)`; tanh; erf; exp.
+//! The result has the operand's type. `neg` and `abs` also take integers (wrapping, as ONNX);
+//! everything else needs a float. Floats compute in f32.
+
+use super::{Arity, EvalCtx, EvalResult, InferCtx, OpSpec, one, operand, require_float};
+use crate::tensor::Data;
+use crate::types::TensorType;
+
+/// The members of the family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnaryOp {
+    /// `-x`.
+    Neg,
+    /// `√x`.
+    Sqrt,
+    /// `1/x`.
+    Reciprocal,
+    /// `|x|`.
+    Abs,
+    /// Round half to even.
+    Round,
+    /// `max(x, 0)`.
+    Relu,
+    /// `max(x, 0)²`.
+    Relu2,
+    /// `x·σ(x)`.
+    Silu,
+    /// `1/(1+e^-x)`.
+    Sigmoid,
+    /// `tanh x`.
+    Tanh,
+    /// The error function.
+    Erf,
+    /// `e^x`.
+    Exp,
+}
+
+/// The spec of one member.
+pub fn spec(op: UnaryOp) -> OpSpec {
+    let name = match op {
+        UnaryOp::Neg => "nn.neg",
+        UnaryOp::Sqrt => "nn.sqrt",
+        UnaryOp::Reciprocal => "nn.reciprocal",
+        UnaryOp::Abs => "nn.abs",
+        UnaryOp::Round => "nn.round",
+        UnaryOp::Relu => "nn.relu",
+        UnaryOp::Relu2 => "nn.relu2",
+        UnaryOp::Silu => "nn.silu",
+        UnaryOp::Sigmoid => "nn.sigmoid",
+        UnaryOp::Tanh => "nn.tanh",
+        UnaryOp::Erf => "nn.erf",
+        UnaryOp::Exp => "nn.exp",
+    };
+    OpSpec {
+        name,
+        operands: Arity::Exactly(1),
+        results: 1,
+        attrs: &[],
+    }
+}
+
+fn takes_integers(op: UnaryOp) -> bool {
+    matches!(op, UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Relu)
+}
+
+/// Type rule.
+pub fn infer(op: UnaryOp, cx: &InferCtx) -> Result<Vec<TensorType>, String> {
+    let x = operand(cx, 0)?;
+    if !(takes_integers(op) && x.elem.is_int()) {
+        require_float("the operand", &x)?;
+    }
+    Ok(vec![x])
+}
+
+/// `1/(1+e^-x)`, written so that large |x| neither overflows nor loses the tail.
+pub fn sigmoid(x: f32) -> f32 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+fn apply(op: UnaryOp, x: f32) -> f32 {
+    match op {
+        UnaryOp::Neg => -x,
+        UnaryOp::Sqrt => x.sqrt(),
+        UnaryOp::Reciprocal => 1.0 / x,
+        UnaryOp::Abs => x.abs(),
+        UnaryOp::Round => x.round_ties_even(),
+        UnaryOp::Relu => x.max(0.0),
+        UnaryOp::Relu2 => {
+            let r = x.max(0.0);
+            r * r
+        }
+        UnaryOp::Silu => x * sigmoid(x),
+        UnaryOp::Sigmoid => sigmoid(x),
+        UnaryOp::Tanh => x.tanh(),
+        UnaryOp::Erf => libm::erff(x),
+        UnaryOp::Exp => x.exp(),
+    }
+}
+
+/// Integer semantics (wrapping, as ONNX); `None` for the float-only members.
+fn apply_int(op: UnaryOp, v: i64) -> Option<i64> {
+    match op {
+        UnaryOp::Neg => Some(v.wrapping_neg()),
+        UnaryOp::Abs => Some(v.wrapping_abs()),
+        UnaryOp::Relu => Some(v.max(0)),
+        UnaryOp::Sqrt
+        | UnaryOp::Reciprocal
+        | UnaryOp::Round
+        | UnaryOp::Relu2
+        | UnaryOp::Silu
+        | UnaryOp::Sigmoid
+        | UnaryOp::Tanh
+        | UnaryOp::Erf
+        | UnaryOp::Exp => None,
+    }
+}
+
+/// Reference evaluation.
+pub fn eval(op: UnaryOp, cx: &EvalCtx) -> EvalResult {
+    let x = cx.input(0)?;
+    let elem = x.elem();
+    let data = if elem.is_float() {
+        Data::from_f32(
+            elem,
+            x.data.to_f32().into_iter().map(|v| apply(op, v)).collect(),
+        )
+    } else {
+        let v = x
+            .data
+            .to_i64()
+            .into_iter()
+            .map(|v| apply_int(op, v))
+            .collect::<Option<Vec<i64>>>()
+            .ok_or_else(|| format!("{} needs a float operand", spec(op).name))?;
+        Data::from_i64(elem, v)
+    };
+    one(&x.shape, data)
+}

@@ -1,0 +1,256 @@
+//! Concrete tensors, as the reference interpreter and weight stores hold them.
+//!
+//! f16 and bf16 tensors keep their 16-bit values; every float op computes in f32 (or f64 for sums)
+//! and rounds to the storage type at the end (round to nearest even). Ternary tensors hold one `i8` in
+//! {-1, 0, +1} per element: the interpreter works on unpacked values, packing is a storage concern.
+
+use crate::types::{ElemType, TensorType};
+use half::{bf16, f16};
+
+/// The elements of a tensor, row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Data {
+    /// f32 elements.
+    F32(Vec<f32>),
+    /// f16 elements.
+    F16(Vec<f16>),
+    /// bf16 elements.
+    BF16(Vec<bf16>),
+    /// i8 elements.
+    I8(Vec<i8>),
+    /// i32 elements.
+    I32(Vec<i32>),
+    /// i64 elements.
+    I64(Vec<i64>),
+    /// u8 elements.
+    U8(Vec<u8>),
+    /// Boolean elements.
+    Bool(Vec<bool>),
+    /// Ternary elements, each in {-1, 0, +1}.
+    Ternary(Vec<i8>),
+}
+
+/// A tensor with a concrete shape.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor {
+    /// The shape, outermost first.
+    pub shape: Vec<usize>,
+    /// The elements.
+    pub data: Data,
+}
+
+/// Applies `$body` to the vector inside any `Data` variant, rebuilding the same variant.
+macro_rules! map_data {
+    ($data:expr, $v:ident => $body:expr) => {
+        match $data {
+            Data::F32($v) => Data::F32($body),
+            Data::F16($v) => Data::F16($body),
+            Data::BF16($v) => Data::BF16($body),
+            Data::I8($v) => Data::I8($body),
+            Data::I32($v) => Data::I32($body),
+            Data::I64($v) => Data::I64($body),
+            Data::U8($v) => Data::U8($body),
+            Data::Bool($v) => Data::Bool($body),
+            Data::Ternary($v) => Data::Ternary($body),
+        }
+    };
+}
+
+impl Data {
+    /// The element type.
+    pub fn elem(&self) -> ElemType {
+        match self {
+            Data::F32(_) => ElemType::F32,
+            Data::F16(_) => ElemType::F16,
+            Data::BF16(_) => ElemType::BF16,
+            Data::I8(_) => ElemType::I8,
+            Data::I32(_) => ElemType::I32,
+            Data::I64(_) => ElemType::I64,
+            Data::U8(_) => ElemType::U8,
+            Data::Bool(_) => ElemType::Bool,
+            Data::Ternary(_) => ElemType::Ternary,
+        }
+    }
+
+    /// The number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            Data::F32(v) => v.len(),
+            Data::F16(v) => v.len(),
+            Data::BF16(v) => v.len(),
+            Data::I8(v) | Data::Ternary(v) => v.len(),
+            Data::I32(v) => v.len(),
+            Data::I64(v) => v.len(),
+            Data::U8(v) => v.len(),
+            Data::Bool(v) => v.len(),
+        }
+    }
+
+    /// True when there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The elements at `indices`, in that order (the data-movement ops are all this one gather).
+    /// Every index must be below `len()`; callers compute them from checked shapes.
+    pub fn take(&self, indices: &[usize]) -> Data {
+        map_data!(self, v => indices.iter().map(|&i| v[i]).collect())
+    }
+
+    /// Concatenates data of the same element type; `None` if the types differ.
+    pub fn concat(parts: &[&Data]) -> Option<Data> {
+        let first = parts.first()?;
+        let mut out = map_data!(first, v => Vec::with_capacity(v.len()));
+        for part in parts {
+            match (&mut out, part) {
+                (Data::F32(o), Data::F32(v)) => o.extend_from_slice(v),
+                (Data::F16(o), Data::F16(v)) => o.extend_from_slice(v),
+                (Data::BF16(o), Data::BF16(v)) => o.extend_from_slice(v),
+                (Data::I8(o), Data::I8(v)) => o.extend_from_slice(v),
+                (Data::I32(o), Data::I32(v)) => o.extend_from_slice(v),
+                (Data::I64(o), Data::I64(v)) => o.extend_from_slice(v),
+                (Data::U8(o), Data::U8(v)) => o.extend_from_slice(v),
+                (Data::Bool(o), Data::Bool(v)) => o.extend_from_slice(v),
+                (Data::Ternary(o), Data::Ternary(v)) => o.extend_from_slice(v),
+                _ => return None,
+            }
+        }
+        Some(out)
+    }
+
+    /// The elements as f32 (floats widen exactly; integers, booleans and ternary convert by value).
+    pub fn to_f32(&self) -> Vec<f32> {
+        match self {
+            Data::F32(v) => v.clone(),
+            Data::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
+            Data::BF16(v) => v.iter().map(|x| x.to_f32()).collect(),
+            Data::I8(v) | Data::Ternary(v) => v.iter().map(|&x| f32::from(x)).collect(),
+            Data::I32(v) => v.iter().map(|&x| x as f32).collect(),
+            Data::I64(v) => v.iter().map(|&x| x as f32).collect(),
+            Data::U8(v) => v.iter().map(|&x| f32::from(x)).collect(),
+            Data::Bool(v) => v.iter().map(|&x| f32::from(u8::from(x))).collect(),
+        }
+    }
+
+    /// The elements as i64 (floats truncate toward zero and saturate; NaN becomes 0).
+    pub fn to_i64(&self) -> Vec<i64> {
+        match self {
+            Data::F32(v) => v.iter().map(|&x| x as i64).collect(),
+            Data::F16(v) => v.iter().map(|x| x.to_f32() as i64).collect(),
+            Data::BF16(v) => v.iter().map(|x| x.to_f32() as i64).collect(),
+            Data::I8(v) | Data::Ternary(v) => v.iter().map(|&x| i64::from(x)).collect(),
+            Data::I32(v) => v.iter().map(|&x| i64::from(x)).collect(),
+            Data::I64(v) => v.clone(),
+            Data::U8(v) => v.iter().map(|&x| i64::from(x)).collect(),
+            Data::Bool(v) => v.iter().map(|&x| i64::from(x)).collect(),
+        }
+    }
+
+    /// Builds data of a float element type from f32 values, rounding to nearest even for f16/bf16.
+    /// For a non-float `elem`, values convert as `cast` does.
+    pub fn from_f32(elem: ElemType, v: Vec<f32>) -> Data {
+        match elem {
+            ElemType::F32 => Data::F32(v),
+            ElemType::F16 => Data::F16(v.into_iter().map(f16::from_f32).collect()),
+            ElemType::BF16 => Data::BF16(v.into_iter().map(bf16::from_f32).collect()),
+            ElemType::I8 => Data::I8(v.into_iter().map(|x| x as i8).collect()),
+            ElemType::I32 => Data::I32(v.into_iter().map(|x| x as i32).collect()),
+            ElemType::I64 => Data::I64(v.into_iter().map(|x| x as i64).collect()),
+            ElemType::U8 => Data::U8(v.into_iter().map(|x| x as u8).collect()),
+            ElemType::Bool => Data::Bool(v.into_iter().map(|x| x != 0.0).collect()),
+            ElemType::Ternary => {
+                Data::Ternary(v.into_iter().map(|x| (x as i8).clamp(-1, 1)).collect())
+            }
+        }
+    }
+
+    /// Builds data of an integer element type from i64 values, wrapping like two's complement
+    /// (ONNX and numpy integer arithmetic). For a float `elem`, values convert by value.
+    pub fn from_i64(elem: ElemType, v: Vec<i64>) -> Data {
+        match elem {
+            ElemType::F32 => Data::F32(v.into_iter().map(|x| x as f32).collect()),
+            ElemType::F16 => Data::F16(v.into_iter().map(|x| f16::from_f32(x as f32)).collect()),
+            ElemType::BF16 => Data::BF16(v.into_iter().map(|x| bf16::from_f32(x as f32)).collect()),
+            ElemType::I8 => Data::I8(v.into_iter().map(|x| x as i8).collect()),
+            ElemType::I32 => Data::I32(v.into_iter().map(|x| x as i32).collect()),
+            ElemType::I64 => Data::I64(v),
+            ElemType::U8 => Data::U8(v.into_iter().map(|x| x as u8).collect()),
+            ElemType::Bool => Data::Bool(v.into_iter().map(|x| x != 0).collect()),
+            ElemType::Ternary => {
+                Data::Ternary(v.into_iter().map(|x| x.clamp(-1, 1) as i8).collect())
+            }
+        }
+    }
+}
+
+impl Tensor {
+    /// A tensor from a shape and data; `None` if the element count does not match the shape.
+    pub fn new(shape: Vec<usize>, data: Data) -> Option<Tensor> {
+        let n = checked_numel(&shape)?;
+        (n == data.len()).then_some(Tensor { shape, data })
+    }
+
+    /// An f32 tensor; `None` if the element count does not match the shape.
+    pub fn from_f32(shape: Vec<usize>, values: Vec<f32>) -> Option<Tensor> {
+        Tensor::new(shape, Data::F32(values))
+    }
+
+    /// The element type.
+    pub fn elem(&self) -> ElemType {
+        self.data.elem()
+    }
+
+    /// The number of elements.
+    pub fn numel(&self) -> usize {
+        self.data.len()
+    }
+
+    /// The tensor's type (all dims static).
+    pub fn ty(&self) -> TensorType {
+        TensorType::of(
+            &self.shape.iter().map(|&d| d as u64).collect::<Vec<_>>(),
+            self.elem(),
+        )
+    }
+
+    /// Converts this tensor, as a weight store read it, to the element type a `nn.weight` declares:
+    /// floats convert to any float type (f16/bf16 widen exactly; f32 narrows by rounding to nearest even);
+    /// i8 converts to ternary only if every value is in {-1, 0, +1}; otherwise the types must be equal.
+    pub fn convert_for_load(self, elem: ElemType) -> Result<Tensor, String> {
+        let have = self.elem();
+        if have == elem {
+            return Ok(self);
+        }
+        let data = match (&self.data, elem) {
+            (_, e) if have.is_float() && e.is_float() => Data::from_f32(e, self.data.to_f32()),
+            (Data::I8(v), ElemType::Ternary) => {
+                if let Some(pos) = v.iter().position(|&x| !(-1..=1).contains(&x)) {
+                    return Err(format!(
+                        "element {pos} is {} but a ternary weight holds only -1, 0 or +1",
+                        v[pos]
+                    ));
+                }
+                Data::Ternary(v.clone())
+            }
+            _ => return Err(format!("stored as {have}, cannot be read as {elem}")),
+        };
+        Ok(Tensor {
+            shape: self.shape,
+            data,
+        })
+    }
+}
+
+/// The product of `shape`, or `None` on overflow.
+pub fn checked_numel(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
+}
+
+/// Row-major strides of `shape`.
+pub fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1usize; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}

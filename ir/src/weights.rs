@@ -1,0 +1,129 @@
+//! The weight-store interface: `nn.weight` ops name tensors; a store resolves the names.
+//!
+//! File-backed stores (safetensors, GGUF; memory-mapped) live in `bitnet-frontend`. This crate has
+//! the trait, an empty store and an in-memory store for tests and small programs.
+
+use crate::tensor::Tensor;
+use crate::types::ElemType;
+use std::collections::BTreeMap;
+
+/// Why a weight could not be loaded.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum WeightError {
+    /// No tensor of that name.
+    #[error("weight \"{name}\" is not in {store}")]
+    Missing {
+        /// The requested name.
+        name: String,
+        /// Which store was asked (a file name, or a description).
+        store: String,
+    },
+    /// The tensor exists but does not have the declared shape.
+    #[error("weight \"{name}\" in {store} has shape {found:?}, the IR declares {expected:?}")]
+    Shape {
+        /// The requested name.
+        name: String,
+        /// Which store.
+        store: String,
+        /// The shape in the store.
+        found: Vec<usize>,
+        /// The declared shape.
+        expected: Vec<usize>,
+    },
+    /// The tensor exists but cannot be converted to the declared element type.
+    #[error("weight \"{name}\" in {store}: {reason}")]
+    Convert {
+        /// The requested name.
+        name: String,
+        /// Which store.
+        store: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The store could not read the tensor (I/O, corrupt file).
+    #[error("weight \"{name}\" in {store}: {reason}")]
+    Read {
+        /// The requested name.
+        name: String,
+        /// Which store.
+        store: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Resolves weight names to tensors.
+pub trait WeightStore {
+    /// A short description for diagnostics (usually the file name).
+    fn describe(&self) -> String;
+
+    /// Loads tensor `name` as `elem` with `shape`, converting as `Tensor::convert_for_load` allows.
+    fn load(&self, name: &str, elem: ElemType, shape: &[usize]) -> Result<Tensor, WeightError>;
+}
+
+/// Checks the shape of a tensor a store read and converts it to the declared element type.
+pub fn finish_load(
+    store: &dyn WeightStore,
+    name: &str,
+    tensor: Tensor,
+    elem: ElemType,
+    shape: &[usize],
+) -> Result<Tensor, WeightError> {
+    if tensor.shape != shape {
+        return Err(WeightError::Shape {
+            name: name.to_string(),
+            store: store.describe(),
+            found: tensor.shape,
+            expected: shape.to_vec(),
+        });
+    }
+    tensor
+        .convert_for_load(elem)
+        .map_err(|reason| WeightError::Convert {
+            name: name.to_string(),
+            store: store.describe(),
+            reason,
+        })
+}
+
+/// A store with no tensors: every load fails with `Missing`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoWeights;
+
+impl WeightStore for NoWeights {
+    fn describe(&self) -> String {
+        "the empty weight store (no --weights given)".into()
+    }
+
+    fn load(&self, name: &str, _elem: ElemType, _shape: &[usize]) -> Result<Tensor, WeightError> {
+        Err(WeightError::Missing {
+            name: name.to_string(),
+            store: self.describe(),
+        })
+    }
+}
+
+/// Tensors held in memory, by name.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryWeights {
+    /// The tensors.
+    pub tensors: BTreeMap<String, Tensor>,
+}
+
+impl WeightStore for MemoryWeights {
+    fn describe(&self) -> String {
+        "the in-memory weight store".into()
+    }
+
+    fn load(&self, name: &str, elem: ElemType, shape: &[usize]) -> Result<Tensor, WeightError> {
+        let t = self
+            .tensors
+            .get(name)
+            .cloned()
+            .ok_or_else(|| WeightError::Missing {
+                name: name.to_string(),
+                store: self.describe(),
+            })?;
+        finish_load(self, name, t, elem, shape)
+    }
+}
