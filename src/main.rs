@@ -1,1 +1,170 @@
-fn main() {}
+//! The `bitnetc` command line.
+
+use anyhow::{Context, Result, bail};
+use bitnet_frontend::{SafetensorsStore, npy};
+use bitnet_ir::{NoWeights, Tensor, WeightStore, interp, text};
+use bitnetc::{BirError, load_bir};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// bitnetc: a compiler for ternary (BitNet b1.58) neural networks.
+#[derive(Parser)]
+#[command(name = "bitnetc", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Parse and verify a .bir file; print every error (exit 1) or a one-line summary.
+    Check {
+        /// The IR file.
+        file: PathBuf,
+    },
+    /// Print a .bir file in canonical form.
+    Print {
+        /// The IR file.
+        file: PathBuf,
+    },
+    /// Run a function of a .bir file with the reference interpreter.
+    Eval {
+        /// The IR file.
+        file: PathBuf,
+        /// The function to run.
+        #[arg(long, default_value = "main")]
+        function: String,
+        /// The weights that `nn.weight` ops refer to.
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// An input, as NAME=FILE.npy (NAME is the argument without `%`); once per argument.
+        #[arg(long = "input", value_name = "NAME=FILE.npy")]
+        inputs: Vec<String>,
+        /// Where to write the results (.npy), one per result in order; without it, results are summarized.
+        #[arg(long = "output", value_name = "FILE.npy")]
+        outputs: Vec<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads a .bir file; diagnostics go to stderr and become exit code 1.
+fn load_or_report(file: &Path) -> Result<Option<bitnet_ir::Module>> {
+    match load_bir(file) {
+        Ok(m) => Ok(Some(m)),
+        Err(BirError::Invalid { count, rendered }) => {
+            eprint!("{rendered}");
+            eprintln!("{}: {count} error(s)", file.display());
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Check { file } => {
+            let Some(m) = load_or_report(&file)? else {
+                return Ok(ExitCode::FAILURE);
+            };
+            let ops: usize = m.functions.iter().map(|f| f.ops.len()).sum();
+            println!(
+                "{}: ok ({} function(s), {ops} op(s))",
+                file.display(),
+                m.functions.len()
+            );
+        }
+        Command::Print { file } => {
+            let Some(m) = load_or_report(&file)? else {
+                return Ok(ExitCode::FAILURE);
+            };
+            print!("{}", text::print_module(&m));
+        }
+        Command::Eval {
+            file,
+            function,
+            weights,
+            inputs,
+            outputs,
+        } => {
+            let Some(m) = load_or_report(&file)? else {
+                return Ok(ExitCode::FAILURE);
+            };
+            let f = m
+                .function(&function)
+                .with_context(|| format!("{}: no function @{function}", file.display()))?;
+            let store: Box<dyn WeightStore> = match &weights {
+                Some(p) => Box::new(SafetensorsStore::open(p)?),
+                None => Box::new(NoWeights),
+            };
+            let tensors = bind_inputs(f, &inputs)?;
+            let results = interp::run_function(f, &tensors, store.as_ref())
+                .with_context(|| format!("{}: evaluating @{function}", file.display()))?;
+            if outputs.is_empty() {
+                for (i, t) in results.iter().enumerate() {
+                    println!("result {i}: {}", summarize(t));
+                }
+            } else if outputs.len() != results.len() {
+                bail!(
+                    "@{function} has {} result(s) but {} --output path(s) were given",
+                    results.len(),
+                    outputs.len()
+                );
+            } else {
+                for (path, t) in outputs.iter().zip(&results) {
+                    npy::write(path, t)?;
+                    println!("wrote {} ({})", path.display(), t.ty());
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Matches `NAME=FILE.npy` inputs to the function's arguments, in argument order.
+fn bind_inputs(f: &bitnet_ir::Function, inputs: &[String]) -> Result<Vec<Tensor>> {
+    let mut given: Vec<(String, PathBuf)> = Vec::new();
+    for spec in inputs {
+        let (name, path) = spec
+            .split_once('=')
+            .with_context(|| format!("--input {spec}: expected NAME=FILE.npy"))?;
+        let name = name.trim_start_matches('%').to_string();
+        if given.iter().any(|(n, _)| *n == name) {
+            bail!("--input {name} is given twice");
+        }
+        given.push((name, PathBuf::from(path)));
+    }
+    let mut tensors = Vec::with_capacity(f.args.len());
+    for &arg in &f.args {
+        let name = f.value(arg).name.clone().unwrap_or_default();
+        let pos = given
+            .iter()
+            .position(|(n, _)| *n == name)
+            .with_context(|| {
+                format!("@{} needs --input {name}=FILE.npy ({})", f.name, f.ty(arg))
+            })?;
+        let (_, path) = given.remove(pos);
+        tensors.push(npy::read(&path)?);
+    }
+    if let Some((name, _)) = given.first() {
+        bail!("@{} has no argument %{name}", f.name);
+    }
+    Ok(tensors)
+}
+
+/// A one-line description of a tensor: its type and first values.
+fn summarize(t: &Tensor) -> String {
+    let v = t.data.to_f32();
+    let head: Vec<String> = v.iter().take(8).map(|x| format!("{x}")).collect();
+    let more = if v.len() > 8 { ", ..." } else { "" };
+    format!("{} [{}{more}]", t.ty(), head.join(", "))
+}
