@@ -174,10 +174,19 @@ impl Parser {
                 }
                 self.expect(Tok::Le)?;
                 let bloc = self.loc();
-                let max = self.int()?;
-                let max = u64::try_from(max).map_err(|_| {
-                    Diagnostic::new(Some(bloc), format!("the bound of {sym} is negative"))
-                })?;
+                let max = match self.bump() {
+                    Some((Tok::Int(s), _)) => s.parse::<u64>().map_err(|_| {
+                        let why = if s.starts_with('-') { "is negative" } else { "does not fit in 64 bits" };
+                        Diagnostic::new(Some(bloc), format!("the bound of {sym} ({s}) {why}"))
+                    })?,
+                    _ => {
+                        self.pos -= 1;
+                        return self.err(format!(
+                            "expected the bound of {sym} (an integer), found {}",
+                            self.found()
+                        ));
+                    }
+                };
                 f.symbols.push(SymbolDecl { name: sym, max });
                 if !self.eat(&Tok::Comma) {
                     break;
