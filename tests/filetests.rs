@@ -22,14 +22,33 @@ use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
 fn file_name(path: &Path) -> String {
-    format!("{}/{}", path.parent().unwrap().file_name().unwrap().to_str().unwrap(), path.file_name().unwrap().to_str().unwrap())
+    format!(
+        "{}/{}",
+        path.parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        path.file_name().unwrap().to_str().unwrap()
+    )
 }
 
 fn read(path: &Path) -> String {
     let src = std::fs::read_to_string(path).unwrap();
-    let kind = path.parent().unwrap().file_name().unwrap().to_str().unwrap();
+    let kind = path
+        .parent()
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap();
     let header = format!("; test: {kind}");
-    assert!(src.starts_with(&header), "{}: the first line must be `{header}`", path.display());
+    assert!(
+        src.starts_with(&header),
+        "{}: the first line must be `{header}`",
+        path.display()
+    );
     src
 }
 
@@ -41,8 +60,13 @@ fn run_parse(path: &Path) -> String {
         Err(d) => d.render(&name, Some(&src)),
         Ok(m) => {
             let printed = text::print_module(&m);
-            let again = text::print_module(&text::parse(&printed, &name).expect("the printed form must parse"));
-            assert_eq!(printed, again, "{name}: print → parse → print is not identical");
+            let again = text::print_module(
+                &text::parse(&printed, &name).expect("the printed form must parse"),
+            );
+            assert_eq!(
+                printed, again,
+                "{name}: print → parse → print is not identical"
+            );
             printed
         }
     }
@@ -56,7 +80,11 @@ fn run_verify(path: &Path) -> String {
         Err(d) => d.render(&name, Some(&src)),
         Ok(m) => {
             let diags = verify::verify_module(&m);
-            if diags.is_empty() { "ok\n".to_string() } else { render_all(&diags, &name, Some(&src)) }
+            if diags.is_empty() {
+                "ok\n".to_string()
+            } else {
+                render_all(&diags, &name, Some(&src))
+            }
         }
     }
 }
@@ -64,7 +92,9 @@ fn run_verify(path: &Path) -> String {
 /// Formats a tensor's values, one row (last axis) per line.
 fn format_tensor(t: &Tensor) -> String {
     let values: Vec<String> = match &t.data {
-        Data::F32(_) | Data::F16(_) | Data::BF16(_) => t.data.to_f32().iter().map(|v| format!("{v:?}")).collect(),
+        Data::F32(_) | Data::F16(_) | Data::BF16(_) => {
+            t.data.to_f32().iter().map(|v| format!("{v:?}")).collect()
+        }
         Data::Bool(v) => v.iter().map(|b| b.to_string()).collect(),
         Data::I8(_) | Data::I32(_) | Data::I64(_) | Data::U8(_) | Data::Ternary(_) => {
             t.data.to_i64().iter().map(|v| v.to_string()).collect()
@@ -82,10 +112,20 @@ fn format_tensor(t: &Tensor) -> String {
 fn test_weights() -> MemoryWeights {
     let mut w = MemoryWeights::default();
     let t = |shape: Vec<usize>, data: Data| Tensor::new(shape, data).unwrap();
-    w.tensors.insert("ternary_2x4".into(), t(vec![2, 4], Data::I8(vec![1, 0, -1, 1, 0, 0, 1, -1])));
-    w.tensors.insert("f32_2x2".into(), t(vec![2, 2], Data::F32(vec![1.0, 2.0, 3.0, 4.0])));
-    let bf = [1.5f32, -2.0, 0.333984375].map(half::bf16::from_f32).to_vec();
-    w.tensors.insert("bf16_3".into(), t(vec![3], Data::BF16(bf)));
+    w.tensors.insert(
+        "ternary_2x4".into(),
+        t(vec![2, 4], Data::I8(vec![1, 0, -1, 1, 0, 0, 1, -1])),
+    );
+    w.tensors.insert(
+        "f32_2x2".into(),
+        t(vec![2, 2], Data::F32(vec![1.0, 2.0, 3.0, 4.0])),
+    );
+    // 171/512 = 0.333984375 is exact in bf16.
+    let bf = [1.5f32, -2.0, 171.0 / 512.0]
+        .map(half::bf16::from_f32)
+        .to_vec();
+    w.tensors
+        .insert("bf16_3".into(), t(vec![3], Data::BF16(bf)));
     w
 }
 
@@ -95,7 +135,11 @@ fn run_eval(path: &Path) -> String {
     let name = file_name(path);
     let m = text::parse(&src, &name).unwrap_or_else(|d| panic!("{}", d.render(&name, Some(&src))));
     let diags = verify::verify_module(&m);
-    assert!(diags.is_empty(), "{}", render_all(&diags, &name, Some(&src)));
+    assert!(
+        diags.is_empty(),
+        "{}",
+        render_all(&diags, &name, Some(&src))
+    );
     let mut out = String::new();
     match interp::run(&m, "main", &[], &test_weights()) {
         Ok(results) => {
@@ -114,7 +158,9 @@ fn run_eval(path: &Path) -> String {
 /// Runs `run` on every `.bir` file of `kind` and compares each output with its snapshot in
 /// `tests/filetests/<kind>/snapshots/<name>.snap`; reports every mismatching file, not just the first.
 fn check_snapshots(kind: &str, run: fn(&Path) -> String) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/filetests").join(kind);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/filetests")
+        .join(kind);
     let mut failed = Vec::new();
     for path in bir_files(kind) {
         let stem = path.file_stem().unwrap().to_str().unwrap().to_string();
@@ -131,7 +177,10 @@ fn check_snapshots(kind: &str, run: fn(&Path) -> String) {
             failed.push(file_name(&path));
         }
     }
-    assert!(failed.is_empty(), "filetests with a changed or missing snapshot: {failed:?} (run `cargo insta review`)");
+    assert!(
+        failed.is_empty(),
+        "filetests with a changed or missing snapshot: {failed:?} (run `cargo insta review`)"
+    );
 }
 
 #[test]
@@ -150,7 +199,9 @@ fn eval_filetests() {
 }
 
 fn bir_files(kind: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/filetests").join(kind);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/filetests")
+        .join(kind);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -176,8 +227,15 @@ fn ops_in_eval_files() -> BTreeSet<&'static str> {
 #[test]
 fn every_op_has_an_eval_filetest() {
     let used = ops_in_eval_files();
-    let missing: Vec<&str> = OpKind::ALL.iter().map(|k| k.name()).filter(|n| !used.contains(n)).collect();
-    assert!(missing.is_empty(), "ops without an eval filetest: {missing:?}");
+    let missing: Vec<&str> = OpKind::ALL
+        .iter()
+        .map(|k| k.name())
+        .filter(|n| !used.contains(n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "ops without an eval filetest: {missing:?}"
+    );
 }
 
 #[test]
@@ -189,9 +247,14 @@ fn every_op_has_a_verify_filetest_that_rejects_it() {
     let missing: Vec<&str> = OpKind::ALL
         .iter()
         .map(|k| k.name())
-        .filter(|n| !named.contains(&format!("error: {n}:")) && !named.contains(&format!("error: {n} ")))
+        .filter(|n| {
+            !named.contains(&format!("error: {n}:")) && !named.contains(&format!("error: {n} "))
+        })
         .collect();
-    assert!(missing.is_empty(), "ops no verify filetest reports an error for: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "ops no verify filetest reports an error for: {missing:?}"
+    );
 }
 
 #[test]
@@ -199,7 +262,11 @@ fn malformed_inputs_give_diagnostics_not_panics() {
     let mut rejected = 0;
     for kind in ["parse", "verify"] {
         for path in bir_files(kind) {
-            let out = if kind == "parse" { run_parse(&path) } else { run_verify(&path) };
+            let out = if kind == "parse" {
+                run_parse(&path)
+            } else {
+                run_verify(&path)
+            };
             if out.contains(": error: ") {
                 assert!(
                     out.lines().next().unwrap().starts_with(&file_name(&path)),
@@ -210,5 +277,8 @@ fn malformed_inputs_give_diagnostics_not_panics() {
             }
         }
     }
-    assert!(rejected >= 15, "only {rejected} malformed-input filetests; the suite promises at least 15");
+    assert!(
+        rejected >= 15,
+        "only {rejected} malformed-input filetests; the suite promises at least 15"
+    );
 }

@@ -122,19 +122,6 @@ impl Parser {
         }
     }
 
-    fn int(&mut self) -> PResult<i64> {
-        let loc = self.loc();
-        match self.bump() {
-            Some((Tok::Int(s), _)) => s.parse().map_err(|_| {
-                Diagnostic::new(Some(loc), format!("integer `{s}` does not fit in 64 bits"))
-            }),
-            _ => {
-                self.pos -= 1;
-                self.err(format!("expected an integer, found {}", self.found()))
-            }
-        }
-    }
-
     fn function(&mut self) -> PResult<Function> {
         let loc = self.keyword("func")?;
         let name = match self.bump() {
@@ -176,7 +163,11 @@ impl Parser {
                 let bloc = self.loc();
                 let max = match self.bump() {
                     Some((Tok::Int(s), _)) => s.parse::<u64>().map_err(|_| {
-                        let why = if s.starts_with('-') { "is negative" } else { "does not fit in 64 bits" };
+                        let why = if s.starts_with('-') {
+                            "is negative"
+                        } else {
+                            "does not fit in 64 bits"
+                        };
                         Diagnostic::new(Some(bloc), format!("the bound of {sym} ({s}) {why}"))
                     })?,
                     _ => {
