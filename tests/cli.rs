@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn bitnetc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bitnetc")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_bitnetc"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn root() -> PathBuf {
@@ -55,14 +58,23 @@ fn check_reports_every_error_with_location_and_exits_1() {
     let err = stderr(&o);
     assert!(err.contains(&format!("{f}:2:")), "{err}");
     assert!(err.contains("use of undefined value %z"), "{err}");
-    assert!(err.contains(&format!("{f}:3:8: error: nn.softmax: axis 3 is out of range for rank 1")), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{f}:3:8: error: nn.softmax: axis 3 is out of range for rank 1"
+        )),
+        "{err}"
+    );
     assert!(err.contains("2 error(s)"), "{err}");
 }
 
 #[test]
 fn check_reports_syntax_errors_and_missing_files() {
     let dir = scratch("check-syntax");
-    let f = write(&dir, "syntax.bir", "func @main() -> () {\n  %y = nn.add %x, : tensor<2xf32>\n}\n");
+    let f = write(
+        &dir,
+        "syntax.bir",
+        "func @main() -> () {\n  %y = nn.add %x, : tensor<2xf32>\n}\n",
+    );
     let o = bitnetc(&["check", &f]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains(&format!("{f}:2:")), "{}", stderr(&o));
@@ -77,7 +89,10 @@ fn print_gives_the_canonical_form() {
     let f = write(&dir, "p.bir", VALID);
     let o = bitnetc(&["print", &f]);
     assert!(o.status.success());
-    assert_eq!(stdout(&o), "func @main(%x: tensor<2xf32>) -> (tensor<2xf32>) {\n  %y = nn.relu2 %x : tensor<2xf32>\n  return %y\n}\n");
+    assert_eq!(
+        stdout(&o),
+        "func @main(%x: tensor<2xf32>) -> (tensor<2xf32>) {\n  %y = nn.relu2 %x : tensor<2xf32>\n  return %y\n}\n"
+    );
 }
 
 #[test]
@@ -103,8 +118,15 @@ fn eval_runs_a_bitlinear_with_weights_and_writes_npy() {
     assert_eq!(y.shape, vec![1, 9, 256]);
     let (y, r) = (y.data.to_f32(), r.data.to_f32());
     let max_ref = r.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let max_err = y.iter().zip(&r).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(max_err <= 1e-5 * max_ref, "relative error {}", max_err / max_ref);
+    let max_err = y
+        .iter()
+        .zip(&r)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        max_err <= 1e-5 * max_ref,
+        "relative error {}",
+        max_err / max_ref
+    );
 }
 
 #[test]
@@ -113,16 +135,32 @@ fn eval_explains_missing_inputs_weights_and_bad_shapes() {
     let f = write(&dir, "e.bir", VALID);
     let o = bitnetc(&["eval", &f]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("needs --input x=FILE.npy (tensor<2xf32>)"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("needs --input x=FILE.npy (tensor<2xf32>)"),
+        "{}",
+        stderr(&o)
+    );
 
     let x = root().join("tests/fixtures/onnx/x.npy");
     let o = bitnetc(&["eval", &f, "--input", &format!("x={}", x.display())]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("input %x: expected tensor<2xf32>, given tensor<1x9x128xf32>"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("input %x: expected tensor<2xf32>, given tensor<1x9x128xf32>"),
+        "{}",
+        stderr(&o)
+    );
 
-    let w = write(&dir, "w.bir", "func @main() -> (tensor<2xf32>) {\n  %w = nn.weight {name = \"nope\"} : tensor<2xf32>\n  return %w\n}\n");
+    let w = write(
+        &dir,
+        "w.bir",
+        "func @main() -> (tensor<2xf32>) {\n  %w = nn.weight {name = \"nope\"} : tensor<2xf32>\n  return %w\n}\n",
+    );
     let o = bitnetc(&["eval", &w]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("weight \"nope\" is not in"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("weight \"nope\" is not in"),
+        "{}",
+        stderr(&o)
+    );
     assert!(stderr(&o).contains("nn.weight (line 2)"), "{}", stderr(&o));
 }

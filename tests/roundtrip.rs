@@ -25,7 +25,8 @@ fn dim() -> impl Strategy<Value = Dim> {
 }
 
 fn tensor_type() -> impl Strategy<Value = TensorType> {
-    (prop::collection::vec(dim(), 0..5), elem()).prop_map(|(dims, elem)| TensorType::new(dims, elem))
+    (prop::collection::vec(dim(), 0..5), elem())
+        .prop_map(|(dims, elem)| TensorType::new(dims, elem))
 }
 
 fn float() -> impl Strategy<Value = f64> {
@@ -78,7 +79,12 @@ fn op_plan() -> impl Strategy<Value = OpPlan> {
         attrs(),
         prop::collection::vec((tensor_type(), value_name()), 1..4),
     )
-        .prop_map(|(kind, operands, attrs, results)| OpPlan { kind, operands, attrs, results })
+        .prop_map(|(kind, operands, attrs, results)| OpPlan {
+            kind,
+            operands,
+            attrs,
+            results,
+        })
 }
 
 #[derive(Debug, Clone)]
@@ -100,20 +106,25 @@ fn func_plan() -> impl Strategy<Value = FuncPlan> {
         prop::collection::vec(any::<prop::sample::Index>(), 0..3),
         prop::collection::vec(tensor_type(), 0..3),
     )
-        .prop_map(|(name, symbols, args, ops, returns, result_types)| FuncPlan {
-            name,
-            symbols,
-            args,
-            ops,
-            returns,
-            result_types,
-        })
+        .prop_map(
+            |(name, symbols, args, ops, returns, result_types)| FuncPlan {
+                name,
+                symbols,
+                args,
+                ops,
+                returns,
+                result_types,
+            },
+        )
 }
 
 fn build(plan: &FuncPlan) -> Function {
     let mut f = Function::new(&plan.name);
     for &(s, max) in &plan.symbols {
-        f.symbols.push(SymbolDecl { name: SYMBOLS[s].to_string(), max });
+        f.symbols.push(SymbolDecl {
+            name: SYMBOLS[s].to_string(),
+            max,
+        });
     }
     // Names must be unique within a function for the text to parse back; drop repeats.
     let mut used = std::collections::HashSet::new();
@@ -124,7 +135,14 @@ fn build(plan: &FuncPlan) -> Function {
     }
     for op in &plan.ops {
         let n_values = f.values.len();
-        let operands = if n_values == 0 { Vec::new() } else { op.operands.iter().map(|i| bitnet_ir::ValueId(i.index(n_values) as u32)).collect() };
+        let operands = if n_values == 0 {
+            Vec::new()
+        } else {
+            op.operands
+                .iter()
+                .map(|i| bitnet_ir::ValueId(i.index(n_values) as u32))
+                .collect()
+        };
         let types = op.results.iter().map(|(t, _)| t.clone()).collect();
         let ids = f.push_op(OpKind::ALL[op.kind], operands, op.attrs.clone(), types);
         for (id, (_, name)) in ids.iter().zip(&op.results) {
@@ -132,7 +150,11 @@ fn build(plan: &FuncPlan) -> Function {
         }
     }
     if !f.values.is_empty() {
-        f.returns = plan.returns.iter().map(|i| bitnet_ir::ValueId(i.index(f.values.len()) as u32)).collect();
+        f.returns = plan
+            .returns
+            .iter()
+            .map(|i| bitnet_ir::ValueId(i.index(f.values.len()) as u32))
+            .collect();
     }
     f.result_types = plan.result_types.clone();
     f
