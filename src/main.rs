@@ -44,6 +44,13 @@ enum Command {
         /// Where to write the results (.npy), one per result in order; without it, results are summarized.
         #[arg(long = "output", value_name = "FILE.npy")]
         outputs: Vec<PathBuf>,
+        /// Reference values for the results (.npy), in order (fewer than the results is fine): prints
+        /// max|result - reference| / max|reference| for each and fails above --tolerance.
+        #[arg(long = "expect", value_name = "FILE.npy")]
+        expects: Vec<PathBuf>,
+        /// The largest relative error --expect accepts.
+        #[arg(long, default_value_t = 1e-5)]
+        tolerance: f64,
     },
 }
 
@@ -95,6 +102,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             weights,
             inputs,
             outputs,
+            expects,
+            tolerance,
         } => {
             let Some(m) = load_or_report(&file)? else {
                 return Ok(ExitCode::FAILURE);
@@ -124,6 +133,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     npy::write(path, t)?;
                     println!("wrote {} ({})", path.display(), t.ty());
                 }
+            }
+            if expects.len() > results.len() {
+                bail!("@{function} has {} result(s) but {} --expect path(s) were given", results.len(), expects.len());
+            }
+            let mut ok = true;
+            for (i, (path, t)) in expects.iter().zip(&results).enumerate() {
+                let err = relative_error(t, &npy::read(path)?).with_context(|| format!("result {i} vs {}", path.display()))?;
+                let verdict = if err <= tolerance { "ok" } else { "FAIL" };
+                println!("result {i} vs {}: max relative error {err:.3e} (tolerance {tolerance:e}) {verdict}", path.display());
+                ok &= err <= tolerance;
+            }
+            if !ok {
+                return Ok(ExitCode::FAILURE);
             }
         }
     }
@@ -159,6 +181,17 @@ fn bind_inputs(f: &bitnet_ir::Function, inputs: &[String]) -> Result<Vec<Tensor>
         bail!("@{} has no argument %{name}", f.name);
     }
     Ok(tensors)
+}
+
+/// `max|a - b| / max|b|` over all elements; shapes must match.
+fn relative_error(a: &Tensor, b: &Tensor) -> Result<f64> {
+    if a.shape != b.shape {
+        bail!("shapes differ: {} and {}", a.ty(), b.ty());
+    }
+    let (x, y) = (a.data.to_f32(), b.data.to_f32());
+    let diff = x.iter().zip(&y).map(|(&p, &q)| (f64::from(p) - f64::from(q)).abs()).fold(0.0, f64::max);
+    let scale = y.iter().map(|&q| f64::from(q).abs()).fold(0.0, f64::max);
+    Ok(if scale > 0.0 { diff / scale } else { diff })
 }
 
 /// A one-line description of a tensor: its type and first values.

@@ -164,3 +164,26 @@ fn eval_explains_missing_inputs_weights_and_bad_shapes() {
     );
     assert!(stderr(&o).contains("nn.weight (line 2)"), "{}", stderr(&o));
 }
+
+#[test]
+fn eval_expect_reports_the_error_against_a_reference_and_fails_above_tolerance() {
+    let fx = root().join("tests/fixtures/onnx");
+    let p = |n: &str| fx.join(n).display().to_string();
+    let base = ["eval".to_string(), p("mlp_bit.bir"), "--weights".into(), p("mlp.safetensors"), "--input".into(), format!("x={}", p("x.npy"))];
+    let mut args: Vec<String> = base.to_vec();
+    args.extend(["--expect".into(), p("mlp_int8.ts.out.npy")]);
+    let o = bitnetc(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("max relative error") && stdout(&o).contains(" ok"), "{}", stdout(&o));
+
+    args.extend(["--tolerance".into(), "0".into()]);
+    let o = bitnetc(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("FAIL"), "{}", stdout(&o));
+
+    let mut wrong = base.to_vec();
+    wrong.extend(["--expect".into(), p("bitlinear_offline.ts.out.npy")]);
+    let o = bitnetc(&wrong.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("shapes differ"), "{}", stderr(&o));
+}
