@@ -14,6 +14,11 @@ use crate::verify::verify_function;
 use crate::weights::WeightStore;
 use std::collections::HashMap;
 
+/// The most elements one tensor may have in the interpreter (2^31: 8 GiB of f32). The verifier allows
+/// types up to 2^40 elements, which compiled code can stream; the naive interpreter materializes every
+/// value, so it refuses larger ones with an error instead of exhausting memory.
+pub const MAX_INTERP_ELEMENTS: usize = 1 << 31;
+
 /// Runs function `name` of `module` on `inputs`.
 pub fn run(
     module: &Module,
@@ -128,6 +133,14 @@ pub fn run_function(
                 concrete(t, &bindings).ok_or_else(|| fail(format!("cannot make {t} concrete")))
             })
             .collect::<Result<_, _>>()?;
+        if let Some(big) = shapes
+            .iter()
+            .find(|s| crate::tensor::checked_numel(s).is_none_or(|n| n > MAX_INTERP_ELEMENTS))
+        {
+            return Err(fail(format!(
+                "a result of shape {big:?} has more than 2^31 elements, too many for the reference interpreter"
+            )));
+        }
         let elems: Vec<_> = types.iter().map(|t| t.elem).collect();
         let cx = EvalCtx {
             inputs: &inputs,

@@ -61,6 +61,9 @@ fn windows(attrs: &Attrs, rank: usize) -> Result<Vec<Window>, String> {
 /// The clamped (start, length) of a window over an axis of size `d`.
 fn resolve(d: u64, start: i64, end: i64, step: i64) -> (i64, u64) {
     let d = d.min(i64::MAX as u64) as i64;
+    if d == 0 {
+        return (0, 0);
+    }
     let fix = |v: i64| if v < 0 { v.saturating_add(d) } else { v };
     let (s, e) = if step > 0 {
         (fix(start).clamp(0, d), fix(end).clamp(0, d))
@@ -68,9 +71,12 @@ fn resolve(d: u64, start: i64, end: i64, step: i64) -> (i64, u64) {
         (fix(start).clamp(0, d - 1), fix(end).clamp(-1, d - 1))
     };
     let span = if step > 0 { e - s } else { s - e };
-    let st = step.unsigned_abs() as i64;
-    let len = if span <= 0 { 0 } else { (span + st - 1) / st };
-    (s, len as u64)
+    let len = if span <= 0 {
+        0
+    } else {
+        (span as u64 - 1) / step.unsigned_abs() + 1
+    };
+    (s, len)
 }
 
 /// Type rule.
