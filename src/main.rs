@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result, bail};
 use bitnet_frontend::{SafetensorsStore, npy};
+use bitnet_ir::tensor::max_relative_error;
 use bitnet_ir::{NoWeights, Tensor, WeightStore, interp, text};
 use bitnetc::{BirError, load_bir};
 use clap::{Parser, Subcommand};
@@ -135,13 +136,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
             }
             if expects.len() > results.len() {
-                bail!("@{function} has {} result(s) but {} --expect path(s) were given", results.len(), expects.len());
+                bail!(
+                    "@{function} has {} result(s) but {} --expect path(s) were given",
+                    results.len(),
+                    expects.len()
+                );
             }
             let mut ok = true;
             for (i, (path, t)) in expects.iter().zip(&results).enumerate() {
-                let err = relative_error(t, &npy::read(path)?).with_context(|| format!("result {i} vs {}", path.display()))?;
+                let reference = npy::read(path)?;
+                let err = max_relative_error(t, &reference).with_context(|| {
+                    format!(
+                        "result {i}: shapes differ: {} and {}",
+                        t.ty(),
+                        reference.ty()
+                    )
+                })?;
                 let verdict = if err <= tolerance { "ok" } else { "FAIL" };
-                println!("result {i} vs {}: max relative error {err:.3e} (tolerance {tolerance:e}) {verdict}", path.display());
+                println!(
+                    "result {i} vs {}: max relative error {err:.3e} (tolerance {tolerance:e}) {verdict}",
+                    path.display()
+                );
                 ok &= err <= tolerance;
             }
             if !ok {
@@ -181,17 +196,6 @@ fn bind_inputs(f: &bitnet_ir::Function, inputs: &[String]) -> Result<Vec<Tensor>
         bail!("@{} has no argument %{name}", f.name);
     }
     Ok(tensors)
-}
-
-/// `max|a - b| / max|b|` over all elements; shapes must match.
-fn relative_error(a: &Tensor, b: &Tensor) -> Result<f64> {
-    if a.shape != b.shape {
-        bail!("shapes differ: {} and {}", a.ty(), b.ty());
-    }
-    let (x, y) = (a.data.to_f32(), b.data.to_f32());
-    let diff = x.iter().zip(&y).map(|(&p, &q)| (f64::from(p) - f64::from(q)).abs()).fold(0.0, f64::max);
-    let scale = y.iter().map(|&q| f64::from(q).abs()).fold(0.0, f64::max);
-    Ok(if scale > 0.0 { diff / scale } else { diff })
 }
 
 /// A one-line description of a tensor: its type and first values.

@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use bitnet_frontend::{SafetensorsStore, npy};
+use bitnet_ir::tensor::max_relative_error;
 use bitnet_ir::{Data, ElemType, Module, Tensor, interp};
 use std::path::PathBuf;
 
@@ -64,16 +65,8 @@ fn run_main(module: &Module, weights: &str, inputs: &[Tensor]) -> Vec<Tensor> {
 
 /// `max|ours - reference| / max|reference|`, in f64.
 fn rel_err(ours: &Tensor, reference: &Tensor) -> f64 {
-    assert_eq!(ours.shape, reference.shape, "shapes differ");
-    let (a, b) = (ours.data.to_f32(), reference.data.to_f32());
-    let diff = a
-        .iter()
-        .zip(&b)
-        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).abs())
-        .fold(0.0, f64::max);
-    let scale = b.iter().map(|&y| f64::from(y).abs()).fold(0.0, f64::max);
-    assert!(scale > 0.0, "the reference is all zeros");
-    diff / scale
+    max_relative_error(ours, reference)
+        .unwrap_or_else(|| panic!("shapes differ: {:?} and {:?}", ours.shape, reference.shape))
 }
 
 /// Runs `bir`'s `@main` on `x.npy` with `weights` and compares its first result with `reference`.

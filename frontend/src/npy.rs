@@ -7,7 +7,6 @@
 use crate::error::FrontendError;
 use bitnet_ir::tensor::checked_numel;
 use bitnet_ir::{Data, ElemType, Tensor};
-use half::f16;
 use std::path::Path;
 
 const MAGIC: &[u8] = b"\x93NUMPY";
@@ -73,32 +72,8 @@ pub fn decode(bytes: &[u8]) -> Result<Tensor, String> {
             body.len()
         ));
     }
-    let data = match elem {
-        ElemType::F32 => Data::F32(
-            body.chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        ),
-        ElemType::F16 => Data::F16(
-            body.chunks_exact(2)
-                .map(|c| f16::from_le_bytes([c[0], c[1]]))
-                .collect(),
-        ),
-        ElemType::I8 => Data::I8(body.iter().map(|&b| b as i8).collect()),
-        ElemType::I32 => Data::I32(
-            body.chunks_exact(4)
-                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        ),
-        ElemType::I64 => Data::I64(
-            body.chunks_exact(8)
-                .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-                .collect(),
-        ),
-        ElemType::U8 => Data::U8(body.to_vec()),
-        ElemType::Bool => Data::Bool(body.iter().map(|&b| b != 0).collect()),
-        ElemType::BF16 | ElemType::Ternary => return Err(format!("unsupported dtype '{descr}'")),
-    };
+    let data =
+        Data::from_le_bytes(elem, body).ok_or("the data is not a whole number of elements")?;
     Tensor::new(shape, data).ok_or_else(|| "internal: shape mismatch".to_string())
 }
 
@@ -193,6 +168,7 @@ pub fn write(path: &Path, t: &Tensor) -> Result<(), FrontendError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use half::f16;
 
     #[test]
     fn round_trip_every_dtype() {

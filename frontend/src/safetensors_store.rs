@@ -4,7 +4,6 @@
 use crate::error::FrontendError;
 use bitnet_ir::weights::finish_load;
 use bitnet_ir::{Data, ElemType, Tensor, WeightError, WeightStore};
-use half::{bf16, f16};
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 use std::path::{Path, PathBuf};
@@ -59,38 +58,19 @@ impl SafetensorsStore {
             name: name.to_string(),
             store: self.describe(),
         })?;
-        let b = view.data();
-        let data = match view.dtype() {
-            Dtype::F32 => Data::F32(
-                b.chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect(),
-            ),
-            Dtype::F16 => Data::F16(
-                b.chunks_exact(2)
-                    .map(|c| f16::from_le_bytes([c[0], c[1]]))
-                    .collect(),
-            ),
-            Dtype::BF16 => Data::BF16(
-                b.chunks_exact(2)
-                    .map(|c| bf16::from_le_bytes([c[0], c[1]]))
-                    .collect(),
-            ),
-            Dtype::I8 => Data::I8(b.iter().map(|&x| x as i8).collect()),
-            Dtype::U8 => Data::U8(b.to_vec()),
-            Dtype::I32 => Data::I32(
-                b.chunks_exact(4)
-                    .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect(),
-            ),
-            Dtype::I64 => Data::I64(
-                b.chunks_exact(8)
-                    .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-                    .collect(),
-            ),
-            Dtype::BOOL => Data::Bool(b.iter().map(|&x| x != 0).collect()),
+        let elem = match view.dtype() {
+            Dtype::F32 => ElemType::F32,
+            Dtype::F16 => ElemType::F16,
+            Dtype::BF16 => ElemType::BF16,
+            Dtype::I8 => ElemType::I8,
+            Dtype::U8 => ElemType::U8,
+            Dtype::I32 => ElemType::I32,
+            Dtype::I64 => ElemType::I64,
+            Dtype::BOOL => ElemType::Bool,
             other => return Err(read_err(format!("dtype {other:?} is not supported"))),
         };
+        let data = Data::from_le_bytes(elem, view.data())
+            .ok_or_else(|| read_err("the data is not a whole number of elements".into()))?;
         Tensor::new(view.shape().to_vec(), data)
             .ok_or_else(|| read_err("the data size does not match the shape".into()))
     }

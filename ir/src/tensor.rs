@@ -183,6 +183,51 @@ impl Data {
     }
 }
 
+impl Data {
+    /// Decodes little-endian element bytes (the layout of safetensors and `.npy` files) of a type.
+    /// Booleans are one byte each (nonzero is true); ternary is one signed byte per element.
+    /// `None` if `bytes` is not a whole number of elements.
+    pub fn from_le_bytes(elem: ElemType, b: &[u8]) -> Option<Data> {
+        fn words<const N: usize, T>(b: &[u8], f: fn([u8; N]) -> T) -> Option<Vec<T>> {
+            if !b.len().is_multiple_of(N) {
+                return None;
+            }
+            Some(
+                b.chunks_exact(N)
+                    .map(|c| f(c.try_into().unwrap_or([0; N])))
+                    .collect(),
+            )
+        }
+        Some(match elem {
+            ElemType::F32 => Data::F32(words(b, f32::from_le_bytes)?),
+            ElemType::F16 => Data::F16(words(b, f16::from_le_bytes)?),
+            ElemType::BF16 => Data::BF16(words(b, bf16::from_le_bytes)?),
+            ElemType::I8 => Data::I8(b.iter().map(|&x| x as i8).collect()),
+            ElemType::Ternary => Data::Ternary(b.iter().map(|&x| x as i8).collect()),
+            ElemType::I32 => Data::I32(words(b, i32::from_le_bytes)?),
+            ElemType::I64 => Data::I64(words(b, i64::from_le_bytes)?),
+            ElemType::U8 => Data::U8(b.to_vec()),
+            ElemType::Bool => Data::Bool(b.iter().map(|&x| x != 0).collect()),
+        })
+    }
+}
+
+/// `max|a − b| / max|b|` over all elements, in f64 (the absolute error if `b` is all zeros);
+/// `None` if the shapes differ. This is how results are compared with references.
+pub fn max_relative_error(a: &Tensor, b: &Tensor) -> Option<f64> {
+    if a.shape != b.shape {
+        return None;
+    }
+    let (x, y) = (a.data.to_f32(), b.data.to_f32());
+    let diff = x
+        .iter()
+        .zip(&y)
+        .map(|(&p, &q)| (f64::from(p) - f64::from(q)).abs())
+        .fold(0.0, f64::max);
+    let scale = y.iter().map(|&q| f64::from(q).abs()).fold(0.0, f64::max);
+    Some(if scale > 0.0 { diff / scale } else { diff })
+}
+
 impl Tensor {
     /// A tensor from a shape and data; `None` if the element count does not match the shape.
     pub fn new(shape: Vec<usize>, data: Data) -> Option<Tensor> {

@@ -149,16 +149,9 @@ pub fn eval(op: BinaryOp, cx: &EvalCtx) -> EvalResult {
     } else {
         elem
     };
-    let data = if elem.is_float() {
-        let (x, y) = (a.data.to_f32(), b.data.to_f32());
-        let v: Vec<f32> = ma
-            .iter()
-            .zip(&mb)
-            .map(|(&i, &j)| apply_f32(op, x[i], y[j]))
-            .collect();
-        Data::from_f32(out_elem, v)
-    } else if b.elem().is_float() {
-        // Pow with an integer base and a float exponent: compute in f32, convert like a cast.
+    // Floats compute in f32; so does pow with an integer base and a float exponent (the result then
+    // converts like a cast).
+    let data = if elem.is_float() || b.elem().is_float() {
         let (x, y) = (a.data.to_f32(), b.data.to_f32());
         let v: Vec<f32> = ma
             .iter()

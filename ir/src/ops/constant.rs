@@ -10,7 +10,9 @@
 //!
 //! Both results must have a static shape.
 
-use super::{Arity, EvalCtx, EvalResult, InferCtx, OpSpec, declared, one, result_shape};
+use super::{
+    Arity, EvalCtx, EvalResult, InferCtx, OpSpec, declared, one, result_elem, result_shape,
+};
 use crate::attr::{Attr, AttrKind, AttrSpec};
 use crate::tensor::{Data, checked_numel};
 use crate::types::{ElemType, TensorType};
@@ -84,11 +86,7 @@ pub fn infer_weight(cx: &InferCtx) -> Result<Vec<TensorType>, String> {
 /// Reference evaluation of `nn.constant`.
 pub fn eval_constant(cx: &EvalCtx) -> EvalResult {
     let shape = result_shape(cx, 0)?;
-    let elem = cx
-        .result_elems
-        .first()
-        .copied()
-        .ok_or("missing result type")?;
+    let elem = result_elem(cx, 0)?;
     let n = checked_numel(shape).ok_or("constant too large")?;
     let data = match cx.attrs.get("value") {
         Some(Attr::Floats(v)) => {
@@ -115,11 +113,7 @@ pub fn eval_constant(cx: &EvalCtx) -> EvalResult {
 /// Reference evaluation of `nn.weight`.
 pub fn eval_weight(cx: &EvalCtx) -> EvalResult {
     let shape = result_shape(cx, 0)?;
-    let elem = cx
-        .result_elems
-        .first()
-        .copied()
-        .ok_or("missing result type")?;
+    let elem = result_elem(cx, 0)?;
     let name = cx.attrs.str("name").ok_or("missing `name`")?;
     let t = cx
         .weights

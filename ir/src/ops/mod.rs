@@ -421,3 +421,11 @@ pub(crate) fn result_shape<'a>(cx: &'a EvalCtx, i: usize) -> Result<&'a [usize],
         .map(Vec::as_slice)
         .ok_or_else(|| format!("missing result {i}"))
 }
+
+/// The element type of result `i`.
+pub(crate) fn result_elem(cx: &EvalCtx, i: usize) -> Result<ElemType, String> {
+    cx.result_elems
+        .get(i)
+        .copied()
+        .ok_or_else(|| format!("missing result {i}"))
+}
