@@ -7,6 +7,7 @@
 //! every error (`verify`), and a reference interpreter that is the numerical oracle (`interp`).
 
 pub mod attr;
+pub mod builder;
 pub mod diagnostic;
 pub mod error;
 pub mod interp;
