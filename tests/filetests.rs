@@ -95,10 +95,17 @@ fn format_tensor(t: &Tensor) -> String {
         Data::F32(_) | Data::F16(_) | Data::BF16(_) => {
             t.data.to_f32().iter().map(|v| format!("{v:?}")).collect()
         }
+        Data::F64(v) => v.iter().map(|v| format!("{v:?}")).collect(),
         Data::Bool(v) => v.iter().map(|b| b.to_string()).collect(),
-        Data::I8(_) | Data::I32(_) | Data::I64(_) | Data::U8(_) | Data::Ternary(_) => {
-            t.data.to_i64().iter().map(|v| v.to_string()).collect()
-        }
+        Data::U64(v) => v.iter().map(|v| v.to_string()).collect(),
+        Data::I8(_)
+        | Data::I16(_)
+        | Data::I32(_)
+        | Data::I64(_)
+        | Data::U8(_)
+        | Data::U16(_)
+        | Data::U32(_)
+        | Data::Ternary(_) => t.data.to_i64().iter().map(|v| v.to_string()).collect(),
     };
     let row = t.shape.last().copied().unwrap_or(1).max(1);
     let mut out = String::new();

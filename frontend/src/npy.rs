@@ -1,6 +1,6 @@
 //! `.npy` files (numpy's format, versions 1–3): read into and write from `Tensor`s.
 //!
-//! Supported dtypes: `<f4`, `<f2`, `|i1`, `<i4`, `<i8`, `|u1`, `|b1` (little-endian, C order).
+//! Supported dtypes: `<f4 <f8 <f2 |i1 <i2 <i4 <i8 |u1 <u2 <u4 <u8 |b1` (little-endian, C order).
 //! The header is parsed and the element count is checked against the file size before any tensor
 //! memory is allocated.
 
@@ -10,6 +10,21 @@ use bitnet_ir::{Data, ElemType, Tensor};
 use std::path::Path;
 
 const MAGIC: &[u8] = b"\x93NUMPY";
+/// The numpy dtypes this module reads and writes, with their element types.
+const DESCRS: [(&str, ElemType); 12] = [
+    ("<f4", ElemType::F32),
+    ("<f8", ElemType::F64),
+    ("<f2", ElemType::F16),
+    ("|i1", ElemType::I8),
+    ("<i2", ElemType::I16),
+    ("<i4", ElemType::I32),
+    ("<i8", ElemType::I64),
+    ("|u1", ElemType::U8),
+    ("<u2", ElemType::U16),
+    ("<u4", ElemType::U32),
+    ("<u8", ElemType::U64),
+    ("|b1", ElemType::Bool),
+];
 /// Headers longer than this are rejected (numpy writes a few hundred bytes).
 const MAX_HEADER: usize = 1 << 20;
 
@@ -49,20 +64,26 @@ pub fn decode(bytes: &[u8]) -> Result<Tensor, String> {
     }
     let shape_text = dict_value(header, "shape").ok_or("header has no 'shape'")?;
     let shape = parse_shape(shape_text)?;
-    let (elem, size) = match descr {
-        "<f4" => (ElemType::F32, 4),
-        "<f2" => (ElemType::F16, 2),
-        "|i1" | "<i1" => (ElemType::I8, 1),
-        "<i4" => (ElemType::I32, 4),
-        "<i8" => (ElemType::I64, 8),
-        "|u1" | "<u1" => (ElemType::U8, 1),
-        "|b1" => (ElemType::Bool, 1),
-        d => {
-            return Err(format!(
-                "unsupported dtype '{d}' (supported: <f4 <f2 |i1 <i4 <i8 |u1 |b1)"
-            ));
-        }
-    };
+    let elem = DESCRS
+        .iter()
+        .find(|(d, _)| {
+            // `=` is native order (little-endian here); one-byte types may be written with `<` or `=`.
+            let rest = descr.get(1..).unwrap_or("");
+            *d == descr
+                || (descr.starts_with('=')
+                    && d.get(1..) == Some(rest)
+                    && (d.starts_with('<') || d.starts_with('|')))
+                || (descr.starts_with('<') && d.starts_with('|') && d.get(1..) == Some(rest))
+        })
+        .map(|&(_, e)| e)
+        .ok_or_else(|| {
+            let known: Vec<&str> = DESCRS.iter().map(|(d, _)| *d).collect();
+            format!(
+                "unsupported dtype '{descr}' (supported: {})",
+                known.join(" ")
+            )
+        })?;
+    let size = (elem.bits() / 8) as usize;
     let n = checked_numel(&shape).ok_or("the shape's element count overflows")?;
     let body = &bytes[start + hlen..];
     let need = n.checked_mul(size).ok_or("the data size overflows")?;
@@ -118,18 +139,17 @@ fn parse_shape(text: &str) -> Result<Vec<usize>, String> {
 
 /// Encodes a tensor as `.npy` version 1.0 bytes (ternary is written as `|i1`, bf16 as `<f4`).
 pub fn encode(t: &Tensor) -> Vec<u8> {
-    let (descr, body): (&str, Vec<u8>) = match &t.data {
-        Data::F32(v) => ("<f4", v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-        Data::F16(v) => ("<f2", v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-        Data::BF16(v) => (
-            "<f4",
-            v.iter().flat_map(|x| x.to_f32().to_le_bytes()).collect(),
-        ),
-        Data::I8(v) | Data::Ternary(v) => ("|i1", v.iter().map(|&x| x as u8).collect()),
-        Data::I32(v) => ("<i4", v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-        Data::I64(v) => ("<i8", v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-        Data::U8(v) => ("|u1", v.clone()),
-        Data::Bool(v) => ("|b1", v.iter().map(|&b| u8::from(b)).collect()),
+    // bf16 has no numpy dtype: it is written widened to f32; ternary is written as its i8 values.
+    let (descr, body) = match &t.data {
+        Data::BF16(_) => ("<f4", Data::F32(t.data.to_f32()).to_le_bytes()),
+        Data::Ternary(_) => ("|i1", t.data.to_le_bytes()),
+        other => {
+            let descr = DESCRS
+                .iter()
+                .find(|(_, e)| *e == other.elem())
+                .map_or("|u1", |(d, _)| *d);
+            (descr, other.to_le_bytes())
+        }
     };
     let shape = match t.shape.len() {
         1 => format!("({},)", t.shape[0]),

@@ -60,6 +60,11 @@ impl SafetensorsStore {
         })?;
         let elem = match view.dtype() {
             Dtype::F32 => ElemType::F32,
+            Dtype::F64 => ElemType::F64,
+            Dtype::I16 => ElemType::I16,
+            Dtype::U16 => ElemType::U16,
+            Dtype::U32 => ElemType::U32,
+            Dtype::U64 => ElemType::U64,
             Dtype::F16 => ElemType::F16,
             Dtype::BF16 => ElemType::BF16,
             Dtype::I8 => ElemType::I8,

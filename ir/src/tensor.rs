@@ -12,18 +12,28 @@ use half::{bf16, f16};
 pub enum Data {
     /// f32 elements.
     F32(Vec<f32>),
+    /// f64 elements.
+    F64(Vec<f64>),
     /// f16 elements.
     F16(Vec<f16>),
     /// bf16 elements.
     BF16(Vec<bf16>),
     /// i8 elements.
     I8(Vec<i8>),
+    /// i16 elements.
+    I16(Vec<i16>),
     /// i32 elements.
     I32(Vec<i32>),
     /// i64 elements.
     I64(Vec<i64>),
     /// u8 elements.
     U8(Vec<u8>),
+    /// u16 elements.
+    U16(Vec<u16>),
+    /// u32 elements.
+    U32(Vec<u32>),
+    /// u64 elements.
+    U64(Vec<u64>),
     /// Boolean elements.
     Bool(Vec<bool>),
     /// Ternary elements, each in {-1, 0, +1}.
@@ -44,6 +54,11 @@ macro_rules! map_data {
     ($data:expr, $v:ident => $body:expr) => {
         match $data {
             Data::F32($v) => Data::F32($body),
+            Data::F64($v) => Data::F64($body),
+            Data::I16($v) => Data::I16($body),
+            Data::U16($v) => Data::U16($body),
+            Data::U32($v) => Data::U32($body),
+            Data::U64($v) => Data::U64($body),
             Data::F16($v) => Data::F16($body),
             Data::BF16($v) => Data::BF16($body),
             Data::I8($v) => Data::I8($body),
@@ -61,6 +76,11 @@ impl Data {
     pub fn elem(&self) -> ElemType {
         match self {
             Data::F32(_) => ElemType::F32,
+            Data::F64(_) => ElemType::F64,
+            Data::I16(_) => ElemType::I16,
+            Data::U16(_) => ElemType::U16,
+            Data::U32(_) => ElemType::U32,
+            Data::U64(_) => ElemType::U64,
             Data::F16(_) => ElemType::F16,
             Data::BF16(_) => ElemType::BF16,
             Data::I8(_) => ElemType::I8,
@@ -76,6 +96,11 @@ impl Data {
     pub fn len(&self) -> usize {
         match self {
             Data::F32(v) => v.len(),
+            Data::F64(v) => v.len(),
+            Data::I16(v) => v.len(),
+            Data::U16(v) => v.len(),
+            Data::U32(v) => v.len(),
+            Data::U64(v) => v.len(),
             Data::F16(v) => v.len(),
             Data::BF16(v) => v.len(),
             Data::I8(v) | Data::Ternary(v) => v.len(),
@@ -104,6 +129,11 @@ impl Data {
         for part in parts {
             match (&mut out, part) {
                 (Data::F32(o), Data::F32(v)) => o.extend_from_slice(v),
+                (Data::F64(o), Data::F64(v)) => o.extend_from_slice(v),
+                (Data::I16(o), Data::I16(v)) => o.extend_from_slice(v),
+                (Data::U16(o), Data::U16(v)) => o.extend_from_slice(v),
+                (Data::U32(o), Data::U32(v)) => o.extend_from_slice(v),
+                (Data::U64(o), Data::U64(v)) => o.extend_from_slice(v),
                 (Data::F16(o), Data::F16(v)) => o.extend_from_slice(v),
                 (Data::BF16(o), Data::BF16(v)) => o.extend_from_slice(v),
                 (Data::I8(o), Data::I8(v)) => o.extend_from_slice(v),
@@ -118,45 +148,78 @@ impl Data {
         Some(out)
     }
 
-    /// The elements as f32 (floats widen exactly; integers, booleans and ternary convert by value).
+    /// The elements as f32 (f16/bf16 widen exactly, f64 rounds to nearest; integers, booleans and
+    /// ternary convert by value).
     pub fn to_f32(&self) -> Vec<f32> {
         match self {
             Data::F32(v) => v.clone(),
-            Data::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
-            Data::BF16(v) => v.iter().map(|x| x.to_f32()).collect(),
-            Data::I8(v) | Data::Ternary(v) => v.iter().map(|&x| f32::from(x)).collect(),
-            Data::I32(v) => v.iter().map(|&x| x as f32).collect(),
-            Data::I64(v) => v.iter().map(|&x| x as f32).collect(),
-            Data::U8(v) => v.iter().map(|&x| f32::from(x)).collect(),
-            Data::Bool(v) => v.iter().map(|&x| f32::from(u8::from(x))).collect(),
+            other => other.to_f64().into_iter().map(|x| x as f32).collect(),
         }
     }
 
-    /// The elements as i64 (floats truncate toward zero and saturate; NaN becomes 0).
+    /// The elements as f64 (exact for every type but i64/u64 values beyond 2^53).
+    pub fn to_f64(&self) -> Vec<f64> {
+        match self {
+            Data::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
+            Data::F64(v) => v.clone(),
+            Data::F16(v) => v.iter().map(|x| x.to_f64()).collect(),
+            Data::BF16(v) => v.iter().map(|x| x.to_f64()).collect(),
+            Data::I8(v) | Data::Ternary(v) => v.iter().map(|&x| f64::from(x)).collect(),
+            Data::I16(v) => v.iter().map(|&x| f64::from(x)).collect(),
+            Data::I32(v) => v.iter().map(|&x| f64::from(x)).collect(),
+            Data::I64(v) => v.iter().map(|&x| x as f64).collect(),
+            Data::U8(v) => v.iter().map(|&x| f64::from(x)).collect(),
+            Data::U16(v) => v.iter().map(|&x| f64::from(x)).collect(),
+            Data::U32(v) => v.iter().map(|&x| f64::from(x)).collect(),
+            Data::U64(v) => v.iter().map(|&x| x as f64).collect(),
+            Data::Bool(v) => v.iter().map(|&x| f64::from(u8::from(x))).collect(),
+        }
+    }
+
+    /// The elements as i64 (floats truncate toward zero and saturate, NaN becomes 0; u64 wraps).
     pub fn to_i64(&self) -> Vec<i64> {
         match self {
             Data::F32(v) => v.iter().map(|&x| x as i64).collect(),
+            Data::F64(v) => v.iter().map(|&x| x as i64).collect(),
             Data::F16(v) => v.iter().map(|x| x.to_f32() as i64).collect(),
             Data::BF16(v) => v.iter().map(|x| x.to_f32() as i64).collect(),
             Data::I8(v) | Data::Ternary(v) => v.iter().map(|&x| i64::from(x)).collect(),
+            Data::I16(v) => v.iter().map(|&x| i64::from(x)).collect(),
             Data::I32(v) => v.iter().map(|&x| i64::from(x)).collect(),
             Data::I64(v) => v.clone(),
             Data::U8(v) => v.iter().map(|&x| i64::from(x)).collect(),
+            Data::U16(v) => v.iter().map(|&x| i64::from(x)).collect(),
+            Data::U32(v) => v.iter().map(|&x| i64::from(x)).collect(),
+            Data::U64(v) => v.iter().map(|&x| x as i64).collect(),
             Data::Bool(v) => v.iter().map(|&x| i64::from(x)).collect(),
         }
     }
 
-    /// Builds data of a float element type from f32 values, rounding to nearest even for f16/bf16.
-    /// For a non-float `elem`, values convert as `cast` does.
+    /// Builds data from f32 values (see `from_f64`; an f32 value converts exactly to f64 first).
     pub fn from_f32(elem: ElemType, v: Vec<f32>) -> Data {
         match elem {
             ElemType::F32 => Data::F32(v),
-            ElemType::F16 => Data::F16(v.into_iter().map(f16::from_f32).collect()),
-            ElemType::BF16 => Data::BF16(v.into_iter().map(bf16::from_f32).collect()),
+            _ => Data::from_f64(elem, v.into_iter().map(f64::from).collect()),
+        }
+    }
+
+    /// Builds data of any element type from f64 values: floats round once to nearest even; integers
+    /// truncate toward zero and saturate to the type's range (NaN → 0), as `nn.cast` defines; bool is
+    /// `x != 0`; ternary saturates to [-1, 1].
+    pub fn from_f64(elem: ElemType, v: Vec<f64>) -> Data {
+        match elem {
+            ElemType::F32 => Data::F32(v.into_iter().map(|x| x as f32).collect()),
+            ElemType::F64 => Data::F64(v),
+            ElemType::F16 => Data::F16(v.into_iter().map(f16::from_f64).collect()),
+            ElemType::BF16 => Data::BF16(v.into_iter().map(bf16::from_f64).collect()),
             ElemType::I8 => Data::I8(v.into_iter().map(|x| x as i8).collect()),
+            ElemType::I16 => Data::I16(v.into_iter().map(|x| x as i16).collect()),
             ElemType::I32 => Data::I32(v.into_iter().map(|x| x as i32).collect()),
             ElemType::I64 => Data::I64(v.into_iter().map(|x| x as i64).collect()),
             ElemType::U8 => Data::U8(v.into_iter().map(|x| x as u8).collect()),
+            ElemType::U16 => Data::U16(v.into_iter().map(|x| x as u16).collect()),
+            ElemType::U32 => Data::U32(v.into_iter().map(|x| x as u32).collect()),
+            ElemType::U64 => Data::U64(v.into_iter().map(|x| x as u64).collect()),
             ElemType::Bool => Data::Bool(v.into_iter().map(|x| x != 0.0).collect()),
             ElemType::Ternary => {
                 Data::Ternary(v.into_iter().map(|x| (x as i8).clamp(-1, 1)).collect())
@@ -168,13 +231,17 @@ impl Data {
     /// (ONNX and numpy integer arithmetic). For a float `elem`, values convert by value.
     pub fn from_i64(elem: ElemType, v: Vec<i64>) -> Data {
         match elem {
-            ElemType::F32 => Data::F32(v.into_iter().map(|x| x as f32).collect()),
-            ElemType::F16 => Data::F16(v.into_iter().map(|x| f16::from_f32(x as f32)).collect()),
-            ElemType::BF16 => Data::BF16(v.into_iter().map(|x| bf16::from_f32(x as f32)).collect()),
+            ElemType::F32 | ElemType::F64 | ElemType::F16 | ElemType::BF16 => {
+                Data::from_f64(elem, v.into_iter().map(|x| x as f64).collect())
+            }
             ElemType::I8 => Data::I8(v.into_iter().map(|x| x as i8).collect()),
+            ElemType::I16 => Data::I16(v.into_iter().map(|x| x as i16).collect()),
             ElemType::I32 => Data::I32(v.into_iter().map(|x| x as i32).collect()),
             ElemType::I64 => Data::I64(v),
             ElemType::U8 => Data::U8(v.into_iter().map(|x| x as u8).collect()),
+            ElemType::U16 => Data::U16(v.into_iter().map(|x| x as u16).collect()),
+            ElemType::U32 => Data::U32(v.into_iter().map(|x| x as u32).collect()),
+            ElemType::U64 => Data::U64(v.into_iter().map(|x| x as u64).collect()),
             ElemType::Bool => Data::Bool(v.into_iter().map(|x| x != 0).collect()),
             ElemType::Ternary => {
                 Data::Ternary(v.into_iter().map(|x| x.clamp(-1, 1) as i8).collect())
@@ -200,6 +267,11 @@ impl Data {
         }
         Some(match elem {
             ElemType::F32 => Data::F32(words(b, f32::from_le_bytes)?),
+            ElemType::F64 => Data::F64(words(b, f64::from_le_bytes)?),
+            ElemType::I16 => Data::I16(words(b, i16::from_le_bytes)?),
+            ElemType::U16 => Data::U16(words(b, u16::from_le_bytes)?),
+            ElemType::U32 => Data::U32(words(b, u32::from_le_bytes)?),
+            ElemType::U64 => Data::U64(words(b, u64::from_le_bytes)?),
             ElemType::F16 => Data::F16(words(b, f16::from_le_bytes)?),
             ElemType::BF16 => Data::BF16(words(b, bf16::from_le_bytes)?),
             ElemType::I8 => Data::I8(b.iter().map(|&x| x as i8).collect()),
@@ -209,6 +281,27 @@ impl Data {
             ElemType::U8 => Data::U8(b.to_vec()),
             ElemType::Bool => Data::Bool(b.iter().map(|&x| x != 0).collect()),
         })
+    }
+}
+
+impl Data {
+    /// The elements as little-endian bytes (the inverse of `from_le_bytes`).
+    pub fn to_le_bytes(&self) -> Vec<u8> {
+        match self {
+            Data::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Data::F64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Data::F16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Data::BF16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Data::I8(v) | Data::Ternary(v) => v.iter().map(|&x| x as u8).collect(),
+            Data::I16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Data::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Data::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Data::U8(v) => v.clone(),
+            Data::U16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Data::U32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Data::U64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Data::Bool(v) => v.iter().map(|&b| u8::from(b)).collect(),
+        }
     }
 }
 

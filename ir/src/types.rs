@@ -11,18 +11,28 @@ use std::fmt;
 pub enum ElemType {
     /// IEEE binary32.
     F32,
+    /// IEEE binary64 (ONNX graphs; computed in f64).
+    F64,
     /// IEEE binary16 (computed in f32, rounded to nearest even when stored).
     F16,
     /// bfloat16 (computed in f32, rounded to nearest even when stored).
     BF16,
     /// Signed 8-bit integer.
     I8,
+    /// Signed 16-bit integer.
+    I16,
     /// Signed 32-bit integer.
     I32,
     /// Signed 64-bit integer.
     I64,
     /// Unsigned 8-bit integer.
     U8,
+    /// Unsigned 16-bit integer.
+    U16,
+    /// Unsigned 32-bit integer.
+    U32,
+    /// Unsigned 64-bit integer (computed in i64 with wrapping, so values above 2^63 compare as negative).
+    U64,
     /// Boolean (the result of comparisons, the condition of `nn.where`).
     Bool,
     /// A ternary weight in {-1, 0, +1}, stored packed as 2-bit codes `t + 1`.
@@ -31,14 +41,19 @@ pub enum ElemType {
 
 impl ElemType {
     /// Every element type, in text-name order.
-    pub const ALL: [ElemType; 9] = [
+    pub const ALL: [ElemType; 14] = [
         ElemType::F32,
+        ElemType::F64,
         ElemType::F16,
         ElemType::BF16,
         ElemType::I8,
+        ElemType::I16,
         ElemType::I32,
         ElemType::I64,
         ElemType::U8,
+        ElemType::U16,
+        ElemType::U32,
+        ElemType::U64,
         ElemType::Bool,
         ElemType::Ternary,
     ];
@@ -47,12 +62,17 @@ impl ElemType {
     pub fn name(self) -> &'static str {
         match self {
             ElemType::F32 => "f32",
+            ElemType::F64 => "f64",
             ElemType::F16 => "f16",
             ElemType::BF16 => "bf16",
             ElemType::I8 => "i8",
+            ElemType::I16 => "i16",
             ElemType::I32 => "i32",
             ElemType::I64 => "i64",
             ElemType::U8 => "u8",
+            ElemType::U16 => "u16",
+            ElemType::U32 => "u32",
+            ElemType::U64 => "u64",
             ElemType::Bool => "bool",
             ElemType::Ternary => "ternary",
         }
@@ -79,10 +99,10 @@ impl ElemType {
     /// Storage size in bits of one element (ternary packs four to a byte).
     pub fn bits(self) -> u64 {
         match self {
-            ElemType::F32 | ElemType::I32 => 32,
-            ElemType::F16 | ElemType::BF16 => 16,
+            ElemType::F32 | ElemType::I32 | ElemType::U32 => 32,
+            ElemType::F16 | ElemType::BF16 | ElemType::I16 | ElemType::U16 => 16,
             ElemType::I8 | ElemType::U8 | ElemType::Bool => 8,
-            ElemType::I64 => 64,
+            ElemType::F64 | ElemType::I64 | ElemType::U64 => 64,
             ElemType::Ternary => 2,
         }
     }

@@ -6,7 +6,8 @@
 //! Math: `z[i] = x[bx(i)] ∘ y[by(i)]` where `bx`, `by` are the numpy broadcast maps.
 //! Types: both operands have the same element type, except `nn.pow`, whose exponent may be any
 //! numeric type (ONNX Pow); the result has the first operand's element type (`bool` for `nn.equal`).
-//! Floats compute in f32 (f16/bf16 round once at the end). Integers compute in i64 and wrap to the
+//! Floats compute in f64 and round once to the element type, which for +, -, ×, ÷ gives exactly the
+//! IEEE f32 result on f32 operands. Integers compute in i64 and wrap to the
 //! element type, as ONNX and numpy do; integer division truncates toward zero and division by zero
 //! is an error. `nn.max`/`nn.min` propagate NaN.
 
@@ -78,7 +79,7 @@ pub fn infer(op: BinaryOp, cx: &InferCtx) -> Result<Vec<TensorType>, String> {
     Ok(vec![TensorType::new(dims, elem)])
 }
 
-fn apply_f32(op: BinaryOp, x: f32, y: f32) -> f32 {
+fn apply_f64(op: BinaryOp, x: f64, y: f64) -> f64 {
     match op {
         BinaryOp::Add => x + y,
         BinaryOp::Sub => x - y,
@@ -87,19 +88,19 @@ fn apply_f32(op: BinaryOp, x: f32, y: f32) -> f32 {
         BinaryOp::Pow => x.powf(y),
         BinaryOp::Max => {
             if x.is_nan() || y.is_nan() {
-                f32::NAN
+                f64::NAN
             } else {
                 x.max(y)
             }
         }
         BinaryOp::Min => {
             if x.is_nan() || y.is_nan() {
-                f32::NAN
+                f64::NAN
             } else {
                 x.min(y)
             }
         }
-        BinaryOp::Equal => f32::from(u8::from(x == y)),
+        BinaryOp::Equal => f64::from(u8::from(x == y)),
     }
 }
 
@@ -149,16 +150,16 @@ pub fn eval(op: BinaryOp, cx: &EvalCtx) -> EvalResult {
     } else {
         elem
     };
-    // Floats compute in f32; so does pow with an integer base and a float exponent (the result then
+    // Floats compute in f64; so does pow with an integer base and a float exponent (the result then
     // converts like a cast).
     let data = if elem.is_float() || b.elem().is_float() {
-        let (x, y) = (a.data.to_f32(), b.data.to_f32());
-        let v: Vec<f32> = ma
+        let (x, y) = (a.data.to_f64(), b.data.to_f64());
+        let v: Vec<f64> = ma
             .iter()
             .zip(&mb)
-            .map(|(&i, &j)| apply_f32(op, x[i], y[j]))
+            .map(|(&i, &j)| apply_f64(op, x[i], y[j]))
             .collect();
-        Data::from_f32(out_elem, v)
+        Data::from_f64(out_elem, v)
     } else {
         let (x, y) = (a.data.to_i64(), b.data.to_i64());
         let v = ma

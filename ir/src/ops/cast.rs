@@ -35,7 +35,7 @@ pub fn eval(cx: &EvalCtx) -> EvalResult {
     let x = cx.input(0)?;
     let to = cx.attrs.elem_type("to").ok_or("missing `to`")?;
     let data = if x.elem().is_float() {
-        Data::from_f32(to, x.data.to_f32())
+        Data::from_f64(to, x.data.to_f64())
     } else {
         Data::from_i64(to, x.data.to_i64())
     };

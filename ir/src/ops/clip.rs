@@ -43,10 +43,9 @@ pub fn eval(cx: &EvalCtx) -> EvalResult {
     let hi = cx.attrs.float("max");
     let elem = x.elem();
     let data = if elem.is_float() {
-        let (lo, hi) = (lo.map(|v| v as f32), hi.map(|v| v as f32));
         let v = x
             .data
-            .to_f32()
+            .to_f64()
             .into_iter()
             .map(|v| {
                 if v.is_nan() {
@@ -56,7 +55,7 @@ pub fn eval(cx: &EvalCtx) -> EvalResult {
                 hi.map_or(v, |h| v.min(h))
             })
             .collect();
-        Data::from_f32(elem, v)
+        Data::from_f64(elem, v)
     } else {
         let (lo, hi) = (lo.map(|v| v as i64), hi.map(|v| v as i64));
         let v = x

@@ -55,19 +55,17 @@ pub fn eval(cx: &EvalCtx) -> EvalResult {
     let batch = broadcast_concrete(&a.shape[..ra - 2], &b.shape[..rb - 2])?;
     let ia = broadcast_index_map(&batch, &a.shape[..ra - 2]);
     let ib = broadcast_index_map(&batch, &b.shape[..rb - 2]);
-    let (x, y) = (a.data.to_f32(), b.data.to_f32());
+    let (x, y) = (a.data.to_f64(), b.data.to_f64());
     let mut out = Vec::with_capacity(ia.len() * m * n);
     for (&ba, &bb) in ia.iter().zip(&ib) {
         let xa = &x[ba * m * k..(ba + 1) * m * k];
         let yb = &y[bb * k * n..(bb + 1) * k * n];
         for i in 0..m {
             for j in 0..n {
-                let s: f64 = (0..k)
-                    .map(|p| f64::from(xa[i * k + p]) * f64::from(yb[p * n + j]))
-                    .sum();
-                out.push(s as f32);
+                let s: f64 = (0..k).map(|p| xa[i * k + p] * yb[p * n + j]).sum();
+                out.push(s);
             }
         }
     }
-    one(result_shape(cx, 0)?, Data::from_f32(a.elem(), out))
+    one(result_shape(cx, 0)?, Data::from_f64(a.elem(), out))
 }

@@ -97,7 +97,7 @@ pub fn eval(op: ReduceOp, cx: &EvalCtx) -> EvalResult {
     };
     let elem = x.elem();
     let data = if elem.is_float() {
-        let v = x.data.to_f32();
+        let v = x.data.to_f64();
         let mut acc = vec![
             if op == ReduceOp::Max {
                 f64::NEG_INFINITY
@@ -109,7 +109,7 @@ pub fn eval(op: ReduceOp, cx: &EvalCtx) -> EvalResult {
         let mut k = 0;
         for_each_index(&x.shape, |idx| {
             let o = out_of(idx);
-            let a = f64::from(v[k]);
+            let a = v[k];
             acc[o] = match op {
                 ReduceOp::Max => {
                     if a.is_nan() || acc[o].is_nan() {
@@ -127,7 +127,7 @@ pub fn eval(op: ReduceOp, cx: &EvalCtx) -> EvalResult {
                 *a /= count as f64;
             }
         }
-        Data::from_f32(elem, acc.into_iter().map(|a| a as f32).collect())
+        Data::from_f64(elem, acc)
     } else {
         let v = x.data.to_i64();
         let init = if op == ReduceOp::Max { min_of(elem) } else { 0 };
@@ -150,9 +150,10 @@ fn min_of(elem: crate::types::ElemType) -> i64 {
     use crate::types::ElemType;
     match elem {
         ElemType::I8 => i64::from(i8::MIN),
+        ElemType::I16 => i64::from(i16::MIN),
         ElemType::I32 => i64::from(i32::MIN),
-        ElemType::U8 | ElemType::Bool => 0,
+        ElemType::U8 | ElemType::U16 | ElemType::U32 | ElemType::U64 | ElemType::Bool => 0,
         ElemType::Ternary => -1,
-        ElemType::I64 | ElemType::F32 | ElemType::F16 | ElemType::BF16 => i64::MIN,
+        ElemType::I64 | ElemType::F32 | ElemType::F64 | ElemType::F16 | ElemType::BF16 => i64::MIN,
     }
 }

@@ -39,19 +39,17 @@ pub fn eval(cx: &EvalCtx) -> EvalResult {
     let x = cx.input(0)?;
     let axis = normalize_axis(cx.attrs.int_or("axis", -1), x.shape.len())?;
     let (outer, len, inner) = split_axis(&x.shape, axis);
-    let v = x.data.to_f32();
-    let mut out = vec![0f32; v.len()];
+    let v = x.data.to_f64();
+    let mut out = vec![0f64; v.len()];
     for o in 0..outer {
         for i in 0..inner {
             let at = |k: usize| o * len * inner + k * inner + i;
-            let m = (0..len)
-                .map(|k| f64::from(v[at(k)]))
-                .fold(f64::NEG_INFINITY, f64::max);
-            let sum: f64 = (0..len).map(|k| (f64::from(v[at(k)]) - m).exp()).sum();
+            let m = (0..len).map(|k| v[at(k)]).fold(f64::NEG_INFINITY, f64::max);
+            let sum: f64 = (0..len).map(|k| (v[at(k)] - m).exp()).sum();
             for k in 0..len {
-                out[at(k)] = ((f64::from(v[at(k)]) - m).exp() / sum) as f32;
+                out[at(k)] = (v[at(k)] - m).exp() / sum;
             }
         }
     }
-    one(&x.shape, Data::from_f32(x.elem(), out))
+    one(&x.shape, Data::from_f64(x.elem(), out))
 }

@@ -7,7 +7,8 @@
 //! ties to even (`round(2.5) = 2`, as torch, numpy and ONNX do); relu `max(x, 0)`; relu2 `max(x, 0)²`
 //! (BitNet's squared ReLU); silu `x·σ(x)`; sigmoid `σ(x) = 1/(1+e^-x)`; tanh; erf; exp.
 //! The result has the operand's type. `neg` and `abs` also take integers (wrapping, as ONNX);
-//! everything else needs a float. Floats compute in f32.
+//! everything else needs a float. Floats compute in f64 and round once to the element type (exact
+//! IEEE results for neg, abs, sqrt, reciprocal and round on f32).
 
 use super::{Arity, EvalCtx, EvalResult, InferCtx, OpSpec, one, operand, require_float};
 use crate::tensor::Data;
@@ -80,7 +81,7 @@ pub fn infer(op: UnaryOp, cx: &InferCtx) -> Result<Vec<TensorType>, String> {
 }
 
 /// `1/(1+e^-x)`, written so that large |x| neither overflows nor loses the tail.
-pub fn sigmoid(x: f32) -> f32 {
+pub fn sigmoid(x: f64) -> f64 {
     if x >= 0.0 {
         1.0 / (1.0 + (-x).exp())
     } else {
@@ -89,7 +90,7 @@ pub fn sigmoid(x: f32) -> f32 {
     }
 }
 
-fn apply(op: UnaryOp, x: f32) -> f32 {
+fn apply(op: UnaryOp, x: f64) -> f64 {
     match op {
         UnaryOp::Neg => -x,
         UnaryOp::Sqrt => x.sqrt(),
@@ -104,7 +105,7 @@ fn apply(op: UnaryOp, x: f32) -> f32 {
         UnaryOp::Silu => x * sigmoid(x),
         UnaryOp::Sigmoid => sigmoid(x),
         UnaryOp::Tanh => x.tanh(),
-        UnaryOp::Erf => libm::erff(x),
+        UnaryOp::Erf => libm::erf(x),
         UnaryOp::Exp => x.exp(),
     }
 }
@@ -132,9 +133,9 @@ pub fn eval(op: UnaryOp, cx: &EvalCtx) -> EvalResult {
     let x = cx.input(0)?;
     let elem = x.elem();
     let data = if elem.is_float() {
-        Data::from_f32(
+        Data::from_f64(
             elem,
-            x.data.to_f32().into_iter().map(|v| apply(op, v)).collect(),
+            x.data.to_f64().into_iter().map(|v| apply(op, v)).collect(),
         )
     } else {
         let v = x
