@@ -210,8 +210,16 @@ impl Data {
         match elem {
             ElemType::F32 => Data::F32(v.into_iter().map(|x| x as f32).collect()),
             ElemType::F64 => Data::F64(v),
-            ElemType::F16 => Data::F16(v.into_iter().map(f16::from_f64).collect()),
-            ElemType::BF16 => Data::BF16(v.into_iter().map(bf16::from_f64).collect()),
+            ElemType::F16 => Data::F16(
+                v.into_iter()
+                    .map(|x| f16::from_f32(f32_round_to_odd(x)))
+                    .collect(),
+            ),
+            ElemType::BF16 => Data::BF16(
+                v.into_iter()
+                    .map(|x| bf16::from_f32(f32_round_to_odd(x)))
+                    .collect(),
+            ),
             ElemType::I8 => Data::I8(v.into_iter().map(|x| x as i8).collect()),
             ElemType::I16 => Data::I16(v.into_iter().map(|x| x as i16).collect()),
             ElemType::I32 => Data::I32(v.into_iter().map(|x| x as i32).collect()),
@@ -231,7 +239,9 @@ impl Data {
     /// (ONNX and numpy integer arithmetic). For a float `elem`, values convert by value.
     pub fn from_i64(elem: ElemType, v: Vec<i64>) -> Data {
         match elem {
-            ElemType::F32 | ElemType::F64 | ElemType::F16 | ElemType::BF16 => {
+            // i64 → f32 rounds once; going through f64 would round twice above 2^53.
+            ElemType::F32 => Data::F32(v.into_iter().map(|x| x as f32).collect()),
+            ElemType::F64 | ElemType::F16 | ElemType::BF16 => {
                 Data::from_f64(elem, v.into_iter().map(|x| x as f64).collect())
             }
             ElemType::I8 => Data::I8(v.into_iter().map(|x| x as i8).collect()),
@@ -382,6 +392,23 @@ impl Tensor {
 /// The product of `shape`, or `None` on overflow.
 pub fn checked_numel(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
+}
+
+/// `x` rounded to f32 with round-to-odd: exact values stay; inexact ones become the neighbour whose
+/// last significand bit is 1. Rounding that result to nearest-even f16 or bf16 (fewer significand bits)
+/// gives the correctly rounded result of `x`, which a plain f64 → f32 → f16 chain does not (it rounds twice).
+pub fn f32_round_to_odd(x: f64) -> f32 {
+    let f = x as f32;
+    if !f.is_finite() || f64::from(f) == x || f.to_bits() & 1 == 1 {
+        return f;
+    }
+    // `f` is the even neighbour; step one ulp toward `x` to the odd one.
+    let toward_x = if f64::from(f) < x {
+        f.next_up()
+    } else {
+        f.next_down()
+    };
+    if toward_x.is_finite() { toward_x } else { f }
 }
 
 /// Row-major strides of `shape`.

@@ -223,6 +223,11 @@ pub fn parse_tensor_body(body: &str) -> Result<TensorType, String> {
         Some(split) => split,
         None => return Err("empty tensor type".into()),
     };
+    if elem_name.trim().bytes().all(|b| b.is_ascii_digit()) || is_symbol_name(elem_name.trim()) {
+        return Err(format!(
+            "`tensor<{body}>` has no element type: write it last, e.g. `tensor<{body}xf32>`"
+        ));
+    }
     let elem = ElemType::from_name(elem_name.trim()).ok_or_else(|| {
         format!(
             "unknown element type `{}` (expected one of: {})",
@@ -250,4 +255,23 @@ pub fn parse_tensor_body(body: &str) -> Result<TensorType, String> {
         }
     }
     Ok(TensorType { dims, elem })
+}
+
+/// The range of values of an integer-like element type (i64 for the floats, whose callers convert).
+/// u64 is limited to i64's range: the interpreter computes unsigned 64-bit values in i64.
+pub fn int_range(elem: ElemType) -> (i64, i64) {
+    match elem {
+        ElemType::I8 => (i64::from(i8::MIN), i64::from(i8::MAX)),
+        ElemType::I16 => (i64::from(i16::MIN), i64::from(i16::MAX)),
+        ElemType::I32 => (i64::from(i32::MIN), i64::from(i32::MAX)),
+        ElemType::U8 => (0, i64::from(u8::MAX)),
+        ElemType::U16 => (0, i64::from(u16::MAX)),
+        ElemType::U32 => (0, i64::from(u32::MAX)),
+        ElemType::U64 => (0, i64::MAX),
+        ElemType::Bool => (0, 1),
+        ElemType::Ternary => (-1, 1),
+        ElemType::I64 | ElemType::F32 | ElemType::F64 | ElemType::F16 | ElemType::BF16 => {
+            (i64::MIN, i64::MAX)
+        }
+    }
 }

@@ -10,6 +10,7 @@ use crate::attr::Attr;
 use crate::diagnostic::Diagnostic;
 use crate::module::{Function, Loc, Module, ValueDef, ValueId};
 use crate::ops::InferCtx;
+use crate::text::parser::plural;
 use crate::text::printer::{Names, print_op_with};
 use crate::types::{Dim, TensorType, is_symbol_name};
 use std::collections::{HashMap, HashSet};
@@ -210,8 +211,13 @@ impl<'a> Verifier<'a> {
                 self.error(
                     op.loc,
                     format!(
-                        "{name} takes {} operands, found {}",
+                        "{name} takes {} {}, found {}",
                         spec.operands.describe(),
+                        if spec.operands == crate::ops::Arity::Exactly(1) {
+                            "operand"
+                        } else {
+                            "operands"
+                        },
                         op.operands.len()
                     ),
                 );
@@ -220,8 +226,8 @@ impl<'a> Verifier<'a> {
                 self.error(
                     op.loc,
                     format!(
-                        "{name} has {} results, found {}",
-                        spec.results,
+                        "{name} has {}, found {}",
+                        plural(spec.results, "result"),
                         op.results.len()
                     ),
                 );
@@ -307,9 +313,9 @@ impl<'a> Verifier<'a> {
             self.error(
                 f.return_loc,
                 format!(
-                    "@{} returns {} values but its signature declares {}",
+                    "@{} returns {} but its signature declares {}",
                     f.name,
-                    f.returns.len(),
+                    plural(f.returns.len(), "value"),
                     f.result_types.len()
                 ),
             );

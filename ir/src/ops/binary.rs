@@ -119,15 +119,14 @@ fn apply_i64(op: BinaryOp, x: i64, y: i64) -> Result<i64, String> {
             if y < 0 {
                 return Err(format!("integer power with negative exponent {y}"));
             }
-            let mut acc: i64 = 1;
-            for _ in 0..y.min(64) {
-                acc = acc.wrapping_mul(x);
-            }
-            if y > 64 && x.unsigned_abs() > 1 {
-                // |x| >= 2 to a power above 64 overflows i64 entirely; wrapping multiplication gives 0.
-                acc = 0;
-            } else if y > 64 {
-                acc = if x == -1 && y % 2 == 1 { -1 } else { x * x };
+            // Square and multiply with wrapping, exact modulo 2^64 like numpy.
+            let (mut base, mut e, mut acc) = (x, y as u64, 1i64);
+            while e > 0 {
+                if e & 1 == 1 {
+                    acc = acc.wrapping_mul(base);
+                }
+                base = base.wrapping_mul(base);
+                e >>= 1;
             }
             acc
         }

@@ -57,7 +57,10 @@ pub fn eval(cx: &EvalCtx) -> EvalResult {
             .collect();
         Data::from_f64(elem, v)
     } else {
-        let (lo, hi) = (lo.map(|v| v as i64), hi.map(|v| v as i64));
+        // Bounds outside the element type's range saturate to it, so the result never wraps.
+        let (tmin, tmax) = crate::types::int_range(elem);
+        let fit = |v: f64| (v as i64).clamp(tmin, tmax);
+        let (lo, hi) = (lo.map(fit), hi.map(fit));
         let v = x
             .data
             .to_i64()

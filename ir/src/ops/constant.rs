@@ -15,7 +15,7 @@ use super::{
 };
 use crate::attr::{Attr, AttrKind, AttrSpec};
 use crate::tensor::{Data, checked_numel};
-use crate::types::{ElemType, TensorType};
+use crate::types::TensorType;
 
 /// `nn.constant`.
 pub const CONSTANT: OpSpec = OpSpec {
@@ -36,7 +36,7 @@ pub const WEIGHT: OpSpec = OpSpec {
 fn static_numel(ty: &TensorType) -> Result<u64, String> {
     let shape = ty
         .static_shape()
-        .ok_or_else(|| format!("a constant needs a static shape, found {ty}"))?;
+        .ok_or_else(|| format!("the result needs a static shape, found {ty}"))?;
     shape
         .iter()
         .try_fold(1u64, |a, &d| a.checked_mul(d))
@@ -64,11 +64,14 @@ pub fn infer_constant(cx: &InferCtx) -> Result<Vec<TensorType>, String> {
     {
         return Err(format!("float values for a constant of type {ty}"));
     }
-    if ty.elem == ElemType::Ternary
-        && let Some(Attr::Ints(v)) = cx.attrs.get("value")
-        && v.iter().any(|x| !(-1..=1).contains(x))
-    {
-        return Err("a ternary constant holds only -1, 0 and 1".into());
+    if let Some(Attr::Ints(v)) = cx.attrs.get("value") {
+        let (lo, hi) = crate::types::int_range(ty.elem);
+        if let Some(bad) = v.iter().find(|x| !(lo..=hi).contains(*x)) {
+            return Err(format!(
+                "the value {bad} does not fit in {} (range {lo}..={hi})",
+                ty.elem
+            ));
+        }
     }
     Ok(vec![ty])
 }

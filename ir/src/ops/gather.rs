@@ -4,7 +4,7 @@
 //!
 //! Math: gather: `y[a.., i.., b..] = data[a.., idx[i..], b..]` along `axis` (the result shape is
 //! `data.shape[..axis] ++ idx.shape ++ data.shape[axis+1..]`); negative indices count from the end.
-//! embedding: `y[i.., :] = table[ids[i..], :]` for a rank-2 table. Indices are i32 or i64; an index out
+//! embedding: `y[i.., :] = table[ids[i..], :]` for a rank-2 table (ids must be in `0..vocab`). Indices are i32 or i64; an index out
 //! of range is an error at run time, never a wrap.
 
 use super::{Arity, EvalCtx, EvalResult, InferCtx, OpSpec, one, operand, result_shape};
@@ -67,7 +67,7 @@ pub fn infer_embedding(cx: &InferCtx) -> Result<Vec<TensorType>, String> {
     Ok(vec![TensorType::new(dims, table.elem)])
 }
 
-fn gather(cx: &EvalCtx, axis: i64) -> EvalResult {
+fn gather(cx: &EvalCtx, axis: i64, allow_negative: bool) -> EvalResult {
     let data = cx.input(0)?;
     let idx = cx.input(1)?;
     let axis = normalize_axis(axis, data.shape.len())?;
@@ -78,6 +78,9 @@ fn gather(cx: &EvalCtx, axis: i64) -> EvalResult {
     let mut pos = Vec::with_capacity(outer * ids.len() * inner);
     for o in 0..outer {
         for &raw in &ids {
+            if raw < 0 && !allow_negative {
+                return Err(format!("token id {raw} is negative"));
+            }
             let i = if raw < 0 { raw + n as i64 } else { raw };
             if i < 0 || i >= n as i64 {
                 return Err(format!(
@@ -93,10 +96,10 @@ fn gather(cx: &EvalCtx, axis: i64) -> EvalResult {
 
 /// Reference evaluation of `nn.gather`.
 pub fn eval_gather(cx: &EvalCtx) -> EvalResult {
-    gather(cx, cx.attrs.int_or("axis", 0))
+    gather(cx, cx.attrs.int_or("axis", 0), true)
 }
 
 /// Reference evaluation of `nn.embedding`.
 pub fn eval_embedding(cx: &EvalCtx) -> EvalResult {
-    gather(cx, 0)
+    gather(cx, 0, false)
 }

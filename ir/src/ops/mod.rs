@@ -402,7 +402,7 @@ pub(crate) fn require_float(what: &str, ty: &TensorType) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "{what} must have a float element type (f32, f16 or bf16), found {ty}"
+            "{what} must have a float element type (f32, f64, f16 or bf16), found {ty}"
         ))
     }
 }

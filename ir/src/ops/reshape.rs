@@ -67,7 +67,13 @@ pub fn infer_unsqueeze(cx: &InferCtx) -> Result<Vec<TensorType>, String> {
     let x = operand(cx, 0)?;
     let axes = cx.attrs.ints("axes").unwrap_or(&[]);
     let rank = x.rank() + axes.len();
-    let axes = normalize_axes(axes, rank)?;
+    let axes = normalize_axes(axes, rank).map_err(|m| {
+        format!(
+            "{m} (the result's rank, {} + {} new axes)",
+            x.rank(),
+            axes.len()
+        )
+    })?;
     let mut rest = x.dims.iter();
     let dims = (0..rank)
         .map(|i| {

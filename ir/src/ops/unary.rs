@@ -6,7 +6,7 @@
 //! Math (per element): neg `-x`; sqrt `√x`; reciprocal `1/x`; abs `|x|`; round: nearest integer with
 //! ties to even (`round(2.5) = 2`, as torch, numpy and ONNX do); relu `max(x, 0)`; relu2 `max(x, 0)²`
 //! (BitNet's squared ReLU); silu `x·σ(x)`; sigmoid `σ(x) = 1/(1+e^-x)`; tanh; erf; exp.
-//! The result has the operand's type. `neg` and `abs` also take integers (wrapping, as ONNX);
+//! The result has the operand's type. `neg`, `abs` and `relu` also take integers (wrapping, as ONNX);
 //! everything else needs a float. Floats compute in f64 and round once to the element type (exact
 //! IEEE results for neg, abs, sqrt, reciprocal and round on f32).
 
@@ -74,7 +74,13 @@ fn takes_integers(op: UnaryOp) -> bool {
 /// Type rule.
 pub fn infer(op: UnaryOp, cx: &InferCtx) -> Result<Vec<TensorType>, String> {
     let x = operand(cx, 0)?;
-    if !(takes_integers(op) && x.elem.is_int()) {
+    if takes_integers(op) {
+        if !(x.elem.is_int() || x.elem.is_float()) {
+            return Err(format!(
+                "the operand must be numeric (float or integer), found {x}"
+            ));
+        }
+    } else {
         require_float("the operand", &x)?;
     }
     Ok(vec![x])
@@ -97,9 +103,16 @@ fn apply(op: UnaryOp, x: f64) -> f64 {
         UnaryOp::Reciprocal => 1.0 / x,
         UnaryOp::Abs => x.abs(),
         UnaryOp::Round => x.round_ties_even(),
-        UnaryOp::Relu => x.max(0.0),
+        // `f64::max` would turn NaN into 0; torch and numpy keep NaN.
+        UnaryOp::Relu => {
+            if x.is_nan() {
+                x
+            } else {
+                x.max(0.0)
+            }
+        }
         UnaryOp::Relu2 => {
-            let r = x.max(0.0);
+            let r = if x.is_nan() { x } else { x.max(0.0) };
             r * r
         }
         UnaryOp::Silu => x * sigmoid(x),

@@ -18,7 +18,7 @@ pub enum Tok {
     #[regex(r"\^[A-Za-z0-9_.]+", |l| l.slice()[1..].to_string())]
     Label(String),
     /// `tensor<...>`: the text between the angle brackets.
-    #[regex(r"tensor<[^>\n]*>", |l| { let s = l.slice(); s[7..s.len() - 1].to_string() })]
+    #[regex(r"tensor<[A-Za-z0-9_ ]*>", |l| { let s = l.slice(); s[7..s.len() - 1].to_string() })]
     Type(String),
     /// Keywords, op names, element types, symbols, `true`, `false`, `inf`, `nan`.
     #[regex(r"[A-Za-z_][A-Za-z0-9_.]*", |l| l.slice().to_string())]

@@ -367,9 +367,9 @@ impl Parser {
             return Err(Diagnostic::new(
                 Some(types_loc),
                 format!(
-                    "{} result names but {} result types",
-                    results.len(),
-                    types.len()
+                    "{} but {}",
+                    plural(results.len(), "result name"),
+                    plural(types.len(), "result type")
                 ),
             ));
         }
@@ -497,6 +497,9 @@ impl Parser {
                 self.pos += 1;
                 Ok(Some(Attr::Float(f64::NAN)))
             }
+            Some(Tok::Int(_) | Tok::Float(_)) if neg => {
+                self.err("write negative numbers without a space after `-` (e.g. `-1`)")
+            }
             _ if neg => self.err(format!(
                 "expected a number after `-`, found {}",
                 self.found()
@@ -559,6 +562,15 @@ impl Parser {
                 self.err(format!("expected an attribute value, found {}", self.found()))
             }
         }
+    }
+}
+
+/// `n` and `word`, with an `s` unless `n` is 1.
+pub(crate) fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
     }
 }
 
