@@ -60,3 +60,76 @@ pub fn parse_bir(src: &str, file: &str) -> Result<Module, BirError> {
         })
     }
 }
+
+use bitnet_frontend::model::ImportedModel;
+use bitnet_ir::{Data, ElemType, IrError, Tensor, interp};
+
+/// Why a prompt could not be run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The model's function does not look like a language model step.
+    #[error("{0}")]
+    Signature(String),
+    /// The interpreter failed.
+    #[error(transparent)]
+    Ir(#[from] IrError),
+}
+
+/// Runs a whole prompt through a decoder-style function (`@forward`, or else the module's only
+/// function) with the reference interpreter and returns the logits as `[1, T, vocab]`.
+///
+/// The first argument takes the token ids (`[T]` or `[1, T]`, i64); a scalar i64 argument is the
+/// position (0); every other argument (the KV caches) starts as zeros.
+pub fn prompt_logits(model: &ImportedModel, tokens: &[i64]) -> Result<Tensor, RunError> {
+    let m = &model.module;
+    let f = m
+        .function("forward")
+        .or_else(|| {
+            if m.functions.len() == 1 {
+                m.functions.first()
+            } else {
+                None
+            }
+        })
+        .ok_or_else(|| RunError::Signature("the model has no @forward function".into()))?;
+    let mut inputs = Vec::with_capacity(f.args.len());
+    for (i, &arg) in f.args.iter().enumerate() {
+        let ty = f.ty(arg);
+        let t = if i == 0 {
+            let shape = match ty.rank() {
+                1 => vec![tokens.len()],
+                2 => vec![1, tokens.len()],
+                _ => {
+                    return Err(RunError::Signature(format!(
+                        "the token argument has type {ty}"
+                    )));
+                }
+            };
+            Tensor::new(shape, Data::I64(tokens.to_vec()))
+        } else if ty.elem == ElemType::I64 && ty.rank() == 0 {
+            Tensor::new(Vec::new(), Data::I64(vec![0]))
+        } else {
+            let shape: Vec<usize> = ty
+                .static_shape()
+                .ok_or_else(|| {
+                    RunError::Signature(format!("argument {i} has a symbolic type {ty}"))
+                })?
+                .into_iter()
+                .map(|d| d as usize)
+                .collect();
+            let n = shape.iter().product();
+            Tensor::new(shape, Data::from_f64(ty.elem, vec![0.0; n]))
+        };
+        inputs.push(t.ok_or_else(|| RunError::Signature(format!("cannot build argument {i}")))?);
+    }
+    let results = interp::run_function(f, &inputs, model.weights.as_ref())?;
+    let logits = results
+        .into_iter()
+        .next()
+        .ok_or_else(|| RunError::Signature("no results".into()))?;
+    let mut shape = logits.shape.clone();
+    if shape.len() == 2 {
+        shape.insert(0, 1);
+    }
+    Tensor::new(shape, logits.data).ok_or_else(|| RunError::Signature("bad logits shape".into()))
+}

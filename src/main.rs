@@ -1,7 +1,8 @@
 //! The `bitnetc` command line.
 
 use anyhow::{Context, Result, bail};
-use bitnet_frontend::{SafetensorsStore, npy};
+use bitnet_frontend::model::{ImportOptions, ModelSummary};
+use bitnet_frontend::{SafetensorsStore, import_model, npy};
 use bitnet_ir::tensor::max_relative_error;
 use bitnet_ir::{NoWeights, Tensor, WeightStore, interp, text};
 use bitnetc::{BirError, load_bir};
@@ -52,6 +53,39 @@ enum Command {
         /// The largest relative error --expect accepts.
         #[arg(long, default_value_t = 1e-5)]
         tolerance: f64,
+    },
+    /// Import a model (HF folder, .gguf, .onnx) and print its IR, weights as references.
+    Import {
+        /// The model.
+        model: PathBuf,
+        /// Write the IR here instead of stdout (an existing file is not overwritten).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Build the function for this context length (default: the model's maximum).
+        #[arg(long)]
+        context: Option<u64>,
+    },
+    /// Describe a model: architecture, parameters, bytes by dtype, tensors.
+    Inspect {
+        /// The model.
+        model: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a prompt through a model and print or save the logits of every position.
+    Logits {
+        /// The model.
+        model: PathBuf,
+        /// Token ids, comma-separated (e.g. 1,17,256).
+        #[arg(long, value_delimiter = ',', required = true)]
+        tokens: Vec<i64>,
+        /// Save the logits [1, T, vocab] as .npy (an existing file is not overwritten).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Where to run: `interp` (the reference interpreter) for now.
+        #[arg(long, default_value = "interp")]
+        backend: String,
     },
 }
 
@@ -163,8 +197,128 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
+        Command::Import {
+            model,
+            output,
+            context,
+        } => {
+            let m = import_model(&model, &ImportOptions { context })?;
+            let text = text::print_module(&m.module);
+            match output {
+                Some(path) => {
+                    write_new(&path, text.as_bytes())?;
+                    println!("wrote {}", path.display());
+                }
+                None => print!("{text}"),
+            }
+        }
+        Command::Inspect { model, json } => {
+            let m = import_model(&model, &ImportOptions::default())?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&summary_json(&m.summary))?
+                );
+            } else {
+                print!("{}", summary_text(&m.summary));
+            }
+        }
+        Command::Logits {
+            model,
+            tokens,
+            output,
+            backend,
+        } => {
+            if backend != "interp" {
+                bail!(
+                    "--backend {backend}: only `interp` (the reference interpreter) exists so far"
+                );
+            }
+            let context = Some(tokens.len() as u64);
+            let m = import_model(&model, &ImportOptions { context })?;
+            let logits = bitnetc::prompt_logits(&m, &tokens)
+                .with_context(|| format!("{}", model.display()))?;
+            match output {
+                Some(path) => {
+                    write_new(&path, &npy::encode(&logits))?;
+                    println!("wrote {} ({})", path.display(), logits.ty());
+                }
+                None => print_logits(&logits),
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes a new file; an existing file is an error, never overwritten.
+fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| {
+            format!(
+                "{}: cannot create (it may already exist; bitnetc does not overwrite files)",
+                path.display()
+            )
+        })?;
+    f.write_all(bytes)
+        .with_context(|| format!("{}: write failed", path.display()))?;
+    Ok(())
+}
+
+/// Prints each position's argmax and its logit, then the first values.
+fn print_logits(t: &Tensor) {
+    let v = t.data.to_f32();
+    let vocab = t.shape.last().copied().unwrap_or(1).max(1);
+    for (pos, row) in v.chunks(vocab).enumerate() {
+        let (arg, max) =
+            row.iter().enumerate().fold(
+                (0, f32::NEG_INFINITY),
+                |a, (i, &x)| if x > a.1 { (i, x) } else { a },
+            );
+        println!("position {pos}: argmax {arg} (logit {max:.4})");
+    }
+}
+
+fn summary_text(s: &ModelSummary) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "format: {}\narchitecture: {}\nparameters: {}",
+        s.format, s.architecture, s.parameters
+    );
+    for (k, v) in &s.config {
+        let _ = writeln!(out, "{k}: {v}");
+    }
+    let _ = writeln!(out, "bytes by dtype:");
+    for (k, v) in s.bytes_by_dtype() {
+        let _ = writeln!(out, "  {k}: {v}");
+    }
+    let _ = writeln!(out, "tensors ({}):", s.tensors.len());
+    for t in &s.tensors {
+        let _ = writeln!(
+            out,
+            "  {} {} {:?} ({} bytes)",
+            t.name, t.dtype, t.shape, t.bytes
+        );
+    }
+    out
+}
+
+fn summary_json(s: &ModelSummary) -> serde_json::Value {
+    serde_json::json!({
+        "format": s.format,
+        "architecture": s.architecture,
+        "parameters": s.parameters,
+        "config": s.config,
+        "bytes_by_dtype": s.bytes_by_dtype(),
+        "tensors": s.tensors.iter().map(|t| serde_json::json!({
+            "name": t.name, "dtype": t.dtype, "shape": t.shape, "bytes": t.bytes,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 /// Matches `NAME=FILE.npy` inputs to the function's arguments, in argument order.

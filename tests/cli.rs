@@ -169,12 +169,23 @@ fn eval_explains_missing_inputs_weights_and_bad_shapes() {
 fn eval_expect_reports_the_error_against_a_reference_and_fails_above_tolerance() {
     let fx = root().join("tests/fixtures/onnx");
     let p = |n: &str| fx.join(n).display().to_string();
-    let base = ["eval".to_string(), p("mlp_bit.bir"), "--weights".into(), p("mlp.safetensors"), "--input".into(), format!("x={}", p("x.npy"))];
+    let base = [
+        "eval".to_string(),
+        p("mlp_bit.bir"),
+        "--weights".into(),
+        p("mlp.safetensors"),
+        "--input".into(),
+        format!("x={}", p("x.npy")),
+    ];
     let mut args: Vec<String> = base.to_vec();
     args.extend(["--expect".into(), p("mlp_int8.ts.out.npy")]);
     let o = bitnetc(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("max relative error") && stdout(&o).contains(" ok"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("max relative error") && stdout(&o).contains(" ok"),
+        "{}",
+        stdout(&o)
+    );
 
     args.extend(["--tolerance".into(), "0".into()]);
     let o = bitnetc(&args.iter().map(String::as_str).collect::<Vec<_>>());

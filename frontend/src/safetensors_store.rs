@@ -1,82 +1,145 @@
-//! A weight store over one `.safetensors` file, memory-mapped: the header is parsed at open, and a
-//! tensor's bytes are read (and converted to the declared element type) only when an op asks for it.
+//! A weight store over one `.safetensors` file, memory-mapped: the header is parsed and validated once
+//! at open (every tensor's byte range inside the file and matching its shape), and a tensor's bytes are
+//! read (and converted to the declared element type) only when an op asks for it.
 
 use crate::error::FrontendError;
 use bitnet_ir::weights::finish_load;
 use bitnet_ir::{Data, ElemType, Tensor, WeightError, WeightStore};
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
+use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+
+/// What the header says about one tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StTensorInfo {
+    /// The element type, or `None` for a dtype bitnetc does not read (named in `dtype`).
+    pub elem: Option<ElemType>,
+    /// The dtype as safetensors names it (`BF16`, `U8`…).
+    pub dtype: String,
+    /// The shape.
+    pub shape: Vec<usize>,
+    /// The byte range of the data in the file.
+    range: Range<usize>,
+}
 
 /// Tensors of one safetensors file.
 pub struct SafetensorsStore {
     path: PathBuf,
     map: Mmap,
+    tensors: BTreeMap<String, StTensorInfo>,
+}
+
+fn elem_of(dtype: Dtype) -> Option<ElemType> {
+    Some(match dtype {
+        Dtype::F32 => ElemType::F32,
+        Dtype::F64 => ElemType::F64,
+        Dtype::F16 => ElemType::F16,
+        Dtype::BF16 => ElemType::BF16,
+        Dtype::I8 => ElemType::I8,
+        Dtype::I16 => ElemType::I16,
+        Dtype::I32 => ElemType::I32,
+        Dtype::I64 => ElemType::I64,
+        Dtype::U8 => ElemType::U8,
+        Dtype::U16 => ElemType::U16,
+        Dtype::U32 => ElemType::U32,
+        Dtype::U64 => ElemType::U64,
+        Dtype::BOOL => ElemType::Bool,
+        _ => return None,
+    })
 }
 
 impl SafetensorsStore {
     /// Opens and maps `path`, checking that its header parses and every tensor lies inside the file.
     pub fn open(path: &Path) -> Result<Self, FrontendError> {
-        let file = std::fs::File::open(path).map_err(|source| FrontendError::Io {
+        let io = |source| FrontendError::Io {
             path: path.to_path_buf(),
             source,
-        })?;
-        // SAFETY: the map is read-only; the file is not modified by this process. A concurrent writer
-        // could change the bytes under us, which would give wrong weights but not memory unsafety in
-        // this code, which only copies bytes out of the map.
-        let map = unsafe { Mmap::map(&file) }.map_err(|source| FrontendError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        SafeTensors::deserialize(&map).map_err(|e| {
+        };
+        let file = std::fs::File::open(path).map_err(io)?;
+        // SAFETY: the map is read-only and this process never writes the file. Another process
+        // truncating it while mapped could fault on access; that is the usual mmap contract, and
+        // every read below is bounds-checked against the length validated here.
+        let map = unsafe { Mmap::map(&file) }.map_err(io)?;
+        // `deserialize` validates the header: offsets in order, inside the buffer, sizes = shape × dtype.
+        let st = SafeTensors::deserialize(&map).map_err(|e| {
             FrontendError::format(path, format!("not a valid safetensors file: {e}"))
         })?;
+        let header_len = map
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+            .ok_or_else(|| FrontendError::format(path, "truncated header"))?;
+        let data_start = usize::try_from(header_len)
+            .ok()
+            .and_then(|n| n.checked_add(8))
+            .ok_or_else(|| FrontendError::format(path, "header length overflows"))?;
+        let mut tensors = BTreeMap::new();
+        for (name, view) in st.tensors() {
+            let start = view.data().as_ptr() as usize - map.as_ptr() as usize;
+            let info = StTensorInfo {
+                elem: elem_of(view.dtype()),
+                dtype: format!("{:?}", view.dtype()),
+                shape: view.shape().to_vec(),
+                range: start..start + view.data().len(),
+            };
+            if info.range.start < data_start {
+                return Err(FrontendError::format(
+                    path,
+                    format!("tensor \"{name}\" overlaps the header"),
+                ));
+            }
+            tensors.insert(name, info);
+        }
         Ok(SafetensorsStore {
             path: path.to_path_buf(),
             map,
+            tensors,
         })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every tensor's header entry, by name (sorted).
+    pub fn tensors(&self) -> &BTreeMap<String, StTensorInfo> {
+        &self.tensors
+    }
+
+    /// The header entry of `name`.
+    pub fn info(&self, name: &str) -> Option<&StTensorInfo> {
+        self.tensors.get(name)
     }
 
     /// The names of the tensors in the file, sorted.
     pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = match SafeTensors::deserialize(&self.map) {
-            Ok(st) => st.names().into_iter().map(str::to_string).collect(),
-            Err(_) => Vec::new(),
-        };
-        names.sort();
-        names
+        self.tensors.keys().cloned().collect()
     }
 
-    fn read(&self, name: &str) -> Result<Tensor, WeightError> {
+    /// Reads tensor `name` as stored (no conversion).
+    pub fn read(&self, name: &str) -> Result<Tensor, WeightError> {
         let read_err = |reason: String| WeightError::Read {
             name: name.to_string(),
             store: self.describe(),
             reason,
         };
-        let st = SafeTensors::deserialize(&self.map).map_err(|e| read_err(e.to_string()))?;
-        let view = st.tensor(name).map_err(|_| WeightError::Missing {
+        let info = self.tensors.get(name).ok_or_else(|| WeightError::Missing {
             name: name.to_string(),
             store: self.describe(),
         })?;
-        let elem = match view.dtype() {
-            Dtype::F32 => ElemType::F32,
-            Dtype::F64 => ElemType::F64,
-            Dtype::I16 => ElemType::I16,
-            Dtype::U16 => ElemType::U16,
-            Dtype::U32 => ElemType::U32,
-            Dtype::U64 => ElemType::U64,
-            Dtype::F16 => ElemType::F16,
-            Dtype::BF16 => ElemType::BF16,
-            Dtype::I8 => ElemType::I8,
-            Dtype::U8 => ElemType::U8,
-            Dtype::I32 => ElemType::I32,
-            Dtype::I64 => ElemType::I64,
-            Dtype::BOOL => ElemType::Bool,
-            other => return Err(read_err(format!("dtype {other:?} is not supported"))),
-        };
-        let data = Data::from_le_bytes(elem, view.data())
+        let elem = info
+            .elem
+            .ok_or_else(|| read_err(format!("dtype {} is not supported", info.dtype)))?;
+        let bytes = self
+            .map
+            .get(info.range.clone())
+            .ok_or_else(|| read_err("data outside the file".into()))?;
+        let data = Data::from_le_bytes(elem, bytes)
             .ok_or_else(|| read_err("the data is not a whole number of elements".into()))?;
-        Tensor::new(view.shape().to_vec(), data)
+        Tensor::new(info.shape.clone(), data)
             .ok_or_else(|| read_err("the data size does not match the shape".into()))
     }
 }
