@@ -4,6 +4,7 @@
 pub mod decoder;
 pub mod detect;
 pub mod error;
+pub mod gguf;
 pub mod hf;
 pub mod hf_packing;
 pub mod model;
@@ -23,10 +24,7 @@ pub fn import_model(
 ) -> Result<model::ImportedModel, FrontendError> {
     match detect::detect(path)? {
         detect::ModelFormat::Hf => hf::import_hf(path, opts),
-        detect::ModelFormat::Gguf => Err(FrontendError::format(
-            path,
-            "GGUF import is not wired in yet",
-        )),
+        detect::ModelFormat::Gguf => gguf::import_gguf(path, opts),
         detect::ModelFormat::Onnx => Err(FrontendError::format(
             path,
             "ONNX import is not wired in yet",

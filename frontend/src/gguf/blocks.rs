@@ -1,0 +1,206 @@
+//! Decoders for ggml's block formats, on the raw bytes of a whole tensor. Each checks that the byte
+//! length is exactly what `n` elements need before reading, and returns elements in file order (ne0
+//! fastest). Layouts follow ggml's `ggml-common.h` and `dequantize_row_*` in `ggml-quants.c`:
+//!
+//! - Q8_0, 34 bytes per 32: f16 `d`, 32 × i8 `q`; `x = q·d`.
+//! - Q4_0, 18 bytes per 32: f16 `d`, 16 bytes; element `j < 16` is the low nibble of byte `j`,
+//!   element `j + 16` its high nibble; `x = (q − 8)·d`.
+//! - Q4_1, 20 bytes per 32: f16 `d`, f16 `m`, 16 bytes as in Q4_0; `x = q·d + m`.
+//! - TQ2_0, 66 bytes per 256: `qs[64]`, f16 `d`; element `128h + 32k + m` is
+//!   `((qs[32h + m] >> 2k) & 3) − 1` (formats.md §4.3). ggml reads code 3 as +2; so does this decoder.
+//! - TQ1_0, 54 bytes per 256: `qs[48]`, `qh[4]`, f16 `d`; five base-3 trits per byte, most significant
+//!   first, trit `n` of byte `b` is `((b·3ⁿ mod 256)·3) >> 8` (formats.md §4.4).
+//! - I2_S (x86 `ACT_PARALLEL`), 32 bytes per 128 and a 32-byte trailer whose first 4 bytes are the f32
+//!   scale; element `j` of a block is bits `6 − 2·(j / 32)` of byte `j % 32`, code `t + 1`; code 3 is
+//!   not ternary and is rejected (formats.md §4.5; see the `gguf` module header on other layouts).
+
+use half::f16;
+
+/// Elements per Q4_0 / Q4_1 / Q8_0 block.
+pub const QK32: usize = 32;
+/// Elements per TQ1_0 / TQ2_0 block (ggml's QK_K).
+pub const QK_K: usize = 256;
+/// Elements per I2_S block (x86 `ACT_PARALLEL`).
+pub const QK_I2_S: usize = 128;
+/// Bytes of a Q8_0 block.
+pub const Q8_0_BYTES: usize = 34;
+/// Bytes of a Q4_0 block.
+pub const Q4_0_BYTES: usize = 18;
+/// Bytes of a Q4_1 block.
+pub const Q4_1_BYTES: usize = 20;
+/// Bytes of a TQ1_0 block.
+pub const TQ1_0_BYTES: usize = 54;
+/// Bytes of a TQ2_0 block.
+pub const TQ2_0_BYTES: usize = 66;
+/// Bytes after the codes of an I2_S tensor.
+pub const I2_S_TRAILER: usize = 32;
+
+/// Ternary values decoded from blocks, with each block's scale.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TernaryBlocks {
+    /// One value per element, in {-1, 0, +1} (TQ2_0 code 3 gives +2).
+    pub values: Vec<i8>,
+    /// Each block's f16 `d`, in block order.
+    pub scales: Vec<f16>,
+}
+
+/// Checks that `bytes` holds exactly the blocks of `n` elements; returns the block count.
+fn check_len(
+    bytes: &[u8],
+    n: usize,
+    block: usize,
+    block_bytes: usize,
+    what: &str,
+) -> Result<usize, String> {
+    if !n.is_multiple_of(block) {
+        return Err(format!(
+            "{what}: {n} elements are not a whole number of {block}-element blocks"
+        ));
+    }
+    let blocks = n / block;
+    let need = blocks
+        .checked_mul(block_bytes)
+        .ok_or_else(|| format!("{what}: the byte size of {n} elements overflows"))?;
+    if bytes.len() != need {
+        return Err(format!(
+            "{what}: {n} elements need {need} bytes, the tensor has {}",
+            bytes.len()
+        ));
+    }
+    Ok(blocks)
+}
+
+/// Iterates over the fixed-size blocks of `bytes` (whose length `check_len` verified).
+fn blocks_of<const N: usize>(bytes: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
+    bytes
+        .chunks_exact(N)
+        .map(|c| c.try_into().unwrap_or([0; N]))
+}
+
+fn half(lo: u8, hi: u8) -> f32 {
+    f16::from_le_bytes([lo, hi]).to_f32()
+}
+
+/// Q8_0 blocks to f32.
+pub fn dequantize_q8_0(bytes: &[u8], n: usize) -> Result<Vec<f32>, String> {
+    check_len(bytes, n, QK32, Q8_0_BYTES, "Q8_0")?;
+    let mut out = Vec::with_capacity(n);
+    for b in blocks_of::<Q8_0_BYTES>(bytes) {
+        let d = half(b[0], b[1]);
+        out.extend(b[2..].iter().map(|&q| f32::from(q as i8) * d));
+    }
+    Ok(out)
+}
+
+/// Q4_0 blocks to f32.
+pub fn dequantize_q4_0(bytes: &[u8], n: usize) -> Result<Vec<f32>, String> {
+    check_len(bytes, n, QK32, Q4_0_BYTES, "Q4_0")?;
+    let mut out = Vec::with_capacity(n);
+    for b in blocks_of::<Q4_0_BYTES>(bytes) {
+        let d = half(b[0], b[1]);
+        let qs = &b[2..];
+        out.extend(qs.iter().map(|&q| f32::from(i16::from(q & 0x0f) - 8) * d));
+        out.extend(qs.iter().map(|&q| f32::from(i16::from(q >> 4) - 8) * d));
+    }
+    Ok(out)
+}
+
+/// Q4_1 blocks to f32.
+pub fn dequantize_q4_1(bytes: &[u8], n: usize) -> Result<Vec<f32>, String> {
+    check_len(bytes, n, QK32, Q4_1_BYTES, "Q4_1")?;
+    let mut out = Vec::with_capacity(n);
+    for b in blocks_of::<Q4_1_BYTES>(bytes) {
+        let d = half(b[0], b[1]);
+        let m = half(b[2], b[3]);
+        let qs = &b[4..];
+        out.extend(qs.iter().map(|&q| f32::from(q & 0x0f) * d + m));
+        out.extend(qs.iter().map(|&q| f32::from(q >> 4) * d + m));
+    }
+    Ok(out)
+}
+
+/// Trit `n` (0 = most significant) of a TQ1_0 byte, as a value in {-1, 0, +1}.
+pub fn tq1_0_trit(byte: u8, n: usize) -> i8 {
+    const POW3: [u8; 5] = [1, 3, 9, 27, 81];
+    let q = byte.wrapping_mul(POW3.get(n).copied().unwrap_or(0));
+    // (q·3) >> 8 is at most 2 for any u8 q, so the cast is exact.
+    ((u16::from(q) * 3) >> 8) as i8 - 1
+}
+
+/// TQ1_0 blocks to ternary values and block scales.
+pub fn decode_tq1_0(bytes: &[u8], n: usize) -> Result<TernaryBlocks, String> {
+    let nb = check_len(bytes, n, QK_K, TQ1_0_BYTES, "TQ1_0")?;
+    let mut values = Vec::with_capacity(n);
+    let mut scales = Vec::with_capacity(nb);
+    for b in blocks_of::<TQ1_0_BYTES>(bytes) {
+        let (qs, rest) = b.split_at(48);
+        let (qh, d) = rest.split_at(4);
+        let (first, second) = qs.split_at(32);
+        for part in [first, second] {
+            for n in 0..5 {
+                values.extend(part.iter().map(|&q| tq1_0_trit(q, n)));
+            }
+        }
+        for n in 0..4 {
+            values.extend(qh.iter().map(|&q| tq1_0_trit(q, n)));
+        }
+        scales.push(f16::from_le_bytes([d[0], d[1]]));
+    }
+    Ok(TernaryBlocks { values, scales })
+}
+
+/// TQ2_0 blocks to values in {-1, 0, +1} (or +2 for the unused code 3) and block scales.
+pub fn decode_tq2_0(bytes: &[u8], n: usize) -> Result<TernaryBlocks, String> {
+    let nb = check_len(bytes, n, QK_K, TQ2_0_BYTES, "TQ2_0")?;
+    let mut values = Vec::with_capacity(n);
+    let mut scales = Vec::with_capacity(nb);
+    for b in blocks_of::<TQ2_0_BYTES>(bytes) {
+        let (qs, d) = b.split_at(64);
+        for group in qs.chunks_exact(32) {
+            for k in 0..4 {
+                values.extend(group.iter().map(|&q| ((q >> (2 * k)) & 3) as i8 - 1));
+            }
+        }
+        scales.push(f16::from_le_bytes([d[0], d[1]]));
+    }
+    Ok(TernaryBlocks { values, scales })
+}
+
+/// I2_S (x86 `ACT_PARALLEL` layout) to ternary values and the tensor's f32 scale. Needs
+/// `n % 128 == 0` and exactly `n/4 + 32` bytes; a code 3 is an error naming its element and byte.
+pub fn decode_i2_s(bytes: &[u8], n: usize) -> Result<(Vec<i8>, f32), String> {
+    if !n.is_multiple_of(QK_I2_S) {
+        return Err(format!(
+            "I2_S: {n} elements are not a whole number of {QK_I2_S}-element blocks"
+        ));
+    }
+    let need = n / 4 + I2_S_TRAILER;
+    if bytes.len() != need {
+        return Err(format!(
+            "I2_S: {n} elements need {need} bytes (codes and a {I2_S_TRAILER}-byte trailer), \
+             the tensor has {}",
+            bytes.len()
+        ));
+    }
+    let (codes, trailer) = bytes.split_at(n / 4);
+    let mut values = Vec::with_capacity(n);
+    for (bi, b) in blocks_of::<32>(codes).enumerate() {
+        for j in 0..QK_I2_S {
+            let byte = b[j % 32];
+            let code = (byte >> (6 - 2 * (j / 32))) & 3;
+            if code == 3 {
+                return Err(format!(
+                    "I2_S: element {} (block {bi}, position {j}; byte {} of the tensor, bits {}:{}) \
+                     has code 3, which is not a ternary code",
+                    bi * QK_I2_S + j,
+                    bi * 32 + j % 32,
+                    7 - 2 * (j / 32),
+                    6 - 2 * (j / 32),
+                ));
+            }
+            values.push(code as i8 - 1);
+        }
+    }
+    let scale = f32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
+    Ok((values, scale))
+}
