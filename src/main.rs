@@ -65,6 +65,35 @@ enum Command {
         #[arg(long)]
         context: Option<u64>,
     },
+    /// Run a pass pipeline on IR (a .bir file) or on an imported model, and print the result.
+    Opt {
+        /// A .bir file or a model (HF folder, .gguf, .onnx).
+        input: PathBuf,
+        /// The pipeline: comma-separated pass names (default: the -O pipeline).
+        #[arg(short = 'p', long = "passes")]
+        pipeline: Option<String>,
+        /// Weights for a .bir input (passes that look at weight values need them).
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// Write the IR here instead of stdout (an existing file is not overwritten).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Print each pass's time.
+        #[arg(long)]
+        time_passes: bool,
+        /// Print the IR after the named pass (repeatable).
+        #[arg(long = "print-after", value_name = "PASS")]
+        print_after: Vec<String>,
+        /// Print the IR after every pass.
+        #[arg(long)]
+        print_after_all: bool,
+        /// Write the IR after every pass into DIR as numbered files (DIR must not exist yet).
+        #[arg(long, value_name = "DIR")]
+        dump_phases: Option<PathBuf>,
+        /// Print, for each lowered layer, the rewrite rules that fired.
+        #[arg(long)]
+        explain: bool,
+    },
     /// Describe a model: architecture, parameters, bytes by dtype, tensors.
     Inspect {
         /// The model.
@@ -204,6 +233,89 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let m = import_model(&model, &ImportOptions { context })?;
             let text = text::print_module(&m.module);
+            match output {
+                Some(path) => {
+                    write_new(&path, text.as_bytes())?;
+                    println!("wrote {}", path.display());
+                }
+                None => print!("{text}"),
+            }
+        }
+        Command::Opt {
+            input,
+            pipeline,
+            weights,
+            output,
+            time_passes,
+            print_after,
+            print_after_all,
+            dump_phases,
+            explain,
+        } => {
+            let (mut module, store): (bitnet_ir::Module, Option<Box<dyn WeightStore>>) =
+                if bitnet_frontend::detect::detect(&input)?
+                    == bitnet_frontend::detect::ModelFormat::Bir
+                {
+                    let Some(m) = load_or_report(&input)? else {
+                        return Ok(ExitCode::FAILURE);
+                    };
+                    let store: Option<Box<dyn WeightStore>> = match &weights {
+                        Some(p) => Some(Box::new(SafetensorsStore::open(p)?)),
+                        None => None,
+                    };
+                    (m, store)
+                } else {
+                    let m = import_model(&input, &ImportOptions::default())?;
+                    (m.module, Some(m.weights))
+                };
+            let spec = pipeline.unwrap_or_else(|| bitnet_passes::DEFAULT_PIPELINE.to_string());
+            let mut pm = bitnet_passes::PassManager::new(bitnet_passes::parse_pipeline(&spec)?);
+            pm.verify_each = true;
+            pm.print_after = if print_after_all || dump_phases.is_some() {
+                bitnet_passes::PrintAfter::All
+            } else if print_after.is_empty() {
+                bitnet_passes::PrintAfter::None
+            } else {
+                bitnet_passes::PrintAfter::Passes(print_after.clone())
+            };
+            let mut cx = bitnet_passes::PassContext::new(store.as_deref());
+            cx.explain = explain;
+            let runs = pm.run(&mut module, &mut cx)?;
+            if let Some(dir) = &dump_phases {
+                std::fs::create_dir(dir).with_context(|| {
+                    format!("{}: cannot create (it must not exist yet)", dir.display())
+                })?;
+                for (i, r) in runs.iter().enumerate() {
+                    if let Some(ir) = &r.ir_after {
+                        write_new(
+                            &dir.join(format!("{:02}-{}.bir", i + 1, r.name)),
+                            ir.as_bytes(),
+                        )?;
+                    }
+                }
+            } else {
+                for r in &runs {
+                    if let Some(ir) = &r.ir_after {
+                        eprintln!("; IR after {}\n{ir}", r.name);
+                    }
+                }
+            }
+            for n in &cx.notes {
+                eprintln!("; {n}");
+            }
+            if time_passes {
+                let total: f64 = runs.iter().map(|r| r.elapsed.as_secs_f64()).sum();
+                eprintln!("pass timing (total {:.3} ms):", total * 1e3);
+                for r in &runs {
+                    eprintln!(
+                        "  {:>10.3} ms  {}{}",
+                        r.elapsed.as_secs_f64() * 1e3,
+                        r.name,
+                        if r.changed { "" } else { " (no change)" }
+                    );
+                }
+            }
+            let text = text::print_module(&module);
             match output {
                 Some(path) => {
                     write_new(&path, text.as_bytes())?;

@@ -10,6 +10,10 @@
 //!   `ternary_2x4` (i8 [2, 4]: 1 0 -1 1 / 0 0 1 -1), `f32_2x2` (f32 [2, 2]: 1 2 / 3 4) and
 //!   `bf16_3` (bf16 [3]: 1.5 -2 0.333984375).
 //!
+//! - `passes`: the module after the pipeline named on the second line (`; pipeline: canonicalize`),
+//!   verified after every pass, followed by the passes' notes; the file is the "before", the snapshot
+//!   the "after".
+//!
 //! Two coverage tests make the suite's promise checkable: every op has an eval filetest, and every op
 //! has a verify filetest whose diagnostics name it.
 
@@ -188,6 +192,47 @@ fn check_snapshots(kind: &str, run: fn(&Path) -> String) {
         failed.is_empty(),
         "filetests with a changed or missing snapshot: {failed:?} (run `cargo insta review`)"
     );
+}
+
+/// The output of a `passes` filetest.
+fn run_passes(path: &Path) -> String {
+    let src = read(path);
+    let name = file_name(path);
+    let pipeline = src
+        .lines()
+        .nth(1)
+        .and_then(|l| l.strip_prefix("; pipeline:"))
+        .unwrap_or_else(|| panic!("{name}: the second line must be `; pipeline: <passes>`"))
+        .trim()
+        .to_string();
+    let mut m =
+        text::parse(&src, &name).unwrap_or_else(|d| panic!("{}", d.render(&name, Some(&src))));
+    let diags = verify::verify_module(&m);
+    assert!(
+        diags.is_empty(),
+        "{}",
+        render_all(&diags, &name, Some(&src))
+    );
+    let weights = test_weights();
+    let mut cx = bitnet_passes::PassContext::new(Some(&weights));
+    cx.explain = true;
+    let mut pm = bitnet_passes::PassManager::new(bitnet_passes::parse_pipeline(&pipeline).unwrap());
+    pm.verify_each = true;
+    match pm.run(&mut m, &mut cx) {
+        Ok(_) => {
+            let mut out = text::print_module(&m);
+            for n in &cx.notes {
+                let _ = writeln!(out, "; {n}");
+            }
+            out
+        }
+        Err(e) => format!("error: {e}\n"),
+    }
+}
+
+#[test]
+fn passes_filetests() {
+    check_snapshots("passes", run_passes);
 }
 
 #[test]

@@ -248,3 +248,145 @@ impl Module {
         self.functions.iter().find(|f| f.name == name)
     }
 }
+
+/// Rewriting helpers for passes.
+impl Function {
+    /// Makes every use of `old` (operands and returns) a use of `new`.
+    pub fn replace_uses(&mut self, old: ValueId, new: ValueId) {
+        for op in &mut self.ops {
+            for v in &mut op.operands {
+                if *v == old {
+                    *v = new;
+                }
+            }
+        }
+        for v in &mut self.returns {
+            if *v == old {
+                *v = new;
+            }
+        }
+    }
+
+    /// How many times each value is used (as an operand of a scheduled op, or returned).
+    pub fn use_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0usize; self.values.len()];
+        for id in self.op_order() {
+            for v in &self.op(id).operands {
+                if let Some(c) = counts.get_mut(v.index()) {
+                    *c += 1;
+                }
+            }
+        }
+        for v in &self.returns {
+            if let Some(c) = counts.get_mut(v.index()) {
+                *c += 1;
+            }
+        }
+        counts
+    }
+
+    /// Removes the operations none of whose results is used (all ops are pure), repeatedly, then
+    /// rebuilds the arenas so that they hold only what the blocks reach, keeping order and names.
+    /// Returns true if anything was removed.
+    pub fn remove_dead_ops(&mut self) -> bool {
+        let mut removed = false;
+        loop {
+            let counts = self.use_counts();
+            let mut changed = false;
+            for b in &mut self.blocks {
+                let before = b.ops.len();
+                let ops = &self.ops;
+                b.ops.retain(|&id| {
+                    ops[id.index()]
+                        .results
+                        .iter()
+                        .any(|r| counts[r.index()] > 0)
+                });
+                changed |= b.ops.len() != before;
+            }
+            if !changed {
+                break;
+            }
+            removed = true;
+        }
+        self.compact();
+        removed
+    }
+
+    /// Rebuilds the value and op arenas so they contain only the arguments and the ops in blocks
+    /// (plus values still referenced), renumbering ids in definition order.
+    pub fn compact(&mut self) {
+        let mut value_map: Vec<Option<ValueId>> = vec![None; self.values.len()];
+        let mut values = Vec::with_capacity(self.values.len());
+        let keep = |old: ValueId,
+                    values: &mut Vec<ValueData>,
+                    map: &mut Vec<Option<ValueId>>,
+                    src: &[ValueData]| {
+            if let Some(Some(id)) = map.get(old.index()) {
+                return *id;
+            }
+            let id = ValueId(values.len() as u32);
+            if let Some(data) = src.get(old.index()) {
+                values.push(data.clone());
+            }
+            if let Some(slot) = map.get_mut(old.index()) {
+                *slot = Some(id);
+            }
+            id
+        };
+        let args: Vec<ValueId> = self
+            .args
+            .iter()
+            .map(|&a| keep(a, &mut values, &mut value_map, &self.values))
+            .collect();
+        let mut ops = Vec::with_capacity(self.ops.len());
+        let mut blocks = Vec::with_capacity(self.blocks.len());
+        for b in &self.blocks {
+            let mut new_ids = Vec::with_capacity(b.ops.len());
+            for &old_op in &b.ops {
+                let op = &self.ops[old_op.index()];
+                let new_op = OpId(ops.len() as u32);
+                let operands = op
+                    .operands
+                    .iter()
+                    .map(|&v| keep(v, &mut values, &mut value_map, &self.values))
+                    .collect();
+                let results: Vec<ValueId> = op
+                    .results
+                    .iter()
+                    .map(|&v| keep(v, &mut values, &mut value_map, &self.values))
+                    .collect();
+                for (i, r) in results.iter().enumerate() {
+                    if let Some(v) = values.get_mut(r.index()) {
+                        v.def = ValueDef::OpResult {
+                            op: new_op,
+                            index: i as u32,
+                        };
+                    }
+                }
+                ops.push(Operation {
+                    kind: op.kind,
+                    operands,
+                    results,
+                    attrs: op.attrs.clone(),
+                    loc: op.loc,
+                });
+                new_ids.push(new_op);
+            }
+            blocks.push(Block {
+                label: b.label.clone(),
+                ops: new_ids,
+            });
+        }
+        let returns = self
+            .returns
+            .iter()
+            .map(|&v| keep(v, &mut values, &mut value_map, &self.values))
+            .collect();
+        self.args = args;
+        self.values = values;
+        self.ops = ops;
+        self.blocks = blocks;
+        self.returns = returns;
+    }
+}

@@ -1,4 +1,58 @@
-//! bitnet-passes: the pass manager and the passes that turn `nn.*` IR into planned `bit.*` IR
-//! (e-graph lowering of BitLinear, fusion, weight packing, scheduling, memory planning).
+//! bitnet-passes: the pass manager and the passes that turn `nn.*` IR into planned `bit.*` IR.
 //!
-//! Empty until the Passes issue lands; see DESIGN.md.
+//! A pass has a kebab-case name, runs on a whole module, reads configuration (and, when it must look
+//! at weight values, a read-only weight store) from the `PassContext`, does no I/O, and reports whether
+//! it changed anything. `PassManager` runs a pipeline, verifying after every pass in debug builds and
+//! tests, timing each pass, and keeping the IR after the passes asked for.
+
+pub mod canonicalize;
+pub mod manager;
+
+pub use manager::{PassContext, PassError, PassManager, PassRun, PrintAfter};
+
+use bitnet_ir::Module;
+
+/// One transformation of a module.
+pub trait Pass {
+    /// The kebab-case name used in pipelines (`-p canonicalize,lower-bitlinear`).
+    fn name(&self) -> &'static str;
+
+    /// One line saying what the pass does.
+    fn summary(&self) -> &'static str;
+
+    /// Runs the pass; returns whether the module changed.
+    fn run(&self, module: &mut Module, cx: &mut PassContext) -> Result<bool, PassError>;
+}
+
+/// Every pass, by name.
+pub fn all_passes() -> Vec<Box<dyn Pass>> {
+    vec![Box::new(canonicalize::Canonicalize)]
+}
+
+/// The pass called `name`.
+pub fn pass_by_name(name: &str) -> Option<Box<dyn Pass>> {
+    all_passes().into_iter().find(|p| p.name() == name)
+}
+
+/// The default (`-O`) pipeline.
+pub const DEFAULT_PIPELINE: &str = "canonicalize";
+
+/// Builds the passes of a comma-separated pipeline; the error lists the unknown names and the known ones.
+pub fn parse_pipeline(spec: &str) -> Result<Vec<Box<dyn Pass>>, PassError> {
+    let mut passes = Vec::new();
+    let mut unknown = Vec::new();
+    for name in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match pass_by_name(name) {
+            Some(p) => passes.push(p),
+            None => unknown.push(name.to_string()),
+        }
+    }
+    if !unknown.is_empty() {
+        let known: Vec<&str> = all_passes().iter().map(|p| p.name()).collect();
+        return Err(PassError::UnknownPass {
+            names: unknown,
+            known: known.join(", "),
+        });
+    }
+    Ok(passes)
+}
