@@ -83,16 +83,26 @@ impl ElemType {
         ElemType::ALL.into_iter().find(|t| t.name() == name)
     }
 
-    /// True for f32, f16 and bf16.
+    /// True for f32, f64, f16 and bf16.
     pub fn is_float(self) -> bool {
-        matches!(self, ElemType::F32 | ElemType::F16 | ElemType::BF16)
+        matches!(
+            self,
+            ElemType::F32 | ElemType::F64 | ElemType::F16 | ElemType::BF16
+        )
     }
 
-    /// True for the integer types (i8, i32, i64, u8).
+    /// True for the integer types (i8, i16, i32, i64, u8, u16, u32, u64).
     pub fn is_int(self) -> bool {
         matches!(
             self,
-            ElemType::I8 | ElemType::I32 | ElemType::I64 | ElemType::U8
+            ElemType::I8
+                | ElemType::I16
+                | ElemType::I32
+                | ElemType::I64
+                | ElemType::U8
+                | ElemType::U16
+                | ElemType::U32
+                | ElemType::U64
         )
     }
 
