@@ -93,12 +93,13 @@ pub fn eval_constant(cx: &EvalCtx) -> EvalResult {
     let n = checked_numel(shape).ok_or("constant too large")?;
     let data = match cx.attrs.get("value") {
         Some(Attr::Floats(v)) => {
-            let vals: Vec<f32> = if v.len() == 1 {
-                vec![v[0] as f32; n]
+            // Each literal rounds once, from its f64 text value to the element type.
+            let vals: Vec<f64> = if v.len() == 1 {
+                vec![v[0]; n]
             } else {
-                v.iter().map(|&x| x as f32).collect()
+                v.clone()
             };
-            Data::from_f32(elem, vals)
+            Data::from_f64(elem, vals)
         }
         Some(Attr::Ints(v)) => {
             let vals: Vec<i64> = if v.len() == 1 {
