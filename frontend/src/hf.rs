@@ -399,8 +399,21 @@ pub fn import_hf(dir: &Path, opts: &ImportOptions) -> Result<ImportedModel, Fron
     })?;
     let cfg: Value = serde_json::from_str(&text)
         .map_err(|e| FrontendError::format(&cfg_path, format!("malformed JSON: {e}")))?;
+    if !cfg.is_object() {
+        return Err(FrontendError::format(
+            &cfg_path,
+            "expected a JSON object (the model's configuration)",
+        ));
+    }
     let p = parse_config(&cfg, &cfg_path, opts)?;
     let (shards, owner) = open_shards(dir)?;
+    // The file that lists the tensors: the index of a sharded checkpoint, or the single file.
+    let index = dir.join("model.safetensors.index.json");
+    let listing = if index.exists() {
+        index
+    } else {
+        dir.join("model.safetensors")
+    };
     let c = &p.config;
     let mut expect: BTreeMap<String, Expect> = BTreeMap::new();
     let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
@@ -499,7 +512,7 @@ pub fn import_hf(dir: &Path, opts: &ImportOptions) -> Result<ImportedModel, Fron
         let shard = owner.get(name).and_then(|&i| shards.get(i).map(|s| (i, s)));
         let Some((id, store)) = shard else {
             return Err(FrontendError::format(
-                dir,
+                &listing,
                 format!("missing tensor \"{name}\" (the config implies it)"),
             ));
         };
@@ -544,8 +557,14 @@ pub fn import_hf(dir: &Path, opts: &ImportOptions) -> Result<ImportedModel, Fron
         .collect();
     if !extra.is_empty() {
         let list: Vec<&str> = extra.iter().take(5).map(|s| s.as_str()).collect();
+        // Name the shard that holds the first one.
+        let file = extra
+            .first()
+            .and_then(|n| owner.get(*n))
+            .and_then(|&i| shards.get(i))
+            .map_or(listing.as_path(), SafetensorsStore::path);
         return Err(FrontendError::format(
-            dir,
+            file,
             format!(
                 "{} unexpected tensor(s), e.g. {list:?}: the config ({} layers) does not use them",
                 extra.len(),

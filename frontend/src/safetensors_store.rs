@@ -6,7 +6,7 @@ use crate::error::FrontendError;
 use bitnet_ir::weights::finish_load;
 use bitnet_ir::{Data, ElemType, Tensor, WeightError, WeightStore};
 use memmap2::Mmap;
-use safetensors::{Dtype, SafeTensors};
+use safetensors::{Dtype, SafeTensorError, SafeTensors};
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -64,7 +64,20 @@ impl SafetensorsStore {
         let map = unsafe { Mmap::map(&file) }.map_err(io)?;
         // `deserialize` validates the header: offsets in order, inside the buffer, sizes = shape × dtype.
         let st = SafeTensors::deserialize(&map).map_err(|e| {
-            FrontendError::format(path, format!("not a valid safetensors file: {e}"))
+            // Two of the crate's messages do not say what is wrong with a file of this size.
+            let declared = map.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+            let hint = match (&e, declared) {
+                (SafeTensorError::InvalidHeaderLength, Some(n)) => format!(
+                    " (the header length field says {n} bytes, the file has {})",
+                    map.len()
+                ),
+                (SafeTensorError::MetadataIncompleteBuffer, _) => format!(
+                    " (the tensors' data offsets do not end at the end of the file, {} bytes: truncated or padded?)",
+                    map.len()
+                ),
+                _ => String::new(),
+            };
+            FrontendError::format(path, format!("not a valid safetensors file: {e}{hint}"))
         })?;
         let header_len = map
             .get(..8)
