@@ -107,7 +107,12 @@ enum Command {
         /// The model.
         model: PathBuf,
         /// Token ids, comma-separated (e.g. 1,17,256).
-        #[arg(long, value_delimiter = ',', required = true)]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            required = true,
+            allow_hyphen_values = true
+        )]
         tokens: Vec<i64>,
         /// Save the logits [1, T, vocab] as .npy (an existing file is not overwritten).
         #[arg(short, long)]

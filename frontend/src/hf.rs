@@ -235,7 +235,7 @@ fn parse_config(cfg: &Value, file: &Path, opts: &ImportOptions) -> Result<Parsed
     let context = opts.context.unwrap_or(max_positions);
     if context == 0 || context > max_positions {
         return Err(err(format!(
-            "context {context} is outside 1..={max_positions} (max_position_embeddings)"
+            "a context of {context} tokens is outside 1..={max_positions} (max_position_embeddings): the prompt is too long or empty"
         )));
     }
     let tied = match cfg.get("tie_word_embeddings") {
@@ -581,7 +581,7 @@ pub fn import_hf(dir: &Path, opts: &ImportOptions) -> Result<ImportedModel, Fron
     };
     let module = emit(&spec)
         .map_err(|m| FrontendError::format(dir, format!("internal error building the IR: {m}")))?;
-    let summary = summarize(&p, &shards, &cfg_path);
+    let summary = summarize(&p, &shards, &cfg_path, &expect);
     Ok(ImportedModel {
         module,
         weights: Box::new(HfWeights {
@@ -593,7 +593,12 @@ pub fn import_hf(dir: &Path, opts: &ImportOptions) -> Result<ImportedModel, Fron
     })
 }
 
-fn summarize(p: &Parsed, shards: &[SafetensorsStore], cfg_path: &Path) -> ModelSummary {
+fn summarize(
+    p: &Parsed,
+    shards: &[SafetensorsStore],
+    cfg_path: &Path,
+    expect: &BTreeMap<String, Expect>,
+) -> ModelSummary {
     let c = &p.config;
     let mut tensors = Vec::new();
     let mut parameters = 0u64;
@@ -602,11 +607,10 @@ fn summarize(p: &Parsed, shards: &[SafetensorsStore], cfg_path: &Path) -> ModelS
             let shape: Vec<u64> = info.shape.iter().map(|&d| d as u64).collect();
             let n: u64 = shape.iter().product();
             let bytes = n.saturating_mul(info.elem.map_or(8, |e| e.bits()) / 8);
-            // A packed byte holds four ternary weights.
-            parameters += if info.elem == Some(ElemType::U8) {
-                n * 4
-            } else {
-                n
+            // A packed tensor holds out × in ternary weights (up to four per byte).
+            parameters += match expect.get(name) {
+                Some(Expect::Packed { out, inp }) => out * inp,
+                _ => n,
             };
             tensors.push(TensorSummary {
                 name: name.clone(),

@@ -34,12 +34,12 @@ pub enum IrError {
         message: String,
     },
     /// An op failed at run time (index out of range, context overflow, division by zero...).
-    #[error("{op} (line {line}): {message}")]
+    #[error("{op} ({at}): {message}")]
     Eval {
         /// The op's text name.
         op: &'static str,
-        /// Its source line (0 when built by code).
-        line: u32,
+        /// Where: `line N` for IR from text, else the op's first result (`%logits`).
+        at: String,
         /// What went wrong.
         message: String,
     },

@@ -108,13 +108,20 @@ pub fn run_function(
     for (&arg, t) in f.args.iter().zip(inputs) {
         env[arg.index()] = Some(t.clone());
     }
+    let names = crate::text::printer::Names::new(f);
     for id in f.op_order() {
         let op = f.op(id);
         let name = op.kind.name();
-        let line = op.loc.map_or(0, |l| l.line);
+        let at = match op.loc {
+            Some(l) => format!("line {}", l.line),
+            None => match op.results.first() {
+                Some(r) => format!("result %{}", names.get(*r)),
+                None => "no location".to_string(),
+            },
+        };
         let fail = |message: String| IrError::Eval {
             op: name,
-            line,
+            at: at.clone(),
             message,
         };
         let inputs: Vec<&Tensor> = op
@@ -179,7 +186,7 @@ pub fn run_function(
                 })
                 .ok_or_else(|| IrError::Eval {
                     op: "return",
-                    line: 0,
+                    at: "return".into(),
                     message: "a returned value has no value".into(),
                 })
         })

@@ -248,7 +248,7 @@ pub fn import_gguf(path: &Path, opts: &ImportOptions) -> Result<ImportedModel, F
     let context = opts.context.unwrap_or(max_positions);
     if context == 0 || context > max_positions {
         return Err(err(format!(
-            "context {context} is outside 1..={max_positions} ({})",
+            "a context of {context} tokens is outside 1..={max_positions} ({}): the prompt is too long or empty",
             key("context_length")
         )));
     }

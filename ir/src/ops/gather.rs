@@ -78,8 +78,8 @@ fn gather(cx: &EvalCtx, axis: i64, allow_negative: bool) -> EvalResult {
     let mut pos = Vec::with_capacity(outer * ids.len() * inner);
     for o in 0..outer {
         for &raw in &ids {
-            if raw < 0 && !allow_negative {
-                return Err(format!("token id {raw} is negative"));
+            if !allow_negative && (raw < 0 || raw >= n as i64) {
+                return Err(format!("token id {raw} is outside the vocabulary (0..{n})"));
             }
             let i = if raw < 0 { raw + n as i64 } else { raw };
             if i < 0 || i >= n as i64 {
