@@ -64,6 +64,45 @@ pub fn parse_bir(src: &str, file: &str) -> Result<Module, BirError> {
 use bitnet_frontend::model::ImportedModel;
 use bitnet_ir::{Data, ElemType, IrError, Tensor, interp};
 
+/// Why a model could not be compiled.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    /// A pass failed.
+    #[error(transparent)]
+    Pass(#[from] bitnet_passes::PassError),
+}
+
+/// The outcome of running a pass pipeline on an imported model.
+pub struct Optimized {
+    /// The pass runs (names, timing, whether each changed the module).
+    pub runs: Vec<bitnet_passes::PassRun>,
+    /// Notes from the passes (e-graph stop reasons, lowering counts, `--explain` lines).
+    pub notes: Vec<String>,
+    /// Weights the passes derived; the module refers to them by name.
+    pub derived: bitnet_ir::MemoryWeights,
+}
+
+/// Runs `pipeline` (comma-separated pass names) on `model.module` in place, verifying after each pass.
+pub fn optimize(
+    model: &mut ImportedModel,
+    pipeline: &str,
+    explain: bool,
+) -> Result<Optimized, CompileError> {
+    let pm = {
+        let mut pm = bitnet_passes::PassManager::new(bitnet_passes::parse_pipeline(pipeline)?);
+        pm.verify_each = true;
+        pm
+    };
+    let mut cx = bitnet_passes::PassContext::new(Some(model.weights.as_ref()));
+    cx.explain = explain;
+    let runs = pm.run(&mut model.module, &mut cx)?;
+    Ok(Optimized {
+        runs,
+        notes: cx.notes,
+        derived: cx.derived,
+    })
+}
+
 /// Why a prompt could not be run.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -81,7 +120,15 @@ pub enum RunError {
 /// The first argument takes the token ids (`[T]` or `[1, T]`, i64); a scalar i64 argument is the
 /// position (0); every other argument (the KV caches) starts as zeros.
 pub fn prompt_logits(model: &ImportedModel, tokens: &[i64]) -> Result<Tensor, RunError> {
-    let m = &model.module;
+    prompt_logits_with(&model.module, model.weights.as_ref(), tokens)
+}
+
+/// `prompt_logits` on any module and weights (for example after passes, with their derived weights).
+pub fn prompt_logits_with(
+    m: &bitnet_ir::Module,
+    weights: &dyn bitnet_ir::WeightStore,
+    tokens: &[i64],
+) -> Result<Tensor, RunError> {
     let f = m
         .function("forward")
         .or_else(|| {
@@ -122,7 +169,7 @@ pub fn prompt_logits(model: &ImportedModel, tokens: &[i64]) -> Result<Tensor, Ru
         };
         inputs.push(t.ok_or_else(|| RunError::Signature(format!("cannot build argument {i}")))?);
     }
-    let results = interp::run_function(f, &inputs, model.weights.as_ref())?;
+    let results = interp::run_function(f, &inputs, weights)?;
     let logits = results
         .into_iter()
         .next()

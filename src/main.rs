@@ -120,6 +120,12 @@ enum Command {
         /// Where to run: `interp` (the reference interpreter) for now.
         #[arg(long, default_value = "interp")]
         backend: String,
+        /// Run the default pass pipeline first (lowering BitLinear to bit.* ops).
+        #[arg(short = 'O', long)]
+        optimize: bool,
+        /// Run this pass pipeline first (comma-separated pass names).
+        #[arg(short = 'p', long = "passes")]
+        pipeline: Option<String>,
     },
 }
 
@@ -345,6 +351,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             tokens,
             output,
             backend,
+            optimize,
+            pipeline,
         } => {
             if backend != "interp" {
                 bail!(
@@ -352,9 +360,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 );
             }
             let context = Some(tokens.len() as u64);
-            let m = import_model(&model, &ImportOptions { context })?;
-            let logits = bitnetc::prompt_logits(&m, &tokens)
-                .with_context(|| format!("{}", model.display()))?;
+            let mut m = import_model(&model, &ImportOptions { context })?;
+            let pipeline =
+                pipeline.or_else(|| optimize.then(|| bitnet_passes::DEFAULT_PIPELINE.to_string()));
+            let logits = match pipeline {
+                Some(p) => {
+                    let opt = bitnetc::optimize(&mut m, &p, false)?;
+                    for n in &opt.notes {
+                        eprintln!("; {n}");
+                    }
+                    let weights = bitnet_passes::Overlay {
+                        derived: &opt.derived,
+                        base: Some(m.weights.as_ref()),
+                    };
+                    bitnetc::prompt_logits_with(&m.module, &weights, &tokens)
+                }
+                None => bitnetc::prompt_logits(&m, &tokens),
+            }
+            .with_context(|| format!("{}", model.display()))?;
             match output {
                 Some(path) => {
                     write_new(&path, &npy::encode(&logits))?;

@@ -7,8 +7,9 @@
 //! - `verify`: every verifier diagnostic, rendered as `file:line:col: error: ...` with the line, or `ok`;
 //! - `eval`: `@main` (no arguments; constants inline) run by the reference interpreter, each result
 //!   printed with its type and values. `nn.weight` reads from a small fixed store (`test_weights`):
-//!   `ternary_2x4` (i8 [2, 4]: 1 0 -1 1 / 0 0 1 -1), `f32_2x2` (f32 [2, 2]: 1 2 / 3 4) and
-//!   `bf16_3` (bf16 [3]: 1.5 -2 0.333984375).
+//!   `ternary_2x4` (i8 [2, 4]: 1 0 -1 1 / 0 0 1 -1), `dense_ternary_2x4` (f32: 0.5 × the same),
+//!   `master_2x4` (f32 [2, 4]: 0.9 -0.1 -1.2 0.4 / 0.05 -0.7 1.1 -0.3), `f32_2x2` (f32 [2, 2]:
+//!   1 2 / 3 4) and `bf16_3` (bf16 [3]: 1.5 -2 0.333984375).
 //!
 //! - `passes`: the module after the pipeline named on the second line (`; pipeline: canonicalize`),
 //!   verified after every pass, followed by the passes' notes; the file is the "before", the snapshot
@@ -126,6 +127,20 @@ fn test_weights() -> MemoryWeights {
     w.tensors.insert(
         "ternary_2x4".into(),
         t(vec![2, 4], Data::I8(vec![1, 0, -1, 1, 0, 0, 1, -1])),
+    );
+    w.tensors.insert(
+        "dense_ternary_2x4".into(),
+        t(
+            vec![2, 4],
+            Data::F32(vec![0.5, 0.0, -0.5, 0.5, 0.0, -0.0, 0.5, -0.5]),
+        ),
+    );
+    w.tensors.insert(
+        "master_2x4".into(),
+        t(
+            vec![2, 4],
+            Data::F32(vec![0.9, -0.1, -1.2, 0.4, 0.05, -0.7, 1.1, -0.3]),
+        ),
     );
     w.tensors.insert(
         "f32_2x2".into(),

@@ -390,3 +390,42 @@ impl Function {
         self.returns = returns;
     }
 }
+
+impl Function {
+    /// Inserts an operation just before `anchor` in `anchor`'s block, creating one result per type.
+    /// Falls back to appending when `anchor` is in no block.
+    pub fn insert_op_before(
+        &mut self,
+        anchor: OpId,
+        kind: OpKind,
+        operands: Vec<ValueId>,
+        attrs: Attrs,
+        result_types: Vec<TensorType>,
+    ) -> Vec<ValueId> {
+        let results = self.push_op(kind, operands, attrs, result_types);
+        let new_op = OpId(self.ops.len() as u32 - 1);
+        let at = self
+            .blocks
+            .iter()
+            .enumerate()
+            .find_map(|(bi, b)| b.ops.iter().position(|&o| o == anchor).map(|pos| (bi, pos)));
+        if let Some((bi, pos)) = at {
+            // `push_op` appended to the last block; move the op in front of the anchor.
+            if let Some(last) = self.blocks.last_mut() {
+                last.ops.retain(|&o| o != new_op);
+            }
+            if let Some(b) = self.blocks.get_mut(bi) {
+                b.ops.insert(pos, new_op);
+            }
+        }
+        results
+    }
+
+    /// The operation that defines `v`, if an operation does.
+    pub fn def_op(&self, v: ValueId) -> Option<OpId> {
+        match self.value(v).def {
+            ValueDef::OpResult { op, .. } => Some(op),
+            ValueDef::Arg(_) | ValueDef::Undefined => None,
+        }
+    }
+}

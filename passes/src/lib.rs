@@ -5,10 +5,14 @@
 //! it changed anything. `PassManager` runs a pipeline, verifying after every pass in debug builds and
 //! tests, timing each pass, and keeping the IR after the passes asked for.
 
+pub mod bitlang;
 pub mod canonicalize;
+pub mod cost;
+pub mod lower_bitlinear;
 pub mod manager;
+pub mod rules;
 
-pub use manager::{PassContext, PassError, PassManager, PassRun, PrintAfter};
+pub use manager::{Overlay, PassContext, PassError, PassManager, PassRun, PrintAfter};
 
 use bitnet_ir::Module;
 
@@ -26,7 +30,10 @@ pub trait Pass {
 
 /// Every pass, by name.
 pub fn all_passes() -> Vec<Box<dyn Pass>> {
-    vec![Box::new(canonicalize::Canonicalize)]
+    vec![
+        Box::new(canonicalize::Canonicalize),
+        Box::new(lower_bitlinear::LowerBitLinear),
+    ]
 }
 
 /// The pass called `name`.
@@ -35,7 +42,7 @@ pub fn pass_by_name(name: &str) -> Option<Box<dyn Pass>> {
 }
 
 /// The default (`-O`) pipeline.
-pub const DEFAULT_PIPELINE: &str = "canonicalize";
+pub const DEFAULT_PIPELINE: &str = "canonicalize,lower-bitlinear,canonicalize";
 
 /// Builds the passes of a comma-separated pipeline; the error lists the unknown names and the known ones.
 pub fn parse_pipeline(spec: &str) -> Result<Vec<Box<dyn Pass>>, PassError> {

@@ -74,6 +74,51 @@ impl<'a> PassContext<'a> {
     }
 }
 
+/// The weights a module refers to after passes ran: the derived ones over the model's own.
+pub struct Overlay<'a> {
+    /// Weights derived by passes.
+    pub derived: &'a MemoryWeights,
+    /// The model's weights.
+    pub base: Option<&'a dyn WeightStore>,
+}
+
+impl WeightStore for Overlay<'_> {
+    fn describe(&self) -> String {
+        match self.base {
+            Some(b) => format!("{} (with weights derived by passes)", b.describe()),
+            None => "the weights derived by passes".into(),
+        }
+    }
+
+    fn load(
+        &self,
+        name: &str,
+        elem: bitnet_ir::ElemType,
+        shape: &[usize],
+    ) -> Result<bitnet_ir::Tensor, bitnet_ir::WeightError> {
+        if self.derived.tensors.contains_key(name) {
+            return self.derived.load(name, elem, shape);
+        }
+        match self.base {
+            Some(b) => b.load(name, elem, shape),
+            None => Err(bitnet_ir::WeightError::Missing {
+                name: name.to_string(),
+                store: self.describe(),
+            }),
+        }
+    }
+}
+
+impl PassContext<'_> {
+    /// The weights the module refers to now.
+    pub fn weights_after(&self) -> Overlay<'_> {
+        Overlay {
+            derived: &self.derived,
+            base: self.weights,
+        }
+    }
+}
+
 /// What one pass did.
 #[derive(Clone, Debug)]
 pub struct PassRun {
