@@ -80,6 +80,16 @@ pub struct Optimized {
     pub notes: Vec<String>,
     /// Weights the passes derived; the module refers to them by name.
     pub derived: bitnet_ir::MemoryWeights,
+    /// Memory plans, when the pipeline ran `plan-memory`.
+    pub plans: Vec<bitnet_passes::plan_memory::MemoryPlan>,
+}
+
+/// `optimize`, also returning the memory plans a `plan-memory` pass in the pipeline made.
+pub fn optimize_with_plan(
+    model: &mut ImportedModel,
+    pipeline: &str,
+) -> Result<Optimized, CompileError> {
+    optimize(model, pipeline, false)
 }
 
 /// Runs `pipeline` (comma-separated pass names) on `model.module` in place, verifying after each pass.
@@ -100,6 +110,7 @@ pub fn optimize(
         runs,
         notes: cx.notes,
         derived: cx.derived,
+        plans: cx.plans,
     })
 }
 

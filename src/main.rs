@@ -93,6 +93,21 @@ enum Command {
         /// Print, for each lowered layer, the rewrite rules that fired.
         #[arg(long)]
         explain: bool,
+        /// The layout `pack-weights` packs into: i2s-128 (the default), low-first-row or i2s-32.
+        #[arg(long, value_name = "NAME")]
+        pack_layout: Option<String>,
+    },
+    /// Compile a model with the default pipeline and report its memory plan: arena bytes against the
+    /// lower bound and the naive sum, the KV cache, and every buffer.
+    Plan {
+        /// The model (HF folder, .gguf, .onnx).
+        model: PathBuf,
+        /// Plan for this context length (default: the model's maximum).
+        #[arg(long)]
+        context: Option<u64>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Describe a model: architecture, parameters, bytes by dtype, tensors.
     Inspect {
@@ -126,6 +141,18 @@ enum Command {
         /// Run this pass pipeline first (comma-separated pass names).
         #[arg(short = 'p', long = "passes")]
         pipeline: Option<String>,
+    },
+    /// Write a deterministic random BitNet b1.58 checkpoint (HF layout of microsoft/bitnet-b1.58-2B-4T).
+    Synth {
+        /// The sizes.
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(bitnet_frontend::synth::PRESETS.iter().copied()))]
+        preset: String,
+        /// The folder to create (it must not exist, or be empty).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// The random seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
     },
 }
 
@@ -262,6 +289,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             print_after_all,
             dump_phases,
             explain,
+            pack_layout,
         } => {
             let (mut module, store): (bitnet_ir::Module, Option<Box<dyn WeightStore>>) =
                 if bitnet_frontend::detect::detect(&input)?
@@ -291,6 +319,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let mut cx = bitnet_passes::PassContext::new(store.as_deref());
             cx.explain = explain;
+            if let Some(name) = &pack_layout {
+                use bitnet_passes::pack_weights::PackLayout;
+                cx.pack_layout = PackLayout::by_name(name).with_context(|| {
+                    let known: Vec<&str> = PackLayout::ALL.iter().map(|l| l.name).collect();
+                    format!("unknown pack layout {name:?}; known: {}", known.join(", "))
+                })?;
+            }
             let runs = pm.run(&mut module, &mut cx)?;
             if let Some(dir) = &dump_phases {
                 std::fs::create_dir(dir).with_context(|| {
@@ -333,6 +368,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     println!("wrote {}", path.display());
                 }
                 None => print!("{text}"),
+            }
+        }
+        Command::Plan {
+            model,
+            context,
+            json,
+        } => {
+            let mut m = import_model(&model, &ImportOptions { context })?;
+            let pipeline = format!("{},plan-memory", bitnet_passes::DEFAULT_PIPELINE);
+            let opt = bitnetc::optimize_with_plan(&mut m, &pipeline)?;
+            for plan in &opt.plans {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&plan_json(&m.module, plan))?
+                    );
+                } else {
+                    print!("{}", plan_text(&m.module, plan));
+                }
             }
         }
         Command::Inspect { model, json } => {
@@ -385,6 +439,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 None => print_logits(&logits),
             }
+        }
+        Command::Synth {
+            preset,
+            output,
+            seed,
+        } => {
+            let p = bitnet_frontend::synth::preset(&preset)
+                .with_context(|| format!("no preset \"{preset}\""))?;
+            let s = bitnet_frontend::synth::write_checkpoint(&p, &output, seed)?;
+            println!(
+                "wrote {} (preset {}, seed {seed}): {} tensors, {} parameters, {} bytes in model.safetensors",
+                output.display(),
+                p.name,
+                s.tensors,
+                s.parameters,
+                s.bytes
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -498,4 +569,95 @@ fn summarize(t: &Tensor) -> String {
     let head: Vec<String> = v.iter().take(8).map(|x| format!("{x}")).collect();
     let more = if v.len() > 8 { ", ..." } else { "" };
     format!("{} [{}{more}]", t.ty(), head.join(", "))
+}
+
+fn plan_json(
+    m: &bitnet_ir::Module,
+    p: &bitnet_passes::plan_memory::MemoryPlan,
+) -> serde_json::Value {
+    let f = m.function(&p.function);
+    let op_of = |v: &bitnet_ir::ValueId| {
+        f.and_then(|f| f.def_op(*v))
+            .and_then(|o| f.map(|f| f.op(o).kind.name()))
+            .unwrap_or("argument")
+    };
+    serde_json::json!({
+        "function": p.function,
+        "arena_bytes": p.arena_bytes,
+        "lower_bound_bytes": p.lower_bound,
+        "arena_over_lower_bound": p.arena_bytes as f64 / p.lower_bound.max(1) as f64,
+        "naive_bytes": p.naive_bytes,
+        "kv_cache_bytes": p.kv_bytes,
+        "constant_bytes": p.constant_bytes,
+        "schedule_length": p.schedule.len(),
+        "kv_slots": p.kv_slots.iter().map(|s| serde_json::json!({"name": s.label, "offset": s.offset, "bytes": s.bytes})).collect::<Vec<_>>(),
+        "buffers": p.buffers.iter().map(|b| serde_json::json!({
+            "name": b.label, "op": b.values.first().map(op_of).unwrap_or("?"), "values": b.values.len(),
+            "offset": b.offset, "bytes": b.bytes, "live": [b.start, b.end],
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn plan_text(m: &bitnet_ir::Module, p: &bitnet_passes::plan_memory::MemoryPlan) -> String {
+    use std::fmt::Write;
+    let f = m.function(&p.function);
+    let mut out = String::new();
+    let _ = writeln!(out, "@{}: {} ops scheduled", p.function, p.schedule.len());
+    let _ = writeln!(out, "arena:        {:>14} bytes", p.arena_bytes);
+    let _ = writeln!(
+        out,
+        "lower bound:  {:>14} bytes (arena / lower bound = {:.3})",
+        p.lower_bound,
+        p.arena_bytes as f64 / p.lower_bound.max(1) as f64
+    );
+    let _ = writeln!(
+        out,
+        "naive sum:    {:>14} bytes (arena / naive = {:.3})",
+        p.naive_bytes,
+        p.arena_bytes as f64 / p.naive_bytes.max(1) as f64
+    );
+    let _ = writeln!(
+        out,
+        "KV cache:     {:>14} bytes in {} slots",
+        p.kv_bytes,
+        p.kv_slots.len()
+    );
+    let _ = writeln!(
+        out,
+        "constants:    {:>14} bytes computed from weights at compile time",
+        p.constant_bytes
+    );
+    let _ = writeln!(
+        out,
+        "{:>14} {:>12} {:>11}  {:<16} buffer",
+        "offset", "bytes", "live", "op"
+    );
+    let mut order: Vec<&bitnet_passes::plan_memory::Buffer> = p.buffers.iter().collect();
+    order.sort_by_key(|b| (b.start, b.offset));
+    for b in order {
+        let op = b
+            .values
+            .first()
+            .and_then(|v| {
+                f.and_then(|f| f.def_op(*v))
+                    .and_then(|o| f.map(|f| f.op(o).kind.name()))
+            })
+            .unwrap_or("argument");
+        let _ = writeln!(
+            out,
+            "{:>14} {:>12} {:>5}..{:<5}  {:<16} %{}{}",
+            b.offset,
+            b.bytes,
+            b.start,
+            b.end,
+            op,
+            b.label,
+            if b.values.len() > 1 {
+                format!(" (+{} in place)", b.values.len() - 1)
+            } else {
+                String::new()
+            }
+        );
+    }
+    out
 }

@@ -1,4 +1,4 @@
-//! The default pipeline (`canonicalize, lower-bitlinear, canonicalize`) on every real model the project
+//! The default pipeline (`bitnet_passes::DEFAULT_PIPELINE`: lowering and fusion) on every real model the project
 //! has: each hf-tiny form, each gguf-tiny file and each ONNX export. Every ternary projection must be
 //! lowered (the count is printed and must be layers × 7 for decoders, 1 for a BitLinear, 3 for an MLP,
 //! 7 for a block), only full-precision matmuls may remain (lm_head, attention), and the reference

@@ -11,6 +11,7 @@ pub mod model;
 pub mod npy;
 pub mod onnx;
 pub mod safetensors_store;
+pub mod synth;
 
 pub use error::FrontendError;
 pub use safetensors_store::SafetensorsStore;

@@ -175,11 +175,12 @@ pub fn run_function(
             env[r.index()] = Some(t);
         }
     }
+    // A value may be returned more than once (passes merge equal values), so results are cloned.
     f.returns
         .iter()
         .map(|v| {
             env[v.index()]
-                .take()
+                .clone()
                 .or_else(|| match f.value(*v).def {
                     ValueDef::Arg(i) => inputs.get(i as usize).cloned(),
                     ValueDef::OpResult { .. } | ValueDef::Undefined => None,

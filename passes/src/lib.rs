@@ -8,8 +8,13 @@
 pub mod bitlang;
 pub mod canonicalize;
 pub mod cost;
+pub mod fuse_norm_quant;
+pub mod fuse_relu2_mul;
+pub mod fuse_residual;
 pub mod lower_bitlinear;
 pub mod manager;
+pub mod pack_weights;
+pub mod plan_memory;
 pub mod rules;
 
 pub use manager::{Overlay, PassContext, PassError, PassManager, PassRun, PrintAfter};
@@ -33,6 +38,11 @@ pub fn all_passes() -> Vec<Box<dyn Pass>> {
     vec![
         Box::new(canonicalize::Canonicalize),
         Box::new(lower_bitlinear::LowerBitLinear),
+        Box::new(fuse_norm_quant::FuseNormQuant),
+        Box::new(fuse_relu2_mul::FuseRelu2Mul),
+        Box::new(fuse_residual::FuseResidual),
+        Box::new(pack_weights::PackWeights),
+        Box::new(plan_memory::PlanMemory),
     ]
 }
 
@@ -42,7 +52,8 @@ pub fn pass_by_name(name: &str) -> Option<Box<dyn Pass>> {
 }
 
 /// The default (`-O`) pipeline.
-pub const DEFAULT_PIPELINE: &str = "canonicalize,lower-bitlinear,canonicalize";
+pub const DEFAULT_PIPELINE: &str =
+    "canonicalize,lower-bitlinear,fuse-norm-quant,fuse-relu2-mul,fuse-residual,canonicalize";
 
 /// Builds the passes of a comma-separated pipeline; the error lists the unknown names and the known ones.
 pub fn parse_pipeline(spec: &str) -> Result<Vec<Box<dyn Pass>>, PassError> {

@@ -93,8 +93,33 @@ fn dense_gamma(t: &Tensor) -> Option<f32> {
     gamma
 }
 
+/// Float weights larger than this (elements) are not checked for {-γ, 0, +γ} values: no projection
+/// of a supported model is that large, and the check would read the whole tensor.
+const MAX_DENSE_CHECK: u64 = 1 << 26;
+
+/// The values a matmul reads directly or through a transpose.
+fn feeds_matmul(f: &Function) -> std::collections::HashSet<ValueId> {
+    let mut set = std::collections::HashSet::new();
+    for id in f.op_order() {
+        let op = f.op(id);
+        if op.kind != OpKind::MatMul {
+            continue;
+        }
+        for &v in &op.operands {
+            set.insert(v);
+            if let Some(def) = f.def_op(v)
+                && f.op(def).kind == OpKind::Transpose
+            {
+                set.extend(f.op(def).operands.iter().copied());
+            }
+        }
+    }
+    set
+}
+
 /// Facts about each value that can be a leaf.
 fn leaf_infos(f: &Function, cx: &PassContext) -> HashMap<ValueId, LeafInfo> {
+    let feeds = feeds_matmul(f);
     let mut infos = HashMap::new();
     for (i, v) in f.values.iter().enumerate() {
         let id = ValueId(i as u32);
@@ -111,8 +136,13 @@ fn leaf_infos(f: &Function, cx: &PassContext) -> HashMap<ValueId, LeafInfo> {
         {
             info.ternary_weight = ty.elem == ElemType::Ternary;
             info.float_weight = ty.elem.is_float();
+            // Only weights a matmul reads can be dense ternary projections; the check reads the
+            // values, so skip everything else (an embedding table read by a gather) and tensors
+            // too large to be one projection.
             if info.float_weight
+                && feeds.contains(&id)
                 && let (Some(store), Some(shape)) = (cx.weights, ty.static_shape())
+                && shape.iter().product::<u64>() <= MAX_DENSE_CHECK
             {
                 let shape: Vec<usize> = shape.into_iter().map(|d| d as usize).collect();
                 info.dense_ternary = store

@@ -60,6 +60,10 @@ pub struct PassContext<'a> {
     pub notes: Vec<String>,
     /// Record which rules fired for each lowered layer (`--explain`).
     pub explain: bool,
+    /// The packed weight layout `pack-weights` produces (a backend sets its kernel's layout).
+    pub pack_layout: crate::pack_weights::PackLayout,
+    /// The memory plans `plan-memory` made, one per function.
+    pub plans: Vec<crate::plan_memory::MemoryPlan>,
 }
 
 impl<'a> PassContext<'a> {
@@ -70,6 +74,8 @@ impl<'a> PassContext<'a> {
             derived: MemoryWeights::default(),
             notes: Vec::new(),
             explain: false,
+            pack_layout: crate::pack_weights::PackLayout::DEFAULT,
+            plans: Vec::new(),
         }
     }
 }

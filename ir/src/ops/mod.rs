@@ -15,11 +15,14 @@ pub mod gather;
 pub mod matmul;
 pub mod norm;
 pub mod reduce;
+pub mod relu2_mul;
 pub mod reshape;
+pub mod rms_norm_quant;
 pub mod rope;
 pub mod slice;
 pub mod softmax;
 pub mod ternary_matmul;
+pub mod ternary_matmul_packed;
 pub mod transpose;
 pub mod unary;
 pub mod where_select;
@@ -81,6 +84,9 @@ pub enum OpKind {
     Weight,
     ActQuant,
     TernaryMatmul,
+    RmsNormQuant,
+    Relu2Mul,
+    TernaryMatmulPacked,
 }
 
 /// How many operands an op takes.
@@ -169,7 +175,7 @@ pub type EvalResult = Result<Vec<Tensor>, String>;
 
 impl OpKind {
     /// Every op, in declaration order.
-    pub const ALL: [OpKind; 45] = [
+    pub const ALL: [OpKind; 48] = [
         OpKind::Add,
         OpKind::Sub,
         OpKind::Mul,
@@ -215,6 +221,9 @@ impl OpKind {
         OpKind::Weight,
         OpKind::ActQuant,
         OpKind::TernaryMatmul,
+        OpKind::RmsNormQuant,
+        OpKind::Relu2Mul,
+        OpKind::TernaryMatmulPacked,
     ];
 
     /// The op's static description.
@@ -265,6 +274,9 @@ impl OpKind {
             OpKind::Weight => constant::WEIGHT,
             OpKind::ActQuant => act_quant::SPEC,
             OpKind::TernaryMatmul => ternary_matmul::SPEC,
+            OpKind::RmsNormQuant => rms_norm_quant::SPEC,
+            OpKind::Relu2Mul => relu2_mul::SPEC,
+            OpKind::TernaryMatmulPacked => ternary_matmul_packed::SPEC,
         }
     }
 
@@ -327,6 +339,9 @@ impl OpKind {
             OpKind::Weight => constant::infer_weight(cx),
             OpKind::ActQuant => act_quant::infer(cx),
             OpKind::TernaryMatmul => ternary_matmul::infer(cx),
+            OpKind::RmsNormQuant => rms_norm_quant::infer(cx),
+            OpKind::Relu2Mul => relu2_mul::infer(cx),
+            OpKind::TernaryMatmulPacked => ternary_matmul_packed::infer(cx),
         }
     }
 
@@ -376,6 +391,9 @@ impl OpKind {
             OpKind::Weight => constant::eval_weight(cx),
             OpKind::ActQuant => act_quant::eval(cx),
             OpKind::TernaryMatmul => ternary_matmul::eval(cx),
+            OpKind::RmsNormQuant => rms_norm_quant::eval(cx),
+            OpKind::Relu2Mul => relu2_mul::eval(cx),
+            OpKind::TernaryMatmulPacked => ternary_matmul_packed::eval(cx),
         }
     }
 }

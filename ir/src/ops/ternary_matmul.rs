@@ -1,12 +1,15 @@
 //! `bit.ternary_matmul`: int8 activations × ternary weights, exact integer sums, both scales applied.
 //!
-//! Syntax: `%y = bit.ternary_matmul %xq, %xs, %w, %ws : tensor<Tx6912xf32>` with `xq` `[.., K]` i8,
-//! `xs` `[.., 1]` f32 (the act_quant scale), `w` `[N, K]` ternary (torch Linear orientation) and `ws`
-//! the weight scale, f32 of shape `[]` or `[1]`.
+//! Syntax: `%y = bit.ternary_matmul %xq, %xs, %w, %ws[, %r] : tensor<Tx6912xf32>` with `xq` `[.., K]`
+//! i8, `xs` `[.., 1]` f32 (the act_quant scale), `w` `[N, K]` ternary (torch Linear orientation), `ws`
+//! the weight scale, f32 of shape `[]` or `[1]`, and an optional residual `r` of the result's type.
 //!
 //! Math: `acc[.., n] = Σ_k xq[.., k] · w[n, k]` exactly in i32 (|acc| ≤ 127·K, so K ≤ 16 909 320),
 //! then `y = f32(acc) / xs · ws`: the per-token activation scale divides, the per-tensor weight scale
 //! (γ = mean|W|) multiplies. Importers fold other conventions (HF `bitlinear` stores 1/γ) into `ws`.
+//! With a residual, `y = (f32(acc) / xs · ws) + r`, the addition rounded once in f32: exactly what a
+//! separate `nn.add` of `r` and the product computes (`fuse-residual` relies on it; IEEE addition is
+//! commutative, so `nn.add %r, %y` and `nn.add %y, %r` both match, NaN payloads aside).
 
 use super::{Arity, EvalCtx, EvalResult, InferCtx, OpSpec, one, operand, result_shape};
 use crate::tensor::Data;
@@ -15,7 +18,7 @@ use crate::types::{Dim, ElemType, TensorType};
 /// `bit.ternary_matmul`.
 pub const SPEC: OpSpec = OpSpec {
     name: "bit.ternary_matmul",
-    operands: Arity::Exactly(4),
+    operands: Arity::Between(4, 5),
     results: 1,
     attrs: &[],
 };
@@ -70,7 +73,48 @@ pub fn infer(cx: &InferCtx) -> Result<Vec<TensorType>, String> {
     if let Some(last) = dims.last_mut() {
         *last = w.dims[0].clone();
     }
-    Ok(vec![TensorType::new(dims, ElemType::F32)])
+    let out = TensorType::new(dims, ElemType::F32);
+    check_residual(cx, 4, &out)?;
+    Ok(vec![out])
+}
+
+/// Checks that the optional residual operand at `index`, if present, has the result's type.
+pub(crate) fn check_residual(cx: &InferCtx, index: usize, out: &TensorType) -> Result<(), String> {
+    match cx.operands.get(index) {
+        Some(r) if r != out => Err(format!(
+            "the residual must have the result's type {out}, found {r}"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The shared row kernel of the ternary matmuls (plain and packed): `a` holds the i8 activations as
+/// rows of `k`, `scales` one scale per row, `t` the ternary weights as `n` rows of `k`, `ws` the weight
+/// scale and `residual`, if any, one value per output. Returns the `[rows, n]` outputs.
+pub fn matmul_rows(
+    a: &[i64],
+    scales: &[f32],
+    t: &[i64],
+    n: usize,
+    k: usize,
+    ws: f32,
+    residual: Option<&[f32]>,
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(scales.len() * n);
+    for (row, &s) in a.chunks(k.max(1)).zip(scales) {
+        for wrow in t.chunks(k.max(1)).take(n) {
+            let acc: i32 = row.iter().zip(wrow).map(|(&x, &y)| (x * y) as i32).sum();
+            out.push(acc as f32 / s * ws);
+        }
+    }
+    if let Some(r) = residual {
+        // One f32 rounding, as `nn.add` gives (f64 sum of two f32 values, rounded once, is the
+        // correctly rounded f32 sum).
+        for (y, &r) in out.iter_mut().zip(r) {
+            *y += r;
+        }
+    }
+    out
 }
 
 /// Reference evaluation.
@@ -87,12 +131,7 @@ pub fn eval(cx: &EvalCtx) -> EvalResult {
         .first()
         .copied()
         .ok_or("empty weight scale")?;
-    let mut out = Vec::with_capacity(scales.len() * n);
-    for (row, &s) in a.chunks(k.max(1)).zip(&scales) {
-        for wrow in t.chunks(k.max(1)).take(n) {
-            let acc: i32 = row.iter().zip(wrow).map(|(&x, &y)| (x * y) as i32).sum();
-            out.push(acc as f32 / s * ws);
-        }
-    }
+    let residual = cx.inputs.get(4).map(|r| r.data.to_f32());
+    let out = matmul_rows(&a, &scales, &t, n, k, ws, residual.as_deref());
     one(result_shape(cx, 0)?, Data::F32(out))
 }
