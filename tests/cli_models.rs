@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use bitnet_frontend::import_model;
 use bitnet_frontend::model::ImportOptions;
 use bitnet_frontend::npy;
@@ -36,12 +38,8 @@ fn stderr(o: &Output) -> String {
 }
 
 /// A fresh scratch directory unique to one test.
-fn scratch(name: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("bitnetc-cli-models-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn scratch(name: &str) -> support::Scratch {
+    support::Scratch::create(&format!("cli-models-{name}"))
 }
 
 /// Asserts exit code 1 with every needle on stderr.

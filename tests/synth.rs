@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use bitnet_frontend::decoder::{DecoderSpec, LayerWeights, Linear, emit};
 use bitnet_frontend::import_model;
 use bitnet_frontend::model::ImportOptions;
@@ -11,14 +13,12 @@ use bitnet_frontend::synth::{
 };
 use bitnet_ir::{ElemType, text};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 /// A fresh, absent scratch path unique to one test (its parent exists).
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("bitnetc-synth-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+fn scratch(name: &str) -> support::Scratch {
+    support::Scratch::reserve(&format!("synth-{name}"))
 }
 
 fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
