@@ -1,4 +1,15 @@
-//! bitnet-runtime: loads artifacts and runs them (executor, sessions, KV cache, sampling,
-//! tokenizer, audit log). It depends on no compiler crate.
+//! bitnet-runtime: runs compiled programs. It depends on no compiler crate, so a deployment that only
+//! runs artifacts carries no egg, Cranelift or LLVM.
 //!
-//! Empty until the CPU backend issue lands; see DESIGN.md.
+//! `program` describes what a backend produces (kernels with one C ABI, a launch plan, sizes, weights);
+//! `executor` runs it: arena and KV cache allocated once, buffers resolved once, rows split across a
+//! persistent thread pool, nothing allocated per step; `math` holds the math symbols generated code calls.
+
+pub mod error;
+pub mod executor;
+pub mod math;
+pub mod program;
+
+pub use error::RuntimeError;
+pub use executor::Executor;
+pub use program::{BufRef, KernelFn, Launch, Program, Region, Rows};

@@ -1,0 +1,69 @@
+//! JIT compilation of kernels with cranelift-jit, for the host CPU.
+
+use super::kernels::{KernelKind, build_kernel};
+use crate::BackendError;
+use bitnet_runtime::KernelFn;
+use cranelift_codegen::ir::{AbiParam, Signature, types};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::Module;
+
+fn codegen_err(kernel: &str, e: impl std::fmt::Display) -> BackendError {
+    BackendError::Codegen {
+        kernel: kernel.to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// The signature every kernel has (see `bitnet_runtime::KernelFn`).
+pub fn kernel_signature(module: &dyn Module) -> Signature {
+    let mut sig = module.make_signature();
+    let ptr = module.target_config().pointer_type();
+    sig.params.push(AbiParam::new(ptr)); // bufs
+    sig.params.push(AbiParam::new(ptr)); // scalars
+    sig.params.push(AbiParam::new(types::I64)); // row_begin
+    sig.params.push(AbiParam::new(types::I64)); // row_end
+    sig
+}
+
+/// A JIT module for the host, with the runtime's math symbols registered.
+pub fn new_module() -> Result<JITModule, BackendError> {
+    let mut flags = settings::builder();
+    flags
+        .set("opt_level", "speed")
+        .map_err(|e| codegen_err("settings", e))?;
+    flags
+        .set("is_pic", "false")
+        .map_err(|e| codegen_err("settings", e))?;
+    let isa = cranelift_native::builder()
+        .map_err(|e| codegen_err("host ISA", e))?
+        .finish(settings::Flags::new(flags))
+        .map_err(|e| codegen_err("host ISA", e))?;
+    let mut builder = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
+    for (name, ptr) in bitnet_runtime::math::symbols() {
+        builder.symbol(name, ptr);
+    }
+    Ok(JITModule::new(builder))
+}
+
+/// JIT-compiles `kinds`; returns the module (which must outlive the functions) and one entry point
+/// per kind, in order.
+pub fn compile_kernels(kinds: &[KernelKind]) -> Result<(JITModule, Vec<KernelFn>), BackendError> {
+    let mut module = new_module()?;
+    let mut ids = Vec::with_capacity(kinds.len());
+    for kind in kinds {
+        ids.push(build_kernel(&mut module, kind)?);
+    }
+    module
+        .finalize_definitions()
+        .map_err(|e| codegen_err("finalize", e))?;
+    let fns = ids
+        .into_iter()
+        .map(|id| {
+            let ptr = module.get_finalized_function(id);
+            // SAFETY: every kernel is defined with `kernel_signature`, the C ABI of `KernelFn`.
+            unsafe { std::mem::transmute::<*const u8, KernelFn>(ptr) }
+        })
+        .collect();
+    Ok((module, fns))
+}

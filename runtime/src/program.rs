@@ -1,0 +1,88 @@
+//! The program a backend produces and the runtime runs: kernels, a launch plan and sizes.
+//!
+//! A launch names a kernel, the buffers it reads and writes (each an offset into one of three regions:
+//! the arena of activations, the weights, the KV cache), how many rows it covers, and its scalars. The
+//! runtime resolves every buffer to an address once at load time, so running a step allocates nothing.
+
+/// The C ABI of every generated kernel: buffers in the kernel's documented order, scalars
+/// (`[T, pos]`), and the half-open row range this call computes.
+pub type KernelFn =
+    unsafe extern "C" fn(bufs: *const *mut u8, scalars: *const i64, row_begin: i64, row_end: i64);
+
+/// Where a buffer lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Region {
+    /// The activation arena.
+    Arena,
+    /// The weights (read only).
+    Weights,
+    /// The KV cache.
+    Kv,
+}
+
+/// A buffer: a region and a byte offset in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BufRef {
+    /// The region.
+    pub region: Region,
+    /// Byte offset in the region.
+    pub offset: u64,
+    /// Size in bytes at the largest T (for bounds checks at load time).
+    pub bytes: u64,
+}
+
+/// How many rows a launch covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rows {
+    /// A fixed count.
+    Static(u64),
+    /// `T × per_token`.
+    PerToken(u64),
+}
+
+impl Rows {
+    /// The count for `t` tokens.
+    pub fn count(self, t: u64) -> u64 {
+        match self {
+            Rows::Static(n) => n,
+            Rows::PerToken(m) => t.saturating_mul(m),
+        }
+    }
+}
+
+/// One kernel launch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Launch {
+    /// Index into `Program::kernels`.
+    pub kernel: usize,
+    /// Buffers, in the kernel's order.
+    pub bufs: Vec<BufRef>,
+    /// The rows it covers.
+    pub rows: Rows,
+    /// What it computes, for profiles and errors (`layer 3 q_proj`).
+    pub label: String,
+}
+
+/// A compiled model step: `tokens[T] → logits[T, vocab]`, updating the KV cache at `pos`.
+pub struct Program {
+    /// The kernels, by index: their symbol names and entry points.
+    pub kernels: Vec<(String, KernelFn)>,
+    /// The launches, in order.
+    pub launches: Vec<Launch>,
+    /// Arena size in bytes.
+    pub arena_bytes: u64,
+    /// KV-cache size in bytes.
+    pub kv_bytes: u64,
+    /// The weights, laid out as the launches expect (64-byte aligned tensors).
+    pub weights: Vec<u8>,
+    /// The largest T (the context length).
+    pub context: u64,
+    /// Vocabulary size (token ids must be below it; the logits' width).
+    pub vocab: u64,
+    /// Where the token ids go (i64 [T]).
+    pub tokens: BufRef,
+    /// Where the logits come from (f32 [T, vocab]).
+    pub logits: BufRef,
+    /// Keeps generated code alive (a JIT module or a loaded library).
+    pub code: Box<dyn std::any::Any + Send + Sync>,
+}
