@@ -246,3 +246,13 @@ fn every_rule_is_exercised() {
     let missing: Vec<&String> = all.difference(&fired).collect();
     assert!(missing.is_empty(), "rules no case exercises: {missing:?}");
 }
+
+#[test]
+fn an_all_zero_one_by_one_weight_still_lowers() {
+    // Found by the property test in CI: T = K = N = 1 with a zero weight, in every form.
+    for form in 0..11 {
+        for seed in 0..12u64 {
+            check_case(form, 0, 1, 1, 1, seed).unwrap();
+        }
+    }
+}

@@ -13,7 +13,7 @@ proptest! {
     #[test]
     fn act_quant_rows_are_int8_with_the_absmax_at_127(row in prop::collection::vec(-1e4f32..1e4, 1..300)) {
         let mut q = vec![0i8; row.len()];
-        let s = quantize_row(&row, 1e-5, &mut q);
+        let s = quantize_row(&row, 1e-5, false, &mut q);
         let m = row.iter().fold(0f32, |a, v| a.max(v.abs()));
         prop_assert_eq!(s, 127.0 / m.max(1e-5));
         for (&x, &xq) in row.iter().zip(&q) {
@@ -31,7 +31,7 @@ proptest! {
     #[test]
     fn act_quant_floors_tiny_rows(row in prop::collection::vec(-1e-6f32..1e-6, 1..50)) {
         let mut q = vec![0i8; row.len()];
-        let s = quantize_row(&row, 1e-5, &mut q);
+        let s = quantize_row(&row, 1e-5, false, &mut q);
         prop_assert_eq!(s, 127.0 / 1e-5);
         prop_assert!(q.iter().all(|v| v.abs() <= 13));
     }

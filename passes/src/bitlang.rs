@@ -4,14 +4,15 @@
 //! Each IR value becomes one e-node: ops the language knows become their node (with attribute checks:
 //! a `reduce_max` counts as `rmax` only over the last axis with `keepdims`), everything else becomes an
 //! opaque `Leaf` named after the value (`v12`). Missing clip bounds are ±inf. Lowered forms:
-//! - `(as x eps)`: the per-token scale `127 / max(max|x|, eps)`;
-//! - `(aq x eps)`: the int8 values `clamp(round(x·s), -128, 127)` (as floats);
-//! - `(afq x eps)`: the fake-quantized activations `aq / as`;
+//! - `(as x eps form)`: the per-token scale `127 / max(max|x|, eps)` (form 0) or
+//!   `(1 / max(max|x|, eps))·127` (form 1; the two can differ by an ulp, so they stay distinct);
+//! - `(aq x eps form)`: the int8 values `clamp(round(x·s), -128, 127)` (as floats);
+//! - `(afq x eps form)`: the fake-quantized activations `aq / as`;
 //! - `(wq w eps)`: master weights ternarized by absmean (floor `eps`), `T·γ` in `w`'s orientation;
-//! - `(bl x eps W scale)`: a lowered BitLinear, `acc(aq, T) / as · γ_W · scale`, where `W` says where the
+//! - `(bl x eps form W scale)`: a lowered BitLinear, `acc(aq, T) / as · γ_W · scale`, where `W` says where the
 //!   ternary weight comes from: `(tw w)` a ternary `[N, K]` weight; `(dnk w)` / `(dkn w)` a float
 //!   `[N, K]` / `[K, N]` weight holding {-γ, 0, +γ}; `(mnk w eps)` / `(mkn w eps)` float master weights;
-//! - `(blq x eps W)`: the integer product before scaling (HF `bitlinear`, ONNX int8 form);
+//! - `(blq x eps form W)`: the integer product before scaling (HF `bitlinear`, ONNX int8 form);
 //! - `(inv s)`, `(smul a b)`: scalar scale arithmetic.
 
 use egg::{Analysis, DidMerge, EGraph, Id, Symbol};
@@ -74,17 +75,17 @@ mod lang {
             "t" = T([Id; 1]),
             "f32" = F32([Id; 1]),
             "i8" = I8([Id; 1]),
-            "as" = ActScale([Id; 2]),
-            "aq" = ActInt([Id; 2]),
-            "afq" = ActFake([Id; 2]),
+            "as" = ActScale([Id; 3]),
+            "aq" = ActInt([Id; 3]),
+            "afq" = ActFake([Id; 3]),
             "wq" = WeightQuant([Id; 2]),
             "tw" = TernaryW([Id; 1]),
             "dnk" = DenseNK([Id; 1]),
             "dkn" = DenseKN([Id; 1]),
             "mnk" = MasterNK([Id; 2]),
             "mkn" = MasterKN([Id; 2]),
-            "bl" = BitLinear([Id; 4]),
-            "blq" = BitLinearInt([Id; 3]),
+            "bl" = BitLinear([Id; 5]),
+            "blq" = BitLinearInt([Id; 4]),
             "inv" = Inv([Id; 1]),
             "smul" = ScaleMul([Id; 2]),
             Num(Num),

@@ -70,8 +70,8 @@ fn is_returned(f: &Function, v: ValueId) -> bool {
     f.returns.contains(&v)
 }
 
-/// The act_quant ops of a fusable norm and their common eps.
-fn fusable(f: &Function, norm: OpId, users: &[Vec<OpId>]) -> Option<(Vec<OpId>, f64)> {
+/// The act_quant ops of a fusable norm, their common eps and scale form (`reciprocal`).
+fn fusable(f: &Function, norm: OpId, users: &[Vec<OpId>]) -> Option<(Vec<OpId>, f64, bool)> {
     let op = f.op(norm);
     let &y = op.results.first()?;
     let &x = op.operands.first()?;
@@ -82,11 +82,17 @@ fn fusable(f: &Function, norm: OpId, users: &[Vec<OpId>]) -> Option<(Vec<OpId>, 
     }
     let quants = users.get(y.index())?;
     let mut eps: Option<f64> = None;
+    let mut form: Option<bool> = None;
     for &q in quants {
         let qop = f.op(q);
         if qop.kind != OpKind::ActQuant || qop.operands.as_slice() != [y] {
             return None;
         }
+        let r = qop.attrs.bool_or("reciprocal", false);
+        if form.is_some_and(|prev| prev != r) {
+            return None;
+        }
+        form = Some(r);
         let e = qop.attrs.float_or("eps", DEFAULT_EPS);
         match eps {
             None => eps = Some(e),
@@ -94,7 +100,7 @@ fn fusable(f: &Function, norm: OpId, users: &[Vec<OpId>]) -> Option<(Vec<OpId>, 
             Some(_) => return None,
         }
     }
-    Some((quants.clone(), eps?))
+    Some((quants.clone(), eps?, form?))
 }
 
 /// Fuses every fusable norm of `f`; returns how many.
@@ -106,7 +112,7 @@ fn fuse_function(f: &mut Function) -> usize {
         .collect();
     let mut fused = 0;
     for norm in norms {
-        let Some((quants, eps)) = fusable(f, norm, &users) else {
+        let Some((quants, eps, reciprocal)) = fusable(f, norm, &users) else {
             continue;
         };
         let op = f.op(norm).clone();
@@ -114,9 +120,12 @@ fn fuse_function(f: &mut Function) -> usize {
             continue;
         };
         let types: Vec<_> = first.results.iter().map(|&r| f.ty(r).clone()).collect();
-        let attrs = Attrs::new()
+        let mut attrs = Attrs::new()
             .with("eps_norm", Attr::Float(op.attrs.float_or("eps", 0.0)))
             .with("eps", Attr::Float(eps));
+        if reciprocal {
+            attrs = attrs.with("reciprocal", Attr::Bool(true));
+        }
         // At the norm's place: its operands are defined before it, every act_quant comes after it.
         let new = f.insert_op_before(
             norm,

@@ -76,7 +76,8 @@ fn weight_name(f: &Function, v: ValueId) -> Option<&str> {
         .flatten()
 }
 
-/// If `t` holds exactly {-γ, 0, +γ} for one γ > 0 (zeros may be signed), that γ.
+/// If `t` holds exactly {-γ, 0, +γ} for one γ (zeros may be signed), that γ; an all-zero tensor is
+/// ternary with γ = 0.
 fn dense_gamma(t: &Tensor) -> Option<f32> {
     let mut gamma: Option<f32> = None;
     for v in t.data.to_f32() {
@@ -90,7 +91,7 @@ fn dense_gamma(t: &Tensor) -> Option<f32> {
             Some(_) => return None,
         }
     }
-    gamma
+    Some(gamma.unwrap_or(0.0))
 }
 
 /// Float weights larger than this (elements) are not checked for {-γ, 0, +γ} values: no projection
@@ -300,6 +301,8 @@ enum WeightSource {
 struct Found {
     x: ValueId,
     eps: f64,
+    /// The scale is `(1/max)·127` rather than `127/max`.
+    reciprocal: bool,
     weight: WeightSource,
     scale: Scale,
 }
@@ -371,9 +374,10 @@ impl Reader<'_> {
 
     fn found(&self, class: Id) -> Option<Found> {
         match self.extractor.find_best_node(class) {
-            BitLang::BitLinear([x, e, w, s]) => Some(Found {
+            BitLang::BitLinear([x, e, form, w, s]) => Some(Found {
                 x: self.value(*x)?,
                 eps: self.num(*e)?,
+                reciprocal: self.num(*form)? != 0.0,
                 weight: self.weight(*w)?,
                 scale: self.scale(*s, 0)?,
             }),
@@ -475,7 +479,7 @@ fn lower_function(f: &mut Function, cx: &mut PassContext) -> Result<bool, PassEr
             }
         }
     }
-    let mut act: HashMap<(ValueId, u64), (ValueId, ValueId)> = HashMap::new();
+    let mut act: HashMap<(ValueId, u64, bool), (ValueId, ValueId)> = HashMap::new();
     let mut lowered = 0usize;
     for (root, found, rules) in plans {
         if !live_values(f).get(root.index()).copied().unwrap_or(false) {
@@ -701,7 +705,7 @@ fn build(
     cx: &mut PassContext,
     root: ValueId,
     found: &Found,
-    act: &mut HashMap<(ValueId, u64), (ValueId, ValueId)>,
+    act: &mut HashMap<(ValueId, u64, bool), (ValueId, ValueId)>,
 ) -> Result<Option<ValueId>, PassError> {
     let Some(anchor) = f.def_op(root) else {
         return Ok(None);
@@ -775,12 +779,12 @@ fn build(
             scalar_ty(),
         ),
     };
-    let (xq, xs) = match act.get(&(found.x, found.eps.to_bits())) {
+    let (xq, xs) = match act.get(&(found.x, found.eps.to_bits(), found.reciprocal)) {
         Some(&pair) => pair,
         None => {
             // Right after x is defined, so every projection of x can use it.
-            let pair = act_quant_after(f, found.x, found.eps, &x_ty);
-            act.insert((found.x, found.eps.to_bits()), pair);
+            let pair = act_quant_after(f, found.x, found.eps, found.reciprocal, &x_ty);
+            act.insert((found.x, found.eps.to_bits(), found.reciprocal), pair);
             pair
         }
     };
@@ -807,6 +811,7 @@ fn act_quant_after(
     f: &mut Function,
     x: ValueId,
     eps: f64,
+    reciprocal: bool,
     x_ty: &TensorType,
 ) -> (ValueId, ValueId) {
     let mut s_dims = x_ty.dims.clone();
@@ -817,7 +822,10 @@ fn act_quant_after(
         x_ty.with_elem(ElemType::I8),
         TensorType::new(s_dims, ElemType::F32),
     ];
-    let attrs = Attrs::new().with("eps", Attr::Float(eps));
+    let mut attrs = Attrs::new().with("eps", Attr::Float(eps));
+    if reciprocal {
+        attrs = attrs.with("reciprocal", Attr::Bool(true));
+    }
     let results = f.push_op(OpKind::ActQuant, vec![x], attrs, types);
     let new_op = OpId(f.ops.len() as u32 - 1);
     if let Some(last) = f.blocks.last_mut() {

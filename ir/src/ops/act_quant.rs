@@ -3,7 +3,9 @@
 //! Syntax: `%xq, %xs = bit.act_quant %x {eps = 1e-5} : tensor<Tx2560xi8>, tensor<Tx1xf32>`
 //! (`eps` defaults to 1e-5).
 //!
-//! Math, per row (last axis), in f32: `s = 127 / max(max_j |x_j|, eps)`;
+//! Math, per row (last axis), in f32: `s = 127 / max(max_j |x_j|, eps)` (transformers' order), or with
+//! `reciprocal = true`, `s = (1 / max(max_j |x_j|, eps)) · 127` (the torch.onnx TorchScript export's
+//! order; the two can differ by one ulp, which matters at rounding ties);
 //! `xq_j = clamp(round_half_even(x_j · s), -128, 127)` as i8. Results: `xq` (same dims, i8) and the
 //! scale `s` (same dims with the last set to 1, f32), so `x ≈ xq / s`.
 
@@ -17,7 +19,10 @@ pub const SPEC: OpSpec = OpSpec {
     name: "bit.act_quant",
     operands: Arity::Exactly(1),
     results: 2,
-    attrs: &[AttrSpec::opt("eps", AttrKind::Float)],
+    attrs: &[
+        AttrSpec::opt("eps", AttrKind::Float),
+        AttrSpec::opt("reciprocal", AttrKind::Bool),
+    ],
 };
 
 /// The default floor of the absmax (transformers, bitnet.cpp).
@@ -48,9 +53,13 @@ pub fn infer(cx: &InferCtx) -> Result<Vec<TensorType>, String> {
 }
 
 /// Quantizes one row; returns its scale. This is the reference every backend's kernel must match.
-pub fn quantize_row(row: &[f32], eps: f32, out: &mut [i8]) -> f32 {
+pub fn quantize_row(row: &[f32], eps: f32, reciprocal: bool, out: &mut [i8]) -> f32 {
     let m = row.iter().fold(0f32, |m, &v| m.max(v.abs()));
-    let s = 127.0 / m.max(eps);
+    let s = if reciprocal {
+        (1.0 / m.max(eps)) * 127.0
+    } else {
+        127.0 / m.max(eps)
+    };
     for (o, &v) in out.iter_mut().zip(row) {
         *o = (v * s).round_ties_even().clamp(-128.0, 127.0) as i8;
     }
@@ -61,13 +70,14 @@ pub fn quantize_row(row: &[f32], eps: f32, out: &mut [i8]) -> f32 {
 pub fn eval(cx: &EvalCtx) -> EvalResult {
     let x = cx.input(0)?;
     let eps = cx.attrs.float_or("eps", DEFAULT_EPS) as f32;
+    let reciprocal = cx.attrs.bool_or("reciprocal", false);
     let k = x.shape.last().copied().unwrap_or(1);
     let v = x.data.to_f32();
     let mut q = vec![0i8; v.len()];
     let mut scales = Vec::with_capacity(v.len() / k.max(1));
     if k > 0 {
         for (row, out) in v.chunks(k).zip(q.chunks_mut(k)) {
-            scales.push(quantize_row(row, eps, out));
+            scales.push(quantize_row(row, eps, reciprocal, out));
         }
     }
     let mut sshape = x.shape.clone();

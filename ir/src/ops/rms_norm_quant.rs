@@ -4,7 +4,7 @@
 //! Syntax: `%xq, %xs = bit.rms_norm_quant %x, %w {eps = 1e-5, eps_norm = 1e-5} : tensor<Tx2560xi8>,
 //! tensor<Tx1xf32>` (`eps_norm` is required, `eps` defaults to 1e-5).
 //!
-//! Math: exactly `bit.act_quant(nn.rms_norm(x, w {eps = eps_norm}) {eps = eps})` with the norm over
+//! Math: exactly `bit.act_quant(nn.rms_norm(x, w {eps = eps_norm}) {eps = eps, reciprocal})` with the norm over
 //! the last axis, in the same operation order and roundings, so fusing never changes a result. Per row
 //! of K: `ms = f32(Σ f64(x_k)² / K)`, `inv = 1 / √(ms + eps_norm)` (f32), `y_k = x_k · inv · w_k` (f32),
 //! rounded to x's element type (as the norm's result is stored), then `s = 127 / max(max_k |y_k|, eps)`,
@@ -27,6 +27,7 @@ pub const SPEC: OpSpec = OpSpec {
     attrs: &[
         AttrSpec::req("eps_norm", AttrKind::Float),
         AttrSpec::opt("eps", AttrKind::Float),
+        AttrSpec::opt("reciprocal", AttrKind::Bool),
     ],
 };
 
@@ -91,6 +92,7 @@ pub fn eval(cx: &EvalCtx) -> EvalResult {
     let w = cx.input(1)?;
     let eps_norm = cx.attrs.float_or("eps_norm", 0.0) as f32;
     let eps = cx.attrs.float_or("eps", DEFAULT_EPS) as f32;
+    let reciprocal = cx.attrs.bool_or("reciprocal", false);
     let elem = x.elem();
     let k = x.shape.last().copied().unwrap_or(1);
     let wv = w.data.to_f32();
@@ -109,7 +111,7 @@ pub fn eval(cx: &EvalCtx) -> EvalResult {
             if elem != ElemType::F32 {
                 y = Data::from_f32(elem, std::mem::take(&mut y)).to_f32();
             }
-            scales.push(quantize_row(&y, eps, out));
+            scales.push(quantize_row(&y, eps, reciprocal, out));
         }
     }
     let mut sshape = x.shape.clone();

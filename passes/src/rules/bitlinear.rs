@@ -68,37 +68,37 @@ pub fn activation_rules() -> Vec<Rewrite<BitLang, Meta>> {
         Rewrite::new(
             "act-scale-div",
             pat(&format!("(div 127 {absmax})")),
-            pat("(as ?x ?e)"),
+            pat("(as ?x ?e 0)"),
         ),
         Rewrite::new(
             "act-scale-reciprocal",
             pat(&format!("(mul (recip {absmax}) 127)")),
-            pat("(as ?x ?e)"),
+            pat("(as ?x ?e 1)"),
         ),
         Rewrite::new(
             "act-scale-reciprocal-commuted",
             pat(&format!("(mul 127 (recip {absmax}))")),
-            pat("(as ?x ?e)"),
+            pat("(as ?x ?e 1)"),
         ),
         Rewrite::new(
             "act-round-clip",
-            pat("(clip (round (mul ?x (as ?x ?e))) -128 127)"),
-            pat("(aq ?x ?e)"),
+            pat("(clip (round (mul ?x (as ?x ?e ?f))) -128 127)"),
+            pat("(aq ?x ?e ?f)"),
         ),
         Rewrite::new(
             "act-round-clip-commuted",
-            pat("(clip (round (mul (as ?x ?e) ?x)) -128 127)"),
-            pat("(aq ?x ?e)"),
+            pat("(clip (round (mul (as ?x ?e ?f) ?x)) -128 127)"),
+            pat("(aq ?x ?e ?f)"),
         ),
         Rewrite::new(
             "act-int8-round-trip",
-            pat("(f32 (i8 (aq ?x ?e)))"),
-            pat("(aq ?x ?e)"),
+            pat("(f32 (i8 (aq ?x ?e ?f)))"),
+            pat("(aq ?x ?e ?f)"),
         ),
         Rewrite::new(
             "act-fake-quant",
-            pat("(div (aq ?x ?e) (as ?x ?e))"),
-            pat("(afq ?x ?e)"),
+            pat("(div (aq ?x ?e ?f) (as ?x ?e ?f))"),
+            pat("(afq ?x ?e ?f)"),
         ),
     ]
     .into_iter()
@@ -131,19 +131,19 @@ pub fn weight_rules() -> Vec<Rewrite<BitLang, Meta>> {
 /// The matmul rules: which weight forms make a BitLinear, and scale folding.
 pub fn matmul_rules() -> Vec<Rewrite<BitLang, Meta>> {
     vec![
-        rewrite!("bitlinear-ternary-weight"; "(matmul (afq ?x ?e) (t (f32 ?w)))" => "(bl ?x ?e (tw ?w) 1)" if is_ternary_weight("?w")),
-        rewrite!("bitlinear-dense-ternary-nk"; "(matmul (afq ?x ?e) (t ?w))" => "(bl ?x ?e (dnk ?w) 1)" if is_dense_ternary("?w")),
-        rewrite!("bitlinear-dense-ternary-kn"; "(matmul (afq ?x ?e) ?w)" => "(bl ?x ?e (dkn ?w) 1)" if is_dense_ternary("?w")),
-        rewrite!("bitlinear-master-nk"; "(matmul (afq ?x ?e) (t (wq ?w ?ew)))" => "(bl ?x ?e (mnk ?w ?ew) 1)" if is_float_weight("?w")),
-        rewrite!("bitlinear-master-kn"; "(matmul (afq ?x ?e) (wq ?w ?ew))" => "(bl ?x ?e (mkn ?w ?ew) 1)" if is_float_weight("?w")),
-        rewrite!("bitlinear-int-ternary-weight"; "(matmul (aq ?x ?e) (t (f32 ?w)))" => "(blq ?x ?e (tw ?w))" if is_ternary_weight("?w")),
-        rewrite!("bitlinear-int-dense-ternary-nk"; "(matmul (aq ?x ?e) (t ?w))" => "(blq ?x ?e (dnk ?w))" if is_dense_ternary("?w")),
-        rewrite!("bitlinear-int-dense-ternary-kn"; "(matmul (aq ?x ?e) ?w)" => "(blq ?x ?e (dkn ?w))" if is_dense_ternary("?w")),
-        rewrite!("bitlinear-int-rescale"; "(div (blq ?x ?e ?W) (mul ?ws (as ?x ?e)))" => "(bl ?x ?e ?W (inv ?ws))" if is_scalar("?ws")),
-        rewrite!("bitlinear-int-rescale-commuted"; "(div (blq ?x ?e ?W) (mul (as ?x ?e) ?ws))" => "(bl ?x ?e ?W (inv ?ws))" if is_scalar("?ws")),
-        rewrite!("fold-scale-multiply"; "(mul (bl ?x ?e ?W ?s) ?h)" => "(bl ?x ?e ?W (smul ?s ?h))" if is_scalar("?h")),
-        rewrite!("fold-scale-multiply-commuted"; "(mul ?h (bl ?x ?e ?W ?s))" => "(bl ?x ?e ?W (smul ?s ?h))" if is_scalar("?h")),
-        rewrite!("fold-scale-divide"; "(div (bl ?x ?e ?W ?s) ?h)" => "(bl ?x ?e ?W (smul ?s (inv ?h)))" if is_scalar("?h")),
+        rewrite!("bitlinear-ternary-weight"; "(matmul (afq ?x ?e ?f) (t (f32 ?w)))" => "(bl ?x ?e ?f (tw ?w) 1)" if is_ternary_weight("?w")),
+        rewrite!("bitlinear-dense-ternary-nk"; "(matmul (afq ?x ?e ?f) (t ?w))" => "(bl ?x ?e ?f (dnk ?w) 1)" if is_dense_ternary("?w")),
+        rewrite!("bitlinear-dense-ternary-kn"; "(matmul (afq ?x ?e ?f) ?w)" => "(bl ?x ?e ?f (dkn ?w) 1)" if is_dense_ternary("?w")),
+        rewrite!("bitlinear-master-nk"; "(matmul (afq ?x ?e ?f) (t (wq ?w ?ew)))" => "(bl ?x ?e ?f (mnk ?w ?ew) 1)" if is_float_weight("?w")),
+        rewrite!("bitlinear-master-kn"; "(matmul (afq ?x ?e ?f) (wq ?w ?ew))" => "(bl ?x ?e ?f (mkn ?w ?ew) 1)" if is_float_weight("?w")),
+        rewrite!("bitlinear-int-ternary-weight"; "(matmul (aq ?x ?e ?f) (t (f32 ?w)))" => "(blq ?x ?e ?f (tw ?w))" if is_ternary_weight("?w")),
+        rewrite!("bitlinear-int-dense-ternary-nk"; "(matmul (aq ?x ?e ?f) (t ?w))" => "(blq ?x ?e ?f (dnk ?w))" if is_dense_ternary("?w")),
+        rewrite!("bitlinear-int-dense-ternary-kn"; "(matmul (aq ?x ?e ?f) ?w)" => "(blq ?x ?e ?f (dkn ?w))" if is_dense_ternary("?w")),
+        rewrite!("bitlinear-int-rescale"; "(div (blq ?x ?e ?f ?W) (mul ?ws (as ?x ?e ?f)))" => "(bl ?x ?e ?f ?W (inv ?ws))" if is_scalar("?ws")),
+        rewrite!("bitlinear-int-rescale-commuted"; "(div (blq ?x ?e ?f ?W) (mul (as ?x ?e ?f) ?ws))" => "(bl ?x ?e ?f ?W (inv ?ws))" if is_scalar("?ws")),
+        rewrite!("fold-scale-multiply"; "(mul (bl ?x ?e ?f ?W ?s) ?h)" => "(bl ?x ?e ?f ?W (smul ?s ?h))" if is_scalar("?h")),
+        rewrite!("fold-scale-multiply-commuted"; "(mul ?h (bl ?x ?e ?f ?W ?s))" => "(bl ?x ?e ?f ?W (smul ?s ?h))" if is_scalar("?h")),
+        rewrite!("fold-scale-divide"; "(div (bl ?x ?e ?f ?W ?s) ?h)" => "(bl ?x ?e ?f ?W (smul ?s (inv ?h)))" if is_scalar("?h")),
     ]
 }
 
@@ -154,4 +154,18 @@ pub fn all() -> Vec<Rewrite<BitLang, Meta>> {
     rules.extend(weight_rules());
     rules.extend(matmul_rules());
     rules
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Rewrite::new` rejects malformed rules and the builders skip those, so count them here.
+    #[test]
+    fn every_rule_builds() {
+        assert_eq!(activation_rules().len(), 7);
+        assert_eq!(weight_rules().len(), 1);
+        assert_eq!(algebra_rules().len(), 3);
+        assert_eq!(matmul_rules().len(), 13);
+    }
 }
