@@ -191,3 +191,92 @@ pub fn prompt_logits_with(
     }
     Tensor::new(shape, logits.data).ok_or_else(|| RunError::Signature("bad logits shape".into()))
 }
+
+/// Why a model could not be compiled for the CPU.
+#[derive(Debug, thiserror::Error)]
+pub enum CpuError {
+    /// A pass failed.
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+    /// Code generation failed or the model uses an op without a CPU kernel.
+    #[error(transparent)]
+    Backend(#[from] bitnet_backends::BackendError),
+    /// The program could not be prepared to run.
+    #[error(transparent)]
+    Runtime(#[from] bitnet_runtime::RuntimeError),
+}
+
+/// The packing layout the CPU backend reads (see `bitnet_backends::cpu`).
+pub fn cpu_pack_layout() -> bitnet_passes::pack_weights::PackLayout {
+    bitnet_passes::pack_weights::PackLayout {
+        name: "cpu-i2s-64",
+        block: bitnet_passes::pack_weights::PackBlock::Fixed(bitnet_backends::cpu::PACK_BLOCK),
+        order: bitnet_backends::cpu::PACK_ORDER,
+        rowsum: None,
+    }
+}
+
+/// The pipeline the CPU backend compiles with: `-O`, packing into its layout, memory planning.
+pub fn cpu_pipeline() -> String {
+    format!(
+        "{},pack-weights,plan-memory",
+        bitnet_passes::DEFAULT_PIPELINE
+    )
+}
+
+/// Compiles an imported model for this CPU (JIT) and prepares it to run on `threads` threads.
+pub fn compile_cpu(
+    model: &mut ImportedModel,
+    threads: usize,
+) -> Result<bitnet_runtime::Executor, CpuError> {
+    let pm = {
+        let mut pm = bitnet_passes::PassManager::new(
+            bitnet_passes::parse_pipeline(&cpu_pipeline()).map_err(CompileError::from)?,
+        );
+        pm.verify_each = cfg!(debug_assertions);
+        pm
+    };
+    let mut cx = bitnet_passes::PassContext::new(Some(model.weights.as_ref()));
+    cx.pack_layout = cpu_pack_layout();
+    pm.run(&mut model.module, &mut cx)
+        .map_err(CompileError::from)?;
+    let f =
+        model.module.functions.first().ok_or_else(|| {
+            bitnet_backends::BackendError::Input("the model has no function".into())
+        })?;
+    let plan = cx
+        .plans
+        .first()
+        .ok_or_else(|| bitnet_backends::BackendError::Input("plan-memory made no plan".into()))?;
+    let mut assign = bitnet_backends::cpu::lower::Assignment {
+        arena_bytes: plan.arena_bytes,
+        kv_bytes: plan.kv_bytes,
+        ..Default::default()
+    };
+    for (v, &b) in &plan.buffer_of {
+        if let Some(buf) = plan.buffers.get(b) {
+            let bytes =
+                bitnet_passes::plan_memory::bytes_of(f, f.ty(*v)).map_err(CompileError::from)?;
+            assign.arena.insert(*v, (buf.offset, bytes));
+        }
+    }
+    for slot in &plan.kv_slots {
+        assign.kv.insert(slot.arg, (slot.offset, slot.bytes));
+    }
+    // The attention results that alias each cache argument share its slot.
+    for id in f.op_order() {
+        let op = f.op(id);
+        if op.kind == bitnet_ir::OpKind::Attention {
+            for (operand, result) in [(3usize, 1usize), (4, 2)] {
+                if let (Some(c), Some(r)) = (op.operands.get(operand), op.results.get(result))
+                    && let Some(&slot) = assign.kv.get(c)
+                {
+                    assign.kv.insert(*r, slot);
+                }
+            }
+        }
+    }
+    let weights = cx.weights_after();
+    let program = bitnet_backends::cpu::lower::lower(f, &assign, &weights)?;
+    Ok(bitnet_runtime::Executor::new(program, threads)?)
+}

@@ -408,30 +408,40 @@ fn run(cli: Cli) -> Result<ExitCode> {
             optimize,
             pipeline,
         } => {
-            if backend != "interp" {
+            if backend != "interp" && backend != "cpu" {
                 bail!(
-                    "--backend {backend}: only `interp` (the reference interpreter) exists so far"
+                    "--backend {backend}: expected `interp` (the reference interpreter) or `cpu` (Cranelift, JIT)"
                 );
             }
             let context = Some(tokens.len() as u64);
             let mut m = import_model(&model, &ImportOptions { context })?;
             let pipeline =
                 pipeline.or_else(|| optimize.then(|| bitnet_passes::DEFAULT_PIPELINE.to_string()));
-            let logits = match pipeline {
-                Some(p) => {
-                    let opt = bitnetc::optimize(&mut m, &p, false)?;
-                    for n in &opt.notes {
-                        eprintln!("; {n}");
+            let logits = if backend == "cpu" {
+                let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let mut exec = bitnetc::compile_cpu(&mut m, threads)
+                    .with_context(|| format!("{}", model.display()))?;
+                let v = exec.forward(&tokens, 0)?.to_vec();
+                let vocab = exec.program().vocab as usize;
+                Tensor::new(vec![1, tokens.len(), vocab], bitnet_ir::Data::F32(v))
+                    .with_context(|| "logits shape".to_string())?
+            } else {
+                match pipeline {
+                    Some(p) => {
+                        let opt = bitnetc::optimize(&mut m, &p, false)?;
+                        for n in &opt.notes {
+                            eprintln!("; {n}");
+                        }
+                        let weights = bitnet_passes::Overlay {
+                            derived: &opt.derived,
+                            base: Some(m.weights.as_ref()),
+                        };
+                        bitnetc::prompt_logits_with(&m.module, &weights, &tokens)
                     }
-                    let weights = bitnet_passes::Overlay {
-                        derived: &opt.derived,
-                        base: Some(m.weights.as_ref()),
-                    };
-                    bitnetc::prompt_logits_with(&m.module, &weights, &tokens)
+                    None => bitnetc::prompt_logits(&m, &tokens),
                 }
-                None => bitnetc::prompt_logits(&m, &tokens),
-            }
-            .with_context(|| format!("{}", model.display()))?;
+                .with_context(|| format!("{}", model.display()))?
+            };
             match output {
                 Some(path) => {
                     write_new(&path, &npy::encode(&logits))?;

@@ -231,8 +231,38 @@ fn logits_without_output_prints_each_positions_argmax() {
 
 #[test]
 fn logits_rejects_an_unknown_backend() {
-    let o = bitnetc(&["logits", &path(HF), "--tokens", "1,2", "--backend", "cpu"]);
-    fails_with(&o, &["--backend cpu", "interp"]);
+    let o = bitnetc(&["logits", &path(HF), "--tokens", "1,2", "--backend", "gpu"]);
+    fails_with(&o, &["--backend gpu", "interp", "cpu"]);
+}
+
+#[test]
+fn logits_on_the_cpu_backend_match_the_interpreter() {
+    let dir = scratch("logits-cpu");
+    let (a, b) = (dir.join("interp.npy"), dir.join("cpu.npy"));
+    let tokens = "1,17,256,999,3";
+    let o = bitnetc(&[
+        "logits",
+        &path(HF),
+        "--tokens",
+        tokens,
+        "-o",
+        a.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = bitnetc(&[
+        "logits",
+        &path(HF),
+        "--tokens",
+        tokens,
+        "--backend",
+        "cpu",
+        "-o",
+        b.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (x, y) = (npy::read(&a).unwrap(), npy::read(&b).unwrap());
+    let err = bitnet_ir::tensor::max_relative_error(&y, &x).unwrap();
+    assert!(err < 1e-5, "cpu vs interpreter: {err}");
 }
 
 #[test]

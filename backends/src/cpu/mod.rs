@@ -9,6 +9,7 @@
 
 pub mod jit;
 pub mod kernels;
+pub mod lower;
 
 use bitnet_ir::ops::ternary_matmul_packed::PackOrder;
 

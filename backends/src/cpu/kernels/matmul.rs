@@ -1,14 +1,123 @@
-//! Kernels: matmul (see `KernelKind` for each kernel's buffers, rows and numerics).
+//! Kernel `MatmulNt` (see `KernelKind` for its buffers, rows and numerics): `out[t, r] = x[t]·w[r]`.
+//!
+//! Row r streams weight row r once and dots it with every token's x row (the weight row stays in L1
+//! across tokens). The dot runs in f32: eight f32x4 accumulators over blocks of 32 elements (eight
+//! accumulators keep enough loads in flight to stream the weights at about the single-core memory
+//! bandwidth), then up to seven more f32x4 steps for `k mod 32` into accumulators 0.., then the
+//! pairwise sum `((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))` reduced across lanes as
+//! `(l0 + l1) + (l2 + l3)`, then the last `k mod 4` products one at a time. This is not the
+//! interpreter's exactly rounded f64 sum: the error is that of an f32 sum of about k/32 terms per
+//! lane (tested to 1e-5 relative to the largest output; about 5e-7 observed on random data).
+//!
+//! `x` and `w` are loaded as read-only memory (Cranelift may fold the loads into the arithmetic),
+//! so `out` must not alias `x`.
 
 use super::KernelKind;
+use super::loops::{MEM, RO, bad_params, define_kernel, emit_loop, imm64, mul, off32};
 use crate::BackendError;
+use cranelift_codegen::ir::{InstBuilder, Value, types};
+use cranelift_frontend::FunctionBuilder;
 use cranelift_module::{FuncId, Module};
 
+/// f32x4 accumulators of the main loop (a power of two).
+const ACCS: usize = 8;
+
+/// Emits the f32 dot product of the `k` floats at `xp` and at `wp`.
+fn emit_dot(
+    kind: &KernelKind,
+    b: &mut FunctionBuilder,
+    xp: Value,
+    wp: Value,
+    k: u64,
+) -> Result<Value, BackendError> {
+    let block = 4 * ACCS as u64;
+    let blocks = k / block;
+    let zero = b.ins().f32const(0.0);
+    let zero4 = b.ins().splat(types::F32X4, zero);
+    let mut accs = vec![zero4; ACCS];
+    if blocks > 0 {
+        let start = b.ins().iconst(types::I64, 0);
+        let end = b.ins().iconst(types::I64, imm64(kind, blocks * block * 4)?);
+        accs = emit_loop(b, start, end, 4 * block as i64, &accs, true, |b, o, acc| {
+            let xo = b.ins().iadd(xp, o);
+            let wo = b.ins().iadd(wp, o);
+            let mut next = Vec::with_capacity(ACCS);
+            for (a, &acc) in (0i32..).zip(acc) {
+                let xv = b.ins().load(types::F32X4, RO, xo, a * 16);
+                let wv = b.ins().load(types::F32X4, RO, wo, a * 16);
+                let prod = b.ins().fmul(xv, wv);
+                next.push(b.ins().fadd(acc, prod));
+            }
+            Ok(next)
+        })?;
+    }
+    let mut at = blocks * block;
+    let mut a = 0;
+    while k - at >= 4 {
+        let o = off32(kind, at * 4)?;
+        let xv = b.ins().load(types::F32X4, RO, xp, o);
+        let wv = b.ins().load(types::F32X4, RO, wp, o);
+        let prod = b.ins().fmul(xv, wv);
+        accs[a] = b.ins().fadd(accs[a], prod);
+        a += 1;
+        at += 4;
+    }
+    // Pairwise: (a0 + a1) + (a2 + a3), and so on.
+    while accs.len() > 1 {
+        accs = accs
+            .chunks(2)
+            .map(|p| match *p {
+                [a, c] => b.ins().fadd(a, c),
+                _ => p[0],
+            })
+            .collect();
+    }
+    let v = accs[0];
+    let lanes: Vec<Value> = (0..4).map(|l| b.ins().extractlane(v, l)).collect();
+    let l01 = b.ins().fadd(lanes[0], lanes[1]);
+    let l23 = b.ins().fadd(lanes[2], lanes[3]);
+    let mut s = b.ins().fadd(l01, l23);
+    while at < k {
+        let o = off32(kind, at * 4)?;
+        let xv = b.ins().load(types::F32, RO, xp, o);
+        let wv = b.ins().load(types::F32, RO, wp, o);
+        let prod = b.ins().fmul(xv, wv);
+        s = b.ins().fadd(s, prod);
+        at += 1;
+    }
+    Ok(s)
+}
+
 /// Defines the kernel `kind` in `module`.
-pub fn build(_module: &mut dyn Module, kind: &KernelKind) -> Result<FuncId, BackendError> {
-    Err(BackendError::Unsupported {
-        backend: "cpu",
-        op: "kernel",
-        detail: format!("{kind:?} is not written yet"),
+pub fn build(module: &mut dyn Module, kind: &KernelKind) -> Result<FuncId, BackendError> {
+    let KernelKind::MatmulNt { k, n } = *kind else {
+        return Err(bad_params(kind, "not a MatmulNt kernel"));
+    };
+    let row_bytes = imm64(kind, mul(kind, k, 4)?)?;
+    let out_row_bytes = imm64(kind, mul(kind, n, 4)?)?;
+    off32(kind, mul(kind, k, 4)?)?;
+    define_kernel(module, kind, |_, b, e| {
+        let x = e.buf(b, 0);
+        let w = e.buf(b, 1);
+        let out = e.buf(b, 2);
+        let tokens = e.tokens(b);
+        let zero = b.ins().iconst(types::I64, 0);
+        emit_loop(b, e.row_begin, e.row_end, 1, &[], false, |b, r, _| {
+            let wr = b.ins().imul_imm_s(r, row_bytes);
+            let wr = b.ins().iadd(w, wr);
+            let or = b.ins().ishl_imm_s(r, 2);
+            let or = b.ins().iadd(out, or);
+            emit_loop(b, zero, tokens, 1, &[], false, |b, t, _| {
+                let xt = b.ins().imul_imm_s(t, row_bytes);
+                let xt = b.ins().iadd(x, xt);
+                let s = emit_dot(kind, b, xt, wr, k)?;
+                let ot = b.ins().imul_imm_s(t, out_row_bytes);
+                let ot = b.ins().iadd(or, ot);
+                b.ins().store(MEM, s, ot, 0);
+                Ok(vec![])
+            })?;
+            Ok(vec![])
+        })?;
+        Ok(())
     })
 }

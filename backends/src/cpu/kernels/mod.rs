@@ -18,6 +18,8 @@
 pub mod attention;
 pub mod elementwise;
 pub mod embedding;
+mod emit;
+mod loops;
 pub mod matmul;
 pub mod norm;
 pub mod rope;
@@ -41,6 +43,7 @@ pub enum KernelKind {
     /// `[x f32 [T, k], w f32 [k], q i8 [T, k], s f32 [T]]`. Rows: T. Exact: mean of squares summed in
     /// f64 in index order then rounded to f32, `inv = 1/sqrt(mean + eps_norm)` in f32, `y = x·inv·w`
     /// in f32 (left to right), then `m = max|y|`, `s = 127/max(m, eps)`, `q = clamp(round_even(y·s))`.
+    /// Nothing but `q` and `s` is written; `x` and `w` are only read.
     RmsNormQuant {
         /// Row length.
         k: u64,
@@ -48,6 +51,8 @@ pub enum KernelKind {
         eps_norm_bits: u32,
         /// The quantizer's floor, as f32 bits.
         eps_bits: u32,
+        /// The scale is `(1/max(m, eps))·127` (`reciprocal = true`) rather than `127/max(m, eps)`.
+        reciprocal: bool,
     },
     /// `bit.act_quant` (f32): buffers `[x f32 [T, k], q i8 [T, k], s f32 [T]]`. Rows: T. Exact.
     ActQuant {
@@ -55,11 +60,14 @@ pub enum KernelKind {
         k: u64,
         /// The quantizer's floor, as f32 bits.
         eps_bits: u32,
+        /// As in `RmsNormQuant`.
+        reciprocal: bool,
     },
     /// `bit.ternary_matmul` on weights packed in `PACK_LAYOUT` (see `ternary.rs`). Buffers:
     /// `[xq i8 [T, k], xs f32 [T], w packed u8 [n, k_padded/4], ws f32 [1], out f32 [T, n]]`, plus
     /// `residual f32 [T, n]` before `out` when `residual`. Rows: n (output features); each row loops
     /// over all T tokens. Exact: `acc` in i32, `y = f32(acc) / xs[t] · ws[0]` (+ `residual[t, n]`).
+    /// `xq`, `xs`, `w`, `ws` must not be written during the launch; `residual` may be `out` itself.
     TernaryMatmul {
         /// Inner dimension.
         k: u64,
@@ -75,7 +83,7 @@ pub enum KernelKind {
         n: u64,
     },
     /// `nn.rms_norm` (f32, last axis): buffers `[x f32 [T, k], w f32 [k], out f32 [T, k]]`. Rows: T.
-    /// Exact (as `RmsNormQuant` without the quantizer).
+    /// Exact (as `RmsNormQuant` without the quantizer). `out` may be `x` itself (no partial overlap).
     RmsNorm {
         /// Row length.
         k: u64,
@@ -116,7 +124,7 @@ pub enum KernelKind {
     },
     /// `nn.matmul(x, transpose(W))` with a float weight `W [n, k]` stored as f32 (the lm_head):
     /// buffers `[x f32 [T, k], w f32 [n, k], out f32 [T, n]]`. Rows: n. f32 SIMD accumulation; agrees
-    /// with the interpreter's f64 sum to about 1e-6 relative.
+    /// with the interpreter's f64 sum to about 1e-6 relative. `out` must not alias `x`.
     MatmulNt {
         /// Inner dimension.
         k: u64,
@@ -134,10 +142,21 @@ impl KernelKind {
                 k,
                 eps_norm_bits,
                 eps_bits,
+                reciprocal,
+            } => format!(
+                "bitnet_rms_norm_quant_{k}_{eps_norm_bits:08x}_{eps_bits:08x}{}",
+                if *reciprocal { "_r" } else { "" }
+            ),
+            KernelKind::ActQuant {
+                k,
+                eps_bits,
+                reciprocal,
             } => {
-                format!("bitnet_rms_norm_quant_{k}_{eps_norm_bits:08x}_{eps_bits:08x}")
+                format!(
+                    "bitnet_act_quant_{k}_{eps_bits:08x}{}",
+                    if *reciprocal { "_r" } else { "" }
+                )
             }
-            KernelKind::ActQuant { k, eps_bits } => format!("bitnet_act_quant_{k}_{eps_bits:08x}"),
             KernelKind::TernaryMatmul { k, n, residual } => {
                 format!(
                     "bitnet_ternary_matmul_{n}x{k}{}",

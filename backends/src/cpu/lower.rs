@@ -1,0 +1,562 @@
+//! Lowering a planned function into a `Program`: one launch per op (two for `nn.attention`: the cache
+//! write, then the attention), one kernel per distinct `KernelKind`, every buffer placed by the memory
+//! plan, and the weights (including derived packed weights and the RoPE tables) laid out in one blob.
+//!
+//! Input: a function after the default pipeline, `pack-weights` with this backend's layout
+//! (`PACK_BLOCK`, `PACK_ORDER`) and `plan-memory`, given as a backend-neutral `Assignment`.
+
+use super::jit::compile_kernels;
+use super::kernels::KernelKind;
+use super::kernels::rope::rope_table;
+use super::{PACK_BLOCK, PACK_ORDER};
+use crate::BackendError;
+use bitnet_ir::module::{Function, ValueDef};
+use bitnet_ir::{Data, Dim, ElemType, OpKind, TensorType, ValueId, WeightStore};
+use bitnet_runtime::{BufRef, Launch, Program, Region, Rows};
+use std::collections::BTreeMap;
+
+/// Where the memory plan put each value: arena buffers and KV-cache slots (cache arguments and the
+/// attention results that alias them), each as (offset, bytes).
+#[derive(Clone, Debug, Default)]
+pub struct Assignment {
+    /// Arena placement of each planned value.
+    pub arena: BTreeMap<ValueId, (u64, u64)>,
+    /// KV-region placement of each cache value.
+    pub kv: BTreeMap<ValueId, (u64, u64)>,
+    /// Arena size.
+    pub arena_bytes: u64,
+    /// KV-region size.
+    pub kv_bytes: u64,
+}
+
+fn unsupported(op: &'static str, detail: impl Into<String>) -> BackendError {
+    BackendError::Unsupported {
+        backend: "cpu",
+        op,
+        detail: detail.into(),
+    }
+}
+
+fn input(msg: impl Into<String>) -> BackendError {
+    BackendError::Input(msg.into())
+}
+
+/// The weights blob being built: each weight value's bytes once, 64-byte aligned.
+struct Blob<'a> {
+    bytes: Vec<u8>,
+    placed: BTreeMap<String, BufRef>,
+    store: &'a dyn WeightStore,
+}
+
+impl Blob<'_> {
+    fn push(&mut self, key: String, data: &[u8]) -> BufRef {
+        if let Some(b) = self.placed.get(&key) {
+            return *b;
+        }
+        let offset = (self.bytes.len() as u64).div_ceil(64) * 64;
+        self.bytes.resize(offset as usize, 0);
+        self.bytes.extend_from_slice(data);
+        let b = BufRef {
+            region: Region::Weights,
+            offset,
+            bytes: data.len() as u64,
+        };
+        self.placed.insert(key, b);
+        b
+    }
+
+    /// A constant value (an `nn.weight` or `nn.constant`), converted to `elem`.
+    fn constant(
+        &mut self,
+        f: &Function,
+        v: ValueId,
+        elem: ElemType,
+    ) -> Result<BufRef, BackendError> {
+        let ty = f.ty(v);
+        let shape: Vec<usize> = ty
+            .static_shape()
+            .ok_or_else(|| input(format!("constant {} has a symbolic shape", v.0)))?
+            .into_iter()
+            .map(|d| d as usize)
+            .collect();
+        let op = f
+            .def_op(v)
+            .map(|o| f.op(o))
+            .ok_or_else(|| input("a weight operand is not defined by an op"))?;
+        let key = match op.kind {
+            OpKind::Weight => format!("w:{}:{elem}", op.attrs.str("name").unwrap_or_default()),
+            _ => format!("c:{}:{elem}", v.0),
+        };
+        if let Some(b) = self.placed.get(&key) {
+            return Ok(*b);
+        }
+        let tensor = self.evaluate(f, v, &shape)?;
+        let data = match elem {
+            ElemType::F32 => Data::F32(tensor.data.to_f32()),
+            ElemType::U8 | ElemType::I32 => tensor.data.clone(),
+            other => {
+                return Err(input(format!(
+                    "weights of type {other} are not supported by the cpu backend"
+                )));
+            }
+        };
+        Ok(self.push(key, &data.to_le_bytes()))
+    }
+
+    /// The value of a constant `v` (a weight, a literal, or an op on constants such as the reciprocal
+    /// of a weight scale), evaluated at compile time by the ops' reference `eval`.
+    fn evaluate(
+        &self,
+        f: &Function,
+        v: ValueId,
+        shape: &[usize],
+    ) -> Result<bitnet_ir::Tensor, BackendError> {
+        let ty = f.ty(v);
+        let (op_id, index) = match f.value(v).def {
+            ValueDef::OpResult { op, index } => (op, index as usize),
+            ValueDef::Arg(_) | ValueDef::Undefined => {
+                return Err(input(format!("value {} is not a constant", v.0)));
+            }
+        };
+        let op = f.op(op_id);
+        if op.kind == OpKind::Weight {
+            let name = op.attrs.str("name").unwrap_or_default();
+            return self
+                .store
+                .load(name, ty.elem, shape)
+                .map_err(|e| input(format!("loading weight \"{name}\": {e}")));
+        }
+        if !is_constant(f, v) {
+            return Err(unsupported(
+                op.kind.name(),
+                "an operand that must be a constant is computed at run time",
+            ));
+        }
+        let mut inputs = Vec::with_capacity(op.operands.len());
+        for &x in &op.operands {
+            let s: Vec<usize> = f
+                .ty(x)
+                .static_shape()
+                .ok_or_else(|| input(format!("constant {} has a symbolic shape", x.0)))?
+                .into_iter()
+                .map(|d| d as usize)
+                .collect();
+            inputs.push(self.evaluate(f, x, &s)?);
+        }
+        let refs: Vec<&bitnet_ir::Tensor> = inputs.iter().collect();
+        let shapes: Vec<Vec<usize>> = op
+            .results
+            .iter()
+            .map(|r| {
+                f.ty(*r)
+                    .static_shape()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|d| d as usize)
+                    .collect()
+            })
+            .collect();
+        let elems: Vec<ElemType> = op.results.iter().map(|r| f.ty(*r).elem).collect();
+        let cx = bitnet_ir::ops::EvalCtx {
+            inputs: &refs,
+            attrs: &op.attrs,
+            result_shapes: &shapes,
+            result_elems: &elems,
+            weights: self.store,
+        };
+        let mut out = op
+            .kind
+            .eval(&cx)
+            .map_err(|m| input(format!("{}: {m}", op.kind.name())))?;
+        if index < out.len() {
+            Ok(out.swap_remove(index))
+        } else {
+            Err(input("missing constant result"))
+        }
+    }
+}
+
+/// Lowers `f` (planned per `plan`) into a JIT-compiled `Program` reading weights from `store`.
+pub fn lower(
+    f: &Function,
+    plan: &Assignment,
+    store: &dyn WeightStore,
+) -> Result<Program, BackendError> {
+    let context = f
+        .symbols
+        .first()
+        .map(|s| s.max)
+        .ok_or_else(|| input("the function has no token-count symbol"))?;
+    let mut blob = Blob {
+        bytes: Vec::new(),
+        placed: BTreeMap::new(),
+        store,
+    };
+    let mut kinds: BTreeMap<KernelKind, usize> = BTreeMap::new();
+    let mut kind_list: Vec<KernelKind> = Vec::new();
+    let mut launches: Vec<Launch> = Vec::new();
+    let arena = |v: ValueId| -> Result<BufRef, BackendError> {
+        plan.arena
+            .get(&v)
+            .map(|&(offset, bytes)| BufRef {
+                region: Region::Arena,
+                offset,
+                bytes,
+            })
+            .ok_or_else(|| input(format!("value {} has no arena buffer", v.0)))
+    };
+    let kv = |v: ValueId| -> Result<BufRef, BackendError> {
+        plan.kv
+            .get(&v)
+            .map(|&(offset, bytes)| BufRef {
+                region: Region::Kv,
+                offset,
+                bytes,
+            })
+            .ok_or_else(|| input(format!("cache value {} has no KV slot", v.0)))
+    };
+    let last = |ty: &TensorType| -> Result<u64, BackendError> {
+        ty.dims
+            .last()
+            .and_then(Dim::as_static)
+            .ok_or_else(|| input(format!("{ty} has no static last dimension")))
+    };
+    let mut add = |kind: KernelKind, bufs: Vec<BufRef>, rows: Rows, label: String| {
+        let next = kind_list.len();
+        let index = *kinds.entry(kind.clone()).or_insert_with(|| {
+            kind_list.push(kind);
+            next
+        });
+        launches.push(Launch {
+            kernel: index,
+            bufs,
+            rows,
+            label,
+        });
+    };
+    for id in f.op_order() {
+        let op = f.op(id);
+        let label = format!(
+            "{} → %{}",
+            op.kind.name(),
+            op.results.first().map_or(0, |r| r.0)
+        );
+        let operand = |i: usize| {
+            op.operands
+                .get(i)
+                .copied()
+                .ok_or_else(|| input(format!("{label}: missing operand {i}")))
+        };
+        let result = |i: usize| {
+            op.results
+                .get(i)
+                .copied()
+                .ok_or_else(|| input(format!("{label}: missing result {i}")))
+        };
+        let f32_only = |v: ValueId| -> Result<(), BackendError> {
+            if f.ty(v).elem == ElemType::F32 {
+                Ok(())
+            } else {
+                Err(unsupported(
+                    op.kind.name(),
+                    format!("{} (f32 only)", f.ty(v)),
+                ))
+            }
+        };
+        match op.kind {
+            OpKind::Weight | OpKind::Constant => {}
+            // Views share their operand's buffer (the plan put them in the same bytes).
+            OpKind::Reshape | OpKind::Squeeze | OpKind::Unsqueeze => {}
+            // Ops on constants alone (a transposed weight, the reciprocal of a scale) are evaluated at
+            // compile time where their result is used.
+            _ if !op.operands.is_empty() && op.operands.iter().all(|&x| is_constant(f, x)) => {}
+            OpKind::Embedding => {
+                let (table, ids, out) = (operand(0)?, operand(1)?, result(0)?);
+                f32_only(table)?;
+                let t = f
+                    .ty(table)
+                    .static_shape()
+                    .ok_or_else(|| input("the embedding table is symbolic"))?;
+                let bufs = vec![
+                    blob.constant(f, table, ElemType::F32)?,
+                    arena(ids)?,
+                    arena(out)?,
+                ];
+                add(
+                    KernelKind::Embedding {
+                        vocab: t[0],
+                        hidden: t[1],
+                    },
+                    bufs,
+                    Rows::PerToken(1),
+                    label,
+                );
+            }
+            OpKind::RmsNormQuant => {
+                let (x, w) = (operand(0)?, operand(1)?);
+                f32_only(x)?;
+                let k = last(f.ty(x))?;
+                let eps_norm = op.attrs.float("eps_norm").unwrap_or(1e-5) as f32;
+                let eps = op.attrs.float("eps").unwrap_or(1e-5) as f32;
+                let bufs = vec![
+                    arena(x)?,
+                    blob.constant(f, w, ElemType::F32)?,
+                    arena(result(0)?)?,
+                    arena(result(1)?)?,
+                ];
+                let reciprocal = op.attrs.bool_or("reciprocal", false);
+                let kind = KernelKind::RmsNormQuant {
+                    k,
+                    eps_norm_bits: eps_norm.to_bits(),
+                    eps_bits: eps.to_bits(),
+                    reciprocal,
+                };
+                add(kind, bufs, Rows::PerToken(1), label);
+            }
+            OpKind::ActQuant => {
+                let x = operand(0)?;
+                f32_only(x)?;
+                let eps = op.attrs.float("eps").unwrap_or(1e-5) as f32;
+                let bufs = vec![arena(x)?, arena(result(0)?)?, arena(result(1)?)?];
+                let reciprocal = op.attrs.bool_or("reciprocal", false);
+                add(
+                    KernelKind::ActQuant {
+                        k: last(f.ty(x))?,
+                        eps_bits: eps.to_bits(),
+                        reciprocal,
+                    },
+                    bufs,
+                    Rows::PerToken(1),
+                    label,
+                );
+            }
+            OpKind::RmsNorm => {
+                let (x, w) = (operand(0)?, operand(1)?);
+                f32_only(x)?;
+                if op.attrs.int_or("axis", -1) != -1
+                    && op.attrs.int_or("axis", -1) != f.ty(x).rank() as i64 - 1
+                {
+                    return Err(unsupported("nn.rms_norm", "only over the last axis"));
+                }
+                let eps = op.attrs.float("eps").unwrap_or(1e-5) as f32;
+                let bufs = vec![
+                    arena(x)?,
+                    blob.constant(f, w, ElemType::F32)?,
+                    arena(result(0)?)?,
+                ];
+                add(
+                    KernelKind::RmsNorm {
+                        k: last(f.ty(x))?,
+                        eps_bits: eps.to_bits(),
+                    },
+                    bufs,
+                    Rows::PerToken(1),
+                    label,
+                );
+            }
+            OpKind::TernaryMatmulPacked => {
+                let block = op.attrs.int_or("block", 0) as usize;
+                let order = op.attrs.str("order").unwrap_or("");
+                if block != PACK_BLOCK
+                    || order != PACK_ORDER.name()
+                    || op.attrs.str("rowsum").is_some()
+                {
+                    return Err(unsupported(
+                        "bit.ternary_matmul_packed",
+                        format!(
+                            "layout block {block} order {order:?}; this backend reads block {PACK_BLOCK}, order {}",
+                            PACK_ORDER.name()
+                        ),
+                    ));
+                }
+                let (xq, xs, w, ws) = (operand(0)?, operand(1)?, operand(2)?, operand(3)?);
+                let residual = op.operands.get(4).copied();
+                let out = result(0)?;
+                let k = last(f.ty(xq))?;
+                let n = last(f.ty(out))?;
+                let mut bufs = vec![
+                    arena(xq)?,
+                    arena(xs)?,
+                    blob.constant(f, w, ElemType::U8)?,
+                    blob.constant(f, ws, ElemType::F32)?,
+                ];
+                if let Some(r) = residual {
+                    bufs.push(arena(r)?);
+                }
+                bufs.push(arena(out)?);
+                add(
+                    KernelKind::TernaryMatmul {
+                        k,
+                        n,
+                        residual: residual.is_some(),
+                    },
+                    bufs,
+                    Rows::Static(n),
+                    label,
+                );
+            }
+            OpKind::TernaryMatmul => {
+                return Err(unsupported(
+                    "bit.ternary_matmul",
+                    "ternary weights must be packed first (run pack-weights with the cpu layout)",
+                ));
+            }
+            OpKind::Relu2Mul => {
+                let (g, u, out) = (operand(0)?, operand(1)?, result(0)?);
+                f32_only(g)?;
+                if f.ty(g) != f.ty(u) {
+                    return Err(unsupported("bit.relu2_mul", "broadcasting operands"));
+                }
+                add(
+                    KernelKind::Relu2Mul {
+                        n: last(f.ty(out))?,
+                    },
+                    vec![arena(g)?, arena(u)?, arena(out)?],
+                    Rows::PerToken(1),
+                    label,
+                );
+            }
+            OpKind::Rope => {
+                let (x, out) = (operand(0)?, result(0)?);
+                f32_only(x)?;
+                let width = last(f.ty(x))?;
+                let d = op.attrs.int_or("head_dim", 0) as u64;
+                let theta = op.attrs.float("theta").unwrap_or(10000.0) as f32;
+                let table = rope_table(context as usize, d as usize, theta);
+                let table_bytes: Vec<u8> = table.iter().flat_map(|v| v.to_le_bytes()).collect();
+                let tb = blob.push(
+                    format!("rope:{context}:{d}:{:08x}", theta.to_bits()),
+                    &table_bytes,
+                );
+                add(
+                    KernelKind::Rope { width, head_dim: d },
+                    vec![arena(x)?, tb, arena(out)?],
+                    Rows::PerToken(1),
+                    label,
+                );
+            }
+            OpKind::Attention => {
+                let (q, k, v, kc, vc) = (
+                    operand(0)?,
+                    operand(1)?,
+                    operand(2)?,
+                    operand(3)?,
+                    operand(4)?,
+                );
+                f32_only(q)?;
+                let heads = op.attrs.int_or("heads", 0) as u64;
+                let kv_heads = op.attrs.int_or("kv_heads", 0) as u64;
+                let kvw = last(f.ty(k))?;
+                let d = kvw / kv_heads.max(1);
+                let cache_len = f
+                    .ty(kc)
+                    .dims
+                    .first()
+                    .and_then(Dim::as_static)
+                    .ok_or_else(|| input("symbolic cache"))?;
+                let scale = op.attrs.float("scale").unwrap_or(1.0 / (d as f64).sqrt());
+                add(
+                    KernelKind::KvStore { kvw },
+                    vec![arena(k)?, arena(v)?, kv(kc)?, kv(vc)?],
+                    Rows::PerToken(1),
+                    format!("{label} (cache write)"),
+                );
+                let kind = KernelKind::Attention {
+                    heads,
+                    kv_heads,
+                    head_dim: d,
+                    context: cache_len,
+                    scale_bits: scale.to_bits(),
+                };
+                add(
+                    kind,
+                    vec![arena(q)?, kv(kc)?, kv(vc)?, arena(result(0)?)?],
+                    Rows::PerToken(heads),
+                    label,
+                );
+            }
+            OpKind::MatMul => {
+                let (x, wt) = (operand(0)?, operand(1)?);
+                f32_only(x)?;
+                // nn.matmul(x, transpose(W)) with a constant W [n, k]: the lm_head.
+                let w = f
+                    .def_op(wt)
+                    .map(|o| f.op(o))
+                    .filter(|o| {
+                        o.kind == OpKind::Transpose && o.attrs.ints("perm") == Some(&[1, 0])
+                    })
+                    .and_then(|o| o.operands.first().copied())
+                    .filter(|&w| is_constant(f, w))
+                    .ok_or_else(|| {
+                        unsupported(
+                            "nn.matmul",
+                            "only x·Wᵀ with a constant weight W (the lm_head)",
+                        )
+                    })?;
+                let out = result(0)?;
+                if f.ty(x).rank() != 2 {
+                    return Err(unsupported(
+                        "nn.matmul",
+                        format!("{} (rank 2 activations only)", f.ty(x)),
+                    ));
+                }
+                let k = last(f.ty(x))?;
+                let n = last(f.ty(out))?;
+                let bufs = vec![arena(x)?, blob.constant(f, w, ElemType::F32)?, arena(out)?];
+                add(KernelKind::MatmulNt { k, n }, bufs, Rows::Static(n), label);
+            }
+            other => return Err(unsupported(other.name(), "no cpu kernel yet")),
+        }
+    }
+    let tokens = f
+        .args
+        .first()
+        .copied()
+        .ok_or_else(|| input("the function has no token argument"))?;
+    if f.ty(tokens).elem != ElemType::I64 {
+        return Err(input(format!(
+            "the first argument must be the token ids (i64), found {}",
+            f.ty(tokens)
+        )));
+    }
+    let logits = f
+        .returns
+        .first()
+        .copied()
+        .ok_or_else(|| input("the function returns nothing"))?;
+    let vocab = last(f.ty(logits))?;
+    let (module, fns) = compile_kernels(&kind_list)?;
+    let kernels = kind_list.iter().map(KernelKind::symbol).zip(fns).collect();
+    Ok(Program {
+        kernels,
+        launches,
+        arena_bytes: plan.arena_bytes,
+        kv_bytes: plan.kv_bytes,
+        weights: blob.bytes,
+        context,
+        vocab,
+        tokens: arena(tokens)?,
+        logits: arena(logits)?,
+        code: Box::new(JitCode(module)),
+    })
+}
+
+/// Keeps the JIT module (and so the kernels' code) alive as long as the program; never read.
+struct JitCode(#[allow(dead_code)] cranelift_jit::JITModule);
+
+// SAFETY: the JIT module is only kept alive, never used again after finalization; its code pages are
+// immutable, so sharing it between threads is sound.
+unsafe impl Send for JitCode {}
+unsafe impl Sync for JitCode {}
+
+/// True if `v` is computed from weights and literals alone.
+fn is_constant(f: &Function, v: ValueId) -> bool {
+    match f.value(v).def {
+        ValueDef::OpResult { op, .. } => {
+            let o = f.op(op);
+            matches!(o.kind, OpKind::Weight | OpKind::Constant)
+                || (!o.operands.is_empty() && o.operands.iter().all(|&x| is_constant(f, x)))
+        }
+        ValueDef::Arg(_) | ValueDef::Undefined => false,
+    }
+}
