@@ -4,6 +4,7 @@
 
 use crate::error::RuntimeError;
 use crate::program::{BufRef, KernelFn, Program, Region};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 /// A 64-byte aligned, zeroed byte buffer.
@@ -59,21 +60,26 @@ struct Job {
 // every worker has finished the job (the caller waits); each worker writes only its own rows.
 unsafe impl Send for Job {}
 
-struct PoolState {
-    job: Option<Job>,
-    generation: u64,
-    pending: usize,
-    shutdown: bool,
-}
+/// How many times a waiting thread polls before it sleeps: launches come back to back during a step,
+/// so the next one usually arrives within microseconds and parking costs far more than spinning.
+const SPINS: u32 = 20_000;
 
 struct Pool {
-    state: Mutex<PoolState>,
+    /// The current job; written by the caller under the lock, read by workers after `generation` moves.
+    job: Mutex<Option<Job>>,
+    /// Bumped (under `job`'s lock) for every new job.
+    generation: AtomicU64,
+    /// Workers still running the current job.
+    pending: AtomicUsize,
+    shutdown: AtomicBool,
     start: Condvar,
+    done_lock: Mutex<()>,
     done: Condvar,
     workers: usize,
 }
 
-/// A persistent pool: `threads − 1` workers plus the calling thread.
+/// A persistent pool: `threads − 1` workers plus the calling thread. Threads spin briefly between
+/// launches and sleep on a condition variable when idle.
 struct ThreadPool {
     shared: Arc<Pool>,
     handles: Vec<std::thread::JoinHandle<()>>,
@@ -89,13 +95,12 @@ impl ThreadPool {
     fn new(threads: usize) -> ThreadPool {
         let workers = threads.max(1) - 1;
         let shared = Arc::new(Pool {
-            state: Mutex::new(PoolState {
-                job: None,
-                generation: 0,
-                pending: 0,
-                shutdown: false,
-            }),
+            job: Mutex::new(None),
+            generation: AtomicU64::new(0),
+            pending: AtomicUsize::new(0),
+            shutdown: AtomicBool::new(false),
             start: Condvar::new(),
+            done_lock: Mutex::new(()),
             done: Condvar::new(),
             workers,
         });
@@ -111,43 +116,74 @@ impl ThreadPool {
     /// Runs `job` over its rows on every thread and waits for all of them.
     fn run(&self, job: Job) {
         let parts = self.shared.workers + 1;
-        // Small launches are not worth waking the workers for.
-        if parts == 1 || job.rows < 2 * parts as i64 {
+        // Small launches (one row per token at decode) are not worth splitting.
+        if parts == 1 || job.rows < 16 * parts as i64 {
             // SAFETY: see `Job`; the caller guarantees the kernel matches its buffers.
             unsafe { (job.kernel)(job.bufs, job.scalars, 0, job.rows) };
             return;
         }
+        self.shared
+            .pending
+            .store(self.shared.workers, Ordering::SeqCst);
         {
-            let mut s = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
-            s.job = Some(job);
-            s.generation = s.generation.wrapping_add(1);
-            s.pending = self.shared.workers;
+            let mut slot = self.shared.job.lock().unwrap_or_else(|e| e.into_inner());
+            *slot = Some(job);
+            self.shared.generation.fetch_add(1, Ordering::SeqCst);
         }
         self.shared.start.notify_all();
         let (b, e) = slice(job.rows, parts, 0);
         // SAFETY: see `Job`.
         unsafe { (job.kernel)(job.bufs, job.scalars, b, e) };
-        let mut s = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
-        while s.pending > 0 {
-            s = self.shared.done.wait(s).unwrap_or_else(|e| e.into_inner());
+        let mut spins = 0;
+        while self.shared.pending.load(Ordering::Acquire) > 0 {
+            if spins < SPINS {
+                spins += 1;
+                std::hint::spin_loop();
+                continue;
+            }
+            let guard = self
+                .shared
+                .done_lock
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if self.shared.pending.load(Ordering::Acquire) > 0 {
+                let _unused = self
+                    .shared
+                    .done
+                    .wait(guard)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
         }
-        s.job = None;
     }
 }
 
 fn worker(shared: &Pool, index: usize) {
     let mut seen = 0u64;
     loop {
+        // Wait for the next job: spin, then sleep.
+        let mut spins = 0;
+        while shared.generation.load(Ordering::Acquire) == seen
+            && !shared.shutdown.load(Ordering::Acquire)
+        {
+            if spins < SPINS {
+                spins += 1;
+                std::hint::spin_loop();
+                continue;
+            }
+            let slot = shared.job.lock().unwrap_or_else(|e| e.into_inner());
+            if shared.generation.load(Ordering::Acquire) == seen
+                && !shared.shutdown.load(Ordering::Acquire)
+            {
+                let _unused = shared.start.wait(slot).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+        if shared.shutdown.load(Ordering::Acquire) {
+            return;
+        }
         let job = {
-            let mut s = shared.state.lock().unwrap_or_else(|e| e.into_inner());
-            while s.generation == seen && !s.shutdown {
-                s = shared.start.wait(s).unwrap_or_else(|e| e.into_inner());
-            }
-            if s.shutdown {
-                return;
-            }
-            seen = s.generation;
-            s.job
+            let slot = shared.job.lock().unwrap_or_else(|e| e.into_inner());
+            seen = shared.generation.load(Ordering::Acquire);
+            *slot
         };
         if let Some(job) = job {
             let (b, e) = slice(job.rows, shared.workers + 1, index);
@@ -156,9 +192,8 @@ fn worker(shared: &Pool, index: usize) {
                 unsafe { (job.kernel)(job.bufs, job.scalars, b, e) };
             }
         }
-        let mut s = shared.state.lock().unwrap_or_else(|e| e.into_inner());
-        s.pending = s.pending.saturating_sub(1);
-        if s.pending == 0 {
+        if shared.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let _guard = shared.done_lock.lock().unwrap_or_else(|e| e.into_inner());
             shared.done.notify_all();
         }
     }
@@ -167,8 +202,8 @@ fn worker(shared: &Pool, index: usize) {
 impl Drop for ThreadPool {
     fn drop(&mut self) {
         {
-            let mut s = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
-            s.shutdown = true;
+            let _slot = self.shared.job.lock().unwrap_or_else(|e| e.into_inner());
+            self.shared.shutdown.store(true, Ordering::SeqCst);
         }
         self.shared.start.notify_all();
         for h in self.handles.drain(..) {
