@@ -204,6 +204,17 @@ pub enum CpuError {
     /// The program could not be prepared to run.
     #[error(transparent)]
     Runtime(#[from] bitnet_runtime::RuntimeError),
+    /// Ahead-of-time compilation or linking failed.
+    #[error(transparent)]
+    Aot(#[from] bitnet_backends::cpu::aot::AotError),
+    /// A model file could not be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
 }
 
 /// The packing layout the CPU backend reads (see `bitnet_backends::cpu`).
@@ -229,6 +240,23 @@ pub fn compile_cpu(
     model: &mut ImportedModel,
     threads: usize,
 ) -> Result<bitnet_runtime::Executor, CpuError> {
+    let program = with_cpu_plan(model, |f, assign, weights, _| {
+        Ok(bitnet_backends::cpu::lower::lower(f, assign, weights)?)
+    })?;
+    Ok(bitnet_runtime::Executor::new(program, threads)?)
+}
+
+/// Runs the CPU pipeline on `model` and calls `k` with the planned function, its buffer assignment,
+/// the weights (the model's and the derived ones) and the memory plan.
+fn with_cpu_plan<T>(
+    model: &mut ImportedModel,
+    k: impl FnOnce(
+        &bitnet_ir::Function,
+        &bitnet_backends::cpu::lower::Assignment,
+        &dyn bitnet_ir::WeightStore,
+        &bitnet_passes::plan_memory::MemoryPlan,
+    ) -> Result<T, CpuError>,
+) -> Result<T, CpuError> {
     let pm = {
         let mut pm = bitnet_passes::PassManager::new(
             bitnet_passes::parse_pipeline(&cpu_pipeline()).map_err(CompileError::from)?,
@@ -277,6 +305,167 @@ pub fn compile_cpu(
         }
     }
     let weights = cx.weights_after();
-    let program = bitnet_backends::cpu::lower::lower(f, &assign, &weights)?;
-    Ok(bitnet_runtime::Executor::new(program, threads)?)
+    k(f, &assign, &weights, plan)
+}
+
+/// What `compile_cpu_object` should produce besides the object.
+#[derive(Clone, Debug)]
+pub struct ArtifactOptions {
+    /// `native`, or a triple from `bitnet_backends::cpu::aot::TARGETS`.
+    pub target: String,
+    /// Keep the imported IR as text.
+    pub ir: bool,
+    /// Keep each kernel's CLIF.
+    pub clif: bool,
+    /// Keep each kernel's machine code listing.
+    pub asm: bool,
+}
+
+impl Default for ArtifactOptions {
+    fn default() -> ArtifactOptions {
+        ArtifactOptions {
+            target: "native".into(),
+            ir: false,
+            clif: false,
+            asm: false,
+        }
+    }
+}
+
+/// A model compiled ahead of time into an object file, ready to link into an artifact.
+pub struct CompiledObject {
+    /// The launch plan, sizes and weights.
+    pub parts: bitnet_backends::cpu::lower::ProgramParts,
+    /// The object file and what the manifest says about its code.
+    pub code: bitnet_backends::cpu::aot::ObjectCode,
+    /// Compiler, passes, input hashes, IR hash, memory plan, tokenizer.
+    pub provenance: bitnet_backends::cpu::aot::Provenance,
+    /// The imported IR, when asked for.
+    pub ir: Option<String>,
+    /// The optimized IR that was compiled.
+    pub opt_ir: String,
+}
+
+impl CompiledObject {
+    /// Links the object with `linker` (default: `cc`, or `<arch>-linux-gnu-gcc` for another
+    /// architecture) and returns the artifact's bytes.
+    pub fn link(&self, linker: Option<&str>) -> Result<Vec<u8>, CpuError> {
+        use bitnet_backends::cpu::aot;
+        let linker = linker.map_or_else(|| aot::default_linker(&self.code.target), str::to_string);
+        let library = aot::link_shared(&self.code.object, &linker)?;
+        Ok(aot::write_artifact(
+            &self.parts,
+            &self.code,
+            &library,
+            &self.provenance,
+        )?)
+    }
+}
+
+/// Compiles the model imported from `path` ahead of time: the CPU pipeline, the launch plan, and an
+/// object file with every kernel for `options.target`. `CompiledObject::link` makes the artifact.
+pub fn compile_cpu_object(
+    model: &mut ImportedModel,
+    path: &Path,
+    options: &ArtifactOptions,
+) -> Result<CompiledObject, CpuError> {
+    use bitnet_backends::cpu::aot;
+    use bitnet_runtime::artifact::{MemorySummary, sha256_hex};
+    let ir = options.ir.then(|| text::print_module(&model.module));
+    let (parts, memory) = with_cpu_plan(model, |f, assign, weights, plan| {
+        let parts = bitnet_backends::cpu::lower::plan_program(f, assign, weights)?;
+        let memory = MemorySummary {
+            arena_bytes: plan.arena_bytes,
+            buffers: plan.buffers.len() as u64,
+            constant_bytes: plan.constant_bytes,
+            kv_bytes: plan.kv_bytes,
+            kv_slots: plan.kv_slots.len() as u64,
+            lower_bound_bytes: plan.lower_bound,
+            naive_bytes: plan.naive_bytes,
+            schedule_length: plan.schedule.len() as u64,
+        };
+        Ok((parts, memory))
+    })?;
+    let opt_ir = text::print_module(&model.module);
+    let code = aot::compile_object(&parts.kinds, &options.target, options.clif, options.asm)?;
+    let (inputs, tokenizer) = input_files(path)?;
+    let provenance = aot::Provenance {
+        compiler: format!("bitnetc {}", env!("CARGO_PKG_VERSION")),
+        passes: cpu_pipeline().split(',').map(str::to_string).collect(),
+        inputs,
+        ir_sha256: sha256_hex(opt_ir.as_bytes()),
+        memory,
+        tokenizer,
+    };
+    Ok(CompiledObject {
+        parts,
+        code,
+        provenance,
+        ir,
+        opt_ir,
+    })
+}
+
+/// Compiles the model imported from `path` into an artifact (`.bnx` bytes) for `target`, linking
+/// with the system C compiler driver.
+pub fn compile_cpu_artifact(
+    model: &mut ImportedModel,
+    path: &Path,
+    target: &str,
+) -> Result<Vec<u8>, CpuError> {
+    let options = ArtifactOptions {
+        target: target.to_string(),
+        ..ArtifactOptions::default()
+    };
+    compile_cpu_object(model, path, &options)?.link(None)
+}
+
+/// The model files an artifact records, with their hashes: the file itself, or the files of a
+/// Hugging Face folder the importer reads (config, weights, index) and the tokenizer files; and the
+/// folder's `tokenizer.json`, which the artifact carries.
+fn input_files(
+    path: &Path,
+) -> Result<(Vec<bitnet_runtime::artifact::InputFile>, Option<Vec<u8>>), CpuError> {
+    let io = |p: &Path| {
+        let path = p.to_path_buf();
+        move |source| CpuError::Io { path, source }
+    };
+    let mut files: Vec<(String, PathBuf)> = Vec::new();
+    let mut tokenizer = None;
+    if path.is_dir() {
+        const NAMED: [&str; 5] = [
+            "config.json",
+            "generation_config.json",
+            "model.safetensors.index.json",
+            "tokenizer.json",
+            "tokenizer_config.json",
+        ];
+        for entry in std::fs::read_dir(path).map_err(io(path))? {
+            let entry = entry.map_err(io(path))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if NAMED.contains(&name.as_str()) || name.ends_with(".safetensors") {
+                files.push((name, entry.path()));
+            }
+        }
+        let t = path.join("tokenizer.json");
+        if t.is_file() {
+            tokenizer = Some(std::fs::read(&t).map_err(io(&t))?);
+        }
+    } else {
+        let name = path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        files.push((name, path.to_path_buf()));
+    }
+    files.sort();
+    let mut inputs = Vec::with_capacity(files.len());
+    for (name, p) in files {
+        let (bytes, sha256) = bitnet_runtime::artifact::sha256_file(&p).map_err(io(&p))?;
+        inputs.push(bitnet_runtime::artifact::InputFile {
+            bytes,
+            name,
+            sha256,
+        });
+    }
+    Ok((inputs, tokenizer))
 }

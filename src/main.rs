@@ -132,15 +132,40 @@ enum Command {
         /// Save the logits [1, T, vocab] as .npy (an existing file is not overwritten).
         #[arg(short, long)]
         output: Option<PathBuf>,
-        /// Where to run: `interp` (the reference interpreter) for now.
-        #[arg(long, default_value = "interp")]
-        backend: String,
+        /// Where to run: `interp` (the reference interpreter; the default for models) or `cpu`
+        /// (Cranelift JIT for models; the only choice, and the default, for .bnx artifacts).
+        #[arg(long)]
+        backend: Option<String>,
         /// Run the default pass pipeline first (lowering BitLinear to bit.* ops).
         #[arg(short = 'O', long)]
         optimize: bool,
         /// Run this pass pipeline first (comma-separated pass names).
         #[arg(short = 'p', long = "passes")]
         pipeline: Option<String>,
+    },
+    /// Compile a model ahead of time for the CPU into an artifact (.bnx) that `bitnetc logits` and the
+    /// runtime load without the compiler.
+    Compile {
+        /// The model (HF folder, .gguf, .onnx).
+        model: PathBuf,
+        /// The artifact to write (an existing file is not overwritten).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// What to compile for: native (this CPU), x86_64-unknown-linux-gnu (x86-64-v2) or
+        /// aarch64-unknown-linux-gnu.
+        #[arg(long, default_value = "native")]
+        target: String,
+        /// Also write, next to the output: ir (NAME.ir.bir), opt-ir (NAME.opt.bir), clif (NAME.clif),
+        /// asm (NAME.s, Cranelift's listing), obj (NAME.o). Comma-separated.
+        #[arg(long, value_delimiter = ',', value_name = "KIND")]
+        emit: Vec<String>,
+        /// Build for this context length (default: the model's maximum).
+        #[arg(long)]
+        context: Option<u64>,
+        /// The C compiler driver that links the kernels (default: cc, or <arch>-linux-gnu-gcc when
+        /// compiling for another architecture).
+        #[arg(long)]
+        linker: Option<String>,
     },
     /// Write a deterministic random BitNet b1.58 checkpoint (HF layout of microsoft/bitnet-b1.58-2B-4T).
     Synth {
@@ -408,10 +433,41 @@ fn run(cli: Cli) -> Result<ExitCode> {
             optimize,
             pipeline,
         } => {
+            let artifact = bitnet_runtime::artifact::is_artifact(&model);
+            let backend =
+                backend.unwrap_or_else(|| if artifact { "cpu" } else { "interp" }.to_string());
             if backend != "interp" && backend != "cpu" {
                 bail!(
                     "--backend {backend}: expected `interp` (the reference interpreter) or `cpu` (Cranelift, JIT)"
                 );
+            }
+            if artifact {
+                if backend != "cpu" {
+                    bail!(
+                        "{}: a compiled artifact runs only on --backend cpu; the interpreter needs the model itself",
+                        model.display()
+                    );
+                }
+                if optimize || pipeline.is_some() {
+                    bail!(
+                        "{}: a compiled artifact is already optimized; -O and --passes apply to models",
+                        model.display()
+                    );
+                }
+                let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let mut exec = bitnet_runtime::artifact::load(&model, threads)?;
+                let v = exec.forward(&tokens, 0)?.to_vec();
+                let vocab = exec.program().vocab as usize;
+                let logits = Tensor::new(vec![1, tokens.len(), vocab], bitnet_ir::Data::F32(v))
+                    .with_context(|| "logits shape".to_string())?;
+                match output {
+                    Some(path) => {
+                        write_new(&path, &npy::encode(&logits))?;
+                        println!("wrote {} ({})", path.display(), logits.ty());
+                    }
+                    None => print_logits(&logits),
+                }
+                return Ok(ExitCode::SUCCESS);
             }
             let context = Some(tokens.len() as u64);
             let mut m = import_model(&model, &ImportOptions { context })?;
@@ -450,6 +506,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 None => print_logits(&logits),
             }
         }
+        Command::Compile {
+            model,
+            output,
+            target,
+            emit,
+            context,
+            linker,
+        } => compile(&model, &output, &target, &emit, context, linker.as_deref())?,
         Command::Synth {
             preset,
             output,
@@ -469,6 +533,111 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `bitnetc compile`: checks every output path first (nothing is overwritten), compiles, writes the
+/// side files asked for, links and writes the artifact. Without a linker, `--emit obj` still writes the
+/// object (and the other side files) and says the artifact was not written.
+fn compile(
+    model: &Path,
+    output: &Path,
+    target: &str,
+    emit: &[String],
+    context: Option<u64>,
+    linker: Option<&str>,
+) -> Result<()> {
+    const KINDS: [(&str, &str); 5] = [
+        ("ir", "ir.bir"),
+        ("opt-ir", "opt.bir"),
+        ("clif", "clif"),
+        ("asm", "s"),
+        ("obj", "o"),
+    ];
+    for e in emit {
+        if !KINDS.iter().any(|(k, _)| k == e) {
+            let known: Vec<&str> = KINDS.iter().map(|(k, _)| *k).collect();
+            bail!("--emit {e}: expected one of {}", known.join(", "));
+        }
+    }
+    if !bitnet_backends::cpu::aot::TARGETS.contains(&target) {
+        bail!(
+            "--target {target}: expected one of {}",
+            bitnet_backends::cpu::aot::TARGETS.join(", ")
+        );
+    }
+    let stem = output
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .with_context(|| format!("{}: not a file name", output.display()))?;
+    let side = |ext: &str| output.with_file_name(format!("{stem}.{ext}"));
+    let wanted = |kind: &str| emit.iter().any(|e| e == kind);
+    let mut paths = vec![output.to_path_buf()];
+    paths.extend(
+        KINDS
+            .iter()
+            .filter(|(k, _)| wanted(k))
+            .map(|(_, ext)| side(ext)),
+    );
+    for p in &paths {
+        if p.exists() {
+            bail!(
+                "{}: already exists (bitnetc does not overwrite files)",
+                p.display()
+            );
+        }
+    }
+    let mut m = import_model(model, &ImportOptions { context })?;
+    let options = bitnetc::ArtifactOptions {
+        target: target.to_string(),
+        ir: wanted("ir"),
+        clif: wanted("clif"),
+        asm: wanted("asm"),
+    };
+    let compiled = bitnetc::compile_cpu_object(&mut m, model, &options)
+        .with_context(|| format!("{}", model.display()))?;
+    let texts = [
+        ("ir", compiled.ir.as_deref()),
+        ("opt-ir", Some(compiled.opt_ir.as_str())),
+        ("clif", compiled.code.clif.as_deref()),
+        ("asm", compiled.code.asm.as_deref()),
+    ];
+    for (kind, ext) in KINDS {
+        if !wanted(kind) {
+            continue;
+        }
+        let bytes = match texts.iter().find(|(k, _)| *k == kind) {
+            Some((_, text)) => text.unwrap_or_default().as_bytes(),
+            None => compiled.code.object.as_slice(),
+        };
+        write_new(&side(ext), bytes)?;
+        println!("wrote {}", side(ext).display());
+    }
+    match compiled.link(linker) {
+        Ok(bytes) => {
+            write_new(output, &bytes)?;
+            println!(
+                "wrote {} ({} bytes: {} kernels, {} launches, {} bytes of weights; target {})",
+                output.display(),
+                bytes.len(),
+                compiled.parts.kinds.len(),
+                compiled.parts.launches.len(),
+                compiled.parts.weights.len(),
+                compiled.code.target.triple
+            );
+        }
+        Err(bitnetc::CpuError::Aot(bitnet_backends::cpu::aot::AotError::NoLinker {
+            linker,
+            reason,
+        })) if wanted("obj") => {
+            eprintln!(
+                "warning: {} was not written: no linker (could not run `{linker}`: {reason}); {} holds the kernels",
+                output.display(),
+                side("o").display()
+            );
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
 }
 
 /// Writes a new file; an existing file is an error, never overwritten.

@@ -60,4 +60,7 @@ pub enum RuntimeError {
     /// An empty prompt.
     #[error("no tokens to run")]
     Empty,
+    /// An artifact that cannot be loaded (corrupt, truncated, for another machine or format).
+    #[error(transparent)]
+    Artifact(#[from] crate::artifact::ArtifactError),
 }

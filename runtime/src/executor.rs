@@ -228,7 +228,7 @@ pub struct Executor {
 impl Executor {
     /// Prepares `program` to run on `threads` threads (at least 1): allocates the arena and the KV
     /// cache, copies the weights to aligned memory, and checks every buffer of every launch.
-    pub fn new(program: Program, threads: usize) -> Result<Executor, RuntimeError> {
+    pub fn new(mut program: Program, threads: usize) -> Result<Executor, RuntimeError> {
         let mut arena = Aligned::zeroed(program.arena_bytes);
         let mut kv = Aligned::zeroed(program.kv_bytes);
         let mut weights = Aligned::from_bytes(&program.weights);
@@ -237,6 +237,8 @@ impl Executor {
             program.weights.len() as u64,
             program.kv_bytes,
         ];
+        // The aligned copy is the one the kernels read; do not keep a second one.
+        program.weights = Vec::new();
         let mut addresses = Vec::with_capacity(program.launches.len());
         for (li, l) in program.launches.iter().enumerate() {
             if l.kernel >= program.kernels.len() {

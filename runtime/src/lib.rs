@@ -3,8 +3,10 @@
 //!
 //! `program` describes what a backend produces (kernels with one C ABI, a launch plan, sizes, weights);
 //! `executor` runs it: arena and KV cache allocated once, buffers resolved once, rows split across a
-//! persistent thread pool, nothing allocated per step; `math` holds the math symbols generated code calls.
+//! persistent thread pool, nothing allocated per step; `math` holds the math symbols generated code calls;
+//! `artifact` writes, checks and loads compiled models (`.bnx`).
 
+pub mod artifact;
 pub mod error;
 pub mod executor;
 pub mod math;

@@ -12,7 +12,7 @@ use super::{PACK_BLOCK, PACK_ORDER};
 use crate::BackendError;
 use bitnet_ir::module::{Function, ValueDef};
 use bitnet_ir::{Data, Dim, ElemType, OpKind, TensorType, ValueId, WeightStore};
-use bitnet_runtime::{BufRef, Launch, Program, Region, Rows};
+use bitnet_runtime::{BufRef, KernelFn, Launch, Program, Region, Rows};
 use std::collections::BTreeMap;
 
 /// Where the memory plan put each value: arena buffers and KV-cache slots (cache arguments and the
@@ -176,12 +176,79 @@ impl Blob<'_> {
     }
 }
 
+/// Everything a `Program` holds except compiled code: the kernels to generate, the launch plan, the
+/// sizes and the weights blob. The JIT (`lower`) and the AOT compiler (`super::aot`) both start here.
+#[derive(Clone, Debug)]
+pub struct ProgramParts {
+    /// The distinct kernels, by index (launches refer to them).
+    pub kinds: Vec<KernelKind>,
+    /// The launches, in order.
+    pub launches: Vec<Launch>,
+    /// Arena size in bytes.
+    pub arena_bytes: u64,
+    /// KV-cache size in bytes.
+    pub kv_bytes: u64,
+    /// The weights, laid out as the launches expect (64-byte aligned tensors).
+    pub weights: Vec<u8>,
+    /// The largest T (the context length).
+    pub context: u64,
+    /// Vocabulary size.
+    pub vocab: u64,
+    /// Where the token ids go.
+    pub tokens: BufRef,
+    /// Where the logits come from.
+    pub logits: BufRef,
+}
+
+impl ProgramParts {
+    /// The `Program` running these parts with `fns` (one entry point per kind, in order), keeping
+    /// `code` alive as long as the program.
+    pub fn into_program(
+        self,
+        fns: Vec<KernelFn>,
+        code: Box<dyn std::any::Any + Send + Sync>,
+    ) -> Result<Program, BackendError> {
+        if fns.len() != self.kinds.len() {
+            return Err(input(format!(
+                "{} kernel entry points for {} kernels",
+                fns.len(),
+                self.kinds.len()
+            )));
+        }
+        let kernels = self.kinds.iter().map(KernelKind::symbol).zip(fns).collect();
+        Ok(Program {
+            kernels,
+            launches: self.launches,
+            arena_bytes: self.arena_bytes,
+            kv_bytes: self.kv_bytes,
+            weights: self.weights,
+            context: self.context,
+            vocab: self.vocab,
+            tokens: self.tokens,
+            logits: self.logits,
+            code,
+        })
+    }
+}
+
 /// Lowers `f` (planned per `plan`) into a JIT-compiled `Program` reading weights from `store`.
 pub fn lower(
     f: &Function,
     plan: &Assignment,
     store: &dyn WeightStore,
 ) -> Result<Program, BackendError> {
+    let parts = plan_program(f, plan, store)?;
+    let (module, fns) = compile_kernels(&parts.kinds)?;
+    parts.into_program(fns, Box::new(JitCode(module)))
+}
+
+/// Lowers `f` (planned per `plan`) into kernels, a launch plan, sizes and weights, without generating
+/// code.
+pub fn plan_program(
+    f: &Function,
+    plan: &Assignment,
+    store: &dyn WeightStore,
+) -> Result<ProgramParts, BackendError> {
     let context = f
         .symbols
         .first()
@@ -525,10 +592,8 @@ pub fn lower(
         .copied()
         .ok_or_else(|| input("the function returns nothing"))?;
     let vocab = last(f.ty(logits))?;
-    let (module, fns) = compile_kernels(&kind_list)?;
-    let kernels = kind_list.iter().map(KernelKind::symbol).zip(fns).collect();
-    Ok(Program {
-        kernels,
+    Ok(ProgramParts {
+        kinds: kind_list,
         launches,
         arena_bytes: plan.arena_bytes,
         kv_bytes: plan.kv_bytes,
@@ -537,7 +602,6 @@ pub fn lower(
         vocab,
         tokens: arena(tokens)?,
         logits: arena(logits)?,
-        code: Box::new(JitCode(module)),
     })
 }
 

@@ -1,5 +1,6 @@
-//! The CPU backend (Cranelift): kernels (`kernels`), JIT compilation (`jit`), and the lowering of a
-//! planned module into a `bitnet_runtime::Program` (`lower`).
+//! The CPU backend (Cranelift): kernels (`kernels`), JIT compilation (`jit`), ahead-of-time objects,
+//! shared libraries and artifacts (`aot`), and the lowering of a planned module into a launch plan and
+//! a `bitnet_runtime::Program` (`lower`).
 //!
 //! Ternary weights are packed, by the `pack-weights` pass, into the layout this backend describes
 //! here: blocks of `PACK_BLOCK` = 64 elements along K (K padded with zeros to a whole block), element
@@ -7,6 +8,7 @@
 //! 16-byte load holds a block; shifting it right by 6, 4, 2, 0 and masking with 3 yields the codes of
 //! elements 0–15, 16–31, 32–47 and 48–63 as sixteen u8 lanes each.
 
+pub mod aot;
 pub mod jit;
 pub mod kernels;
 pub mod lower;

@@ -1,0 +1,622 @@
+//! Ahead-of-time artifacts (`.bnx`) end to end: every hf-tiny form and every gguf-tiny file compiled
+//! to an artifact, loaded by the runtime alone, reproduces transformers' logits (≤ 1e-3 · max|logit|,
+//! same argmax) and greedy tokens through the KV cache, bit for bit what the JIT computes; the same
+//! inputs give the same bytes; a truncated, edited, foreign or future artifact fails with a message
+//! naming the file and the part; and `bitnetc compile` / `bitnetc logits` on artifacts.
+//!
+//! Linking needs a C compiler driver (`cc`); without one these tests print a skip message and pass.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use bitnet_frontend::import_model;
+use bitnet_frontend::model::ImportOptions;
+use bitnet_frontend::npy;
+use bitnet_runtime::artifact::{self, Manifest};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// True if `cc` runs; otherwise prints why the test is skipped.
+fn have_cc(test: &str) -> bool {
+    let ok = Command::new("cc")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        println!("{test}: skipped: no C compiler driver (cc) to link artifacts");
+    }
+    ok
+}
+
+fn ids(v: &Value) -> Vec<i64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect()
+}
+
+fn argmax(row: &[f32]) -> i64 {
+    row.iter()
+        .enumerate()
+        .fold(
+            (0, f32::NEG_INFINITY),
+            |a, (i, &x)| if x > a.1 { (i, x) } else { a },
+        )
+        .0 as i64
+}
+
+/// The artifact of `model` for `target`, built for `context` tokens.
+fn compile(model: &Path, context: u64, target: &str) -> Vec<u8> {
+    let mut m = import_model(
+        model,
+        &ImportOptions {
+            context: Some(context),
+        },
+    )
+    .unwrap();
+    bitnetc::compile_cpu_artifact(&mut m, model, target)
+        .unwrap_or_else(|e| panic!("{}: {e}", model.display()))
+}
+
+/// Compiles `model` to an artifact, loads it, and checks logits and greedy decoding against the
+/// reference and, bit for bit, against the JIT.
+fn check(model: &Path, prompt: &[i64], reference: &Path, greedy: &[i64], threads: usize) {
+    let context = (prompt.len() + greedy.len()) as u64;
+    let dir = support::Scratch::create(&format!(
+        "artifact-{}",
+        model.file_name().unwrap().to_string_lossy()
+    ));
+    let path = dir.join("model.bnx");
+    std::fs::write(&path, compile(model, context, "native")).unwrap();
+    let mut aot = artifact::load(&path, threads).unwrap_or_else(|e| panic!("{e}"));
+    let mut m = import_model(
+        model,
+        &ImportOptions {
+            context: Some(context),
+        },
+    )
+    .unwrap();
+    let mut jit = bitnetc::compile_cpu(&mut m, threads).unwrap();
+    let vocab = aot.program().vocab as usize;
+    let ours = aot.forward(prompt, 0).unwrap().to_vec();
+    let jit_logits = jit.forward(prompt, 0).unwrap().to_vec();
+    assert!(
+        ours.iter()
+            .zip(&jit_logits)
+            .all(|(a, b)| a.to_bits() == b.to_bits()),
+        "{}: AOT and JIT prefill logits differ",
+        model.display()
+    );
+    let theirs = npy::read(reference).unwrap().data.to_f32();
+    assert_eq!(ours.len(), theirs.len());
+    let max_logit = theirs.iter().fold(0f32, |a, x| a.max(x.abs()));
+    let max_diff = ours
+        .iter()
+        .zip(&theirs)
+        .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+    println!(
+        "{} (artifact, {threads} threads): max|diff| = {:.3e} · max|logit|",
+        model.display(),
+        max_diff / max_logit
+    );
+    assert!(max_diff <= 1e-3 * max_logit, "logits differ by {max_diff}");
+    let ours_arg: Vec<i64> = ours.chunks(vocab).map(argmax).collect();
+    let theirs_arg: Vec<i64> = theirs.chunks(vocab).map(argmax).collect();
+    assert_eq!(ours_arg, theirs_arg, "argmax per position");
+    let mut next = *ours_arg.last().unwrap();
+    let mut got = vec![next];
+    for step in 0..greedy.len() - 1 {
+        let pos = (prompt.len() + step) as u64;
+        let logits = aot.forward(&[next], pos).unwrap().to_vec();
+        let j = jit.forward(&[next], pos).unwrap();
+        assert!(
+            logits
+                .iter()
+                .zip(j)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{}: AOT and JIT decode logits differ at step {step}",
+            model.display()
+        );
+        next = argmax(&logits);
+        got.push(next);
+    }
+    assert_eq!(
+        got,
+        greedy,
+        "{}: greedy tokens with the KV cache",
+        model.display()
+    );
+}
+
+fn hf(form: &str, threads: usize) {
+    if !have_cc(form) {
+        return;
+    }
+    let dir = root().join("tests/fixtures/hf-tiny").join(form);
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+            .unwrap();
+    check(
+        &dir,
+        &ids(&r["prompt_ids"]),
+        &dir.join("logits.npy"),
+        &ids(&r["greedy_new_tokens"]),
+        threads,
+    );
+}
+
+#[test]
+fn hf_online_artifact() {
+    hf("online", 2);
+}
+
+#[test]
+fn hf_packed_artifact() {
+    hf("packed", 1);
+}
+
+#[test]
+fn hf_packed_bitlinear_artifact() {
+    hf("packed_bitlinear", 3);
+}
+
+#[test]
+fn gguf_artifacts() {
+    if !have_cc("gguf_artifacts") {
+        return;
+    }
+    let dir = root().join("tests/fixtures/gguf-tiny");
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+            .unwrap();
+    for file in [
+        "tiny-f32.gguf",
+        "tiny-tq2_0.gguf",
+        "tiny-tq1_0.gguf",
+        "tiny-i2_s.gguf",
+    ] {
+        let f = &r["files"][file];
+        let expected = dir.join(f["expected_logits"].as_str().unwrap());
+        check(
+            &dir.join(file),
+            &ids(&r["prompt_ids"]),
+            &expected,
+            &ids(&f["greedy_new_tokens"]),
+            2,
+        );
+    }
+}
+
+const PACKED: &str = "tests/fixtures/hf-tiny/packed";
+
+#[test]
+fn same_inputs_give_identical_bytes() {
+    if !have_cc("same_inputs_give_identical_bytes") {
+        return;
+    }
+    let model = root().join(PACKED);
+    let a = compile(&model, 8, "native");
+    let b = compile(&model, 8, "native");
+    assert!(a == b, "two compiles of the same model differ");
+    let p = artifact::parse(&a).unwrap();
+    let m = &p.manifest;
+    assert_eq!(m.format_version, artifact::FORMAT_VERSION);
+    assert!(m.compiler.starts_with("bitnetc "));
+    assert!(m.passes.iter().any(|p| p == "plan-memory"));
+    assert!(m.inputs.iter().any(|i| i.name == "model.safetensors"));
+    assert!(m.inputs.iter().any(|i| i.name == "config.json"));
+    assert_eq!(m.program.context, 8);
+    assert_eq!(m.imports.len(), 1);
+    assert_eq!(m.target.arch, std::env::consts::ARCH);
+    let names: Vec<&str> = m.sections.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["code", "weights", "tokenizer"]);
+    // The weights are 64-byte aligned in the file (so a mapping of it is too).
+    assert_eq!(p.sections["weights"].start % 64, 0);
+    assert_eq!(
+        &a[p.sections["tokenizer"].clone()],
+        std::fs::read(model.join("tokenizer.json"))
+            .unwrap()
+            .as_slice()
+    );
+    // The manifest's JSON keys come out sorted.
+    let json = std::str::from_utf8(&a[artifact::HEADER_BYTES..p.sections["code"].start]).unwrap();
+    let top: Vec<&str> = json
+        .lines()
+        .filter(|l| l.starts_with("  \"") && !l.starts_with("   "))
+        .map(|l| l.trim().split('"').nth(1).unwrap())
+        .collect();
+    let mut sorted = top.clone();
+    sorted.sort();
+    assert_eq!(top, sorted);
+    assert!(top.len() >= 12, "{top:?}");
+}
+
+#[test]
+fn portable_x86_64_target_runs() {
+    if std::env::consts::ARCH != "x86_64" || !have_cc("portable_x86_64_target_runs") {
+        return;
+    }
+    let model = root().join(PACKED);
+    let bytes = compile(&model, 8, "x86_64-unknown-linux-gnu");
+    let m = artifact::parse(&bytes).unwrap().manifest;
+    assert!(m.target.features.contains(&"sse4.1".to_string()));
+    assert!(!m.target.features.contains(&"avx".to_string()));
+    let dir = support::Scratch::create("artifact-portable");
+    let path = dir.join("portable.bnx");
+    std::fs::write(&path, &bytes).unwrap();
+    let mut aot = artifact::load(&path, 2).unwrap();
+    let mut im = import_model(&model, &ImportOptions { context: Some(8) }).unwrap();
+    let mut jit = bitnetc::compile_cpu(&mut im, 2).unwrap();
+    let a = aot.forward(&[1, 17, 256], 0).unwrap().to_vec();
+    let j = jit.forward(&[1, 17, 256], 0).unwrap();
+    let max = j.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let diff = a.iter().zip(j).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(diff <= 1e-5 * max, "portable vs JIT: {diff}");
+}
+
+/// Writes `bytes` to a file in `dir` and returns the load error's message (which must name the file).
+fn load_error(dir: &Path, name: &str, bytes: &[u8]) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    let msg = match artifact::load(&path, 1) {
+        Ok(_) => panic!("{name}: loaded"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        msg.contains(&path.display().to_string()),
+        "{name}: message lacks the path: {msg}"
+    );
+    msg
+}
+
+fn assert_has(msg: &str, needles: &[&str]) {
+    for n in needles {
+        assert!(msg.contains(n), "{n:?} not in: {msg}");
+    }
+}
+
+/// Re-encodes `bytes` with its manifest changed by `edit` (hashes kept consistent).
+fn with_manifest(bytes: &[u8], edit: impl FnOnce(&mut Manifest)) -> Vec<u8> {
+    let p = artifact::parse(bytes).unwrap();
+    let mut m = p.manifest.clone();
+    edit(&mut m);
+    let sections: Vec<(&str, &[u8])> = p
+        .manifest
+        .sections
+        .iter()
+        .map(|s| (s.name.as_str(), &bytes[p.sections[&s.name].clone()]))
+        .collect();
+    artifact::encode_manifest(&m, &sections).unwrap()
+}
+
+#[test]
+fn damaged_and_foreign_artifacts_fail_clearly() {
+    if !have_cc("damaged_and_foreign_artifacts_fail_clearly") {
+        return;
+    }
+    let good = compile(&root().join(PACKED), 8, "native");
+    let dir = support::Scratch::create("artifact-damaged");
+    let parsed = artifact::parse(&good).unwrap();
+    // The unchanged bytes load (the re-encoding helper is faithful).
+    let path = dir.join("good.bnx");
+    std::fs::write(&path, with_manifest(&good, |_| {})).unwrap();
+    assert!(artifact::load(&path, 1).is_ok());
+
+    // Truncated: in the header, in the manifest, in each section.
+    assert_has(
+        &load_error(&dir, "t0.bnx", &good[..20]),
+        &["truncated", "header"],
+    );
+    assert_has(
+        &load_error(&dir, "t1.bnx", &good[..100]),
+        &["truncated", "manifest"],
+    );
+    for s in &parsed.manifest.sections {
+        let r = &parsed.sections[&s.name];
+        let cut = r.start + (r.end - r.start) / 2;
+        let msg = load_error(&dir, &format!("cut-{}.bnx", s.name), &good[..cut]);
+        assert_has(&msg, &["truncated", &format!("{} section", s.name)]);
+    }
+
+    // One flipped byte in the manifest, its hash, and each section.
+    let mut bad = good.clone();
+    bad[artifact::HEADER_BYTES + 5] ^= 0x20;
+    assert_has(
+        &load_error(&dir, "flip-manifest.bnx", &bad),
+        &["manifest is corrupt or was edited", "sha256"],
+    );
+    let mut bad = good.clone();
+    bad[20] ^= 1;
+    assert_has(
+        &load_error(&dir, "flip-hash.bnx", &bad),
+        &["manifest is corrupt"],
+    );
+    for s in &parsed.manifest.sections {
+        let r = &parsed.sections[&s.name];
+        let mut bad = good.clone();
+        bad[r.start + (r.end - r.start) / 3] ^= 0x40;
+        let msg = load_error(&dir, &format!("flip-{}.bnx", s.name), &bad);
+        assert_has(
+            &msg,
+            &[&format!("{} section is corrupt or was edited", s.name)],
+        );
+    }
+
+    // Not an artifact; a future format (header, and manifest with consistent hashes).
+    let mut bad = good.clone();
+    bad[..4].copy_from_slice(b"GGUF");
+    assert_has(
+        &load_error(&dir, "magic.bnx", &bad),
+        &["not a bitnetc artifact"],
+    );
+    assert_has(
+        &load_error(&dir, "empty.bnx", b""),
+        &["not a bitnetc artifact"],
+    );
+    let mut bad = good.clone();
+    bad[4..8].copy_from_slice(&2u32.to_le_bytes());
+    assert_has(
+        &load_error(&dir, "v2-header.bnx", &bad),
+        &["format version 2", "reads version 1", "recompile"],
+    );
+    let bad = with_manifest(&good, |m| m.format_version = 2);
+    assert_has(
+        &load_error(&dir, "v2-manifest.bnx", &bad),
+        &["format version 2"],
+    );
+
+    // Compiled for another machine: a feature this CPU lacks, one no runtime knows, another arch.
+    let candidates = [
+        "avx512fp16",
+        "avx512vbmi",
+        "avx512bitalg",
+        "avxvnni",
+        "avx512vnni",
+        "avx512f",
+        "avx2",
+        "i8mm",
+        "sve",
+        "dotprod",
+    ];
+    match candidates
+        .iter()
+        .find(|f| artifact::host_has_feature(f) == Some(false))
+    {
+        Some(f) => {
+            let bad = with_manifest(&good, |m| m.target.features.push((*f).to_string()));
+            assert_has(
+                &load_error(&dir, "feature.bnx", &bad),
+                &[&format!(
+                    "compiled for a CPU with {f}, which this CPU lacks"
+                )],
+            );
+        }
+        None => println!("this CPU has every candidate feature; checking a simulated CPU instead"),
+    }
+    let target = &parsed.manifest.target;
+    let lacking = target.features.first().cloned().unwrap_or_default();
+    let without = |f: &str| Some(f != lacking);
+    let msg = artifact::check_target_on(target, &target.arch, &target.os, &without)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    if !target.features.is_empty() {
+        assert_has(&msg, &[&format!("with {lacking}, which this CPU lacks")]);
+    }
+    let bad = with_manifest(&good, |m| {
+        m.target.features.push("cranelift:has_teleport".into())
+    });
+    assert_has(
+        &load_error(&dir, "unknown-feature.bnx", &bad),
+        &["cranelift:has_teleport", "cannot check"],
+    );
+    let bad = with_manifest(&good, |m| {
+        m.target.arch = "riscv64".into();
+        m.target.triple = "riscv64gc-unknown-linux-gnu".into();
+    });
+    assert_has(
+        &load_error(&dir, "arch.bnx", &bad),
+        &[
+            "compiled for riscv64gc-unknown-linux-gnu",
+            "--target native",
+        ],
+    );
+
+    // A manifest whose launch plan points outside the weights.
+    let bad = with_manifest(&good, |m| {
+        if let Some(b) = m.launches[0].bufs.first_mut() {
+            b.offset = u64::MAX / 2;
+        }
+    });
+    assert_has(
+        &load_error(&dir, "plan.bnx", &bad),
+        &["launch plan does not fit", "launch 0", "outside"],
+    );
+}
+
+#[test]
+fn two_artifacts_in_one_process() {
+    if !have_cc("two_artifacts_in_one_process") {
+        return;
+    }
+    // Same kernel symbols in two libraries, and the same library twice: each executor uses its own.
+    let dir = support::Scratch::create("artifact-two");
+    let a = dir.join("a.bnx");
+    let b = dir.join("b.bnx");
+    std::fs::write(&a, compile(&root().join(PACKED), 8, "native")).unwrap();
+    std::fs::write(
+        &b,
+        compile(
+            &root().join("tests/fixtures/gguf-tiny/tiny-i2_s.gguf"),
+            8,
+            "native",
+        ),
+    )
+    .unwrap();
+    let mut ea = artifact::load(&a, 2).unwrap();
+    let mut eb = artifact::load(&b, 2).unwrap();
+    let mut ea2 = artifact::load(&a, 1).unwrap();
+    let la = ea.forward(&[1, 17, 256], 0).unwrap().to_vec();
+    let lb = eb.forward(&[1, 17, 256], 0).unwrap().to_vec();
+    let la2 = ea2.forward(&[1, 17, 256], 0).unwrap().to_vec();
+    assert_eq!(la, la2);
+    assert_ne!(la, lb);
+}
+
+fn bitnetc_cmd(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bitnetc"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn cli_compile_emit_logits_and_no_overwrite() {
+    if !have_cc("cli_compile_emit_logits_and_no_overwrite") {
+        return;
+    }
+    let dir = support::Scratch::create("artifact-cli");
+    let model = root().join(PACKED).display().to_string();
+    let out = dir.join("model.bnx").display().to_string();
+    let o = bitnetc_cmd(&[
+        "compile",
+        &model,
+        "-o",
+        &out,
+        "--context",
+        "8",
+        "--emit",
+        "ir,opt-ir,clif,asm,obj",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("model.bnx"));
+    for f in [
+        "model.bnx",
+        "model.ir.bir",
+        "model.opt.bir",
+        "model.clif",
+        "model.s",
+        "model.o",
+    ] {
+        assert!(dir.join(f).is_file(), "{f} missing");
+    }
+    assert!(
+        std::fs::read(dir.join("model.o"))
+            .unwrap()
+            .starts_with(b"\x7fELF")
+    );
+    let clif = std::fs::read_to_string(dir.join("model.clif")).unwrap();
+    assert!(clif.contains("function") && clif.contains("bitnet_ternary_matmul"));
+    let asm = std::fs::read_to_string(dir.join("model.s")).unwrap();
+    assert!(asm.contains("bitnet_ternary_matmul") && asm.contains("bitnet_rt_exp_f64:"));
+    assert!(
+        std::fs::read_to_string(dir.join("model.opt.bir"))
+            .unwrap()
+            .contains("bit.")
+    );
+
+    // The artifact's logits are the JIT's.
+    let a = bitnetc_cmd(&["logits", &out, "--tokens", "1,17,256", "--backend", "cpu"]);
+    assert!(a.status.success(), "{}", text(&a.stderr));
+    let d = bitnetc_cmd(&["logits", &out, "--tokens", "1,17,256"]);
+    let j = bitnetc_cmd(&["logits", &model, "--tokens", "1,17,256", "--backend", "cpu"]);
+    assert_eq!(text(&a.stdout), text(&j.stdout));
+    assert_eq!(text(&d.stdout), text(&j.stdout));
+    let i = bitnetc_cmd(&["logits", &out, "--tokens", "1,2", "--backend", "interp"]);
+    assert_eq!(i.status.code(), Some(1));
+    assert!(text(&i.stderr).contains("runs only on --backend cpu"));
+    let long = bitnetc_cmd(&["logits", &out, "--tokens", "1,2,3,4,5,6,7,8,9"]);
+    assert_eq!(long.status.code(), Some(1));
+    assert!(text(&long.stderr).contains("context"));
+
+    // Nothing is overwritten: not the artifact, not a side file.
+    let before = std::fs::read(dir.join("model.bnx")).unwrap();
+    let again = bitnetc_cmd(&["compile", &model, "-o", &out, "--context", "8"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(text(&again.stderr).contains("already exists"));
+    assert_eq!(std::fs::read(dir.join("model.bnx")).unwrap(), before);
+    let other = dir.join("other.bnx").display().to_string();
+    std::fs::write(dir.join("other.s"), "keep").unwrap();
+    let side = bitnetc_cmd(&["compile", &model, "-o", &other, "--emit", "asm"]);
+    assert_eq!(side.status.code(), Some(1));
+    assert!(text(&side.stderr).contains("other.s: already exists"));
+    assert!(!dir.join("other.bnx").exists());
+    assert_eq!(
+        std::fs::read_to_string(dir.join("other.s")).unwrap(),
+        "keep"
+    );
+
+    // Bad arguments.
+    let t = bitnetc_cmd(&["compile", &model, "-o", &other, "--target", "sparc"]);
+    assert!(text(&t.stderr).contains("x86_64-unknown-linux-gnu"));
+    let e = bitnetc_cmd(&["compile", &model, "-o", &other, "--emit", "exe"]);
+    assert!(text(&e.stderr).contains("--emit exe"));
+}
+
+#[test]
+fn no_linker_still_emits_the_object() {
+    let dir = support::Scratch::create("artifact-nolinker");
+    let model = root().join(PACKED).display().to_string();
+    let out = dir.join("m.bnx").display().to_string();
+    let missing = dir.join("no-such-cc").display().to_string();
+    let o = bitnetc_cmd(&[
+        "compile",
+        &model,
+        "-o",
+        &out,
+        "--context",
+        "8",
+        "--emit",
+        "obj",
+        "--linker",
+        &missing,
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("was not written: no linker"));
+    assert!(dir.join("m.o").is_file());
+    assert!(!dir.join("m.bnx").exists());
+    let o = bitnetc_cmd(&[
+        "compile",
+        &model,
+        "-o",
+        &dir.join("n.bnx").display().to_string(),
+        "--context",
+        "8",
+        "--linker",
+        &missing,
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("no linker"), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("--emit obj"));
+    // Another architecture's object needs no linker at all with --emit obj.
+    let a64 = dir.join("a64.bnx").display().to_string();
+    let o = bitnetc_cmd(&[
+        "compile",
+        &model,
+        "-o",
+        &a64,
+        "--context",
+        "8",
+        "--target",
+        "aarch64-unknown-linux-gnu",
+        "--emit",
+        "obj",
+        "--linker",
+        &missing,
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let obj = std::fs::read(dir.join("a64.o")).unwrap();
+    assert!(obj.starts_with(b"\x7fELF"));
+    assert_eq!(u16::from_le_bytes([obj[18], obj[19]]), 183, "EM_AARCH64");
+}
