@@ -123,6 +123,82 @@ pub enum RunError {
     /// The interpreter failed.
     #[error(transparent)]
     Ir(#[from] IrError),
+    /// An artifact could not be read.
+    #[error(transparent)]
+    Artifact(#[from] bitnet_runtime::RuntimeError),
+}
+
+/// The weights of an artifact, read through its weight index (`bitnet_runtime::artifact::read_ir`).
+pub struct ArtifactWeights {
+    /// The artifact, for diagnostics.
+    pub path: PathBuf,
+    /// Weight name → where its bytes are in `bytes`.
+    pub index: bitnet_runtime::artifact::WeightIndex,
+    /// The weights section.
+    pub bytes: Vec<u8>,
+}
+
+impl bitnet_ir::WeightStore for ArtifactWeights {
+    fn describe(&self) -> String {
+        format!("{} (weights section)", self.path.display())
+    }
+
+    fn load(
+        &self,
+        name: &str,
+        elem: ElemType,
+        shape: &[usize],
+    ) -> Result<Tensor, bitnet_ir::WeightError> {
+        let read = |reason: String| bitnet_ir::WeightError::Read {
+            name: name.to_string(),
+            store: self.describe(),
+            reason,
+        };
+        let w = self
+            .index
+            .get(name)
+            .ok_or_else(|| bitnet_ir::WeightError::Missing {
+                name: name.to_string(),
+                store: self.describe(),
+            })?;
+        let stored = ElemType::from_name(&w.elem)
+            .ok_or_else(|| read(format!("unknown element type {:?}", w.elem)))?;
+        let range = usize::try_from(w.offset)
+            .ok()
+            .zip(usize::try_from(w.offset.saturating_add(w.bytes)).ok())
+            .and_then(|(start, end)| self.bytes.get(start..end))
+            .ok_or_else(|| read("outside the weights section".into()))?;
+        let data = Data::from_le_bytes(stored, range)
+            .ok_or_else(|| read(format!("{} bytes are not whole {stored} elements", w.bytes)))?;
+        let stored_shape: Vec<usize> = w.shape.iter().map(|&d| d as usize).collect();
+        let tensor = Tensor::new(stored_shape, data)
+            .ok_or_else(|| read(format!("{} bytes do not hold shape {:?}", w.bytes, w.shape)))?;
+        bitnet_ir::weights::finish_load(self, name, tensor, elem, shape)
+    }
+}
+
+/// Runs a whole prompt through the compiled IR an artifact carries, with the reference interpreter
+/// reading the artifact's weights (`prompt_logits_with`); the logits are `[1, T, vocab]`.
+pub fn artifact_prompt_logits(path: &Path, tokens: &[i64]) -> Result<Tensor, RunError> {
+    let (ir, index, bytes) = bitnet_runtime::artifact::read_ir(path)?;
+    let module = bitnet_ir::parse_and_verify(&ir, &format!("{}:ir", path.display()))?;
+    if let Some(f) = module.functions.first()
+        && let Some(s) = f.symbols.first()
+        && tokens.len() as u64 > s.max
+    {
+        return Err(bitnet_runtime::RuntimeError::ContextOverflow {
+            pos: 0,
+            tokens: tokens.len(),
+            context: s.max,
+        }
+        .into());
+    }
+    let weights = ArtifactWeights {
+        path: path.to_path_buf(),
+        index,
+        bytes,
+    };
+    prompt_logits_with(&module, &weights, tokens)
 }
 
 /// Runs a whole prompt through a decoder-style function (`@forward`, or else the module's only
@@ -393,6 +469,7 @@ pub fn compile_cpu_object(
         compiler: format!("bitnetc {}", env!("CARGO_PKG_VERSION")),
         passes: cpu_pipeline().split(',').map(str::to_string).collect(),
         inputs,
+        ir: opt_ir.clone(),
         ir_sha256: sha256_hex(opt_ir.as_bytes()),
         memory,
         tokenizer,

@@ -132,8 +132,9 @@ enum Command {
         /// Save the logits [1, T, vocab] as .npy (an existing file is not overwritten).
         #[arg(short, long)]
         output: Option<PathBuf>,
-        /// Where to run: `interp` (the reference interpreter; the default for models) or `cpu`
-        /// (Cranelift JIT for models; the only choice, and the default, for .bnx artifacts).
+        /// Where to run: `interp` (the reference interpreter; the default for models; on a .bnx
+        /// artifact it runs the compiled IR and weights the artifact carries) or `cpu` (Cranelift JIT
+        /// for models; the default for .bnx artifacts).
         #[arg(long)]
         backend: Option<String>,
         /// Run the default pass pipeline first (lowering BitLinear to bit.* ops).
@@ -442,24 +443,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 );
             }
             if artifact {
-                if backend != "cpu" {
-                    bail!(
-                        "{}: a compiled artifact runs only on --backend cpu; the interpreter needs the model itself",
-                        model.display()
-                    );
-                }
                 if optimize || pipeline.is_some() {
                     bail!(
                         "{}: a compiled artifact is already optimized; -O and --passes apply to models",
                         model.display()
                     );
                 }
-                let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-                let mut exec = bitnet_runtime::artifact::load(&model, threads)?;
-                let v = exec.forward(&tokens, 0)?.to_vec();
-                let vocab = exec.program().vocab as usize;
-                let logits = Tensor::new(vec![1, tokens.len(), vocab], bitnet_ir::Data::F32(v))
-                    .with_context(|| "logits shape".to_string())?;
+                let logits = if backend == "interp" {
+                    // The reference interpreter on the compiled IR and weights the artifact carries.
+                    bitnetc::artifact_prompt_logits(&model, &tokens)?
+                } else {
+                    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+                    let mut exec = bitnet_runtime::artifact::load(&model, threads)?;
+                    let v = exec.forward(&tokens, 0)?.to_vec();
+                    let vocab = exec.program().vocab as usize;
+                    Tensor::new(vec![1, tokens.len(), vocab], bitnet_ir::Data::F32(v))
+                        .with_context(|| "logits shape".to_string())?
+                };
                 match output {
                     Some(path) => {
                         write_new(&path, &npy::encode(&logits))?;

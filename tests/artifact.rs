@@ -216,7 +216,7 @@ fn same_inputs_give_identical_bytes() {
     assert_eq!(m.imports.len(), 1);
     assert_eq!(m.target.arch, std::env::consts::ARCH);
     let names: Vec<&str> = m.sections.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["code", "weights", "tokenizer"]);
+    assert_eq!(names, ["code", "weights", "tokenizer", "ir"]);
     // The weights are 64-byte aligned in the file (so a mapping of it is too).
     assert_eq!(p.sections["weights"].start % 64, 0);
     assert_eq!(
@@ -533,9 +533,10 @@ fn cli_compile_emit_logits_and_no_overwrite() {
     let j = bitnetc_cmd(&["logits", &model, "--tokens", "1,17,256", "--backend", "cpu"]);
     assert_eq!(text(&a.stdout), text(&j.stdout));
     assert_eq!(text(&d.stdout), text(&j.stdout));
+    // The interpreter runs the compiled IR the artifact carries.
     let i = bitnetc_cmd(&["logits", &out, "--tokens", "1,2", "--backend", "interp"]);
-    assert_eq!(i.status.code(), Some(1));
-    assert!(text(&i.stderr).contains("runs only on --backend cpu"));
+    assert!(i.status.success(), "{}", text(&i.stderr));
+    assert!(!text(&i.stdout).is_empty());
     let long = bitnetc_cmd(&["logits", &out, "--tokens", "1,2,3,4,5,6,7,8,9"]);
     assert_eq!(long.status.code(), Some(1));
     assert!(text(&long.stderr).contains("context"));
@@ -619,4 +620,92 @@ fn no_linker_still_emits_the_object() {
     let obj = std::fs::read(dir.join("a64.o")).unwrap();
     assert!(obj.starts_with(b"\x7fELF"));
     assert_eq!(u16::from_le_bytes([obj[18], obj[19]]), 183, "EM_AARCH64");
+}
+
+/// Interpreter logits on an artifact's compiled IR and weights, and the CPU backend's on the same
+/// artifact, checked against each other (≤ 1e-5 relative) and against the reference.
+fn check_interp(model: &Path, prompt: &[i64], reference: &Path) {
+    let dir = support::Scratch::create(&format!(
+        "artifact-interp-{}",
+        model.file_name().unwrap().to_string_lossy()
+    ));
+    let path = dir.join("model.bnx");
+    std::fs::write(&path, compile(model, prompt.len() as u64 + 2, "native")).unwrap();
+    let interp = bitnetc::artifact_prompt_logits(&path, prompt)
+        .unwrap_or_else(|e| panic!("{}: {e}", model.display()))
+        .data
+        .to_f32();
+    let mut aot = artifact::load(&path, 2).unwrap_or_else(|e| panic!("{e}"));
+    let vocab = aot.program().vocab as usize;
+    let cpu = aot.forward(prompt, 0).unwrap().to_vec();
+    assert_eq!(interp.len(), cpu.len());
+    let max_cpu = cpu.iter().fold(0f32, |a, x| a.max(x.abs()));
+    let rel = interp
+        .iter()
+        .zip(&cpu)
+        .fold(0f32, |a, (x, y)| a.max((x - y).abs()))
+        / max_cpu;
+    let theirs = npy::read(reference).unwrap().data.to_f32();
+    assert_eq!(interp.len(), theirs.len());
+    let max_logit = theirs.iter().fold(0f32, |a, x| a.max(x.abs()));
+    let max_diff = interp
+        .iter()
+        .zip(&theirs)
+        .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+    println!(
+        "{} (interp on artifact): vs cpu {rel:.3e}, vs reference {:.3e} · max|logit|",
+        model.display(),
+        max_diff / max_logit
+    );
+    assert!(
+        rel <= 1e-5,
+        "interp and cpu on the artifact differ by {rel:e} (relative)"
+    );
+    assert!(max_diff <= 1e-3 * max_logit, "logits differ by {max_diff}");
+    let ours_arg: Vec<i64> = interp.chunks(vocab).map(argmax).collect();
+    let theirs_arg: Vec<i64> = theirs.chunks(vocab).map(argmax).collect();
+    assert_eq!(ours_arg, theirs_arg, "argmax per position");
+}
+
+#[test]
+fn interp_runs_the_artifact_ir() {
+    if !have_cc("interp_runs_the_artifact_ir") {
+        return;
+    }
+    let dir = root().join(PACKED);
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+            .unwrap();
+    check_interp(&dir, &ids(&r["prompt_ids"]), &dir.join("logits.npy"));
+    let gguf = root().join("tests/fixtures/gguf-tiny");
+    let g: Value =
+        serde_json::from_str(&std::fs::read_to_string(gguf.join("reference.json")).unwrap())
+            .unwrap();
+    let file = "tiny-tq2_0.gguf";
+    check_interp(
+        &gguf.join(file),
+        &ids(&g["prompt_ids"]),
+        &gguf.join(g["files"][file]["expected_logits"].as_str().unwrap()),
+    );
+
+    // An edited ir section fails the hash check.
+    let good = compile(&dir, 8, "native");
+    let p = artifact::parse(&good).unwrap();
+    let ir = p.sections["ir"].clone();
+    let mut bad = good.clone();
+    bad[ir.start + 10] ^= 0x01;
+    let scratch = support::Scratch::create("artifact-interp-edited");
+    let path = scratch.join("edited.bnx");
+    std::fs::write(&path, &bad).unwrap();
+    let msg = match bitnetc::artifact_prompt_logits(&path, &[1, 2]) {
+        Ok(_) => panic!("an edited ir section ran"),
+        Err(e) => e.to_string(),
+    };
+    assert_has(&msg, &["ir section is corrupt or was edited", "sha256"]);
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+    let msg = match artifact::load(&path, 1) {
+        Ok(_) => panic!("an edited ir section loaded"),
+        Err(e) => e.to_string(),
+    };
+    assert_has(&msg, &["ir section is corrupt or was edited"]);
 }

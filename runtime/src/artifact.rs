@@ -14,7 +14,9 @@
 //! `data_start` is the first multiple of 64 at or after `48 + m`; each section's offset in the
 //! manifest is relative to it, so the weights land 64-byte aligned in the file (and in a mapping of
 //! it). Sections: `code` (an ELF shared library holding the kernels), `weights` (the blob the launches
-//! index), and `tokenizer` (the model's `tokenizer.json`, when it has one). The manifest records each
+//! index), `tokenizer` (the model's `tokenizer.json`, when it has one) and `ir` (the compiled IR as text;
+//! with the manifest's weight index, which says where each weight it names is in `weights`, it lets a
+//! reference interpreter run what the artifact contains: `read_ir`). The manifest records each
 //! section's sha256; loading checks the magic, the format version, the manifest hash, the target
 //! (architecture, OS and every CPU feature the code was compiled for), and every section's bounds and
 //! hash before anything runs.
@@ -73,6 +75,25 @@ pub struct Manifest {
     pub sections: Vec<Section>,
     /// What the code runs on.
     pub target: TargetInfo,
+    /// Every weight the `ir` section names: where its bytes are in the `weights` section.
+    #[serde(default)]
+    pub weights: WeightIndex,
+}
+
+/// Weight name → where its bytes are in the `weights` section.
+pub type WeightIndex = BTreeMap<String, WeightEntry>;
+
+/// A named weight in the `weights` section.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WeightEntry {
+    /// Its length in bytes.
+    pub bytes: u64,
+    /// The element type of the stored bytes (`f32`, `u8`, …; little endian).
+    pub elem: String,
+    /// Its byte offset in the `weights` section.
+    pub offset: u64,
+    /// Its shape.
+    pub shape: Vec<u64>,
 }
 
 /// A runtime math function the code calls through a slot.
@@ -195,7 +216,7 @@ pub struct ProgramInfo {
 pub struct Section {
     /// Its size.
     pub bytes: u64,
-    /// `code`, `weights` or `tokenizer`.
+    /// `code`, `weights`, `tokenizer` or `ir`.
     pub name: String,
     /// Its offset from the start of the data area (a multiple of 64).
     pub offset: u64,
@@ -509,6 +530,57 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, ArtifactProblem> {
         }
     }
     Ok(Parsed { manifest, sections })
+}
+
+/// Reads the compiled IR an artifact carries, for running it with a reference interpreter: the IR
+/// text (the `ir` section), the weight index and the `weights` section. Checks what `parse` checks
+/// (magic, version, the manifest's and every section's hash) and that every indexed weight lies inside
+/// the weights section; it does not check the target and loads no code.
+pub fn read_ir(path: &Path) -> Result<(String, WeightIndex, Vec<u8>), RuntimeError> {
+    let err = |problem: ArtifactProblem| -> RuntimeError {
+        ArtifactError {
+            path: path.to_path_buf(),
+            problem,
+        }
+        .into()
+    };
+    let bytes = std::fs::read(path).map_err(|e| err(e.into()))?;
+    let parsed = parse(&bytes).map_err(err)?;
+    let m = &parsed.manifest;
+    let section = |name: &str| {
+        parsed.sections.get(name).cloned().ok_or_else(|| {
+            err(ArtifactProblem::Manifest(format!(
+                "no {name} section (compiled by an older bitnetc? recompile it to run it on the interpreter)"
+            )))
+        })
+    };
+    let ir = String::from_utf8(bytes[section("ir")?].to_vec()).map_err(|_| {
+        err(ArtifactProblem::Manifest(
+            "the ir section is not UTF-8".into(),
+        ))
+    })?;
+    let weights = bytes[section("weights")?].to_vec();
+    if weights.len() as u64 != m.program.weights_bytes {
+        return Err(err(ArtifactProblem::Manifest(format!(
+            "the weights section has {} bytes, the program expects {}",
+            weights.len(),
+            m.program.weights_bytes
+        ))));
+    }
+    for (name, w) in &m.weights {
+        if w.offset
+            .checked_add(w.bytes)
+            .is_none_or(|end| end > weights.len() as u64)
+        {
+            return Err(err(ArtifactProblem::Manifest(format!(
+                "weight {name:?} at {} + {} bytes is outside the weights section of {} bytes",
+                w.offset,
+                w.bytes,
+                weights.len()
+            ))));
+        }
+    }
+    Ok((ir, parsed.manifest.weights, weights))
 }
 
 /// Whether this CPU has `feature` (a name `TargetInfo::features` uses); `None` for a name this

@@ -27,7 +27,7 @@ use super::lower::ProgramParts;
 use crate::BackendError;
 use bitnet_runtime::artifact::{
     self, Import, InputFile, KernelEntry, LaunchEntry, Manifest, MemorySummary, ProgramInfo,
-    TargetInfo,
+    TargetInfo, WeightEntry,
 };
 use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::{AbiParam, InstBuilder, MemFlagsData, UserFuncName, types};
@@ -490,6 +490,8 @@ pub struct Provenance {
     pub passes: Vec<String>,
     /// The model files and their hashes.
     pub inputs: Vec<InputFile>,
+    /// The optimized IR (printed) that was compiled: the artifact's `ir` section.
+    pub ir: String,
     /// sha256 of the optimized IR.
     pub ir_sha256: String,
     /// The memory plan's summary.
@@ -534,10 +536,26 @@ pub fn write_artifact(
         },
         sections: Vec::new(),
         target: code.target.clone(),
+        weights: parts
+            .weight_index
+            .iter()
+            .map(|(name, w)| {
+                (
+                    name.clone(),
+                    WeightEntry {
+                        bytes: w.buf.bytes,
+                        elem: w.elem.name().to_string(),
+                        offset: w.buf.offset,
+                        shape: w.shape.clone(),
+                    },
+                )
+            })
+            .collect(),
     };
     let mut sections: Vec<(&str, &[u8])> = vec![("code", library), ("weights", &parts.weights)];
     if let Some(t) = &provenance.tokenizer {
         sections.push(("tokenizer", t));
     }
+    sections.push(("ir", provenance.ir.as_bytes()));
     Ok(artifact::encode(&manifest, &sections)?)
 }

@@ -41,10 +41,23 @@ fn input(msg: impl Into<String>) -> BackendError {
     BackendError::Input(msg.into())
 }
 
+/// Where a named weight (an `nn.weight`, original or derived) is in the weights blob.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlacedWeight {
+    /// Its bytes in the blob.
+    pub buf: BufRef,
+    /// The element type of those bytes (little endian).
+    pub elem: ElemType,
+    /// Its shape.
+    pub shape: Vec<u64>,
+}
+
 /// The weights blob being built: each weight value's bytes once, 64-byte aligned.
 struct Blob<'a> {
     bytes: Vec<u8>,
     placed: BTreeMap<String, BufRef>,
+    /// Each `nn.weight` name placed, with the first placement of it.
+    weights: BTreeMap<String, PlacedWeight>,
     store: &'a dyn WeightStore,
 }
 
@@ -83,9 +96,10 @@ impl Blob<'_> {
             .def_op(v)
             .map(|o| f.op(o))
             .ok_or_else(|| input("a weight operand is not defined by an op"))?;
-        let key = match op.kind {
-            OpKind::Weight => format!("w:{}:{elem}", op.attrs.str("name").unwrap_or_default()),
-            _ => format!("c:{}:{elem}", v.0),
+        let name = (op.kind == OpKind::Weight).then(|| op.attrs.str("name").unwrap_or_default());
+        let key = match name {
+            Some(name) => format!("w:{name}:{elem}"),
+            None => format!("c:{}:{elem}", v.0),
         };
         if let Some(b) = self.placed.get(&key) {
             return Ok(*b);
@@ -100,7 +114,56 @@ impl Blob<'_> {
                 )));
             }
         };
-        Ok(self.push(key, &data.to_le_bytes()))
+        let buf = self.push(key, &data.to_le_bytes());
+        if let Some(name) = name {
+            self.record(name, buf, data.elem(), &shape);
+        }
+        Ok(buf)
+    }
+
+    /// Records where weight `name` is, unless it was placed before.
+    fn record(&mut self, name: &str, buf: BufRef, elem: ElemType, shape: &[usize]) {
+        self.weights
+            .entry(name.to_string())
+            .or_insert_with(|| PlacedWeight {
+                buf,
+                elem,
+                shape: shape.iter().map(|&d| d as u64).collect(),
+            });
+    }
+
+    /// Places every `nn.weight` of `f` that no launch reads (for example one only used by ops
+    /// evaluated at compile time), as its declared type, so the blob holds every weight `f` names.
+    fn place_remaining(&mut self, f: &Function) -> Result<(), BackendError> {
+        for id in f.op_order() {
+            let op = f.op(id);
+            if op.kind != OpKind::Weight {
+                continue;
+            }
+            let name = op.attrs.str("name").unwrap_or_default();
+            if self.weights.contains_key(name) {
+                continue;
+            }
+            let v = op
+                .results
+                .first()
+                .copied()
+                .ok_or_else(|| input(format!("weight \"{name}\" has no result")))?;
+            let ty = f.ty(v);
+            let shape: Vec<usize> = ty
+                .static_shape()
+                .ok_or_else(|| input(format!("weight \"{name}\" has a symbolic shape")))?
+                .into_iter()
+                .map(|d| d as usize)
+                .collect();
+            let tensor = self
+                .store
+                .load(name, ty.elem, &shape)
+                .map_err(|e| input(format!("loading weight \"{name}\": {e}")))?;
+            let buf = self.push(format!("w:{name}:{}", ty.elem), &tensor.data.to_le_bytes());
+            self.record(name, buf, tensor.data.elem(), &shape);
+        }
+        Ok(())
     }
 
     /// The value of a constant `v` (a weight, a literal, or an op on constants such as the reciprocal
@@ -198,6 +261,8 @@ pub struct ProgramParts {
     pub tokens: BufRef,
     /// Where the logits come from.
     pub logits: BufRef,
+    /// Every `nn.weight` the function names, by name: where its bytes are in `weights`.
+    pub weight_index: BTreeMap<String, PlacedWeight>,
 }
 
 impl ProgramParts {
@@ -257,6 +322,7 @@ pub fn plan_program(
     let mut blob = Blob {
         bytes: Vec::new(),
         placed: BTreeMap::new(),
+        weights: BTreeMap::new(),
         store,
     };
     let mut kinds: BTreeMap<KernelKind, usize> = BTreeMap::new();
@@ -592,12 +658,14 @@ pub fn plan_program(
         .copied()
         .ok_or_else(|| input("the function returns nothing"))?;
     let vocab = last(f.ty(logits))?;
+    blob.place_remaining(f)?;
     Ok(ProgramParts {
         kinds: kind_list,
         launches,
         arena_bytes: plan.arena_bytes,
         kv_bytes: plan.kv_bytes,
         weights: blob.bytes,
+        weight_index: blob.weights,
         context,
         vocab,
         tokens: arena(tokens)?,
