@@ -34,19 +34,13 @@ impl Pass for FuseNormQuant {
     }
 
     fn run(&self, module: &mut Module, cx: &mut PassContext) -> Result<bool, PassError> {
-        let mut changed = false;
-        for f in &mut module.functions {
-            let fused = fuse_function(f);
-            if fused > 0 {
-                cx.notes.push(format!(
-                    "fuse-norm-quant @{}: fused {fused} rms_norm + act_quant pair(s)",
-                    f.name
-                ));
-                f.remove_dead_ops();
-                changed = true;
-            }
-        }
-        Ok(changed)
+        Ok(crate::fuse_each_function(
+            module,
+            cx,
+            self.name(),
+            "rms_norm + act_quant pair(s)",
+            fuse_function,
+        ))
     }
 }
 

@@ -32,19 +32,13 @@ impl Pass for FuseRelu2Mul {
     }
 
     fn run(&self, module: &mut Module, cx: &mut PassContext) -> Result<bool, PassError> {
-        let mut changed = false;
-        for f in &mut module.functions {
-            let fused = fuse_function(f);
-            if fused > 0 {
-                cx.notes.push(format!(
-                    "fuse-relu2-mul @{}: fused {fused} relu2 × up product(s)",
-                    f.name
-                ));
-                f.remove_dead_ops();
-                changed = true;
-            }
-        }
-        Ok(changed)
+        Ok(crate::fuse_each_function(
+            module,
+            cx,
+            self.name(),
+            "relu2 × up product(s)",
+            fuse_function,
+        ))
     }
 }
 

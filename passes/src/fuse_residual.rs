@@ -31,19 +31,13 @@ impl Pass for FuseResidual {
     }
 
     fn run(&self, module: &mut Module, cx: &mut PassContext) -> Result<bool, PassError> {
-        let mut changed = false;
-        for f in &mut module.functions {
-            let fused = fuse_function(f);
-            if fused > 0 {
-                cx.notes.push(format!(
-                    "fuse-residual @{}: fused {fused} residual add(s) into matmul epilogues",
-                    f.name
-                ));
-                f.remove_dead_ops();
-                changed = true;
-            }
-        }
-        Ok(changed)
+        Ok(crate::fuse_each_function(
+            module,
+            cx,
+            self.name(),
+            "residual add(s) into matmul epilogues",
+            fuse_function,
+        ))
     }
 }
 

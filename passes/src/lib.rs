@@ -33,6 +33,28 @@ pub trait Pass {
     fn run(&self, module: &mut Module, cx: &mut PassContext) -> Result<bool, PassError>;
 }
 
+/// Runs a fusion over every function (`fuse` returns how many it fused), notes the count as
+/// `<pass> @<function>: fused <n> <what>` and deletes the ops the fusion left dead.
+pub(crate) fn fuse_each_function(
+    module: &mut Module,
+    cx: &mut PassContext,
+    pass: &str,
+    what: &str,
+    fuse: fn(&mut bitnet_ir::Function) -> usize,
+) -> bool {
+    let mut changed = false;
+    for f in &mut module.functions {
+        let fused = fuse(f);
+        if fused > 0 {
+            cx.notes
+                .push(format!("{pass} @{}: fused {fused} {what}", f.name));
+            f.remove_dead_ops();
+            changed = true;
+        }
+    }
+    changed
+}
+
 /// Every pass, by name.
 pub fn all_passes() -> Vec<Box<dyn Pass>> {
     vec![
