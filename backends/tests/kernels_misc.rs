@@ -356,10 +356,16 @@ fn rope_table_layout() {
 
 // ---------------------------------------------------------------- MatmulNt
 
-/// Runs one case; returns max |error| / max |reference|.
-fn matmul_case(rng: &mut Rng, k: usize, n: usize, t: usize) -> f64 {
+/// Runs one case (weights stored as f32, or as bf16 when `bf16`); returns max |error| / max |reference|.
+fn matmul_case(rng: &mut Rng, k: usize, n: usize, t: usize, bf16: bool) -> f64 {
     let x = rng.values(t * k);
-    let w = rng.values(n * k);
+    let mut w = rng.values(n * k);
+    if bf16 {
+        // Exactly bf16 values, so the kernel's widened weights equal the interpreter's.
+        for v in &mut w {
+            *v = f32::from_bits(v.to_bits() & 0xffff_0000);
+        }
+    }
     let mut wt = vec![0f32; k * n];
     for r in 0..n {
         for c in 0..k {
@@ -377,12 +383,19 @@ fn matmul_case(rng: &mut Rng, k: usize, n: usize, t: usize) -> f64 {
     let (_m, f) = compile(KernelKind::MatmulNt {
         k: k as u64,
         n: n as u64,
+        bf16,
     });
     let (mut x, mut w) = (x, w);
+    let mut w16: Vec<u16> = w.iter().map(|v| (v.to_bits() >> 16) as u16).collect();
     let mut out = vec![f32::from_bits(0x7fc0_cafe); t * n + 3];
+    let wptr = if bf16 {
+        w16.as_mut_ptr().cast::<u8>()
+    } else {
+        w.as_mut_ptr().cast::<u8>()
+    };
     let bufs = [
         x.as_mut_ptr().cast::<u8>(),
-        w.as_mut_ptr().cast::<u8>(),
+        wptr,
         out.as_mut_ptr().cast::<u8>(),
     ];
     let ranges = splits(rng, n);
@@ -432,7 +445,9 @@ fn matmul_nt_matches_interpreter_within_tolerance() {
         (2560, 19, 1),
         (2560, 5, 37),
     ] {
-        worst = worst.max(matmul_case(&mut rng, k, n, t));
+        for bf16 in [false, true] {
+            worst = worst.max(matmul_case(&mut rng, k, n, t, bf16));
+        }
     }
     for _ in 0..120 {
         let opts = [1, 3, 255, 2560, rng.range(1, 40), rng.range(1, 600)];
@@ -440,7 +455,8 @@ fn matmul_nt_matches_interpreter_within_tolerance() {
         let n = rng.range(1, 40);
         let opts = [1, 2, 37, rng.range(1, 6)];
         let t = rng.pick(&opts);
-        worst = worst.max(matmul_case(&mut rng, k, n, t));
+        let bf16 = rng.range(0, 2) == 1;
+        worst = worst.max(matmul_case(&mut rng, k, n, t, bf16));
     }
     println!("matmul_nt: worst max|err| / max|out| = {worst:e} (tolerance {MATMUL_TOLERANCE:e})");
 }
@@ -461,6 +477,7 @@ fn matmul_nt_lm_head_timing() {
     let (_m, f) = compile(KernelKind::MatmulNt {
         k: k as u64,
         n: n as u64,
+        bf16: false,
     });
     let bufs = [
         x.as_mut_ptr().cast::<u8>(),

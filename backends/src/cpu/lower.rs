@@ -108,6 +108,14 @@ impl Blob<'_> {
         let data = match elem {
             ElemType::F32 => Data::F32(tensor.data.to_f32()),
             ElemType::U8 | ElemType::I32 => tensor.data.clone(),
+            // Only when exact: every value must be a bf16 (the low half of its f32 bits zero).
+            ElemType::BF16 => {
+                let v = tensor.data.to_f32();
+                if v.iter().any(|x| x.to_bits() & 0xffff != 0) {
+                    return Err(input("not every value is exactly a bf16"));
+                }
+                Data::from_f32(ElemType::BF16, v)
+            }
             other => {
                 return Err(input(format!(
                     "weights of type {other} are not supported by the cpu backend"
@@ -635,8 +643,19 @@ pub fn plan_program(
                 }
                 let k = last(f.ty(x))?;
                 let n = last(f.ty(out))?;
-                let bufs = vec![arena(x)?, blob.constant(f, w, ElemType::F32)?, arena(out)?];
-                add(KernelKind::MatmulNt { k, n }, bufs, Rows::Static(n), label);
+                // Weights that are exactly bf16 (a bf16 checkpoint's lm_head) are read as bf16:
+                // the same values, half the bytes.
+                let (wbuf, bf16) = match blob.constant(f, w, ElemType::BF16) {
+                    Ok(b) => (b, true),
+                    Err(_) => (blob.constant(f, w, ElemType::F32)?, false),
+                };
+                let bufs = vec![arena(x)?, wbuf, arena(out)?];
+                add(
+                    KernelKind::MatmulNt { k, n, bf16 },
+                    bufs,
+                    Rows::Static(n),
+                    label,
+                );
             }
             other => return Err(unsupported(other.name(), "no cpu kernel yet")),
         }

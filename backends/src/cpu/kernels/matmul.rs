@@ -22,14 +22,19 @@ use cranelift_module::{FuncId, Module};
 /// f32x4 accumulators of the main loop (a power of two).
 const ACCS: usize = 8;
 
-/// Emits the f32 dot product of the `k` floats at `xp` and at `wp`.
+/// Emits the f32 dot product of the `k` floats at `xp` and the `k` weights at `wp` (f32, or bf16
+/// widened exactly: a bf16 is the high half of an f32).
 fn emit_dot(
     kind: &KernelKind,
     b: &mut FunctionBuilder,
     xp: Value,
     wp: Value,
     k: u64,
+    bf16: bool,
 ) -> Result<Value, BackendError> {
+    if bf16 {
+        return emit_dot_bf16(kind, b, xp, wp, k);
+    }
     let block = 4 * ACCS as u64;
     let blocks = k / block;
     let zero = b.ins().f32const(0.0);
@@ -88,12 +93,85 @@ fn emit_dot(
     Ok(s)
 }
 
+/// `emit_dot` for bf16 weights: blocks of 32 as in the f32 path (each 16-byte load of eight bf16
+/// widens into two f32x4 for accumulators 2j and 2j+1), then the same pairwise reduction, then the
+/// last `k mod 32` products one at a time.
+fn emit_dot_bf16(
+    kind: &KernelKind,
+    b: &mut FunctionBuilder,
+    xp: Value,
+    wp: Value,
+    k: u64,
+) -> Result<Value, BackendError> {
+    let block = 4 * ACCS as u64;
+    let blocks = k / block;
+    let zero = b.ins().f32const(0.0);
+    let zero4 = b.ins().splat(types::F32X4, zero);
+    let mut accs = vec![zero4; ACCS];
+    let flags = cranelift_codegen::ir::MemFlagsData::new()
+        .with_endianness(cranelift_codegen::ir::Endianness::Little);
+    if blocks > 0 {
+        let start = b.ins().iconst(types::I64, 0);
+        let end = b.ins().iconst(types::I64, imm64(kind, blocks)?);
+        accs = emit_loop(b, start, end, 1, &accs, true, |b, i, acc| {
+            let xo = b.ins().imul_imm_s(i, 4 * block as i64);
+            let xo = b.ins().iadd(xp, xo);
+            let wo = b.ins().imul_imm_s(i, 2 * block as i64);
+            let wo = b.ins().iadd(wp, wo);
+            let mut next = acc.to_vec();
+            for j in 0..ACCS / 2 {
+                let raw = b.ins().load(types::I16X8, RO, wo, (j * 16) as i32);
+                for (half, a) in [(0usize, 2 * j), (1, 2 * j + 1)] {
+                    let wide = if half == 0 {
+                        b.ins().uwiden_low(raw)
+                    } else {
+                        b.ins().uwiden_high(raw)
+                    };
+                    let bits = b.ins().ishl_imm_u(wide, 16);
+                    let wv = b.ins().bitcast(types::F32X4, flags, bits);
+                    let xv = b.ins().load(types::F32X4, RO, xo, (a * 16) as i32);
+                    let prod = b.ins().fmul(xv, wv);
+                    next[a] = b.ins().fadd(next[a], prod);
+                }
+            }
+            Ok(next)
+        })?;
+    }
+    while accs.len() > 1 {
+        accs = accs
+            .chunks(2)
+            .map(|p| match *p {
+                [a, c] => b.ins().fadd(a, c),
+                _ => p[0],
+            })
+            .collect();
+    }
+    let v = accs[0];
+    let lanes: Vec<Value> = (0..4).map(|l| b.ins().extractlane(v, l)).collect();
+    let l01 = b.ins().fadd(lanes[0], lanes[1]);
+    let l23 = b.ins().fadd(lanes[2], lanes[3]);
+    let mut s = b.ins().fadd(l01, l23);
+    let mut at = blocks * block;
+    while at < k {
+        let xv = b.ins().load(types::F32, RO, xp, off32(kind, at * 4)?);
+        let raw = b.ins().load(types::I16, RO, wp, off32(kind, at * 2)?);
+        let wide = b.ins().uextend(types::I32, raw);
+        let bits = b.ins().ishl_imm_u(wide, 16);
+        let wv = b.ins().bitcast(types::F32, flags, bits);
+        let prod = b.ins().fmul(xv, wv);
+        s = b.ins().fadd(s, prod);
+        at += 1;
+    }
+    Ok(s)
+}
+
 /// Defines the kernel `kind` in `module`.
 pub fn build(module: &mut dyn Module, kind: &KernelKind) -> Result<FuncId, BackendError> {
-    let KernelKind::MatmulNt { k, n } = *kind else {
+    let KernelKind::MatmulNt { k, n, bf16 } = *kind else {
         return Err(bad_params(kind, "not a MatmulNt kernel"));
     };
     let row_bytes = imm64(kind, mul(kind, k, 4)?)?;
+    let w_row_bytes = imm64(kind, mul(kind, k, if bf16 { 2 } else { 4 })?)?;
     let out_row_bytes = imm64(kind, mul(kind, n, 4)?)?;
     off32(kind, mul(kind, k, 4)?)?;
     define_kernel(module, kind, |_, b, e| {
@@ -103,14 +181,14 @@ pub fn build(module: &mut dyn Module, kind: &KernelKind) -> Result<FuncId, Backe
         let tokens = e.tokens(b);
         let zero = b.ins().iconst(types::I64, 0);
         emit_loop(b, e.row_begin, e.row_end, 1, &[], false, |b, r, _| {
-            let wr = b.ins().imul_imm_s(r, row_bytes);
+            let wr = b.ins().imul_imm_s(r, w_row_bytes);
             let wr = b.ins().iadd(w, wr);
             let or = b.ins().ishl_imm_s(r, 2);
             let or = b.ins().iadd(out, or);
             emit_loop(b, zero, tokens, 1, &[], false, |b, t, _| {
                 let xt = b.ins().imul_imm_s(t, row_bytes);
                 let xt = b.ins().iadd(x, xt);
-                let s = emit_dot(kind, b, xt, wr, k)?;
+                let s = emit_dot(kind, b, xt, wr, k, bf16)?;
                 let ot = b.ins().imul_imm_s(t, out_row_bytes);
                 let ot = b.ins().iadd(or, ot);
                 b.ins().store(MEM, s, ot, 0);

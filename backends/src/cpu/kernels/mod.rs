@@ -130,6 +130,9 @@ pub enum KernelKind {
         k: u64,
         /// Output features.
         n: u64,
+        /// `w` is stored as bf16 (`[n, k]` u16, widened exactly to f32 in the kernel) instead of f32;
+        /// the backend chooses it when every weight is exactly a bf16 value, halving the bytes read.
+        bf16: bool,
     },
 }
 
@@ -178,7 +181,12 @@ impl KernelKind {
                     "bitnet_attention_{heads}_{kv_heads}_{head_dim}_{context}_{scale_bits:016x}"
                 )
             }
-            KernelKind::MatmulNt { k, n } => format!("bitnet_matmul_nt_{n}x{k}"),
+            KernelKind::MatmulNt { k, n, bf16 } => {
+                format!(
+                    "bitnet_matmul_nt_{n}x{k}{}",
+                    if *bf16 { "_bf16" } else { "" }
+                )
+            }
         }
     }
 }
