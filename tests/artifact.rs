@@ -15,12 +15,9 @@ use bitnet_frontend::model::ImportOptions;
 use bitnet_frontend::npy;
 use bitnet_runtime::artifact::{self, Manifest};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use support::{argmax, ids, root};
 
 /// True if `cc` runs; otherwise prints why the test is skipped.
 fn have_cc(test: &str) -> bool {
@@ -32,24 +29,6 @@ fn have_cc(test: &str) -> bool {
         println!("{test}: skipped: no C compiler driver (cc) to link artifacts");
     }
     ok
-}
-
-fn ids(v: &Value) -> Vec<i64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_i64().unwrap())
-        .collect()
-}
-
-fn argmax(row: &[f32]) -> i64 {
-    row.iter()
-        .enumerate()
-        .fold(
-            (0, f32::NEG_INFINITY),
-            |a, (i, &x)| if x > a.1 { (i, x) } else { a },
-        )
-        .0 as i64
 }
 
 /// The artifact of `model` for `target`, built for `context` tokens.

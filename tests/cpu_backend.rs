@@ -5,33 +5,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use bitnet_frontend::import_model;
 use bitnet_frontend::model::ImportOptions;
 use bitnet_frontend::npy;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn ids(v: &Value) -> Vec<i64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_i64().unwrap())
-        .collect()
-}
-
-fn argmax(row: &[f32]) -> i64 {
-    row.iter()
-        .enumerate()
-        .fold(
-            (0, f32::NEG_INFINITY),
-            |a, (i, &x)| if x > a.1 { (i, x) } else { a },
-        )
-        .0 as i64
-}
+use std::path::Path;
+use support::{argmax, ids, root};
 
 /// Compiles `model` for the CPU (context: prompt + greedy tokens) and checks logits and greedy decoding.
 fn check(model: &Path, prompt: &[i64], reference: &Path, greedy: &[i64], threads: usize) {

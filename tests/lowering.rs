@@ -7,6 +7,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use bitnet_frontend::import_model;
 use bitnet_frontend::model::{ImportOptions, ImportedModel};
 use bitnet_frontend::npy;
@@ -14,11 +16,8 @@ use bitnet_ir::tensor::max_relative_error;
 use bitnet_ir::{OpKind, Tensor, interp};
 use bitnet_passes::{DEFAULT_PIPELINE, Overlay};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use std::path::Path;
+use support::{argmax, ids, root};
 
 fn count(m: &ImportedModel, kind: OpKind) -> usize {
     m.module
@@ -36,24 +35,6 @@ fn lowered(path: &Path, context: Option<u64>) -> (ImportedModel, bitnet_ir::Memo
         println!("{}: {n}", path.display());
     }
     (m, opt.derived)
-}
-
-fn ids(v: &Value) -> Vec<i64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_i64().unwrap())
-        .collect()
-}
-
-fn argmax(row: &[f32]) -> i64 {
-    row.iter()
-        .enumerate()
-        .fold(
-            (0, f32::NEG_INFINITY),
-            |a, (i, &x)| if x > a.1 { (i, x) } else { a },
-        )
-        .0 as i64
 }
 
 /// The decoder at `path` after lowering reproduces `reference` logits on `prompt` and the greedy tokens.

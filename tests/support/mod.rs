@@ -48,3 +48,26 @@ impl AsRef<Path> for Scratch {
         &self.0
     }
 }
+
+/// The repository root (fixtures are under `tests/fixtures`).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A JSON array of token ids (as `reference.json` stores them).
+pub fn ids(v: &serde_json::Value) -> Vec<i64> {
+    v.as_array().map_or_else(Vec::new, |a| {
+        a.iter().filter_map(serde_json::Value::as_i64).collect()
+    })
+}
+
+/// The index of the largest value (the first one on ties), as a token id.
+pub fn argmax(row: &[f32]) -> i64 {
+    row.iter()
+        .enumerate()
+        .fold(
+            (0, f32::NEG_INFINITY),
+            |a, (i, &x)| if x > a.1 { (i, x) } else { a },
+        )
+        .0 as i64
+}
