@@ -14,6 +14,10 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "bitnetc", version, about)]
 struct Cli {
+    /// Append a record of `compile` and `logits` (inputs and their sha256, flags, outputs, timings,
+    /// errors) to this hash-chained JSON-lines log; without it nothing is logged.
+    #[arg(long, global = true, value_name = "PATH")]
+    audit_log: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -168,6 +172,11 @@ enum Command {
         #[arg(long)]
         linker: Option<String>,
     },
+    /// Work with audit logs (see --audit-log).
+    Audit {
+        #[command(subcommand)]
+        action: AuditCommand,
+    },
     /// Write a deterministic random BitNet b1.58 checkpoint (HF layout of microsoft/bitnet-b1.58-2B-4T).
     Synth {
         /// The sizes.
@@ -179,6 +188,15 @@ enum Command {
         /// The random seed.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check an audit log's hash chain: print "ok: N records" or the first broken link (exit 1).
+    Verify {
+        /// The log.
+        path: PathBuf,
     },
 }
 
@@ -205,8 +223,113 @@ fn load_or_report(file: &Path) -> Result<Option<bitnet_ir::Module>> {
     }
 }
 
+/// Runs a command; with `--audit-log`, appends a record of `compile` and `logits` (or of their error).
 fn run(cli: Cli) -> Result<ExitCode> {
-    match cli.command {
+    let Some(log_path) = cli.audit_log else {
+        return run_command(cli.command);
+    };
+    let Some((kind, mut fields)) = audit_fields(&cli.command)? else {
+        return run_command(cli.command);
+    };
+    let mut log = bitnet_runtime::audit::AuditLog::open(&log_path)?;
+    let started = std::time::Instant::now();
+    let result = run_command(cli.command);
+    fields["wall_s"] = started.elapsed().as_secs_f64().into();
+    match &result {
+        Ok(_) => {
+            if let Some(out) = fields["output"].as_str().map(PathBuf::from)
+                && out.is_file()
+            {
+                fields["output_sha256"] = bitnet_runtime::audit::file_sha256(&out)?.0.into();
+            }
+            log.append(kind, fields)?;
+        }
+        Err(e) => {
+            fields["message"] = format!("{e:#}").into();
+            log.append("error", fields)?;
+        }
+    }
+    result
+}
+
+/// What an audit record says about a command before it runs, and its kind; `None` for commands that
+/// are not logged.
+fn audit_fields(command: &Command) -> Result<Option<(&'static str, serde_json::Value)>> {
+    // An unreadable input is recorded as such; the command then fails and its error is logged too.
+    let input_digests = |p: &Path| {
+        Ok::<_, anyhow::Error>(
+            bitnet_runtime::audit::input_digests(p)
+                .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() })),
+        )
+    };
+    Ok(match command {
+        Command::Compile {
+            model,
+            output,
+            target,
+            emit,
+            context,
+            linker,
+        } => Some((
+            "compile",
+            serde_json::json!({
+                "command": "compile",
+                "inputs": input_digests(model)?,
+                "model": model.display().to_string(),
+                "output": output.display().to_string(),
+                "flags": {"target": target, "emit": emit, "context": context, "linker": linker},
+                "passes": bitnetc::cpu_pipeline().split(',').collect::<Vec<_>>(),
+            }),
+        )),
+        Command::Logits {
+            model,
+            tokens,
+            output,
+            backend,
+            optimize,
+            pipeline,
+        } => Some((
+            "run",
+            serde_json::json!({
+                "command": "logits",
+                "inputs": input_digests(model)?,
+                "model": model.display().to_string(),
+                "tokens": tokens.len(),
+                "output": output.as_ref().map(|p| p.display().to_string()),
+                "backend": backend.clone().unwrap_or_else(|| {
+                    if bitnet_runtime::artifact::is_artifact(model) { "cpu" } else { "interp" }.to_string()
+                }),
+                "flags": {"optimize": optimize, "passes": pipeline},
+            }),
+        )),
+        _ => None,
+    })
+}
+
+fn run_command(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Audit {
+            action: AuditCommand::Verify { path },
+        } => {
+            let report = bitnet_runtime::audit::verify(&path)?;
+            if let Some(p) = &report.problem {
+                println!(
+                    "{}: {p} ({} whole record(s) before it verify)",
+                    path.display(),
+                    report.records
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+            println!("ok: {} records", report.records);
+            for line in &report.skipped {
+                println!(
+                    "note: line {line} is a record cut off by a crash; the chain links across it"
+                );
+            }
+            if let Some(line) = report.incomplete_tail {
+                println!("note: line {line} onwards is an incomplete record (a write was cut off)");
+            }
+        }
         Command::Check { file } => {
             let Some(m) = load_or_report(&file)? else {
                 return Ok(ExitCode::FAILURE);

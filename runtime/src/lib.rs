@@ -7,6 +7,7 @@
 //! `artifact` writes, checks and loads compiled models (`.bnx`).
 
 pub mod artifact;
+pub mod audit;
 pub mod error;
 pub mod executor;
 pub mod math;
