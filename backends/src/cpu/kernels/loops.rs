@@ -24,28 +24,8 @@ pub(crate) const RO: MemFlagsData = MemFlagsData::new()
     .with_readonly()
     .with_can_move();
 
-/// A code-generation error of kernel `kind`.
-pub(crate) fn codegen_err(kind: &KernelKind, e: impl std::fmt::Display) -> BackendError {
-    BackendError::Codegen {
-        kernel: kind.symbol(),
-        message: e.to_string(),
-    }
-}
-
-/// A kernel's parameters that are out of range for this backend (a compiler bug upstream).
-pub(crate) fn bad_params(kind: &KernelKind, why: &str) -> BackendError {
-    BackendError::Input(format!("cannot build kernel {kind:?}: {why}"))
-}
-
-/// `x` as an i64 immediate, or an error naming `kind`.
-pub(crate) fn imm64(kind: &KernelKind, x: u64) -> Result<i64, BackendError> {
-    i64::try_from(x).map_err(|_| bad_params(kind, "a size does not fit in i64"))
-}
-
-/// `x` as an i32 address offset, or an error naming `kind`.
-pub(crate) fn off32(kind: &KernelKind, x: u64) -> Result<i32, BackendError> {
-    i32::try_from(x).map_err(|_| bad_params(kind, "an offset does not fit in i32"))
-}
+// The error and offset helpers are shared with the other kernels' emitter.
+pub(crate) use super::emit::{bad_params, codegen_err, imm64, off32};
 
 /// The product `a · b` of static sizes, or an error naming `kind` on overflow.
 pub(crate) fn mul(kind: &KernelKind, a: u64, b: u64) -> Result<u64, BackendError> {
