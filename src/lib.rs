@@ -84,14 +84,6 @@ pub struct Optimized {
     pub plans: Vec<bitnet_passes::plan_memory::MemoryPlan>,
 }
 
-/// `optimize`, also returning the memory plans a `plan-memory` pass in the pipeline made.
-pub fn optimize_with_plan(
-    model: &mut ImportedModel,
-    pipeline: &str,
-) -> Result<Optimized, CompileError> {
-    optimize(model, pipeline, false)
-}
-
 /// Runs `pipeline` (comma-separated pass names) on `model.module` in place, verifying after each pass.
 pub fn optimize(
     model: &mut ImportedModel,

@@ -420,13 +420,7 @@ fn run_command(command: Command) -> Result<ExitCode> {
         } => {
             let m = import_model(&model, &ImportOptions { context })?;
             let text = text::print_module(&m.module);
-            match output {
-                Some(path) => {
-                    write_new(&path, text.as_bytes())?;
-                    println!("wrote {}", path.display());
-                }
-                None => print!("{text}"),
-            }
+            write_or_print(output.as_deref(), &text)?;
         }
         Command::Opt {
             input,
@@ -511,13 +505,7 @@ fn run_command(command: Command) -> Result<ExitCode> {
                 }
             }
             let text = text::print_module(&module);
-            match output {
-                Some(path) => {
-                    write_new(&path, text.as_bytes())?;
-                    println!("wrote {}", path.display());
-                }
-                None => print!("{text}"),
-            }
+            write_or_print(output.as_deref(), &text)?;
         }
         Command::Plan {
             model,
@@ -526,7 +514,7 @@ fn run_command(command: Command) -> Result<ExitCode> {
         } => {
             let mut m = import_model(&model, &ImportOptions { context })?;
             let pipeline = format!("{},plan-memory", bitnet_passes::DEFAULT_PIPELINE);
-            let opt = bitnetc::optimize_with_plan(&mut m, &pipeline)?;
+            let opt = bitnetc::optimize(&mut m, &pipeline, false)?;
             for plan in &opt.plans {
                 if json {
                     println!(
@@ -759,6 +747,18 @@ fn compile(
             );
         }
         Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}
+
+/// Writes IR text to `output` (a new file) or prints it.
+fn write_or_print(output: Option<&Path>, text: &str) -> Result<()> {
+    match output {
+        Some(path) => {
+            write_new(path, text.as_bytes())?;
+            println!("wrote {}", path.display());
+        }
+        None => print!("{text}"),
     }
     Ok(())
 }
