@@ -17,7 +17,7 @@ use bitnet_runtime::artifact::{self, Manifest};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};
-use support::{argmax, ids, root};
+use support::{argmax, check_logits, ids, root};
 
 /// True if `cc` runs; otherwise prints why the test is skipped.
 fn have_cc(test: &str) -> bool {
@@ -74,21 +74,8 @@ fn check(model: &Path, prompt: &[i64], reference: &Path, greedy: &[i64], threads
         model.display()
     );
     let theirs = npy::read(reference).unwrap().data.to_f32();
-    assert_eq!(ours.len(), theirs.len());
-    let max_logit = theirs.iter().fold(0f32, |a, x| a.max(x.abs()));
-    let max_diff = ours
-        .iter()
-        .zip(&theirs)
-        .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
-    println!(
-        "{} (artifact, {threads} threads): max|diff| = {:.3e} · max|logit|",
-        model.display(),
-        max_diff / max_logit
-    );
-    assert!(max_diff <= 1e-3 * max_logit, "logits differ by {max_diff}");
-    let ours_arg: Vec<i64> = ours.chunks(vocab).map(argmax).collect();
-    let theirs_arg: Vec<i64> = theirs.chunks(vocab).map(argmax).collect();
-    assert_eq!(ours_arg, theirs_arg, "argmax per position");
+    let what = format!("{} (artifact, {threads} threads)", model.display());
+    let ours_arg = check_logits(&what, &ours, &theirs, vocab, 1e-3);
     let mut next = *ours_arg.last().unwrap();
     let mut got = vec![next];
     for step in 0..greedy.len() - 1 {

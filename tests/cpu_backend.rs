@@ -12,7 +12,7 @@ use bitnet_frontend::model::ImportOptions;
 use bitnet_frontend::npy;
 use serde_json::Value;
 use std::path::Path;
-use support::{argmax, ids, root};
+use support::{argmax, check_logits, ids, root};
 
 /// Compiles `model` for the CPU (context: prompt + greedy tokens) and checks logits and greedy decoding.
 fn check(model: &Path, prompt: &[i64], reference: &Path, greedy: &[i64], threads: usize) {
@@ -30,21 +30,8 @@ fn check(model: &Path, prompt: &[i64], reference: &Path, greedy: &[i64], threads
     // Prefill: the prompt's logits against the reference.
     let ours = exec.forward(prompt, 0).unwrap().to_vec();
     let theirs = npy::read(reference).unwrap().data.to_f32();
-    assert_eq!(ours.len(), theirs.len());
-    let max_logit = theirs.iter().fold(0f32, |a, x| a.max(x.abs()));
-    let max_diff = ours
-        .iter()
-        .zip(&theirs)
-        .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
-    println!(
-        "{} (cpu, {threads} threads): max|diff| = {:.3e} · max|logit|",
-        model.display(),
-        max_diff / max_logit
-    );
-    assert!(max_diff <= 1e-3 * max_logit, "logits differ by {max_diff}");
-    let ours_arg: Vec<i64> = ours.chunks(vocab).map(argmax).collect();
-    let theirs_arg: Vec<i64> = theirs.chunks(vocab).map(argmax).collect();
-    assert_eq!(ours_arg, theirs_arg, "argmax per position");
+    let what = format!("{} (cpu, {threads} threads)", model.display());
+    let ours_arg = check_logits(&what, &ours, &theirs, vocab, 1e-3);
     // Decode: one token per step through the KV cache.
     let mut next = *ours_arg.last().unwrap();
     let mut got = vec![next];

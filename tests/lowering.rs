@@ -17,7 +17,7 @@ use bitnet_ir::{OpKind, Tensor, interp};
 use bitnet_passes::{DEFAULT_PIPELINE, Overlay};
 use serde_json::Value;
 use std::path::Path;
-use support::{argmax, ids, root};
+use support::{argmax, check_logits, ids, root};
 
 fn count(m: &ImportedModel, kind: OpKind) -> usize {
     m.module
@@ -66,20 +66,8 @@ fn check_decoder(path: &Path, prompt: &[i64], reference: &Path, greedy: &[i64]) 
     let reference = npy::read(reference).unwrap();
     let theirs = reference.data.to_f32();
     let ours = &v[..theirs.len()];
-    let max_logit = theirs.iter().fold(0f32, |a, x| a.max(x.abs()));
-    let max_diff = ours
-        .iter()
-        .zip(&theirs)
-        .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
-    println!(
-        "{}: lowered logits vs reference: {:.3e} · max|logit|",
-        path.display(),
-        max_diff / max_logit
-    );
-    assert!(max_diff <= 1e-3 * max_logit);
-    let picked: Vec<i64> = ours.chunks(vocab).map(argmax).collect();
-    let expected: Vec<i64> = theirs.chunks(vocab).map(argmax).collect();
-    assert_eq!(picked, expected, "argmax per position");
+    let what = format!("{}: lowered logits vs reference", path.display());
+    check_logits(&what, ours, &theirs, vocab, 1e-3);
     // Greedy continuation, teacher-forced.
     let start = tokens.len() - greedy.len();
     let cont: Vec<i64> = (start..tokens.len())

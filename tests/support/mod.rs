@@ -71,3 +71,33 @@ pub fn argmax(row: &[f32]) -> i64 {
         )
         .0 as i64
 }
+
+/// Checks `ours` against reference logits `theirs` (both `[positions × vocab]`): the largest
+/// difference is at most `tolerance · max|theirs|` and the argmax is identical at every position.
+/// Prints the measured ratio and returns our argmax per position.
+pub fn check_logits(
+    what: &str,
+    ours: &[f32],
+    theirs: &[f32],
+    vocab: usize,
+    tolerance: f32,
+) -> Vec<i64> {
+    assert_eq!(ours.len(), theirs.len(), "{what}: logits lengths");
+    let max_logit = theirs.iter().fold(0f32, |a, x| a.max(x.abs()));
+    let max_diff = ours
+        .iter()
+        .zip(theirs)
+        .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+    println!(
+        "{what}: max|diff| = {:.3e} · max|logit|",
+        max_diff / max_logit
+    );
+    assert!(
+        max_diff <= tolerance * max_logit,
+        "{what}: logits differ by {max_diff}"
+    );
+    let ours_arg: Vec<i64> = ours.chunks(vocab).map(argmax).collect();
+    let theirs_arg: Vec<i64> = theirs.chunks(vocab).map(argmax).collect();
+    assert_eq!(ours_arg, theirs_arg, "{what}: argmax per position");
+    ours_arg
+}
