@@ -303,21 +303,67 @@ pub fn cpu_pipeline() -> String {
     )
 }
 
+/// How to compile a model for the CPU.
+#[derive(Clone, Debug)]
+pub struct CpuOptions {
+    /// Threads the executor runs on (at least 1).
+    pub threads: usize,
+    /// Compile the full-precision baseline instead: the ternary projections become dense matmuls
+    /// on dequantized weights with unquantized activations (`bitnet_passes::DENSE_BASELINE_PIPELINE`).
+    /// For benchmarks only; its numerics are not BitNet's.
+    pub full_precision: bool,
+}
+
+impl Default for CpuOptions {
+    fn default() -> CpuOptions {
+        CpuOptions {
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            full_precision: false,
+        }
+    }
+}
+
+impl CpuOptions {
+    /// The pass pipeline these options compile with.
+    pub fn pipeline(&self) -> String {
+        if self.full_precision {
+            format!("{},plan-memory", bitnet_passes::DENSE_BASELINE_PIPELINE)
+        } else {
+            cpu_pipeline()
+        }
+    }
+}
+
 /// Compiles an imported model for this CPU (JIT) and prepares it to run on `threads` threads.
 pub fn compile_cpu(
     model: &mut ImportedModel,
     threads: usize,
 ) -> Result<bitnet_runtime::Executor, CpuError> {
-    let program = with_cpu_plan(model, |f, assign, weights, _| {
+    compile_cpu_with(
+        model,
+        &CpuOptions {
+            threads,
+            ..CpuOptions::default()
+        },
+    )
+}
+
+/// Compiles an imported model for this CPU (JIT) with `options`.
+pub fn compile_cpu_with(
+    model: &mut ImportedModel,
+    options: &CpuOptions,
+) -> Result<bitnet_runtime::Executor, CpuError> {
+    let program = with_cpu_plan(model, options, |f, assign, weights, _| {
         Ok(bitnet_backends::cpu::lower::lower(f, assign, weights)?)
     })?;
-    Ok(bitnet_runtime::Executor::new(program, threads)?)
+    Ok(bitnet_runtime::Executor::new(program, options.threads)?)
 }
 
 /// Runs the CPU pipeline on `model` and calls `k` with the planned function, its buffer assignment,
 /// the weights (the model's and the derived ones) and the memory plan.
 fn with_cpu_plan<T>(
     model: &mut ImportedModel,
+    options: &CpuOptions,
     k: impl FnOnce(
         &bitnet_ir::Function,
         &bitnet_backends::cpu::lower::Assignment,
@@ -327,7 +373,7 @@ fn with_cpu_plan<T>(
 ) -> Result<T, CpuError> {
     let pm = {
         let mut pm = bitnet_passes::PassManager::new(
-            bitnet_passes::parse_pipeline(&cpu_pipeline()).map_err(CompileError::from)?,
+            bitnet_passes::parse_pipeline(&options.pipeline()).map_err(CompileError::from)?,
         );
         pm.verify_each = cfg!(debug_assertions);
         pm
@@ -440,20 +486,21 @@ pub fn compile_cpu_object(
     use bitnet_backends::cpu::aot;
     use bitnet_runtime::artifact::{MemorySummary, sha256_hex};
     let ir = options.ir.then(|| text::print_module(&model.module));
-    let (parts, memory) = with_cpu_plan(model, |f, assign, weights, plan| {
-        let parts = bitnet_backends::cpu::lower::plan_program(f, assign, weights)?;
-        let memory = MemorySummary {
-            arena_bytes: plan.arena_bytes,
-            buffers: plan.buffers.len() as u64,
-            constant_bytes: plan.constant_bytes,
-            kv_bytes: plan.kv_bytes,
-            kv_slots: plan.kv_slots.len() as u64,
-            lower_bound_bytes: plan.lower_bound,
-            naive_bytes: plan.naive_bytes,
-            schedule_length: plan.schedule.len() as u64,
-        };
-        Ok((parts, memory))
-    })?;
+    let (parts, memory) =
+        with_cpu_plan(model, &CpuOptions::default(), |f, assign, weights, plan| {
+            let parts = bitnet_backends::cpu::lower::plan_program(f, assign, weights)?;
+            let memory = MemorySummary {
+                arena_bytes: plan.arena_bytes,
+                buffers: plan.buffers.len() as u64,
+                constant_bytes: plan.constant_bytes,
+                kv_bytes: plan.kv_bytes,
+                kv_slots: plan.kv_slots.len() as u64,
+                lower_bound_bytes: plan.lower_bound,
+                naive_bytes: plan.naive_bytes,
+                schedule_length: plan.schedule.len() as u64,
+            };
+            Ok((parts, memory))
+        })?;
     let opt_ir = text::print_module(&model.module);
     let code = aot::compile_object(&parts.kinds, &options.target, options.clif, options.asm)?;
     let (inputs, tokenizer) = input_files(path)?;

@@ -77,6 +77,11 @@ pub fn pass_by_name(name: &str) -> Option<Box<dyn Pass>> {
 pub const DEFAULT_PIPELINE: &str =
     "canonicalize,lower-bitlinear,fuse-norm-quant,fuse-relu2-mul,fuse-residual,canonicalize";
 
+/// The full-precision baseline pipeline (benchmarks only): `lower-bitlinear` finds the projections
+/// and `dense-baseline` turns each back into a dense matmul on dequantized weights.
+/// (`dense-baseline` lands with the benchmark's baseline; until then this is the plain `-O` front.)
+pub const DENSE_BASELINE_PIPELINE: &str = "canonicalize,lower-bitlinear,canonicalize";
+
 /// Builds the passes of a comma-separated pipeline; the error lists the unknown names and the known ones.
 pub fn parse_pipeline(spec: &str) -> Result<Vec<Box<dyn Pass>>, PassError> {
     let mut passes = Vec::new();

@@ -358,6 +358,17 @@ impl Executor {
     }
 }
 
+impl Executor {
+    /// Runs `tokens` at positions `pos..pos+T` like `forward` and returns the logits of the last
+    /// token only (`vocab` values): what generation needs after a prefill or a decode step.
+    pub fn forward_last(&mut self, tokens: &[i64], pos: u64) -> Result<&[f32], RuntimeError> {
+        let vocab = self.program.vocab as usize;
+        let all = self.forward(tokens, pos)?;
+        let start = all.len().saturating_sub(vocab);
+        Ok(&all[start..])
+    }
+}
+
 /// `BufRef` for an arena offset (a convenience for backends and tests).
 pub fn arena(offset: u64, bytes: u64) -> BufRef {
     BufRef {
