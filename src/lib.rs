@@ -1,13 +1,22 @@
 //! bitnetc: a compiler for ternary (BitNet b1.58) neural networks.
 //!
-//! This is the library facade. Today it re-exports the stages and reads `.bir` files with diagnostics
-//! rendered for people; `compile` and `Session` for in-process (JIT) use land with the CPU backend.
+//! This is the library facade: `compile` a model (or load an artifact) and run it through a `Session`
+//! (see `jit`); the stages are re-exported, and the functions below read `.bir` files with diagnostics
+//! rendered for people, run prompts through the reference interpreter, and compile for the CPU.
 
 pub use bitnet_backends as backends;
 pub use bitnet_frontend as frontend;
 pub use bitnet_ir as ir;
 pub use bitnet_passes as passes;
 pub use bitnet_runtime as runtime;
+
+pub mod jit;
+pub mod machine;
+pub use bitnet_runtime::sampling::SamplingParams;
+pub use bitnet_runtime::session::{GenerateParams, Generation, Session, StopReason};
+pub use jit::{Error, Model, Options, Origin, compile};
+
+pub mod tokenizer;
 
 use bitnet_ir::diagnostic::render_all;
 use bitnet_ir::{Module, text, verify};

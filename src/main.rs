@@ -10,12 +10,15 @@ use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod cli;
+
 /// bitnetc: a compiler for ternary (BitNet b1.58) neural networks.
 #[derive(Parser)]
 #[command(name = "bitnetc", version, about)]
 struct Cli {
-    /// Append a record of `compile` and `logits` (inputs and their sha256, flags, outputs, timings,
-    /// errors) to this hash-chained JSON-lines log; without it nothing is logged.
+    /// Append a record of `compile`, `run`, `bench` and `logits` (inputs and their sha256, flags,
+    /// outputs, timings, errors) to this hash-chained JSON-lines log. Default: $BITNETC_AUDIT_LOG
+    /// (`off` turns logging off), else audit.jsonl in bitnetc's folder of the user's data directory.
     #[arg(long, global = true, value_name = "PATH")]
     audit_log: Option<PathBuf>,
     #[command(subcommand)]
@@ -24,6 +27,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Compile a model (or load a .bnx artifact), run a prompt and stream the generated text.
+    Run(cli::run::RunArgs),
+    /// Measure prefill and decode speed, latency, memory and compile time on this machine, against
+    /// the same model compiled with full-precision weights in the same run.
+    Bench(cli::bench::BenchArgs),
     /// Parse and verify a .bir file; print every error (exit 1) or a one-line summary.
     Check {
         /// The IR file.
@@ -223,18 +231,34 @@ fn load_or_report(file: &Path) -> Result<Option<bitnet_ir::Module>> {
     }
 }
 
-/// Runs a command; with `--audit-log`, appends a record of `compile` and `logits` (or of their error).
+/// Runs a command and, for the commands that are logged, appends its record (or its error's) to the
+/// audit log (`cli::audit_log` says where).
 fn run(cli: Cli) -> Result<ExitCode> {
-    let Some(log_path) = cli.audit_log else {
-        return run_command(cli.command);
+    let mut extra = serde_json::json!({});
+    let target = cli::audit_log::resolve(cli.audit_log.clone());
+    let (Some(target), Some((kind, mut fields))) = (target, audit_fields(&cli.command)?) else {
+        return run_command(cli.command, &mut extra);
     };
-    let Some((kind, mut fields)) = audit_fields(&cli.command)? else {
-        return run_command(cli.command);
+    let Some(mut log) = cli::audit_log::open(&target)? else {
+        return run_command(cli.command, &mut extra);
     };
-    let mut log = bitnet_runtime::audit::AuditLog::open(&log_path)?;
+    if let Some(model) = fields["model"].as_str().map(PathBuf::from)
+        && bitnet_runtime::artifact::is_artifact(&model)
+    {
+        log.append(
+            "load",
+            serde_json::json!({
+                "artifact": model.display().to_string(),
+                "inputs": fields["inputs"].clone(),
+            }),
+        )?;
+    }
     let started = std::time::Instant::now();
-    let result = run_command(cli.command);
+    let result = run_command(cli.command, &mut extra);
     fields["wall_s"] = started.elapsed().as_secs_f64().into();
+    if let (Some(f), serde_json::Value::Object(extra)) = (fields.as_object_mut(), extra) {
+        f.extend(extra);
+    }
     match &result {
         Ok(_) => {
             if let Some(out) = fields["output"].as_str().map(PathBuf::from)
@@ -302,12 +326,51 @@ fn audit_fields(command: &Command) -> Result<Option<(&'static str, serde_json::V
                 "flags": {"optimize": optimize, "passes": pipeline},
             }),
         )),
+        Command::Run(args) => Some((
+            "run",
+            serde_json::json!({
+                "command": "run",
+                "inputs": input_digests(&args.model)?,
+                "model": args.model.display().to_string(),
+                "flags": {
+                    "max_tokens": args.max_tokens,
+                    "chat": args.chat,
+                    "threads": args.threads,
+                    "context": args.context,
+                    "stop": args.stop,
+                    "stop_tokens": args.stop_tokens,
+                    "ignore_eos": args.ignore_eos,
+                },
+            }),
+        )),
+        Command::Bench(args) => Some((
+            "run",
+            serde_json::json!({
+                "command": "bench",
+                "inputs": match &args.model {
+                    Some(m) => input_digests(m)?,
+                    None => serde_json::Value::Null,
+                },
+                "model": args.model.as_ref().map(|m| m.display().to_string()),
+                "flags": {
+                    "preset": args.preset,
+                    "threads": args.threads,
+                    "prompt_len": args.prompt_len,
+                    "steps": args.steps,
+                    "repeat": args.repeat,
+                    "no_baseline": args.no_baseline,
+                },
+            }),
+        )),
         _ => None,
     })
 }
 
-fn run_command(command: Command) -> Result<ExitCode> {
+/// Runs `command`; the commands that measure something add it to `audit` for the log.
+fn run_command(command: Command, audit: &mut serde_json::Value) -> Result<ExitCode> {
     match command {
+        Command::Run(args) => cli::run::run(&args, audit)?,
+        Command::Bench(args) => cli::bench::run(&args, audit)?,
         Command::Audit {
             action: AuditCommand::Verify { path },
         } => {

@@ -6,10 +6,12 @@
 
 mod support;
 
+use support::bitnetc;
+
 use bitnet_runtime::audit::{AuditLog, ProblemKind, VerifyReport, ZERO_HASH, verify};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 /// A log of `n` records in a fresh scratch folder (the log itself in a subfolder `open` creates).
 fn log_of(tag: &str, n: u64) -> (support::Scratch, PathBuf) {
@@ -214,13 +216,6 @@ fn an_empty_or_missing_log() {
     assert_eq!(verify(&path).unwrap(), VerifyReport::default());
 }
 
-fn bitnetc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bitnetc"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn cli_logits_records_verify() {
     let dir = support::Scratch::create("audit-cli");
@@ -279,7 +274,18 @@ fn cli_logits_records_verify() {
 }
 
 #[test]
-fn without_the_flag_nothing_is_logged() {
+fn logging_can_be_turned_off() {
+    let tmp = support::Scratch::create("audit-off");
+    let model = support::root().join("tests/fixtures/hf-tiny/packed");
+    let o = Command::new(env!("CARGO_BIN_EXE_bitnetc"))
+        .args(["logits", model.to_str().unwrap(), "--tokens", "1,2"])
+        .env("BITNETC_AUDIT_LOG", "off")
+        .env("XDG_DATA_HOME", tmp.join("data"))
+        .env("HOME", tmp.join("home"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!tmp.join("data").exists() && !tmp.join("home").exists());
     let o = bitnetc(&["--help"]);
-    assert!(String::from_utf8_lossy(&o.stdout).contains("nothing is logged"));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("BITNETC_AUDIT_LOG"));
 }

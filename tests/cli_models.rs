@@ -6,24 +6,14 @@
 
 mod support;
 
+use support::{bitnetc, root};
+
 use bitnet_frontend::import_model;
 use bitnet_frontend::model::ImportOptions;
 use bitnet_frontend::npy;
 use bitnet_ir::Tensor;
 use serde_json::Value;
-use std::path::PathBuf;
-use std::process::{Command, Output};
-
-fn bitnetc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bitnetc"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use std::process::Output;
 
 fn path(rel: &str) -> String {
     root().join(rel).display().to_string()

@@ -5,15 +5,9 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use support::bitnetc;
 
-fn bitnetc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bitnetc"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+use std::path::PathBuf;
 
 fn fixture(p: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -60,6 +60,12 @@ pub enum RuntimeError {
     /// An empty prompt.
     #[error("no tokens to run")]
     Empty,
+    /// Sampling parameters out of range, or logits nothing can be chosen from.
+    #[error("sampling: {0}")]
+    Sampling(String),
+    /// The tokenizer failed (or the model has none and text was asked for).
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
     /// An artifact that cannot be loaded (corrupt, truncated, for another machine or format).
     #[error(transparent)]
     Artifact(#[from] crate::artifact::ArtifactError),

@@ -301,6 +301,11 @@ impl Executor {
         &self.program
     }
 
+    /// Bytes of weights the program reads (rounded up to whole 64-byte lines).
+    pub fn weight_bytes(&self) -> u64 {
+        self._weights.len as u64
+    }
+
     /// Clears the KV cache (a new conversation).
     pub fn reset(&mut self) {
         self.kv.bytes_mut().fill(0);

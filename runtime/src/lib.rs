@@ -8,10 +8,14 @@
 
 pub mod artifact;
 pub mod audit;
+pub mod chat;
 pub mod error;
 pub mod executor;
 pub mod math;
 pub mod program;
+pub mod sampling;
+pub mod session;
+pub mod tokenizer;
 
 pub use error::RuntimeError;
 pub use executor::Executor;

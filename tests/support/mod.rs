@@ -49,6 +49,16 @@ impl AsRef<Path> for Scratch {
     }
 }
 
+/// Runs the `bitnetc` binary with `args` and waits for it. The audit log is off unless the test
+/// names one with `--audit-log` (so tests never write to the user's data folder).
+pub fn bitnetc(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_bitnetc"))
+        .args(args)
+        .env("BITNETC_AUDIT_LOG", "off")
+        .output()
+        .unwrap_or_else(|e| panic!("running bitnetc: {e}"))
+}
+
 /// The repository root (fixtures are under `tests/fixtures`).
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -1,0 +1,287 @@
+//! `bitnetc bench`: how fast a model runs on this machine, and what it gains over the same model
+//! compiled with full-precision weights, measured in the same run.
+//!
+//! For each build (ours; then the baseline, `CpuOptions::full_precision`) it measures the compile
+//! time, the weight bytes, prefill of `--prompt-len` tokens (the faster of `--repeat` runs), greedy
+//! decode of `--steps` tokens after it (tokens per second and per-token latency percentiles) and the
+//! peak resident memory while the build was loaded and ran. The machine's read bandwidth, measured
+//! first, gives the decode ceiling: bandwidth ÷ weight bytes read per token.
+
+use super::progress::Progress;
+use anyhow::{Context, Result, bail};
+use bitnet_runtime::sampling::{Rng, SamplingParams};
+use bitnet_runtime::session::GenerateParams;
+use bitnetc::machine;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The arguments of `bitnetc bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// The model (HF folder, .gguf, .onnx) or a compiled artifact (.bnx).
+    #[arg(required_unless_present = "preset", conflicts_with = "preset")]
+    pub model: Option<PathBuf>,
+    /// Benchmark a synthetic checkpoint with these shapes instead (generated once, deterministically,
+    /// into the user's cache folder).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(bitnet_frontend::synth::PRESETS.iter().copied()))]
+    pub preset: Option<String>,
+    /// Threads (default: every core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Prompt length for the prefill measurement.
+    #[arg(long, default_value_t = 128)]
+    pub prompt_len: usize,
+    /// Decode steps measured after the prefill.
+    #[arg(long, default_value_t = 32)]
+    pub steps: usize,
+    /// Prefill and decode runs per build (the fastest prefill counts; decode latencies pool).
+    #[arg(long, default_value_t = 2)]
+    pub repeat: usize,
+    /// Skip the full-precision baseline.
+    #[arg(long)]
+    pub no_baseline: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What one build measured.
+struct BuildResult {
+    name: &'static str,
+    compile: Duration,
+    weight_bytes: u64,
+    read_per_token: u64,
+    prefill_tok_s: f64,
+    decode_tok_s: f64,
+    /// Per-token decode latencies, sorted.
+    latencies: Vec<Duration>,
+    peak_rss: Option<u64>,
+}
+
+impl BuildResult {
+    fn percentile(&self, p: f64) -> f64 {
+        let n = self.latencies.len();
+        if n == 0 {
+            return f64::NAN;
+        }
+        let i = ((p / 100.0) * (n - 1) as f64).round() as usize;
+        self.latencies[i.min(n - 1)].as_secs_f64() * 1e3
+    }
+
+    fn json(&self, bandwidth: f64) -> serde_json::Value {
+        let ceiling = bandwidth / self.read_per_token as f64;
+        serde_json::json!({
+            "build": self.name,
+            "compile_s": self.compile.as_secs_f64(),
+            "weight_bytes": self.weight_bytes,
+            "read_bytes_per_token": self.read_per_token,
+            "prefill_tok_s": self.prefill_tok_s,
+            "decode_tok_s": self.decode_tok_s,
+            "latency_ms": {"p50": self.percentile(50.0), "p95": self.percentile(95.0), "p99": self.percentile(99.0)},
+            "peak_rss_bytes": self.peak_rss,
+            "ceiling_tok_s": ceiling,
+            "fraction_of_ceiling": self.decode_tok_s / ceiling,
+        })
+    }
+}
+
+/// Runs the command; adds the results to `audit`.
+pub fn run(args: &BenchArgs, audit: &mut serde_json::Value) -> Result<()> {
+    if args.prompt_len == 0 || args.steps == 0 || args.repeat == 0 {
+        bail!("--prompt-len, --steps and --repeat must be at least 1");
+    }
+    let threads = match args.threads {
+        Some(0) => bail!("--threads 0: give at least 1"),
+        Some(t) => t,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let model = match (&args.model, &args.preset) {
+        (Some(m), _) => m.clone(),
+        (None, Some(p)) => preset_checkpoint(p)?,
+        (None, None) => bail!("give a model or --preset NAME"),
+    };
+    audit["model"] = model.display().to_string().into();
+    let context = (args.prompt_len + args.steps + 1) as u64;
+    let bandwidth = machine::read_bandwidth(1 << 30, threads, 3);
+    let mut builds = vec![measure(&model, "bitnet", false, threads, context, args)?];
+    let artifact = bitnet_runtime::artifact::is_artifact(&model);
+    if !args.no_baseline && !artifact {
+        builds.push(measure(
+            &model,
+            "full-precision",
+            true,
+            threads,
+            context,
+            args,
+        )?);
+    }
+    let mut report = serde_json::json!({
+        "model": model.display().to_string(),
+        "preset": args.preset,
+        "threads": threads,
+        "context": context,
+        "prompt_len": args.prompt_len,
+        "steps": args.steps,
+        "read_bandwidth_gb_s": bandwidth / 1e9,
+        "builds": builds.iter().map(|b| b.json(bandwidth)).collect::<Vec<_>>(),
+    });
+    if let [ours, base] = builds.as_slice() {
+        report["vs_full_precision"] = serde_json::json!({
+            "decode_speedup": ours.decode_tok_s / base.decode_tok_s,
+            "prefill_speedup": ours.prefill_tok_s / base.prefill_tok_s,
+            "weight_memory_reduction": base.weight_bytes as f64 / ours.weight_bytes as f64,
+            "peak_rss_reduction": match (ours.peak_rss, base.peak_rss) {
+                (Some(a), Some(b)) if a > 0 => Some(b as f64 / a as f64),
+                _ => None,
+            },
+        });
+    }
+    audit["bench"] = report.clone();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&report, &builds, bandwidth);
+    }
+    Ok(())
+}
+
+/// The synthetic checkpoint of `preset` in the cache folder, written on first use (into a temporary
+/// folder renamed into place, so an interrupted write is never mistaken for a checkpoint).
+fn preset_checkpoint(name: &str) -> Result<PathBuf> {
+    let preset =
+        bitnet_frontend::synth::preset(name).with_context(|| format!("no preset {name}"))?;
+    let root = dirs::cache_dir()
+        .unwrap_or_else(std::env::temp_dir)
+        .join("bitnetc")
+        .join("presets");
+    let dir = root.join(format!("{name}-seed0"));
+    if dir.join("config.json").is_file() {
+        return Ok(dir);
+    }
+    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    let tmp = root.join(format!(".{name}-seed0.{}", std::process::id()));
+    eprintln!("; writing the {name} preset to {} (once)", dir.display());
+    let start = Instant::now();
+    bitnet_frontend::synth::write_checkpoint(&preset, &tmp, 0)?;
+    std::fs::rename(&tmp, &dir).with_context(|| format!("moving it to {}", dir.display()))?;
+    eprintln!("; done in {:.1} s", start.elapsed().as_secs_f64());
+    Ok(dir)
+}
+
+/// Compiles (or loads) `model` and measures it.
+fn measure(
+    model: &Path,
+    name: &'static str,
+    full_precision: bool,
+    threads: usize,
+    context: u64,
+    args: &BenchArgs,
+) -> Result<BuildResult> {
+    let rss_reset = machine::reset_peak_rss();
+    let mut options = bitnetc::Options {
+        context: Some(context),
+        ..bitnetc::Options::default()
+    };
+    options.cpu.threads = threads;
+    options.cpu.full_precision = full_precision;
+    let progress = Progress::start(model);
+    options.on_stage = Some(progress.stage_callback());
+    let start = Instant::now();
+    let compiled = bitnetc::compile(model, &options)
+        .with_context(|| format!("{} ({name} build)", model.display()));
+    progress.finish();
+    let compiled = compiled?;
+    let compile = start.elapsed();
+    let weight_bytes = compiled.weight_bytes;
+    let read_per_token = compiled.read_bytes_per_token();
+    let vocab = compiled.vocab();
+    let mut session = compiled.session()?;
+    let mut rng = Rng::new(0);
+    // Ids from the upper part of the vocabulary, clear of the special tokens at its start.
+    let prompt: Vec<u32> = (0..args.prompt_len)
+        .map(|_| (vocab / 2 + rng.next_u64() % (vocab - vocab / 2)) as u32)
+        .collect();
+    let params = GenerateParams {
+        max_tokens: args.steps + 1,
+        sampling: SamplingParams::greedy(),
+        ignore_eos: true,
+        ..GenerateParams::default()
+    };
+    let mut prefill = Duration::MAX;
+    let mut latencies = Vec::new();
+    for _ in 0..args.repeat {
+        session.reset();
+        let out = session.generate(&prompt, &params, &mut |_, _| {})?;
+        prefill = prefill.min(out.prefill);
+        latencies.extend(out.decode);
+    }
+    latencies.sort();
+    let total: f64 = latencies.iter().map(Duration::as_secs_f64).sum();
+    let peak_rss = machine::peak_rss().filter(|_| rss_reset);
+    Ok(BuildResult {
+        name,
+        compile,
+        weight_bytes,
+        read_per_token,
+        prefill_tok_s: args.prompt_len as f64 / prefill.as_secs_f64(),
+        decode_tok_s: latencies.len() as f64 / total,
+        latencies,
+        peak_rss,
+    })
+}
+
+fn print_table(report: &serde_json::Value, builds: &[BuildResult], bandwidth: f64) {
+    println!(
+        "model {}  threads {}  context {}  read bandwidth {:.1} GB/s",
+        report["model"].as_str().unwrap_or(""),
+        report["threads"],
+        report["context"],
+        bandwidth / 1e9
+    );
+    println!(
+        "{:<15} {:>9} {:>12} {:>12} {:>10} {:>10} {:>9} {:>9} {:>9} {:>10} {:>9}",
+        "build",
+        "compile",
+        "weights",
+        "read/token",
+        "prefill",
+        "decode",
+        "P50",
+        "P95",
+        "P99",
+        "peak RSS",
+        "ceiling"
+    );
+    for b in builds {
+        let ceiling = bandwidth / b.read_per_token as f64;
+        println!(
+            "{:<15} {:>8.1}s {:>9.1} MB {:>9.1} MB {:>6.1} t/s {:>6.1} t/s {:>6.1} ms {:>6.1} ms {:>6.1} ms {:>10} {:>4.0}% of {:.1}",
+            b.name,
+            b.compile.as_secs_f64(),
+            b.weight_bytes as f64 / 1e6,
+            b.read_per_token as f64 / 1e6,
+            b.prefill_tok_s,
+            b.decode_tok_s,
+            b.percentile(50.0),
+            b.percentile(95.0),
+            b.percentile(99.0),
+            b.peak_rss.map_or_else(
+                || "n/a".to_string(),
+                |r| format!("{:.1} MB", r as f64 / 1e6)
+            ),
+            100.0 * b.decode_tok_s / ceiling,
+            ceiling
+        );
+    }
+    if let Some(r) = report.get("vs_full_precision") {
+        println!(
+            "vs full precision: decode {:.2}x faster, prefill {:.2}x, weights {:.2}x smaller, peak RSS {}",
+            r["decode_speedup"].as_f64().unwrap_or(f64::NAN),
+            r["prefill_speedup"].as_f64().unwrap_or(f64::NAN),
+            r["weight_memory_reduction"].as_f64().unwrap_or(f64::NAN),
+            r["peak_rss_reduction"]
+                .as_f64()
+                .map_or_else(|| "n/a".to_string(), |x| format!("{x:.2}x smaller")),
+        );
+    }
+}

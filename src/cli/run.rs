@@ -1,0 +1,235 @@
+//! `bitnetc run`: compile a model (or load an artifact), run a prompt and stream the generated text.
+//!
+//! Text goes to stdout as it is generated; a summary (tokens, time to first token, decode speed,
+//! why it stopped) goes to stderr. `--json` prints one JSON object instead, for scripts. Without a
+//! tokenizer, or with `--tokens`, the ids are what matters: they are printed as they come.
+
+use super::progress::Progress;
+use anyhow::{Context, Result, bail};
+use bitnet_runtime::chat::{self, Role};
+use bitnet_runtime::sampling::SamplingParams;
+use bitnet_runtime::session::{GenerateParams, Generation, StopReason};
+use std::io::Write;
+use std::path::PathBuf;
+
+/// The arguments of `bitnetc run`.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// The model (HF folder, .gguf, .onnx) or a compiled artifact (.bnx).
+    pub model: PathBuf,
+    /// The prompt text (encoded with the model's tokenizer, with its special tokens).
+    #[arg(long, conflicts_with = "tokens")]
+    pub prompt: Option<String>,
+    /// The prompt as token ids, comma-separated (e.g. 1,17,256).
+    #[arg(long, value_delimiter = ',')]
+    pub tokens: Option<Vec<u32>>,
+    /// The most new tokens.
+    #[arg(short = 'n', long = "max-tokens", default_value_t = 64)]
+    pub max_tokens: usize,
+    /// Greedy decoding (the default unless --temperature is given).
+    #[arg(long, conflicts_with = "temperature")]
+    pub greedy: bool,
+    /// Sample with this temperature (0 is greedy).
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    /// Sample from the K most likely tokens only (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Sample from the most likely tokens that together reach this probability (1: all).
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// CTRL repetition penalty (1: none).
+    #[arg(long, default_value_t = 1.0)]
+    pub repetition_penalty: f32,
+    /// The random seed for sampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Stop when the text contains this string (repeatable); it is cut from the output.
+    #[arg(long = "stop", value_name = "TEXT")]
+    pub stop: Vec<String>,
+    /// Stop at this token id (repeatable), besides the model's end-of-sequence ids.
+    #[arg(long = "stop-token", value_name = "ID")]
+    pub stop_tokens: Vec<u32>,
+    /// Do not stop at the model's end-of-sequence ids.
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// Format the prompt as a user message in the BitNet b1.58 2B-4T chat format and stop at the end
+    /// of the reply (the tokenizer must have <|eot_id|>).
+    #[arg(long)]
+    pub chat: bool,
+    /// With --chat: a system message before the user's.
+    #[arg(long, requires = "chat")]
+    pub system: Option<String>,
+    /// Print one JSON object (prompt and new token ids, text, stop reason, timings) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Threads (default: every core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// The longest context in tokens (default: the model's limit; fixed for artifacts).
+    #[arg(long)]
+    pub context: Option<u64>,
+}
+
+impl RunArgs {
+    /// The sampling parameters the flags describe.
+    fn sampling(&self) -> SamplingParams {
+        SamplingParams {
+            temperature: if self.greedy {
+                0.0
+            } else {
+                self.temperature.unwrap_or(0.0)
+            },
+            top_k: self.top_k,
+            top_p: self.top_p,
+            repetition_penalty: self.repetition_penalty,
+            seed: self.seed,
+        }
+    }
+}
+
+/// Runs the command; adds what the audit record should say to `audit`.
+pub fn run(args: &RunArgs, audit: &mut serde_json::Value) -> Result<()> {
+    if args.prompt.is_none() && args.tokens.is_none() {
+        bail!("give a prompt: --prompt TEXT or --tokens ID,ID,...");
+    }
+    if args.chat && args.prompt.is_none() {
+        bail!("--chat formats a text prompt: give --prompt TEXT");
+    }
+    let sampling = args.sampling();
+    sampling.validate()?;
+    let mut options = bitnetc::Options {
+        context: args.context,
+        ..bitnetc::Options::default()
+    };
+    if let Some(t) = args.threads {
+        if t == 0 {
+            bail!("--threads 0: give at least 1");
+        }
+        options.cpu.threads = t;
+    }
+    let progress = Progress::start(&args.model);
+    options.on_stage = Some(progress.stage_callback());
+    let model = bitnetc::compile(&args.model, &options)
+        .with_context(|| format!("{}", args.model.display()));
+    progress.finish();
+    let model = model?;
+    audit["origin"] = format!("{:?}", model.origin).to_lowercase().into();
+    audit["compile_s"] = model.compile_time.as_secs_f64().into();
+    let mut session = model.session()?;
+    let mut params = GenerateParams {
+        max_tokens: args.max_tokens,
+        sampling,
+        stop_tokens: args.stop_tokens.clone(),
+        stop_strings: args.stop.clone(),
+        ignore_eos: args.ignore_eos,
+    };
+    let prompt: Vec<u32> = match (&args.tokens, &args.prompt) {
+        (Some(ids), _) => ids.clone(),
+        (None, Some(text)) if args.chat => {
+            let tok = session.tokenizer().with_context(|| {
+                format!("{}: the model carries no tokenizer", args.model.display())
+            })?;
+            let mut messages = Vec::new();
+            if let Some(system) = &args.system {
+                messages.push((Role::System, system.as_str()));
+            }
+            messages.push((Role::User, text.as_str()));
+            let p = chat::encode(tok, &messages).map_err(anyhow::Error::msg)?;
+            params.stop_tokens.extend(p.stop_tokens);
+            p.ids
+        }
+        (None, Some(text)) => session
+            .encode(text)
+            .with_context(|| format!("{}", args.model.display()))?,
+        (None, None) => Vec::new(),
+    };
+    audit["prompt_sha256"] = bitnet_runtime::audit::sha256_hex(&ids_bytes(&prompt)).into();
+    audit["prompt_tokens"] = prompt.len().into();
+    audit["sampling"] = serde_json::json!({
+        "temperature": params.sampling.temperature,
+        "top_k": params.sampling.top_k,
+        "top_p": params.sampling.top_p,
+        "repetition_penalty": params.sampling.repetition_penalty,
+        "seed": params.sampling.seed,
+    });
+    let text_out = session.tokenizer().is_some() && args.tokens.is_none();
+    let mut stdout = std::io::stdout().lock();
+    let mut first = true;
+    let result = session.generate(&prompt, &params, &mut |id, piece| {
+        if args.json {
+            return;
+        }
+        // Printing is best effort: a closed pipe must not lose the run's record.
+        if text_out {
+            let _ = stdout.write_all(piece.as_bytes());
+        } else if let Some(id) = id {
+            let _ = write!(stdout, "{}{id}", if first { "" } else { " " });
+            first = false;
+        }
+        let _ = stdout.flush();
+    });
+    let out = result.with_context(|| format!("{}", args.model.display()))?;
+    record(audit, &out);
+    if args.json {
+        println!("{}", json(&prompt, &out));
+    } else {
+        let _ = writeln!(stdout);
+        eprintln!("{}", summary(&out));
+    }
+    Ok(())
+}
+
+/// Token ids as little-endian u32 bytes (what the audit log hashes).
+fn ids_bytes(ids: &[u32]) -> Vec<u8> {
+    ids.iter().flat_map(|i| i.to_le_bytes()).collect()
+}
+
+/// Decode speed: tokens per second over the decode steps.
+fn decode_tok_s(out: &Generation) -> Option<f64> {
+    let total: f64 = out.decode.iter().map(|d| d.as_secs_f64()).sum();
+    (total > 0.0).then(|| out.decode.len() as f64 / total)
+}
+
+fn record(audit: &mut serde_json::Value, out: &Generation) {
+    audit["new_tokens"] = out.tokens.len().into();
+    audit["output_sha256"] = bitnet_runtime::audit::sha256_hex(&ids_bytes(&out.tokens)).into();
+    audit["stop"] = out.stop.name().into();
+    audit["prefill_ms"] = (out.prefill.as_secs_f64() * 1e3).into();
+    audit["decode_tok_s"] = decode_tok_s(out).into();
+}
+
+/// The `--json` object.
+fn json(prompt: &[u32], out: &Generation) -> serde_json::Value {
+    let stop_detail = match &out.stop {
+        StopReason::StopToken(id) => serde_json::json!(id),
+        StopReason::StopString(s) => serde_json::json!(s),
+        StopReason::MaxTokens | StopReason::ContextFull => serde_json::Value::Null,
+    };
+    serde_json::json!({
+        "prompt_tokens": prompt,
+        "tokens": out.tokens,
+        "text": out.text,
+        "stop": out.stop.name(),
+        "stop_detail": stop_detail,
+        "prefill_ms": out.prefill.as_secs_f64() * 1e3,
+        "decode_tok_s": decode_tok_s(out),
+    })
+}
+
+/// The stderr summary line.
+fn summary(out: &Generation) -> String {
+    let speed = decode_tok_s(out).map_or_else(String::new, |s| format!(", decode {s:.1} tok/s"));
+    let stop = match &out.stop {
+        StopReason::MaxTokens => "the token limit (-n)".to_string(),
+        StopReason::StopToken(id) => format!("stop token {id}"),
+        StopReason::StopString(s) => format!("stop string {s:?}"),
+        StopReason::ContextFull => "a full context (raise --context)".to_string(),
+    };
+    format!(
+        "; {} prompt + {} new tokens; first token after {:.1} ms{speed}; stopped at {stop}",
+        out.prompt_tokens,
+        out.tokens.len(),
+        out.prefill.as_secs_f64() * 1e3,
+    )
+}
