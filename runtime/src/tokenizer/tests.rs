@@ -1,0 +1,231 @@
+//! Unit tests of the tokenizer: byte-level round trips, streaming, the Llama 3 split, GGUF errors.
+
+use super::*;
+
+/// GPT-2's byte → character table (`bytes_to_unicode`): printable Latin-1 bytes map to
+/// themselves, the others to U+0100 onwards, in byte order.
+fn byte_chars() -> Vec<char> {
+    let mut out = vec!['\0'; 256];
+    let mut next = 256u32;
+    for b in 0..256u32 {
+        let keep = (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+        let c = if keep {
+            b
+        } else {
+            next += 1;
+            next - 1
+        };
+        out[b as usize] = char::from_u32(c).unwrap();
+    }
+    out
+}
+
+/// A byte-level tokenizer whose ids 0..256 are the bytes, then `<s>` (256) and `</s>` (257),
+/// then the merged tokens of `merges`.
+fn byte_vocab(merges: &[&str], pre: Option<&str>) -> GgufVocab {
+    let mut tokens: Vec<String> = byte_chars().iter().map(|c| c.to_string()).collect();
+    tokens.push("<s>".into());
+    tokens.push("</s>".into());
+    for m in merges {
+        tokens.push(m.replace(' ', ""));
+    }
+    let mut token_types = vec![1; tokens.len()];
+    token_types[256] = 3;
+    token_types[257] = 3;
+    GgufVocab {
+        model: "gpt2".into(),
+        pre: pre.map(str::to_string),
+        tokens,
+        token_types,
+        merges: merges.iter().map(|m| m.to_string()).collect(),
+        bos: Some(256),
+        eos: Some(257),
+        add_bos: None,
+    }
+}
+
+fn byte_tokenizer() -> Tokenizer {
+    // One merge: a BPE model needs at least one, and this one never fires on the tests' bytes.
+    Tokenizer::from_gguf_vocab(&byte_vocab(&["1 2"], None), "bytes.gguf").unwrap()
+}
+
+fn byte_ids(bytes: &[u8]) -> Vec<u32> {
+    bytes.iter().map(|&b| u32::from(b)).collect()
+}
+
+/// Streams `ids` and returns the pieces, the last one from `finish`.
+fn stream(tok: &Tokenizer, ids: &[u32]) -> Vec<String> {
+    let mut s = tok.decode_stream(true);
+    let mut pieces: Vec<String> = ids.iter().map(|&id| s.step(id).unwrap()).collect();
+    pieces.push(s.finish().unwrap());
+    pieces
+}
+
+#[test]
+fn byte_tokens_round_trip() {
+    let tok = byte_tokenizer();
+    let text = "héllo, wörld € 😀";
+    let ids = tok.encode(text, true).unwrap();
+    assert_eq!(ids[0], 256, "bos is prepended");
+    assert_eq!(&ids[1..], byte_ids(text.as_bytes()).as_slice());
+    assert_eq!(tok.decode(&ids, true).unwrap(), text);
+    assert_eq!(tok.decode(&ids, false).unwrap(), format!("<s>{text}"));
+    assert_eq!(tok.bos(), Some(256));
+    assert_eq!(tok.eos(), &[257]);
+    assert_eq!(tok.token_id("</s>"), Some(257));
+    assert_eq!(tok.vocab_size(), 259);
+    assert_eq!(tok.token_text(u32::from(b' ')).as_deref(), Some(" "));
+    assert_eq!(
+        tok.token_text(0xC3).as_deref(),
+        Some("Ã"),
+        "a lone lead byte shows its entry"
+    );
+    assert_eq!(tok.token_text(999), None);
+}
+
+#[test]
+fn stream_holds_back_split_characters() {
+    let tok = byte_tokenizer();
+    // é is C3 A9, € is E2 82 AC, 😀 is F0 9F 98 80: each arrives byte by byte.
+    let text = "aé€😀b";
+    let pieces = stream(&tok, &byte_ids(text.as_bytes()));
+    let expected: Vec<&str> = vec!["a", "", "é", "", "", "€", "", "", "", "😀", "b", ""];
+    assert_eq!(pieces, expected);
+    assert_eq!(pieces.concat(), text);
+}
+
+#[test]
+fn stream_ends_lossily_like_decode() {
+    let tok = byte_tokenizer();
+    // A truncated character at the end, a stray continuation byte, and an interrupted
+    // sequence in the middle, around special tokens the stream skips.
+    let cases: Vec<Vec<u32>> = vec![
+        vec![256, u32::from(b'x'), 0xE2, 0x82],
+        vec![0x80, 0x80, u32::from(b'#'), 257],
+        vec![0xE2, 0x82, u32::from(b'a'), 0xC3, 257, 0xA9],
+        vec![0xF0, 0x9F, 0x98],
+    ];
+    for ids in cases {
+        let pieces = stream(&tok, &ids);
+        let whole = tok.decode(&ids, true).unwrap();
+        assert!(whole.contains('\u{FFFD}'), "{ids:?}");
+        assert_eq!(pieces.concat(), whole, "{ids:?}: {pieces:?}");
+    }
+}
+
+#[test]
+fn stream_concatenation_equals_decode_on_random_bytes() {
+    let tok = byte_tokenizer();
+    // A fixed linear congruential generator; bytes drawn mostly from UTF-8 lead and
+    // continuation ranges so that valid, truncated and invalid sequences all occur.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1);
+        (state >> 33) as u32
+    };
+    for _ in 0..300 {
+        let len = next() % 24;
+        let ids: Vec<u32> = (0..len)
+            .map(|_| match next() % 6 {
+                0 => next() % 128,
+                1 => 0xC2 + next() % 30,
+                2 => 0xE0 + next() % 16,
+                3 => 0xF0 + next() % 5,
+                4 => 256 + next() % 2,
+                _ => 0x80 + next() % 64,
+            })
+            .collect();
+        let pieces = stream(&tok, &ids);
+        let bytes: Vec<u8> = ids
+            .iter()
+            .filter(|&&id| id < 256)
+            .map(|&id| id as u8)
+            .collect();
+        let lossy = String::from_utf8_lossy(&bytes);
+        assert_eq!(tok.decode(&ids, true).unwrap(), lossy);
+        assert_eq!(pieces.concat(), lossy, "{ids:?}: {pieces:?}");
+        for p in &pieces[..pieces.len() - 1] {
+            assert!(!p.ends_with('\u{FFFD}'), "{ids:?}: a step returned {p:?}");
+        }
+    }
+}
+
+#[test]
+fn unknown_ids_are_errors_naming_the_source() {
+    let tok = byte_tokenizer();
+    let e = tok.decode(&[1, 5000], true).unwrap_err();
+    assert!(
+        matches!(e, TokenizerError::IdOutOfRange { id: 5000, .. }),
+        "{e}"
+    );
+    assert!(e.to_string().starts_with("bytes.gguf: "), "{e}");
+    assert!(tok.decode_stream(true).step(5000).is_err());
+    assert!(tok.clone().with_special_ids(Some(7), vec![9999]).is_err());
+}
+
+#[test]
+fn llama3_split_groups_digits_by_three() {
+    // "12345": the GPT-2 split keeps one pre-token and merges "3 4" first (12|34|5); Llama 3's
+    // splits "123" | "45" before merging.
+    let merges = ["3 4", "1 2", "12 3", "4 5"];
+    let gpt2 = Tokenizer::from_gguf_vocab(&byte_vocab(&merges, Some("gpt-2")), "a").unwrap();
+    let llama = Tokenizer::from_gguf_vocab(&byte_vocab(&merges, Some("llama-bpe")), "b").unwrap();
+    let text = |tok: &Tokenizer| -> Vec<String> {
+        let ids = tok.encode("12345", false).unwrap();
+        ids.iter().map(|&id| tok.token_text(id).unwrap()).collect()
+    };
+    assert_eq!(text(&gpt2), ["12", "34", "5"]);
+    assert_eq!(text(&llama), ["123", "45"]);
+}
+
+#[test]
+fn gguf_errors_name_the_file_and_field() {
+    let mut v = byte_vocab(&["1 2"], None);
+    v.model = "llama".into();
+    let e = Tokenizer::from_gguf_vocab(&v, "m.gguf").unwrap_err();
+    assert!(matches!(e, TokenizerError::Unsupported { .. }), "{e}");
+    assert!(
+        e.to_string().contains("m.gguf") && e.to_string().contains("'llama'"),
+        "{e}"
+    );
+
+    let mut v = byte_vocab(&["1 2"], Some("qwen2"));
+    assert!(Tokenizer::from_gguf_vocab(&v, "m.gguf").is_err());
+    v.pre = None;
+    v.merges = vec!["12".into()];
+    let e = Tokenizer::from_gguf_vocab(&v, "m.gguf")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("tokenizer.ggml.merges"), "{e}");
+    v.merges = vec!["1 2".into()];
+    v.bos = Some(100_000);
+    let e = Tokenizer::from_gguf_vocab(&v, "m.gguf")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("tokenizer.ggml.bos_token_id"), "{e}");
+    v.bos = None;
+    v.add_bos = Some(true);
+    let e = Tokenizer::from_gguf_vocab(&v, "m.gguf").unwrap_err();
+    assert!(matches!(e, TokenizerError::MissingField { .. }), "{e}");
+    v.token_types.pop();
+    let e = Tokenizer::from_gguf_vocab(&v, "m.gguf")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("tokenizer.ggml.token_type"), "{e}");
+}
+
+#[test]
+fn no_bos_when_add_bos_is_false_and_json_round_trips() {
+    let mut v = byte_vocab(&["1 2"], None);
+    v.add_bos = Some(false);
+    let tok = Tokenizer::from_gguf_vocab(&v, "m.gguf").unwrap();
+    assert_eq!(tok.encode("12", true).unwrap(), [258]);
+    let json = byte_tokenizer().to_json().unwrap();
+    let back = Tokenizer::from_json_bytes(json.as_bytes(), "t.json").unwrap();
+    assert_eq!(back.encode("a12", true).unwrap(), [256, 97, 258]);
+    assert_eq!(back.to_json().unwrap(), json);
+    let e = Tokenizer::from_json_bytes(&json.as_bytes()[..json.len() / 2], "t.json").unwrap_err();
+    assert!(matches!(e, TokenizerError::Json { .. }) && e.to_string().starts_with("t.json: "));
+}
