@@ -149,13 +149,7 @@ pub fn compile(path: &Path, options: &Options) -> Result<Model, Error> {
         let loaded = bitnet_runtime::artifact::load_program(path)
             .map_err(bitnet_runtime::RuntimeError::from)?;
         let weight_bytes = loaded.program.weights.len() as u64;
-        let tokenizer = loaded
-            .tokenizer
-            .as_deref()
-            .map(|bytes| {
-                Tokenizer::from_json_bytes(bytes, &format!("{} (tokenizer)", path.display()))
-            })
-            .transpose()?;
+        let tokenizer = artifact_tokenizer(path, &loaded)?;
         let exec = bitnet_runtime::Executor::new(loaded.program, options.cpu.threads)?;
         return Ok(Model {
             exec,
@@ -189,4 +183,41 @@ pub fn compile(path: &Path, options: &Options) -> Result<Model, Error> {
         import_time,
         compile_time: start.elapsed(),
     })
+}
+
+/// The tokenizer an artifact carries, with its special ids.
+fn artifact_tokenizer(
+    path: &Path,
+    loaded: &bitnet_runtime::artifact::Loaded,
+) -> Result<Option<Tokenizer>, Error> {
+    let Some(bytes) = &loaded.tokenizer else {
+        return Ok(None);
+    };
+    let source = format!("{} (tokenizer section)", path.display());
+    let mut t = Tokenizer::from_json_bytes(bytes, &source)?;
+    if let Some(special) = &loaded.tokenizer_special {
+        let bad = |message: String| bitnet_runtime::tokenizer::TokenizerError::Json {
+            file: format!("{} (tokenizer_special section)", path.display()),
+            message,
+        };
+        let v: serde_json::Value =
+            serde_json::from_slice(special).map_err(|e| bad(e.to_string()))?;
+        let id = |x: &serde_json::Value| {
+            x.as_u64()
+                .and_then(|i| u32::try_from(i).ok())
+                .ok_or_else(|| bad(format!("{x} is not a token id")))
+        };
+        let bos = match &v["bos"] {
+            serde_json::Value::Null => None,
+            x => Some(id(x)?),
+        };
+        let eos = v["eos"]
+            .as_array()
+            .ok_or_else(|| bad("\"eos\" is not a list".into()))?
+            .iter()
+            .map(id)
+            .collect::<Result<Vec<_>, _>>()?;
+        t = t.with_special_ids(bos, eos)?;
+    }
+    Ok(Some(t))
 }

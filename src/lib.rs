@@ -284,6 +284,9 @@ pub enum CpuError {
     /// Ahead-of-time compilation or linking failed.
     #[error(transparent)]
     Aot(#[from] bitnet_backends::cpu::aot::AotError),
+    /// The model's tokenizer could not be read or written.
+    #[error("{0}")]
+    Tokenizer(String),
     /// A model file could not be read.
     #[error("{}: {source}", path.display())]
     Io {
@@ -321,6 +324,8 @@ pub struct CpuOptions {
     /// on dequantized weights with unquantized activations (`bitnet_passes::DENSE_BASELINE_PIPELINE`).
     /// For benchmarks only; its numerics are not BitNet's.
     pub full_precision: bool,
+    /// How the lm_head stores its weights (`auto`: bf16 when exactly bf16, else f32; `f16`; `i8`).
+    pub head: bitnet_backends::cpu::HeadDtype,
 }
 
 impl Default for CpuOptions {
@@ -328,7 +333,15 @@ impl Default for CpuOptions {
         CpuOptions {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             full_precision: false,
+            head: bitnet_backends::cpu::HeadDtype::Auto,
         }
+    }
+}
+
+impl CpuOptions {
+    /// The lowering options these options compile with.
+    fn lowering(&self) -> bitnet_backends::cpu::lower::LowerOptions {
+        bitnet_backends::cpu::lower::LowerOptions { head: self.head }
     }
 }
 
@@ -363,7 +376,12 @@ pub fn compile_cpu_with(
     options: &CpuOptions,
 ) -> Result<bitnet_runtime::Executor, CpuError> {
     let program = with_cpu_plan(model, options, |f, assign, weights, _| {
-        Ok(bitnet_backends::cpu::lower::lower(f, assign, weights)?)
+        Ok(bitnet_backends::cpu::lower::lower_with(
+            f,
+            assign,
+            weights,
+            &options.lowering(),
+        )?)
     })?;
     Ok(bitnet_runtime::Executor::new(program, options.threads)?)
 }
@@ -492,27 +510,40 @@ pub fn compile_cpu_object(
     path: &Path,
     options: &ArtifactOptions,
 ) -> Result<CompiledObject, CpuError> {
+    compile_cpu_object_with(model, path, options, &CpuOptions::default())
+}
+
+/// `compile_cpu_object` with the code-generation choices of `cpu` (its `head`; `threads` is the
+/// loader's choice and is not recorded). The lm_head's storage is part of the kernels and the
+/// weights, so the artifact runs with it.
+pub fn compile_cpu_object_with(
+    model: &mut ImportedModel,
+    path: &Path,
+    options: &ArtifactOptions,
+    cpu: &CpuOptions,
+) -> Result<CompiledObject, CpuError> {
     use bitnet_backends::cpu::aot;
     use bitnet_runtime::artifact::{MemorySummary, sha256_hex};
     let ir = options.ir.then(|| text::print_module(&model.module));
-    let (parts, memory) =
-        with_cpu_plan(model, &CpuOptions::default(), |f, assign, weights, plan| {
-            let parts = bitnet_backends::cpu::lower::plan_program(f, assign, weights)?;
-            let memory = MemorySummary {
-                arena_bytes: plan.arena_bytes,
-                buffers: plan.buffers.len() as u64,
-                constant_bytes: plan.constant_bytes,
-                kv_bytes: plan.kv_bytes,
-                kv_slots: plan.kv_slots.len() as u64,
-                lower_bound_bytes: plan.lower_bound,
-                naive_bytes: plan.naive_bytes,
-                schedule_length: plan.schedule.len() as u64,
-            };
-            Ok((parts, memory))
-        })?;
+    let lowering = cpu.lowering();
+    let (parts, memory) = with_cpu_plan(model, cpu, |f, assign, weights, plan| {
+        let parts = bitnet_backends::cpu::lower::plan_program_with(f, assign, weights, &lowering)?;
+        let memory = MemorySummary {
+            arena_bytes: plan.arena_bytes,
+            buffers: plan.buffers.len() as u64,
+            constant_bytes: plan.constant_bytes,
+            kv_bytes: plan.kv_bytes,
+            kv_slots: plan.kv_slots.len() as u64,
+            lower_bound_bytes: plan.lower_bound,
+            naive_bytes: plan.naive_bytes,
+            schedule_length: plan.schedule.len() as u64,
+        };
+        Ok((parts, memory))
+    })?;
     let opt_ir = text::print_module(&model.module);
     let code = aot::compile_object(&parts.kinds, &options.target, options.clif, options.asm)?;
-    let (inputs, tokenizer) = input_files(path)?;
+    let inputs = input_files(path)?;
+    let (tokenizer, tokenizer_special) = artifact_tokenizer(path)?;
     let provenance = aot::Provenance {
         compiler: format!("bitnetc {}", env!("CARGO_PKG_VERSION")),
         passes: cpu_pipeline().split(',').map(str::to_string).collect(),
@@ -521,6 +552,7 @@ pub fn compile_cpu_object(
         ir_sha256: sha256_hex(opt_ir.as_bytes()),
         memory,
         tokenizer,
+        tokenizer_special,
     };
     Ok(CompiledObject {
         parts,
@@ -546,17 +578,13 @@ pub fn compile_cpu_artifact(
 }
 
 /// The model files an artifact records, with their hashes: the file itself, or the files of a
-/// Hugging Face folder the importer reads (config, weights, index) and the tokenizer files; and the
-/// folder's `tokenizer.json`, which the artifact carries.
-fn input_files(
-    path: &Path,
-) -> Result<(Vec<bitnet_runtime::artifact::InputFile>, Option<Vec<u8>>), CpuError> {
+/// Hugging Face folder the importer reads (config, weights, index) and the tokenizer files.
+fn input_files(path: &Path) -> Result<Vec<bitnet_runtime::artifact::InputFile>, CpuError> {
     let io = |p: &Path| {
         let path = p.to_path_buf();
         move |source| CpuError::Io { path, source }
     };
     let mut files: Vec<(String, PathBuf)> = Vec::new();
-    let mut tokenizer = None;
     if path.is_dir() {
         const NAMED: [&str; 5] = [
             "config.json",
@@ -571,10 +599,6 @@ fn input_files(
             if NAMED.contains(&name.as_str()) || name.ends_with(".safetensors") {
                 files.push((name, entry.path()));
             }
-        }
-        let t = path.join("tokenizer.json");
-        if t.is_file() {
-            tokenizer = Some(std::fs::read(&t).map_err(io(&t))?);
         }
     } else {
         let name = path
@@ -592,5 +616,29 @@ fn input_files(
             sha256,
         });
     }
-    Ok((inputs, tokenizer))
+    Ok(inputs)
+}
+
+/// The `tokenizer` and `tokenizer_special` sections of an artifact, when the model has a tokenizer.
+type ArtifactTokenizer = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// The tokenizer an artifact carries: a Hugging Face folder's `tokenizer.json` as it is, or the one
+/// built from a GGUF vocabulary (`Tokenizer::to_json`); and its special ids as JSON
+/// (`{"bos": id|null, "eos": [ids]}`), which `tokenizer.json` does not record.
+fn artifact_tokenizer(path: &Path) -> Result<ArtifactTokenizer, CpuError> {
+    let tokenizer =
+        tokenizer::model_tokenizer(path).map_err(|e| CpuError::Tokenizer(e.to_string()))?;
+    let Some(t) = tokenizer else {
+        return Ok((None, None));
+    };
+    let hf = path.join("tokenizer.json");
+    let json = if path.is_dir() && hf.is_file() {
+        std::fs::read(&hf).map_err(|source| CpuError::Io { path: hf, source })?
+    } else {
+        t.to_json()
+            .map_err(|e| CpuError::Tokenizer(e.to_string()))?
+            .into_bytes()
+    };
+    let special = serde_json::json!({"bos": t.bos(), "eos": t.eos()});
+    Ok((Some(json), Some(special.to_string().into_bytes())))
 }

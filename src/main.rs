@@ -334,6 +334,7 @@ fn audit_fields(command: &Command) -> Result<Option<(&'static str, serde_json::V
                 "model": args.model.display().to_string(),
                 "flags": {
                     "max_tokens": args.max_tokens,
+                    "head_dtype": args.head_dtype.name(),
                     "chat": args.chat,
                     "threads": args.threads,
                     "context": args.context,
@@ -354,6 +355,7 @@ fn audit_fields(command: &Command) -> Result<Option<(&'static str, serde_json::V
                 "model": args.model.as_ref().map(|m| m.display().to_string()),
                 "flags": {
                     "preset": args.preset,
+                    "head_dtype": args.head_dtype.name(),
                     "threads": args.threads,
                     "prompt_len": args.prompt_len,
                     "steps": args.steps,

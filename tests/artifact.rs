@@ -182,7 +182,10 @@ fn same_inputs_give_identical_bytes() {
     assert_eq!(m.imports.len(), 1);
     assert_eq!(m.target.arch, std::env::consts::ARCH);
     let names: Vec<&str> = m.sections.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["code", "weights", "tokenizer", "ir"]);
+    assert_eq!(
+        names,
+        ["code", "weights", "tokenizer", "tokenizer_special", "ir"]
+    );
     // The weights are 64-byte aligned in the file (so a mapping of it is too).
     assert_eq!(p.sections["weights"].start % 64, 0);
     assert_eq!(

@@ -289,3 +289,28 @@ fn logging_can_be_turned_off() {
     let o = bitnetc(&["--help"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("BITNETC_AUDIT_LOG"));
 }
+
+#[test]
+fn records_with_arbitrary_floats_verify() {
+    // Timings are floats; a JSON float must read back to the same bits or the hash breaks.
+    let tmp = support::Scratch::create("audit-floats");
+    let path = tmp.join("floats.jsonl");
+    let mut log = AuditLog::open(&path).unwrap();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..300 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let v = f64::from_bits(x);
+        let v = if v.is_finite() {
+            v
+        } else {
+            (x >> 11) as f64 * 1e-9
+        };
+        log.append("run", json!({"wall_s": v, "ms": v.abs().sqrt()}))
+            .unwrap();
+    }
+    let report = verify(&path).unwrap();
+    assert!(report.ok(), "{:?}", report.problem);
+    assert_eq!(report.records, 300);
+}

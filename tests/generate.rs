@@ -276,15 +276,11 @@ fn sampling_is_seeded() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("top-p"));
 }
 
-#[test]
-fn artifacts_carry_their_tokenizer() {
-    let dir = hf("packed_bitlinear");
-    let r = reference(&dir);
-    let tmp = Scratch::create("generate-artifact");
-    let bnx = tmp.join("m.bnx");
+/// Compiles `model` into `bnx` and runs `prompt` on the artifact (16 greedy tokens, JSON).
+fn compile_and_run_text(model: &Path, bnx: &Path, prompt: &str) -> Value {
     let out = bitnetc(&[
         "compile",
-        dir.to_str().unwrap(),
+        model.to_str().unwrap(),
         "-o",
         bnx.to_str().unwrap(),
     ]);
@@ -293,18 +289,36 @@ fn artifacts_carry_their_tokenizer() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let text = r["text_prompt"].as_str().unwrap();
-    let out = run_json(&[
-        "run",
-        bnx.to_str().unwrap(),
-        "--prompt",
-        text,
-        "-n",
-        "16",
-        "--json",
-    ]);
+    let bnx = bnx.to_str().unwrap();
+    run_json(&["run", bnx, "--prompt", prompt, "-n", "16", "--json"])
+}
+
+#[test]
+fn artifacts_carry_their_tokenizer() {
+    let dir = hf("packed_bitlinear");
+    let r = reference(&dir);
+    let tmp = Scratch::create("generate-artifact");
+    let bnx = tmp.join("m.bnx");
+    let out = compile_and_run_text(&dir, &bnx, r["text_prompt"].as_str().unwrap());
     assert_eq!(u32s(&out["tokens"]), u32s(&r["text_greedy_new_tokens"]));
     assert_eq!(out["text"], r["text_greedy_decoded"]);
+    // The special ids come along (tokenizer.json alone does not say which is eos).
+    let m = bitnetc::compile(&bnx, &options()).unwrap();
+    assert_eq!(m.origin, bitnetc::Origin::Artifact);
+    let t = m.tokenizer().unwrap();
+    assert_eq!((t.bos(), t.eos()), (Some(1), &[2u32][..]));
+
+    // A GGUF file's vocabulary becomes the artifact's tokenizer.json.
+    let g = root().join("tests/fixtures/gguf-tiny");
+    let gr = reference(&g);
+    let file = g.join("tiny-i2_s.gguf");
+    let text = gr["text_prompt"].as_str().unwrap();
+    let out = compile_and_run_text(&file, &tmp.join("g.bnx"), text);
+    assert_eq!(u32s(&out["prompt_tokens"]), u32s(&gr["text_prompt_ids"]));
+    assert_eq!(
+        u32s(&out["tokens"]),
+        u32s(&gr["files"]["tiny-i2_s.gguf"]["text_greedy_new_tokens"])
+    );
 }
 
 #[test]
@@ -390,4 +404,66 @@ fn the_default_audit_log_is_in_the_data_folder() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(text.lines().count(), 1);
     assert!(text.contains("\"kind\":\"run\""));
+}
+
+#[test]
+fn bench_reports_both_builds_and_their_ratios() {
+    let tmp = Scratch::create("generate-bench");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bitnetc"))
+        .args([
+            "bench",
+            "--preset",
+            "tiny",
+            "--threads",
+            "2",
+            "--prompt-len",
+            "8",
+            "--steps",
+            "4",
+            "--repeat",
+            "1",
+            "--json",
+        ])
+        .env("BITNETC_AUDIT_LOG", tmp.join("audit.jsonl"))
+        .env("XDG_CACHE_HOME", tmp.join("cache"))
+        .env("HOME", tmp.join("home"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The preset was written once into the cache folder.
+    assert!(
+        tmp.join("cache/bitnetc/presets/tiny-seed0/config.json")
+            .is_file()
+    );
+    let builds = r["builds"].as_array().unwrap();
+    assert_eq!(builds.len(), 2);
+    assert_eq!(builds[0]["build"], "bitnet");
+    assert_eq!(builds[1]["build"], "full-precision");
+    for b in builds {
+        for key in [
+            "prefill_tok_s",
+            "decode_tok_s",
+            "compile_s",
+            "ceiling_tok_s",
+        ] {
+            assert!(b[key].as_f64().unwrap() > 0.0, "{key}: {b}");
+        }
+        let l = &b["latency_ms"];
+        assert!(l["p50"].as_f64().unwrap() <= l["p99"].as_f64().unwrap());
+        assert!(b["read_bytes_per_token"].as_u64().unwrap() <= b["weight_bytes"].as_u64().unwrap());
+    }
+    // Ternary weights are smaller than bf16 ones (the embedding is the same in both).
+    let reduction = r["vs_full_precision"]["weight_memory_reduction"]
+        .as_f64()
+        .unwrap();
+    assert!(reduction > 1.5, "{reduction}");
+    assert!(r["read_bandwidth_gb_s"].as_f64().unwrap() > 0.0);
+    // The run was logged, with the results.
+    let log = std::fs::read_to_string(tmp.join("audit.jsonl")).unwrap();
+    assert!(log.contains("\"command\":\"bench\"") && log.contains("vs_full_precision"));
 }

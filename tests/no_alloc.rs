@@ -1,10 +1,12 @@
 //! A step of the CPU runtime allocates nothing on the heap: a counting global allocator watches
-//! `Executor::forward` after the program is prepared (prefill and decode steps).
+//! `Executor::forward` and `Executor::forward_last` after the program is prepared (prefill and decode
+//! steps), with the launch profile off and on, for every lm_head dtype.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use bitnet_frontend::import_model;
 use bitnet_frontend::model::ImportOptions;
+use bitnetc::backends::cpu::HeadDtype;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -37,19 +39,37 @@ static GLOBAL: Counting = Counting;
 #[test]
 fn forward_steps_do_not_allocate() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf-tiny/packed");
-    for threads in [1, 2] {
-        let mut exec = bitnetc::compile_cpu(
-            &mut import_model(&dir, &ImportOptions { context: Some(32) }).unwrap(),
+    let heads = [HeadDtype::Auto, HeadDtype::F16, HeadDtype::I8];
+    for (threads, last, profile, head) in [
+        (1, false, false, heads[0]),
+        (2, false, false, heads[0]),
+        (2, true, false, heads[1]),
+        (2, true, true, heads[2]),
+        (1, true, true, heads[0]),
+    ] {
+        let options = bitnetc::CpuOptions {
             threads,
+            head,
+            ..bitnetc::CpuOptions::default()
+        };
+        let mut exec = bitnetc::compile_cpu_with(
+            &mut import_model(&dir, &ImportOptions { context: Some(32) }).unwrap(),
+            &options,
         )
         .unwrap();
+        exec.set_profiling(profile);
         let prompt = [1i64, 17, 256, 999, 3];
         exec.forward(&prompt, 0).unwrap(); // Warm up (first touches of the thread pool).
         let before = ALLOCATIONS.load(Ordering::SeqCst);
         let mut next = 5i64;
         exec.forward(&prompt, 0).unwrap();
+        exec.forward_last(&prompt, 0).unwrap();
         for pos in 5..20 {
-            let logits = exec.forward(&[next], pos).unwrap();
+            let logits = if last {
+                exec.forward_last(&[next], pos).unwrap()
+            } else {
+                exec.forward(&[next], pos).unwrap()
+            };
             next = (logits
                 .iter()
                 .enumerate()
@@ -60,7 +80,8 @@ fn forward_steps_do_not_allocate() {
         assert_eq!(
             after - before,
             0,
-            "{threads} thread(s): {} heap allocations during 16 steps",
+            "{threads} thread(s), forward_last {last}, profile {profile}, {head:?}: {} heap \
+             allocations during 17 steps",
             after - before
         );
     }

@@ -8,6 +8,7 @@
 pub mod bitlang;
 pub mod canonicalize;
 pub mod cost;
+pub mod dense_baseline;
 pub mod fuse_norm_quant;
 pub mod fuse_relu2_mul;
 pub mod fuse_residual;
@@ -64,6 +65,7 @@ pub fn all_passes() -> Vec<Box<dyn Pass>> {
         Box::new(fuse_relu2_mul::FuseRelu2Mul),
         Box::new(fuse_residual::FuseResidual),
         Box::new(pack_weights::PackWeights),
+        Box::new(dense_baseline::DenseBaseline),
         Box::new(plan_memory::PlanMemory),
     ]
 }
@@ -78,9 +80,10 @@ pub const DEFAULT_PIPELINE: &str =
     "canonicalize,lower-bitlinear,fuse-norm-quant,fuse-relu2-mul,fuse-residual,canonicalize";
 
 /// The full-precision baseline pipeline (benchmarks only): `lower-bitlinear` finds the projections
-/// and `dense-baseline` turns each back into a dense matmul on dequantized weights.
-/// (`dense-baseline` lands with the benchmark's baseline; until then this is the plain `-O` front.)
-pub const DENSE_BASELINE_PIPELINE: &str = "canonicalize,lower-bitlinear,canonicalize";
+/// and `dense-baseline` turns each back into a dense matmul on dequantized bf16 weights with
+/// unquantized activations; the squared-ReLU gate still fuses (it is f32 either way).
+pub const DENSE_BASELINE_PIPELINE: &str =
+    "canonicalize,lower-bitlinear,dense-baseline,fuse-relu2-mul,canonicalize";
 
 /// Builds the passes of a comma-separated pipeline; the error lists the unknown names and the known ones.
 pub fn parse_pipeline(spec: &str) -> Result<Vec<Box<dyn Pass>>, PassError> {

@@ -14,7 +14,8 @@
 //! `data_start` is the first multiple of 64 at or after `48 + m`; each section's offset in the
 //! manifest is relative to it, so the weights land 64-byte aligned in the file (and in a mapping of
 //! it). Sections: `code` (an ELF shared library holding the kernels), `weights` (the blob the launches
-//! index), `tokenizer` (the model's `tokenizer.json`, when it has one) and `ir` (the compiled IR as text;
+//! index), `tokenizer` (the model's `tokenizer.json`, when it has one, with `tokenizer_special`: JSON
+//! `{"bos": id|null, "eos": [ids]}`, which `tokenizer.json` does not record) and `ir` (the compiled IR as text;
 //! with the manifest's weight index, which says where each weight it names is in `weights`, it lets a
 //! reference interpreter run what the artifact contains: `read_ir`). The manifest records each
 //! section's sha256; loading checks the magic, the format version, the manifest hash, the target
@@ -163,10 +164,17 @@ pub enum RowsEntry {
 pub struct LaunchEntry {
     /// Its buffers, in the kernel's order.
     pub bufs: Vec<BufEntry>,
+    /// The CUDA grid of this launch, in a CUDA artifact (`crate::cuda`); absent in CPU artifacts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cuda: Option<crate::cuda::CudaLaunch>,
     /// Index into `Manifest::kernels`.
     pub kernel: usize,
     /// What it computes.
     pub label: String,
+    /// `Launch::last_token`: per buffer, the bytes between two tokens' rows, on the launches that
+    /// `forward_last` runs for the last token alone (absent elsewhere, and in older manifests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_token: Option<Vec<u64>>,
     /// The rows it covers.
     pub rows: RowsEntry,
 }
@@ -290,9 +298,11 @@ impl From<&Launch> for LaunchEntry {
     fn from(l: &Launch) -> LaunchEntry {
         LaunchEntry {
             bufs: l.bufs.iter().map(|&b| b.into()).collect(),
+            cuda: None,
             kernel: l.kernel,
             label: l.label.clone(),
             rows: l.rows.into(),
+            last_token: l.last_token.clone(),
         }
     }
 }
@@ -654,6 +664,13 @@ pub fn check_target_on(
     os: &str,
     has: &dyn Fn(&str) -> Option<bool>,
 ) -> Result<(), ArtifactProblem> {
+    if crate::cuda::is_cuda_target(&target.os) {
+        return Err(ArtifactProblem::Target(format!(
+            "compiled for a CUDA GPU ({}, {}): the CPU runtime cannot run PTX; compile the model for this CPU with --target native",
+            target.triple,
+            target.features.join(",")
+        )));
+    }
     if target.arch != arch || target.os != os {
         return Err(ArtifactProblem::Target(format!(
             "compiled for {} ({}-{}), but this machine is {arch}-{os}: compile it with --target native here",
@@ -697,6 +714,8 @@ pub struct Loaded {
     pub program: Program,
     /// The `tokenizer.json` it carries, if any.
     pub tokenizer: Option<Vec<u8>>,
+    /// Its special ids (`{"bos": id|null, "eos": [ids]}`), if recorded.
+    pub tokenizer_special: Option<Vec<u8>>,
 }
 
 /// Keeps the loaded library (and so the kernels' code) alive as long as the program; never read.
@@ -750,6 +769,10 @@ pub fn load_program(path: &Path) -> Result<Loaded, ArtifactError> {
         .sections
         .get("tokenizer")
         .map(|r| map[r.clone()].to_vec());
+    let tokenizer_special = parsed
+        .sections
+        .get("tokenizer_special")
+        .map(|r| map[r.clone()].to_vec());
     let library = open_library(code).map_err(|e| err(ArtifactProblem::Library(e)))?;
     for import in &m.imports {
         let f = crate::math::symbols()
@@ -796,6 +819,7 @@ pub fn load_program(path: &Path) -> Result<Loaded, ArtifactError> {
             bufs: l.bufs.iter().map(|&b| b.into()).collect(),
             rows: l.rows.into(),
             label: l.label.clone(),
+            last_token: l.last_token.clone(),
         })
         .collect();
     let p = &m.program;
@@ -815,6 +839,7 @@ pub fn load_program(path: &Path) -> Result<Loaded, ArtifactError> {
         manifest: parsed.manifest,
         program,
         tokenizer,
+        tokenizer_special,
     })
 }
 

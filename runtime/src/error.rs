@@ -35,6 +35,16 @@ pub enum RuntimeError {
         /// How many kernels there are.
         count: usize,
     },
+    /// A launch's `last_token` strides do not fit its buffers: a corrupt or mismatched program.
+    #[error("launch {launch} ({label}): bad last-token strides: {detail}")]
+    BadStrides {
+        /// The launch index.
+        launch: usize,
+        /// Its label.
+        label: String,
+        /// What is wrong.
+        detail: String,
+    },
     /// The prompt does not fit in the context.
     #[error(
         "context overflow: position {pos} + {tokens} token(s) exceeds the context length {context}"

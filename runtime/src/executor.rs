@@ -1,11 +1,18 @@
 //! The executor: owns the arena and the KV cache (allocated once), resolves every launch's buffers to
 //! addresses at load time, and runs the launch plan for one step, splitting each launch's rows across a
 //! persistent thread pool. A step allocates nothing.
+//!
+//! `forward_last` runs the launches marked `Launch::last_token` (the final norm and the lm_head) for
+//! the last token only, through a second set of addresses resolved per step into storage allocated
+//! at load time. An opt-in profile (`set_profiling`) sums the wall time of every launch, as the
+//! calling thread sees it (its own rows plus the wait for the workers); off, it costs one branch per
+//! launch.
 
 use crate::error::RuntimeError;
 use crate::program::{BufRef, KernelFn, Program, Region};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
 
 /// A 64-byte aligned, zeroed byte buffer.
 struct Aligned {
@@ -57,25 +64,89 @@ struct Job {
 }
 
 // SAFETY: the pointers in a job point into buffers the executor owns and keeps alive, unmoved, until
-// every worker has finished the job (the caller waits); each worker writes only its own rows.
+// every row of the job is computed (the caller waits); each thread writes only the rows it claimed.
 unsafe impl Send for Job {}
 
-/// How many times a waiting thread polls before it sleeps: launches come back to back during a step,
-/// so the next one usually arrives within microseconds and parking costs far more than spinning.
+/// How many times a waiting thread polls before it sleeps (workers) or yields (the caller): launches
+/// come back to back during a step, so the next one usually arrives within microseconds and parking
+/// costs far more than spinning.
 const SPINS: u32 = 20_000;
 
+/// The claim word's row once a job is over: no row is left to claim in that generation.
+const EXHAUSTED: u64 = 0xffff_ffff;
+
+/// Chunks per thread a split launch is cut into: threads claim chunks until none is left, so a thread
+/// that the OS preempts delays the launch by at most the chunk it holds.
+const CHUNKS_PER_THREAD: i64 = 4;
+
+/// The current job, published by the caller and read by the workers. The fields are atomics so
+/// that a worker reading a job the caller is replacing reads no torn value: it then fails to claim
+/// (the claim word names another generation) and discards what it read.
 struct Pool {
-    /// The current job; written by the caller under the lock, read by workers after `generation` moves.
-    job: Mutex<Option<Job>>,
-    /// Bumped (under `job`'s lock) for every new job.
-    generation: AtomicU64,
-    /// Workers still running the current job.
-    pending: AtomicUsize,
+    kernel: AtomicUsize,
+    bufs: AtomicPtr<*mut u8>,
+    scalars: AtomicPtr<i64>,
+    rows: AtomicI64,
+    chunk: AtomicI64,
+    /// The generation of the current job (high 32 bits) and the next unclaimed row (low 32 bits).
+    claim: AtomicU64,
+    /// Rows of the current job computed so far.
+    finished: AtomicI64,
+    /// Workers asleep (or about to sleep) on `start`.
+    sleepers: AtomicUsize,
     shutdown: AtomicBool,
+    lock: Mutex<()>,
     start: Condvar,
-    done_lock: Mutex<()>,
-    done: Condvar,
     workers: usize,
+}
+
+impl Pool {
+    /// Claims the next chunk of the job of generation `generation`: its row range, or `None` when
+    /// no row is left or the job is no longer current.
+    ///
+    /// `rows` and `chunk` are read after the claim word: a thread that reads a newer job's values
+    /// synchronizes with the caller's stores, which follow its `EXHAUSTED` mark of this
+    /// generation, so its compare-exchange then fails; a claim that succeeds used this job's values.
+    fn claim(&self, generation: u64) -> Option<(i64, i64)> {
+        let mut cur = self.claim.load(Ordering::Acquire);
+        loop {
+            let row = (cur & 0xffff_ffff) as i64;
+            if cur >> 32 != generation {
+                return None;
+            }
+            let rows = self.rows.load(Ordering::Acquire);
+            if row >= rows {
+                return None;
+            }
+            let chunk = self.chunk.load(Ordering::Acquire).max(1);
+            let end = (row + chunk).min(rows);
+            match self.claim.compare_exchange_weak(
+                cur,
+                (generation << 32) | end as u64,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some((row, end)),
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Runs claimed chunks of the job of `generation` until none is left.
+    fn work(&self, generation: u64) {
+        let kernel = self.kernel.load(Ordering::Acquire);
+        let bufs = self.bufs.load(Ordering::Acquire);
+        let scalars = self.scalars.load(Ordering::Acquire);
+        while let Some((b, e)) = self.claim(generation) {
+            // The claim succeeded for `generation`, so the job read above is that generation's
+            // (the caller publishes the next job only after every claimed row is finished).
+            // SAFETY: `kernel` was stored from a `KernelFn` (see `ThreadPool::run`).
+            let f = unsafe { std::mem::transmute::<usize, KernelFn>(kernel) };
+            // SAFETY: see `Job`; rows `b..e` are this thread's alone.
+            unsafe { f(bufs, scalars, b, e) };
+            self.finished.fetch_add(e - b, Ordering::AcqRel);
+        }
+    }
 }
 
 /// A persistent pool: `threads − 1` workers plus the calling thread. Threads spin briefly between
@@ -83,126 +154,125 @@ struct Pool {
 struct ThreadPool {
     shared: Arc<Pool>,
     handles: Vec<std::thread::JoinHandle<()>>,
-}
-
-fn slice(rows: i64, parts: usize, i: usize) -> (i64, i64) {
-    let chunk = (rows + parts as i64 - 1) / parts as i64;
-    let begin = (chunk * i as i64).min(rows);
-    (begin, (begin + chunk).min(rows))
+    generation: u64,
 }
 
 impl ThreadPool {
     fn new(threads: usize) -> ThreadPool {
         let workers = threads.max(1) - 1;
         let shared = Arc::new(Pool {
-            job: Mutex::new(None),
-            generation: AtomicU64::new(0),
-            pending: AtomicUsize::new(0),
+            kernel: AtomicUsize::new(0),
+            bufs: AtomicPtr::new(std::ptr::null_mut()),
+            scalars: AtomicPtr::new(std::ptr::null_mut()),
+            rows: AtomicI64::new(0),
+            chunk: AtomicI64::new(1),
+            claim: AtomicU64::new(0),
+            finished: AtomicI64::new(0),
+            sleepers: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
+            lock: Mutex::new(()),
             start: Condvar::new(),
-            done_lock: Mutex::new(()),
-            done: Condvar::new(),
             workers,
         });
         let handles = (0..workers)
-            .map(|w| {
+            .map(|_| {
                 let shared = Arc::clone(&shared);
-                std::thread::spawn(move || worker(&shared, w + 1))
+                std::thread::spawn(move || worker(&shared))
             })
             .collect();
-        ThreadPool { shared, handles }
+        ThreadPool {
+            shared,
+            handles,
+            generation: 0,
+        }
     }
 
     /// Runs `job` over its rows on every thread and waits for all of them.
-    fn run(&self, job: Job) {
-        let parts = self.shared.workers + 1;
-        // Small launches (one row per token at decode) are not worth splitting.
-        if parts == 1 || job.rows < 16 * parts as i64 {
+    fn run(&mut self, job: Job) {
+        let parts = self.shared.workers as i64 + 1;
+        // Launches of a row or two (one token at decode) are not worth splitting.
+        if parts == 1 || job.rows < 2 * parts || job.rows > i64::from(i32::MAX) {
             // SAFETY: see `Job`; the caller guarantees the kernel matches its buffers.
             unsafe { (job.kernel)(job.bufs, job.scalars, 0, job.rows) };
             return;
         }
-        self.shared
-            .pending
-            .store(self.shared.workers, Ordering::SeqCst);
-        {
-            let mut slot = self.shared.job.lock().unwrap_or_else(|e| e.into_inner());
-            *slot = Some(job);
-            self.shared.generation.fetch_add(1, Ordering::SeqCst);
+        // Chunks of whole 16-row groups when there are many rows (a 64-byte line of f32 outputs
+        // is then written by one thread).
+        let mut chunk = (job.rows + parts * CHUNKS_PER_THREAD - 1) / (parts * CHUNKS_PER_THREAD);
+        if job.rows >= 64 * parts * CHUNKS_PER_THREAD {
+            chunk = (chunk + 15) / 16 * 16;
         }
-        self.shared.start.notify_all();
-        let (b, e) = slice(job.rows, parts, 0);
-        // SAFETY: see `Job`.
-        unsafe { (job.kernel)(job.bufs, job.scalars, b, e) };
+        let s = &*self.shared;
+        // Close the previous job before its fields change (see `Pool::claim`).
+        s.claim
+            .store((self.generation << 32) | EXHAUSTED, Ordering::SeqCst);
+        self.generation = (self.generation + 1) & 0xffff_ffff;
+        let generation = self.generation;
+        s.kernel.store(job.kernel as usize, Ordering::Release);
+        s.bufs.store(job.bufs.cast_mut(), Ordering::Release);
+        s.scalars.store(job.scalars.cast_mut(), Ordering::Release);
+        s.rows.store(job.rows, Ordering::Release);
+        s.chunk.store(chunk, Ordering::Release);
+        s.finished.store(0, Ordering::Release);
+        s.claim.store(generation << 32, Ordering::SeqCst);
+        if s.sleepers.load(Ordering::SeqCst) > 0 {
+            let _guard = s.lock.lock().unwrap_or_else(|e| e.into_inner());
+            s.start.notify_all();
+        }
+        s.work(generation);
+        // Wait for the chunks other threads hold; yield the core if they take long (on a machine
+        // with more threads than cores, a preempted worker needs it).
         let mut spins = 0;
-        while self.shared.pending.load(Ordering::Acquire) > 0 {
+        while s.finished.load(Ordering::Acquire) < job.rows {
             if spins < SPINS {
                 spins += 1;
                 std::hint::spin_loop();
-                continue;
-            }
-            let guard = self
-                .shared
-                .done_lock
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if self.shared.pending.load(Ordering::Acquire) > 0 {
-                let _unused = self
-                    .shared
-                    .done
-                    .wait(guard)
-                    .unwrap_or_else(|e| e.into_inner());
+            } else {
+                std::thread::yield_now();
             }
         }
     }
 }
 
-fn worker(shared: &Pool, index: usize) {
+fn worker(shared: &Pool) {
     let mut seen = 0u64;
     loop {
         // Wait for the next job: spin, then sleep.
         let mut spins = 0;
-        while shared.generation.load(Ordering::Acquire) == seen
-            && !shared.shutdown.load(Ordering::Acquire)
-        {
+        let generation = loop {
+            if shared.shutdown.load(Ordering::Acquire) {
+                return;
+            }
+            let g = shared.claim.load(Ordering::Acquire) >> 32;
+            if g != seen {
+                break g;
+            }
             if spins < SPINS {
                 spins += 1;
                 std::hint::spin_loop();
                 continue;
             }
-            let slot = shared.job.lock().unwrap_or_else(|e| e.into_inner());
-            if shared.generation.load(Ordering::Acquire) == seen
-                && !shared.shutdown.load(Ordering::Acquire)
+            shared.sleepers.fetch_add(1, Ordering::SeqCst);
             {
-                let _unused = shared.start.wait(slot).unwrap_or_else(|e| e.into_inner());
+                let guard = shared.lock.lock().unwrap_or_else(|e| e.into_inner());
+                if shared.claim.load(Ordering::SeqCst) >> 32 == seen
+                    && !shared.shutdown.load(Ordering::SeqCst)
+                {
+                    let _unused = shared.start.wait(guard).unwrap_or_else(|e| e.into_inner());
+                }
             }
-        }
-        if shared.shutdown.load(Ordering::Acquire) {
-            return;
-        }
-        let job = {
-            let slot = shared.job.lock().unwrap_or_else(|e| e.into_inner());
-            seen = shared.generation.load(Ordering::Acquire);
-            *slot
+            shared.sleepers.fetch_sub(1, Ordering::SeqCst);
+            spins = 0;
         };
-        if let Some(job) = job {
-            let (b, e) = slice(job.rows, shared.workers + 1, index);
-            if b < e {
-                // SAFETY: see `Job`.
-                unsafe { (job.kernel)(job.bufs, job.scalars, b, e) };
-            }
-        }
-        if shared.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let _guard = shared.done_lock.lock().unwrap_or_else(|e| e.into_inner());
-            shared.done.notify_all();
-        }
+        seen = generation;
+        shared.work(generation);
     }
 }
 
 impl Drop for ThreadPool {
     fn drop(&mut self) {
         {
-            let _slot = self.shared.job.lock().unwrap_or_else(|e| e.into_inner());
+            let _guard = self.shared.lock.lock().unwrap_or_else(|e| e.into_inner());
             self.shared.shutdown.store(true, Ordering::SeqCst);
         }
         self.shared.start.notify_all();
@@ -221,8 +291,24 @@ pub struct Executor {
     _weights: Aligned,
     /// Per launch, its buffer addresses (resolved once).
     addresses: Vec<Vec<*mut u8>>,
+    /// Per launch with `last_token` strides, the addresses of the last token's rows (rewritten by
+    /// each `forward_last`; empty for the other launches).
+    last_addresses: Vec<Vec<*mut u8>>,
     scalars: [i64; 2],
+    /// `[1, pos of the last token]`, for the launches `forward_last` runs for the last token only.
+    last_scalars: [i64; 2],
     pool: ThreadPool,
+    /// The launch profile, when on.
+    profile: Option<StepProfile>,
+}
+
+/// Where the time of the profiled steps went (`Executor::set_profiling`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StepProfile {
+    /// Steps run since profiling was switched on.
+    pub steps: u64,
+    /// Per launch (in `Program::launches` order), nanoseconds summed over those steps.
+    pub launch_ns: Vec<u64>,
 }
 
 impl Executor {
@@ -240,6 +326,7 @@ impl Executor {
         // The aligned copy is the one the kernels read; do not keep a second one.
         program.weights = Vec::new();
         let mut addresses = Vec::with_capacity(program.launches.len());
+        let mut last_addresses = Vec::with_capacity(program.launches.len());
         for (li, l) in program.launches.iter().enumerate() {
             if l.kernel >= program.kernels.len() {
                 return Err(RuntimeError::BadKernel {
@@ -271,6 +358,13 @@ impl Executor {
                 ptrs.push(unsafe { base.add(b.offset as usize) });
             }
             addresses.push(ptrs);
+            last_addresses.push(match &l.last_token {
+                None => Vec::new(),
+                Some(strides) => {
+                    check_strides(li, l, strides, program.context)?;
+                    addresses.last().cloned().unwrap_or_default()
+                }
+            });
         }
         for b in [program.tokens, program.logits] {
             if b.region != Region::Arena || b.offset + b.bytes > sizes[0] {
@@ -291,9 +385,25 @@ impl Executor {
             kv,
             _weights: weights,
             addresses,
+            last_addresses,
             scalars: [0; 2],
+            last_scalars: [0; 2],
             pool: ThreadPool::new(threads),
+            profile: None,
         })
+    }
+
+    /// Switches the launch profile on (counters zeroed; allocated here, not per step) or off.
+    pub fn set_profiling(&mut self, on: bool) {
+        self.profile = on.then(|| StepProfile {
+            steps: 0,
+            launch_ns: vec![0; self.program.launches.len()],
+        });
+    }
+
+    /// The launch profile since profiling was switched on, if it is on.
+    pub fn profile(&self) -> Option<&StepProfile> {
+        self.profile.as_ref()
     }
 
     /// The program.
@@ -313,6 +423,32 @@ impl Executor {
 
     /// Runs `tokens` at positions `pos..pos+T` and returns the logits, `T × vocab` values.
     pub fn forward(&mut self, tokens: &[i64], pos: u64) -> Result<&[f32], RuntimeError> {
+        self.step(tokens, pos, false)?;
+        let vocab = self.program.vocab as usize;
+        Ok(self.logits(0, tokens.len() * vocab))
+    }
+
+    /// Runs `tokens` at positions `pos..pos+T` like `forward` and returns the logits of the last
+    /// token only (`vocab` values): what generation needs after a prefill or a decode step. The
+    /// launches marked `last_token` (the final norm and the lm_head) run for that token alone; the
+    /// values are those of the last row of `forward`, bit for bit.
+    pub fn forward_last(&mut self, tokens: &[i64], pos: u64) -> Result<&[f32], RuntimeError> {
+        self.step(tokens, pos, true)?;
+        let vocab = self.program.vocab as usize;
+        Ok(self.logits(tokens.len().saturating_sub(1) * vocab, vocab))
+    }
+
+    /// `n` logits starting at element `first` of the logits buffer (within it: `forward` checked T).
+    fn logits(&self, first: usize, n: usize) -> &[f32] {
+        let start = self.program.logits.offset as usize + first * 4;
+        let bytes = &self.arena.bytes()[start..start + n * 4];
+        // SAFETY: the logits buffer is 4-byte aligned (arena offsets are 64-byte aligned) and holds
+        // f32 values written by the last launches.
+        unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<f32>(), n) }
+    }
+
+    /// Runs one step; with `last_only`, the `last_token` launches run for the last token alone.
+    fn step(&mut self, tokens: &[i64], pos: u64, last_only: bool) -> Result<(), RuntimeError> {
         let t = tokens.len();
         if t == 0 {
             return Err(RuntimeError::Empty);
@@ -341,37 +477,87 @@ impl Executor {
             self.arena.bytes_mut()[at..at + 8].copy_from_slice(&id.to_le_bytes());
         }
         self.scalars = [t as i64, pos as i64];
+        self.last_scalars = [1, (pos + t as u64 - 1) as i64];
         let scalars = self.scalars.as_ptr();
-        for (l, ptrs) in self.program.launches.iter().zip(&self.addresses) {
+        let last_scalars = self.last_scalars.as_ptr();
+        let skip = (t - 1) as u64;
+        for (i, (l, ptrs)) in self
+            .program
+            .launches
+            .iter()
+            .zip(&self.addresses)
+            .enumerate()
+        {
             let Some(&(_, kernel)) = self.program.kernels.get(l.kernel) else {
                 continue;
             };
-            let rows = l.rows.count(t as u64) as i64;
-            self.pool.run(Job {
-                kernel,
-                bufs: ptrs.as_ptr(),
-                scalars,
-                rows,
-            });
+            let job = match (&l.last_token, self.last_addresses.get_mut(i)) {
+                (Some(strides), Some(last)) if last_only => {
+                    for ((a, &p), &stride) in last.iter_mut().zip(ptrs).zip(strides) {
+                        // SAFETY: (T − 1)·stride + stride ≤ the buffer's bytes (`check_strides`,
+                        // T ≤ context), so the address stays within the buffer.
+                        *a = unsafe { p.add((skip * stride) as usize) };
+                    }
+                    Job {
+                        kernel,
+                        bufs: last.as_ptr(),
+                        scalars: last_scalars,
+                        rows: l.rows.count(1) as i64,
+                    }
+                }
+                _ => Job {
+                    kernel,
+                    bufs: ptrs.as_ptr(),
+                    scalars,
+                    rows: l.rows.count(t as u64) as i64,
+                },
+            };
+            match &mut self.profile {
+                None => self.pool.run(job),
+                Some(profile) => {
+                    let start = Instant::now();
+                    self.pool.run(job);
+                    if let Some(ns) = profile.launch_ns.get_mut(i) {
+                        *ns += start.elapsed().as_nanos() as u64;
+                    }
+                }
+            }
         }
-        let start = self.program.logits.offset as usize;
-        let n = t * vocab as usize;
-        let bytes = &self.arena.bytes()[start..start + n * 4];
-        // SAFETY: the logits buffer is 4-byte aligned (arena offsets are 64-byte aligned) and holds
-        // `n` f32 values written by the last launches.
-        Ok(unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<f32>(), n) })
+        if let Some(profile) = &mut self.profile {
+            profile.steps += 1;
+        }
+        Ok(())
     }
 }
 
-impl Executor {
-    /// Runs `tokens` at positions `pos..pos+T` like `forward` and returns the logits of the last
-    /// token only (`vocab` values): what generation needs after a prefill or a decode step.
-    pub fn forward_last(&mut self, tokens: &[i64], pos: u64) -> Result<&[f32], RuntimeError> {
-        let vocab = self.program.vocab as usize;
-        let all = self.forward(tokens, pos)?;
-        let start = all.len().saturating_sub(vocab);
-        Ok(&all[start..])
+/// Checks that launch `li`'s `last_token` strides name every buffer and that `context` rows of each
+/// stride fit in its buffer (so the last token's row does, for any T ≤ context).
+fn check_strides(
+    li: usize,
+    l: &crate::program::Launch,
+    strides: &[u64],
+    context: u64,
+) -> Result<(), RuntimeError> {
+    if strides.len() != l.bufs.len() {
+        return Err(RuntimeError::BadStrides {
+            launch: li,
+            label: l.label.clone(),
+            detail: format!("{} strides for {} buffers", strides.len(), l.bufs.len()),
+        });
     }
+    for (bi, (b, &stride)) in l.bufs.iter().zip(strides).enumerate() {
+        if stride.checked_mul(context).is_none_or(|end| end > b.bytes) {
+            return Err(RuntimeError::BadStrides {
+                launch: li,
+                label: l.label.clone(),
+                detail: format!(
+                    "buffer {bi}: {context} rows of {stride} bytes exceed its {} bytes",
+                    b.bytes
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// `BufRef` for an arena offset (a convenience for backends and tests).
@@ -380,5 +566,52 @@ pub fn arena(offset: u64, bytes: u64) -> BufRef {
         region: Region::Arena,
         offset,
         bytes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::{Job, ThreadPool};
+
+    /// Adds 1 to `counts[r]` (u32) for every row r of the call: a row computed twice or never shows.
+    unsafe extern "C" fn count_rows(bufs: *const *mut u8, _: *const i64, begin: i64, end: i64) {
+        // SAFETY: the test passes one buffer of at least `end` u32, and rows are disjoint per call.
+        unsafe {
+            let counts = (*bufs).cast::<u32>();
+            for r in begin..end {
+                *counts.add(r as usize) += 1;
+            }
+        }
+    }
+
+    /// Every row of every launch runs exactly once, for launch sizes around the split thresholds
+    /// and chunk roundings, back to back (the workers spin) and after pauses (they sleep).
+    #[test]
+    fn every_row_runs_once() {
+        for threads in [1, 2, 3, 5] {
+            let mut pool = ThreadPool::new(threads);
+            let scalars = [1i64, 0];
+            for i in 0..3000usize {
+                let rows = [0, 1, 2, 3, 7, 16, 63, 64, 65, 511, 512, 513, 6912, 128_256][i % 14];
+                let mut counts = vec![0u32; rows];
+                let ptrs = [counts.as_mut_ptr().cast::<u8>()];
+                pool.run(Job {
+                    kernel: count_rows,
+                    bufs: ptrs.as_ptr(),
+                    scalars: scalars.as_ptr(),
+                    rows: rows as i64,
+                });
+                assert!(
+                    counts.iter().all(|&c| c == 1),
+                    "{threads} threads, launch {i} of {rows} rows: {:?}",
+                    counts.iter().position(|&c| c != 1)
+                );
+                if i % 500 == 499 {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            }
+        }
     }
 }

@@ -9,6 +9,7 @@
 pub mod artifact;
 pub mod audit;
 pub mod chat;
+pub mod cuda;
 pub mod error;
 pub mod executor;
 pub mod math;

@@ -61,6 +61,12 @@ pub struct Launch {
     pub rows: Rows,
     /// What it computes, for profiles and errors (`layer 3 q_proj`).
     pub label: String,
+    /// Set on the launches that only the logits need and that compute each token's rows from that
+    /// token's rows alone (the final norm and the lm_head): per buffer, the bytes between two tokens'
+    /// rows (0 for a buffer every token shares, such as weights). `Executor::forward_last` runs these
+    /// launches for the last token only: T = 1, pos advanced to that token, and every buffer advanced
+    /// by (T − 1) × its stride. `None`: the launch always runs for every token.
+    pub last_token: Option<Vec<u64>>,
 }
 
 /// A compiled model step: `tokens[T] → logits[T, vocab]`, updating the KV cache at `pos`.

@@ -43,6 +43,10 @@ pub struct BenchArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// How the lm_head stores its weights: auto (bf16 when the weights are exactly bf16, else f32),
+    /// f16, or i8 (per-row scale, activations quantized per token). Ignored for artifacts.
+    #[arg(long, default_value = "auto", value_parser = super::parse_head_dtype)]
+    pub head_dtype: bitnet_backends::cpu::HeadDtype,
 }
 
 /// What one build measured.
@@ -119,6 +123,7 @@ pub fn run(args: &BenchArgs, audit: &mut serde_json::Value) -> Result<()> {
         "model": model.display().to_string(),
         "preset": args.preset,
         "threads": threads,
+        "head_dtype": args.head_dtype.name(),
         "context": context,
         "prompt_len": args.prompt_len,
         "steps": args.steps,
@@ -184,6 +189,9 @@ fn measure(
     };
     options.cpu.threads = threads;
     options.cpu.full_precision = full_precision;
+    if !full_precision {
+        options.cpu.head = args.head_dtype;
+    }
     let progress = Progress::start(model);
     options.on_stage = Some(progress.stage_callback());
     let start = Instant::now();
@@ -232,9 +240,10 @@ fn measure(
 
 fn print_table(report: &serde_json::Value, builds: &[BuildResult], bandwidth: f64) {
     println!(
-        "model {}  threads {}  context {}  read bandwidth {:.1} GB/s",
+        "model {}  threads {}  head {}  context {}  read bandwidth {:.1} GB/s",
         report["model"].as_str().unwrap_or(""),
         report["threads"],
+        report["head_dtype"].as_str().unwrap_or(""),
         report["context"],
         bandwidth / 1e9
     );

@@ -69,6 +69,10 @@ pub struct RunArgs {
     /// The longest context in tokens (default: the model's limit; fixed for artifacts).
     #[arg(long)]
     pub context: Option<u64>,
+    /// How the lm_head stores its weights: auto (bf16 when the weights are exactly bf16, else f32),
+    /// f16, or i8 (per-row scale, activations quantized per token). Ignored for artifacts.
+    #[arg(long, default_value = "auto", value_parser = super::parse_head_dtype)]
+    pub head_dtype: bitnet_backends::cpu::HeadDtype,
 }
 
 impl RunArgs {
@@ -102,6 +106,7 @@ pub fn run(args: &RunArgs, audit: &mut serde_json::Value) -> Result<()> {
         context: args.context,
         ..bitnetc::Options::default()
     };
+    options.cpu.head = args.head_dtype;
     if let Some(t) = args.threads {
         if t == 0 {
             bail!("--threads 0: give at least 1");

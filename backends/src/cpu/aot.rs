@@ -498,6 +498,9 @@ pub struct Provenance {
     pub memory: MemorySummary,
     /// The model's `tokenizer.json`, if any.
     pub tokenizer: Option<Vec<u8>>,
+    /// The tokenizer's special ids, `{"bos": id|null, "eos": [ids]}` (JSON), which a bare
+    /// `tokenizer.json` does not record.
+    pub tokenizer_special: Option<Vec<u8>>,
 }
 
 /// Packs `parts`, the linked `library` of `code`, and `provenance` into an artifact.
@@ -555,6 +558,9 @@ pub fn write_artifact(
     let mut sections: Vec<(&str, &[u8])> = vec![("code", library), ("weights", &parts.weights)];
     if let Some(t) = &provenance.tokenizer {
         sections.push(("tokenizer", t));
+    }
+    if let Some(t) = &provenance.tokenizer_special {
+        sections.push(("tokenizer_special", t));
     }
     sections.push(("ir", provenance.ir.as_bytes()));
     Ok(artifact::encode(&manifest, &sections)?)

@@ -4,16 +4,31 @@
 //!
 //! Input: a function after the default pipeline, `pack-weights` with this backend's layout
 //! (`PACK_BLOCK`, `PACK_ORDER`) and `plan-memory`, given as a backend-neutral `Assignment`.
+//!
+//! The lm_head (the `nn.matmul` whose result is the logits) is stored as `LowerOptions::head`
+//! says; with `HeadDtype::I8` it becomes an `ActQuant` launch into scratch placed after the planned
+//! arena, then a `MatmulI8`. The launches of the ops only the logits need, row by row (the final
+//! norm and the lm_head), are marked `Launch::last_token` for `Executor::forward_last`.
 
 use super::jit::compile_kernels;
 use super::kernels::KernelKind;
+use super::kernels::matmul_half::{self, HalfFormat};
+use super::kernels::matmul_i8;
 use super::kernels::rope::rope_table;
-use super::{PACK_BLOCK, PACK_ORDER};
+use super::{HeadDtype, PACK_BLOCK, PACK_ORDER};
 use crate::BackendError;
-use bitnet_ir::module::{Function, ValueDef};
+use bitnet_ir::module::{Function, OpId, ValueDef};
 use bitnet_ir::{Data, Dim, ElemType, OpKind, TensorType, ValueId, WeightStore};
 use bitnet_runtime::{BufRef, KernelFn, Launch, Program, Region, Rows};
-use std::collections::BTreeMap;
+use std::cell::Cell;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Choices the lowering makes that change numerics or layout.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LowerOptions {
+    /// How the lm_head stores its weights.
+    pub head: HeadDtype,
+}
 
 /// Where the memory plan put each value: arena buffers and KV-cache slots (cache arguments and the
 /// attention results that alias them), each as (offset, bytes).
@@ -62,6 +77,52 @@ struct Blob<'a> {
 }
 
 impl Blob<'_> {
+    /// Derived forms of a constant `v` (`[rows, cols]` as f32, row-major), made by `make` and placed
+    /// under `tag`, each once; `None` when `make` finds they do not apply.
+    fn derived(
+        &mut self,
+        f: &Function,
+        v: ValueId,
+        tag: &str,
+        count: usize,
+        make: impl FnOnce(Vec<f32>) -> Result<Option<Vec<Vec<u8>>>, BackendError>,
+    ) -> Result<Option<Vec<BufRef>>, BackendError> {
+        let base = match f.def_op(v).map(|o| f.op(o)) {
+            Some(op) if op.kind == OpKind::Weight => {
+                format!("w:{}", op.attrs.str("name").unwrap_or_default())
+            }
+            _ => format!("c:{}", v.0),
+        };
+        let keys: Vec<String> = (0..count).map(|i| format!("{tag}.{i}:{base}")).collect();
+        let cached: Option<Vec<BufRef>> =
+            keys.iter().map(|k| self.placed.get(k).copied()).collect();
+        if let Some(bufs) = cached {
+            return Ok(Some(bufs));
+        }
+        let shape: Vec<usize> = f
+            .ty(v)
+            .static_shape()
+            .ok_or_else(|| input(format!("constant {} has a symbolic shape", v.0)))?
+            .into_iter()
+            .map(|d| d as usize)
+            .collect();
+        let values = self.evaluate(f, v, &shape)?.data.to_f32();
+        let Some(parts) = make(values)? else {
+            return Ok(None);
+        };
+        if parts.len() != count {
+            return Err(input(
+                "internal: a derived weight has the wrong number of parts",
+            ));
+        }
+        Ok(Some(
+            keys.into_iter()
+                .zip(parts)
+                .map(|(k, bytes)| self.push(k, &bytes))
+                .collect(),
+        ))
+    }
+
     fn push(&mut self, key: String, data: &[u8]) -> BufRef {
         if let Some(b) = self.placed.get(&key) {
             return *b;
@@ -310,7 +371,17 @@ pub fn lower(
     plan: &Assignment,
     store: &dyn WeightStore,
 ) -> Result<Program, BackendError> {
-    let parts = plan_program(f, plan, store)?;
+    lower_with(f, plan, store, &LowerOptions::default())
+}
+
+/// `lower` with `options`.
+pub fn lower_with(
+    f: &Function,
+    plan: &Assignment,
+    store: &dyn WeightStore,
+    options: &LowerOptions,
+) -> Result<Program, BackendError> {
+    let parts = plan_program_with(f, plan, store, options)?;
     let (module, fns) = compile_kernels(&parts.kinds)?;
     parts.into_program(fns, Box::new(JitCode(module)))
 }
@@ -321,6 +392,37 @@ pub fn plan_program(
     f: &Function,
     plan: &Assignment,
     store: &dyn WeightStore,
+) -> Result<ProgramParts, BackendError> {
+    plan_program_with(f, plan, store, &LowerOptions::default())
+}
+
+/// The ops whose launches `Executor::forward_last` may run for the last token alone: walking back
+/// from the logits, each `nn.matmul` or `nn.rms_norm` (row-wise ops) whose result only the op after
+/// it uses.
+fn last_token_ops(f: &Function) -> BTreeSet<OpId> {
+    let uses = f.use_counts();
+    let mut ops = BTreeSet::new();
+    let mut v = f.returns.first().copied();
+    while let Some(value) = v {
+        let Some(id) = f.def_op(value) else { break };
+        let op = f.op(id);
+        if uses.get(value.index()) != Some(&1)
+            || !matches!(op.kind, OpKind::MatMul | OpKind::RmsNorm)
+        {
+            break;
+        }
+        ops.insert(id);
+        v = op.operands.first().copied();
+    }
+    ops
+}
+
+/// `plan_program` with `options`.
+pub fn plan_program_with(
+    f: &Function,
+    plan: &Assignment,
+    store: &dyn WeightStore,
+    options: &LowerOptions,
 ) -> Result<ProgramParts, BackendError> {
     let context = f
         .symbols
@@ -362,20 +464,39 @@ pub fn plan_program(
             .and_then(Dim::as_static)
             .ok_or_else(|| input(format!("{ty} has no static last dimension")))
     };
+    // Scratch after the planned arena (the int8 head's quantized activations).
+    let mut arena_end = plan.arena_bytes;
+    let mut scratch = |bytes: u64| {
+        let offset = arena_end.div_ceil(64) * 64;
+        arena_end = offset + bytes;
+        BufRef {
+            region: Region::Arena,
+            offset,
+            bytes,
+        }
+    };
+    let tail_ops = last_token_ops(f);
+    let in_tail = Cell::new(false);
+    let mut tail_launches: Vec<usize> = Vec::new();
     let mut add = |kind: KernelKind, bufs: Vec<BufRef>, rows: Rows, label: String| {
         let next = kind_list.len();
         let index = *kinds.entry(kind.clone()).or_insert_with(|| {
             kind_list.push(kind);
             next
         });
+        if in_tail.get() {
+            tail_launches.push(launches.len());
+        }
         launches.push(Launch {
             kernel: index,
             bufs,
             rows,
             label,
+            last_token: None,
         });
     };
     for id in f.op_order() {
+        in_tail.set(tail_ops.contains(&id));
         let op = f.op(id);
         let label = format!(
             "{} → %{}",
@@ -557,6 +678,24 @@ pub fn plan_program(
                     label,
                 );
             }
+            OpKind::Add => {
+                let (a, b, out) = (operand(0)?, operand(1)?, result(0)?);
+                f32_only(a)?;
+                if f.ty(a) != f.ty(out) || f.ty(b) != f.ty(out) || f.ty(out).rank() != 2 {
+                    return Err(unsupported(
+                        "nn.add",
+                        "only [T, n] + [T, n] (no broadcasting, no constant operand)",
+                    ));
+                }
+                add(
+                    KernelKind::Add {
+                        n: last(f.ty(out))?,
+                    },
+                    vec![arena(a)?, arena(b)?, arena(out)?],
+                    Rows::PerToken(1),
+                    label,
+                );
+            }
             OpKind::Rope => {
                 let (x, out) = (operand(0)?, result(0)?);
                 f32_only(x)?;
@@ -643,19 +782,96 @@ pub fn plan_program(
                 }
                 let k = last(f.ty(x))?;
                 let n = last(f.ty(out))?;
-                // Weights that are exactly bf16 (a bf16 checkpoint's lm_head) are read as bf16:
-                // the same values, half the bytes.
-                let (wbuf, bf16) = match blob.constant(f, w, ElemType::BF16) {
-                    Ok(b) => (b, true),
-                    Err(_) => (blob.constant(f, w, ElemType::F32)?, false),
+                let head = if f.returns.first() == Some(&out) {
+                    options.head
+                } else {
+                    HeadDtype::Auto
                 };
-                let bufs = vec![arena(x)?, wbuf, arena(out)?];
-                add(
-                    KernelKind::MatmulNt { k, n, bf16 },
-                    bufs,
-                    Rows::Static(n),
-                    label,
-                );
+                // The lm_head in 16-bit floats: f16 when asked, bf16 (the same values, half the
+                // bytes) when every weight is exactly a bf16 (a bf16 checkpoint's lm_head).
+                let half = match head {
+                    HeadDtype::Auto if f.returns.first() == Some(&out) => Some(HalfFormat::Bf16),
+                    HeadDtype::F16 => Some(HalfFormat::F16),
+                    HeadDtype::Auto | HeadDtype::I8 => None,
+                };
+                let ku = k as usize;
+                let half_buf = match half {
+                    Some(format) => {
+                        blob.derived(f, w, &format!("head-{}", format.name()), 1, |v| {
+                            if format == HalfFormat::Bf16
+                                && v.iter().any(|x| x.to_bits() & 0xffff != 0)
+                            {
+                                return Ok(None);
+                            }
+                            let bits = matmul_half::layout(&v, ku, format).ok_or_else(|| {
+                                unsupported(
+                                    "nn.matmul",
+                                    "the lm_head has weights beyond f16's range (use the auto or i8 head dtype)",
+                                )
+                            })?;
+                            Ok(Some(vec![bits.iter().flat_map(|h| h.to_le_bytes()).collect()]))
+                        })?
+                        .and_then(|b| b.first().copied())
+                        .map(|b| (b, format))
+                    }
+                    None => None,
+                };
+                match (head, half_buf) {
+                    (HeadDtype::Auto | HeadDtype::F16, Some((wbuf, format))) => {
+                        add(
+                            KernelKind::MatmulNtHalf { k, n, format },
+                            vec![arena(x)?, wbuf, arena(out)?],
+                            Rows::Static(n),
+                            label,
+                        );
+                    }
+                    (HeadDtype::Auto | HeadDtype::F16, None) => {
+                        // Exactly bf16 weights of another matmul are read as bf16, others as f32.
+                        let (wbuf, bf16) = match blob.constant(f, w, ElemType::BF16) {
+                            Ok(b) => (b, true),
+                            Err(_) => (blob.constant(f, w, ElemType::F32)?, false),
+                        };
+                        let bufs = vec![arena(x)?, wbuf, arena(out)?];
+                        add(
+                            KernelKind::MatmulNt { k, n, bf16 },
+                            bufs,
+                            Rows::Static(n),
+                            label,
+                        );
+                    }
+                    (HeadDtype::I8, _) => {
+                        let wbufs = blob
+                            .derived(f, w, "head-i8", 2, |v| {
+                                let (q, s) = matmul_i8::quantize_rows(&v, ku);
+                                Ok(Some(vec![
+                                    q,
+                                    s.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                                ]))
+                            })?
+                            .unwrap_or_default();
+                        let (Some(&wq), Some(&ws)) = (wbufs.first(), wbufs.get(1)) else {
+                            return Err(input("internal: the int8 lm_head was not placed"));
+                        };
+                        let xq = scratch(context.saturating_mul(k));
+                        let xs = scratch(context.saturating_mul(4));
+                        add(
+                            KernelKind::ActQuant {
+                                k,
+                                eps_bits: 1e-5f32.to_bits(),
+                                reciprocal: false,
+                            },
+                            vec![arena(x)?, xq, xs],
+                            Rows::PerToken(1),
+                            format!("{label} (activation quant)"),
+                        );
+                        add(
+                            KernelKind::MatmulI8 { k, n },
+                            vec![xq, xs, wq, ws, arena(out)?],
+                            Rows::Static(n),
+                            label,
+                        );
+                    }
+                }
             }
             other => return Err(unsupported(other.name(), "no cpu kernel yet")),
         }
@@ -678,10 +894,27 @@ pub fn plan_program(
         .ok_or_else(|| input("the function returns nothing"))?;
     let vocab = last(f.ty(logits))?;
     blob.place_remaining(f)?;
+    // Row strides of the launches only the logits need: every activation buffer holds `context`
+    // rows of equal size; weights are shared by all tokens.
+    for i in tail_launches {
+        if let Some(l) = launches.get_mut(i) {
+            let strides = l
+                .bufs
+                .iter()
+                .map(|b| match b.region {
+                    Region::Weights => Some(0),
+                    Region::Arena | Region::Kv => {
+                        (b.bytes % context.max(1) == 0).then(|| b.bytes / context.max(1))
+                    }
+                })
+                .collect();
+            l.last_token = strides;
+        }
+    }
     Ok(ProgramParts {
         kinds: kind_list,
         launches,
-        arena_bytes: plan.arena_bytes,
+        arena_bytes: arena_end,
         kv_bytes: plan.kv_bytes,
         weights: blob.bytes,
         weight_index: blob.weights,

@@ -15,6 +15,39 @@ pub mod lower;
 
 use bitnet_ir::ops::ternary_matmul_packed::PackOrder;
 
+/// How the lm_head (the `nn.matmul` whose result is the logits) stores its weights.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HeadDtype {
+    /// bf16 when every weight is exactly a bf16 value (a bf16 checkpoint: lossless;
+    /// `KernelKind::MatmulNtHalf`), else f32 (`KernelKind::MatmulNt`).
+    #[default]
+    Auto,
+    /// f16, rounded to nearest even (`KernelKind::MatmulNtHalf`): half the bytes of f32; lossy for
+    /// values f16 cannot hold (bf16 weights outside f16's range or precision).
+    F16,
+    /// int8 per row with an f32 scale (absmax / 127, round half to even), activations quantized to
+    /// int8 per token (absmax), an exact i32 dot (`KernelKind::MatmulI8`): a quarter of f32's bytes.
+    I8,
+}
+
+impl HeadDtype {
+    /// The name the CLI spells (`auto`, `f16`, `i8`).
+    pub fn name(self) -> &'static str {
+        match self {
+            HeadDtype::Auto => "auto",
+            HeadDtype::F16 => "f16",
+            HeadDtype::I8 => "i8",
+        }
+    }
+
+    /// The dtype named `s` (as `name` spells it), if any.
+    pub fn parse(s: &str) -> Option<HeadDtype> {
+        [HeadDtype::Auto, HeadDtype::F16, HeadDtype::I8]
+            .into_iter()
+            .find(|h| h.name() == s)
+    }
+}
+
 /// Elements per packed block along K.
 pub const PACK_BLOCK: usize = 64;
 /// Where each element's code sits in its block.

@@ -15,12 +15,15 @@
 //! Transcendental functions the kernels need (`exp` in f64) are called through the runtime's math
 //! symbols (`bitnet_runtime::math`), so JIT and AOT code use the same implementation as the interpreter.
 
+pub mod add;
 pub mod attention;
 pub mod elementwise;
 pub mod embedding;
 mod emit;
 mod loops;
 pub mod matmul;
+pub mod matmul_half;
+pub mod matmul_i8;
 pub mod norm;
 pub mod rope;
 pub mod ternary;
@@ -82,6 +85,12 @@ pub enum KernelKind {
         /// Row length.
         n: u64,
     },
+    /// `nn.add` (f32, same shapes, no broadcasting): buffers `[a, b, out]` of `[T, n]`. Rows: T.
+    /// Exact: `out = a + b` in f32. `out` may be `a` or `b` itself.
+    Add {
+        /// Row length.
+        n: u64,
+    },
     /// `nn.rms_norm` (f32, last axis): buffers `[x f32 [T, k], w f32 [k], out f32 [T, k]]`. Rows: T.
     /// Exact (as `RmsNormQuant` without the quantizer). `out` may be `x` itself (no partial overlap).
     RmsNorm {
@@ -131,8 +140,33 @@ pub enum KernelKind {
         /// Output features.
         n: u64,
         /// `w` is stored as bf16 (`[n, k]` u16, widened exactly to f32 in the kernel) instead of f32;
-        /// the backend chooses it when every weight is exactly a bf16 value, halving the bytes read.
+        /// the backend chooses it when every weight is exactly a bf16 value, halving the bytes read
+        /// (for the lm_head it chooses `MatmulNtHalf` instead).
         bf16: bool,
+    },
+    /// `MatmulNt` on 16-bit float weights (the lm_head: f16 with `HeadDtype::F16`, bf16 with
+    /// `HeadDtype::Auto` when the weights are exactly bf16): buffers `[x f32 [T, k], w [n, k] (u16,
+    /// each row in `matmul_half::layout` order), out f32 [T, n]]`. Rows: n. Each weight widens
+    /// exactly to f32; the dot runs in f32 SIMD (fused multiply-adds where the ISA has them), within
+    /// `MatmulNt`'s tolerance of the interpreter's f64 sum over the rounded weights. `out` must not
+    /// alias `x`.
+    MatmulNtHalf {
+        /// Inner dimension.
+        k: u64,
+        /// Output features.
+        n: u64,
+        /// The weights' format.
+        format: matmul_half::HalfFormat,
+    },
+    /// The int8 lm_head (`HeadDtype::I8`): buffers `[xq i8 [T, k], xs f32 [T], w u8 [n, k] (each
+    /// weight q + 128, q in −127..=127), ws f32 [n], out f32 [T, n]]`, `xq`/`xs` as `ActQuant` makes
+    /// them (`xs` the quantizer's multiplier). Rows: n. Exact: `acc = Σ_k q[n, k]·xq[t, k]` in i32,
+    /// `y = f32(acc) / xs[t] · ws[n]`. Only `out` is written.
+    MatmulI8 {
+        /// Inner dimension.
+        k: u64,
+        /// Output features.
+        n: u64,
     },
 }
 
@@ -167,6 +201,7 @@ impl KernelKind {
                 )
             }
             KernelKind::Relu2Mul { n } => format!("bitnet_relu2_mul_{n}"),
+            KernelKind::Add { n } => format!("bitnet_add_{n}"),
             KernelKind::RmsNorm { k, eps_bits } => format!("bitnet_rms_norm_{k}_{eps_bits:08x}"),
             KernelKind::Rope { width, head_dim } => format!("bitnet_rope_{width}_{head_dim}"),
             KernelKind::KvStore { kvw } => format!("bitnet_kv_store_{kvw}"),
@@ -187,6 +222,10 @@ impl KernelKind {
                     if *bf16 { "_bf16" } else { "" }
                 )
             }
+            KernelKind::MatmulNtHalf { k, n, format } => {
+                format!("bitnet_matmul_nt_{n}x{k}_{}_pairs", format.name())
+            }
+            KernelKind::MatmulI8 { k, n } => format!("bitnet_matmul_i8_{n}x{k}"),
         }
     }
 }
@@ -200,8 +239,11 @@ pub fn build_kernel(module: &mut dyn Module, kind: &KernelKind) -> Result<FuncId
         | KernelKind::RmsNorm { .. } => norm::build(module, kind),
         KernelKind::TernaryMatmul { .. } => ternary::build(module, kind),
         KernelKind::Relu2Mul { .. } => elementwise::build(module, kind),
+        KernelKind::Add { .. } => add::build(module, kind),
         KernelKind::Rope { .. } => rope::build(module, kind),
         KernelKind::KvStore { .. } | KernelKind::Attention { .. } => attention::build(module, kind),
         KernelKind::MatmulNt { .. } => matmul::build(module, kind),
+        KernelKind::MatmulNtHalf { .. } => matmul_half::build(module, kind),
+        KernelKind::MatmulI8 { .. } => matmul_i8::build(module, kind),
     }
 }

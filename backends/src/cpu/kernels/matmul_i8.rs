@@ -1,0 +1,296 @@
+//! Kernel `MatmulI8` (see `KernelKind` for its buffers, rows and numerics): the int8 lm_head,
+//! `out[t, r] = f32(Σ_k q[r, k]·xq[t, k]) / xs[t] · ws[r]`.
+//!
+//! The weights are quantized at compile time by `quantize_rows`: per row, `ws = absmax / 127` and
+//! `q = round_half_even(w / ws)` (clamped to ±127), stored as the byte `q + 128` so that they are
+//! the unsigned operand of the same widening dot the ternary kernel uses (`emit::dot_i8`, one
+//! `vpdpbusd` per 16 bytes with AVX-VNNI). Then `Σ_k q·x = Σ_k (q + 128)·x − 128·Σ_k x`, exact in
+//! wrapping i32 arithmetic because the true value fits (|q·x| ≤ 127·128, k ≤ `MAX_K`). `Σ_k x` is
+//! the same dot with all-ones weights, once per token group and row tile.
+//!
+//! Loop order (as the ternary kernel): row tiles of about `TILE_BYTES` of weights; in each tile,
+//! tokens in groups of `GROUP` (then one at a time), every row of the tile per group, so a weight
+//! row is read from memory once and serves a group from L1. For one token (decode, and the last
+//! token of `forward_last`) the row dot keeps `CHAINS_1` independent accumulators.
+
+use super::KernelKind;
+use super::emit::{
+    MEM, bad_params, build_function, define, dot_i8, emit_for, emit_static_loop, emit_while,
+    hsum_i32x4, imm64, off32, size, splat_i8, var, zero_i32x4,
+};
+use crate::BackendError;
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::types::{F32, I8, I8X16, I32, I32X4, I64};
+use cranelift_codegen::ir::{Function, InstBuilder, MemFlagsData, Value};
+use cranelift_codegen::isa::TargetIsa;
+use cranelift_frontend::{FunctionBuilder, Variable};
+use cranelift_module::{FuncId, Module};
+
+/// The largest K: `127·128·K` must fit in i32.
+pub const MAX_K: u64 = 131_072;
+
+/// Weight bytes per row tile.
+const TILE_BYTES: usize = 256 * 1024;
+
+/// Tokens per group.
+const GROUP: usize = 2;
+
+/// Accumulator chains per token when the group is one token (and bytes per main-loop step / 16).
+const CHAINS_1: usize = 8;
+
+/// Accumulator chains per token in a group of `GROUP`.
+const CHAINS_GROUP: usize = 4;
+
+/// The kernel never writes `xq` or `w`; their loads may move.
+const PURE: MemFlagsData = MEM.with_readonly().with_can_move();
+
+/// Quantizes the f32 weights `w` (`[n, k]`, row-major) per row: returns the bytes `q + 128`
+/// (`[n, k]`) and the scales `ws` (`[n]`), with `ws = absmax / 127` (f32) and `q =
+/// clamp(round_half_even(w / ws), −127, 127)`; a row of zeros gets `ws = 0` and `q = 0`. NaN weights
+/// quantize to 0.
+pub fn quantize_rows(w: &[f32], k: usize) -> (Vec<u8>, Vec<f32>) {
+    let k = k.max(1);
+    let mut bytes = Vec::with_capacity(w.len());
+    let mut scales = Vec::with_capacity(w.len() / k);
+    for row in w.chunks(k) {
+        let m = row.iter().fold(0f32, |m, &x| m.max(x.abs()));
+        let s = m / 127.0;
+        scales.push(s);
+        for &x in row {
+            let q = if s > 0.0 {
+                (x / s).round_ties_even().clamp(-127.0, 127.0) as i32
+            } else {
+                0
+            };
+            bytes.push((q + 128) as u8);
+        }
+    }
+    (bytes, scales)
+}
+
+/// Defines the kernel `kind` in `module`.
+pub fn build(module: &mut dyn Module, kind: &KernelKind) -> Result<FuncId, BackendError> {
+    let func = function(module.isa(), kind)?;
+    define(module, kind, func)
+}
+
+/// The static shape of the kernel.
+struct Shape {
+    k: usize,
+    n: usize,
+}
+
+/// The kernel's function for `isa`.
+fn function(isa: &dyn TargetIsa, kind: &KernelKind) -> Result<Function, BackendError> {
+    let &KernelKind::MatmulI8 { k, n } = kind else {
+        return Err(bad_params(kind, "not an int8 matmul"));
+    };
+    if k == 0 || k > MAX_K {
+        return Err(bad_params(kind, "k must be between 1 and MAX_K"));
+    }
+    let shape = Shape {
+        k: size(kind, k)?,
+        n: size(kind, n)?,
+    };
+    off32(kind, (GROUP * shape.k + GROUP * shape.n * 4) as u64)?;
+    build_function(isa, kind, |b, entry| {
+        let tokens = entry.tokens(b);
+        let xq = entry.buf(b, 0);
+        let xs = entry.buf(b, 1);
+        let w = entry.buf(b, 2);
+        let ws = entry.buf(b, 3);
+        let out = entry.buf(b, 4);
+        let ones = splat_i8(b, 1);
+        let g = Emit {
+            shape: &shape,
+            kind,
+            xq,
+            xs,
+            w,
+            ws,
+            out,
+            ones,
+        };
+        let rows_per_tile = imm64(kind, (TILE_BYTES / shape.k).max(1) as u64)?;
+        let row_end = entry.row_end;
+        emit_for(b, entry.row_begin, row_end, rows_per_tile, |b, tile| {
+            let tile_end = b.ins().iadd_imm_s(tile, rows_per_tile);
+            let tile_end = b.ins().smin(tile_end, row_end);
+            let zero = b.ins().iconst(I64, 0);
+            let t = var(b, I64, zero);
+            emit_while(
+                b,
+                |b| {
+                    let tv = b.use_var(t);
+                    let tg = b.ins().iadd_imm_s(tv, GROUP as i64);
+                    b.ins().icmp(IntCC::SignedLessThanOrEqual, tg, tokens)
+                },
+                |b| {
+                    let tv = b.use_var(t);
+                    g.group(b, GROUP, tv, tile, tile_end)?;
+                    let tg = b.ins().iadd_imm_s(tv, GROUP as i64);
+                    b.def_var(t, tg);
+                    Ok(())
+                },
+            )?;
+            emit_while(
+                b,
+                |b| {
+                    let tv = b.use_var(t);
+                    b.ins().icmp(IntCC::SignedLessThan, tv, tokens)
+                },
+                |b| {
+                    let tv = b.use_var(t);
+                    g.group(b, 1, tv, tile, tile_end)?;
+                    let t1 = b.ins().iadd_imm_s(tv, 1);
+                    b.def_var(t, t1);
+                    Ok(())
+                },
+            )
+        })
+    })
+}
+
+/// The values the kernel's code needs.
+struct Emit<'a> {
+    shape: &'a Shape,
+    kind: &'a KernelKind,
+    xq: Value,
+    xs: Value,
+    w: Value,
+    ws: Value,
+    out: Value,
+    ones: Value,
+}
+
+impl Emit<'_> {
+    /// Tokens `t .. t + tokens` for rows `row_begin .. row_end`.
+    fn group(
+        &self,
+        b: &mut FunctionBuilder,
+        tokens: usize,
+        t: Value,
+        row_begin: Value,
+        row_end: Value,
+    ) -> Result<(), BackendError> {
+        let (k, n) = (self.shape.k, self.shape.n);
+        let kind = self.kind;
+        let xoff = b.ins().imul_imm_s(t, imm64(kind, k as u64)?);
+        let xrow = b.ins().iadd(self.xq, xoff);
+        let sums = self.dot(b, tokens, None, xrow)?;
+        let t4 = b.ins().ishl_imm_u(t, 2);
+        let xs_t = b.ins().iadd(self.xs, t4);
+        let scales: Vec<Value> = (0..tokens)
+            .map(|i| b.ins().load(F32, MEM, xs_t, (i * 4) as i32))
+            .collect();
+        // 128·Σx, the contribution of the weights' offset.
+        let bias: Vec<Value> = sums.iter().map(|&s| b.ins().ishl_imm_u(s, 7)).collect();
+        let row_off = b.ins().imul_imm_s(t, imm64(kind, (n * 4) as u64)?);
+        let out_t = b.ins().iadd(self.out, row_off);
+        emit_for(b, row_begin, row_end, 1, |b, r| {
+            let woff = b.ins().imul_imm_s(r, imm64(kind, k as u64)?);
+            let wrow = b.ins().iadd(self.w, woff);
+            let accs = self.dot(b, tokens, Some(wrow), xrow)?;
+            let r4 = b.ins().ishl_imm_u(r, 2);
+            let wsr = b.ins().iadd(self.ws, r4);
+            let wsr = b.ins().load(F32, MEM, wsr, 0);
+            let out_r = b.ins().iadd(out_t, r4);
+            for i in 0..tokens {
+                let acc = b.ins().isub(accs[i], bias[i]);
+                let y = b.ins().fcvt_from_sint(F32, acc);
+                let y = b.ins().fdiv(y, scales[i]);
+                let y = b.ins().fmul(y, wsr);
+                b.ins()
+                    .store(MEM, y, out_r, off32(kind, (i * n * 4) as u64)?);
+            }
+            Ok(())
+        })
+    }
+
+    /// Per token, the wrapping i32 sum `Σ_k w[k]·x[t + i, k]` with `w` the bytes of the weight row
+    /// at `row` (unsigned), or all ones when `row` is `None`.
+    fn dot(
+        &self,
+        b: &mut FunctionBuilder,
+        tokens: usize,
+        row: Option<Value>,
+        xrow: Value,
+    ) -> Result<Vec<Value>, BackendError> {
+        let k = self.shape.k;
+        let kind = self.kind;
+        let chains = if tokens == 1 { CHAINS_1 } else { CHAINS_GROUP };
+        let accs: Vec<Vec<Variable>> = (0..tokens)
+            .map(|_| {
+                (0..chains)
+                    .map(|_| {
+                        let z = zero_i32x4(b);
+                        var(b, I32X4, z)
+                    })
+                    .collect()
+            })
+            .collect();
+        let blocks = k / 16;
+        let steps = blocks / chains;
+        let step = |b: &mut FunctionBuilder, base: Value, at: usize, chain: usize, xbase: Value| {
+            let wv = match row {
+                Some(_) => b.ins().load(I8X16, PURE, base, off32(kind, at as u64)?),
+                None => self.ones,
+            };
+            for (i, acc_chains) in accs.iter().enumerate() {
+                let xv = b
+                    .ins()
+                    .load(I8X16, PURE, xbase, off32(kind, (i * k + at) as u64)?);
+                let acc = b.use_var(acc_chains[chain]);
+                let next = dot_i8(b, acc, xv, wv, true);
+                b.def_var(acc_chains[chain], next);
+            }
+            Ok::<(), BackendError>(())
+        };
+        emit_static_loop(b, kind, steps as u64, (chains * 16) as u64, |b, o| {
+            let wbase = match row {
+                Some(r) => b.ins().iadd(r, o),
+                None => o,
+            };
+            let xbase = b.ins().iadd(xrow, o);
+            for c in 0..chains {
+                step(b, wbase, c * 16, c, xbase)?;
+            }
+            Ok(())
+        })?;
+        let wbase = row.unwrap_or(xrow);
+        for (c, blk) in (steps * chains..blocks).enumerate() {
+            step(b, wbase, blk * 16, c, xrow)?;
+        }
+        let mut totals = Vec::with_capacity(tokens);
+        for (i, acc_chains) in accs.iter().enumerate() {
+            let mut vs: Vec<Value> = acc_chains.iter().map(|&v| b.use_var(v)).collect();
+            while vs.len() > 1 {
+                vs = vs
+                    .chunks(2)
+                    .map(|p| match *p {
+                        [a, c] => b.ins().iadd(a, c),
+                        _ => p[0],
+                    })
+                    .collect();
+            }
+            let mut s = hsum_i32x4(b, vs[0]);
+            for e in blocks * 16..k {
+                let x = b
+                    .ins()
+                    .load(I8, MEM, xrow, off32(kind, (i * k + e) as u64)?);
+                let x = b.ins().sextend(I32, x);
+                let p = match row {
+                    Some(r) => {
+                        let wb = b.ins().load(I8, MEM, r, off32(kind, e as u64)?);
+                        let wv = b.ins().uextend(I32, wb);
+                        b.ins().imul(x, wv)
+                    }
+                    None => x,
+                };
+                s = b.ins().iadd(s, p);
+            }
+            totals.push(s);
+        }
+        Ok(totals)
+    }
+}
