@@ -116,8 +116,9 @@ impl Model {
     /// that an embedding lookup (kernel `bitnet_embedding_<vocab>x<hidden>`) reads one row.
     pub fn read_bytes_per_token(&self) -> u64 {
         let program = self.exec.program();
-        let mut seen = std::collections::BTreeSet::new();
-        let mut total = 0u64;
+        // Per distinct buffer, the most any launch reads of it: a table shared by the embedding
+        // (one row per token) and a tied lm_head is read whole by the head.
+        let mut read = std::collections::BTreeMap::new();
         for l in &program.launches {
             let rows = program
                 .kernels
@@ -127,12 +128,14 @@ impl Model {
                 .and_then(|v| v.parse::<u64>().ok())
                 .filter(|&v| v > 0);
             for b in &l.bufs {
-                if b.region == bitnet_runtime::Region::Weights && seen.insert((b.offset, b.bytes)) {
-                    total += rows.map_or(b.bytes, |v| b.bytes / v);
+                if b.region == bitnet_runtime::Region::Weights {
+                    let bytes = rows.map_or(b.bytes, |v| b.bytes / v);
+                    let e = read.entry((b.offset, b.bytes)).or_insert(0);
+                    *e = bytes.max(*e);
                 }
             }
         }
-        total
+        read.values().sum()
     }
 }
 

@@ -179,6 +179,10 @@ enum Command {
         /// compiling for another architecture).
         #[arg(long)]
         linker: Option<String>,
+        /// How the lm_head stores its weights: auto (bf16 when the weights are exactly bf16, else
+        /// f32), f16, or i8 (per-row scale, activations quantized per token).
+        #[arg(long, default_value = "auto", value_parser = cli::parse_head_dtype)]
+        head_dtype: bitnet_backends::cpu::HeadDtype,
     },
     /// Work with audit logs (see --audit-log).
     Audit {
@@ -294,6 +298,7 @@ fn audit_fields(command: &Command) -> Result<Option<(&'static str, serde_json::V
             emit,
             context,
             linker,
+            head_dtype,
         } => Some((
             "compile",
             serde_json::json!({
@@ -301,7 +306,13 @@ fn audit_fields(command: &Command) -> Result<Option<(&'static str, serde_json::V
                 "inputs": input_digests(model)?,
                 "model": model.display().to_string(),
                 "output": output.display().to_string(),
-                "flags": {"target": target, "emit": emit, "context": context, "linker": linker},
+                "flags": {
+                    "target": target,
+                    "emit": emit,
+                    "context": context,
+                    "linker": linker,
+                    "head_dtype": head_dtype.name(),
+                },
                 "passes": bitnetc::cpu_pipeline().split(',').collect::<Vec<_>>(),
             }),
         )),
@@ -689,7 +700,22 @@ fn run_command(command: Command, audit: &mut serde_json::Value) -> Result<ExitCo
             emit,
             context,
             linker,
-        } => compile(&model, &output, &target, &emit, context, linker.as_deref())?,
+            head_dtype,
+        } => {
+            let cpu = bitnetc::CpuOptions {
+                head: head_dtype,
+                ..bitnetc::CpuOptions::default()
+            };
+            compile(
+                &model,
+                &output,
+                &target,
+                &emit,
+                context,
+                linker.as_deref(),
+                &cpu,
+            )?
+        }
         Command::Synth {
             preset,
             output,
@@ -721,6 +747,7 @@ fn compile(
     emit: &[String],
     context: Option<u64>,
     linker: Option<&str>,
+    cpu: &bitnetc::CpuOptions,
 ) -> Result<()> {
     const KINDS: [(&str, &str); 5] = [
         ("ir", "ir.bir"),
@@ -769,7 +796,7 @@ fn compile(
         clif: wanted("clif"),
         asm: wanted("asm"),
     };
-    let compiled = bitnetc::compile_cpu_object(&mut m, model, &options)
+    let compiled = bitnetc::compile_cpu_object_with(&mut m, model, &options, cpu)
         .with_context(|| format!("{}", model.display()))?;
     let texts = [
         ("ir", compiled.ir.as_deref()),

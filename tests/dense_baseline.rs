@@ -363,3 +363,21 @@ fn add_kernel_matches_the_reference() {
         }
     }
 }
+
+#[test]
+fn full_precision_builds_at_short_contexts() {
+    for context in [1, 2, 13, 40] {
+        // A ternary build first, as `bitnetc bench` does.
+        let mut t = import(context);
+        bitnetc::compile_cpu_with(&mut t, &CpuOptions::default()).unwrap();
+        let mut m = import(context);
+        let options = CpuOptions {
+            threads: 2,
+            full_precision: true,
+            ..CpuOptions::default()
+        };
+        if let Err(e) = bitnetc::compile_cpu_with(&mut m, &options) {
+            panic!("context {context}: {e}");
+        }
+    }
+}

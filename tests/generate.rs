@@ -467,3 +467,50 @@ fn bench_reports_both_builds_and_their_ratios() {
     let log = std::fs::read_to_string(tmp.join("audit.jsonl")).unwrap();
     assert!(log.contains("\"command\":\"bench\"") && log.contains("vs_full_precision"));
 }
+
+#[test]
+fn head_dtype_flags_reach_the_compiler() {
+    // The i8 and f16 heads keep the greedy tokens on the fixtures (see tests/cpu_backend.rs for the
+    // logit error); the flag reaches both the JIT (`run`) and the artifact (`compile`).
+    let dir = hf("packed");
+    let r = reference(&dir);
+    let prompt = csv(&u32s(&r["prompt_ids"]));
+    let d = dir.to_str().unwrap();
+    for head in ["f16", "i8"] {
+        let out = run_json(&[
+            "run",
+            d,
+            "--tokens",
+            &prompt,
+            "-n",
+            "16",
+            "--json",
+            "--head-dtype",
+            head,
+        ]);
+        assert_eq!(
+            u32s(&out["tokens"]),
+            u32s(&r["greedy_new_tokens"]),
+            "{head}"
+        );
+    }
+    let tmp = Scratch::create("generate-head");
+    let bnx = tmp.join("i8.bnx");
+    let b = bnx.to_str().unwrap();
+    let out = bitnetc(&["compile", d, "-o", b, "--head-dtype", "i8"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(&bnx).unwrap();
+    let manifest = String::from_utf8_lossy(&bytes[..bytes.len().min(200_000)]).into_owned();
+    assert!(
+        manifest.contains("MatmulI8"),
+        "the artifact has no i8 head kernel"
+    );
+    let out = run_json(&["run", b, "--tokens", &prompt, "-n", "16", "--json"]);
+    assert_eq!(u32s(&out["tokens"]), u32s(&r["greedy_new_tokens"]));
+    let bad = bitnetc(&["run", d, "--tokens", "1", "--head-dtype", "q4"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("expected auto"));
+}

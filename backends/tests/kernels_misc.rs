@@ -14,6 +14,7 @@ use support::{Rng, Watch, assert_bits, launch, splits};
 
 use bitnet_backends::cpu::jit::compile_kernels;
 use bitnet_backends::cpu::kernels::KernelKind;
+use bitnet_backends::cpu::kernels::matmul_half::bf16_layout_exact;
 use bitnet_backends::cpu::kernels::rope::rope_table;
 use bitnet_ir::ops::EvalCtx;
 use bitnet_ir::{Attr, Attrs, Data, ElemType, NoWeights, OpKind, Tensor};
@@ -49,10 +50,15 @@ fn compile(kind: KernelKind) -> (cranelift_jit::JITModule, KernelFn) {
 
 // ---------------------------------------------------------------- Embedding
 
-fn embedding_case(rng: &mut Rng, vocab: usize, hidden: usize, t: usize) {
+/// With `bf16`, the table holds random bf16 bit patterns (NaN payloads included) and the kernel
+/// reads them in `matmul_half::layout` order, as the lowering stores an exactly-bf16 table.
+fn embedding_case(rng: &mut Rng, vocab: usize, hidden: usize, t: usize, bf16: bool) {
     // Random bit patterns (NaN payloads included): a copy must move bits.
     let table: Vec<f32> = (0..vocab * hidden)
-        .map(|_| f32::from_bits(rng.next() as u32))
+        .map(|_| {
+            let bits = rng.next() as u32;
+            f32::from_bits(if bf16 { bits & 0xffff_0000 } else { bits })
+        })
         .collect();
     let mut ids: Vec<i64> = (0..t).map(|_| rng.range(0, vocab - 1) as i64).collect();
     if t > 1 {
@@ -74,12 +80,21 @@ fn embedding_case(rng: &mut Rng, vocab: usize, hidden: usize, t: usize) {
     let (_m, f) = compile(KernelKind::Embedding {
         vocab: vocab as u64,
         hidden: hidden as u64,
+        bf16,
     });
     // One spare row after the output catches overruns.
     let mut out = vec![f32::from_bits(0x7fc0_dead); (t + 1) * hidden];
-    let mut table = table;
+    let mut table: Vec<u8> = if bf16 {
+        bf16_layout_exact(&table, hidden)
+            .expect("exact bf16")
+            .iter()
+            .flat_map(|h| h.to_le_bytes())
+            .collect()
+    } else {
+        table.iter().flat_map(|x| x.to_le_bytes()).collect()
+    };
     let bufs = [
-        table.as_mut_ptr().cast::<u8>(),
+        table.as_mut_ptr(),
         ids.as_mut_ptr().cast::<u8>(),
         out.as_mut_ptr().cast::<u8>(),
     ];
@@ -99,7 +114,10 @@ fn embedding_case(rng: &mut Rng, vocab: usize, hidden: usize, t: usize) {
     );
     let got: Vec<u32> = out[..t * hidden].iter().map(|x| x.to_bits()).collect();
     let want: Vec<u32> = want.iter().map(|x| x.to_bits()).collect();
-    assert_eq!(got, want, "embedding vocab {vocab} hidden {hidden} T {t}");
+    assert_eq!(
+        got, want,
+        "embedding vocab {vocab} hidden {hidden} T {t} bf16 {bf16}"
+    );
 }
 
 #[test]
@@ -119,15 +137,17 @@ fn embedding_matches_interpreter() {
         (3, 100, 37),
         (6, 2560, 2),
     ] {
-        embedding_case(&mut rng, vocab, hidden, t);
+        for bf16 in [false, true] {
+            embedding_case(&mut rng, vocab, hidden, t, bf16);
+        }
     }
-    for _ in 0..120 {
+    for i in 0..240 {
         let vocab = rng.range(1, 40);
         let opts = [rng.range(1, 80), rng.range(1, 300), 2560];
         let hidden = rng.pick(&opts);
         let opts = [1, 2, 37, rng.range(1, 12)];
         let t = rng.pick(&opts);
-        embedding_case(&mut rng, vocab, hidden, t);
+        embedding_case(&mut rng, vocab, hidden, t, i % 2 == 1);
     }
 }
 

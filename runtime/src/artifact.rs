@@ -29,6 +29,7 @@
 //!
 //! Loading an artifact runs its code: load only artifacts you trust, as with any shared library.
 
+use crate::AlignedBytes;
 use crate::error::RuntimeError;
 use crate::executor::Executor;
 use crate::program::{BufRef, KernelFn, Launch, Program, Region, Rows};
@@ -95,7 +96,14 @@ pub struct WeightEntry {
     pub offset: u64,
     /// Its shape.
     pub shape: Vec<u64>,
+    /// How each row (the last axis) is ordered: absent for index order, `PAIRED_LAYOUT` for the
+    /// CPU backend's paired order (per group of eight, elements l and 4 + l side by side).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<String>,
 }
+
+/// `WeightEntry::layout` of rows in the CPU backend's paired order (`matmul_half::layout`).
+pub const PAIRED_LAYOUT: &str = "pairs8";
 
 /// A runtime math function the code calls through a slot.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -757,11 +765,11 @@ pub fn load_program(path: &Path) -> Result<Loaded, ArtifactError> {
             .ok_or_else(|| err(ArtifactProblem::Manifest(format!("no {name} section"))))
     };
     let code = &map[section("code")?];
-    let weights = map[section("weights")?].to_vec();
-    if weights.len() as u64 != m.program.weights_bytes {
+    let weights_range = section("weights")?;
+    if weights_range.len() as u64 != m.program.weights_bytes {
         return Err(err(ArtifactProblem::Manifest(format!(
             "the weights section has {} bytes, the program expects {}",
-            weights.len(),
+            weights_range.len(),
             m.program.weights_bytes
         ))));
     }
@@ -822,6 +830,17 @@ pub fn load_program(path: &Path) -> Result<Loaded, ArtifactError> {
             last_token: l.last_token.clone(),
         })
         .collect();
+    // Sections are 64-byte aligned in the file and the mapping starts on a page, so the weights
+    // are used where they are mapped; a copy only where that does not hold.
+    let weights = if map[weights_range.clone()].as_ptr().align_offset(64) == 0 {
+        AlignedBytes::from_mapped(map, weights_range).ok_or_else(|| {
+            err(ArtifactProblem::Manifest(
+                "the weights section is outside the file".into(),
+            ))
+        })?
+    } else {
+        AlignedBytes::from_slice(&map[weights_range])
+    };
     let p = &m.program;
     let program = Program {
         kernels,

@@ -1,6 +1,7 @@
-//! The executor: owns the arena and the KV cache (allocated once), resolves every launch's buffers to
-//! addresses at load time, and runs the launch plan for one step, splitting each launch's rows across a
-//! persistent thread pool. A step allocates nothing.
+//! The executor: owns the arena and the KV cache (allocated once) and the program's weights (adopted,
+//! not copied), resolves every launch's buffers to addresses at load time, and runs the launch plan
+//! for one step, splitting each launch's rows across a persistent thread pool. A step allocates
+//! nothing.
 //!
 //! `forward_last` runs the launches marked `Launch::last_token` (the final norm and the lm_head) for
 //! the last token only, through a second set of addresses resolved per step into storage allocated
@@ -8,6 +9,7 @@
 //! calling thread sees it (its own rows plus the wait for the workers); off, it costs one branch per
 //! launch.
 
+use crate::AlignedBytes;
 use crate::error::RuntimeError;
 use crate::program::{BufRef, KernelFn, Program, Region};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
@@ -31,12 +33,6 @@ impl Aligned {
             lines: vec![Line([0; 64]); n],
             len: n * 64,
         }
-    }
-
-    fn from_bytes(bytes: &[u8]) -> Aligned {
-        let mut a = Aligned::zeroed(bytes.len() as u64);
-        a.bytes_mut()[..bytes.len()].copy_from_slice(bytes);
-        a
     }
 
     fn ptr(&mut self) -> *mut u8 {
@@ -287,8 +283,8 @@ pub struct Executor {
     program: Program,
     arena: Aligned,
     kv: Aligned,
-    /// Kept alive: launches point into it.
-    _weights: Aligned,
+    /// Kept alive: launches point into it (read only).
+    weights: AlignedBytes,
     /// Per launch, its buffer addresses (resolved once).
     addresses: Vec<Vec<*mut u8>>,
     /// Per launch with `last_token` strides, the addresses of the last token's rows (rewritten by
@@ -313,18 +309,15 @@ pub struct StepProfile {
 
 impl Executor {
     /// Prepares `program` to run on `threads` threads (at least 1): allocates the arena and the KV
-    /// cache, copies the weights to aligned memory, and checks every buffer of every launch.
+    /// cache, adopts the weights (already 64-byte aligned; not copied), and checks every buffer of
+    /// every launch.
     pub fn new(mut program: Program, threads: usize) -> Result<Executor, RuntimeError> {
         let mut arena = Aligned::zeroed(program.arena_bytes);
         let mut kv = Aligned::zeroed(program.kv_bytes);
-        let mut weights = Aligned::from_bytes(&program.weights);
-        let sizes = [
-            program.arena_bytes,
-            program.weights.len() as u64,
-            program.kv_bytes,
-        ];
-        // The aligned copy is the one the kernels read; do not keep a second one.
-        program.weights = Vec::new();
+        let weights = std::mem::take(&mut program.weights);
+        let sizes = [program.arena_bytes, weights.len() as u64, program.kv_bytes];
+        // Kernels only read weights (their `KernelKind` contracts), so a read-only mapping is fine.
+        let weights_ptr = weights.as_ptr().cast_mut();
         let mut addresses = Vec::with_capacity(program.launches.len());
         let mut last_addresses = Vec::with_capacity(program.launches.len());
         for (li, l) in program.launches.iter().enumerate() {
@@ -340,7 +333,7 @@ impl Executor {
             for (bi, b) in l.bufs.iter().enumerate() {
                 let (base, size) = match b.region {
                     Region::Arena => (arena.ptr(), sizes[0]),
-                    Region::Weights => (weights.ptr(), sizes[1]),
+                    Region::Weights => (weights_ptr, sizes[1]),
                     Region::Kv => (kv.ptr(), sizes[2]),
                 };
                 if b.offset.checked_add(b.bytes).is_none_or(|end| end > size) {
@@ -383,7 +376,7 @@ impl Executor {
             program,
             arena,
             kv,
-            _weights: weights,
+            weights,
             addresses,
             last_addresses,
             scalars: [0; 2],
@@ -413,7 +406,7 @@ impl Executor {
 
     /// Bytes of weights the program reads (rounded up to whole 64-byte lines).
     pub fn weight_bytes(&self) -> u64 {
-        self._weights.len as u64
+        (self.weights.len() as u64).div_ceil(64) * 64
     }
 
     /// Clears the KV cache (a new conversation).

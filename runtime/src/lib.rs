@@ -3,9 +3,10 @@
 //!
 //! `program` describes what a backend produces (kernels with one C ABI, a launch plan, sizes, weights);
 //! `executor` runs it: arena and KV cache allocated once, buffers resolved once, rows split across a
-//! persistent thread pool, nothing allocated per step; `math` holds the math symbols generated code calls;
+//! persistent thread pool, nothing allocated per step; `math` holds the math symbols generated code calls; `aligned` the 64-byte aligned weights buffer;
 //! `artifact` writes, checks and loads compiled models (`.bnx`).
 
+pub mod aligned;
 pub mod artifact;
 pub mod audit;
 pub mod chat;
@@ -18,6 +19,7 @@ pub mod sampling;
 pub mod session;
 pub mod tokenizer;
 
+pub use aligned::AlignedBytes;
 pub use error::RuntimeError;
 pub use executor::Executor;
 pub use program::{BufRef, KernelFn, Launch, Program, Region, Rows};

@@ -79,8 +79,9 @@ pub struct Program {
     pub arena_bytes: u64,
     /// KV-cache size in bytes.
     pub kv_bytes: u64,
-    /// The weights, laid out as the launches expect (64-byte aligned tensors).
-    pub weights: Vec<u8>,
+    /// The weights, laid out as the launches expect (64-byte aligned tensors); `Executor::new`
+    /// adopts this buffer without copying it.
+    pub weights: crate::AlignedBytes,
     /// The largest T (the context length).
     pub context: u64,
     /// Vocabulary size (token ids must be below it; the logits' width).

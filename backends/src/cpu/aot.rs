@@ -550,6 +550,9 @@ pub fn write_artifact(
                         elem: w.elem.name().to_string(),
                         offset: w.buf.offset,
                         shape: w.shape.clone(),
+                        layout: w
+                            .paired
+                            .then(|| bitnet_runtime::artifact::PAIRED_LAYOUT.to_string()),
                     },
                 )
             })

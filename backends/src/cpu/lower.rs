@@ -19,7 +19,7 @@ use super::{HeadDtype, PACK_BLOCK, PACK_ORDER};
 use crate::BackendError;
 use bitnet_ir::module::{Function, OpId, ValueDef};
 use bitnet_ir::{Data, Dim, ElemType, OpKind, TensorType, ValueId, WeightStore};
-use bitnet_runtime::{BufRef, KernelFn, Launch, Program, Region, Rows};
+use bitnet_runtime::{AlignedBytes, BufRef, KernelFn, Launch, Program, Region, Rows};
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -65,11 +65,18 @@ pub struct PlacedWeight {
     pub elem: ElemType,
     /// Its shape.
     pub shape: Vec<u64>,
+    /// Each row (the last axis) is in `matmul_half::layout` order rather than in index order (an
+    /// exactly-bf16 embedding table or lm_head, stored once for both).
+    pub paired: bool,
 }
+
+/// The tag of a weight's exactly-bf16 copy in `matmul_half::layout` order: the embedding and the
+/// bf16 lm_head read the same bytes, so a tied pair is placed once.
+const BF16_PAIRS: &str = "bf16-pairs";
 
 /// The weights blob being built: each weight value's bytes once, 64-byte aligned.
 struct Blob<'a> {
-    bytes: Vec<u8>,
+    bytes: AlignedBytes,
     placed: BTreeMap<String, BufRef>,
     /// Each `nn.weight` name placed, with the first placement of it.
     weights: BTreeMap<String, PlacedWeight>,
@@ -127,9 +134,7 @@ impl Blob<'_> {
         if let Some(b) = self.placed.get(&key) {
             return *b;
         }
-        let offset = (self.bytes.len() as u64).div_ceil(64) * 64;
-        self.bytes.resize(offset as usize, 0);
-        self.bytes.extend_from_slice(data);
+        let offset = self.bytes.push(data);
         let b = BufRef {
             region: Region::Weights,
             offset,
@@ -198,7 +203,41 @@ impl Blob<'_> {
                 buf,
                 elem,
                 shape: shape.iter().map(|&d| d as u64).collect(),
+                paired: false,
             });
+    }
+
+    /// Weight `v` (`[rows, k]`) as exactly-bf16 rows in `matmul_half::layout` order, placed once
+    /// per weight for every launch that reads it so (the embedding, the bf16 lm_head); `None` when
+    /// not every value is exactly a bf16. A named weight is recorded in that layout unless it was
+    /// recorded before.
+    fn bf16_pairs(
+        &mut self,
+        f: &Function,
+        v: ValueId,
+        k: usize,
+    ) -> Result<Option<BufRef>, BackendError> {
+        let buf = self
+            .derived(f, v, BF16_PAIRS, 1, |w| {
+                Ok(matmul_half::bf16_layout_exact(&w, k)
+                    .map(|bits| vec![bits.iter().flat_map(|h| h.to_le_bytes()).collect()]))
+            })?
+            .and_then(|b| b.first().copied());
+        if let Some(buf) = buf
+            && let Some(op) = f.def_op(v).map(|o| f.op(o))
+            && op.kind == OpKind::Weight
+        {
+            let shape = f.ty(v).static_shape().unwrap_or_default();
+            self.weights
+                .entry(op.attrs.str("name").unwrap_or_default().to_string())
+                .or_insert_with(|| PlacedWeight {
+                    buf,
+                    elem: ElemType::BF16,
+                    shape,
+                    paired: true,
+                });
+        }
+        Ok(buf)
     }
 
     /// Places every `nn.weight` of `f` that no launch reads (for example one only used by ops
@@ -320,8 +359,9 @@ pub struct ProgramParts {
     pub arena_bytes: u64,
     /// KV-cache size in bytes.
     pub kv_bytes: u64,
-    /// The weights, laid out as the launches expect (64-byte aligned tensors).
-    pub weights: Vec<u8>,
+    /// The weights, laid out as the launches expect (64-byte aligned tensors), in the buffer the
+    /// executor adopts.
+    pub weights: AlignedBytes,
     /// The largest T (the context length).
     pub context: u64,
     /// Vocabulary size.
@@ -381,7 +421,7 @@ pub fn lower_with(
     store: &dyn WeightStore,
     options: &LowerOptions,
 ) -> Result<Program, BackendError> {
-    let parts = plan_program_with(f, plan, store, options)?;
+    let parts = plan_program_compact(f, plan, store, options)?;
     let (module, fns) = compile_kernels(&parts.kinds)?;
     parts.into_program(fns, Box::new(JitCode(module)))
 }
@@ -417,12 +457,64 @@ fn last_token_ops(f: &Function) -> BTreeSet<OpId> {
     ops
 }
 
-/// `plan_program` with `options`.
+/// `plan_program` with `options`. The embedding table stays f32 (`KernelKind::Embedding` with
+/// `bf16: false`), for backends whose embedding kernel reads only that.
 pub fn plan_program_with(
     f: &Function,
     plan: &Assignment,
     store: &dyn WeightStore,
     options: &LowerOptions,
+) -> Result<ProgramParts, BackendError> {
+    plan_program_inner(f, plan, store, options, false)
+}
+
+/// `plan_program_with`, with an embedding table whose values are all exactly bf16 stored as bf16
+/// in `matmul_half::layout` order (`KernelKind::Embedding` with `bf16: true`): half the bytes, and
+/// with an lm_head tied to it and read as bf16 (`HeadDtype::Auto`), one copy for both. What the
+/// CPU backend (JIT and AOT) compiles with.
+pub fn plan_program_compact(
+    f: &Function,
+    plan: &Assignment,
+    store: &dyn WeightStore,
+    options: &LowerOptions,
+) -> Result<ProgramParts, BackendError> {
+    plan_program_inner(f, plan, store, options, true)
+}
+
+/// An upper bound of the blob's bytes when every constant is placed once, as f32 or narrower
+/// (derived layouts of a weight are no wider than f32), plus the RoPE tables: the address space
+/// reserved up front so the blob is never copied while it grows.
+fn blob_capacity(f: &Function, context: u64) -> usize {
+    let mut bytes = 0u64;
+    for id in f.op_order() {
+        let op = f.op(id);
+        let Some(&r) = op.results.first() else {
+            continue;
+        };
+        let numel = || {
+            f.ty(r)
+                .static_shape()
+                .map_or(0, |s| s.iter().product::<u64>())
+        };
+        let add = match op.kind {
+            OpKind::Weight | OpKind::Constant => numel().saturating_mul(4) + 64,
+            OpKind::Rope => context
+                .saturating_mul(op.attrs.int_or("head_dim", 0).max(0) as u64)
+                .saturating_mul(4)
+                .saturating_add(64),
+            _ => 0,
+        };
+        bytes = bytes.saturating_add(add);
+    }
+    usize::try_from(bytes).unwrap_or(usize::MAX)
+}
+
+fn plan_program_inner(
+    f: &Function,
+    plan: &Assignment,
+    store: &dyn WeightStore,
+    options: &LowerOptions,
+    bf16_embedding: bool,
 ) -> Result<ProgramParts, BackendError> {
     let context = f
         .symbols
@@ -430,7 +522,7 @@ pub fn plan_program_with(
         .map(|s| s.max)
         .ok_or_else(|| input("the function has no token-count symbol"))?;
     let mut blob = Blob {
-        bytes: Vec::new(),
+        bytes: AlignedBytes::with_capacity(blob_capacity(f, context)),
         placed: BTreeMap::new(),
         weights: BTreeMap::new(),
         store,
@@ -539,15 +631,27 @@ pub fn plan_program_with(
                     .ty(table)
                     .static_shape()
                     .ok_or_else(|| input("the embedding table is symbolic"))?;
-                let bufs = vec![
-                    blob.constant(f, table, ElemType::F32)?,
-                    arena(ids)?,
-                    arena(out)?,
-                ];
+                let (Some(&vocab), Some(&hidden), 2) = (t.first(), t.get(1), t.len()) else {
+                    return Err(unsupported(
+                        "nn.embedding",
+                        "the table is not [vocab, hidden]",
+                    ));
+                };
+                let paired = if bf16_embedding {
+                    blob.bf16_pairs(f, table, hidden as usize)?
+                } else {
+                    None
+                };
+                let table_buf = match paired {
+                    Some(b) => b,
+                    None => blob.constant(f, table, ElemType::F32)?,
+                };
+                let bufs = vec![table_buf, arena(ids)?, arena(out)?];
                 add(
                     KernelKind::Embedding {
-                        vocab: t[0],
-                        hidden: t[1],
+                        vocab,
+                        hidden,
+                        bf16: paired.is_some(),
                     },
                     bufs,
                     Rows::PerToken(1),
@@ -796,6 +900,9 @@ pub fn plan_program_with(
                 };
                 let ku = k as usize;
                 let half_buf = match half {
+                    Some(HalfFormat::Bf16) => blob
+                        .bf16_pairs(f, w, ku)?
+                        .map(|b| (b, HalfFormat::Bf16)),
                     Some(format) => {
                         blob.derived(f, w, &format!("head-{}", format.name()), 1, |v| {
                             if format == HalfFormat::Bf16

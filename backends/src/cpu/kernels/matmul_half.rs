@@ -107,6 +107,29 @@ pub fn layout(w: &[f32], k: usize, format: HalfFormat) -> Option<Vec<u16>> {
     (!overflow).then_some(bits)
 }
 
+/// The bf16 bits of `w` (rows of `k`) in `layout` order when every value is exactly a bf16 (the
+/// low half of its f32 bits zero), else `None`. The bits are the high halves themselves, so every
+/// value, NaN payloads included, widens back to the same f32 bits.
+pub fn bf16_layout_exact(w: &[f32], k: usize) -> Option<Vec<u16>> {
+    if w.iter().any(|x| x.to_bits() & 0xffff != 0) {
+        return None;
+    }
+    let k = k.max(1);
+    let high = |x: &f32| (x.to_bits() >> 16) as u16;
+    let mut out = Vec::with_capacity(w.len());
+    for row in w.chunks(k) {
+        let groups = row.len() / 8;
+        for g in row.chunks_exact(8) {
+            for l in 0..4 {
+                out.push(high(&g[l]));
+                out.push(high(&g[4 + l]));
+            }
+        }
+        out.extend(row[groups * 8..].iter().map(high));
+    }
+    Some(out)
+}
+
 /// The constants of the widening, for `I32X4` lanes (`vector`) or one `I32`: the mask and, for
 /// f16, 2^112.
 #[derive(Clone, Copy)]

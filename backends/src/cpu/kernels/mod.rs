@@ -34,13 +34,18 @@ use cranelift_module::{FuncId, Module};
 /// What a kernel computes, with every static parameter. Buffers are listed in ABI order.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum KernelKind {
-    /// `nn.embedding`. Buffers: `[table f32 [vocab, hidden], ids i64 [T], out f32 [T, hidden]]`.
-    /// Rows: T (one token each). Ids are validated by the runtime before the launch (`0..vocab`).
+    /// `nn.embedding`. Buffers: `[table [vocab, hidden], ids i64 [T], out f32 [T, hidden]]`, the
+    /// table f32, or with `bf16` u16 rows in `matmul_half::layout` order (the bf16 lm_head's layout,
+    /// so a tied head shares it). Rows: T (one token each). Exact (a copy; bf16 widens exactly). Ids
+    /// are validated by the runtime before the launch (`0..vocab`).
     Embedding {
         /// Rows of the table.
         vocab: u64,
         /// Row width.
         hidden: u64,
+        /// The table is bf16 in `matmul_half::layout` order; the lowering chooses it, when the
+        /// caller allows it (`lower::plan_program_compact`), where every value is exactly a bf16.
+        bf16: bool,
     },
     /// `bit.rms_norm_quant` (f32): `act_quant(rms_norm(x, w))` per row. Buffers:
     /// `[x f32 [T, k], w f32 [k], q i8 [T, k], s f32 [T]]`. Rows: T. Exact: mean of squares summed in
@@ -174,7 +179,14 @@ impl KernelKind {
     /// The symbol name of this kernel (stable, unique per kind and parameters).
     pub fn symbol(&self) -> String {
         match self {
-            KernelKind::Embedding { vocab, hidden } => format!("bitnet_embedding_{vocab}x{hidden}"),
+            KernelKind::Embedding {
+                vocab,
+                hidden,
+                bf16,
+            } => format!(
+                "bitnet_embedding_{vocab}x{hidden}{}",
+                if *bf16 { "_bf16" } else { "" }
+            ),
             KernelKind::RmsNormQuant {
                 k,
                 eps_norm_bits,
