@@ -10,6 +10,7 @@ pub use bitnet_ir as ir;
 pub use bitnet_passes as passes;
 pub use bitnet_runtime as runtime;
 
+pub mod cuda;
 pub mod jit;
 pub mod machine;
 pub use bitnet_runtime::sampling::SamplingParams;

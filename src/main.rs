@@ -164,10 +164,14 @@ enum Command {
         /// The artifact to write (an existing file is not overwritten).
         #[arg(short, long)]
         output: PathBuf,
-        /// What to compile for: native (this CPU), x86_64-unknown-linux-gnu (x86-64-v2) or
-        /// aarch64-unknown-linux-gnu.
+        /// What to compile for: native (this CPU), x86_64-unknown-linux-gnu (x86-64-v2),
+        /// aarch64-unknown-linux-gnu, or cuda (PTX for NVIDIA GPUs; needs a bitnetc built with
+        /// --features cuda, but no GPU).
         #[arg(long, default_value = "native")]
         target: String,
+        /// The GPU architecture for --target cuda: sm_80, sm_86, sm_89 or sm_90.
+        #[arg(long, value_name = "ARCH")]
+        cuda_arch: Option<String>,
         /// Also write, next to the output: ir (NAME.ir.bir), opt-ir (NAME.opt.bir), clif (NAME.clif),
         /// asm (NAME.s, Cranelift's listing), obj (NAME.o). Comma-separated.
         #[arg(long, value_delimiter = ',', value_name = "KIND")]
@@ -299,6 +303,7 @@ fn audit_fields(command: &Command) -> Result<Option<(&'static str, serde_json::V
             context,
             linker,
             head_dtype,
+            ..
         } => Some((
             "compile",
             serde_json::json!({
@@ -700,21 +705,28 @@ fn run_command(command: Command, audit: &mut serde_json::Value) -> Result<ExitCo
             emit,
             context,
             linker,
+            cuda_arch,
             head_dtype,
         } => {
-            let cpu = bitnetc::CpuOptions {
-                head: head_dtype,
-                ..bitnetc::CpuOptions::default()
-            };
-            compile(
-                &model,
-                &output,
-                &target,
-                &emit,
-                context,
-                linker.as_deref(),
-                &cpu,
-            )?
+            if target == "cuda" {
+                cli::cuda::compile(&model, &output, &emit, context, cuda_arch.as_deref())?
+            } else if cuda_arch.is_some() {
+                bail!("--cuda-arch applies to --target cuda only");
+            } else {
+                let cpu = bitnetc::CpuOptions {
+                    head: head_dtype,
+                    ..bitnetc::CpuOptions::default()
+                };
+                compile(
+                    &model,
+                    &output,
+                    &target,
+                    &emit,
+                    context,
+                    linker.as_deref(),
+                    &cpu,
+                )?
+            }
         }
         Command::Synth {
             preset,

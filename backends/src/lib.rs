@@ -2,9 +2,13 @@
 //!
 //! `cpu`: Cranelift. Each distinct (op, shapes, parameters) becomes one kernel with the C ABI of
 //! `bitnet_runtime::program::KernelFn`; `cpu::compile` lowers a planned function into kernels plus a
-//! launch plan, and JIT-compiles the kernels. The CUDA backend (LLVM NVPTX) comes later, behind a feature.
+//! launch plan, and JIT-compiles the kernels.
+//!
+//! `cuda`: LLVM NVPTX (inkwell), behind the `cuda` feature; the same launch plan, the kernels as one
+//! PTX module. Without the feature, `cuda::compile` returns `BackendError::NotCompiled`.
 
 pub mod cpu;
+pub mod cuda;
 pub mod error;
 
 pub use error::BackendError;

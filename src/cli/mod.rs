@@ -3,6 +3,7 @@
 
 pub mod audit_log;
 pub mod bench;
+pub mod cuda;
 pub mod progress;
 pub mod run;
 

@@ -1,0 +1,161 @@
+//! The CUDA kernels: one NVPTX `.entry` per distinct `KernelKind`, with the buffers and rows the
+//! `KernelKind` variant documents (the same launch plan as the CPU), and the grid each kind runs on.
+//!
+//! Every kernel takes one global pointer per buffer, then `T` and `pos` (i64). A launch of `rows`
+//! rows runs `ceil(rows / rows_per_block)` blocks (`Geometry`); a kernel computes exactly the rows
+//! of its block and writes nothing else. Numerics per kernel are in each file's header: integer
+//! parts are exact; element-wise f32 parts round as the interpreter does (no contraction); sums run
+//! in a fixed tree order (deterministic from run to run, but not the interpreter's index order).
+
+pub mod act_quant;
+pub mod add;
+pub mod attention;
+pub mod embedding;
+pub mod kv_store;
+pub mod lm_head;
+pub mod relu2_mul;
+pub mod rope;
+pub mod ternary_matmul;
+
+use super::emit::{Cg, Kb};
+use crate::BackendError;
+use crate::cpu::kernels::KernelKind;
+use bitnet_runtime::cuda::CudaLaunch;
+use inkwell::context::Context;
+use inkwell::module::Module;
+
+/// Threads per block of the row-per-block kernels (norms, element-wise, copies).
+pub const ROW_THREADS: u32 = 256;
+/// Warps per block of the warp-per-row kernels (ternary matmul, lm_head).
+pub const ROWS_PER_WARP_BLOCK: u64 = 4;
+/// Threads per block of the attention kernel (one block per token and head).
+pub const ATTENTION_THREADS: u32 = 128;
+
+/// The grid of kernel `kind`, or why it has no CUDA kernel.
+pub fn geometry(kind: &KernelKind) -> Result<CudaLaunch, BackendError> {
+    let row = |block: u32| CudaLaunch {
+        block,
+        rows_per_block: 1,
+        shared_bytes: 0,
+    };
+    let warps = CudaLaunch {
+        block: (ROWS_PER_WARP_BLOCK * super::emit::WARP) as u32,
+        rows_per_block: ROWS_PER_WARP_BLOCK,
+        shared_bytes: 0,
+    };
+    Ok(match kind {
+        KernelKind::Embedding { .. }
+        | KernelKind::Relu2Mul { .. }
+        | KernelKind::Add { .. }
+        | KernelKind::Rope { .. }
+        | KernelKind::KvStore { .. } => row(ROW_THREADS),
+        KernelKind::RmsNormQuant { k, .. }
+        | KernelKind::ActQuant { k, .. }
+        | KernelKind::RmsNorm { k, .. } => row(act_quant::threads(kind, *k)?),
+        KernelKind::TernaryMatmul { .. }
+        | KernelKind::MatmulNt { .. }
+        | KernelKind::MatmulNtHalf { .. } => warps,
+        KernelKind::Attention { context, .. } => {
+            let bytes = context
+                .checked_mul(4)
+                .and_then(|b| u32::try_from(b).ok())
+                .filter(|&b| b <= attention::MAX_SHARED_BYTES)
+                .ok_or_else(|| unsupported(kind, "a context longer than 12288 tokens"))?;
+            CudaLaunch {
+                block: ATTENTION_THREADS,
+                rows_per_block: 1,
+                shared_bytes: bytes,
+            }
+        }
+        KernelKind::MatmulI8 { .. } => {
+            return Err(unsupported(
+                kind,
+                "the int8 lm_head (the CUDA backend stores the lm_head in f16)",
+            ));
+        }
+    })
+}
+
+/// Threads per block of kernel `kind` built for the host (`super::host`): one warp of one lane per
+/// row for the warp-per-row kernels, else a single thread (the host runs a block's threads one after
+/// the other, so only kernels without barriers may have several).
+pub fn host_threads(kind: &KernelKind) -> u64 {
+    match kind {
+        KernelKind::TernaryMatmul { .. }
+        | KernelKind::MatmulNt { .. }
+        | KernelKind::MatmulNtHalf { .. } => ROWS_PER_WARP_BLOCK,
+        KernelKind::Embedding { .. }
+        | KernelKind::RmsNormQuant { .. }
+        | KernelKind::ActQuant { .. }
+        | KernelKind::RmsNorm { .. }
+        | KernelKind::Relu2Mul { .. }
+        | KernelKind::Add { .. }
+        | KernelKind::Rope { .. }
+        | KernelKind::KvStore { .. }
+        | KernelKind::Attention { .. }
+        | KernelKind::MatmulI8 { .. } => 1,
+    }
+}
+
+/// Defines kernel `kind` (named `kind.symbol()`) in `m` (NVPTX, or the host per `super::host`).
+pub fn build<'ctx>(
+    cx: &'ctx Context,
+    m: &Module<'ctx>,
+    kind: &KernelKind,
+) -> Result<(), BackendError> {
+    let name = kind.symbol();
+    let host = !m
+        .get_triple()
+        .as_str()
+        .to_string_lossy()
+        .starts_with("nvptx");
+    let threads = if host {
+        host_threads(kind)
+    } else {
+        u64::from(geometry(kind)?.block)
+    };
+    let built = match kind {
+        KernelKind::Embedding { .. } => embedding::build(cx, m, &name, kind, threads),
+        KernelKind::RmsNormQuant { .. }
+        | KernelKind::ActQuant { .. }
+        | KernelKind::RmsNorm { .. } => act_quant::build(cx, m, &name, kind, threads),
+        KernelKind::TernaryMatmul { .. } => ternary_matmul::build(cx, m, &name, kind),
+        KernelKind::Relu2Mul { .. } => relu2_mul::build(cx, m, &name, kind, threads),
+        KernelKind::Add { .. } => add::build(cx, m, &name, kind, threads),
+        KernelKind::Rope { .. } => rope::build(cx, m, &name, kind, threads),
+        KernelKind::KvStore { .. } => kv_store::build(cx, m, &name, kind, threads),
+        KernelKind::Attention { .. } => attention::build(cx, m, &name, kind, threads),
+        KernelKind::MatmulNt { .. } | KernelKind::MatmulNtHalf { .. } => {
+            lm_head::build(cx, m, &name, kind)
+        }
+        KernelKind::MatmulI8 { .. } => return Err(unsupported(kind, "the int8 lm_head")),
+    };
+    built.map_err(|Cg(message)| BackendError::Codegen {
+        kernel: name,
+        message,
+    })
+}
+
+/// `kind` has no CUDA kernel for `why`.
+pub fn unsupported(kind: &KernelKind, why: &str) -> BackendError {
+    BackendError::Unsupported {
+        backend: "cuda",
+        op: "kernel",
+        detail: format!("{}: {why}", kind.symbol()),
+    }
+}
+
+/// A static size as i64, or a codegen error.
+pub fn imm(x: u64) -> Result<i64, Cg> {
+    i64::try_from(x).map_err(|_| Cg(format!("size {x} does not fit in i64")))
+}
+
+/// Starts a row-per-block kernel: the kernel and its row (the block index).
+pub fn row_kernel<'a, 'ctx>(
+    cx: &'ctx Context,
+    m: &'a Module<'ctx>,
+    name: &str,
+    bufs: u32,
+) -> Result<Kb<'a, 'ctx>, Cg> {
+    Kb::kernel(cx, m, name, bufs)
+}

@@ -1,0 +1,99 @@
+//! `bitnetc compile MODEL --target cuda`: the model's kernels as PTX in an artifact (no GPU needed).
+
+use anyhow::{Context, Result, bail};
+use bitnet_backends::cuda::CudaArch;
+use bitnet_frontend::import_model;
+use bitnet_frontend::model::ImportOptions;
+use std::path::Path;
+
+/// Side files `--emit` may ask for with `--target cuda`: kind → extension.
+const KINDS: [(&str, &str); 2] = [("ptx", "ptx"), ("opt-ir", "opt.bir")];
+
+/// Checks every output path first (nothing is overwritten), compiles, writes the side files asked
+/// for and the artifact.
+pub fn compile(
+    model: &Path,
+    output: &Path,
+    emit: &[String],
+    context: Option<u64>,
+    arch: Option<&str>,
+) -> Result<()> {
+    let arch = match arch {
+        None => CudaArch::default(),
+        Some(a) => CudaArch::parse(a).with_context(|| {
+            let known: Vec<&str> = CudaArch::ALL.iter().map(|a| a.name()).collect();
+            format!("--cuda-arch {a}: expected one of {}", known.join(", "))
+        })?,
+    };
+    for e in emit {
+        if !KINDS.iter().any(|(k, _)| k == e) {
+            let known: Vec<&str> = KINDS.iter().map(|(k, _)| *k).collect();
+            bail!(
+                "--emit {e}: with --target cuda, expected one of {}",
+                known.join(", ")
+            );
+        }
+    }
+    let stem = output
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .with_context(|| format!("{}: not a file name", output.display()))?;
+    let side = |ext: &str| output.with_file_name(format!("{stem}.{ext}"));
+    let wanted = |kind: &str| emit.iter().any(|e| e == kind);
+    let mut paths = vec![output.to_path_buf()];
+    paths.extend(
+        KINDS
+            .iter()
+            .filter(|(k, _)| wanted(k))
+            .map(|(_, ext)| side(ext)),
+    );
+    for p in &paths {
+        if p.exists() {
+            bail!(
+                "{}: already exists (bitnetc does not overwrite files)",
+                p.display()
+            );
+        }
+    }
+    if !cfg!(feature = "cuda") {
+        return Err(bitnet_backends::BackendError::NotCompiled { backend: "cuda" }.into());
+    }
+    let mut m = import_model(model, &ImportOptions { context })?;
+    let compiled = bitnetc::cuda::compile_cuda(&mut m, model, &bitnetc::cuda::CudaOptions { arch })
+        .with_context(|| format!("{}", model.display()))?;
+    for (kind, ext) in KINDS {
+        if !wanted(kind) {
+            continue;
+        }
+        let text = match kind {
+            "ptx" => compiled.code.ptx.as_str(),
+            _ => compiled.provenance.ir.as_str(),
+        };
+        write_new(&side(ext), text.as_bytes())?;
+        println!("wrote {}", side(ext).display());
+    }
+    let bytes = compiled.artifact()?;
+    write_new(output, &bytes)?;
+    println!(
+        "wrote {} ({} bytes: {} kernels, {} launches, {} bytes of weights; target nvptx64-nvidia-cuda {})",
+        output.display(),
+        bytes.len(),
+        compiled.parts.kinds.len(),
+        compiled.parts.launches.len(),
+        compiled.parts.weights.len(),
+        arch.name()
+    );
+    Ok(())
+}
+
+/// Writes a new file; an existing file is an error, never overwritten.
+fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("{}: cannot create", path.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("{}: cannot write", path.display()))
+}
