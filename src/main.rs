@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod cli;
+use cli::write_new;
 
 /// bitnetc: a compiler for ternary (BitNet b1.58) neural networks.
 #[derive(Parser)]
@@ -768,39 +769,14 @@ fn compile(
         ("asm", "s"),
         ("obj", "o"),
     ];
-    for e in emit {
-        if !KINDS.iter().any(|(k, _)| k == e) {
-            let known: Vec<&str> = KINDS.iter().map(|(k, _)| *k).collect();
-            bail!("--emit {e}: expected one of {}", known.join(", "));
-        }
-    }
+    let out = cli::Outputs::check(output, emit, &KINDS, "")?;
     if !bitnet_backends::cpu::aot::TARGETS.contains(&target) {
         bail!(
             "--target {target}: expected one of {}",
             bitnet_backends::cpu::aot::TARGETS.join(", ")
         );
     }
-    let stem = output
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .with_context(|| format!("{}: not a file name", output.display()))?;
-    let side = |ext: &str| output.with_file_name(format!("{stem}.{ext}"));
-    let wanted = |kind: &str| emit.iter().any(|e| e == kind);
-    let mut paths = vec![output.to_path_buf()];
-    paths.extend(
-        KINDS
-            .iter()
-            .filter(|(k, _)| wanted(k))
-            .map(|(_, ext)| side(ext)),
-    );
-    for p in &paths {
-        if p.exists() {
-            bail!(
-                "{}: already exists (bitnetc does not overwrite files)",
-                p.display()
-            );
-        }
-    }
+    let (side, wanted) = (|ext: &str| out.side(ext), |kind: &str| out.wanted(kind));
     let mut m = import_model(model, &ImportOptions { context })?;
     let options = bitnetc::ArtifactOptions {
         target: target.to_string(),
@@ -864,24 +840,6 @@ fn write_or_print(output: Option<&Path>, text: &str) -> Result<()> {
         }
         None => print!("{text}"),
     }
-    Ok(())
-}
-
-/// Writes a new file; an existing file is an error, never overwritten.
-fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .with_context(|| {
-            format!(
-                "{}: cannot create (it may already exist; bitnetc does not overwrite files)",
-                path.display()
-            )
-        })?;
-    f.write_all(bytes)
-        .with_context(|| format!("{}: write failed", path.display()))?;
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! `bitnetc compile MODEL --target cuda`: the model's kernels as PTX in an artifact (no GPU needed).
 
-use anyhow::{Context, Result, bail};
+use super::write_new;
+use anyhow::{Context, Result};
 use bitnet_backends::cuda::CudaArch;
 use bitnet_frontend::import_model;
 use bitnet_frontend::model::ImportOptions;
@@ -25,36 +26,8 @@ pub fn compile(
             format!("--cuda-arch {a}: expected one of {}", known.join(", "))
         })?,
     };
-    for e in emit {
-        if !KINDS.iter().any(|(k, _)| k == e) {
-            let known: Vec<&str> = KINDS.iter().map(|(k, _)| *k).collect();
-            bail!(
-                "--emit {e}: with --target cuda, expected one of {}",
-                known.join(", ")
-            );
-        }
-    }
-    let stem = output
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .with_context(|| format!("{}: not a file name", output.display()))?;
-    let side = |ext: &str| output.with_file_name(format!("{stem}.{ext}"));
-    let wanted = |kind: &str| emit.iter().any(|e| e == kind);
-    let mut paths = vec![output.to_path_buf()];
-    paths.extend(
-        KINDS
-            .iter()
-            .filter(|(k, _)| wanted(k))
-            .map(|(_, ext)| side(ext)),
-    );
-    for p in &paths {
-        if p.exists() {
-            bail!(
-                "{}: already exists (bitnetc does not overwrite files)",
-                p.display()
-            );
-        }
-    }
+    let out = super::Outputs::check(output, emit, &KINDS, "with --target cuda, ")?;
+    let (side, wanted) = (|ext: &str| out.side(ext), |kind: &str| out.wanted(kind));
     if !cfg!(feature = "cuda") {
         return Err(bitnet_backends::BackendError::NotCompiled { backend: "cuda" }.into());
     }
@@ -84,16 +57,4 @@ pub fn compile(
         arch.name()
     );
     Ok(())
-}
-
-/// Writes a new file; an existing file is an error, never overwritten.
-fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .with_context(|| format!("{}: cannot create", path.display()))?;
-    f.write_all(bytes)
-        .with_context(|| format!("{}: cannot write", path.display()))
 }
