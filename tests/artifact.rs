@@ -106,9 +106,7 @@ fn hf(form: &str, threads: usize) {
         return;
     }
     let dir = root().join("tests/fixtures/hf-tiny").join(form);
-    let r: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
-            .unwrap();
+    let r: Value = support::reference(&dir);
     check(
         &dir,
         &ids(&r["prompt_ids"]),
@@ -139,15 +137,8 @@ fn gguf_artifacts() {
         return;
     }
     let dir = root().join("tests/fixtures/gguf-tiny");
-    let r: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
-            .unwrap();
-    for file in [
-        "tiny-f32.gguf",
-        "tiny-tq2_0.gguf",
-        "tiny-tq1_0.gguf",
-        "tiny-i2_s.gguf",
-    ] {
+    let r: Value = support::reference(&dir);
+    for file in support::GGUF_FILES {
         let f = &r["files"][file];
         let expected = dir.join(f["expected_logits"].as_str().unwrap());
         check(
@@ -642,14 +633,10 @@ fn interp_runs_the_artifact_ir() {
         return;
     }
     let dir = root().join(PACKED);
-    let r: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
-            .unwrap();
+    let r: Value = support::reference(&dir);
     check_interp(&dir, &ids(&r["prompt_ids"]), &dir.join("logits.npy"));
     let gguf = root().join("tests/fixtures/gguf-tiny");
-    let g: Value =
-        serde_json::from_str(&std::fs::read_to_string(gguf.join("reference.json")).unwrap())
-            .unwrap();
+    let g: Value = support::reference(&gguf);
     let file = "tiny-tq2_0.gguf";
     check_interp(
         &gguf.join(file),

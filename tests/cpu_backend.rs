@@ -52,9 +52,7 @@ fn check(model: &Path, prompt: &[i64], reference: &Path, greedy: &[i64], threads
 
 fn hf(form: &str, threads: usize) {
     let dir = root().join("tests/fixtures/hf-tiny").join(form);
-    let r: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
-            .unwrap();
+    let r: Value = support::reference(&dir);
     check(
         &dir,
         &ids(&r["prompt_ids"]),
@@ -82,15 +80,8 @@ fn hf_packed_bitlinear_on_cpu() {
 #[test]
 fn gguf_files_on_cpu() {
     let dir = root().join("tests/fixtures/gguf-tiny");
-    let r: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
-            .unwrap();
-    for file in [
-        "tiny-f32.gguf",
-        "tiny-tq2_0.gguf",
-        "tiny-tq1_0.gguf",
-        "tiny-i2_s.gguf",
-    ] {
+    let r: Value = support::reference(&dir);
+    for file in support::GGUF_FILES {
         let f = &r["files"][file];
         let expected = dir.join(f["expected_logits"].as_str().unwrap());
         check(
@@ -150,9 +141,7 @@ fn compile_head(dir: &Path, context: u64, head: HeadDtype, threads: usize) -> Ex
 fn lm_head_f16_and_i8_accuracy() {
     for form in ["online", "packed", "packed_bitlinear"] {
         let dir = root().join("tests/fixtures/hf-tiny").join(form);
-        let r: Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
-                .unwrap();
+        let r: Value = support::reference(&dir);
         let prompt = ids(&r["prompt_ids"]);
         let greedy = ids(&r["greedy_new_tokens"]);
         let theirs = npy::read(&dir.join("logits.npy")).unwrap().data.to_f32();

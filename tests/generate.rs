@@ -9,16 +9,12 @@ mod support;
 use bitnetc::{GenerateParams, Options, SamplingParams, StopReason};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use support::{Scratch, bitnetc, root};
+use support::{Scratch, bitnetc, reference, root};
 
 const FORMS: [&str; 3] = ["online", "packed", "packed_bitlinear"];
 
 fn hf(form: &str) -> PathBuf {
     root().join("tests/fixtures/hf-tiny").join(form)
-}
-
-fn reference(dir: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(dir.join("reference.json")).unwrap()).unwrap()
 }
 
 fn u32s(v: &Value) -> Vec<u32> {

@@ -83,9 +83,7 @@ fn check_decoder(path: &Path, prompt: &[i64], reference: &Path, greedy: &[i64]) 
 
 fn hf(form: &str) {
     let dir = root().join("tests/fixtures/hf-tiny").join(form);
-    let r: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
-            .unwrap();
+    let r: Value = support::reference(&dir);
     check_decoder(
         &dir,
         &ids(&r["prompt_ids"]),
@@ -112,15 +110,8 @@ fn hf_packed_bitlinear_lowers_and_reproduces_transformers() {
 #[test]
 fn gguf_files_lower_and_reproduce_their_expectations() {
     let dir = root().join("tests/fixtures/gguf-tiny");
-    let r: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
-            .unwrap();
-    for file in [
-        "tiny-f32.gguf",
-        "tiny-tq2_0.gguf",
-        "tiny-tq1_0.gguf",
-        "tiny-i2_s.gguf",
-    ] {
+    let r: Value = support::reference(&dir);
+    for file in support::GGUF_FILES {
         let f = &r["files"][file];
         let expected = dir.join(f["expected_logits"].as_str().unwrap());
         check_decoder(

@@ -59,6 +59,21 @@ pub fn bitnetc(args: &[&str]) -> std::process::Output {
         .unwrap_or_else(|e| panic!("running bitnetc: {e}"))
 }
 
+/// The gguf-tiny files, in the order their `reference.json` lists them.
+pub const GGUF_FILES: [&str; 4] = [
+    "tiny-f32.gguf",
+    "tiny-tq2_0.gguf",
+    "tiny-tq1_0.gguf",
+    "tiny-i2_s.gguf",
+];
+
+/// A fixture folder's `reference.json`.
+pub fn reference(dir: &Path) -> serde_json::Value {
+    let path = dir.join("reference.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 /// The repository root (fixtures are under `tests/fixtures`).
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
