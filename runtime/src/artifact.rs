@@ -31,12 +31,13 @@
 
 use crate::AlignedBytes;
 use crate::error::RuntimeError;
+pub use crate::error::{ArtifactError, ArtifactProblem};
 use crate::executor::Executor;
 use crate::program::{BufRef, KernelFn, Launch, Program, Region, Rows};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The first four bytes of every artifact.
 pub const MAGIC: [u8; 4] = *b"BNX1";
@@ -315,70 +316,6 @@ impl From<&Launch> for LaunchEntry {
     }
 }
 
-/// What is wrong with an artifact.
-#[derive(Debug, thiserror::Error)]
-pub enum ArtifactProblem {
-    /// The file could not be read.
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-    /// Not an artifact at all.
-    #[error("not a bitnetc artifact (the file does not start with \"BNX1\")")]
-    Magic,
-    /// Written by a compiler with another format.
-    #[error(
-        "artifact format version {found}, but this runtime reads version {FORMAT_VERSION}: recompile the model with this bitnetc (`bitnetc compile`)"
-    )]
-    FormatVersion {
-        /// The version in the file.
-        found: u32,
-    },
-    /// The file ends before a part the header or manifest says is there.
-    #[error(
-        "truncated: the {part} needs bytes {start}..{end} but the file has {len} bytes (an incomplete copy?)"
-    )]
-    Truncated {
-        /// Which part.
-        part: String,
-        /// Where it starts.
-        start: u64,
-        /// Where it ends.
-        end: u64,
-        /// The file's length.
-        len: u64,
-    },
-    /// A part's bytes do not match their recorded hash.
-    #[error(
-        "the {part} is corrupt or was edited: its sha256 is {actual}, the artifact records {expected}"
-    )]
-    Checksum {
-        /// Which part.
-        part: String,
-        /// The recorded hash.
-        expected: String,
-        /// The hash of the bytes.
-        actual: String,
-    },
-    /// The manifest does not describe a runnable program.
-    #[error("invalid manifest: {0}")]
-    Manifest(String),
-    /// Compiled for another machine.
-    #[error("{0}")]
-    Target(String),
-    /// The code section could not be loaded.
-    #[error("loading the code section: {0}")]
-    Library(String),
-}
-
-/// An artifact that cannot be loaded: which file and why.
-#[derive(Debug, thiserror::Error)]
-#[error("{}: {problem}", path.display())]
-pub struct ArtifactError {
-    /// The artifact.
-    pub path: PathBuf,
-    /// What is wrong.
-    pub problem: ArtifactProblem,
-}
-
 /// sha256 of `bytes`, lowercase hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
@@ -480,7 +417,10 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, ArtifactProblem> {
         })?;
     let version = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
     if version != FORMAT_VERSION {
-        return Err(ArtifactProblem::FormatVersion { found: version });
+        return Err(ArtifactProblem::FormatVersion {
+            found: version,
+            reads: FORMAT_VERSION,
+        });
     }
     let mut m_len = [0u8; 8];
     m_len.copy_from_slice(&header[8..16]);
@@ -509,6 +449,7 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, ArtifactProblem> {
     if manifest.format_version != FORMAT_VERSION {
         return Err(ArtifactProblem::FormatVersion {
             found: manifest.format_version,
+            reads: FORMAT_VERSION,
         });
     }
     let data_start = align(m_end);

@@ -1,4 +1,5 @@
-//! The error type of `bitnet-runtime`.
+//! The error types of `bitnet-runtime`: `RuntimeError` (running a program) and `ArtifactError`
+//! (an artifact that cannot be loaded, with its `ArtifactProblem`), which `RuntimeError` wraps.
 
 /// Everything that can go wrong running a program.
 #[derive(Debug, thiserror::Error)]
@@ -78,5 +79,71 @@ pub enum RuntimeError {
     Tokenizer(String),
     /// An artifact that cannot be loaded (corrupt, truncated, for another machine or format).
     #[error(transparent)]
-    Artifact(#[from] crate::artifact::ArtifactError),
+    Artifact(#[from] ArtifactError),
+}
+
+/// What is wrong with an artifact.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactProblem {
+    /// The file could not be read.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// Not an artifact at all.
+    #[error("not a bitnetc artifact (the file does not start with \"BNX1\")")]
+    Magic,
+    /// Written by a compiler with another format.
+    #[error(
+        "artifact format version {found}, but this runtime reads version {reads}: recompile the model with this bitnetc (`bitnetc compile`)"
+    )]
+    FormatVersion {
+        /// The version in the file.
+        found: u32,
+        /// The version this runtime reads (`artifact::FORMAT_VERSION`).
+        reads: u32,
+    },
+    /// The file ends before a part the header or manifest says is there.
+    #[error(
+        "truncated: the {part} needs bytes {start}..{end} but the file has {len} bytes (an incomplete copy?)"
+    )]
+    Truncated {
+        /// Which part.
+        part: String,
+        /// Where it starts.
+        start: u64,
+        /// Where it ends.
+        end: u64,
+        /// The file's length.
+        len: u64,
+    },
+    /// A part's bytes do not match their recorded hash.
+    #[error(
+        "the {part} is corrupt or was edited: its sha256 is {actual}, the artifact records {expected}"
+    )]
+    Checksum {
+        /// Which part.
+        part: String,
+        /// The recorded hash.
+        expected: String,
+        /// The hash of the bytes.
+        actual: String,
+    },
+    /// The manifest does not describe a runnable program.
+    #[error("invalid manifest: {0}")]
+    Manifest(String),
+    /// Compiled for another machine.
+    #[error("{0}")]
+    Target(String),
+    /// The code section could not be loaded.
+    #[error("loading the code section: {0}")]
+    Library(String),
+}
+
+/// An artifact that cannot be loaded: which file and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {problem}", path.display())]
+pub struct ArtifactError {
+    /// The artifact.
+    pub path: std::path::PathBuf,
+    /// What is wrong.
+    pub problem: ArtifactProblem,
 }

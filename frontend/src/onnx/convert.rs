@@ -107,11 +107,11 @@ pub(crate) fn convert(imp: &mut Importer, n: &NodeCx) -> Result<Vec<Option<H>>, 
         "Clip" => one(clip(imp, n)?),
         "Cast" => {
             let to = tensor_proto::elem_type(n.required_int("to")? as i32)?;
-            one(cast(imp, n.input(0)?, to)?)
+            one(imp.cast(n.input(0)?, to)?)
         }
         "CastLike" => {
             let to = imp.ty(n.input(1)?).elem;
-            one(cast(imp, n.input(0)?, to)?)
+            one(imp.cast(n.input(0)?, to)?)
         }
         "Where" => {
             let ins = [n.input(0)?, n.input(1)?, n.input(2)?];
@@ -164,20 +164,12 @@ fn variadic(imp: &mut Importer, n: &NodeCx, kind: OpKind) -> Result<H, String> {
     Ok(acc)
 }
 
-/// `nn.cast`, or nothing when the type does not change.
-pub(crate) fn cast(imp: &mut Importer, x: H, to: ElemType) -> Result<H, String> {
-    if imp.ty(x).elem == to {
-        return Ok(x);
-    }
-    imp.emit1(OpKind::Cast, &[x], Attrs::new().with("to", Attr::Type(to)))
-}
-
 /// `Equal`; bool operands are compared as u8 (`nn.equal` takes numbers).
 fn equal(imp: &mut Importer, n: &NodeCx) -> Result<H, String> {
     let (mut a, mut b) = (n.input(0)?, n.input(1)?);
     if imp.ty(a).elem == ElemType::Bool {
-        a = cast(imp, a, ElemType::U8)?;
-        b = cast(imp, b, ElemType::U8)?;
+        a = imp.cast(a, ElemType::U8)?;
+        b = imp.cast(b, ElemType::U8)?;
     }
     imp.emit1(OpKind::Equal, &[a, b], Attrs::new())
 }

@@ -3,7 +3,6 @@
 //! opset 18, or an attribute; `noop_with_empty_axes`), `LayerNormalization` (with its optional
 //! `Mean` and `InvStdDev` outputs) and `RMSNormalization`.
 
-use super::convert::cast;
 use super::node::NodeCx;
 use super::values::{H, Importer};
 use bitnet_ir::attr::{Attr, Attrs};
@@ -103,9 +102,9 @@ pub(crate) fn reduce(imp: &mut Importer, n: &NodeCx, kind: OpKind) -> Result<H, 
     }
     // The IR reduces numbers; a bool ReduceMax is the same reduction over 0/1.
     if imp.ty(x).elem == ElemType::Bool && kind == OpKind::ReduceMax {
-        let x8 = cast(imp, x, ElemType::U8)?;
+        let x8 = imp.cast(x, ElemType::U8)?;
         let r = imp.emit1(kind, &[x8], attrs)?;
-        return cast(imp, r, ElemType::Bool);
+        return imp.cast(r, ElemType::Bool);
     }
     imp.emit1(kind, &[x], attrs)
 }

@@ -252,6 +252,14 @@ impl<'a> Importer<'a> {
         Ok(self.push(Val::Runtime { ty, id }))
     }
 
+    /// `nn.cast` of `x` to `to`, or `x` itself when its type does not change.
+    pub(crate) fn cast(&mut self, x: H, to: ElemType) -> Result<H, String> {
+        if self.ty(x).elem == to {
+            return Ok(x);
+        }
+        self.emit1(OpKind::Cast, &[x], Attrs::new().with("to", Attr::Type(to)))
+    }
+
     /// `emit` with no declared type.
     pub(crate) fn emit1(&mut self, kind: OpKind, ins: &[H], attrs: Attrs) -> Result<H, String> {
         self.emit(kind, ins, attrs, None)
