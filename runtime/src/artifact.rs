@@ -220,7 +220,7 @@ pub struct ProgramInfo {
     pub kv_bytes: u64,
     /// Where the logits come from (f32 [T, vocab]).
     pub logits: BufEntry,
-    /// Where the token ids go (i64 [T]).
+    /// Where the token ids go (i64 `[T]`).
     pub tokens: BufEntry,
     /// Vocabulary size.
     pub vocab: u64,

@@ -86,7 +86,7 @@ pub struct Program {
     pub context: u64,
     /// Vocabulary size (token ids must be below it; the logits' width).
     pub vocab: u64,
-    /// Where the token ids go (i64 [T]).
+    /// Where the token ids go (i64 `[T]`).
     pub tokens: BufRef,
     /// Where the logits come from (f32 [T, vocab]).
     pub logits: BufRef,
