@@ -8,7 +8,7 @@ use std::path::Path;
 pub fn load_or_report(file: &Path) -> Result<Option<bitnet_ir::Module>> {
     match bitnetc::load_bir(file) {
         Ok(m) => Ok(Some(m)),
-        Err(bitnetc::BirError::Invalid { count, rendered }) => {
+        Err(bitnetc::Error::InvalidIr { count, rendered }) => {
             eprint!("{rendered}");
             eprintln!("{}: {count} error(s)", file.display());
             Ok(None)

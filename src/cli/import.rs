@@ -2,8 +2,6 @@
 
 use super::output::write_or_print;
 use anyhow::Result;
-use bitnet_frontend::import_model;
-use bitnet_frontend::model::ImportOptions;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -22,12 +20,10 @@ pub struct ImportArgs {
 
 /// Runs the command.
 pub fn run(args: &ImportArgs) -> Result<ExitCode> {
-    let m = import_model(
-        &args.model,
-        &ImportOptions {
-            context: args.context,
-        },
-    )?;
+    let m = bitnetc::OpenOptions {
+        context: args.context,
+    }
+    .open(&args.model)?;
     let text = bitnet_ir::text::print_module(&m.module);
     write_or_print(args.output.as_deref(), &text)?;
     Ok(ExitCode::SUCCESS)

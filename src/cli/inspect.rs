@@ -2,8 +2,7 @@
 //! as text or JSON.
 
 use anyhow::Result;
-use bitnet_frontend::import_model;
-use bitnet_frontend::model::{ImportOptions, ModelSummary};
+use bitnet_frontend::model::ModelSummary;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -19,7 +18,7 @@ pub struct InspectArgs {
 
 /// Runs the command.
 pub fn run(args: &InspectArgs) -> Result<ExitCode> {
-    let m = import_model(&args.model, &ImportOptions::default())?;
+    let m = bitnetc::Model::open(&args.model)?;
     if args.json {
         println!(
             "{}",

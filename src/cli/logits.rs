@@ -4,8 +4,7 @@
 use super::audit_log::input_digests;
 use super::output::write_new;
 use anyhow::{Context, Result, bail};
-use bitnet_frontend::model::ImportOptions;
-use bitnet_frontend::{import_model, npy};
+use bitnet_frontend::npy;
 use bitnet_ir::Tensor;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -106,14 +105,15 @@ pub fn run(args: &LogitsArgs) -> Result<ExitCode> {
         }
     } else {
         let context = Some(tokens.len() as u64);
-        let mut m = import_model(model, &ImportOptions { context })?;
+        let mut m = bitnetc::OpenOptions { context }.open(model)?;
         let pipeline = pipeline
             .clone()
             .or_else(|| optimize.then(|| bitnet_passes::DEFAULT_PIPELINE.to_string()));
         if backend == "cpu" {
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let mut exec = bitnetc::compile_cpu(&mut m, threads)
-                .with_context(|| format!("{}", model.display()))?;
+            let mut exec =
+                bitnetc::compile_cpu(&mut m, &bitnetc::CpuOptions::with_threads(threads))
+                    .with_context(|| format!("{}", model.display()))?;
             let v = exec.forward(tokens, 0)?.to_vec();
             let vocab = exec.program().vocab as usize;
             Tensor::new(vec![1, tokens.len(), vocab], bitnet_ir::Data::F32(v))
@@ -121,7 +121,7 @@ pub fn run(args: &LogitsArgs) -> Result<ExitCode> {
         } else {
             match pipeline {
                 Some(p) => {
-                    let opt = bitnetc::optimize(&mut m, &p, false)?;
+                    let opt = bitnetc::optimize(&mut m, &bitnetc::OptimizeOptions::passes(&p))?;
                     for n in &opt.notes {
                         eprintln!("; {n}");
                     }
@@ -129,9 +129,9 @@ pub fn run(args: &LogitsArgs) -> Result<ExitCode> {
                         derived: &opt.derived,
                         base: Some(m.weights.as_ref()),
                     };
-                    bitnetc::prompt_logits_with(&m.module, &weights, tokens)
+                    bitnetc::prompt_logits(&m.module, &weights, tokens)
                 }
-                None => bitnetc::prompt_logits(&m, tokens),
+                None => bitnetc::prompt_logits(&m.module, m.weights.as_ref(), tokens),
             }
             .with_context(|| format!("{}", model.display()))?
         }

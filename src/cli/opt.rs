@@ -5,8 +5,6 @@ use super::bir_file::load_or_report;
 use super::output::{write_new, write_or_print};
 use anyhow::{Context, Result};
 use bitnet_frontend::SafetensorsStore;
-use bitnet_frontend::import_model;
-use bitnet_frontend::model::ImportOptions;
 use bitnet_ir::WeightStore;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,7 +58,7 @@ pub fn run(args: &OptArgs) -> Result<ExitCode> {
             };
             (m, store)
         } else {
-            let m = import_model(&args.input, &ImportOptions::default())?;
+            let m = bitnetc::Model::open(&args.input)?;
             (m.module, Some(m.weights))
         };
     let spec = args

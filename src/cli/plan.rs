@@ -2,8 +2,6 @@
 //! arena against the lower bound and the naive sum, the KV cache, and every buffer.
 
 use anyhow::Result;
-use bitnet_frontend::import_model;
-use bitnet_frontend::model::ImportOptions;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -22,14 +20,12 @@ pub struct PlanArgs {
 
 /// Runs the command.
 pub fn run(args: &PlanArgs) -> Result<ExitCode> {
-    let mut m = import_model(
-        &args.model,
-        &ImportOptions {
-            context: args.context,
-        },
-    )?;
+    let mut m = bitnetc::OpenOptions {
+        context: args.context,
+    }
+    .open(&args.model)?;
     let pipeline = format!("{},plan-memory", bitnet_passes::DEFAULT_PIPELINE);
-    let opt = bitnetc::optimize(&mut m, &pipeline, false)?;
+    let opt = bitnetc::optimize(&mut m, &bitnetc::OptimizeOptions::passes(&pipeline))?;
     for plan in &opt.plans {
         if args.json {
             println!(

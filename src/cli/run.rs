@@ -145,7 +145,24 @@ pub fn run(args: &RunArgs, audit: &mut serde_json::Value) -> Result<ExitCode> {
     let model = model?;
     audit["origin"] = format!("{:?}", model.origin).to_lowercase().into();
     audit["compile_s"] = model.compile_time.as_secs_f64().into();
-    let mut session = model.session()?;
+    let mut session = if args.tokens.is_some() {
+        // Token ids need no tokenizer: one that cannot be read only takes away the text and the
+        // model's end-of-sequence ids.
+        match model.tokenizer().err() {
+            None => model.session()?,
+            Some(e) => {
+                eprintln!(
+                    "warning: {}: {e}; running on token ids alone (no text, no end-of-sequence stop)",
+                    args.model.display()
+                );
+                model.token_session()
+            }
+        }
+    } else {
+        model
+            .session()
+            .with_context(|| format!("{}", args.model.display()))?
+    };
     let mut params = GenerateParams {
         max_tokens: args.max_tokens,
         sampling,

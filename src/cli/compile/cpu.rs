@@ -5,8 +5,6 @@
 use super::{CompileArgs, Outputs};
 use crate::cli::output::write_new;
 use anyhow::{Context, Result, bail};
-use bitnet_frontend::import_model;
-use bitnet_frontend::model::ImportOptions;
 
 /// Side files `--emit` may ask for with a CPU target: kind → extension.
 const KINDS: [(&str, &str); 5] = [
@@ -42,14 +40,15 @@ pub fn compile(args: &CompileArgs) -> Result<()> {
         head: *head_dtype,
         ..bitnetc::CpuOptions::default()
     };
-    let mut m = import_model(model, &ImportOptions { context: *context })?;
+    let mut m = bitnetc::OpenOptions { context: *context }.open(model)?;
     let options = bitnetc::ArtifactOptions {
         target: target.to_string(),
+        cpu,
         ir: wanted("ir"),
         clif: wanted("clif"),
         asm: wanted("asm"),
     };
-    let compiled = bitnetc::compile_cpu_object_with(&mut m, model, &options, &cpu)
+    let compiled = bitnetc::compile_cpu_object(&mut m, &options)
         .with_context(|| format!("{}", model.display()))?;
     let texts = [
         ("ir", compiled.ir.as_deref()),
@@ -81,7 +80,7 @@ pub fn compile(args: &CompileArgs) -> Result<()> {
                 compiled.code.target.triple
             );
         }
-        Err(bitnetc::CpuError::Aot(bitnet_backends::cpu::aot::AotError::NoLinker {
+        Err(bitnetc::Error::Aot(bitnet_backends::cpu::aot::AotError::NoLinker {
             linker,
             reason,
         })) if wanted("obj") => {

@@ -4,8 +4,6 @@ use super::{CompileArgs, Outputs};
 use crate::cli::output::write_new;
 use anyhow::{Context, Result};
 use bitnet_backends::cuda::CudaArch;
-use bitnet_frontend::import_model;
-use bitnet_frontend::model::ImportOptions;
 
 /// Side files `--emit` may ask for with `--target cuda`: kind → extension.
 const KINDS: [(&str, &str); 2] = [("ptx", "ptx"), ("opt-ir", "opt.bir")];
@@ -33,8 +31,8 @@ pub fn compile(args: &CompileArgs) -> Result<()> {
     if !cfg!(feature = "cuda") {
         return Err(bitnet_backends::BackendError::NotCompiled { backend: "cuda" }.into());
     }
-    let mut m = import_model(model, &ImportOptions { context: *context })?;
-    let compiled = bitnetc::cuda::compile_cuda(&mut m, model, &bitnetc::cuda::CudaOptions { arch })
+    let mut m = bitnetc::OpenOptions { context: *context }.open(model)?;
+    let compiled = bitnetc::cuda::compile_cuda(&mut m, &bitnetc::cuda::CudaOptions { arch })
         .with_context(|| format!("{}", model.display()))?;
     for (kind, ext) in KINDS {
         if !wanted(kind) {
