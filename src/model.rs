@@ -31,7 +31,12 @@ impl OpenOptions {
     /// Opens the model at `path` (a Hugging Face folder, a `.gguf` or an `.onnx` file) with these
     /// options.
     pub fn open(&self, path: &Path) -> Result<Model, Error> {
-        let format = detect(path)?;
+        self.open_as(path, detect(path)?)
+    }
+
+    /// Opens the model at `path` as `format`, which the caller detected
+    /// (`bitnet_frontend::detect::detect`), so the files are not probed again.
+    pub fn open_as(&self, path: &Path, format: ModelFormat) -> Result<Model, Error> {
         let import = ImportOptions {
             context: self.context,
         };

@@ -45,10 +45,9 @@ pub struct OptArgs {
 
 /// Runs the command.
 pub fn run(args: &OptArgs) -> Result<ExitCode> {
+    let format = bitnet_frontend::detect::detect(&args.input)?;
     let (mut module, store): (bitnet_ir::Module, Option<Box<dyn WeightStore>>) =
-        if bitnet_frontend::detect::detect(&args.input)?
-            == bitnet_frontend::detect::ModelFormat::Bir
-        {
+        if format == bitnet_frontend::detect::ModelFormat::Bir {
             let Some(m) = load_or_report(&args.input)? else {
                 return Ok(ExitCode::FAILURE);
             };
@@ -58,7 +57,7 @@ pub fn run(args: &OptArgs) -> Result<ExitCode> {
             };
             (m, store)
         } else {
-            let m = bitnetc::Model::open(&args.input)?;
+            let m = bitnetc::OpenOptions::default().open_as(&args.input, format)?;
             (m.module, Some(m.weights))
         };
     let spec = args
