@@ -15,8 +15,6 @@
 //! thread count.
 
 use bitnet_backends::cpu::HeadDtype;
-use bitnet_frontend::import_model;
-use bitnet_frontend::model::ImportOptions;
 use bitnet_runtime::{Executor, Region};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
@@ -129,18 +127,16 @@ fn run(
     let prompt: Vec<i64> = (0..128).map(|i| (i * 37 % 900 + 3) as i64).collect();
     let context = (prompt.len() + 2 * steps + 2) as u64;
     let t0 = Instant::now();
-    let mut model = import_model(
-        dir,
-        &ImportOptions {
-            context: Some(context),
-        },
-    )?;
+    let mut model = bitnetc::OpenOptions {
+        context: Some(context),
+    }
+    .open(dir)?;
     let options = bitnetc::CpuOptions {
         threads,
         head,
         ..bitnetc::CpuOptions::default()
     };
-    let mut exec = bitnetc::compile_cpu_with(&mut model, &options)?;
+    let mut exec = bitnetc::compile_cpu(&mut model, &options)?;
     drop(model);
     let name = head.name();
     println!(
@@ -316,15 +312,14 @@ fn load_average() -> String {
 
 /// The reference interpreter on the same (unoptimized) model, one token (the `tiny` preset only).
 fn interpreter_baseline(dir: &std::path::Path) -> anyhow::Result<()> {
-    let model = import_model(dir, &ImportOptions { context: Some(16) })?;
-    let mut exec = bitnetc::compile_cpu(
-        &mut import_model(dir, &ImportOptions { context: Some(16) })?,
-        1,
-    )?;
+    let open = bitnetc::OpenOptions { context: Some(16) };
+    let model = open.open(dir)?;
+    let mut exec =
+        bitnetc::compile_cpu(&mut open.open(dir)?, &bitnetc::CpuOptions::with_threads(1))?;
     let n = 8;
     let t0 = Instant::now();
     for _ in 0..n {
-        bitnetc::prompt_logits(&model, &[1])?;
+        bitnetc::prompt_logits(&model.module, model.weights.as_ref(), &[1])?;
     }
     let interp = t0.elapsed().as_secs_f64() / n as f64;
     let t0 = Instant::now();

@@ -1,4 +1,5 @@
-//! The in-process API: compile a model (or load an artifact) and talk to it.
+//! The in-process API: compile a model (or load an artifact) into a [`Compiled`] and talk to it
+//! through a [`Session`].
 //!
 //! ```no_run
 //! use bitnetc::{GenerateParams, Options};
@@ -12,10 +13,12 @@
 //!
 //! `compile` takes anything `bitnetc` imports (a Hugging Face folder, a `.gguf` or `.onnx` file) and
 //! compiles it for this CPU in memory (JIT); given a `.bnx` artifact it loads it instead. The model's
-//! tokenizer comes along: the folder's `tokenizer.json`, the GGUF vocabulary, or the artifact's.
+//! tokenizer comes along, built when text is first used: the folder's `tokenizer.json`, the GGUF
+//! vocabulary, or the artifact's. Sessions on token ids alone (`Compiled::token_session`) never
+//! build it.
 
-use crate::{CpuError, CpuOptions};
-use bitnet_frontend::model::ImportOptions;
+use crate::tokenizer::{LazyTokenizer, TokenizerSource};
+use crate::{CpuOptions, Error, OpenOptions};
 use bitnet_runtime::session::Session;
 use bitnet_runtime::tokenizer::Tokenizer;
 use std::path::{Path, PathBuf};
@@ -48,23 +51,6 @@ impl std::fmt::Debug for Options {
     }
 }
 
-/// Why a model could not be compiled, loaded or run.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The model could not be imported.
-    #[error(transparent)]
-    Import(#[from] bitnet_frontend::FrontendError),
-    /// It could not be compiled.
-    #[error(transparent)]
-    Compile(#[from] CpuError),
-    /// It could not be loaded or run.
-    #[error(transparent)]
-    Runtime(#[from] bitnet_runtime::RuntimeError),
-    /// Its tokenizer could not be read.
-    #[error(transparent)]
-    Tokenizer(#[from] bitnet_runtime::tokenizer::TokenizerError),
-}
-
 /// How a model was made ready.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Origin {
@@ -74,10 +60,10 @@ pub enum Origin {
     Artifact,
 }
 
-/// A compiled model, ready to start sessions.
-pub struct Model {
+/// A model compiled for this CPU (or loaded from an artifact), ready to start sessions.
+pub struct Compiled {
     exec: bitnet_runtime::Executor,
-    tokenizer: Option<Tokenizer>,
+    tokenizer: LazyTokenizer,
     /// The file or folder it came from.
     pub source: PathBuf,
     /// Compiled here or loaded.
@@ -90,16 +76,24 @@ pub struct Model {
     pub weight_bytes: u64,
 }
 
-impl Model {
-    /// A session on this model (it owns the KV cache and the tokenizer). This CPU model has one
-    /// KV cache, so it makes one session; the `Result` leaves room for backends that allocate one.
+impl Compiled {
+    /// A session on this model that owns the KV cache and the tokenizer, which is built now unless
+    /// it was: a tokenizer that cannot be read is this call's error. This CPU model has one KV
+    /// cache, so it makes one session.
     pub fn session(self) -> Result<Session, Error> {
-        Ok(Session::new(self.exec, self.tokenizer))
+        let tokenizer = self.tokenizer.into_tokenizer()?;
+        Ok(Session::new(self.exec, tokenizer))
     }
 
-    /// The tokenizer, if the model carries one.
-    pub fn tokenizer(&self) -> Option<&Tokenizer> {
-        self.tokenizer.as_ref()
+    /// A session on token ids alone: no tokenizer is built, so no text comes out and the model's
+    /// end-of-sequence ids are unknown (stop tokens must be given).
+    pub fn token_session(self) -> Session {
+        Session::new(self.exec, None)
+    }
+
+    /// The tokenizer, built on first use; `None` if the model carries none.
+    pub fn tokenizer(&self) -> Result<Option<&Tokenizer>, Error> {
+        self.tokenizer.get()
     }
 
     /// The context length in tokens.
@@ -140,7 +134,7 @@ impl Model {
 }
 
 /// Compiles the model at `path` for this CPU, or loads it if it is a `.bnx` artifact.
-pub fn compile(path: &Path, options: &Options) -> Result<Model, Error> {
+pub fn compile(path: &Path, options: &Options) -> Result<Compiled, Error> {
     let stage = |name: &str| {
         if let Some(f) = &options.on_stage {
             f(name);
@@ -152,11 +146,18 @@ pub fn compile(path: &Path, options: &Options) -> Result<Model, Error> {
         let loaded = bitnet_runtime::artifact::load_program(path)
             .map_err(bitnet_runtime::RuntimeError::from)?;
         let weight_bytes = loaded.program.weights.len() as u64;
-        let tokenizer = artifact_tokenizer(path, &loaded)?;
+        let tokenizer = match loaded.tokenizer {
+            Some(json) => TokenizerSource::Artifact {
+                path: path.to_path_buf(),
+                json,
+                special: loaded.tokenizer_special,
+            },
+            None => TokenizerSource::None,
+        };
         let exec = bitnet_runtime::Executor::new(loaded.program, options.cpu.threads)?;
-        return Ok(Model {
+        return Ok(Compiled {
             exec,
-            tokenizer,
+            tokenizer: LazyTokenizer::new(tokenizer),
             source: path.to_path_buf(),
             origin: Origin::Artifact,
             import_time: start.elapsed(),
@@ -166,61 +167,21 @@ pub fn compile(path: &Path, options: &Options) -> Result<Model, Error> {
     }
     stage("import");
     let start = Instant::now();
-    let tokenizer = crate::tokenizer::model_tokenizer(path)?;
-    let mut model = bitnet_frontend::import_model(
-        path,
-        &ImportOptions {
-            context: options.context,
-        },
-    )?;
+    let mut model = OpenOptions {
+        context: options.context,
+    }
+    .open(path)?;
     let import_time = start.elapsed();
     stage("compile");
     let start = Instant::now();
-    let exec = crate::compile_cpu_with(&mut model, &options.cpu)?;
-    Ok(Model {
+    let exec = crate::compile_cpu(&mut model, &options.cpu)?;
+    Ok(Compiled {
         weight_bytes: exec.weight_bytes(),
         exec,
-        tokenizer,
+        tokenizer: model.into_tokenizer(),
         source: path.to_path_buf(),
         origin: Origin::Jit,
         import_time,
         compile_time: start.elapsed(),
     })
-}
-
-/// The tokenizer an artifact carries, with its special ids.
-fn artifact_tokenizer(
-    path: &Path,
-    loaded: &bitnet_runtime::artifact::Loaded,
-) -> Result<Option<Tokenizer>, Error> {
-    let Some(bytes) = &loaded.tokenizer else {
-        return Ok(None);
-    };
-    let source = format!("{} (tokenizer section)", path.display());
-    let mut t = Tokenizer::from_json_bytes(bytes, &source)?;
-    if let Some(special) = &loaded.tokenizer_special {
-        let bad = |message: String| bitnet_runtime::tokenizer::TokenizerError::Json {
-            file: format!("{} (tokenizer_special section)", path.display()),
-            message,
-        };
-        let v: serde_json::Value =
-            serde_json::from_slice(special).map_err(|e| bad(e.to_string()))?;
-        let id = |x: &serde_json::Value| {
-            x.as_u64()
-                .and_then(|i| u32::try_from(i).ok())
-                .ok_or_else(|| bad(format!("{x} is not a token id")))
-        };
-        let bos = match &v["bos"] {
-            serde_json::Value::Null => None,
-            x => Some(id(x)?),
-        };
-        let eos = v["eos"]
-            .as_array()
-            .ok_or_else(|| bad("\"eos\" is not a list".into()))?
-            .iter()
-            .map(id)
-            .collect::<Result<Vec<_>, _>>()?;
-        t = t.with_special_ids(bos, eos)?;
-    }
-    Ok(Some(t))
 }

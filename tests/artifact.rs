@@ -10,8 +10,6 @@
 
 mod support;
 
-use bitnet_frontend::import_model;
-use bitnet_frontend::model::ImportOptions;
 use bitnet_frontend::npy;
 use bitnet_runtime::artifact::{self, Manifest};
 use serde_json::Value;
@@ -33,14 +31,17 @@ fn have_cc(test: &str) -> bool {
 
 /// The artifact of `model` for `target`, built for `context` tokens.
 fn compile(model: &Path, context: u64, target: &str) -> Vec<u8> {
-    let mut m = import_model(
-        model,
-        &ImportOptions {
-            context: Some(context),
-        },
-    )
+    let mut m = bitnetc::OpenOptions {
+        context: Some(context),
+    }
+    .open(model)
     .unwrap();
-    bitnetc::compile_cpu_artifact(&mut m, model, target)
+    let options = bitnetc::ArtifactOptions {
+        target: target.to_string(),
+        ..bitnetc::ArtifactOptions::default()
+    };
+    bitnetc::compile_cpu_object(&mut m, &options)
+        .and_then(|object| object.link(None))
         .unwrap_or_else(|e| panic!("{}: {e}", model.display()))
 }
 
@@ -55,14 +56,13 @@ fn check(model: &Path, prompt: &[i64], reference: &Path, greedy: &[i64], threads
     let path = dir.join("model.bnx");
     std::fs::write(&path, compile(model, context, "native")).unwrap();
     let mut aot = artifact::load(&path, threads).unwrap_or_else(|e| panic!("{e}"));
-    let mut m = import_model(
-        model,
-        &ImportOptions {
-            context: Some(context),
-        },
-    )
+    let mut m = bitnetc::OpenOptions {
+        context: Some(context),
+    }
+    .open(model)
     .unwrap();
-    let mut jit = bitnetc::compile_cpu(&mut m, threads).unwrap();
+    let mut jit =
+        bitnetc::compile_cpu(&mut m, &bitnetc::CpuOptions::with_threads(threads)).unwrap();
     let vocab = aot.program().vocab as usize;
     let ours = aot.forward(prompt, 0).unwrap().to_vec();
     let jit_logits = jit.forward(prompt, 0).unwrap().to_vec();
@@ -212,8 +212,10 @@ fn portable_x86_64_target_runs() {
     let path = dir.join("portable.bnx");
     std::fs::write(&path, &bytes).unwrap();
     let mut aot = artifact::load(&path, 2).unwrap();
-    let mut im = import_model(&model, &ImportOptions { context: Some(8) }).unwrap();
-    let mut jit = bitnetc::compile_cpu(&mut im, 2).unwrap();
+    let mut im = bitnetc::OpenOptions { context: Some(8) }
+        .open(&model)
+        .unwrap();
+    let mut jit = bitnetc::compile_cpu(&mut im, &bitnetc::CpuOptions::with_threads(2)).unwrap();
     let a = aot.forward(&[1, 17, 256], 0).unwrap().to_vec();
     let j = jit.forward(&[1, 17, 256], 0).unwrap();
     let max = j.iter().fold(0f32, |m, x| m.max(x.abs()));

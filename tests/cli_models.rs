@@ -51,7 +51,7 @@ fn library_logits(model: &str) -> Tensor {
         context: Some(TOKENS.len() as u64),
     };
     let m = import_model(&root().join(model), &opts).unwrap_or_else(|e| panic!("{e}"));
-    bitnetc::prompt_logits(&m, TOKENS).unwrap_or_else(|e| panic!("{e}"))
+    bitnetc::prompt_logits(&m.module, m.weights.as_ref(), TOKENS).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn bits(t: &Tensor) -> Vec<u32> {

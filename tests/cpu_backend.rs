@@ -7,8 +7,6 @@
 
 mod support;
 
-use bitnet_frontend::import_model;
-use bitnet_frontend::model::ImportOptions;
 use bitnet_frontend::npy;
 use bitnetc::backends::cpu::HeadDtype;
 use bitnetc::runtime::Executor;
@@ -19,14 +17,12 @@ use support::{argmax, check_logits, ids, root};
 /// Compiles `model` for the CPU (context: prompt + greedy tokens) and checks logits and greedy decoding.
 fn check(model: &Path, prompt: &[i64], reference: &Path, greedy: &[i64], threads: usize) {
     let context = (prompt.len() + greedy.len()) as u64;
-    let mut m = import_model(
-        model,
-        &ImportOptions {
-            context: Some(context),
-        },
-    )
+    let mut m = bitnetc::OpenOptions {
+        context: Some(context),
+    }
+    .open(model)
     .unwrap_or_else(|e| panic!("{e}"));
-    let mut exec = bitnetc::compile_cpu(&mut m, threads)
+    let mut exec = bitnetc::compile_cpu(&mut m, &bitnetc::CpuOptions::with_threads(threads))
         .unwrap_or_else(|e| panic!("{}: {e}", model.display()));
     let vocab = exec.program().vocab as usize;
     // Prefill: the prompt's logits against the reference.
@@ -97,8 +93,10 @@ fn gguf_files_on_cpu() {
 #[test]
 fn runtime_errors_are_reported_not_crashes() {
     let dir = root().join("tests/fixtures/hf-tiny/packed");
-    let mut m = import_model(&dir, &ImportOptions { context: Some(8) }).unwrap();
-    let mut exec = bitnetc::compile_cpu(&mut m, 2).unwrap();
+    let mut m = bitnetc::OpenOptions { context: Some(8) }
+        .open(&dir)
+        .unwrap();
+    let mut exec = bitnetc::compile_cpu(&mut m, &bitnetc::CpuOptions::with_threads(2)).unwrap();
     assert!(
         exec.forward(&[1, 2, 3], 6)
             .unwrap_err()
@@ -115,19 +113,17 @@ fn runtime_errors_are_reported_not_crashes() {
 }
 
 fn compile_head(dir: &Path, context: u64, head: HeadDtype, threads: usize) -> Executor {
-    let mut m = import_model(
-        dir,
-        &ImportOptions {
-            context: Some(context),
-        },
-    )
+    let mut m = bitnetc::OpenOptions {
+        context: Some(context),
+    }
+    .open(dir)
     .unwrap_or_else(|e| panic!("{e}"));
     let options = bitnetc::CpuOptions {
         threads,
         head,
         ..bitnetc::CpuOptions::default()
     };
-    bitnetc::compile_cpu_with(&mut m, &options)
+    bitnetc::compile_cpu(&mut m, &options)
         .unwrap_or_else(|e| panic!("{} ({head:?}): {e}", dir.display()))
 }
 
@@ -248,19 +244,20 @@ fn artifact_runs_with_its_head_dtype() {
     let prompt = [1i64, 17, 256, 999, 3];
     let scratch = support::Scratch::create("head-dtype-artifact");
     for head in [HeadDtype::F16, HeadDtype::I8] {
-        let mut m = import_model(&dir, &ImportOptions { context: Some(8) }).unwrap();
+        let mut m = bitnetc::OpenOptions { context: Some(8) }
+            .open(&dir)
+            .unwrap();
         let options = bitnetc::CpuOptions {
             threads: 2,
             head,
             ..bitnetc::CpuOptions::default()
         };
-        let object = bitnetc::compile_cpu_object_with(
-            &mut m,
-            &dir,
-            &bitnetc::ArtifactOptions::default(),
-            &options,
-        )
-        .unwrap_or_else(|e| panic!("{head:?}: {e}"));
+        let artifact = bitnetc::ArtifactOptions {
+            cpu: options,
+            ..bitnetc::ArtifactOptions::default()
+        };
+        let object = bitnetc::compile_cpu_object(&mut m, &artifact)
+            .unwrap_or_else(|e| panic!("{head:?}: {e}"));
         let path = scratch.join(format!("{}.bnx", head.name()));
         std::fs::write(&path, object.link(None).unwrap()).unwrap();
         let mut aot = bitnetc::runtime::artifact::load(&path, 2).unwrap_or_else(|e| panic!("{e}"));

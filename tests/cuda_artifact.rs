@@ -7,8 +7,6 @@
 
 mod support;
 
-use bitnet_frontend::import_model;
-use bitnet_frontend::model::ImportOptions;
 use bitnetc::cuda::{CudaOptions, compile_cuda};
 
 fn tiny(form: &str) -> std::path::PathBuf {
@@ -19,11 +17,9 @@ fn tiny(form: &str) -> std::path::PathBuf {
 #[test]
 fn without_the_feature_cuda_is_a_typed_error() {
     let dir = tiny("online");
-    let mut m = import_model(&dir, &ImportOptions::default()).unwrap();
-    match compile_cuda(&mut m, &dir, &CudaOptions::default()) {
-        Err(bitnetc::cuda::CudaError::Backend(bitnet_backends::BackendError::NotCompiled {
-            backend,
-        })) => {
+    let mut m = bitnetc::Model::open(&dir).unwrap();
+    match compile_cuda(&mut m, &CudaOptions::default()) {
+        Err(bitnetc::Error::Backend(bitnet_backends::BackendError::NotCompiled { backend })) => {
             assert_eq!(backend, "cuda")
         }
         Err(e) => panic!("unexpected error: {e}"),
@@ -50,10 +46,9 @@ fn without_the_feature_cuda_is_a_typed_error() {
 fn a_cuda_artifact_holds_ptx_and_grids_and_the_cpu_loader_refuses_it() {
     use bitnet_runtime::artifact;
     let dir = tiny("packed");
-    let mut m = import_model(&dir, &ImportOptions::default()).unwrap();
+    let mut m = bitnetc::Model::open(&dir).unwrap();
     let c = compile_cuda(
         &mut m,
-        &dir,
         &CudaOptions {
             arch: bitnet_backends::cuda::CudaArch::Sm86,
         },
@@ -101,10 +96,9 @@ fn a_cuda_artifact_holds_ptx_and_grids_and_the_cpu_loader_refuses_it() {
         "{err}"
     );
     // Same inputs and flags: the same bytes.
-    let mut again = import_model(&dir, &ImportOptions::default()).unwrap();
+    let mut again = bitnetc::Model::open(&dir).unwrap();
     let c2 = compile_cuda(
         &mut again,
-        &dir,
         &CudaOptions {
             arch: bitnet_backends::cuda::CudaArch::Sm86,
         },

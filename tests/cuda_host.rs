@@ -15,8 +15,6 @@ mod support;
 use bitnet_backends::cpu::HeadDtype;
 use bitnet_backends::cpu::lower::ProgramParts;
 use bitnet_backends::cuda::host::{HostKernels, with_host_kernels};
-use bitnet_frontend::import_model;
-use bitnet_frontend::model::ImportOptions;
 use bitnet_runtime::Region;
 use bitnetc::CpuOptions;
 use bitnetc::cuda::{CudaOptions, compile_cuda};
@@ -105,10 +103,10 @@ fn host_built_cuda_kernels_match_the_cpu_backend_on_every_hf_tiny_form() {
     const STEPS: usize = 8;
     for form in ["online", "packed", "packed_bitlinear"] {
         let dir = support::root().join("tests/fixtures/hf-tiny").join(form);
-        let mut m = import_model(&dir, &ImportOptions::default()).unwrap();
-        let compiled = compile_cuda(&mut m, &dir, &CudaOptions::default()).unwrap();
-        let mut cm = import_model(&dir, &ImportOptions::default()).unwrap();
-        let mut cpu = bitnetc::compile_cpu_with(
+        let mut m = bitnetc::Model::open(&dir).unwrap();
+        let compiled = compile_cuda(&mut m, &CudaOptions::default()).unwrap();
+        let mut cm = bitnetc::Model::open(&dir).unwrap();
+        let mut cpu = bitnetc::compile_cpu(
             &mut cm,
             &CpuOptions {
                 threads: 1,

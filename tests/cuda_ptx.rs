@@ -15,8 +15,6 @@
 mod support;
 
 use bitnet_backends::cuda::CudaArch;
-use bitnet_frontend::import_model;
-use bitnet_frontend::model::ImportOptions;
 use bitnetc::cuda::{CudaOptions, compile_cuda};
 use std::path::{Path, PathBuf};
 
@@ -31,8 +29,8 @@ fn ptxas() -> Option<PathBuf> {
 
 /// Compiles the model at `dir` for `arch`: its kernel symbols and PTX.
 fn ptx_of(dir: &Path, arch: CudaArch) -> (Vec<String>, String) {
-    let mut m = import_model(dir, &ImportOptions::default()).unwrap();
-    let c = compile_cuda(&mut m, dir, &CudaOptions { arch }).unwrap();
+    let mut m = bitnetc::Model::open(dir).unwrap();
+    let c = compile_cuda(&mut m, &CudaOptions { arch }).unwrap();
     let symbols = c.parts.kinds.iter().map(|k| k.symbol()).collect();
     (symbols, c.code.ptx)
 }
@@ -115,8 +113,8 @@ fn ptxas_accepts_the_2b4t_kernels() {
             ..full.clone()
         };
         bitnet_frontend::synth::write_checkpoint(&p, &dir, 0).unwrap();
-        let mut m = import_model(&dir, &ImportOptions::default()).unwrap();
-        let c = compile_cuda(&mut m, &dir, &CudaOptions::default()).unwrap();
+        let mut m = bitnetc::Model::open(&dir).unwrap();
+        let c = compile_cuda(&mut m, &CudaOptions::default()).unwrap();
         kinds_by_layers.push(c.parts.kinds.clone());
         if layers == 1 {
             let mut ran = true;

@@ -11,15 +11,13 @@
 
 mod support;
 
-use bitnet_frontend::import_model;
-use bitnet_frontend::model::{ImportOptions, ImportedModel};
 use bitnet_frontend::npy;
 use bitnet_ir::ops::EvalCtx;
 use bitnet_ir::{Attrs, Data, ElemType, MemoryWeights, NoWeights, OpKind, Tensor};
 use bitnet_passes::{DENSE_BASELINE_PIPELINE, Overlay, PassContext, PassManager, parse_pipeline};
-use bitnetc::CpuOptions;
 use bitnetc::backends::cpu::jit::compile_kernels;
 use bitnetc::backends::cpu::kernels::KernelKind;
+use bitnetc::{CpuOptions, Model, OpenOptions, OptimizeOptions};
 use serde_json::Value;
 use std::path::PathBuf;
 use support::{argmax, ids, root};
@@ -37,17 +35,15 @@ fn prompt_and_greedy() -> (Vec<i64>, Vec<i64>) {
     (ids(&r["prompt_ids"]), ids(&r["greedy_new_tokens"]))
 }
 
-fn import(context: usize) -> ImportedModel {
-    import_model(
-        &packed_dir(),
-        &ImportOptions {
-            context: Some(context as u64),
-        },
-    )
+fn import(context: usize) -> Model {
+    OpenOptions {
+        context: Some(context as u64),
+    }
+    .open(&packed_dir())
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn count(m: &ImportedModel, kind: OpKind) -> usize {
+fn count(m: &Model, kind: OpKind) -> usize {
     m.module
         .functions
         .iter()
@@ -56,10 +52,10 @@ fn count(m: &ImportedModel, kind: OpKind) -> usize {
 }
 
 /// The dense IR's logits on `tokens` from the reference interpreter, and the derived weights.
-fn dense_interpreter_logits(tokens: &[i64]) -> (Vec<f32>, ImportedModel, MemoryWeights) {
+fn dense_interpreter_logits(tokens: &[i64]) -> (Vec<f32>, Model, MemoryWeights) {
     let mut m = import(tokens.len());
-    let opt =
-        bitnetc::optimize(&mut m, DENSE_BASELINE_PIPELINE, false).unwrap_or_else(|e| panic!("{e}"));
+    let opt = bitnetc::optimize(&mut m, &OptimizeOptions::passes(DENSE_BASELINE_PIPELINE))
+        .unwrap_or_else(|e| panic!("{e}"));
     for n in &opt.notes {
         println!("{n}");
     }
@@ -67,7 +63,7 @@ fn dense_interpreter_logits(tokens: &[i64]) -> (Vec<f32>, ImportedModel, MemoryW
         derived: &opt.derived,
         base: Some(m.weights.as_ref()),
     };
-    let logits = bitnetc::prompt_logits_with(&m.module, &weights, tokens)
+    let logits = bitnetc::prompt_logits(&m.module, &weights, tokens)
         .unwrap_or_else(|e| panic!("{e}"))
         .data
         .to_f32();
@@ -145,7 +141,7 @@ fn cpu_full_precision_build_matches_the_interpreter_on_the_dense_ir() {
         full_precision: true,
         ..CpuOptions::default()
     };
-    let mut exec = bitnetc::compile_cpu_with(&mut m, &options).unwrap_or_else(|e| panic!("{e}"));
+    let mut exec = bitnetc::compile_cpu(&mut m, &options).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(exec.program().vocab as usize, vocab);
     let bound = 1e-4 * max_abs(&want);
     // Prefill of the prompt.
@@ -211,7 +207,7 @@ fn dense_weights_take_at_least_four_times_the_packed_bytes() {
             full_precision,
             ..CpuOptions::default()
         };
-        let exec = bitnetc::compile_cpu_with(&mut m, &options).unwrap_or_else(|e| panic!("{e}"));
+        let exec = bitnetc::compile_cpu(&mut m, &options).unwrap_or_else(|e| panic!("{e}"));
         exec.weight_bytes()
     };
     let (ternary, full) = (total(false), total(true));
@@ -369,14 +365,14 @@ fn full_precision_builds_at_short_contexts() {
     for context in [1, 2, 13, 40] {
         // A ternary build first, as `bitnetc bench` does.
         let mut t = import(context);
-        bitnetc::compile_cpu_with(&mut t, &CpuOptions::default()).unwrap();
+        bitnetc::compile_cpu(&mut t, &CpuOptions::default()).unwrap();
         let mut m = import(context);
         let options = CpuOptions {
             threads: 2,
             full_precision: true,
             ..CpuOptions::default()
         };
-        if let Err(e) = bitnetc::compile_cpu_with(&mut m, &options) {
+        if let Err(e) = bitnetc::compile_cpu(&mut m, &options) {
             panic!("context {context}: {e}");
         }
     }

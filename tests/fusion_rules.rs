@@ -191,21 +191,17 @@ fn hf_packed() -> (PathBuf, Vec<i64>) {
 }
 
 /// The imported model after `pipeline`, and its logits on `tokens`.
-fn optimized(
-    pipeline: &str,
-    dir: &std::path::Path,
-    tokens: &[i64],
-) -> (bitnet_frontend::model::ImportedModel, Tensor) {
-    let opts = bitnet_frontend::model::ImportOptions {
+fn optimized(pipeline: &str, dir: &std::path::Path, tokens: &[i64]) -> (bitnetc::Model, Tensor) {
+    let opts = bitnetc::OpenOptions {
         context: Some(tokens.len() as u64),
     };
-    let mut m = bitnet_frontend::import_model(dir, &opts).unwrap();
-    let opt = bitnetc::optimize(&mut m, pipeline, false).unwrap();
+    let mut m = opts.open(dir).unwrap();
+    let opt = bitnetc::optimize(&mut m, &bitnetc::OptimizeOptions::passes(pipeline)).unwrap();
     let weights = bitnet_passes::Overlay {
         derived: &opt.derived,
         base: Some(m.weights.as_ref()),
     };
-    let logits = bitnetc::prompt_logits_with(&m.module, &weights, tokens).unwrap();
+    let logits = bitnetc::prompt_logits(&m.module, &weights, tokens).unwrap();
     (m, logits)
 }
 

@@ -301,7 +301,7 @@ fn artifacts_carry_their_tokenizer() {
     // The special ids come along (tokenizer.json alone does not say which is eos).
     let m = bitnetc::compile(&bnx, &options()).unwrap();
     assert_eq!(m.origin, bitnetc::Origin::Artifact);
-    let t = m.tokenizer().unwrap();
+    let t = m.tokenizer().unwrap().unwrap();
     assert_eq!((t.bos(), t.eos()), (Some(1), &[2u32][..]));
 
     // A GGUF file's vocabulary becomes the artifact's tokenizer.json.

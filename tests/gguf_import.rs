@@ -24,7 +24,8 @@ fn argmaxes(file: &str, tokens: &[i64]) -> (Vec<i64>, Vec<f32>, usize) {
         context: Some(tokens.len() as u64),
     };
     let model = import_model(&dir().join(file), &opts).unwrap_or_else(|e| panic!("{e}"));
-    let logits = bitnetc::prompt_logits(&model, tokens).unwrap_or_else(|e| panic!("{e}"));
+    let logits = bitnetc::prompt_logits(&model.module, model.weights.as_ref(), tokens)
+        .unwrap_or_else(|e| panic!("{e}"));
     let vocab = logits.shape[2];
     let v = logits.data.to_f32();
     (v.chunks(vocab).map(argmax).collect(), v, vocab)

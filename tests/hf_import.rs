@@ -48,7 +48,8 @@ fn check(dir: &Path, tokens: &[i64], reference: &str, tolerance: f32) {
         },
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let ours: Tensor = bitnetc::prompt_logits(&model, tokens).unwrap_or_else(|e| panic!("{e}"));
+    let ours: Tensor = bitnetc::prompt_logits(&model.module, model.weights.as_ref(), tokens)
+        .unwrap_or_else(|e| panic!("{e}"));
     let theirs = npy::read(&dir.join(reference)).unwrap();
     assert_eq!(ours.shape, theirs.shape);
     let (a, b) = (ours.data.to_f32(), theirs.data.to_f32());
@@ -117,7 +118,8 @@ fn greedy_continuation_is_reproduced_teacher_forced() {
             },
         )
         .unwrap();
-        let logits = bitnetc::prompt_logits(&model, &tokens).unwrap();
+        let logits =
+            bitnetc::prompt_logits(&model.module, model.weights.as_ref(), &tokens).unwrap();
         let v = logits.data.to_f32();
         let vocab = logits.shape[2];
         let start = tokens.len() - greedy.len();

@@ -210,7 +210,7 @@ fn import(dir: &Path) -> Result<ImportedModel, String> {
 }
 
 fn run(model: &ImportedModel) -> Result<Tensor, String> {
-    bitnetc::prompt_logits(model, TOKENS).map_err(|e| e.to_string())
+    bitnetc::prompt_logits(&model.module, model.weights.as_ref(), TOKENS).map_err(|e| e.to_string())
 }
 
 /// Checks one broken case; the problem, if any.

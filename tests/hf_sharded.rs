@@ -113,8 +113,8 @@ fn a_sharded_checkpoint_gives_bitwise_the_same_logits() {
         bitnet_ir::text::print_module(&sharded.module)
     );
 
-    let x = bitnetc::prompt_logits(&single, &tokens).unwrap();
-    let y = bitnetc::prompt_logits(&sharded, &tokens).unwrap();
+    let x = bitnetc::prompt_logits(&single.module, single.weights.as_ref(), &tokens).unwrap();
+    let y = bitnetc::prompt_logits(&sharded.module, sharded.weights.as_ref(), &tokens).unwrap();
     assert_eq!(x.shape, vec![1, tokens.len(), 1000]);
     assert_eq!(x.shape, y.shape);
     let bits = |t: &bitnet_ir::Tensor| -> Vec<u32> {

@@ -9,17 +9,16 @@
 
 mod support;
 
-use bitnet_frontend::import_model;
-use bitnet_frontend::model::{ImportOptions, ImportedModel};
 use bitnet_frontend::npy;
 use bitnet_ir::tensor::max_relative_error;
 use bitnet_ir::{OpKind, Tensor, interp};
 use bitnet_passes::{DEFAULT_PIPELINE, Overlay};
+use bitnetc::{Model, OpenOptions, OptimizeOptions};
 use serde_json::Value;
 use std::path::Path;
 use support::{argmax, check_logits, ids, root};
 
-fn count(m: &ImportedModel, kind: OpKind) -> usize {
+fn count(m: &Model, kind: OpKind) -> usize {
     m.module
         .functions
         .iter()
@@ -28,9 +27,12 @@ fn count(m: &ImportedModel, kind: OpKind) -> usize {
 }
 
 /// Imports and optimizes `path`; returns the model, the derived weights and the lowered count.
-fn lowered(path: &Path, context: Option<u64>) -> (ImportedModel, bitnet_ir::MemoryWeights) {
-    let mut m = import_model(path, &ImportOptions { context }).unwrap_or_else(|e| panic!("{e}"));
-    let opt = bitnetc::optimize(&mut m, DEFAULT_PIPELINE, false).unwrap_or_else(|e| panic!("{e}"));
+fn lowered(path: &Path, context: Option<u64>) -> (Model, bitnet_ir::MemoryWeights) {
+    let mut m = OpenOptions { context }
+        .open(path)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let opt = bitnetc::optimize(&mut m, &OptimizeOptions::passes(DEFAULT_PIPELINE))
+        .unwrap_or_else(|e| panic!("{e}"));
     for n in &opt.notes {
         println!("{}: {n}", path.display());
     }
@@ -59,7 +61,7 @@ fn check_decoder(path: &Path, prompt: &[i64], reference: &Path, greedy: &[i64]) 
         base: Some(m.weights.as_ref()),
     };
     let logits =
-        bitnetc::prompt_logits_with(&m.module, &weights, &tokens).unwrap_or_else(|e| panic!("{e}"));
+        bitnetc::prompt_logits(&m.module, &weights, &tokens).unwrap_or_else(|e| panic!("{e}"));
     let vocab = logits.shape[2];
     let v = logits.data.to_f32();
     // The prompt's logits against the reference.

@@ -4,8 +4,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use bitnet_frontend::import_model;
-use bitnet_frontend::model::ImportOptions;
 use bitnetc::backends::cpu::HeadDtype;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
@@ -52,8 +50,10 @@ fn forward_steps_do_not_allocate() {
             head,
             ..bitnetc::CpuOptions::default()
         };
-        let mut exec = bitnetc::compile_cpu_with(
-            &mut import_model(&dir, &ImportOptions { context: Some(32) }).unwrap(),
+        let mut exec = bitnetc::compile_cpu(
+            &mut bitnetc::OpenOptions { context: Some(32) }
+                .open(&dir)
+                .unwrap(),
             &options,
         )
         .unwrap();

@@ -211,7 +211,7 @@ fn hf_tiny_packed_in_every_layout_matches_o() {
             derived: &cx.derived,
             base: Some(m.weights.as_ref()),
         };
-        bitnetc::prompt_logits_with(&m.module, &weights, &tokens)
+        bitnetc::prompt_logits(&m.module, &weights, &tokens)
             .unwrap()
             .data
             .to_le_bytes()

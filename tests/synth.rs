@@ -115,7 +115,8 @@ fn tiny_imports_and_runs() {
     let plus = v.iter().filter(|&&x| x == 1.0).count() as f64 / v.len() as f64;
     assert!((zeros - 0.31).abs() < 0.02, "P(0) = {zeros}");
     assert!((plus - (1.0 - zeros) / 2.0).abs() < 0.02, "P(+1) = {plus}");
-    let logits = bitnetc::prompt_logits(&m, &tokens).unwrap_or_else(|e| panic!("{e}"));
+    let logits = bitnetc::prompt_logits(&m.module, m.weights.as_ref(), &tokens)
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(logits.shape, vec![1, 4, 1000]);
     let l = logits.data.to_f32();
     assert!(l.iter().all(|x| x.is_finite()));

@@ -2,9 +2,10 @@
 //! (a path, or `off`); else `audit.jsonl` in bitnetc's folder under the user's data directory
 //! (`$XDG_DATA_HOME/bitnetc`, `~/.local/share/bitnetc` on Linux). A log the user named must open, or
 //! the command fails before it runs; the default log is best effort (a read-only home warns once and
-//! the command runs unlogged).
+//! the command runs unlogged). `run_logged` runs a command between its record and its result.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 /// The environment variable that names the log, or turns it off.
 pub const ENV: &str = "BITNETC_AUDIT_LOG";
@@ -60,4 +61,58 @@ pub fn open(target: &Target) -> anyhow::Result<Option<bitnet_runtime::audit::Aud
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// What a record says about a command's input: each file's size and sha256. An unreadable input is
+/// recorded as such; the command then fails and its error is logged too.
+pub fn input_digests(path: &Path) -> serde_json::Value {
+    bitnet_runtime::audit::input_digests(path)
+        .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }))
+}
+
+/// Runs `command` and appends its record to the log at `target`: `record` (the kind and what the
+/// command's flags say) completed by what the command adds, its wall time and its output's sha256,
+/// or the error's message under the kind `error`. Loading an artifact is recorded first, as `load`.
+pub fn run_logged(
+    target: &Target,
+    record: (&'static str, serde_json::Value),
+    command: impl FnOnce(&mut serde_json::Value) -> anyhow::Result<ExitCode>,
+) -> anyhow::Result<ExitCode> {
+    let (kind, mut fields) = record;
+    let mut extra = serde_json::json!({});
+    let Some(mut log) = open(target)? else {
+        return command(&mut extra);
+    };
+    if let Some(model) = fields["model"].as_str().map(PathBuf::from)
+        && bitnet_runtime::artifact::is_artifact(&model)
+    {
+        log.append(
+            "load",
+            serde_json::json!({
+                "artifact": model.display().to_string(),
+                "inputs": fields["inputs"].clone(),
+            }),
+        )?;
+    }
+    let started = std::time::Instant::now();
+    let result = command(&mut extra);
+    fields["wall_s"] = started.elapsed().as_secs_f64().into();
+    if let (Some(f), serde_json::Value::Object(extra)) = (fields.as_object_mut(), extra) {
+        f.extend(extra);
+    }
+    match &result {
+        Ok(_) => {
+            if let Some(out) = fields["output"].as_str().map(PathBuf::from)
+                && out.is_file()
+            {
+                fields["output_sha256"] = bitnet_runtime::audit::file_sha256(&out)?.0.into();
+            }
+            log.append(kind, fields)?;
+        }
+        Err(e) => {
+            fields["message"] = format!("{e:#}").into();
+            log.append("error", fields)?;
+        }
+    }
+    result
 }

@@ -7,12 +7,14 @@
 //! peak resident memory while the build was loaded and ran. The machine's read bandwidth, measured
 //! first, gives the decode ceiling: bandwidth ÷ weight bytes read per token.
 
+use super::audit_log::input_digests;
 use super::progress::Progress;
 use anyhow::{Context, Result, bail};
 use bitnet_runtime::sampling::{Rng, SamplingParams};
 use bitnet_runtime::session::GenerateParams;
 use bitnetc::machine;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 /// The arguments of `bitnetc bench`.
@@ -45,8 +47,31 @@ pub struct BenchArgs {
     pub json: bool,
     /// How the lm_head stores its weights: auto (bf16 when the weights are exactly bf16, else f32),
     /// f16, or i8 (per-row scale, activations quantized per token). Ignored for artifacts.
-    #[arg(long, default_value = "auto", value_parser = super::parse_head_dtype)]
+    #[arg(long, default_value = "auto", value_parser = super::flags::parse_head_dtype)]
     pub head_dtype: bitnet_backends::cpu::HeadDtype,
+}
+
+impl BenchArgs {
+    /// The audit record's kind (`run`) and what it says before the command runs.
+    pub fn audit(&self) -> (&'static str, serde_json::Value) {
+        (
+            "run",
+            serde_json::json!({
+                "command": "bench",
+                "inputs": self.model.as_deref().map_or(serde_json::Value::Null, input_digests),
+                "model": self.model.as_ref().map(|m| m.display().to_string()),
+                "flags": {
+                    "preset": self.preset,
+                    "head_dtype": self.head_dtype.name(),
+                    "threads": self.threads,
+                    "prompt_len": self.prompt_len,
+                    "steps": self.steps,
+                    "repeat": self.repeat,
+                    "no_baseline": self.no_baseline,
+                },
+            }),
+        )
+    }
 }
 
 /// What one build measured.
@@ -90,7 +115,7 @@ impl BuildResult {
 }
 
 /// Runs the command; adds the results to `audit`.
-pub fn run(args: &BenchArgs, audit: &mut serde_json::Value) -> Result<()> {
+pub fn run(args: &BenchArgs, audit: &mut serde_json::Value) -> Result<ExitCode> {
     if args.prompt_len == 0 || args.steps == 0 || args.repeat == 0 {
         bail!("--prompt-len, --steps and --repeat must be at least 1");
     }
@@ -147,7 +172,7 @@ pub fn run(args: &BenchArgs, audit: &mut serde_json::Value) -> Result<()> {
     } else {
         print_table(&report, &builds, bandwidth);
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The synthetic checkpoint of `preset` in the cache folder, written on first use (into a temporary
@@ -203,7 +228,8 @@ fn measure(
     let weight_bytes = compiled.weight_bytes;
     let read_per_token = compiled.read_bytes_per_token();
     let vocab = compiled.vocab();
-    let mut session = compiled.session()?;
+    // The measured ids need no text, so no tokenizer is built.
+    let mut session = compiled.token_session();
     let mut rng = Rng::new(0);
     // Ids from the upper part of the vocabulary, clear of the special tokens at its start.
     let prompt: Vec<u32> = (0..args.prompt_len)

@@ -4,6 +4,7 @@
 //! why it stopped) goes to stderr. `--json` prints one JSON object instead, for scripts. Without a
 //! tokenizer, or with `--tokens`, the ids are what matters: they are printed as they come.
 
+use super::audit_log::input_digests;
 use super::progress::Progress;
 use anyhow::{Context, Result, bail};
 use bitnet_runtime::chat::{self, Role};
@@ -11,6 +12,7 @@ use bitnet_runtime::sampling::SamplingParams;
 use bitnet_runtime::session::{GenerateParams, Generation, StopReason};
 use std::io::Write;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 /// The arguments of `bitnetc run`.
 #[derive(clap::Args, Debug)]
@@ -71,11 +73,33 @@ pub struct RunArgs {
     pub context: Option<u64>,
     /// How the lm_head stores its weights: auto (bf16 when the weights are exactly bf16, else f32),
     /// f16, or i8 (per-row scale, activations quantized per token). Ignored for artifacts.
-    #[arg(long, default_value = "auto", value_parser = super::parse_head_dtype)]
+    #[arg(long, default_value = "auto", value_parser = super::flags::parse_head_dtype)]
     pub head_dtype: bitnet_backends::cpu::HeadDtype,
 }
 
 impl RunArgs {
+    /// The audit record's kind (`run`) and what it says before the command runs.
+    pub fn audit(&self) -> (&'static str, serde_json::Value) {
+        (
+            "run",
+            serde_json::json!({
+                "command": "run",
+                "inputs": input_digests(&self.model),
+                "model": self.model.display().to_string(),
+                "flags": {
+                    "max_tokens": self.max_tokens,
+                    "head_dtype": self.head_dtype.name(),
+                    "chat": self.chat,
+                    "threads": self.threads,
+                    "context": self.context,
+                    "stop": self.stop,
+                    "stop_tokens": self.stop_tokens,
+                    "ignore_eos": self.ignore_eos,
+                },
+            }),
+        )
+    }
+
     /// The sampling parameters the flags describe.
     fn sampling(&self) -> SamplingParams {
         SamplingParams {
@@ -93,7 +117,7 @@ impl RunArgs {
 }
 
 /// Runs the command; adds what the audit record should say to `audit`.
-pub fn run(args: &RunArgs, audit: &mut serde_json::Value) -> Result<()> {
+pub fn run(args: &RunArgs, audit: &mut serde_json::Value) -> Result<ExitCode> {
     if args.prompt.is_none() && args.tokens.is_none() {
         bail!("give a prompt: --prompt TEXT or --tokens ID,ID,...");
     }
@@ -121,7 +145,24 @@ pub fn run(args: &RunArgs, audit: &mut serde_json::Value) -> Result<()> {
     let model = model?;
     audit["origin"] = format!("{:?}", model.origin).to_lowercase().into();
     audit["compile_s"] = model.compile_time.as_secs_f64().into();
-    let mut session = model.session()?;
+    let mut session = if args.tokens.is_some() {
+        // Token ids need no tokenizer: one that cannot be read only takes away the text and the
+        // model's end-of-sequence ids.
+        match model.tokenizer().err() {
+            None => model.session()?,
+            Some(e) => {
+                eprintln!(
+                    "warning: {}: {e}; running on token ids alone (no text, no end-of-sequence stop)",
+                    args.model.display()
+                );
+                model.token_session()
+            }
+        }
+    } else {
+        model
+            .session()
+            .with_context(|| format!("{}", args.model.display()))?
+    };
     let mut params = GenerateParams {
         max_tokens: args.max_tokens,
         sampling,
@@ -182,7 +223,7 @@ pub fn run(args: &RunArgs, audit: &mut serde_json::Value) -> Result<()> {
         let _ = writeln!(stdout);
         eprintln!("{}", summary(&out));
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Token ids as little-endian u32 bytes (what the audit log hashes).

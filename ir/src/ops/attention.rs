@@ -33,6 +33,13 @@ pub const SPEC: OpSpec = OpSpec {
     ],
 };
 
+/// The KV-cache aliasing of `nn.attention`: each pair `(result, operand)` says that result `result`
+/// is the updated cache of operand `operand` (the key cache, then the value cache), so a backend keeps
+/// both in one buffer and updates it in place.
+pub fn cache_aliases() -> [(usize, usize); 2] {
+    [(1, 3), (2, 4)]
+}
+
 /// Type rule.
 pub fn infer(cx: &InferCtx) -> Result<Vec<TensorType>, String> {
     let q = operand(cx, 0)?;

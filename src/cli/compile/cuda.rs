@@ -1,38 +1,38 @@
 //! `bitnetc compile MODEL --target cuda`: the model's kernels as PTX in an artifact (no GPU needed).
 
-use super::write_new;
+use super::{CompileArgs, Outputs};
+use crate::cli::output::write_new;
 use anyhow::{Context, Result};
 use bitnet_backends::cuda::CudaArch;
-use bitnet_frontend::import_model;
-use bitnet_frontend::model::ImportOptions;
-use std::path::Path;
 
 /// Side files `--emit` may ask for with `--target cuda`: kind → extension.
 const KINDS: [(&str, &str); 2] = [("ptx", "ptx"), ("opt-ir", "opt.bir")];
 
 /// Checks every output path first (nothing is overwritten), compiles, writes the side files asked
 /// for and the artifact.
-pub fn compile(
-    model: &Path,
-    output: &Path,
-    emit: &[String],
-    context: Option<u64>,
-    arch: Option<&str>,
-) -> Result<()> {
-    let arch = match arch {
+pub fn compile(args: &CompileArgs) -> Result<()> {
+    let CompileArgs {
+        model,
+        output,
+        emit,
+        context,
+        cuda_arch,
+        ..
+    } = args;
+    let arch = match cuda_arch.as_deref() {
         None => CudaArch::default(),
         Some(a) => CudaArch::parse(a).with_context(|| {
             let known: Vec<&str> = CudaArch::ALL.iter().map(|a| a.name()).collect();
             format!("--cuda-arch {a}: expected one of {}", known.join(", "))
         })?,
     };
-    let out = super::Outputs::check(output, emit, &KINDS, "with --target cuda, ")?;
+    let out = Outputs::check(output, emit, &KINDS, "with --target cuda, ")?;
     let (side, wanted) = (|ext: &str| out.side(ext), |kind: &str| out.wanted(kind));
     if !cfg!(feature = "cuda") {
         return Err(bitnet_backends::BackendError::NotCompiled { backend: "cuda" }.into());
     }
-    let mut m = import_model(model, &ImportOptions { context })?;
-    let compiled = bitnetc::cuda::compile_cuda(&mut m, model, &bitnetc::cuda::CudaOptions { arch })
+    let mut m = bitnetc::OpenOptions { context: *context }.open(model)?;
+    let compiled = bitnetc::cuda::compile_cuda(&mut m, &bitnetc::cuda::CudaOptions { arch })
         .with_context(|| format!("{}", model.display()))?;
     for (kind, ext) in KINDS {
         if !wanted(kind) {

@@ -1,0 +1,96 @@
+//! `bitnetc compile` for a CPU target: Cranelift object code for every kernel, linked with the
+//! system C compiler driver into the artifact. Without a linker, `--emit obj` still writes the
+//! object (and the other side files) and says the artifact was not written.
+
+use super::{CompileArgs, Outputs};
+use crate::cli::output::write_new;
+use anyhow::{Context, Result, bail};
+
+/// Side files `--emit` may ask for with a CPU target: kind → extension.
+const KINDS: [(&str, &str); 5] = [
+    ("ir", "ir.bir"),
+    ("opt-ir", "opt.bir"),
+    ("clif", "clif"),
+    ("asm", "s"),
+    ("obj", "o"),
+];
+
+/// Checks every output path first (nothing is overwritten), compiles, writes the side files asked
+/// for, links and writes the artifact.
+pub fn compile(args: &CompileArgs) -> Result<()> {
+    let CompileArgs {
+        model,
+        output,
+        target,
+        emit,
+        context,
+        linker,
+        head_dtype,
+        ..
+    } = args;
+    let out = Outputs::check(output, emit, &KINDS, "")?;
+    if !bitnet_backends::cpu::aot::TARGETS.contains(&target.as_str()) {
+        bail!(
+            "--target {target}: expected one of {}",
+            bitnet_backends::cpu::aot::TARGETS.join(", ")
+        );
+    }
+    let (side, wanted) = (|ext: &str| out.side(ext), |kind: &str| out.wanted(kind));
+    let cpu = bitnetc::CpuOptions {
+        head: *head_dtype,
+        ..bitnetc::CpuOptions::default()
+    };
+    let mut m = bitnetc::OpenOptions { context: *context }.open(model)?;
+    let options = bitnetc::ArtifactOptions {
+        target: target.to_string(),
+        cpu,
+        ir: wanted("ir"),
+        clif: wanted("clif"),
+        asm: wanted("asm"),
+    };
+    let compiled = bitnetc::compile_cpu_object(&mut m, &options)
+        .with_context(|| format!("{}", model.display()))?;
+    let texts = [
+        ("ir", compiled.ir.as_deref()),
+        ("opt-ir", Some(compiled.opt_ir.as_str())),
+        ("clif", compiled.code.clif.as_deref()),
+        ("asm", compiled.code.asm.as_deref()),
+    ];
+    for (kind, ext) in KINDS {
+        if !wanted(kind) {
+            continue;
+        }
+        let bytes = match texts.iter().find(|(k, _)| *k == kind) {
+            Some((_, text)) => text.unwrap_or_default().as_bytes(),
+            None => compiled.code.object.as_slice(),
+        };
+        write_new(&side(ext), bytes)?;
+        println!("wrote {}", side(ext).display());
+    }
+    match compiled.link(linker.as_deref()) {
+        Ok(bytes) => {
+            write_new(output, &bytes)?;
+            println!(
+                "wrote {} ({} bytes: {} kernels, {} launches, {} bytes of weights; target {})",
+                output.display(),
+                bytes.len(),
+                compiled.parts.kinds.len(),
+                compiled.parts.launches.len(),
+                compiled.parts.weights.len(),
+                compiled.code.target.triple
+            );
+        }
+        Err(bitnetc::Error::Aot(bitnet_backends::cpu::aot::AotError::NoLinker {
+            linker,
+            reason,
+        })) if wanted("obj") => {
+            eprintln!(
+                "warning: {} was not written: no linker (could not run `{linker}`: {reason}); {} holds the kernels",
+                output.display(),
+                side("o").display()
+            );
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}
