@@ -1,7 +1,8 @@
 //! JIT compilation of kernels with cranelift-jit, for the host CPU.
 
-use super::kernels::{KernelKind, build_kernel};
+use super::kernels::build_kernel;
 use crate::BackendError;
+use crate::kernel::KernelKind;
 use bitnet_runtime::KernelFn;
 use cranelift_codegen::ir::{AbiParam, Signature, types};
 use cranelift_codegen::settings::{self, Configurable};

@@ -5,7 +5,6 @@
 //! Addresses, row indices and T are i64 (the kernels need a 64-bit target). Loops compare signed:
 //! every induction value is a non-negative index or an address below 2^63.
 
-use super::KernelKind;
 use crate::BackendError;
 use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
@@ -31,32 +30,32 @@ const TABLE_MEM: MemFlagsData = MemFlagsData::new().with_notrap().with_readonly(
 /// explicit byte order there; the kernels are little-endian).
 pub(crate) const LANES_LE: MemFlagsData = MemFlagsData::new().with_endianness(Endianness::Little);
 
-/// A code-generation error of kernel `kind`.
-pub(crate) fn codegen_err(kind: &KernelKind, e: impl std::fmt::Display) -> BackendError {
+/// A code-generation error of the kernel whose symbol is `kernel`.
+pub(crate) fn codegen_err(kernel: &str, e: impl std::fmt::Display) -> BackendError {
     BackendError::Codegen {
-        kernel: kind.symbol(),
+        kernel: kernel.to_string(),
         message: e.to_string(),
     }
 }
 
-/// Kernel parameters out of this backend's range (a compiler bug upstream).
-pub(crate) fn bad_params(kind: &KernelKind, why: &str) -> BackendError {
-    BackendError::Input(format!("cannot build kernel {kind:?}: {why}"))
+/// Kernel parameters out of this backend's range (a compiler bug upstream); `kernel` is the symbol.
+pub(crate) fn bad_params(kernel: &str, why: &str) -> BackendError {
+    BackendError::Input(format!("cannot build kernel {kernel}: {why}"))
 }
 
-/// `x` as an i32 address offset, or an error naming `kind`.
-pub(crate) fn off32(kind: &KernelKind, x: u64) -> Result<i32, BackendError> {
-    i32::try_from(x).map_err(|_| bad_params(kind, "an offset does not fit in i32"))
+/// `x` as an i32 address offset, or an error naming `kernel`.
+pub(crate) fn off32(kernel: &str, x: u64) -> Result<i32, BackendError> {
+    i32::try_from(x).map_err(|_| bad_params(kernel, "an offset does not fit in i32"))
 }
 
-/// `x` as an i64 immediate, or an error naming `kind`.
-pub(crate) fn imm64(kind: &KernelKind, x: u64) -> Result<i64, BackendError> {
-    i64::try_from(x).map_err(|_| bad_params(kind, "a size does not fit in i64"))
+/// `x` as an i64 immediate, or an error naming `kernel`.
+pub(crate) fn imm64(kernel: &str, x: u64) -> Result<i64, BackendError> {
+    i64::try_from(x).map_err(|_| bad_params(kernel, "a size does not fit in i64"))
 }
 
-/// `x` as a usize, or an error naming `kind`.
-pub(crate) fn size(kind: &KernelKind, x: u64) -> Result<usize, BackendError> {
-    usize::try_from(x).map_err(|_| bad_params(kind, "a size does not fit in usize"))
+/// `x` as a usize, or an error naming `kernel`.
+pub(crate) fn size(kernel: &str, x: u64) -> Result<usize, BackendError> {
+    usize::try_from(x).map_err(|_| bad_params(kernel, "a size does not fit in usize"))
 }
 
 /// The entry values of a kernel (see `bitnet_runtime::KernelFn`).
@@ -92,11 +91,11 @@ fn signature(isa: &dyn TargetIsa) -> Signature {
     sig
 }
 
-/// Builds the function of kernel `kind` for `isa`: `body` gets the builder positioned in the entry
-/// block and must leave it in an open block; the return is added here.
+/// Builds the function of the kernel named `kernel` for `isa`: `body` gets the builder positioned in
+/// the entry block and must leave it in an open block; the return is added here.
 pub(crate) fn build_function(
     isa: &dyn TargetIsa,
-    kind: &KernelKind,
+    kernel: &str,
     body: impl FnOnce(&mut FunctionBuilder, &Entry) -> Result<(), BackendError>,
 ) -> Result<Function, BackendError> {
     if isa.pointer_type() != I64 {
@@ -114,7 +113,7 @@ pub(crate) fn build_function(
     b.switch_to_block(entry_block);
     let [bufs, scalars, row_begin, row_end] = b.block_params(entry_block)[..] else {
         return Err(codegen_err(
-            kind,
+            kernel,
             "the kernel signature has not 4 parameters",
         ));
     };
@@ -131,26 +130,26 @@ pub(crate) fn build_function(
     Ok(func)
 }
 
-/// Declares kernel `kind` under `kind.symbol()` in `module` and defines it as `func` (built for the
-/// module's ISA by `build_function`).
+/// Declares the kernel named `kernel` (its symbol) in `module` and defines it as `func` (built for
+/// the module's ISA by `build_function`).
 pub(crate) fn define(
     module: &mut dyn Module,
-    kind: &KernelKind,
+    kernel: &str,
     func: Function,
 ) -> Result<FuncId, BackendError> {
     let sig = super::super::jit::kernel_signature(module);
     if sig != func.signature {
-        return Err(codegen_err(kind, "the kernel was built for another ISA"));
+        return Err(codegen_err(kernel, "the kernel was built for another ISA"));
     }
     let id = module
-        .declare_function(&kind.symbol(), Linkage::Export, &sig)
-        .map_err(|e| codegen_err(kind, e))?;
+        .declare_function(kernel, Linkage::Export, &sig)
+        .map_err(|e| codegen_err(kernel, e))?;
     let mut ctx = module.make_context();
     ctx.func = func;
     ctx.func.name = UserFuncName::user(0, id.as_u32());
     module
         .define_function(id, &mut ctx)
-        .map_err(|e| codegen_err(kind, format!("{e:?}")))?;
+        .map_err(|e| codegen_err(kernel, format!("{e:?}")))?;
     module.clear_context(&mut ctx);
     Ok(id)
 }
@@ -159,17 +158,17 @@ pub(crate) fn define(
 /// register allocation: one line per machine instruction).
 pub(crate) fn disassemble(
     isa: &dyn TargetIsa,
-    kind: &KernelKind,
+    kernel: &str,
     func: Function,
 ) -> Result<String, BackendError> {
     let mut ctx = Context::for_function(func);
     ctx.set_disasm(true);
     let code = ctx
         .compile(isa, &mut ControlPlane::default())
-        .map_err(|e| codegen_err(kind, format!("{:?}", e.inner)))?;
+        .map_err(|e| codegen_err(kernel, format!("{:?}", e.inner)))?;
     code.vcode
         .clone()
-        .ok_or_else(|| codegen_err(kind, "Cranelift returned no disassembly"))
+        .ok_or_else(|| codegen_err(kernel, "Cranelift returned no disassembly"))
 }
 
 /// A fresh variable of type `ty` holding `init`.
@@ -227,7 +226,7 @@ pub(crate) fn emit_for(
 /// by `stride` per iteration: straight-line code for one iteration, a loop otherwise.
 pub(crate) fn emit_static_loop(
     b: &mut FunctionBuilder,
-    kind: &KernelKind,
+    kernel: &str,
     count: u64,
     stride: u64,
     body: impl FnOnce(&mut FunctionBuilder, Value) -> Result<(), BackendError>,
@@ -242,8 +241,8 @@ pub(crate) fn emit_static_loop(
             let zero = b.ins().iconst(I64, 0);
             let end = b
                 .ins()
-                .iconst(I64, imm64(kind, count.saturating_mul(stride))?);
-            emit_for(b, zero, end, imm64(kind, stride)?, body)
+                .iconst(I64, imm64(kernel, count.saturating_mul(stride))?);
+            emit_for(b, zero, end, imm64(kernel, stride)?, body)
         }
     }
 }

@@ -5,7 +5,6 @@
 //! Addresses and row indices are i64 (the kernels target 64-bit hosts; `define_kernel` refuses
 //! others). Loops compare unsigned: every induction value is a non-negative index or an address.
 
-use super::KernelKind;
 use crate::BackendError;
 use crate::cpu::jit::kernel_signature;
 use cranelift_codegen::ir::condcodes::IntCC;
@@ -27,10 +26,10 @@ pub(crate) const RO: MemFlagsData = MemFlagsData::new()
 // The error and offset helpers are shared with the other kernels' emitter.
 pub(crate) use super::emit::{bad_params, codegen_err, imm64, off32};
 
-/// The product `a · b` of static sizes, or an error naming `kind` on overflow.
-pub(crate) fn mul(kind: &KernelKind, a: u64, b: u64) -> Result<u64, BackendError> {
+/// The product `a · b` of static sizes, or an error naming `kernel` on overflow.
+pub(crate) fn mul(kernel: &str, a: u64, b: u64) -> Result<u64, BackendError> {
     a.checked_mul(b)
-        .ok_or_else(|| bad_params(kind, "a size overflows u64"))
+        .ok_or_else(|| bad_params(kernel, "a size overflows u64"))
 }
 
 /// The entry values of a kernel.
@@ -62,13 +61,13 @@ impl Entry {
     }
 }
 
-/// Declares kernel `kind` under `kind.symbol()` with the kernel signature, builds its body with
+/// Declares the kernel named `kernel` (its symbol) with the kernel signature, builds its body with
 /// `body` (which gets the module, to import functions, the builder positioned in the entry block, and
 /// the entry values) and defines it. The body must leave the builder in an open block; the return
 /// is added here.
 pub(crate) fn define_kernel(
     module: &mut dyn Module,
-    kind: &KernelKind,
+    kernel: &str,
     body: impl FnOnce(&mut dyn Module, &mut FunctionBuilder, &Entry) -> Result<(), BackendError>,
 ) -> Result<FuncId, BackendError> {
     if module.target_config().pointer_type() != types::I64 {
@@ -81,8 +80,8 @@ pub(crate) fn define_kernel(
     let sig = kernel_signature(module);
     let frontend_config = module.target_config();
     let id = module
-        .declare_function(&kind.symbol(), Linkage::Export, &sig)
-        .map_err(|e| codegen_err(kind, e))?;
+        .declare_function(kernel, Linkage::Export, &sig)
+        .map_err(|e| codegen_err(kernel, e))?;
     let mut ctx = module.make_context();
     ctx.func.signature = sig;
     let mut fctx = FunctionBuilderContext::new();
@@ -94,7 +93,7 @@ pub(crate) fn define_kernel(
         let params = b.block_params(entry_block).to_vec();
         let [bufs, scalars, row_begin, row_end] = params[..] else {
             return Err(codegen_err(
-                kind,
+                kernel,
                 "the kernel signature has not 4 parameters",
             ));
         };
@@ -111,7 +110,7 @@ pub(crate) fn define_kernel(
     }
     module
         .define_function(id, &mut ctx)
-        .map_err(|e| codegen_err(kind, format!("{e:?}")))?;
+        .map_err(|e| codegen_err(kernel, format!("{e:?}")))?;
     module.clear_context(&mut ctx);
     Ok(id)
 }
@@ -187,7 +186,7 @@ where
 /// Copies `bytes` bytes (a static count, a multiple of 4) from `src` to `dst`: 64-byte blocks in a
 /// loop (four 16-byte vector moves each), then 16-, 8- and 4-byte moves. The ranges must not overlap.
 pub(crate) fn emit_copy(
-    kind: &KernelKind,
+    kernel: &str,
     b: &mut FunctionBuilder,
     src: Value,
     dst: Value,
@@ -196,7 +195,7 @@ pub(crate) fn emit_copy(
     let blocks = bytes / 64;
     if blocks > 0 {
         let zero = b.ins().iconst(types::I64, 0);
-        let end = b.ins().iconst(types::I64, imm64(kind, blocks * 64)?);
+        let end = b.ins().iconst(types::I64, imm64(kernel, blocks * 64)?);
         emit_loop(b, zero, end, 64, &[], true, |b, o, _| {
             let s = b.ins().iadd(src, o);
             let d = b.ins().iadd(dst, o);
@@ -212,14 +211,14 @@ pub(crate) fn emit_copy(
     let mut at = blocks * 64;
     for (width, ty) in [(16, types::I8X16), (8, types::I64), (4, types::I32)] {
         while bytes - at >= width {
-            let o = off32(kind, at)?;
+            let o = off32(kernel, at)?;
             let v = b.ins().load(ty, MEM, src, o);
             b.ins().store(MEM, v, dst, o);
             at += width;
         }
     }
     if at != bytes {
-        return Err(bad_params(kind, "a copy is not a multiple of 4 bytes"));
+        return Err(bad_params(kernel, "a copy is not a multiple of 4 bytes"));
     }
     Ok(())
 }
