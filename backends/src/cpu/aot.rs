@@ -522,7 +522,7 @@ pub fn write_artifact(
             .kinds
             .iter()
             .map(|k| KernelEntry {
-                kind: format!("{k:?}"),
+                kind: k.describe(),
                 symbol: k.symbol(),
             })
             .collect(),

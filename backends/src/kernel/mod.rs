@@ -140,6 +140,30 @@ impl KernelKind {
         }
     }
 
+    /// The kind with its parameters as artifact manifests record it, `Variant { field: value, .. }`
+    /// (the text `KernelKind`'s derived `Debug` gave before the params structs existed): stored in
+    /// artifacts, so it must not change.
+    pub fn describe(&self) -> String {
+        let params = match self {
+            KernelKind::Embedding(p) => format!("{p:?}"),
+            KernelKind::RmsNormQuant(p) => format!("{p:?}"),
+            KernelKind::ActQuant(p) => format!("{p:?}"),
+            KernelKind::TernaryMatmul(p) => format!("{p:?}"),
+            KernelKind::Relu2Mul(p) => format!("{p:?}"),
+            KernelKind::Add(p) => format!("{p:?}"),
+            KernelKind::RmsNorm(p) => format!("{p:?}"),
+            KernelKind::Rope(p) => format!("{p:?}"),
+            KernelKind::KvStore(p) => format!("{p:?}"),
+            KernelKind::Attention(p) => format!("{p:?}"),
+            KernelKind::MatmulNt(p) => format!("{p:?}"),
+            KernelKind::MatmulNtHalf(p) => format!("{p:?}"),
+            KernelKind::MatmulI8(p) => format!("{p:?}"),
+        };
+        // The params struct of variant `V` is `VParams`, so its `Debug` text starts with `VParams {`;
+        // dropping the suffix gives `V { .. }`.
+        params.replacen("Params", "", 1)
+    }
+
     /// The variant of this kind, without its parameters.
     pub fn op(&self) -> KernelOp {
         match self {
@@ -252,6 +276,31 @@ mod tests {
                 "bitnet_matmul_i8_2x3",
             ),
         ]
+    }
+
+    /// The manifest text of every kind keeps the form artifacts have always stored.
+    #[test]
+    fn descriptions_are_stable() {
+        let described: Vec<String> = samples().iter().map(|(k, _)| k.describe()).collect();
+        assert_eq!(
+            described,
+            [
+                "Embedding { vocab: 10, hidden: 4, bf16: true }",
+                "RmsNormQuant { k: 8, eps_norm_bits: 925353388, eps_bits: 1, reciprocal: true }",
+                "ActQuant { k: 8, eps_bits: 730643660, reciprocal: false }",
+                "TernaryMatmul { k: 64, n: 32, residual: true }",
+                "Relu2Mul { n: 5 }",
+                "Add { n: 6 }",
+                "RmsNorm { k: 7, eps_bits: 1 }",
+                "Rope { width: 8, head_dim: 4 }",
+                "KvStore { kvw: 16 }",
+                "Attention { heads: 4, kv_heads: 2, head_dim: 8, context: 32, \
+                 scale_bits: 4600040671590431693 }",
+                "MatmulNt { k: 3, n: 2, bf16: true }",
+                "MatmulNtHalf { k: 3, n: 2, format: F16 }",
+                "MatmulI8 { k: 3, n: 2 }",
+            ]
+        );
     }
 
     #[test]
