@@ -1,12 +1,10 @@
-//! The CPU backend (Cranelift): kernels (`kernels`), JIT compilation (`jit`), ahead-of-time objects,
-//! shared libraries and artifacts (`aot`), and the lowering of a planned module into a launch plan and
-//! a `bitnet_runtime::Program` (`lower`). The kernels implement the backend-neutral contract of
-//! `crate::kernel`.
-//!
-//! Ternary weights are packed, by the `pack-weights` pass, into the layout of `crate::kernel::layout`
-//! (`PACK_BLOCK`, `PACK_ORDER`, re-exported here).
+//! The CPU backend (Cranelift): kernels (`kernels`, built with the emitter `emit`), JIT compilation
+//! (`jit`), ahead-of-time objects, shared libraries and artifacts (`aot`), and the lowering of a
+//! planned module into a launch plan and a `bitnet_runtime::Program` (`lower`). The kernels
+//! implement the backend-neutral contract of `crate::kernel`.
 
 pub mod aot;
+mod emit;
 pub mod jit;
 pub mod kernels;
 pub mod lower;

@@ -5,8 +5,9 @@
 //! is the correctly rounded f32 sum (f64 has more than twice f32's significand bits), which `fadd` is.
 //! The full-precision baseline's residual adds (`nn.add %h, %proj`) are what reaches this kernel.
 
-use super::emit::{MEM, build_function, define, emit_for, emit_static_loop, off32, size};
 use crate::BackendError;
+use crate::cpu::emit::loops::{emit_for_signed, emit_static_loop};
+use crate::cpu::emit::{MEM, TableLoads, define_kernel, off32, size};
 use crate::kernel::AddParams;
 use cranelift_codegen::ir::types::{F32, F32X4};
 use cranelift_codegen::ir::{InstBuilder, Value};
@@ -18,11 +19,11 @@ pub fn build(module: &mut dyn Module, p: &AddParams) -> Result<FuncId, BackendEr
     let name = &p.symbol();
     let n = size(name, p.n)?;
     off32(name, (n * 4) as u64)?;
-    let func = build_function(module.isa(), name, |b, entry| {
+    define_kernel(module, name, TableLoads::Fixed, &[], |b, entry| {
         let a = entry.buf(b, 0);
         let c = entry.buf(b, 1);
         let out = entry.buf(b, 2);
-        emit_for(b, entry.row_begin, entry.row_end, 1, |b, row| {
+        emit_for_signed(b, entry.row_begin, entry.row_end, 1, |b, row| {
             let ro = b.ins().imul_imm_s(row, (n * 4) as i64);
             let rows = [a, c, out].map(|p| b.ins().iadd(p, ro));
             emit_static_loop(b, name, (n / 8) as u64, 32, |b, o| {
@@ -43,8 +44,7 @@ pub fn build(module: &mut dyn Module, p: &AddParams) -> Result<FuncId, BackendEr
             }
             Ok(())
         })
-    })?;
-    define(module, name, func)
+    })
 }
 
 /// `out = a + b` for four lanes (`vector`) or one, at byte offset `off`. Both operands are loaded

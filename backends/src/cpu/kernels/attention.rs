@@ -27,8 +27,11 @@
 //! `out` may alias `q` (each row reads its q row before it writes its out row, the same place).
 //! The caches are loaded as read-only memory: nothing may write them during the launch.
 
-use super::loops::{MEM, RO, bad_params, codegen_err, define_kernel, emit_loop, imm64, mul, off32};
 use crate::BackendError;
+use crate::cpu::emit::loops::emit_for_unsigned;
+use crate::cpu::emit::{
+    MEM, RO, TableLoads, bad_params, codegen_err, define_kernel, imm64, mul, off32,
+};
 use crate::kernel::AttentionParams;
 use bitnet_runtime::math::EXP_F64;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
@@ -153,7 +156,7 @@ where
         let krow = b.ins().iadd(row.k, krow);
         let neg_zero = b.ins().f64const(-0.0);
         let accs = vec![neg_zero; keys];
-        let dots = emit_loop(b, zero, d_end, 4, &accs, true, |b, i, acc| {
+        let dots = emit_for_unsigned(b, zero, d_end, 4, &accs, true, |b, i, acc| {
             let qi = b.ins().iadd(row.q, i);
             let qv = b.ins().load(types::F32, MEM, qi, 0);
             let qd = b.ins().fpromote(types::F64, qv);
@@ -177,7 +180,7 @@ where
         }
         Ok(carried)
     };
-    let carried = emit_loop(
+    let carried = emit_for_unsigned(
         b,
         j_begin,
         blocks_end,
@@ -186,7 +189,7 @@ where
         false,
         |b, j0, carried| block(b, j0, KEY_BLOCK, carried),
     )?;
-    emit_loop(b, blocks_end, j_end, 1, &carried, false, |b, j, carried| {
+    emit_for_unsigned(b, blocks_end, j_end, 1, &carried, false, |b, j, carried| {
         block(b, j, 1, carried)
     })
 }
@@ -230,7 +233,7 @@ fn accumulate_columns(
     let mut init = vec![v0];
     init.extend(&accs);
     let kvw = geo.kvw_bytes;
-    let out = emit_loop(b, w, w_end, 8, &init, true, |b, wp, carried| {
+    let out = emit_for_unsigned(b, w, w_end, 8, &init, true, |b, wp, carried| {
         let vr = carried[0];
         let wj = b.ins().load(types::F64, MEM, wp, 0);
         let wv = b.ins().splat(types::F64X2, wj);
@@ -280,7 +283,7 @@ fn accumulate(
     if full > 0 {
         let zero = b.ins().iconst(types::I64, 0);
         let end = b.ins().iconst(types::I64, imm64(name, full)? * chunk_bytes);
-        emit_loop(b, zero, end, chunk_bytes, &[], true, |b, c0, _| {
+        emit_for_unsigned(b, zero, end, chunk_bytes, &[], true, |b, c0, _| {
             accumulate_columns(name, b, geo, acc, w, w_end, v_first, c0, OUT_PAIRS, false)?;
             Ok(vec![])
         })?;
@@ -321,8 +324,8 @@ fn build_attention(
     let acc_bytes = u32::try_from(mul(name, geo.d, 8)?)
         .map_err(|_| bad_params(name, "the accumulator slot is too large"))?;
     let tile = imm64(name, geo.scratch_keys)?;
-    define_kernel(module, name, |module, b, e| {
-        let exp = module.declare_func_in_func(exp_id, b.func);
+    define_kernel(module, name, TableLoads::Movable, &[exp_id], |b, e| {
+        let exp = e.import(name, 0)?;
         let scratch_slot = b.create_sized_stack_slot(StackSlotData::new(
             StackSlotKind::ExplicitSlot,
             scratch_bytes,
@@ -343,7 +346,7 @@ fn build_attention(
         let heads = b.ins().iconst(types::I64, geo.heads);
         let group = b.ins().iconst(types::I64, geo.group);
         let zero = b.ins().iconst(types::I64, 0);
-        emit_loop(b, e.row_begin, e.row_end, 1, &[], false, |b, r, _| {
+        emit_for_unsigned(b, e.row_begin, e.row_end, 1, &[], false, |b, r, _| {
             let t = b.ins().udiv(r, heads);
             let h = b.ins().urem(r, heads);
             let g = b.ins().udiv(h, group);
@@ -378,7 +381,7 @@ fn build_attention(
             let sum = if on_stack {
                 let end = b.ins().ishl_imm_s(n, 3);
                 let end = b.ins().iadd(scratch, end);
-                emit_loop(b, scratch, end, 8, &[neg_zero], true, |b, at, sum| {
+                emit_for_unsigned(b, scratch, end, 8, &[neg_zero], true, |b, at, sum| {
                     let s = b.ins().load(types::F64, MEM, at, 0);
                     let (ej, sum) = exp_sum(b, s, sum[0])?;
                     b.ins().store(MEM, ej, at, 0);
@@ -408,7 +411,7 @@ fn build_attention(
             if on_stack {
                 let end = b.ins().ishl_imm_s(n, 3);
                 let end = b.ins().iadd(scratch, end);
-                emit_loop(b, scratch, end, 8, &[], true, |b, at, _| {
+                emit_for_unsigned(b, scratch, end, 8, &[], true, |b, at, _| {
                     let ej = b.ins().load(types::F64, MEM, at, 0);
                     let wj = b.ins().fdiv(ej, sum);
                     b.ins().store(MEM, wj, at, 0);
@@ -416,7 +419,7 @@ fn build_attention(
                 })?;
                 accumulate(name, b, geo, row, acc, scratch, zero, n)?;
             } else {
-                emit_loop(b, zero, n, tile, &[], true, |b, ts, _| {
+                emit_for_unsigned(b, zero, n, tile, &[], true, |b, ts, _| {
                     let te = b.ins().iadd_imm_s(ts, tile);
                     let short = b.ins().icmp(IntCC::UnsignedLessThan, te, n);
                     let te = b.ins().select(short, te, n);
@@ -437,7 +440,7 @@ fn build_attention(
             // Pass 4: round to f32.
             let orow = b.ins().iadd(out, row_off);
             let d_end = b.ins().iconst(types::I64, geo.d_bytes);
-            emit_loop(b, zero, d_end, 4, &[], true, |b, c, _| {
+            emit_for_unsigned(b, zero, d_end, 4, &[], true, |b, c, _| {
                 let at = b.ins().ishl_imm_s(c, 1);
                 let at = b.ins().iadd(acc, at);
                 let a = b.ins().load(types::F64, MEM, at, 0);

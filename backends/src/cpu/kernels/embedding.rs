@@ -10,8 +10,10 @@
 //!   masked with `0xFFFF_0000` are weights 4–7: two 16-byte stores per group, exact. The last
 //!   `hidden mod 8` weights (stored in order after the groups) widen one at a time.
 
-use super::loops::{MEM, define_kernel, emit_copy, emit_loop, imm64, mul, off32};
 use crate::BackendError;
+use crate::cpu::emit::loops::emit_for_unsigned;
+use crate::cpu::emit::simd::emit_copy;
+use crate::cpu::emit::{MEM, TableLoads, define_kernel, imm64, mul, off32};
 use crate::kernel::EmbeddingParams;
 use cranelift_codegen::ir::{InstBuilder, types};
 use cranelift_module::{FuncId, Module};
@@ -26,7 +28,7 @@ pub fn build(module: &mut dyn Module, p: &EmbeddingParams) -> Result<FuncId, Bac
     let row_bytes = mul(name, hidden, 4)?;
     let row_imm = imm64(name, row_bytes)?;
     let src_imm = imm64(name, mul(name, hidden, if bf16 { 2 } else { 4 })?)?;
-    define_kernel(module, name, |_, b, e| {
+    define_kernel(module, name, TableLoads::Movable, &[], |b, e| {
         let table = e.buf(b, 0);
         let ids = e.buf(b, 1);
         let out = e.buf(b, 2);
@@ -36,7 +38,7 @@ pub fn build(module: &mut dyn Module, p: &EmbeddingParams) -> Result<FuncId, Bac
         } else {
             None
         };
-        emit_loop(b, e.row_begin, e.row_end, 1, &[], false, |b, t, _| {
+        emit_for_unsigned(b, e.row_begin, e.row_end, 1, &[], false, |b, t, _| {
             let id_at = b.ins().ishl_imm_s(t, 3);
             let id_at = b.ins().iadd(ids, id_at);
             let id = b.ins().load(types::I64, MEM, id_at, 0);
@@ -52,7 +54,7 @@ pub fn build(module: &mut dyn Module, p: &EmbeddingParams) -> Result<FuncId, Bac
             if groups > 0 {
                 let zero = b.ins().iconst(types::I64, 0);
                 let end = b.ins().iconst(types::I64, imm64(name, groups)?);
-                emit_loop(b, zero, end, 1, &[], true, |b, g, _| {
+                emit_for_unsigned(b, zero, end, 1, &[], true, |b, g, _| {
                     let s = b.ins().ishl_imm_s(g, 4);
                     let s = b.ins().iadd(src, s);
                     let d = b.ins().ishl_imm_s(g, 5);

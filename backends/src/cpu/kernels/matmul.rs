@@ -13,8 +13,9 @@
 //! `x` and `w` are loaded as read-only memory (Cranelift may fold the loads into the arithmetic),
 //! so `out` must not alias `x`.
 
-use super::loops::{MEM, RO, define_kernel, emit_loop, imm64, mul, off32};
 use crate::BackendError;
+use crate::cpu::emit::loops::emit_for_unsigned;
+use crate::cpu::emit::{MEM, RO, TableLoads, define_kernel, imm64, mul, off32};
 use crate::kernel::MatmulNtParams;
 use cranelift_codegen::ir::{InstBuilder, Value, types};
 use cranelift_frontend::FunctionBuilder;
@@ -44,7 +45,7 @@ fn emit_dot(
     if blocks > 0 {
         let start = b.ins().iconst(types::I64, 0);
         let end = b.ins().iconst(types::I64, imm64(name, blocks * block * 4)?);
-        accs = emit_loop(b, start, end, 4 * block as i64, &accs, true, |b, o, acc| {
+        accs = emit_for_unsigned(b, start, end, 4 * block as i64, &accs, true, |b, o, acc| {
             let xo = b.ins().iadd(xp, o);
             let wo = b.ins().iadd(wp, o);
             let mut next = Vec::with_capacity(ACCS);
@@ -114,7 +115,7 @@ fn emit_dot_bf16(
     if blocks > 0 {
         let start = b.ins().iconst(types::I64, 0);
         let end = b.ins().iconst(types::I64, imm64(name, blocks)?);
-        accs = emit_loop(b, start, end, 1, &accs, true, |b, i, acc| {
+        accs = emit_for_unsigned(b, start, end, 1, &accs, true, |b, i, acc| {
             let xo = b.ins().imul_imm_s(i, 4 * block as i64);
             let xo = b.ins().iadd(xp, xo);
             let wo = b.ins().imul_imm_s(i, 2 * block as i64);
@@ -174,18 +175,18 @@ pub fn build(module: &mut dyn Module, p: &MatmulNtParams) -> Result<FuncId, Back
     let w_row_bytes = imm64(name, mul(name, k, if bf16 { 2 } else { 4 })?)?;
     let out_row_bytes = imm64(name, mul(name, n, 4)?)?;
     off32(name, mul(name, k, 4)?)?;
-    define_kernel(module, name, |_, b, e| {
+    define_kernel(module, name, TableLoads::Movable, &[], |b, e| {
         let x = e.buf(b, 0);
         let w = e.buf(b, 1);
         let out = e.buf(b, 2);
         let tokens = e.tokens(b);
         let zero = b.ins().iconst(types::I64, 0);
-        emit_loop(b, e.row_begin, e.row_end, 1, &[], false, |b, r, _| {
+        emit_for_unsigned(b, e.row_begin, e.row_end, 1, &[], false, |b, r, _| {
             let wr = b.ins().imul_imm_s(r, w_row_bytes);
             let wr = b.ins().iadd(w, wr);
             let or = b.ins().ishl_imm_s(r, 2);
             let or = b.ins().iadd(out, or);
-            emit_loop(b, zero, tokens, 1, &[], false, |b, t, _| {
+            emit_for_unsigned(b, zero, tokens, 1, &[], false, |b, t, _| {
                 let xt = b.ins().imul_imm_s(t, row_bytes);
                 let xt = b.ins().iadd(x, xt);
                 let s = emit_dot(name, b, xt, wr, k, bf16)?;

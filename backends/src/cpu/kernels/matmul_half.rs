@@ -25,8 +25,9 @@
 //! and the last `k mod 8` weights (stored in order after the groups) one at a time. The error is
 //! that of an f32 sum of about k/32 terms per lane (`MatmulNt`'s tolerance).
 
-use super::loops::{MEM, RO, bad_params, define_kernel, emit_loop, imm64, mul, off32};
 use crate::BackendError;
+use crate::cpu::emit::loops::emit_for_unsigned;
+use crate::cpu::emit::{MEM, RO, TableLoads, bad_params, define_kernel, imm64, mul, off32};
 use crate::kernel::MatmulNtHalfParams;
 pub use crate::kernel::layout::{HalfFormat, bf16_layout_exact, layout};
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
@@ -151,7 +152,7 @@ fn emit_dot(
     if blocks > 0 {
         let start = b.ins().iconst(types::I64, 0);
         let end = b.ins().iconst(types::I64, imm64(name, blocks)?);
-        accs = emit_loop(b, start, end, 1, &accs, true, |b, i, acc| {
+        accs = emit_for_unsigned(b, start, end, 1, &accs, true, |b, i, acc| {
             let xo = b.ins().imul_imm_s(i, 4 * block as i64);
             let xo = b.ins().iadd(xp, xo);
             let wo = b.ins().imul_imm_s(i, 2 * block as i64);
@@ -220,7 +221,7 @@ pub fn build(module: &mut dyn Module, p: &MatmulNtHalfParams) -> Result<FuncId, 
     let w_row_bytes = imm64(name, mul(name, k, 2)?)?;
     let out_row_bytes = imm64(name, mul(name, n, 4)?)?;
     off32(name, mul(name, k, 4)?)?;
-    define_kernel(module, name, |_, b, e| {
+    define_kernel(module, name, TableLoads::Movable, &[], |b, e| {
         let x = e.buf(b, 0);
         let w = e.buf(b, 1);
         let out = e.buf(b, 2);
@@ -230,7 +231,7 @@ pub fn build(module: &mut dyn Module, p: &MatmulNtHalfParams) -> Result<FuncId, 
         // bf16 keeps up with the hardware prefetcher alone (measured: touching does not help it).
         let touch = format == HalfFormat::F16;
         let last_row = imm64(name, n.saturating_sub(1))?;
-        emit_loop(b, e.row_begin, e.row_end, 1, &[], false, |b, r, _| {
+        emit_for_unsigned(b, e.row_begin, e.row_end, 1, &[], false, |b, r, _| {
             let wr = b.ins().imul_imm_s(r, w_row_bytes);
             let wr = b.ins().iadd(w, wr);
             if touch {
@@ -245,7 +246,7 @@ pub fn build(module: &mut dyn Module, p: &MatmulNtHalfParams) -> Result<FuncId, 
             }
             let or = b.ins().ishl_imm_s(r, 2);
             let or = b.ins().iadd(out, or);
-            emit_loop(b, zero, tokens, 1, &[], false, |b, t, _| {
+            emit_for_unsigned(b, zero, tokens, 1, &[], false, |b, t, _| {
                 let xt = b.ins().imul_imm_s(t, row_bytes);
                 let xt = b.ins().iadd(x, xt);
                 let s = emit_dot(name, b, xt, wr, k, format, fma)?;

@@ -13,16 +13,14 @@
 //! row is read from memory once and serves a group from L1. For one token (decode, and the last
 //! token of `forward_last`) the row dot keeps `CHAINS_1` independent accumulators.
 
-use super::emit::{
-    MEM, bad_params, build_function, define, dot_i8, emit_for, emit_static_loop, emit_while,
-    hsum_i32x4, imm64, off32, size, splat_i8, var, zero_i32x4,
-};
 use crate::BackendError;
+use crate::cpu::emit::loops::{emit_for_signed, emit_static_loop, emit_while, var};
+use crate::cpu::emit::simd::{dot_i8, hsum_i32x4, splat_i8, zero_i32x4};
+use crate::cpu::emit::{MEM, TableLoads, bad_params, define_kernel, imm64, off32, size};
 use crate::kernel::MatmulI8Params;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{F32, I8, I8X16, I32, I32X4, I64};
-use cranelift_codegen::ir::{Function, InstBuilder, MemFlagsData, Value};
-use cranelift_codegen::isa::TargetIsa;
+use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value};
 use cranelift_frontend::{FunctionBuilder, Variable};
 use cranelift_module::{FuncId, Module};
 
@@ -68,21 +66,15 @@ pub fn quantize_rows(w: &[f32], k: usize) -> (Vec<u8>, Vec<f32>) {
     (bytes, scales)
 }
 
-/// Defines the kernel `p` in `module`.
-pub fn build(module: &mut dyn Module, p: &MatmulI8Params) -> Result<FuncId, BackendError> {
-    let name = &p.symbol();
-    let func = function(module.isa(), name, p)?;
-    define(module, name, func)
-}
-
 /// The static shape of the kernel.
 struct Shape {
     k: usize,
     n: usize,
 }
 
-/// The kernel's function for `isa`.
-fn function(isa: &dyn TargetIsa, name: &str, p: &MatmulI8Params) -> Result<Function, BackendError> {
+/// Defines the kernel `p` in `module`.
+pub fn build(module: &mut dyn Module, p: &MatmulI8Params) -> Result<FuncId, BackendError> {
+    let name = &p.symbol();
     let MatmulI8Params { k, n } = *p;
     if k == 0 || k > MAX_K {
         return Err(bad_params(name, "k must be between 1 and MAX_K"));
@@ -92,7 +84,7 @@ fn function(isa: &dyn TargetIsa, name: &str, p: &MatmulI8Params) -> Result<Funct
         n: size(name, n)?,
     };
     off32(name, (GROUP * shape.k + GROUP * shape.n * 4) as u64)?;
-    build_function(isa, name, |b, entry| {
+    define_kernel(module, name, TableLoads::Fixed, &[], |b, entry| {
         let tokens = entry.tokens(b);
         let xq = entry.buf(b, 0);
         let xs = entry.buf(b, 1);
@@ -112,7 +104,7 @@ fn function(isa: &dyn TargetIsa, name: &str, p: &MatmulI8Params) -> Result<Funct
         };
         let rows_per_tile = imm64(name, (TILE_BYTES / shape.k).max(1) as u64)?;
         let row_end = entry.row_end;
-        emit_for(b, entry.row_begin, row_end, rows_per_tile, |b, tile| {
+        emit_for_signed(b, entry.row_begin, row_end, rows_per_tile, |b, tile| {
             let tile_end = b.ins().iadd_imm_s(tile, rows_per_tile);
             let tile_end = b.ins().smin(tile_end, row_end);
             let zero = b.ins().iconst(I64, 0);
@@ -186,7 +178,7 @@ impl Emit<'_> {
         let bias: Vec<Value> = sums.iter().map(|&s| b.ins().ishl_imm_u(s, 7)).collect();
         let row_off = b.ins().imul_imm_s(t, imm64(name, (n * 4) as u64)?);
         let out_t = b.ins().iadd(self.out, row_off);
-        emit_for(b, row_begin, row_end, 1, |b, r| {
+        emit_for_signed(b, row_begin, row_end, 1, |b, r| {
             let woff = b.ins().imul_imm_s(r, imm64(name, k as u64)?);
             let wrow = b.ins().iadd(self.w, woff);
             let accs = self.dot(b, tokens, Some(wrow), xrow)?;

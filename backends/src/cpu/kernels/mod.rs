@@ -11,9 +11,7 @@
 pub mod add;
 pub mod attention;
 pub mod embedding;
-mod emit;
 pub mod kv_store;
-mod loops;
 pub mod matmul;
 pub mod matmul_half;
 pub mod matmul_i8;

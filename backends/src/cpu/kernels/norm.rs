@@ -11,15 +11,13 @@
 //! - `s = 127 / max(m, eps)` (or `(1 / max(m, eps)) · 127` for the `reciprocal` kinds), then `y` is
 //!   recomputed and `q = clamp(round_half_even(y·s), -128, 127)` (NaN → 0), sixteen at a time.
 
-use super::emit::{
-    MEM, bad_params, build_function, define, emit_for, emit_static_loop, max_ignore_nan, off32,
-    quantize_store_1, quantize_store_16, size, var,
-};
 use crate::BackendError;
+use crate::cpu::emit::loops::{emit_for_signed, emit_static_loop, var};
+use crate::cpu::emit::simd::{max_ignore_nan, quantize_store_1, quantize_store_16};
+use crate::cpu::emit::{MEM, TableLoads, bad_params, define_kernel, off32, size};
 use crate::kernel::{ActQuantParams, RmsNormParams, RmsNormQuantParams};
 use cranelift_codegen::ir::types::{F32, F32X4, F64, I64};
-use cranelift_codegen::ir::{Function, InstBuilder, Value};
-use cranelift_codegen::isa::TargetIsa;
+use cranelift_codegen::ir::{InstBuilder, Value};
 use cranelift_frontend::FunctionBuilder;
 use cranelift_module::{FuncId, Module};
 
@@ -79,17 +77,11 @@ struct Shape {
 
 /// Defines the kernel named `name` computing `shape` in `module`.
 fn build(module: &mut dyn Module, name: &str, shape: Shape) -> Result<FuncId, BackendError> {
-    let func = function(module.isa(), name, shape)?;
-    define(module, name, func)
-}
-
-/// The kernel's function for `isa`.
-fn function(isa: &dyn TargetIsa, name: &str, shape: Shape) -> Result<Function, BackendError> {
     if shape.k == 0 {
         return Err(bad_params(name, "k must be positive"));
     }
     off32(name, (shape.k * 4) as u64)?;
-    build_function(isa, name, |b, entry| {
+    define_kernel(module, name, TableLoads::Fixed, &[], |b, entry| {
         let x = entry.buf(b, 0);
         let mut next = 1;
         let w = if shape.norm.is_some() {
@@ -101,7 +93,7 @@ fn function(isa: &dyn TargetIsa, name: &str, shape: Shape) -> Result<Function, B
         let dst = entry.buf(b, next);
         let scales = shape.quant.map(|_| entry.buf(b, next + 1));
         let k = shape.k as i64;
-        emit_for(b, entry.row_begin, entry.row_end, 1, |b, row| {
+        emit_for_signed(b, entry.row_begin, entry.row_end, 1, |b, row| {
             let xo = b.ins().imul_imm_s(row, k * 4);
             let xr = b.ins().iadd(x, xo);
             let inv = match shape.norm {

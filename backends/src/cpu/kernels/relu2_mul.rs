@@ -6,8 +6,9 @@
 //! The reference squares and multiplies in f64 and rounds each result to f32 once: a product of two
 //! f32 values is exact in f64, so that is the correctly rounded f32 product, which `fmul` is.
 
-use super::emit::{MEM, build_function, define, emit_for, emit_static_loop, off32, size};
 use crate::BackendError;
+use crate::cpu::emit::loops::{emit_for_signed, emit_static_loop};
+use crate::cpu::emit::{MEM, TableLoads, define_kernel, off32, size};
 use crate::kernel::Relu2MulParams;
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::types::{F32, F32X4};
@@ -20,13 +21,13 @@ pub fn build(module: &mut dyn Module, p: &Relu2MulParams) -> Result<FuncId, Back
     let name = &p.symbol();
     let n = size(name, p.n)?;
     off32(name, (n * 4) as u64)?;
-    let func = build_function(module.isa(), name, |b, entry| {
+    define_kernel(module, name, TableLoads::Fixed, &[], |b, entry| {
         let g = entry.buf(b, 0);
         let u = entry.buf(b, 1);
         let out = entry.buf(b, 2);
         let zero = b.ins().f32const(0.0);
         let zero4 = b.ins().splat(F32X4, zero);
-        emit_for(b, entry.row_begin, entry.row_end, 1, |b, row| {
+        emit_for_signed(b, entry.row_begin, entry.row_end, 1, |b, row| {
             let ro = b.ins().imul_imm_s(row, (n * 4) as i64);
             let rows = [g, u, out].map(|p| b.ins().iadd(p, ro));
             emit_static_loop(b, name, (n / 8) as u64, 32, |b, o| {
@@ -47,8 +48,7 @@ pub fn build(module: &mut dyn Module, p: &Relu2MulParams) -> Result<FuncId, Back
             }
             Ok(())
         })
-    })?;
-    define(module, name, func)
+    })
 }
 
 /// `out = (r·r)·u`, `r = g < 0 ? 0 : g`, for four lanes (`vector`) or one at byte offset `off`.

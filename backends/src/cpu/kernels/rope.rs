@@ -7,8 +7,9 @@
 //! and then added (no fused multiply-add), which is the interpreter's arithmetic lane by lane. Both
 //! inputs of a pair are loaded before either output is stored, so `out` may alias `x`.
 
-use super::loops::{MEM, bad_params, define_kernel, emit_loop, imm64, mul, off32};
 use crate::BackendError;
+use crate::cpu::emit::loops::emit_for_unsigned;
+use crate::cpu::emit::{MEM, TableLoads, bad_params, define_kernel, imm64, mul, off32};
 use crate::kernel::RopeParams;
 use cranelift_codegen::ir::{InstBuilder, Type, Value, types};
 use cranelift_frontend::FunctionBuilder;
@@ -78,7 +79,7 @@ pub fn build(module: &mut dyn Module, p: &RopeParams) -> Result<FuncId, BackendE
     let head_bytes = imm64(name, mul(name, head_dim, 4)?)?;
     let half_bytes = off32(name, half * 4)?;
     let quads = half / 4;
-    define_kernel(module, name, |_, b, e| {
+    define_kernel(module, name, TableLoads::Movable, &[], |b, e| {
         let x = e.buf(b, 0);
         let table = e.buf(b, 1);
         let out = e.buf(b, 2);
@@ -86,7 +87,7 @@ pub fn build(module: &mut dyn Module, p: &RopeParams) -> Result<FuncId, BackendE
         let zero = b.ins().iconst(types::I64, 0);
         let row_end_bytes = b.ins().iconst(types::I64, row_bytes);
         let quad_end = b.ins().iconst(types::I64, imm64(name, quads * 16)?);
-        emit_loop(b, e.row_begin, e.row_end, 1, &[], false, |b, t, _| {
+        emit_for_unsigned(b, e.row_begin, e.row_end, 1, &[], false, |b, t, _| {
             let p = b.ins().iadd(pos, t);
             let cos = b.ins().imul_imm_s(p, head_bytes);
             let cos = b.ins().iadd(table, cos);
@@ -94,7 +95,7 @@ pub fn build(module: &mut dyn Module, p: &RopeParams) -> Result<FuncId, BackendE
             let xrow = b.ins().iadd(x, row);
             let orow = b.ins().iadd(out, row);
             // Heads: `h` is the byte offset of the head in the row.
-            emit_loop(
+            emit_for_unsigned(
                 b,
                 zero,
                 row_end_bytes,
@@ -105,7 +106,7 @@ pub fn build(module: &mut dyn Module, p: &RopeParams) -> Result<FuncId, BackendE
                     let xh = b.ins().iadd(xrow, h);
                     let oh = b.ins().iadd(orow, h);
                     if quads > 0 {
-                        emit_loop(b, zero, quad_end, 16, &[], true, |b, i, _| {
+                        emit_for_unsigned(b, zero, quad_end, 16, &[], true, |b, i, _| {
                             let xi = b.ins().iadd(xh, i);
                             let oi = b.ins().iadd(oh, i);
                             let ci = b.ins().iadd(cos, i);

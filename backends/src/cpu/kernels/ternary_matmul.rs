@@ -1,6 +1,6 @@
-//! The ternary matmul kernel (`KernelKind::TernaryMatmul`) on weights packed in the backend's layout
-//! (`super::super::PACK_BLOCK` = 64, `PackOrder::I2s`: element j of a block in byte j % 16 at shift
-//! 6 − 2·(j / 16), code t + 1).
+//! The ternary matmul kernel (`KernelKind::TernaryMatmul`) on weights packed in the layout of
+//! `crate::kernel::layout` (`PACK_BLOCK` = 64, `PackOrder::I2s`: element j of a block in byte
+//! j % 16 at shift 6 − 2·(j / 16), code t + 1).
 //!
 //! Per output row n and token t: `acc = Σ_k xq[t, k]·(code_k − 1) = Σ_k code_k·xq[t, k] − Σ_k xq[t, k]`,
 //! exact in wrapping i32 arithmetic: the true value fits in i32 (K ≤ `MAX_K`), so wrapping
@@ -33,18 +33,21 @@
 //! are marked read-only and movable); `residual` may be the same buffer as `out` (each element is
 //! read before it is written).
 
-use super::emit::{
-    LANES_LE, MEM, bad_params, build_function, define, disassemble as disassemble_function, dot_i8,
-    emit_for, emit_static_loop, emit_while, hsum_i32x4, imm64, off32, size, splat_i8, var,
-    widen_pairs_i16, zero_i16x8, zero_i32x4,
-};
 use crate::BackendError;
 use crate::cpu::PACK_BLOCK;
+use crate::cpu::emit::loops::{emit_for_signed, emit_static_loop, emit_while, var};
+use crate::cpu::emit::simd::{
+    dot_i8, hsum_i32x4, splat_i8, widen_pairs_i16, zero_i16x8, zero_i32x4,
+};
+use crate::cpu::emit::{
+    Entry, LANES_LE, MEM, TableLoads, bad_params, define_kernel, disassemble_kernel, imm64, off32,
+    size,
+};
 use crate::kernel::TernaryMatmulParams;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{F32, I8, I8X16, I16, I16X8, I32, I32X4, I64};
 use cranelift_codegen::ir::{
-    ConstantData, Function, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Value,
+    ConstantData, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Value,
 };
 use cranelift_codegen::isa::TargetIsa;
 use cranelift_frontend::{FunctionBuilder, Variable};
@@ -161,16 +164,20 @@ pub fn build_with(
     strategy: DotStrategy,
 ) -> Result<FuncId, BackendError> {
     let name = &p.symbol();
-    let func = function(module.isa(), name, p, strategy)?;
-    define(module, name, func)
+    let plan = Plan::new(name, p, strategy)?;
+    define_kernel(module, name, TableLoads::Fixed, &[], |b, entry| {
+        emit_kernel(b, entry, name, &plan)
+    })
 }
 
 /// The machine code of kernel `p` compiled for `isa` with its best strategy, as Cranelift lists it
 /// (for review snapshots).
 pub fn disassemble(isa: &dyn TargetIsa, p: &TernaryMatmulParams) -> Result<String, BackendError> {
     let name = &p.symbol();
-    let func = function(isa, name, p, DotStrategy::for_isa(isa))?;
-    disassemble_function(isa, name, func)
+    let plan = Plan::new(name, p, DotStrategy::for_isa(isa))?;
+    disassemble_kernel(isa, name, TableLoads::Fixed, |b, entry| {
+        emit_kernel(b, entry, name, &plan)
+    })
 }
 
 /// The static shape of one kernel.
@@ -183,114 +190,124 @@ struct Plan {
     tail: usize,
     /// Packed bytes per weight row.
     row_bytes: usize,
+    /// Whether a residual is added (`TernaryMatmulParams::residual`).
+    residual: bool,
     strategy: DotStrategy,
 }
 
-/// The kernel's function for `isa`.
-fn function(
-    isa: &dyn TargetIsa,
-    name: &str,
-    p: &TernaryMatmulParams,
-    strategy: DotStrategy,
-) -> Result<Function, BackendError> {
-    let TernaryMatmulParams { k, n, residual } = *p;
-    let (k, n) = (size(name, k)?, size(name, n)?);
-    if k == 0 || k as u64 > bitnet_ir::ops::ternary_matmul::MAX_K {
-        return Err(bad_params(name, "k must be between 1 and MAX_K"));
-    }
-    let blocks = k.div_ceil(PACK_BLOCK);
-    let plan = Plan {
-        k,
-        n,
-        full_blocks: k / PACK_BLOCK,
-        tail: k % PACK_BLOCK,
-        row_bytes: blocks * PACK_BLOCK / 4,
-        strategy,
-    };
-    // Every static offset the kernel forms must fit in i32.
-    off32(name, (GROUP * k + GROUP * n * 4) as u64)?;
-    build_function(isa, name, |b, entry| {
-        let tokens = entry.tokens(b);
-        let mut next = 0u8;
-        let mut buf = |b: &mut FunctionBuilder| {
-            next += 1;
-            entry.buf(b, next - 1)
-        };
-        let xq = buf(b);
-        let xs = buf(b);
-        let w = buf(b);
-        let ws_ptr = buf(b);
-        let res = if residual { Some(buf(b)) } else { None };
-        let out = buf(b);
-        let ws = b.ins().load(F32, MEM, ws_ptr, 0);
-        let slot = if plan.tail > 0 {
-            let ss = b.create_sized_stack_slot(StackSlotData::new(
-                StackSlotKind::ExplicitSlot,
-                (GROUP * PACK_BLOCK) as u32,
-                4,
-            ));
-            Some(b.ins().stack_addr(I64, ss, 0))
-        } else {
-            None
-        };
-        let three = b.ins().iconst(I8, 3);
-        let mask3 = b.ins().splat(I8X16, three);
-        let ones = splat_i8(b, 1);
-        let quarter_masks = [0xC0u8, 0x30, 0x0C, 0x03].map(|m| {
-            let c = b.func.dfg.constants.insert(ConstantData::from(vec![m; 16]));
-            b.ins().vconst(I8X16, c)
-        });
-        let g = Group {
-            plan: &plan,
-            name,
-            xq,
-            xs,
-            w,
-            ws,
-            res,
-            out,
-            slot,
-            mask3,
-            quarter_masks,
-            ones,
-        };
-        let rows_per_tile = imm64(name, (TILE_BYTES / plan.row_bytes).max(1) as u64)?;
-        let row_end = entry.row_end;
-        emit_for(b, entry.row_begin, row_end, rows_per_tile, |b, tile| {
-            let tile_end = b.ins().iadd_imm_s(tile, rows_per_tile);
-            let tile_end = b.ins().smin(tile_end, row_end);
-            let zero = b.ins().iconst(I64, 0);
-            let t = var(b, I64, zero);
-            emit_while(
-                b,
-                |b| {
-                    let tv = b.use_var(t);
-                    let t4 = b.ins().iadd_imm_s(tv, GROUP as i64);
-                    b.ins().icmp(IntCC::SignedLessThanOrEqual, t4, tokens)
-                },
-                |b| {
-                    let tv = b.use_var(t);
-                    g.emit(b, GROUP, tv, tile, tile_end)?;
-                    let t4 = b.ins().iadd_imm_s(tv, GROUP as i64);
-                    b.def_var(t, t4);
-                    Ok(())
-                },
-            )?;
-            emit_while(
-                b,
-                |b| {
-                    let tv = b.use_var(t);
-                    b.ins().icmp(IntCC::SignedLessThan, tv, tokens)
-                },
-                |b| {
-                    let tv = b.use_var(t);
-                    g.emit(b, 1, tv, tile, tile_end)?;
-                    let t1 = b.ins().iadd_imm_s(tv, 1);
-                    b.def_var(t, t1);
-                    Ok(())
-                },
-            )
+impl Plan {
+    /// The plan of kernel `p` (named `name`), or why its parameters are out of range.
+    fn new(
+        name: &str,
+        p: &TernaryMatmulParams,
+        strategy: DotStrategy,
+    ) -> Result<Plan, BackendError> {
+        let (k, n) = (size(name, p.k)?, size(name, p.n)?);
+        if k == 0 || k as u64 > bitnet_ir::ops::ternary_matmul::MAX_K {
+            return Err(bad_params(name, "k must be between 1 and MAX_K"));
+        }
+        // Every static offset the kernel forms must fit in i32.
+        off32(name, (GROUP * k + GROUP * n * 4) as u64)?;
+        let blocks = k.div_ceil(PACK_BLOCK);
+        Ok(Plan {
+            k,
+            n,
+            full_blocks: k / PACK_BLOCK,
+            tail: k % PACK_BLOCK,
+            row_bytes: blocks * PACK_BLOCK / 4,
+            residual: p.residual,
+            strategy,
         })
+    }
+}
+
+/// Emits the body of the kernel named `name` that `plan` describes.
+fn emit_kernel(
+    b: &mut FunctionBuilder,
+    entry: &Entry,
+    name: &str,
+    plan: &Plan,
+) -> Result<(), BackendError> {
+    let tokens = entry.tokens(b);
+    let mut next = 0u8;
+    let mut buf = |b: &mut FunctionBuilder| {
+        next += 1;
+        entry.buf(b, next - 1)
+    };
+    let xq = buf(b);
+    let xs = buf(b);
+    let w = buf(b);
+    let ws_ptr = buf(b);
+    let res = if plan.residual { Some(buf(b)) } else { None };
+    let out = buf(b);
+    let ws = b.ins().load(F32, MEM, ws_ptr, 0);
+    let slot = if plan.tail > 0 {
+        let ss = b.create_sized_stack_slot(StackSlotData::new(
+            StackSlotKind::ExplicitSlot,
+            (GROUP * PACK_BLOCK) as u32,
+            4,
+        ));
+        Some(b.ins().stack_addr(I64, ss, 0))
+    } else {
+        None
+    };
+    let three = b.ins().iconst(I8, 3);
+    let mask3 = b.ins().splat(I8X16, three);
+    let ones = splat_i8(b, 1);
+    let quarter_masks = [0xC0u8, 0x30, 0x0C, 0x03].map(|m| {
+        let c = b.func.dfg.constants.insert(ConstantData::from(vec![m; 16]));
+        b.ins().vconst(I8X16, c)
+    });
+    let g = Group {
+        plan,
+        name,
+        xq,
+        xs,
+        w,
+        ws,
+        res,
+        out,
+        slot,
+        mask3,
+        quarter_masks,
+        ones,
+    };
+    let rows_per_tile = imm64(name, (TILE_BYTES / plan.row_bytes).max(1) as u64)?;
+    let row_end = entry.row_end;
+    emit_for_signed(b, entry.row_begin, row_end, rows_per_tile, |b, tile| {
+        let tile_end = b.ins().iadd_imm_s(tile, rows_per_tile);
+        let tile_end = b.ins().smin(tile_end, row_end);
+        let zero = b.ins().iconst(I64, 0);
+        let t = var(b, I64, zero);
+        emit_while(
+            b,
+            |b| {
+                let tv = b.use_var(t);
+                let t4 = b.ins().iadd_imm_s(tv, GROUP as i64);
+                b.ins().icmp(IntCC::SignedLessThanOrEqual, t4, tokens)
+            },
+            |b| {
+                let tv = b.use_var(t);
+                g.emit(b, GROUP, tv, tile, tile_end)?;
+                let t4 = b.ins().iadd_imm_s(tv, GROUP as i64);
+                b.def_var(t, t4);
+                Ok(())
+            },
+        )?;
+        emit_while(
+            b,
+            |b| {
+                let tv = b.use_var(t);
+                b.ins().icmp(IntCC::SignedLessThan, tv, tokens)
+            },
+            |b| {
+                let tv = b.use_var(t);
+                g.emit(b, 1, tv, tile, tile_end)?;
+                let t1 = b.ins().iadd_imm_s(tv, 1);
+                b.def_var(t, t1);
+                Ok(())
+            },
+        )
     })
 }
 
@@ -372,7 +389,7 @@ impl Group<'_> {
         let out_t = b.ins().iadd(self.out, row_off);
         let res_t = self.res.map(|r| b.ins().iadd(r, row_off));
         let last_row = imm64(name, p.n.saturating_sub(1) as u64)?;
-        emit_for(b, row_begin, row_end, 1, |b, n| {
+        emit_for_signed(b, row_begin, row_end, 1, |b, n| {
             let woff = b.ins().imul_imm_s(n, imm64(name, p.row_bytes as u64)?);
             let wrow = b.ins().iadd(self.w, woff);
             // Touch every line of the weight row `TOUCH_AHEAD` rows on (the last row at the end):
