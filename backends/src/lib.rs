@@ -16,3 +16,29 @@ pub mod error;
 pub mod kernel;
 
 pub use error::BackendError;
+
+#[cfg(test)]
+mod tests {
+    use crate::cuda;
+    use crate::kernel::KernelOp;
+    use std::path::Path;
+
+    /// Each op's kernel lives in `<backend>/kernels/<file_stem>.rs` in the CPU backend and, where
+    /// the CUDA backend builds it, in the CUDA backend too.
+    #[test]
+    fn every_op_has_its_file_in_each_backend() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        for op in KernelOp::ALL {
+            let file = format!("{}.rs", op.file_stem());
+            let cpu = src.join("cpu/kernels").join(&file);
+            assert!(cpu.is_file(), "{op:?}: {} is missing", cpu.display());
+            let cuda = src.join("cuda/kernels").join(&file);
+            assert_eq!(
+                cuda.is_file(),
+                cuda::supports(op),
+                "{op:?}: {} exists exactly when the CUDA backend builds the op",
+                cuda.display()
+            );
+        }
+    }
+}

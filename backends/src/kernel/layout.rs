@@ -101,3 +101,31 @@ pub fn bf16_layout_exact(w: &[f32], k: usize) -> Option<Vec<u16>> {
     }
     Some(out)
 }
+
+/// Where storage index `s` of a row (of `k`) puts its element, in `layout` order (the inverse of
+/// `layout`'s reordering).
+pub fn pair_element(s: u64, k: u64) -> u64 {
+    if s >= k / 8 * 8 {
+        return s;
+    }
+    let (g, l) = (s / 8, s % 8);
+    8 * g + (l % 2) * 4 + l / 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{HalfFormat, layout, pair_element};
+
+    /// `pair_element` inverts `layout` at awkward K (groups and a tail).
+    #[test]
+    fn pair_order_matches_the_layout() {
+        for k in [1u64, 7, 8, 13, 16, 37] {
+            let w: Vec<f32> = (0..k).map(|i| i as f32).collect();
+            let bits = layout(&w, k as usize, HalfFormat::F16).unwrap_or_default();
+            for (s, &b) in bits.iter().enumerate() {
+                let e = pair_element(s as u64, k);
+                assert_eq!(HalfFormat::F16.value(b), e as f32, "k {k} storage {s}");
+            }
+        }
+    }
+}

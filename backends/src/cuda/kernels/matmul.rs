@@ -10,8 +10,8 @@
 //! long rows with cancellation). `out` must not alias `x`.
 
 use super::super::emit::{Kb, R};
-use super::matmul_half::pair_element;
 use super::{ROWS_PER_WARP_BLOCK, imm};
+use crate::kernel::layout::pair_element;
 use crate::kernel::{HalfFormat, MatmulNtParams};
 use inkwell::context::Context;
 use inkwell::module::Module;

@@ -20,8 +20,8 @@
 
 use super::super::emit::{Kb, R};
 use super::{ROWS_PER_WARP_BLOCK, imm};
-use crate::cpu::PACK_BLOCK;
 use crate::kernel::TernaryMatmulParams;
+use crate::kernel::layout::PACK_BLOCK;
 use inkwell::context::Context;
 use inkwell::module::Module;
 use inkwell::values::IntValue;
