@@ -101,7 +101,7 @@ mod tests {
                 .map(|i| f32::from_bits((i as u32 + 1) << 16))
                 .collect();
             let paired =
-                bitnet_backends::cpu::kernels::matmul_half::bf16_layout_exact(&w, k).unwrap();
+                bitnet_backends::kernel::layout::bf16_layout_exact(&w, k).unwrap();
             let bytes: Vec<u8> = paired.iter().flat_map(|h| h.to_le_bytes()).collect();
             let back = super::unpair_rows(&bytes, k, 2).unwrap();
             let want: Vec<u8> = w

@@ -16,7 +16,7 @@ use bitnet_ir::ops::EvalCtx;
 use bitnet_ir::{Attrs, Data, ElemType, MemoryWeights, NoWeights, OpKind, Tensor};
 use bitnet_passes::{DENSE_BASELINE_PIPELINE, Overlay, PassContext, PassManager, parse_pipeline};
 use bitnetc::backends::cpu::jit::compile_kernels;
-use bitnetc::backends::cpu::kernels::KernelKind;
+use bitnetc::backends::kernel::{AddParams, KernelKind};
 use bitnetc::{CpuOptions, Model, OpenOptions, OptimizeOptions};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -308,7 +308,7 @@ fn add_case(seed: &mut u64, t: usize, n: usize) {
         weights: &NoWeights,
     };
     let want = OpKind::Add.eval(&cx).unwrap().remove(0).data.to_f32();
-    let kind = KernelKind::Add { n: n as u64 };
+    let kind = KernelKind::Add(AddParams { n: n as u64 });
     let (_code, fns) = compile_kernels(std::slice::from_ref(&kind)).unwrap();
     let f = fns[0];
     // Three uneven ranges (some possibly empty), the last first.

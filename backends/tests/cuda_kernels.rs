@@ -6,8 +6,8 @@
 #![cfg(feature = "cuda")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use bitnet_backends::cpu::kernels::KernelKind;
 use bitnet_backends::cuda::host::with_host_kernels;
+use bitnet_backends::kernel::{ActQuantParams, KernelKind, TernaryMatmulParams};
 
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
@@ -64,11 +64,11 @@ fn ternary_matmul_at_awkward_sizes() {
         let xs: Vec<f32> = (0..t).map(|i| 3.0 + i as f32 * 0.25).collect();
         let ws = [0.75f32];
         let res: Vec<f32> = (0..t * n).map(|i| i as f32 * 0.5 - 2.0).collect();
-        let kind = KernelKind::TernaryMatmul {
+        let kind = KernelKind::TernaryMatmul(TernaryMatmulParams {
             k: k as u64,
             n: n as u64,
             residual,
-        };
+        });
         let mut bx = aligned(&xq.iter().map(|&b| b as u8).collect::<Vec<_>>());
         let mut bs = aligned(&f32s(&xs));
         let mut bw = aligned(&pack(&w, n, k));
@@ -121,11 +121,11 @@ fn act_quant_rounds_half_to_even_and_clamps() {
     x[2] = -2.5;
     x[3] = 3.5;
     x[4] = f32::NAN;
-    let kind = KernelKind::ActQuant {
+    let kind = KernelKind::ActQuant(ActQuantParams {
         k: k as u64,
         eps_bits: 1e-5f32.to_bits(),
         reciprocal: false,
-    };
+    });
     let mut bx = aligned(&f32s(&x));
     let mut q = aligned(&vec![0u8; k]);
     let mut s = aligned(&[0u8; 4]);

@@ -13,8 +13,8 @@ mod support;
 use support::{Rng, Watch, assert_bits, launch, splits};
 
 use bitnet_backends::cpu::jit::compile_kernels;
-use bitnet_backends::cpu::kernels::KernelKind;
 use bitnet_backends::cpu::kernels::attention::{SCORES_ON_STACK_MAX_CONTEXT, TILE_KEYS};
+use bitnet_backends::kernel::{AttentionParams, KernelKind, KvStoreParams};
 use bitnet_ir::ops::EvalCtx;
 use bitnet_ir::{Attr, Attrs, Data, ElemType, NoWeights, OpKind, Tensor};
 use bitnet_runtime::KernelFn;
@@ -81,14 +81,14 @@ impl Attn {
             attrs = attrs.with("scale", Attr::Float(scale));
         }
         let (module, fns) = compile(&[
-            KernelKind::KvStore { kvw: kvw as u64 },
-            KernelKind::Attention {
+            KernelKind::KvStore(KvStoreParams { kvw: kvw as u64 }),
+            KernelKind::Attention(AttentionParams {
                 heads: heads as u64,
                 kv_heads: kv_heads as u64,
                 head_dim: d as u64,
                 context: context as u64,
                 scale_bits: scale.to_bits(),
-            },
+            }),
         ]);
         // The caches start with garbage: rows not written yet must not matter.
         let kc = rng.values(context * kvw);
@@ -349,13 +349,13 @@ fn attention_decode_timing() {
     let (heads, kv_heads, d) = (20usize, 5usize, 128usize);
     for context in [4096usize, SCORES_ON_STACK_MAX_CONTEXT as usize + 4096] {
         let kvw = kv_heads * d;
-        let (_m, fns) = compile(&[KernelKind::Attention {
+        let (_m, fns) = compile(&[KernelKind::Attention(AttentionParams {
             heads: heads as u64,
             kv_heads: kv_heads as u64,
             head_dim: d as u64,
             context: context as u64,
             scale_bits: (1.0 / (d as f64).sqrt()).to_bits(),
-        }]);
+        })]);
         let mut q = rng.values(heads * d);
         let mut kc = rng.values(context * kvw);
         let mut vc = rng.values(context * kvw);

@@ -12,7 +12,8 @@ mod support;
 
 use bitnet_backends::cpu::jit::compile_kernels;
 use bitnet_backends::cpu::kernels::matmul_half::{self, HalfFormat};
-use bitnet_backends::cpu::kernels::{KernelKind, matmul_i8};
+use bitnet_backends::cpu::kernels::matmul_i8;
+use bitnet_backends::kernel::{KernelKind, MatmulI8Params, MatmulNtHalfParams, MatmulNtParams};
 use bitnet_runtime::KernelFn;
 use support::{Rng, Watch, assert_bits, launch, splits};
 
@@ -95,10 +96,10 @@ fn matmul_i8_case(rng: &mut Rng, k: usize, n: usize, t: usize) {
             want[ti * n + r] = acc as i32 as f32 / xs[ti] * ws[r];
         }
     }
-    let (_m, f) = compile(KernelKind::MatmulI8 {
+    let (_m, f) = compile(KernelKind::MatmulI8(MatmulI8Params {
         k: k as u64,
         n: n as u64,
-    });
+    }));
     let mut out = vec![f32::from_bits(0x7fc0_cafe); t * n + 3];
     let bufs = [
         xq.as_mut_ptr().cast::<u8>(),
@@ -155,10 +156,10 @@ fn matmul_i8_extreme_values_stay_exact() {
     wq[k..2 * k].iter_mut().for_each(|b| *b = 255); // q = 127
     let mut ws = vec![1f32; n];
     let mut out = vec![0f32; t * n];
-    let (_m, f) = compile(KernelKind::MatmulI8 {
+    let (_m, f) = compile(KernelKind::MatmulI8(MatmulI8Params {
         k: k as u64,
         n: n as u64,
-    });
+    }));
     let bufs = [
         xq.as_mut_ptr().cast::<u8>(),
         xs.as_mut_ptr().cast::<u8>(),
@@ -201,11 +202,11 @@ fn matmul_half_case(rng: &mut Rng, k: usize, n: usize, t: usize, format: HalfFor
                 .sum()
         })
         .collect();
-    let (_m, f) = compile(KernelKind::MatmulNtHalf {
+    let (_m, f) = compile(KernelKind::MatmulNtHalf(MatmulNtHalfParams {
         k: k as u64,
         n: n as u64,
         format,
-    });
+    }));
     let mut out = vec![f32::from_bits(0x7fc0_cafe); t * n + 3];
     let bufs = [
         x.as_mut_ptr().cast::<u8>(),
@@ -285,11 +286,11 @@ fn widen_every_value(format: HalfFormat) {
         w[i] = format.value(h);
     }
     let mut wl = matmul_half::layout(&w, k, format).expect("representable values");
-    let (_m, f) = compile(KernelKind::MatmulNtHalf {
+    let (_m, f) = compile(KernelKind::MatmulNtHalf(MatmulNtHalfParams {
         k: k as u64,
         n: n as u64,
         format,
-    });
+    }));
     for j in 0..k {
         let mut x = vec![0f32; k];
         x[j] = 1.0;
@@ -338,11 +339,11 @@ fn lm_head_timing() {
         best
     };
     let mut w16: Vec<u16> = w.iter().map(|v| (v.to_bits() >> 16) as u16).collect();
-    let (_m0, f0) = compile(KernelKind::MatmulNt {
+    let (_m0, f0) = compile(KernelKind::MatmulNt(MatmulNtParams {
         k: k as u64,
         n: n as u64,
         bf16: true,
-    });
+    }));
     let xp = x.as_mut_ptr().cast::<u8>();
     let op = out.as_mut_ptr().cast::<u8>();
     let base = time(f0, &[xp, w16.as_mut_ptr().cast(), op]);
@@ -359,21 +360,21 @@ fn lm_head_timing() {
     report("bf16 MatmulNt (baseline)", base, n * k * 2);
     for format in [HalfFormat::Bf16, HalfFormat::F16] {
         let mut wl = matmul_half::layout(&w, k, format).expect("in range");
-        let (_m, f) = compile(KernelKind::MatmulNtHalf {
+        let (_m, f) = compile(KernelKind::MatmulNtHalf(MatmulNtHalfParams {
             k: k as u64,
             n: n as u64,
             format,
-        });
+        }));
         let secs = time(f, &[xp, wl.as_mut_ptr().cast(), op]);
         report(&format!("{format:?} MatmulNtHalf"), secs, n * k * 2);
     }
     let (mut wq, mut ws) = matmul_i8::quantize_rows(&w, k);
     let mut xq: Vec<i8> = (0..k).map(|i| (i % 255) as i8).collect();
     let mut xs = vec![1f32];
-    let (_m, f) = compile(KernelKind::MatmulI8 {
+    let (_m, f) = compile(KernelKind::MatmulI8(MatmulI8Params {
         k: k as u64,
         n: n as u64,
-    });
+    }));
     let secs = time(
         f,
         &[

@@ -13,9 +13,9 @@ mod support;
 use support::{Rng, Watch, assert_bits, launch, splits};
 
 use bitnet_backends::cpu::jit::compile_kernels;
-use bitnet_backends::cpu::kernels::KernelKind;
 use bitnet_backends::cpu::kernels::matmul_half::bf16_layout_exact;
 use bitnet_backends::cpu::kernels::rope::rope_table;
+use bitnet_backends::kernel::{EmbeddingParams, KernelKind, MatmulNtParams, RopeParams};
 use bitnet_ir::ops::EvalCtx;
 use bitnet_ir::{Attr, Attrs, Data, ElemType, NoWeights, OpKind, Tensor};
 use bitnet_runtime::KernelFn;
@@ -77,11 +77,11 @@ fn embedding_case(rng: &mut Rng, vocab: usize, hidden: usize, t: usize, bf16: bo
         Data::F32(v) => v.clone(),
         _ => panic!("f32"),
     };
-    let (_m, f) = compile(KernelKind::Embedding {
+    let (_m, f) = compile(KernelKind::Embedding(EmbeddingParams {
         vocab: vocab as u64,
         hidden: hidden as u64,
         bf16,
-    });
+    }));
     // One spare row after the output catches overruns.
     let mut out = vec![f32::from_bits(0x7fc0_dead); (t + 1) * hidden];
     let mut table: Vec<u8> = if bf16 {
@@ -165,10 +165,10 @@ fn rope_case(rng: &mut Rng, heads: usize, d: usize, t: usize, pos: usize, theta:
     let want = f32s(&eval(OpKind::Rope, &[&xt, &pt], &attrs, vec![t, width]));
     let mut table = rope_table(context, d, theta as f32);
     assert_eq!(table.len(), context * d);
-    let (_m, f) = compile(KernelKind::Rope {
+    let (_m, f) = compile(KernelKind::Rope(RopeParams {
         width: width as u64,
         head_dim: d as u64,
-    });
+    }));
     let in_place = rng.range(0, 3) == 0;
     let mut x = x;
     let mut out = vec![f32::from_bits(0x7fc0_beef); (t + 1) * width];
@@ -292,11 +292,11 @@ fn matmul_case(rng: &mut Rng, k: usize, n: usize, t: usize, bf16: bool) -> f64 {
         &Attrs::new(),
         vec![t, n],
     ));
-    let (_m, f) = compile(KernelKind::MatmulNt {
+    let (_m, f) = compile(KernelKind::MatmulNt(MatmulNtParams {
         k: k as u64,
         n: n as u64,
         bf16,
-    });
+    }));
     let (mut x, mut w) = (x, w);
     let mut w16: Vec<u16> = w.iter().map(|v| (v.to_bits() >> 16) as u16).collect();
     let mut out = vec![f32::from_bits(0x7fc0_cafe); t * n + 3];
@@ -386,11 +386,11 @@ fn matmul_nt_lm_head_timing() {
         .map(|i| ((i % 251) as f32 - 125.0) / 128.0)
         .collect();
     let mut out = vec![0f32; n];
-    let (_m, f) = compile(KernelKind::MatmulNt {
+    let (_m, f) = compile(KernelKind::MatmulNt(MatmulNtParams {
         k: k as u64,
         n: n as u64,
         bf16: false,
-    });
+    }));
     let bufs = [
         x.as_mut_ptr().cast::<u8>(),
         w.as_mut_ptr().cast::<u8>(),

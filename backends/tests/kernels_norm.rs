@@ -5,7 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use bitnet_backends::cpu::jit;
-use bitnet_backends::cpu::kernels::KernelKind;
+use bitnet_backends::kernel::{
+    ActQuantParams, KernelKind, Relu2MulParams, RmsNormParams, RmsNormQuantParams,
+};
 use bitnet_ir::ops::{EvalCtx, OpKind};
 use bitnet_ir::{Attr, Attrs, Data, ElemType, NoWeights, Tensor};
 use bitnet_runtime::KernelFn;
@@ -271,21 +273,21 @@ fn check_quant(
             let wt = Tensor::new(vec![k], Data::F32(w.to_vec())).unwrap();
             let attrs = attrs.with("eps_norm", Attr::Float(f64::from(eps_norm)));
             let want = eval(OpKind::RmsNormQuant, &[&xt, &wt], &attrs, &results);
-            let kind = KernelKind::RmsNormQuant {
+            let kind = KernelKind::RmsNormQuant(RmsNormQuantParams {
                 k: k as u64,
                 eps_norm_bits: eps_norm.to_bits(),
                 eps_bits: eps.to_bits(),
                 reciprocal,
-            };
+            });
             (want, kind, vec![input(x), input(w)])
         }
         None => {
             let want = eval(OpKind::ActQuant, &[&xt], &attrs, &results);
-            let kind = KernelKind::ActQuant {
+            let kind = KernelKind::ActQuant(ActQuantParams {
                 k: k as u64,
                 eps_bits: eps.to_bits(),
                 reciprocal,
-            };
+            });
             (want, kind, vec![input(x)])
         }
     };
@@ -381,10 +383,10 @@ fn check_rms_norm(rng: &mut Rng, t: usize, k: usize, x: &[f32], w: &[f32], eps: 
         &attrs,
         &[(vec![t, k], ElemType::F32)],
     );
-    let kind = KernelKind::RmsNorm {
+    let kind = KernelKind::RmsNorm(RmsNormParams {
         k: k as u64,
         eps_bits: eps.to_bits(),
-    };
+    });
     let compiled = compile(&kind);
     let ranges = split(t, rng);
     let got = run(
@@ -428,7 +430,7 @@ fn check_relu2_mul(rng: &mut Rng, t: usize, n: usize, g: &[f32], u: &[f32]) {
         &Attrs::new(),
         &[(vec![t, n], ElemType::F32)],
     );
-    let kind = KernelKind::Relu2Mul { n: n as u64 };
+    let kind = KernelKind::Relu2Mul(Relu2MulParams { n: n as u64 });
     let compiled = compile(&kind);
     let ranges = split(t, rng);
     let got = run(
@@ -510,10 +512,10 @@ fn in_place_outputs_match() {
         &attrs,
         &[(vec![t, k], ElemType::F32)],
     );
-    let kind = KernelKind::RmsNorm {
+    let kind = KernelKind::RmsNorm(RmsNormParams {
         k: k as u64,
         eps_bits: 1e-5f32.to_bits(),
-    };
+    });
     let compiled = compile(&kind);
     let mut xb = x.clone();
     let mut wb = w.clone();
@@ -535,7 +537,7 @@ fn in_place_outputs_match() {
         &Attrs::new(),
         &[(vec![t, k], ElemType::F32)],
     );
-    let compiled = compile(&KernelKind::Relu2Mul { n: k as u64 });
+    let compiled = compile(&KernelKind::Relu2Mul(Relu2MulParams { n: k as u64 }));
     let mut gb = x.clone();
     let mut ub = u.clone();
     let bufs: Vec<*mut u8> = vec![

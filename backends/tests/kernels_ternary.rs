@@ -4,9 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use bitnet_backends::cpu::kernels::KernelKind;
-use bitnet_backends::cpu::kernels::ternary::{self, DotStrategy};
+use bitnet_backends::cpu::kernels::ternary_matmul::{self, DotStrategy};
 use bitnet_backends::cpu::{PACK_BLOCK, PACK_ORDER, jit};
+use bitnet_backends::kernel::{KernelKind, TernaryMatmulParams};
 use bitnet_ir::ops::ternary_matmul_packed::{pack_row, padded_k};
 use bitnet_ir::ops::{EvalCtx, OpKind};
 use bitnet_ir::{Attr, Attrs, Data, ElemType, NoWeights, Tensor};
@@ -91,10 +91,11 @@ struct Compiled {
     f: KernelFn,
 }
 
-fn compile(kind: &KernelKind, variant: Variant) -> Compiled {
+fn compile(params: &TernaryMatmulParams, variant: Variant) -> Compiled {
     match variant {
         Variant::Host => {
-            let (module, fns) = jit::compile_kernels(std::slice::from_ref(kind)).unwrap();
+            let (module, fns) =
+                jit::compile_kernels(&[KernelKind::TernaryMatmul(params.clone())]).unwrap();
             Compiled {
                 _module: module,
                 f: fns[0],
@@ -107,8 +108,8 @@ fn compile(kind: &KernelKind, variant: Variant) -> Compiled {
                 &[]
             });
             let id = match variant {
-                Variant::Forced(s) => ternary::build_with(&mut module, kind, s).unwrap(),
-                _ => ternary::build(&mut module, kind).unwrap(),
+                Variant::Forced(s) => ternary_matmul::build_with(&mut module, params, s).unwrap(),
+                _ => ternary_matmul::build(&mut module, params).unwrap(),
             };
             module.finalize_definitions().unwrap();
             let ptr = module.get_finalized_function(id);
@@ -205,8 +206,8 @@ impl Case {
         }
     }
 
-    fn kind(&self) -> KernelKind {
-        KernelKind::TernaryMatmul {
+    fn params(&self) -> TernaryMatmulParams {
+        TernaryMatmulParams {
             k: self.k as u64,
             n: self.n as u64,
             residual: self.residual.is_some(),
@@ -260,7 +261,7 @@ impl Case {
 fn check(case: &Case, variant: Variant, rng: &mut Rng) {
     let packed = case.packed();
     let want = case.reference(&packed);
-    let compiled = compile(&case.kind(), variant);
+    let compiled = compile(&case.params(), variant);
     let ranges = split(case.n, rng);
     let got = case.run(compiled.f, &packed, &ranges);
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
@@ -339,7 +340,7 @@ fn ternary_matmul_empty_calls_write_nothing() {
     let mut rng = Rng(4);
     let case = Case::random(&mut rng, 0, 65, 7, true);
     let packed = case.packed();
-    let compiled = compile(&case.kind(), Variant::Host);
+    let compiled = compile(&case.params(), Variant::Host);
     // T = 0 and empty row ranges: nothing to compute, nothing written (checked by `run`).
     let _ = case.run(compiled.f, &packed, &[(0, 7), (3, 3)]);
 }
@@ -387,12 +388,12 @@ fn ternary_matmul_2560x2560_machine_code_snapshot() {
         println!("skipped: this Cranelift has no x86-64 backend");
         return;
     };
-    let kind = KernelKind::TernaryMatmul {
+    let params = TernaryMatmulParams {
         k: 2560,
         n: 2560,
         residual: false,
     };
-    let text = ternary::disassemble(&*isa, &kind).unwrap();
+    let text = ternary_matmul::disassemble(&*isa, &params).unwrap();
     assert!(
         text.contains("vpdpbusd"),
         "the VNNI dot product was not selected"
@@ -430,7 +431,7 @@ fn gemv_timing_print() {
     for &(n, k) in &[(2560usize, 2560usize), (6912, 2560), (2560, 6912)] {
         let case = Case::random(&mut rng, 1, k, n, false);
         let packed = case.packed();
-        let compiled = compile(&case.kind(), Variant::Host);
+        let compiled = compile(&case.params(), Variant::Host);
         let mut xq = case.xq.clone();
         let mut xs = case.xs.clone();
         let mut w = packed.clone();
@@ -452,7 +453,7 @@ fn gemv_timing_print() {
         let jit_out = out.clone();
         // The same with the host's second-best strategy (x86 without VNNI: `pmaddubsw`).
         let fallback = cfg!(target_arch = "x86_64").then(|| {
-            let compiled = compile(&case.kind(), Variant::NoVnni);
+            let compiled = compile(&case.params(), Variant::NoVnni);
             best_time(Duration::from_millis(300), || {
                 // SAFETY: as above.
                 unsafe { (compiled.f)(bufs.as_ptr(), scalars.as_ptr(), 0, n as i64) };
@@ -500,7 +501,7 @@ fn prefill_timing_print() {
     for t in [1usize, 2, 4, 37] {
         let case = Case::random(&mut rng, t, k, n, false);
         let packed = case.packed();
-        let compiled = compile(&case.kind(), Variant::Host);
+        let compiled = compile(&case.params(), Variant::Host);
         let mut xq = case.xq.clone();
         let mut xs = case.xs.clone();
         let mut w = packed.clone();

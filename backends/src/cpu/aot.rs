@@ -22,9 +22,10 @@
 //! linker are deterministic for the same input, and the manifest's keys come out in a fixed order, so
 //! the same model, options and toolchain give byte-identical artifacts.
 
-use super::kernels::{KernelKind, build_kernel};
+use super::kernels::build_kernel;
 use super::lower::ProgramParts;
 use crate::BackendError;
+use crate::kernel::KernelKind;
 use bitnet_runtime::artifact::{
     self, Import, InputFile, KernelEntry, LaunchEntry, Manifest, MemorySummary, ProgramInfo,
     TargetInfo, WeightEntry,
@@ -521,7 +522,7 @@ pub fn write_artifact(
             .kinds
             .iter()
             .map(|k| KernelEntry {
-                kind: format!("{k:?}"),
+                kind: k.describe(),
                 symbol: k.symbol(),
             })
             .collect(),

@@ -1,29 +1,17 @@
 //! JIT compilation of kernels with cranelift-jit, for the host CPU.
 
-use super::kernels::{KernelKind, build_kernel};
+use super::kernels::build_kernel;
 use crate::BackendError;
+use crate::kernel::KernelKind;
 use bitnet_runtime::KernelFn;
-use cranelift_codegen::ir::{AbiParam, Signature, types};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::Module;
 
 fn codegen_err(kernel: &str, e: impl std::fmt::Display) -> BackendError {
     BackendError::Codegen {
         kernel: kernel.to_string(),
         message: e.to_string(),
     }
-}
-
-/// The signature every kernel has (see `bitnet_runtime::KernelFn`).
-pub fn kernel_signature(module: &dyn Module) -> Signature {
-    let mut sig = module.make_signature();
-    let ptr = module.target_config().pointer_type();
-    sig.params.push(AbiParam::new(ptr)); // bufs
-    sig.params.push(AbiParam::new(ptr)); // scalars
-    sig.params.push(AbiParam::new(types::I64)); // row_begin
-    sig.params.push(AbiParam::new(types::I64)); // row_end
-    sig
 }
 
 /// A JIT module for the host, with the runtime's math symbols registered.
@@ -61,7 +49,7 @@ pub fn compile_kernels(kinds: &[KernelKind]) -> Result<(JITModule, Vec<KernelFn>
         .into_iter()
         .map(|id| {
             let ptr = module.get_finalized_function(id);
-            // SAFETY: every kernel is defined with `kernel_signature`, the C ABI of `KernelFn`.
+            // SAFETY: every kernel is defined with `emit::kernel_signature`, the C ABI of `KernelFn`.
             unsafe { std::mem::transmute::<*const u8, KernelFn>(ptr) }
         })
         .collect();

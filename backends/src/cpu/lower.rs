@@ -11,12 +11,16 @@
 //! norm and the lm_head), are marked `Launch::last_token` for `Executor::forward_last`.
 
 use super::jit::compile_kernels;
-use super::kernels::KernelKind;
 use super::kernels::matmul_half::{self, HalfFormat};
 use super::kernels::matmul_i8;
 use super::kernels::rope::rope_table;
 use super::{HeadDtype, PACK_BLOCK, PACK_ORDER};
 use crate::BackendError;
+use crate::kernel::{
+    ActQuantParams, AddParams, AttentionParams, EmbeddingParams, KernelKind, KvStoreParams,
+    MatmulI8Params, MatmulNtHalfParams, MatmulNtParams, Relu2MulParams, RmsNormParams,
+    RmsNormQuantParams, RopeParams, TernaryMatmulParams,
+};
 use bitnet_ir::module::{Function, OpId, ValueDef};
 use bitnet_ir::{Data, Dim, ElemType, OpKind, TensorType, ValueId, WeightStore};
 use bitnet_runtime::{AlignedBytes, BufRef, KernelFn, Launch, Program, Region, Rows};
@@ -648,11 +652,11 @@ fn plan_program_inner(
                 };
                 let bufs = vec![table_buf, arena(ids)?, arena(out)?];
                 add(
-                    KernelKind::Embedding {
+                    KernelKind::Embedding(EmbeddingParams {
                         vocab,
                         hidden,
                         bf16: paired.is_some(),
-                    },
+                    }),
                     bufs,
                     Rows::PerToken(1),
                     label,
@@ -671,12 +675,12 @@ fn plan_program_inner(
                     arena(result(1)?)?,
                 ];
                 let reciprocal = op.attrs.bool_or("reciprocal", false);
-                let kind = KernelKind::RmsNormQuant {
+                let kind = KernelKind::RmsNormQuant(RmsNormQuantParams {
                     k,
                     eps_norm_bits: eps_norm.to_bits(),
                     eps_bits: eps.to_bits(),
                     reciprocal,
-                };
+                });
                 add(kind, bufs, Rows::PerToken(1), label);
             }
             OpKind::ActQuant => {
@@ -686,11 +690,11 @@ fn plan_program_inner(
                 let bufs = vec![arena(x)?, arena(result(0)?)?, arena(result(1)?)?];
                 let reciprocal = op.attrs.bool_or("reciprocal", false);
                 add(
-                    KernelKind::ActQuant {
+                    KernelKind::ActQuant(ActQuantParams {
                         k: last(f.ty(x))?,
                         eps_bits: eps.to_bits(),
                         reciprocal,
-                    },
+                    }),
                     bufs,
                     Rows::PerToken(1),
                     label,
@@ -711,10 +715,10 @@ fn plan_program_inner(
                     arena(result(0)?)?,
                 ];
                 add(
-                    KernelKind::RmsNorm {
+                    KernelKind::RmsNorm(RmsNormParams {
                         k: last(f.ty(x))?,
                         eps_bits: eps.to_bits(),
-                    },
+                    }),
                     bufs,
                     Rows::PerToken(1),
                     label,
@@ -751,11 +755,11 @@ fn plan_program_inner(
                 }
                 bufs.push(arena(out)?);
                 add(
-                    KernelKind::TernaryMatmul {
+                    KernelKind::TernaryMatmul(TernaryMatmulParams {
                         k,
                         n,
                         residual: residual.is_some(),
-                    },
+                    }),
                     bufs,
                     Rows::Static(n),
                     label,
@@ -774,9 +778,9 @@ fn plan_program_inner(
                     return Err(unsupported("bit.relu2_mul", "broadcasting operands"));
                 }
                 add(
-                    KernelKind::Relu2Mul {
+                    KernelKind::Relu2Mul(Relu2MulParams {
                         n: last(f.ty(out))?,
-                    },
+                    }),
                     vec![arena(g)?, arena(u)?, arena(out)?],
                     Rows::PerToken(1),
                     label,
@@ -792,9 +796,9 @@ fn plan_program_inner(
                     ));
                 }
                 add(
-                    KernelKind::Add {
+                    KernelKind::Add(AddParams {
                         n: last(f.ty(out))?,
-                    },
+                    }),
                     vec![arena(a)?, arena(b)?, arena(out)?],
                     Rows::PerToken(1),
                     label,
@@ -813,7 +817,7 @@ fn plan_program_inner(
                     &table_bytes,
                 );
                 add(
-                    KernelKind::Rope { width, head_dim: d },
+                    KernelKind::Rope(RopeParams { width, head_dim: d }),
                     vec![arena(x)?, tb, arena(out)?],
                     Rows::PerToken(1),
                     label,
@@ -840,18 +844,18 @@ fn plan_program_inner(
                     .ok_or_else(|| input("symbolic cache"))?;
                 let scale = op.attrs.float("scale").unwrap_or(1.0 / (d as f64).sqrt());
                 add(
-                    KernelKind::KvStore { kvw },
+                    KernelKind::KvStore(KvStoreParams { kvw }),
                     vec![arena(k)?, arena(v)?, kv(kc)?, kv(vc)?],
                     Rows::PerToken(1),
                     format!("{label} (cache write)"),
                 );
-                let kind = KernelKind::Attention {
+                let kind = KernelKind::Attention(AttentionParams {
                     heads,
                     kv_heads,
                     head_dim: d,
                     context: cache_len,
                     scale_bits: scale.to_bits(),
-                };
+                });
                 add(
                     kind,
                     vec![arena(q)?, kv(kc)?, kv(vc)?, arena(result(0)?)?],
@@ -926,7 +930,7 @@ fn plan_program_inner(
                 match (head, half_buf) {
                     (HeadDtype::Auto | HeadDtype::F16, Some((wbuf, format))) => {
                         add(
-                            KernelKind::MatmulNtHalf { k, n, format },
+                            KernelKind::MatmulNtHalf(MatmulNtHalfParams { k, n, format }),
                             vec![arena(x)?, wbuf, arena(out)?],
                             Rows::Static(n),
                             label,
@@ -940,7 +944,7 @@ fn plan_program_inner(
                         };
                         let bufs = vec![arena(x)?, wbuf, arena(out)?];
                         add(
-                            KernelKind::MatmulNt { k, n, bf16 },
+                            KernelKind::MatmulNt(MatmulNtParams { k, n, bf16 }),
                             bufs,
                             Rows::Static(n),
                             label,
@@ -962,17 +966,17 @@ fn plan_program_inner(
                         let xq = scratch(context.saturating_mul(k));
                         let xs = scratch(context.saturating_mul(4));
                         add(
-                            KernelKind::ActQuant {
+                            KernelKind::ActQuant(ActQuantParams {
                                 k,
                                 eps_bits: 1e-5f32.to_bits(),
                                 reciprocal: false,
-                            },
+                            }),
                             vec![arena(x)?, xq, xs],
                             Rows::PerToken(1),
                             format!("{label} (activation quant)"),
                         );
                         add(
-                            KernelKind::MatmulI8 { k, n },
+                            KernelKind::MatmulI8(MatmulI8Params { k, n }),
                             vec![xq, xs, wq, ws, arena(out)?],
                             Rows::Static(n),
                             label,

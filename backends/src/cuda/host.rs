@@ -9,7 +9,7 @@
 
 use super::kernels;
 use crate::BackendError;
-use crate::cpu::kernels::KernelKind;
+use crate::kernel::KernelKind;
 use bitnet_runtime::cuda::CudaLaunch;
 use inkwell::OptimizationLevel;
 use inkwell::context::Context;

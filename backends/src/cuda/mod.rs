@@ -20,7 +20,27 @@ pub mod kernels;
 pub mod ptx;
 
 use crate::BackendError;
-use crate::cpu::kernels::KernelKind;
+use crate::kernel::{KernelKind, KernelOp};
+
+/// Whether the CUDA backend builds kernels of `op` (with the `cuda` feature; `kernels::geometry`
+/// refuses the others with a typed error).
+pub fn supports(op: KernelOp) -> bool {
+    match op {
+        KernelOp::Embedding
+        | KernelOp::RmsNormQuant
+        | KernelOp::ActQuant
+        | KernelOp::TernaryMatmul
+        | KernelOp::Relu2Mul
+        | KernelOp::Add
+        | KernelOp::RmsNorm
+        | KernelOp::Rope
+        | KernelOp::KvStore
+        | KernelOp::Attention
+        | KernelOp::MatmulNt
+        | KernelOp::MatmulNtHalf => true,
+        KernelOp::MatmulI8 => false,
+    }
+}
 
 /// The GPU architectures the backend compiles for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

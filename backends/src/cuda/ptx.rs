@@ -5,7 +5,7 @@
 use super::CudaArch;
 use super::kernels;
 use crate::BackendError;
-use crate::cpu::kernels::KernelKind;
+use crate::kernel::KernelKind;
 use inkwell::OptimizationLevel;
 use inkwell::context::Context;
 use inkwell::passes::PassBuilderOptions;

@@ -1,8 +1,7 @@
-//! Kernels `KvStore` and `Attention` (see `KernelKind` for their buffers, rows and numerics).
+//! Kernel `Attention` (see `KernelKind::Attention` for its buffers, rows and numerics; the cache
+//! write before it is `kv_store.rs`).
 //!
-//! `KvStore`: row t copies `k[t]` and `v[t]` to cache row `pos + t` with 16-byte vector moves.
-//!
-//! `Attention`: row r is query head `h = r mod heads` of token `t = r / heads` (its q and out rows
+//! Row r is query head `h = r mod heads` of token `t = r / heads` (its q and out rows
 //! are both at `r·head_dim`), reading KV head `h / (heads / kv_heads)` of cache rows `0..=pos + t`.
 //! It mirrors the reference `eval` operation by operation, so the result is bit-identical:
 //! 1. scores: `s_j = (Σ_i q_i·k_ji) · scale`, each dot an f64 sum in index order from −0.0 (as
@@ -28,11 +27,12 @@
 //! `out` may alias `q` (each row reads its q row before it writes its out row, the same place).
 //! The caches are loaded as read-only memory: nothing may write them during the launch.
 
-use super::KernelKind;
-use super::loops::{
-    MEM, RO, bad_params, codegen_err, define_kernel, emit_copy, emit_loop, imm64, mul, off32,
-};
 use crate::BackendError;
+use crate::cpu::emit::loops::emit_for_unsigned;
+use crate::cpu::emit::{
+    MEM, RO, TableLoads, bad_params, codegen_err, define_kernel, imm64, mul, off32,
+};
+use crate::kernel::AttentionParams;
 use bitnet_runtime::math::EXP_F64;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{
@@ -52,72 +52,40 @@ const _: () = assert!(KEY_BLOCK.is_power_of_two());
 /// f64x2 accumulators of the output pass (16 columns per pass over the keys).
 const OUT_PAIRS: usize = 8;
 
-/// Defines the kernel `kind` in `module`.
-pub fn build(module: &mut dyn Module, kind: &KernelKind) -> Result<FuncId, BackendError> {
-    match *kind {
-        KernelKind::KvStore { kvw } => build_kv_store(module, kind, kvw),
-        KernelKind::Attention {
-            heads,
-            kv_heads,
-            head_dim,
-            context,
-            scale_bits,
-        } => {
-            if heads == 0 || kv_heads == 0 || !heads.is_multiple_of(kv_heads) || head_dim == 0 {
-                return Err(bad_params(
-                    kind,
-                    "heads must be a positive multiple of kv_heads and head_dim positive",
-                ));
-            }
-            if context == 0 {
-                return Err(bad_params(kind, "the context is empty"));
-            }
-            let kvw_bytes = mul(kind, mul(kind, kv_heads, head_dim)?, 4)?;
-            off32(kind, mul(kind, kvw_bytes, KEY_BLOCK as u64)?)?;
-            off32(kind, mul(kind, head_dim, 8)?)?;
-            let on_stack = context <= SCORES_ON_STACK_MAX_CONTEXT;
-            let geo = Geometry {
-                heads: imm64(kind, heads)?,
-                group: imm64(kind, heads / kv_heads)?,
-                d: head_dim,
-                d_bytes: imm64(kind, mul(kind, head_dim, 4)?)?,
-                kvw_bytes: imm64(kind, kvw_bytes)?,
-                scale: f64::from_bits(scale_bits),
-                on_stack,
-                scratch_keys: if on_stack { context } else { TILE_KEYS },
-            };
-            build_attention(module, kind, &geo)
-        }
-        _ => Err(bad_params(kind, "not an attention kernel")),
+/// Defines the kernel `p` in `module`.
+pub fn build(module: &mut dyn Module, p: &AttentionParams) -> Result<FuncId, BackendError> {
+    let name = &p.symbol();
+    let AttentionParams {
+        heads,
+        kv_heads,
+        head_dim,
+        context,
+        scale_bits,
+    } = *p;
+    if heads == 0 || kv_heads == 0 || !heads.is_multiple_of(kv_heads) || head_dim == 0 {
+        return Err(bad_params(
+            name,
+            "heads must be a positive multiple of kv_heads and head_dim positive",
+        ));
     }
-}
-
-fn build_kv_store(
-    module: &mut dyn Module,
-    kind: &KernelKind,
-    kvw: u64,
-) -> Result<FuncId, BackendError> {
-    let row_bytes = mul(kind, kvw, 4)?;
-    let row_imm = imm64(kind, row_bytes)?;
-    define_kernel(module, kind, |_, b, e| {
-        let k = e.buf(b, 0);
-        let v = e.buf(b, 1);
-        let kc = e.buf(b, 2);
-        let vc = e.buf(b, 3);
-        let pos = e.pos(b);
-        emit_loop(b, e.row_begin, e.row_end, 1, &[], false, |b, t, _| {
-            let src_off = b.ins().imul_imm_s(t, row_imm);
-            let p = b.ins().iadd(pos, t);
-            let dst_off = b.ins().imul_imm_s(p, row_imm);
-            for (src, dst) in [(k, kc), (v, vc)] {
-                let s = b.ins().iadd(src, src_off);
-                let d = b.ins().iadd(dst, dst_off);
-                emit_copy(kind, b, s, d, row_bytes)?;
-            }
-            Ok(vec![])
-        })?;
-        Ok(())
-    })
+    if context == 0 {
+        return Err(bad_params(name, "the context is empty"));
+    }
+    let kvw_bytes = mul(name, mul(name, kv_heads, head_dim)?, 4)?;
+    off32(name, mul(name, kvw_bytes, KEY_BLOCK as u64)?)?;
+    off32(name, mul(name, head_dim, 8)?)?;
+    let on_stack = context <= SCORES_ON_STACK_MAX_CONTEXT;
+    let geo = Geometry {
+        heads: imm64(name, heads)?,
+        group: imm64(name, heads / kv_heads)?,
+        d: head_dim,
+        d_bytes: imm64(name, mul(name, head_dim, 4)?)?,
+        kvw_bytes: imm64(name, kvw_bytes)?,
+        scale: f64::from_bits(scale_bits),
+        on_stack,
+        scratch_keys: if on_stack { context } else { TILE_KEYS },
+    };
+    build_attention(module, name, &geo)
 }
 
 /// The static parameters of an attention kernel.
@@ -161,7 +129,7 @@ fn call_exp(b: &mut FunctionBuilder, exp: FuncRef, x: Value) -> Result<Value, Ba
 /// `consume(b, j, s, carried)`, which returns the carried values for the next key.
 #[allow(clippy::too_many_arguments)]
 fn emit_scores<F>(
-    kind: &KernelKind,
+    name: &str,
     b: &mut FunctionBuilder,
     geo: &Geometry,
     row: Row,
@@ -188,14 +156,14 @@ where
         let krow = b.ins().iadd(row.k, krow);
         let neg_zero = b.ins().f64const(-0.0);
         let accs = vec![neg_zero; keys];
-        let dots = emit_loop(b, zero, d_end, 4, &accs, true, |b, i, acc| {
+        let dots = emit_for_unsigned(b, zero, d_end, 4, &accs, true, |b, i, acc| {
             let qi = b.ins().iadd(row.q, i);
             let qv = b.ins().load(types::F32, MEM, qi, 0);
             let qd = b.ins().fpromote(types::F64, qv);
             let ki = b.ins().iadd(krow, i);
             let mut next = Vec::with_capacity(acc.len());
             for (kk, &a) in (0i64..).zip(acc) {
-                let off = off32(kind, (kk * kvw) as u64)?;
+                let off = off32(name, (kk * kvw) as u64)?;
                 let kv = b.ins().load(types::F32, RO, ki, off);
                 let kd = b.ins().fpromote(types::F64, kv);
                 let prod = b.ins().fmul(qd, kd);
@@ -212,7 +180,7 @@ where
         }
         Ok(carried)
     };
-    let carried = emit_loop(
+    let carried = emit_for_unsigned(
         b,
         j_begin,
         blocks_end,
@@ -221,7 +189,7 @@ where
         false,
         |b, j0, carried| block(b, j0, KEY_BLOCK, carried),
     )?;
-    emit_loop(b, blocks_end, j_end, 1, &carried, false, |b, j, carried| {
+    emit_for_unsigned(b, blocks_end, j_end, 1, &carried, false, |b, j, carried| {
         block(b, j, 1, carried)
     })
 }
@@ -240,7 +208,7 @@ fn load_pair(b: &mut FunctionBuilder, at: Value, off: i32) -> Value {
 /// single)`, where `c0_bytes = 4·c0`; the weights of the keys are consecutive f64 at `w`.
 #[allow(clippy::too_many_arguments)]
 fn accumulate_columns(
-    kind: &KernelKind,
+    name: &str,
     b: &mut FunctionBuilder,
     geo: &Geometry,
     acc: Value,
@@ -253,7 +221,7 @@ fn accumulate_columns(
 ) -> Result<(), BackendError> {
     let acc_at = b.ins().ishl_imm_s(c0_bytes, 1);
     let acc_at = b.ins().iadd(acc, acc_at);
-    let single_off = off32(kind, pairs as u64 * 8)?;
+    let single_off = off32(name, pairs as u64 * 8)?;
     let mut accs: Vec<Value> = (0i32..)
         .take(pairs)
         .map(|a| b.ins().load(types::F64X2, MEM, acc_at, a * 16))
@@ -265,7 +233,7 @@ fn accumulate_columns(
     let mut init = vec![v0];
     init.extend(&accs);
     let kvw = geo.kvw_bytes;
-    let out = emit_loop(b, w, w_end, 8, &init, true, |b, wp, carried| {
+    let out = emit_for_unsigned(b, w, w_end, 8, &init, true, |b, wp, carried| {
         let vr = carried[0];
         let wj = b.ins().load(types::F64, MEM, wp, 0);
         let wv = b.ins().splat(types::F64X2, wj);
@@ -296,7 +264,7 @@ fn accumulate_columns(
 /// Adds the weighted values of keys `js..je` (weights at `w`) to all `d` accumulators.
 #[allow(clippy::too_many_arguments)]
 fn accumulate(
-    kind: &KernelKind,
+    name: &str,
     b: &mut FunctionBuilder,
     geo: &Geometry,
     row: Row,
@@ -314,18 +282,18 @@ fn accumulate(
     let chunk_bytes = 8 * OUT_PAIRS as i64;
     if full > 0 {
         let zero = b.ins().iconst(types::I64, 0);
-        let end = b.ins().iconst(types::I64, imm64(kind, full)? * chunk_bytes);
-        emit_loop(b, zero, end, chunk_bytes, &[], true, |b, c0, _| {
-            accumulate_columns(kind, b, geo, acc, w, w_end, v_first, c0, OUT_PAIRS, false)?;
+        let end = b.ins().iconst(types::I64, imm64(name, full)? * chunk_bytes);
+        emit_for_unsigned(b, zero, end, chunk_bytes, &[], true, |b, c0, _| {
+            accumulate_columns(name, b, geo, acc, w, w_end, v_first, c0, OUT_PAIRS, false)?;
             Ok(vec![])
         })?;
     }
     let rest = geo.d % (2 * OUT_PAIRS as u64);
     if rest > 0 {
-        let c0 = b.ins().iconst(types::I64, imm64(kind, full)? * chunk_bytes);
+        let c0 = b.ins().iconst(types::I64, imm64(name, full)? * chunk_bytes);
         let pairs = (rest / 2) as usize;
         accumulate_columns(
-            kind,
+            name,
             b,
             geo,
             acc,
@@ -342,7 +310,7 @@ fn accumulate(
 
 fn build_attention(
     module: &mut dyn Module,
-    kind: &KernelKind,
+    name: &str,
     geo: &Geometry,
 ) -> Result<FuncId, BackendError> {
     let mut exp_sig = module.make_signature();
@@ -350,14 +318,14 @@ fn build_attention(
     exp_sig.returns.push(AbiParam::new(types::F64));
     let exp_id = module
         .declare_function(EXP_F64, Linkage::Import, &exp_sig)
-        .map_err(|e| codegen_err(kind, e))?;
-    let scratch_bytes = u32::try_from(mul(kind, geo.scratch_keys, 8)?)
-        .map_err(|_| bad_params(kind, "the scratch slot is too large"))?;
-    let acc_bytes = u32::try_from(mul(kind, geo.d, 8)?)
-        .map_err(|_| bad_params(kind, "the accumulator slot is too large"))?;
-    let tile = imm64(kind, geo.scratch_keys)?;
-    define_kernel(module, kind, |module, b, e| {
-        let exp = module.declare_func_in_func(exp_id, b.func);
+        .map_err(|e| codegen_err(name, e))?;
+    let scratch_bytes = u32::try_from(mul(name, geo.scratch_keys, 8)?)
+        .map_err(|_| bad_params(name, "the scratch slot is too large"))?;
+    let acc_bytes = u32::try_from(mul(name, geo.d, 8)?)
+        .map_err(|_| bad_params(name, "the accumulator slot is too large"))?;
+    let tile = imm64(name, geo.scratch_keys)?;
+    define_kernel(module, name, TableLoads::Movable, &[exp_id], |b, e| {
+        let exp = e.import(name, 0)?;
         let scratch_slot = b.create_sized_stack_slot(StackSlotData::new(
             StackSlotKind::ExplicitSlot,
             scratch_bytes,
@@ -378,7 +346,7 @@ fn build_attention(
         let heads = b.ins().iconst(types::I64, geo.heads);
         let group = b.ins().iconst(types::I64, geo.group);
         let zero = b.ins().iconst(types::I64, 0);
-        emit_loop(b, e.row_begin, e.row_end, 1, &[], false, |b, r, _| {
+        emit_for_unsigned(b, e.row_begin, e.row_end, 1, &[], false, |b, r, _| {
             let t = b.ins().udiv(r, heads);
             let h = b.ins().urem(r, heads);
             let g = b.ins().udiv(h, group);
@@ -394,7 +362,7 @@ fn build_attention(
             // Pass 1: the scores (kept when they fit) and their max.
             let neg_inf = b.ins().f64const(f64::NEG_INFINITY);
             let on_stack = geo.on_stack;
-            let m = emit_scores(kind, b, geo, row, zero, n, &[neg_inf], &mut |b, j, s, m| {
+            let m = emit_scores(name, b, geo, row, zero, n, &[neg_inf], &mut |b, j, s, m| {
                 if on_stack {
                     let at = b.ins().ishl_imm_s(j, 3);
                     let at = b.ins().iadd(scratch, at);
@@ -413,7 +381,7 @@ fn build_attention(
             let sum = if on_stack {
                 let end = b.ins().ishl_imm_s(n, 3);
                 let end = b.ins().iadd(scratch, end);
-                emit_loop(b, scratch, end, 8, &[neg_zero], true, |b, at, sum| {
+                emit_for_unsigned(b, scratch, end, 8, &[neg_zero], true, |b, at, sum| {
                     let s = b.ins().load(types::F64, MEM, at, 0);
                     let (ej, sum) = exp_sum(b, s, sum[0])?;
                     b.ins().store(MEM, ej, at, 0);
@@ -421,7 +389,7 @@ fn build_attention(
                 })?[0]
             } else {
                 emit_scores(
-                    kind,
+                    name,
                     b,
                     geo,
                     row,
@@ -433,29 +401,29 @@ fn build_attention(
             };
             // Pass 3: the accumulators start at -0.0, then take each tile's weighted values.
             let neg_zero2 = b.ins().splat(types::F64X2, neg_zero);
-            for c in (0..geo.d / 2).map(|c| off32(kind, c * 16)) {
+            for c in (0..geo.d / 2).map(|c| off32(name, c * 16)) {
                 b.ins().store(MEM, neg_zero2, acc, c?);
             }
             if geo.d % 2 == 1 {
                 b.ins()
-                    .store(MEM, neg_zero, acc, off32(kind, (geo.d - 1) * 8)?);
+                    .store(MEM, neg_zero, acc, off32(name, (geo.d - 1) * 8)?);
             }
             if on_stack {
                 let end = b.ins().ishl_imm_s(n, 3);
                 let end = b.ins().iadd(scratch, end);
-                emit_loop(b, scratch, end, 8, &[], true, |b, at, _| {
+                emit_for_unsigned(b, scratch, end, 8, &[], true, |b, at, _| {
                     let ej = b.ins().load(types::F64, MEM, at, 0);
                     let wj = b.ins().fdiv(ej, sum);
                     b.ins().store(MEM, wj, at, 0);
                     Ok(vec![])
                 })?;
-                accumulate(kind, b, geo, row, acc, scratch, zero, n)?;
+                accumulate(name, b, geo, row, acc, scratch, zero, n)?;
             } else {
-                emit_loop(b, zero, n, tile, &[], true, |b, ts, _| {
+                emit_for_unsigned(b, zero, n, tile, &[], true, |b, ts, _| {
                     let te = b.ins().iadd_imm_s(ts, tile);
                     let short = b.ins().icmp(IntCC::UnsignedLessThan, te, n);
                     let te = b.ins().select(short, te, n);
-                    emit_scores(kind, b, geo, row, ts, te, &[], &mut |b, j, s, _| {
+                    emit_scores(name, b, geo, row, ts, te, &[], &mut |b, j, s, _| {
                         let x = b.ins().fsub(s, m);
                         let ej = call_exp(b, exp, x)?;
                         let wj = b.ins().fdiv(ej, sum);
@@ -465,14 +433,14 @@ fn build_attention(
                         b.ins().store(MEM, wj, at, 0);
                         Ok(vec![])
                     })?;
-                    accumulate(kind, b, geo, row, acc, scratch, ts, te)?;
+                    accumulate(name, b, geo, row, acc, scratch, ts, te)?;
                     Ok(vec![])
                 })?;
             }
             // Pass 4: round to f32.
             let orow = b.ins().iadd(out, row_off);
             let d_end = b.ins().iconst(types::I64, geo.d_bytes);
-            emit_loop(b, zero, d_end, 4, &[], true, |b, c, _| {
+            emit_for_unsigned(b, zero, d_end, 4, &[], true, |b, c, _| {
                 let at = b.ins().ishl_imm_s(c, 1);
                 let at = b.ins().iadd(acc, at);
                 let a = b.ins().load(types::F64, MEM, at, 0);

@@ -1,5 +1,5 @@
-//! Kernel `Embedding` (see `KernelKind` for its buffers, rows and numerics): each row t copies table
-//! row `ids[t]` to output row t. The ids are validated by the runtime.
+//! Kernel `Embedding` (see `KernelKind::Embedding` for its buffers, rows and numerics): each row t
+//! copies table row `ids[t]` to output row t. The ids are validated by the runtime.
 //!
 //! - f32 table: 16-byte vector moves (64 bytes per loop iteration). A copy moves bits, so the result
 //!   is the interpreter's exactly.
@@ -10,24 +10,25 @@
 //!   masked with `0xFFFF_0000` are weights 4–7: two 16-byte stores per group, exact. The last
 //!   `hidden mod 8` weights (stored in order after the groups) widen one at a time.
 
-use super::KernelKind;
-use super::loops::{MEM, bad_params, define_kernel, emit_copy, emit_loop, imm64, mul, off32};
 use crate::BackendError;
+use crate::cpu::emit::loops::emit_for_unsigned;
+use crate::cpu::emit::simd::emit_copy;
+use crate::cpu::emit::{MEM, TableLoads, define_kernel, imm64, mul, off32};
+use crate::kernel::EmbeddingParams;
 use cranelift_codegen::ir::{InstBuilder, types};
 use cranelift_module::{FuncId, Module};
 
 /// Keeps the high half of a lane (a bf16 there is an f32).
 const BF16_MASK: i64 = 0xFFFF_0000u32 as i32 as i64;
 
-/// Defines the kernel `kind` in `module`.
-pub fn build(module: &mut dyn Module, kind: &KernelKind) -> Result<FuncId, BackendError> {
-    let KernelKind::Embedding { hidden, bf16, .. } = *kind else {
-        return Err(bad_params(kind, "not an Embedding kernel"));
-    };
-    let row_bytes = mul(kind, hidden, 4)?;
-    let row_imm = imm64(kind, row_bytes)?;
-    let src_imm = imm64(kind, mul(kind, hidden, if bf16 { 2 } else { 4 })?)?;
-    define_kernel(module, kind, |_, b, e| {
+/// Defines the kernel `p` in `module`.
+pub fn build(module: &mut dyn Module, p: &EmbeddingParams) -> Result<FuncId, BackendError> {
+    let name = &p.symbol();
+    let EmbeddingParams { hidden, bf16, .. } = *p;
+    let row_bytes = mul(name, hidden, 4)?;
+    let row_imm = imm64(name, row_bytes)?;
+    let src_imm = imm64(name, mul(name, hidden, if bf16 { 2 } else { 4 })?)?;
+    define_kernel(module, name, TableLoads::Movable, &[], |b, e| {
         let table = e.buf(b, 0);
         let ids = e.buf(b, 1);
         let out = e.buf(b, 2);
@@ -37,7 +38,7 @@ pub fn build(module: &mut dyn Module, kind: &KernelKind) -> Result<FuncId, Backe
         } else {
             None
         };
-        emit_loop(b, e.row_begin, e.row_end, 1, &[], false, |b, t, _| {
+        emit_for_unsigned(b, e.row_begin, e.row_end, 1, &[], false, |b, t, _| {
             let id_at = b.ins().ishl_imm_s(t, 3);
             let id_at = b.ins().iadd(ids, id_at);
             let id = b.ins().load(types::I64, MEM, id_at, 0);
@@ -46,14 +47,14 @@ pub fn build(module: &mut dyn Module, kind: &KernelKind) -> Result<FuncId, Backe
             let dst = b.ins().imul_imm_s(t, row_imm);
             let dst = b.ins().iadd(out, dst);
             let Some(mask) = mask else {
-                emit_copy(kind, b, src, dst, row_bytes)?;
+                emit_copy(name, b, src, dst, row_bytes)?;
                 return Ok(vec![]);
             };
             let groups = hidden / 8;
             if groups > 0 {
                 let zero = b.ins().iconst(types::I64, 0);
-                let end = b.ins().iconst(types::I64, imm64(kind, groups)?);
-                emit_loop(b, zero, end, 1, &[], true, |b, g, _| {
+                let end = b.ins().iconst(types::I64, imm64(name, groups)?);
+                emit_for_unsigned(b, zero, end, 1, &[], true, |b, g, _| {
                     let s = b.ins().ishl_imm_s(g, 4);
                     let s = b.ins().iadd(src, s);
                     let d = b.ins().ishl_imm_s(g, 5);
@@ -67,10 +68,10 @@ pub fn build(module: &mut dyn Module, kind: &KernelKind) -> Result<FuncId, Backe
                 })?;
             }
             for at in groups * 8..hidden {
-                let raw = b.ins().load(types::I16, MEM, src, off32(kind, at * 2)?);
+                let raw = b.ins().load(types::I16, MEM, src, off32(name, at * 2)?);
                 let wide = b.ins().uextend(types::I32, raw);
                 let bits = b.ins().ishl_imm_u(wide, 16);
-                b.ins().store(MEM, bits, dst, off32(kind, at * 4)?);
+                b.ins().store(MEM, bits, dst, off32(name, at * 4)?);
             }
             Ok(vec![])
         })?;

@@ -1,4 +1,5 @@
-//! Kernel `MatmulNt` (see `KernelKind` for its buffers, rows and numerics): `out[t, r] = x[t]·w[r]`.
+//! Kernel `MatmulNt` (see `KernelKind::MatmulNt` for its buffers, rows and numerics):
+//! `out[t, r] = x[t]·w[r]`.
 //!
 //! Row r streams weight row r once and dots it with every token's x row (the weight row stays in L1
 //! across tokens). The dot runs in f32: eight f32x4 accumulators over blocks of 32 elements (eight
@@ -12,9 +13,10 @@
 //! `x` and `w` are loaded as read-only memory (Cranelift may fold the loads into the arithmetic),
 //! so `out` must not alias `x`.
 
-use super::KernelKind;
-use super::loops::{MEM, RO, bad_params, define_kernel, emit_loop, imm64, mul, off32};
 use crate::BackendError;
+use crate::cpu::emit::loops::emit_for_unsigned;
+use crate::cpu::emit::{MEM, RO, TableLoads, define_kernel, imm64, mul, off32};
+use crate::kernel::MatmulNtParams;
 use cranelift_codegen::ir::{InstBuilder, Value, types};
 use cranelift_frontend::FunctionBuilder;
 use cranelift_module::{FuncId, Module};
@@ -25,7 +27,7 @@ const ACCS: usize = 8;
 /// Emits the f32 dot product of the `k` floats at `xp` and the `k` weights at `wp` (f32, or bf16
 /// widened exactly: a bf16 is the high half of an f32).
 fn emit_dot(
-    kind: &KernelKind,
+    name: &str,
     b: &mut FunctionBuilder,
     xp: Value,
     wp: Value,
@@ -33,7 +35,7 @@ fn emit_dot(
     bf16: bool,
 ) -> Result<Value, BackendError> {
     if bf16 {
-        return emit_dot_bf16(kind, b, xp, wp, k);
+        return emit_dot_bf16(name, b, xp, wp, k);
     }
     let block = 4 * ACCS as u64;
     let blocks = k / block;
@@ -42,8 +44,8 @@ fn emit_dot(
     let mut accs = vec![zero4; ACCS];
     if blocks > 0 {
         let start = b.ins().iconst(types::I64, 0);
-        let end = b.ins().iconst(types::I64, imm64(kind, blocks * block * 4)?);
-        accs = emit_loop(b, start, end, 4 * block as i64, &accs, true, |b, o, acc| {
+        let end = b.ins().iconst(types::I64, imm64(name, blocks * block * 4)?);
+        accs = emit_for_unsigned(b, start, end, 4 * block as i64, &accs, true, |b, o, acc| {
             let xo = b.ins().iadd(xp, o);
             let wo = b.ins().iadd(wp, o);
             let mut next = Vec::with_capacity(ACCS);
@@ -59,7 +61,7 @@ fn emit_dot(
     let mut at = blocks * block;
     let mut a = 0;
     while k - at >= 4 {
-        let o = off32(kind, at * 4)?;
+        let o = off32(name, at * 4)?;
         let xv = b.ins().load(types::F32X4, RO, xp, o);
         let wv = b.ins().load(types::F32X4, RO, wp, o);
         let prod = b.ins().fmul(xv, wv);
@@ -83,7 +85,7 @@ fn emit_dot(
     let l23 = b.ins().fadd(lanes[2], lanes[3]);
     let mut s = b.ins().fadd(l01, l23);
     while at < k {
-        let o = off32(kind, at * 4)?;
+        let o = off32(name, at * 4)?;
         let xv = b.ins().load(types::F32, RO, xp, o);
         let wv = b.ins().load(types::F32, RO, wp, o);
         let prod = b.ins().fmul(xv, wv);
@@ -97,7 +99,7 @@ fn emit_dot(
 /// widens into two f32x4 for accumulators 2j and 2j+1), then the same pairwise reduction, then the
 /// last `k mod 32` products one at a time.
 fn emit_dot_bf16(
-    kind: &KernelKind,
+    name: &str,
     b: &mut FunctionBuilder,
     xp: Value,
     wp: Value,
@@ -112,8 +114,8 @@ fn emit_dot_bf16(
         .with_endianness(cranelift_codegen::ir::Endianness::Little);
     if blocks > 0 {
         let start = b.ins().iconst(types::I64, 0);
-        let end = b.ins().iconst(types::I64, imm64(kind, blocks)?);
-        accs = emit_loop(b, start, end, 1, &accs, true, |b, i, acc| {
+        let end = b.ins().iconst(types::I64, imm64(name, blocks)?);
+        accs = emit_for_unsigned(b, start, end, 1, &accs, true, |b, i, acc| {
             let xo = b.ins().imul_imm_s(i, 4 * block as i64);
             let xo = b.ins().iadd(xp, xo);
             let wo = b.ins().imul_imm_s(i, 2 * block as i64);
@@ -153,8 +155,8 @@ fn emit_dot_bf16(
     let mut s = b.ins().fadd(l01, l23);
     let mut at = blocks * block;
     while at < k {
-        let xv = b.ins().load(types::F32, RO, xp, off32(kind, at * 4)?);
-        let raw = b.ins().load(types::I16, RO, wp, off32(kind, at * 2)?);
+        let xv = b.ins().load(types::F32, RO, xp, off32(name, at * 4)?);
+        let raw = b.ins().load(types::I16, RO, wp, off32(name, at * 2)?);
         let wide = b.ins().uextend(types::I32, raw);
         let bits = b.ins().ishl_imm_u(wide, 16);
         let wv = b.ins().bitcast(types::F32, flags, bits);
@@ -165,30 +167,29 @@ fn emit_dot_bf16(
     Ok(s)
 }
 
-/// Defines the kernel `kind` in `module`.
-pub fn build(module: &mut dyn Module, kind: &KernelKind) -> Result<FuncId, BackendError> {
-    let KernelKind::MatmulNt { k, n, bf16 } = *kind else {
-        return Err(bad_params(kind, "not a MatmulNt kernel"));
-    };
-    let row_bytes = imm64(kind, mul(kind, k, 4)?)?;
-    let w_row_bytes = imm64(kind, mul(kind, k, if bf16 { 2 } else { 4 })?)?;
-    let out_row_bytes = imm64(kind, mul(kind, n, 4)?)?;
-    off32(kind, mul(kind, k, 4)?)?;
-    define_kernel(module, kind, |_, b, e| {
+/// Defines the kernel `p` in `module`.
+pub fn build(module: &mut dyn Module, p: &MatmulNtParams) -> Result<FuncId, BackendError> {
+    let name = &p.symbol();
+    let MatmulNtParams { k, n, bf16 } = *p;
+    let row_bytes = imm64(name, mul(name, k, 4)?)?;
+    let w_row_bytes = imm64(name, mul(name, k, if bf16 { 2 } else { 4 })?)?;
+    let out_row_bytes = imm64(name, mul(name, n, 4)?)?;
+    off32(name, mul(name, k, 4)?)?;
+    define_kernel(module, name, TableLoads::Movable, &[], |b, e| {
         let x = e.buf(b, 0);
         let w = e.buf(b, 1);
         let out = e.buf(b, 2);
         let tokens = e.tokens(b);
         let zero = b.ins().iconst(types::I64, 0);
-        emit_loop(b, e.row_begin, e.row_end, 1, &[], false, |b, r, _| {
+        emit_for_unsigned(b, e.row_begin, e.row_end, 1, &[], false, |b, r, _| {
             let wr = b.ins().imul_imm_s(r, w_row_bytes);
             let wr = b.ins().iadd(w, wr);
             let or = b.ins().ishl_imm_s(r, 2);
             let or = b.ins().iadd(out, or);
-            emit_loop(b, zero, tokens, 1, &[], false, |b, t, _| {
+            emit_for_unsigned(b, zero, tokens, 1, &[], false, |b, t, _| {
                 let xt = b.ins().imul_imm_s(t, row_bytes);
                 let xt = b.ins().iadd(x, xt);
-                let s = emit_dot(kind, b, xt, wr, k, bf16)?;
+                let s = emit_dot(name, b, xt, wr, k, bf16)?;
                 let ot = b.ins().imul_imm_s(t, out_row_bytes);
                 let ot = b.ins().iadd(or, ot);
                 b.ins().store(MEM, s, ot, 0);

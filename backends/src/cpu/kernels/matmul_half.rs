@@ -1,6 +1,6 @@
-//! Kernel `MatmulNtHalf` (see `KernelKind` for its buffers, rows and numerics): `out[t, r] =
-//! x[t]·w[r]` with 16-bit float weights, f16 (the lm_head of `HeadDtype::F16`) or bf16 (of
-//! `HeadDtype::Auto` when the weights are exactly bf16).
+//! Kernel `MatmulNtHalf` (see `KernelKind::MatmulNtHalf` for its buffers, rows and numerics):
+//! `out[t, r] = x[t]·w[r]` with 16-bit float weights, f16 (the lm_head of `HeadDtype::F16`) or
+//! bf16 (of `HeadDtype::Auto` when the weights are exactly bf16).
 //!
 //! Each weight row is stored in `layout` order: per group of eight weights, i32 lane l of the
 //! group's 16 bytes holds weight l in its low half and weight 4 + l in its high half. Then one
@@ -25,9 +25,11 @@
 //! and the last `k mod 8` weights (stored in order after the groups) one at a time. The error is
 //! that of an f32 sum of about k/32 terms per lane (`MatmulNt`'s tolerance).
 
-use super::KernelKind;
-use super::loops::{MEM, RO, bad_params, define_kernel, emit_loop, imm64, mul, off32};
 use crate::BackendError;
+use crate::cpu::emit::loops::emit_for_unsigned;
+use crate::cpu::emit::{MEM, RO, TableLoads, bad_params, define_kernel, imm64, mul, off32};
+use crate::kernel::MatmulNtHalfParams;
+pub use crate::kernel::layout::{HalfFormat, bf16_layout_exact, layout};
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
 use cranelift_frontend::FunctionBuilder;
 use cranelift_module::{FuncId, Module};
@@ -47,88 +49,6 @@ const BF16_MASK: i64 = 0xFFFF_0000u32 as i32 as i64;
 
 /// 2^112: the exponent bias difference between f32 (127) and f16 (15).
 const SCALE: f32 = 5.192_297e33;
-
-/// A 16-bit float format of the weights.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum HalfFormat {
-    /// IEEE binary16.
-    F16,
-    /// bfloat16 (the high half of an f32).
-    Bf16,
-}
-
-impl HalfFormat {
-    /// The format's name in kernel symbols.
-    pub fn name(self) -> &'static str {
-        match self {
-            HalfFormat::F16 => "f16",
-            HalfFormat::Bf16 => "bf16",
-        }
-    }
-
-    /// The bits of `x` in this format, rounded to nearest even.
-    fn bits(self, x: f32) -> u16 {
-        match self {
-            HalfFormat::F16 => half::f16::from_f32(x).to_bits(),
-            HalfFormat::Bf16 => half::bf16::from_f32(x).to_bits(),
-        }
-    }
-
-    /// The value of `bits` in this format.
-    pub fn value(self, bits: u16) -> f32 {
-        match self {
-            HalfFormat::F16 => half::f16::from_bits(bits).to_f32(),
-            HalfFormat::Bf16 => half::bf16::from_bits(bits).to_f32(),
-        }
-    }
-}
-
-/// The weights `w` (`[rows, k]` f32, row-major) as `format` bits (round to nearest even) in the
-/// kernel's order: per row, groups of eight with weights `8j + l` and `8j + 4 + l` side by side
-/// (l < 4), then the last `k mod 8` in order. Returns `None` if a finite weight overflows.
-pub fn layout(w: &[f32], k: usize, format: HalfFormat) -> Option<Vec<u16>> {
-    let k = k.max(1);
-    let mut out = Vec::with_capacity(w.len());
-    for row in w.chunks(k) {
-        let groups = row.len() / 8;
-        for g in row.chunks_exact(8) {
-            for l in 0..4 {
-                out.push(g[l]);
-                out.push(g[4 + l]);
-            }
-        }
-        out.extend_from_slice(&row[groups * 8..]);
-    }
-    let bits: Vec<u16> = out.iter().map(|&x| format.bits(x)).collect();
-    let overflow = out
-        .iter()
-        .zip(&bits)
-        .any(|(x, &h)| x.is_finite() && !format.value(h).is_finite());
-    (!overflow).then_some(bits)
-}
-
-/// The bf16 bits of `w` (rows of `k`) in `layout` order when every value is exactly a bf16 (the
-/// low half of its f32 bits zero), else `None`. The bits are the high halves themselves, so every
-/// value, NaN payloads included, widens back to the same f32 bits.
-pub fn bf16_layout_exact(w: &[f32], k: usize) -> Option<Vec<u16>> {
-    if w.iter().any(|x| x.to_bits() & 0xffff != 0) {
-        return None;
-    }
-    let k = k.max(1);
-    let high = |x: &f32| (x.to_bits() >> 16) as u16;
-    let mut out = Vec::with_capacity(w.len());
-    for row in w.chunks(k) {
-        let groups = row.len() / 8;
-        for g in row.chunks_exact(8) {
-            for l in 0..4 {
-                out.push(high(&g[l]));
-                out.push(high(&g[4 + l]));
-            }
-        }
-        out.extend(row[groups * 8..].iter().map(high));
-    }
-    Some(out)
-}
 
 /// The constants of the widening, for `I32X4` lanes (`vector`) or one `I32`: the mask and, for
 /// f16, 2^112.
@@ -200,7 +120,7 @@ fn mul_add(b: &mut FunctionBuilder, fma: bool, x: Value, w: Value, acc: Value) -
 /// Emits the dot product of the `k` floats at `xp` and the `k` weights at `wp` (in `layout`
 /// order).
 fn emit_dot(
-    kind: &KernelKind,
+    name: &str,
     b: &mut FunctionBuilder,
     xp: Value,
     wp: Value,
@@ -215,15 +135,15 @@ fn emit_dot(
     let wide4 = Widen::new(b, true, format);
     // Group j (8 weights at element 8j): low halves pair with x[8j..8j+4], high with x[8j+4..8j+8].
     let group = |b: &mut FunctionBuilder, xo: Value, wo: Value, j: u64, accs: &mut [Value]| {
-        let raw = b.ins().load(types::I32X4, RO, wo, off32(kind, j * 16)?);
+        let raw = b.ins().load(types::I32X4, RO, wo, off32(name, j * 16)?);
         let lo = b.ins().ishl_imm_u(raw, 16);
         let lo = widen_high(b, lo, wide4, true);
         let hi = widen_high(b, raw, wide4, false);
         let a = (2 * j as usize) % ACCS;
-        let xl = b.ins().load(types::F32X4, RO, xo, off32(kind, j * 32)?);
+        let xl = b.ins().load(types::F32X4, RO, xo, off32(name, j * 32)?);
         let xh = b
             .ins()
-            .load(types::F32X4, RO, xo, off32(kind, j * 32 + 16)?);
+            .load(types::F32X4, RO, xo, off32(name, j * 32 + 16)?);
         accs[a] = mul_add(b, fma, xl, lo, accs[a]);
         accs[a + 1] = mul_add(b, fma, xh, hi, accs[a + 1]);
         Ok::<(), BackendError>(())
@@ -231,8 +151,8 @@ fn emit_dot(
     let mut accs = vec![zero4; ACCS];
     if blocks > 0 {
         let start = b.ins().iconst(types::I64, 0);
-        let end = b.ins().iconst(types::I64, imm64(kind, blocks)?);
-        accs = emit_loop(b, start, end, 1, &accs, true, |b, i, acc| {
+        let end = b.ins().iconst(types::I64, imm64(name, blocks)?);
+        accs = emit_for_unsigned(b, start, end, 1, &accs, true, |b, i, acc| {
             let xo = b.ins().imul_imm_s(i, 4 * block as i64);
             let xo = b.ins().iadd(xp, xo);
             let wo = b.ins().imul_imm_s(i, 2 * block as i64);
@@ -245,8 +165,8 @@ fn emit_dot(
         })?;
     }
     let done = blocks * block;
-    let xo = b.ins().iadd_imm_s(xp, imm64(kind, done * 4)?);
-    let wo = b.ins().iadd_imm_s(wp, imm64(kind, done * 2)?);
+    let xo = b.ins().iadd_imm_s(xp, imm64(name, done * 4)?);
+    let wo = b.ins().iadd_imm_s(wp, imm64(name, done * 2)?);
     for j in 0..(k - done) / 8 {
         group(b, xo, wo, j, &mut accs)?;
     }
@@ -266,8 +186,8 @@ fn emit_dot(
     let mut s = b.ins().fadd(l01, l23);
     let wide1 = Widen::new(b, false, format);
     for at in k / 8 * 8..k {
-        let xv = b.ins().load(types::F32, RO, xp, off32(kind, at * 4)?);
-        let raw = b.ins().load(types::I16, RO, wp, off32(kind, at * 2)?);
+        let xv = b.ins().load(types::F32, RO, xp, off32(name, at * 4)?);
+        let raw = b.ins().load(types::I16, RO, wp, off32(name, at * 2)?);
         let wide = b.ins().uextend(types::I32, raw);
         let bits = b.ins().ishl_imm_u(wide, 16);
         let wv = widen_high(b, bits, wide1, true);
@@ -289,20 +209,19 @@ fn has_fma(module: &dyn Module) -> bool {
     }
 }
 
-/// Defines the kernel `kind` in `module`.
-pub fn build(module: &mut dyn Module, kind: &KernelKind) -> Result<FuncId, BackendError> {
-    let KernelKind::MatmulNtHalf { k, n, format } = *kind else {
-        return Err(bad_params(kind, "not a MatmulNtHalf kernel"));
-    };
+/// Defines the kernel `p` in `module`.
+pub fn build(module: &mut dyn Module, p: &MatmulNtHalfParams) -> Result<FuncId, BackendError> {
+    let name = &p.symbol();
+    let MatmulNtHalfParams { k, n, format } = *p;
     if k == 0 {
-        return Err(bad_params(kind, "k must be at least 1"));
+        return Err(bad_params(name, "k must be at least 1"));
     }
     let fma = has_fma(module);
-    let row_bytes = imm64(kind, mul(kind, k, 4)?)?;
-    let w_row_bytes = imm64(kind, mul(kind, k, 2)?)?;
-    let out_row_bytes = imm64(kind, mul(kind, n, 4)?)?;
-    off32(kind, mul(kind, k, 4)?)?;
-    define_kernel(module, kind, |_, b, e| {
+    let row_bytes = imm64(name, mul(name, k, 4)?)?;
+    let w_row_bytes = imm64(name, mul(name, k, 2)?)?;
+    let out_row_bytes = imm64(name, mul(name, n, 4)?)?;
+    off32(name, mul(name, k, 4)?)?;
+    define_kernel(module, name, TableLoads::Movable, &[], |b, e| {
         let x = e.buf(b, 0);
         let w = e.buf(b, 1);
         let out = e.buf(b, 2);
@@ -311,8 +230,8 @@ pub fn build(module: &mut dyn Module, kind: &KernelKind) -> Result<FuncId, Backe
         // The f16 widening is long enough that the weight stream falls behind without the touch;
         // bf16 keeps up with the hardware prefetcher alone (measured: touching does not help it).
         let touch = format == HalfFormat::F16;
-        let last_row = imm64(kind, n.saturating_sub(1))?;
-        emit_loop(b, e.row_begin, e.row_end, 1, &[], false, |b, r, _| {
+        let last_row = imm64(name, n.saturating_sub(1))?;
+        emit_for_unsigned(b, e.row_begin, e.row_end, 1, &[], false, |b, r, _| {
             let wr = b.ins().imul_imm_s(r, w_row_bytes);
             let wr = b.ins().iadd(w, wr);
             if touch {
@@ -322,15 +241,15 @@ pub fn build(module: &mut dyn Module, kind: &KernelKind) -> Result<FuncId, Backe
                 let po = b.ins().imul_imm_s(pr, w_row_bytes);
                 let po = b.ins().iadd(w, po);
                 for line in (0..2 * k).step_by(64) {
-                    b.ins().load(types::I8, TOUCH, po, off32(kind, line)?);
+                    b.ins().load(types::I8, TOUCH, po, off32(name, line)?);
                 }
             }
             let or = b.ins().ishl_imm_s(r, 2);
             let or = b.ins().iadd(out, or);
-            emit_loop(b, zero, tokens, 1, &[], false, |b, t, _| {
+            emit_for_unsigned(b, zero, tokens, 1, &[], false, |b, t, _| {
                 let xt = b.ins().imul_imm_s(t, row_bytes);
                 let xt = b.ins().iadd(x, xt);
-                let s = emit_dot(kind, b, xt, wr, k, format, fma)?;
+                let s = emit_dot(name, b, xt, wr, k, format, fma)?;
                 let ot = b.ins().imul_imm_s(t, out_row_bytes);
                 let ot = b.ins().iadd(or, ot);
                 b.ins().store(MEM, s, ot, 0);

@@ -1,5 +1,5 @@
-//! Kernel `MatmulI8` (see `KernelKind` for its buffers, rows and numerics): the int8 lm_head,
-//! `out[t, r] = f32(Σ_k q[r, k]·xq[t, k]) / xs[t] · ws[r]`.
+//! Kernel `MatmulI8` (see `KernelKind::MatmulI8` for its buffers, rows and numerics): the int8
+//! lm_head, `out[t, r] = f32(Σ_k q[r, k]·xq[t, k]) / xs[t] · ws[r]`.
 //!
 //! The weights are quantized at compile time by `quantize_rows`: per row, `ws = absmax / 127` and
 //! `q = round_half_even(w / ws)` (clamped to ±127), stored as the byte `q + 128` so that they are
@@ -13,16 +13,14 @@
 //! row is read from memory once and serves a group from L1. For one token (decode, and the last
 //! token of `forward_last`) the row dot keeps `CHAINS_1` independent accumulators.
 
-use super::KernelKind;
-use super::emit::{
-    MEM, bad_params, build_function, define, dot_i8, emit_for, emit_static_loop, emit_while,
-    hsum_i32x4, imm64, off32, size, splat_i8, var, zero_i32x4,
-};
 use crate::BackendError;
+use crate::cpu::emit::loops::{emit_for_signed, emit_static_loop, emit_while, var};
+use crate::cpu::emit::simd::{dot_i8, hsum_i32x4, splat_i8, zero_i32x4};
+use crate::cpu::emit::{MEM, TableLoads, bad_params, define_kernel, imm64, off32, size};
+use crate::kernel::MatmulI8Params;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{F32, I8, I8X16, I32, I32X4, I64};
-use cranelift_codegen::ir::{Function, InstBuilder, MemFlagsData, Value};
-use cranelift_codegen::isa::TargetIsa;
+use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value};
 use cranelift_frontend::{FunctionBuilder, Variable};
 use cranelift_module::{FuncId, Module};
 
@@ -68,32 +66,25 @@ pub fn quantize_rows(w: &[f32], k: usize) -> (Vec<u8>, Vec<f32>) {
     (bytes, scales)
 }
 
-/// Defines the kernel `kind` in `module`.
-pub fn build(module: &mut dyn Module, kind: &KernelKind) -> Result<FuncId, BackendError> {
-    let func = function(module.isa(), kind)?;
-    define(module, kind, func)
-}
-
 /// The static shape of the kernel.
 struct Shape {
     k: usize,
     n: usize,
 }
 
-/// The kernel's function for `isa`.
-fn function(isa: &dyn TargetIsa, kind: &KernelKind) -> Result<Function, BackendError> {
-    let &KernelKind::MatmulI8 { k, n } = kind else {
-        return Err(bad_params(kind, "not an int8 matmul"));
-    };
+/// Defines the kernel `p` in `module`.
+pub fn build(module: &mut dyn Module, p: &MatmulI8Params) -> Result<FuncId, BackendError> {
+    let name = &p.symbol();
+    let MatmulI8Params { k, n } = *p;
     if k == 0 || k > MAX_K {
-        return Err(bad_params(kind, "k must be between 1 and MAX_K"));
+        return Err(bad_params(name, "k must be between 1 and MAX_K"));
     }
     let shape = Shape {
-        k: size(kind, k)?,
-        n: size(kind, n)?,
+        k: size(name, k)?,
+        n: size(name, n)?,
     };
-    off32(kind, (GROUP * shape.k + GROUP * shape.n * 4) as u64)?;
-    build_function(isa, kind, |b, entry| {
+    off32(name, (GROUP * shape.k + GROUP * shape.n * 4) as u64)?;
+    define_kernel(module, name, TableLoads::Fixed, &[], |b, entry| {
         let tokens = entry.tokens(b);
         let xq = entry.buf(b, 0);
         let xs = entry.buf(b, 1);
@@ -103,7 +94,7 @@ fn function(isa: &dyn TargetIsa, kind: &KernelKind) -> Result<Function, BackendE
         let ones = splat_i8(b, 1);
         let g = Emit {
             shape: &shape,
-            kind,
+            name,
             xq,
             xs,
             w,
@@ -111,9 +102,9 @@ fn function(isa: &dyn TargetIsa, kind: &KernelKind) -> Result<Function, BackendE
             out,
             ones,
         };
-        let rows_per_tile = imm64(kind, (TILE_BYTES / shape.k).max(1) as u64)?;
+        let rows_per_tile = imm64(name, (TILE_BYTES / shape.k).max(1) as u64)?;
         let row_end = entry.row_end;
-        emit_for(b, entry.row_begin, row_end, rows_per_tile, |b, tile| {
+        emit_for_signed(b, entry.row_begin, row_end, rows_per_tile, |b, tile| {
             let tile_end = b.ins().iadd_imm_s(tile, rows_per_tile);
             let tile_end = b.ins().smin(tile_end, row_end);
             let zero = b.ins().iconst(I64, 0);
@@ -154,7 +145,7 @@ fn function(isa: &dyn TargetIsa, kind: &KernelKind) -> Result<Function, BackendE
 /// The values the kernel's code needs.
 struct Emit<'a> {
     shape: &'a Shape,
-    kind: &'a KernelKind,
+    name: &'a str,
     xq: Value,
     xs: Value,
     w: Value,
@@ -174,8 +165,8 @@ impl Emit<'_> {
         row_end: Value,
     ) -> Result<(), BackendError> {
         let (k, n) = (self.shape.k, self.shape.n);
-        let kind = self.kind;
-        let xoff = b.ins().imul_imm_s(t, imm64(kind, k as u64)?);
+        let name = self.name;
+        let xoff = b.ins().imul_imm_s(t, imm64(name, k as u64)?);
         let xrow = b.ins().iadd(self.xq, xoff);
         let sums = self.dot(b, tokens, None, xrow)?;
         let t4 = b.ins().ishl_imm_u(t, 2);
@@ -185,10 +176,10 @@ impl Emit<'_> {
             .collect();
         // 128·Σx, the contribution of the weights' offset.
         let bias: Vec<Value> = sums.iter().map(|&s| b.ins().ishl_imm_u(s, 7)).collect();
-        let row_off = b.ins().imul_imm_s(t, imm64(kind, (n * 4) as u64)?);
+        let row_off = b.ins().imul_imm_s(t, imm64(name, (n * 4) as u64)?);
         let out_t = b.ins().iadd(self.out, row_off);
-        emit_for(b, row_begin, row_end, 1, |b, r| {
-            let woff = b.ins().imul_imm_s(r, imm64(kind, k as u64)?);
+        emit_for_signed(b, row_begin, row_end, 1, |b, r| {
+            let woff = b.ins().imul_imm_s(r, imm64(name, k as u64)?);
             let wrow = b.ins().iadd(self.w, woff);
             let accs = self.dot(b, tokens, Some(wrow), xrow)?;
             let r4 = b.ins().ishl_imm_u(r, 2);
@@ -201,7 +192,7 @@ impl Emit<'_> {
                 let y = b.ins().fdiv(y, scales[i]);
                 let y = b.ins().fmul(y, wsr);
                 b.ins()
-                    .store(MEM, y, out_r, off32(kind, (i * n * 4) as u64)?);
+                    .store(MEM, y, out_r, off32(name, (i * n * 4) as u64)?);
             }
             Ok(())
         })
@@ -217,7 +208,7 @@ impl Emit<'_> {
         xrow: Value,
     ) -> Result<Vec<Value>, BackendError> {
         let k = self.shape.k;
-        let kind = self.kind;
+        let name = self.name;
         let chains = if tokens == 1 { CHAINS_1 } else { CHAINS_GROUP };
         let accs: Vec<Vec<Variable>> = (0..tokens)
             .map(|_| {
@@ -233,20 +224,20 @@ impl Emit<'_> {
         let steps = blocks / chains;
         let step = |b: &mut FunctionBuilder, base: Value, at: usize, chain: usize, xbase: Value| {
             let wv = match row {
-                Some(_) => b.ins().load(I8X16, PURE, base, off32(kind, at as u64)?),
+                Some(_) => b.ins().load(I8X16, PURE, base, off32(name, at as u64)?),
                 None => self.ones,
             };
             for (i, acc_chains) in accs.iter().enumerate() {
                 let xv = b
                     .ins()
-                    .load(I8X16, PURE, xbase, off32(kind, (i * k + at) as u64)?);
+                    .load(I8X16, PURE, xbase, off32(name, (i * k + at) as u64)?);
                 let acc = b.use_var(acc_chains[chain]);
                 let next = dot_i8(b, acc, xv, wv, true);
                 b.def_var(acc_chains[chain], next);
             }
             Ok::<(), BackendError>(())
         };
-        emit_static_loop(b, kind, steps as u64, (chains * 16) as u64, |b, o| {
+        emit_static_loop(b, name, steps as u64, (chains * 16) as u64, |b, o| {
             let wbase = match row {
                 Some(r) => b.ins().iadd(r, o),
                 None => o,
@@ -277,11 +268,11 @@ impl Emit<'_> {
             for e in blocks * 16..k {
                 let x = b
                     .ins()
-                    .load(I8, MEM, xrow, off32(kind, (i * k + e) as u64)?);
+                    .load(I8, MEM, xrow, off32(name, (i * k + e) as u64)?);
                 let x = b.ins().sextend(I32, x);
                 let p = match row {
                     Some(r) => {
-                        let wb = b.ins().load(I8, MEM, r, off32(kind, e as u64)?);
+                        let wb = b.ins().load(I8, MEM, r, off32(name, e as u64)?);
                         let wv = b.ins().uextend(I32, wb);
                         b.ins().imul(x, wv)
                     }

@@ -11,32 +11,56 @@
 //! - `s = 127 / max(m, eps)` (or `(1 / max(m, eps)) · 127` for the `reciprocal` kinds), then `y` is
 //!   recomputed and `q = clamp(round_half_even(y·s), -128, 127)` (NaN → 0), sixteen at a time.
 
-use super::KernelKind;
-use super::emit::{
-    MEM, bad_params, build_function, define, emit_for, emit_static_loop, max_ignore_nan, off32,
-    quantize_store_1, quantize_store_16, size, var,
-};
 use crate::BackendError;
+use crate::cpu::emit::loops::{emit_for_signed, emit_static_loop, var};
+use crate::cpu::emit::simd::{max_ignore_nan, quantize_store_1, quantize_store_16};
+use crate::cpu::emit::{MEM, TableLoads, bad_params, define_kernel, off32, size};
+use crate::kernel::{ActQuantParams, RmsNormParams, RmsNormQuantParams};
 use cranelift_codegen::ir::types::{F32, F32X4, F64, I64};
-use cranelift_codegen::ir::{Function, InstBuilder, Value};
-use cranelift_codegen::isa::TargetIsa;
+use cranelift_codegen::ir::{InstBuilder, Value};
 use cranelift_frontend::FunctionBuilder;
 use cranelift_module::{FuncId, Module};
 
-/// Defines the kernel `kind` in `module`.
-pub fn build(module: &mut dyn Module, kind: &KernelKind) -> Result<FuncId, BackendError> {
-    let reciprocal = matches!(
-        kind,
-        KernelKind::RmsNormQuant {
-            reciprocal: true,
-            ..
-        } | KernelKind::ActQuant {
-            reciprocal: true,
-            ..
-        }
-    );
-    let func = function(module.isa(), kind, reciprocal)?;
-    define(module, kind, func)
+/// Defines the kernel `p` (`KernelKind::RmsNormQuant`) in `module`.
+pub fn build_rms_norm_quant(
+    module: &mut dyn Module,
+    p: &RmsNormQuantParams,
+) -> Result<FuncId, BackendError> {
+    let name = &p.symbol();
+    let shape = Shape {
+        k: size(name, p.k)?,
+        norm: Some(f32::from_bits(p.eps_norm_bits)),
+        quant: Some(f32::from_bits(p.eps_bits)),
+        reciprocal: p.reciprocal,
+    };
+    build(module, name, shape)
+}
+
+/// Defines the kernel `p` (`KernelKind::ActQuant`) in `module`.
+pub fn build_act_quant(
+    module: &mut dyn Module,
+    p: &ActQuantParams,
+) -> Result<FuncId, BackendError> {
+    let name = &p.symbol();
+    let shape = Shape {
+        k: size(name, p.k)?,
+        norm: None,
+        quant: Some(f32::from_bits(p.eps_bits)),
+        reciprocal: p.reciprocal,
+    };
+    build(module, name, shape)
+}
+
+/// Defines the kernel `p` (`KernelKind::RmsNorm`) in `module`.
+pub fn build_rms_norm(module: &mut dyn Module, p: &RmsNormParams) -> Result<FuncId, BackendError> {
+    let name = &p.symbol();
+    let shape = Shape {
+        k: size(name, p.k)?,
+        norm: Some(f32::from_bits(p.eps_bits)),
+        quant: None,
+        reciprocal: false,
+    };
+    build(module, name, shape)
 }
 
 /// What one kernel computes.
@@ -47,45 +71,17 @@ struct Shape {
     norm: Option<f32>,
     /// `eps` when the row is quantized (else normalized and stored).
     quant: Option<f32>,
+    /// The quantizer's scale is `(1/max(m, eps))·127` (only with `quant`).
     reciprocal: bool,
 }
 
-fn function(
-    isa: &dyn TargetIsa,
-    kind: &KernelKind,
-    reciprocal: bool,
-) -> Result<Function, BackendError> {
-    let shape = match *kind {
-        KernelKind::RmsNormQuant {
-            k,
-            eps_norm_bits,
-            eps_bits,
-            ..
-        } => Shape {
-            k: size(kind, k)?,
-            norm: Some(f32::from_bits(eps_norm_bits)),
-            quant: Some(f32::from_bits(eps_bits)),
-            reciprocal,
-        },
-        KernelKind::ActQuant { k, eps_bits, .. } => Shape {
-            k: size(kind, k)?,
-            norm: None,
-            quant: Some(f32::from_bits(eps_bits)),
-            reciprocal,
-        },
-        KernelKind::RmsNorm { k, eps_bits } if !reciprocal => Shape {
-            k: size(kind, k)?,
-            norm: Some(f32::from_bits(eps_bits)),
-            quant: None,
-            reciprocal,
-        },
-        _ => return Err(bad_params(kind, "not a norm kernel (or no quantizer)")),
-    };
+/// Defines the kernel named `name` computing `shape` in `module`.
+fn build(module: &mut dyn Module, name: &str, shape: Shape) -> Result<FuncId, BackendError> {
     if shape.k == 0 {
-        return Err(bad_params(kind, "k must be positive"));
+        return Err(bad_params(name, "k must be positive"));
     }
-    off32(kind, (shape.k * 4) as u64)?;
-    build_function(isa, kind, |b, entry| {
+    off32(name, (shape.k * 4) as u64)?;
+    define_kernel(module, name, TableLoads::Fixed, &[], |b, entry| {
         let x = entry.buf(b, 0);
         let mut next = 1;
         let w = if shape.norm.is_some() {
@@ -97,11 +93,11 @@ fn function(
         let dst = entry.buf(b, next);
         let scales = shape.quant.map(|_| entry.buf(b, next + 1));
         let k = shape.k as i64;
-        emit_for(b, entry.row_begin, entry.row_end, 1, |b, row| {
+        emit_for_signed(b, entry.row_begin, entry.row_end, 1, |b, row| {
             let xo = b.ins().imul_imm_s(row, k * 4);
             let xr = b.ins().iadd(x, xo);
             let inv = match shape.norm {
-                Some(eps_norm) => Some(inv_rms(b, kind, xr, shape.k, eps_norm)?),
+                Some(eps_norm) => Some(inv_rms(b, name, xr, shape.k, eps_norm)?),
                 None => None,
             };
             let src = Row {
@@ -111,14 +107,14 @@ fn function(
             };
             match (shape.quant, scales) {
                 (Some(eps), Some(scales)) => {
-                    let s = quantize_row(b, kind, &src, shape, eps, dst, row)?;
+                    let s = quantize_row(b, name, &src, shape, eps, dst, row)?;
                     let so = b.ins().ishl_imm_u(row, 2);
                     let sa = b.ins().iadd(scales, so);
                     b.ins().store(MEM, s, sa, 0);
                 }
                 _ => {
                     let oa = b.ins().iadd(dst, xo);
-                    store_row(b, kind, &src, shape.k, oa)?;
+                    store_row(b, name, &src, shape.k, oa)?;
                 }
             }
             Ok(())
@@ -129,7 +125,7 @@ fn function(
 /// `1 / √(f32(Σ f64(x_k)² / K) + eps_norm)` of the row at `xr`.
 fn inv_rms(
     b: &mut FunctionBuilder,
-    kind: &KernelKind,
+    name: &str,
     xr: Value,
     k: usize,
     eps_norm: f32,
@@ -137,7 +133,7 @@ fn inv_rms(
     let zero = b.ins().f64const(0.0);
     let ss = var(b, F64, zero);
     let add = |b: &mut FunctionBuilder, base: Value, off: usize| -> Result<(), BackendError> {
-        let v = b.ins().load(F32, MEM, base, off32(kind, off as u64)?);
+        let v = b.ins().load(F32, MEM, base, off32(name, off as u64)?);
         let d = b.ins().fpromote(F64, v);
         let sq = b.ins().fmul(d, d);
         let acc = b.use_var(ss);
@@ -146,7 +142,7 @@ fn inv_rms(
         Ok(())
     };
     const UNROLL: usize = 8;
-    emit_static_loop(b, kind, (k / UNROLL) as u64, (UNROLL * 4) as u64, |b, o| {
+    emit_static_loop(b, name, (k / UNROLL) as u64, (UNROLL * 4) as u64, |b, o| {
         let base = b.ins().iadd(xr, o);
         for l in 0..UNROLL {
             add(b, base, l * 4)?;
@@ -196,7 +192,7 @@ impl Row {
 /// Quantizes the row `src` into `q[row]`; returns its scale.
 fn quantize_row(
     b: &mut FunctionBuilder,
-    kind: &KernelKind,
+    name: &str,
     src: &Row,
     shape: Shape,
     eps: f32,
@@ -208,7 +204,7 @@ fn quantize_row(
     let zero = b.ins().f32const(0.0);
     let zero4 = b.ins().splat(F32X4, zero);
     let m4 = var(b, F32X4, zero4);
-    emit_static_loop(b, kind, (k / 4) as u64, 16, |b, o| {
+    emit_static_loop(b, name, (k / 4) as u64, 16, |b, o| {
         let y = src.y(b, true, o, 0);
         let a = b.ins().fabs(y);
         let m = b.use_var(m4);
@@ -224,7 +220,7 @@ fn quantize_row(
     }
     let o0 = b.ins().iconst(I64, 0);
     for e in k / 4 * 4..k {
-        let y = src.y(b, false, o0, off32(kind, (e * 4) as u64)?);
+        let y = src.y(b, false, o0, off32(name, (e * 4) as u64)?);
         let a = b.ins().fabs(y);
         m = max_ignore_nan(b, m, a);
     }
@@ -242,7 +238,7 @@ fn quantize_row(
     let s4 = b.ins().splat(F32X4, s);
     let qo = b.ins().imul_imm_s(row, k as i64);
     let qr = b.ins().iadd(q, qo);
-    emit_static_loop(b, kind, (k / 16) as u64, 64, |b, o| {
+    emit_static_loop(b, name, (k / 16) as u64, 64, |b, o| {
         let ys = [0, 16, 32, 48].map(|off| src.y(b, true, o, off));
         let qo = b.ins().ushr_imm_u(o, 2);
         let qa = b.ins().iadd(qr, qo);
@@ -250,8 +246,8 @@ fn quantize_row(
         Ok(())
     })?;
     for e in k / 16 * 16..k {
-        let y = src.y(b, false, o0, off32(kind, (e * 4) as u64)?);
-        quantize_store_1(b, y, s, qr, off32(kind, e as u64)?);
+        let y = src.y(b, false, o0, off32(name, (e * 4) as u64)?);
+        quantize_store_1(b, y, s, qr, off32(name, e as u64)?);
     }
     Ok(s)
 }
@@ -259,12 +255,12 @@ fn quantize_row(
 /// Stores the row `src` (f32) at `dst`.
 fn store_row(
     b: &mut FunctionBuilder,
-    kind: &KernelKind,
+    name: &str,
     src: &Row,
     k: usize,
     dst: Value,
 ) -> Result<(), BackendError> {
-    emit_static_loop(b, kind, (k / 8) as u64, 32, |b, o| {
+    emit_static_loop(b, name, (k / 8) as u64, 32, |b, o| {
         let ys = [0, 16].map(|off| src.y(b, true, o, off));
         let da = b.ins().iadd(dst, o);
         for (y, off) in ys.into_iter().zip([0, 16]) {
@@ -275,13 +271,13 @@ fn store_row(
     let o0 = b.ins().iconst(I64, 0);
     let mut e = k / 8 * 8;
     if k - e >= 4 {
-        let off = off32(kind, (e * 4) as u64)?;
+        let off = off32(name, (e * 4) as u64)?;
         let y = src.y(b, true, o0, off);
         b.ins().store(MEM, y, dst, off);
         e += 4;
     }
     for e in e..k {
-        let off = off32(kind, (e * 4) as u64)?;
+        let off = off32(name, (e * 4) as u64)?;
         let y = src.y(b, false, o0, off);
         b.ins().store(MEM, y, dst, off);
     }

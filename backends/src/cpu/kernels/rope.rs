@@ -1,4 +1,4 @@
-//! Kernel `Rope` (see `KernelKind` for its buffers, rows and numerics), and `rope_table`, the
+//! Kernel `Rope` (see `KernelKind::Rope` for its buffers, rows and numerics), and `rope_table`, the
 //! cos|sin table it reads.
 //!
 //! Row t (position `p = pos + t`) reads table row p; for each head, the pairs `(i, i + d/2)` are
@@ -7,9 +7,10 @@
 //! and then added (no fused multiply-add), which is the interpreter's arithmetic lane by lane. Both
 //! inputs of a pair are loaded before either output is stored, so `out` may alias `x`.
 
-use super::KernelKind;
-use super::loops::{MEM, bad_params, define_kernel, emit_loop, imm64, mul, off32};
 use crate::BackendError;
+use crate::cpu::emit::loops::emit_for_unsigned;
+use crate::cpu::emit::{MEM, TableLoads, bad_params, define_kernel, imm64, mul, off32};
+use crate::kernel::RopeParams;
 use cranelift_codegen::ir::{InstBuilder, Type, Value, types};
 use cranelift_frontend::FunctionBuilder;
 use cranelift_module::{FuncId, Module};
@@ -63,31 +64,30 @@ fn rotate(
     b.ins().store(MEM, y1, oh, at + half_bytes);
 }
 
-/// Defines the kernel `kind` in `module`.
-pub fn build(module: &mut dyn Module, kind: &KernelKind) -> Result<FuncId, BackendError> {
-    let KernelKind::Rope { width, head_dim } = *kind else {
-        return Err(bad_params(kind, "not a Rope kernel"));
-    };
+/// Defines the kernel `p` in `module`.
+pub fn build(module: &mut dyn Module, p: &RopeParams) -> Result<FuncId, BackendError> {
+    let name = &p.symbol();
+    let RopeParams { width, head_dim } = *p;
     if head_dim == 0 || !head_dim.is_multiple_of(2) || !width.is_multiple_of(head_dim) {
         return Err(bad_params(
-            kind,
+            name,
             "head_dim must be even, positive and divide the width",
         ));
     }
     let half = head_dim / 2;
-    let row_bytes = imm64(kind, mul(kind, width, 4)?)?;
-    let head_bytes = imm64(kind, mul(kind, head_dim, 4)?)?;
-    let half_bytes = off32(kind, half * 4)?;
+    let row_bytes = imm64(name, mul(name, width, 4)?)?;
+    let head_bytes = imm64(name, mul(name, head_dim, 4)?)?;
+    let half_bytes = off32(name, half * 4)?;
     let quads = half / 4;
-    define_kernel(module, kind, |_, b, e| {
+    define_kernel(module, name, TableLoads::Movable, &[], |b, e| {
         let x = e.buf(b, 0);
         let table = e.buf(b, 1);
         let out = e.buf(b, 2);
         let pos = e.pos(b);
         let zero = b.ins().iconst(types::I64, 0);
         let row_end_bytes = b.ins().iconst(types::I64, row_bytes);
-        let quad_end = b.ins().iconst(types::I64, imm64(kind, quads * 16)?);
-        emit_loop(b, e.row_begin, e.row_end, 1, &[], false, |b, t, _| {
+        let quad_end = b.ins().iconst(types::I64, imm64(name, quads * 16)?);
+        emit_for_unsigned(b, e.row_begin, e.row_end, 1, &[], false, |b, t, _| {
             let p = b.ins().iadd(pos, t);
             let cos = b.ins().imul_imm_s(p, head_bytes);
             let cos = b.ins().iadd(table, cos);
@@ -95,7 +95,7 @@ pub fn build(module: &mut dyn Module, kind: &KernelKind) -> Result<FuncId, Backe
             let xrow = b.ins().iadd(x, row);
             let orow = b.ins().iadd(out, row);
             // Heads: `h` is the byte offset of the head in the row.
-            emit_loop(
+            emit_for_unsigned(
                 b,
                 zero,
                 row_end_bytes,
@@ -106,7 +106,7 @@ pub fn build(module: &mut dyn Module, kind: &KernelKind) -> Result<FuncId, Backe
                     let xh = b.ins().iadd(xrow, h);
                     let oh = b.ins().iadd(orow, h);
                     if quads > 0 {
-                        emit_loop(b, zero, quad_end, 16, &[], true, |b, i, _| {
+                        emit_for_unsigned(b, zero, quad_end, 16, &[], true, |b, i, _| {
                             let xi = b.ins().iadd(xh, i);
                             let oi = b.ins().iadd(oh, i);
                             let ci = b.ins().iadd(cos, i);
@@ -115,7 +115,7 @@ pub fn build(module: &mut dyn Module, kind: &KernelKind) -> Result<FuncId, Backe
                         })?;
                     }
                     for i in quads * 4..half {
-                        rotate(b, types::F32, xh, oh, cos, off32(kind, i * 4)?, half_bytes);
+                        rotate(b, types::F32, xh, oh, cos, off32(name, i * 4)?, half_bytes);
                     }
                     Ok(vec![])
                 },

@@ -2,9 +2,9 @@
 //! in f32 element by element (exact; each element is read and written by one thread, so `out` may be
 //! `a` or `b` itself).
 
-use super::super::emit::{Cg, Kb, R};
+use super::super::emit::{Kb, R};
 use super::imm;
-use crate::cpu::kernels::KernelKind;
+use crate::kernel::AddParams;
 use inkwell::context::Context;
 use inkwell::module::Module;
 
@@ -13,12 +13,10 @@ pub fn build<'ctx>(
     cx: &'ctx Context,
     m: &Module<'ctx>,
     name: &str,
-    kind: &KernelKind,
+    p: &AddParams,
     threads: u64,
 ) -> R<()> {
-    let KernelKind::Add { n } = *kind else {
-        return Err(Cg("not an add".into()));
-    };
+    let n = p.n;
     let kb = Kb::kernel(cx, m, name, 3)?;
     let (a, b, out) = (kb.buf(0)?, kb.buf(1)?, kb.buf(2)?);
     let nn = kb.i64c(imm(n)?);

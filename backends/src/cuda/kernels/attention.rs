@@ -15,7 +15,7 @@
 
 use super::super::emit::{Cg, Kb, R};
 use super::imm;
-use crate::cpu::kernels::KernelKind;
+use crate::kernel::AttentionParams;
 use inkwell::context::Context;
 use inkwell::module::Module;
 
@@ -27,28 +27,22 @@ pub fn build<'ctx>(
     cx: &'ctx Context,
     m: &Module<'ctx>,
     name: &str,
-    kind: &KernelKind,
+    p: &AttentionParams,
     threads: u64,
 ) -> R<()> {
-    let KernelKind::Attention {
+    let AttentionParams {
         heads,
         kv_heads,
         head_dim,
+        context,
         scale_bits,
-        ..
-    } = *kind
-    else {
-        return Err(Cg("not an attention".into()));
-    };
+    } = *p;
     if kv_heads == 0 || heads % kv_heads != 0 || head_dim == 0 {
         return Err(Cg("heads must be a positive multiple of kv_heads".into()));
     }
     let kb = Kb::kernel(cx, m, name, 4)?;
     let f32t = cx.f32_type();
     let (q, kc, vc, out) = (kb.buf(0)?, kb.buf(1)?, kb.buf(2)?, kb.buf(3)?);
-    let KernelKind::Attention { context, .. } = *kind else {
-        return Err(Cg("not an attention".into()));
-    };
     let scores =
         kb.dynamic_shared(u32::try_from(context).map_err(|_| Cg("context too long".into()))?)?;
     let r = kb.block_id()?;

@@ -2,9 +2,9 @@
 //! copying the table row of its id (validated by the runtime before the launch) column by column.
 //! A copy: exact.
 
-use super::super::emit::{Cg, Kb, R};
+use super::super::emit::{Kb, R};
 use super::imm;
-use crate::cpu::kernels::KernelKind;
+use crate::kernel::EmbeddingParams;
 use inkwell::context::Context;
 use inkwell::module::Module;
 
@@ -13,12 +13,10 @@ pub fn build<'ctx>(
     cx: &'ctx Context,
     m: &Module<'ctx>,
     name: &str,
-    kind: &KernelKind,
+    p: &EmbeddingParams,
     threads: u64,
 ) -> R<()> {
-    let KernelKind::Embedding { hidden, .. } = *kind else {
-        return Err(Cg("not an embedding".into()));
-    };
+    let hidden = p.hidden;
     let kb = Kb::kernel(cx, m, name, 3)?;
     let (table, ids, out) = (kb.buf(0)?, kb.buf(1)?, kb.buf(2)?);
     let t = kb.block_id()?;

@@ -1,9 +1,9 @@
 //! CUDA kernel for `KvStore` (buffers as `KernelKind` documents): one block per token `t`, copying
 //! `k[t]` and `v[t]` into cache row `pos + t` (the runtime checks `pos + T <= C` before the launch).
 
-use super::super::emit::{Cg, Kb, R};
+use super::super::emit::{Kb, R};
 use super::imm;
-use crate::cpu::kernels::KernelKind;
+use crate::kernel::KvStoreParams;
 use inkwell::context::Context;
 use inkwell::module::Module;
 
@@ -12,12 +12,10 @@ pub fn build<'ctx>(
     cx: &'ctx Context,
     m: &Module<'ctx>,
     name: &str,
-    kind: &KernelKind,
+    p: &KvStoreParams,
     threads: u64,
 ) -> R<()> {
-    let KernelKind::KvStore { kvw } = *kind else {
-        return Err(Cg("not a kv store".into()));
-    };
+    let kvw = p.kvw;
     let kb = Kb::kernel(cx, m, name, 4)?;
     let (k, v, kc, vc) = (kb.buf(0)?, kb.buf(1)?, kb.buf(2)?, kb.buf(3)?);
     let w = kb.i64c(imm(kvw)?);

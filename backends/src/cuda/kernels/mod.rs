@@ -1,5 +1,7 @@
-//! The CUDA kernels: one NVPTX `.entry` per distinct `KernelKind`, with the buffers and rows the
-//! `KernelKind` variant documents (the same launch plan as the CPU), and the grid each kind runs on.
+//! The CUDA kernels: one NVPTX `.entry` per distinct `KernelKind` (`crate::kernel`, which states the
+//! contract: buffers, rows, numerics per backend), with the same launch plan as the CPU, and the grid
+//! each kind runs on. One file per kind, named as in `cpu/kernels/` (`KernelOp::file_stem`); `build`
+//! is the one place that looks at the variant, and each file's `build` receives its params struct.
 //!
 //! Every kernel takes one global pointer per buffer, then `T` and `pos` (i64). A launch of `rows`
 //! rows runs `ceil(rows / rows_per_block)` blocks (`Geometry`); a kernel computes exactly the rows
@@ -7,19 +9,20 @@
 //! parts are exact; element-wise f32 parts round as the interpreter does (no contraction); sums run
 //! in a fixed tree order (deterministic from run to run, but not the interpreter's index order).
 
-pub mod act_quant;
 pub mod add;
 pub mod attention;
 pub mod embedding;
 pub mod kv_store;
-pub mod lm_head;
+pub mod matmul;
+pub mod matmul_half;
+pub mod norm;
 pub mod relu2_mul;
 pub mod rope;
 pub mod ternary_matmul;
 
 use super::emit::{Cg, Kb};
 use crate::BackendError;
-use crate::cpu::kernels::KernelKind;
+use crate::kernel::KernelKind;
 use bitnet_runtime::cuda::CudaLaunch;
 use inkwell::context::Context;
 use inkwell::module::Module;
@@ -44,19 +47,20 @@ pub fn geometry(kind: &KernelKind) -> Result<CudaLaunch, BackendError> {
         shared_bytes: 0,
     };
     Ok(match kind {
-        KernelKind::Embedding { .. }
-        | KernelKind::Relu2Mul { .. }
-        | KernelKind::Add { .. }
-        | KernelKind::Rope { .. }
-        | KernelKind::KvStore { .. } => row(ROW_THREADS),
-        KernelKind::RmsNormQuant { k, .. }
-        | KernelKind::ActQuant { k, .. }
-        | KernelKind::RmsNorm { k, .. } => row(act_quant::threads(kind, *k)?),
-        KernelKind::TernaryMatmul { .. }
-        | KernelKind::MatmulNt { .. }
-        | KernelKind::MatmulNtHalf { .. } => warps,
-        KernelKind::Attention { context, .. } => {
-            let bytes = context
+        KernelKind::Embedding(_)
+        | KernelKind::Relu2Mul(_)
+        | KernelKind::Add(_)
+        | KernelKind::Rope(_)
+        | KernelKind::KvStore(_) => row(ROW_THREADS),
+        KernelKind::RmsNormQuant(p) => row(norm::threads(kind, p.k)?),
+        KernelKind::ActQuant(p) => row(norm::threads(kind, p.k)?),
+        KernelKind::RmsNorm(p) => row(norm::threads(kind, p.k)?),
+        KernelKind::TernaryMatmul(_) | KernelKind::MatmulNt(_) | KernelKind::MatmulNtHalf(_) => {
+            warps
+        }
+        KernelKind::Attention(p) => {
+            let bytes = p
+                .context
                 .checked_mul(4)
                 .and_then(|b| u32::try_from(b).ok())
                 .filter(|&b| b <= attention::MAX_SHARED_BYTES)
@@ -67,7 +71,7 @@ pub fn geometry(kind: &KernelKind) -> Result<CudaLaunch, BackendError> {
                 shared_bytes: bytes,
             }
         }
-        KernelKind::MatmulI8 { .. } => {
+        KernelKind::MatmulI8(_) => {
             return Err(unsupported(
                 kind,
                 "the int8 lm_head (the CUDA backend stores the lm_head in f16)",
@@ -81,19 +85,19 @@ pub fn geometry(kind: &KernelKind) -> Result<CudaLaunch, BackendError> {
 /// the other, so only kernels without barriers may have several).
 pub fn host_threads(kind: &KernelKind) -> u64 {
     match kind {
-        KernelKind::TernaryMatmul { .. }
-        | KernelKind::MatmulNt { .. }
-        | KernelKind::MatmulNtHalf { .. } => ROWS_PER_WARP_BLOCK,
-        KernelKind::Embedding { .. }
-        | KernelKind::RmsNormQuant { .. }
-        | KernelKind::ActQuant { .. }
-        | KernelKind::RmsNorm { .. }
-        | KernelKind::Relu2Mul { .. }
-        | KernelKind::Add { .. }
-        | KernelKind::Rope { .. }
-        | KernelKind::KvStore { .. }
-        | KernelKind::Attention { .. }
-        | KernelKind::MatmulI8 { .. } => 1,
+        KernelKind::TernaryMatmul(_) | KernelKind::MatmulNt(_) | KernelKind::MatmulNtHalf(_) => {
+            ROWS_PER_WARP_BLOCK
+        }
+        KernelKind::Embedding(_)
+        | KernelKind::RmsNormQuant(_)
+        | KernelKind::ActQuant(_)
+        | KernelKind::RmsNorm(_)
+        | KernelKind::Relu2Mul(_)
+        | KernelKind::Add(_)
+        | KernelKind::Rope(_)
+        | KernelKind::KvStore(_)
+        | KernelKind::Attention(_)
+        | KernelKind::MatmulI8(_) => 1,
     }
 }
 
@@ -115,20 +119,19 @@ pub fn build<'ctx>(
         u64::from(geometry(kind)?.block)
     };
     let built = match kind {
-        KernelKind::Embedding { .. } => embedding::build(cx, m, &name, kind, threads),
-        KernelKind::RmsNormQuant { .. }
-        | KernelKind::ActQuant { .. }
-        | KernelKind::RmsNorm { .. } => act_quant::build(cx, m, &name, kind, threads),
-        KernelKind::TernaryMatmul { .. } => ternary_matmul::build(cx, m, &name, kind),
-        KernelKind::Relu2Mul { .. } => relu2_mul::build(cx, m, &name, kind, threads),
-        KernelKind::Add { .. } => add::build(cx, m, &name, kind, threads),
-        KernelKind::Rope { .. } => rope::build(cx, m, &name, kind, threads),
-        KernelKind::KvStore { .. } => kv_store::build(cx, m, &name, kind, threads),
-        KernelKind::Attention { .. } => attention::build(cx, m, &name, kind, threads),
-        KernelKind::MatmulNt { .. } | KernelKind::MatmulNtHalf { .. } => {
-            lm_head::build(cx, m, &name, kind)
-        }
-        KernelKind::MatmulI8 { .. } => return Err(unsupported(kind, "the int8 lm_head")),
+        KernelKind::Embedding(p) => embedding::build(cx, m, &name, p, threads),
+        KernelKind::RmsNormQuant(p) => norm::build_rms_norm_quant(cx, m, &name, p, threads),
+        KernelKind::ActQuant(p) => norm::build_act_quant(cx, m, &name, p, threads),
+        KernelKind::RmsNorm(p) => norm::build_rms_norm(cx, m, &name, p, threads),
+        KernelKind::TernaryMatmul(p) => ternary_matmul::build(cx, m, &name, p),
+        KernelKind::Relu2Mul(p) => relu2_mul::build(cx, m, &name, p, threads),
+        KernelKind::Add(p) => add::build(cx, m, &name, p, threads),
+        KernelKind::Rope(p) => rope::build(cx, m, &name, p, threads),
+        KernelKind::KvStore(p) => kv_store::build(cx, m, &name, p, threads),
+        KernelKind::Attention(p) => attention::build(cx, m, &name, p, threads),
+        KernelKind::MatmulNt(p) => matmul::build(cx, m, &name, p),
+        KernelKind::MatmulNtHalf(p) => matmul_half::build(cx, m, &name, p),
+        KernelKind::MatmulI8(_) => return Err(unsupported(kind, "the int8 lm_head")),
     };
     built.map_err(|Cg(message)| BackendError::Codegen {
         kernel: name,

@@ -2,9 +2,9 @@
 //! `r = max(g, 0)` with NaN kept (`g < 0 ? 0 : g`), `out = (r·r)·u` in f32: exact, element by
 //! element (`out` may be `g` or `u` itself).
 
-use super::super::emit::{Cg, Kb, R};
+use super::super::emit::{Kb, R};
 use super::imm;
-use crate::cpu::kernels::KernelKind;
+use crate::kernel::Relu2MulParams;
 use inkwell::FloatPredicate;
 use inkwell::context::Context;
 use inkwell::module::Module;
@@ -14,12 +14,10 @@ pub fn build<'ctx>(
     cx: &'ctx Context,
     m: &Module<'ctx>,
     name: &str,
-    kind: &KernelKind,
+    p: &Relu2MulParams,
     threads: u64,
 ) -> R<()> {
-    let KernelKind::Relu2Mul { n } = *kind else {
-        return Err(Cg("not a relu2_mul".into()));
-    };
+    let n = p.n;
     let kb = Kb::kernel(cx, m, name, 3)?;
     let (g, u, out) = (kb.buf(0)?, kb.buf(1)?, kb.buf(2)?);
     let nn = kb.i64c(imm(n)?);

@@ -6,7 +6,7 @@
 
 use super::super::emit::{Cg, Kb, R};
 use super::imm;
-use crate::cpu::kernels::KernelKind;
+use crate::kernel::RopeParams;
 use inkwell::context::Context;
 use inkwell::module::Module;
 
@@ -15,12 +15,10 @@ pub fn build<'ctx>(
     cx: &'ctx Context,
     m: &Module<'ctx>,
     name: &str,
-    kind: &KernelKind,
+    p: &RopeParams,
     threads: u64,
 ) -> R<()> {
-    let KernelKind::Rope { width, head_dim } = *kind else {
-        return Err(Cg("not a rope".into()));
-    };
+    let RopeParams { width, head_dim } = *p;
     if head_dim < 2 {
         return Err(Cg("head_dim must be at least 2".into()));
     }

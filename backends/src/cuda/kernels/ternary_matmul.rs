@@ -18,10 +18,10 @@
 //! Activations are read as 16-byte vectors when K is a multiple of 16, else byte by byte; a last
 //! partial block reads only elements below K (the padding's codes are 1, weight 0).
 
-use super::super::emit::{Cg, Kb, R};
+use super::super::emit::{Kb, R};
 use super::{ROWS_PER_WARP_BLOCK, imm};
-use crate::cpu::PACK_BLOCK;
-use crate::cpu::kernels::KernelKind;
+use crate::kernel::TernaryMatmulParams;
+use crate::kernel::layout::PACK_BLOCK;
 use inkwell::context::Context;
 use inkwell::module::Module;
 use inkwell::values::IntValue;
@@ -36,10 +36,13 @@ pub fn signed_codes(w: u32, g: u32) -> u32 {
 }
 
 /// Defines the kernel.
-pub fn build<'ctx>(cx: &'ctx Context, m: &Module<'ctx>, name: &str, kind: &KernelKind) -> R<()> {
-    let KernelKind::TernaryMatmul { k, n, residual } = *kind else {
-        return Err(Cg("not a ternary matmul".into()));
-    };
+pub fn build<'ctx>(
+    cx: &'ctx Context,
+    m: &Module<'ctx>,
+    name: &str,
+    p: &TernaryMatmulParams,
+) -> R<()> {
+    let TernaryMatmulParams { k, n, residual } = *p;
     let kb = Kb::kernel(cx, m, name, if residual { 6 } else { 5 })?;
     let i32t = cx.i32_type();
     let (xq, xs, w, ws) = (kb.buf(0)?, kb.buf(1)?, kb.buf(2)?, kb.buf(3)?);

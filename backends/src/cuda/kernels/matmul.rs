@@ -1,55 +1,53 @@
-//! CUDA kernel for `MatmulNt` and `MatmulNtHalf` (the lm_head; buffers as `KernelKind` documents):
-//! `out[t, n] = Σ_k x[t, k]·w[n, k]` with float weights (f32, bf16 or f16, each widened exactly to
-//! f32), one warp per output feature `n`, looping over the tokens.
+//! CUDA kernel for `MatmulNt` (the lm_head; buffers as `KernelKind` documents), and the float
+//! matmul builder it shares with `MatmulNtHalf` (`matmul_half.rs`): `out[t, n] = Σ_k x[t, k]·w[n, k]`
+//! with float weights (f32, bf16 or f16, each widened exactly to f32), one warp per output feature
+//! `n`, looping over the tokens.
 //!
-//! Lanes take the row's elements (for `MatmulNtHalf`, groups of eight in `matmul_half::layout`
-//! order, each group one 16-byte load when K is a multiple of 8) and accumulate `x·w` in f32; the
+//! Lanes take the row's elements (for `MatmulNtHalf`, groups of eight in `layout::layout` order,
+//! each group one 16-byte load when K is a multiple of 8) and accumulate `x·w` in f32; the
 //! warp sums its lanes by shuffles and lane 0 writes. The sum's order differs from the interpreter's
 //! f64 index-order sum: within `MatmulNt`'s documented tolerance (about 1e-6 relative, more for
 //! long rows with cancellation). `out` must not alias `x`.
 
-use super::super::emit::{Cg, Kb, R};
+use super::super::emit::{Kb, R};
 use super::{ROWS_PER_WARP_BLOCK, imm};
-use crate::cpu::kernels::KernelKind;
-use crate::cpu::kernels::matmul_half::HalfFormat;
+use crate::kernel::layout::pair_element;
+use crate::kernel::{HalfFormat, MatmulNtParams};
 use inkwell::context::Context;
 use inkwell::module::Module;
 use inkwell::values::{FloatValue, IntValue};
 
 /// How the weights are stored.
 #[derive(Clone, Copy, PartialEq)]
-enum Weights {
+pub(super) enum Weights {
+    /// f32 in plain row order (`MatmulNt`).
     F32,
-    /// bf16 in plain row order (`MatmulNt { bf16: true }`).
+    /// bf16 in plain row order (`MatmulNt` with `bf16`).
     Bf16Plain,
-    /// 16-bit floats in `matmul_half::layout` order.
+    /// 16-bit floats in `layout::layout` order (`MatmulNtHalf`).
     Pairs(HalfFormat),
 }
 
-/// Where storage index `s` of a row (of `k`) puts its element, in `matmul_half::layout` order.
-pub fn pair_element(s: u64, k: u64) -> u64 {
-    if s >= k / 8 * 8 {
-        return s;
-    }
-    let (g, l) = (s / 8, s % 8);
-    8 * g + (l % 2) * 4 + l / 2
+/// Defines the kernel `p` named `name`.
+pub fn build<'ctx>(cx: &'ctx Context, m: &Module<'ctx>, name: &str, p: &MatmulNtParams) -> R<()> {
+    let weights = if p.bf16 {
+        Weights::Bf16Plain
+    } else {
+        Weights::F32
+    };
+    build_float_matmul(cx, m, name, p.k, p.n, weights)
 }
 
-/// Defines the kernel.
-pub fn build<'ctx>(cx: &'ctx Context, m: &Module<'ctx>, name: &str, kind: &KernelKind) -> R<()> {
-    let (k, n, fmt) = match *kind {
-        KernelKind::MatmulNt { k, n, bf16 } => (
-            k,
-            n,
-            if bf16 {
-                Weights::Bf16Plain
-            } else {
-                Weights::F32
-            },
-        ),
-        KernelKind::MatmulNtHalf { k, n, format } => (k, n, Weights::Pairs(format)),
-        _ => return Err(Cg("not a float matmul".into())),
-    };
+/// Defines the float matmul named `name` of `k` inputs and `n` outputs on weights stored as
+/// `fmt`.
+pub(super) fn build_float_matmul<'ctx>(
+    cx: &'ctx Context,
+    m: &Module<'ctx>,
+    name: &str,
+    k: u64,
+    n: u64,
+    fmt: Weights,
+) -> R<()> {
     let kb = Kb::kernel(cx, m, name, 3)?;
     let f32t = cx.f32_type();
     let i16t = cx.i16_type();
@@ -109,7 +107,7 @@ pub fn build<'ctx>(cx: &'ctx Context, m: &Module<'ctx>, name: &str, kind: &Kerne
                         let s0 = kb.mul(g, kb.i64c(8))?;
                         let mut a = kb.get(&acc)?.into_float_value();
                         let v8 = i16t.vec_type(8);
-                        let ws = if k % 8 == 0 {
+                        let ws = if k.is_multiple_of(8) {
                             let p = kb.at(i16t, w, kb.add(wrow, s0)?)?;
                             let ld = kb.load_aligned(v8, p, 16)?;
                             let v = ld.into_vector_value();
@@ -152,23 +150,4 @@ pub fn build<'ctx>(cx: &'ctx Context, m: &Module<'ctx>, name: &str, kind: &Kerne
         })
     })?;
     kb.finish()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::pair_element;
-    use crate::cpu::kernels::matmul_half::{HalfFormat, layout};
-
-    /// `pair_element` inverts `matmul_half::layout` at awkward K (groups and a tail).
-    #[test]
-    fn pair_order_matches_the_layout() {
-        for k in [1u64, 7, 8, 13, 16, 37] {
-            let w: Vec<f32> = (0..k).map(|i| i as f32).collect();
-            let bits = layout(&w, k as usize, HalfFormat::F16).unwrap_or_default();
-            for (s, &b) in bits.iter().enumerate() {
-                let e = pair_element(s as u64, k);
-                assert_eq!(HalfFormat::F16.value(b), e as f32, "k {k} storage {s}");
-            }
-        }
-    }
 }

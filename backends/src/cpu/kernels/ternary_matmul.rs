@@ -1,6 +1,6 @@
-//! The ternary matmul kernel (`KernelKind::TernaryMatmul`) on weights packed in the backend's layout
-//! (`super::super::PACK_BLOCK` = 64, `PackOrder::I2s`: element j of a block in byte j % 16 at shift
-//! 6 − 2·(j / 16), code t + 1).
+//! The ternary matmul kernel (`KernelKind::TernaryMatmul`) on weights packed in the layout of
+//! `crate::kernel::layout` (`PACK_BLOCK` = 64, `PackOrder::I2s`: element j of a block in byte
+//! j % 16 at shift 6 − 2·(j / 16), code t + 1).
 //!
 //! Per output row n and token t: `acc = Σ_k xq[t, k]·(code_k − 1) = Σ_k code_k·xq[t, k] − Σ_k xq[t, k]`,
 //! exact in wrapping i32 arithmetic: the true value fits in i32 (K ≤ `MAX_K`), so wrapping
@@ -33,18 +33,21 @@
 //! are marked read-only and movable); `residual` may be the same buffer as `out` (each element is
 //! read before it is written).
 
-use super::KernelKind;
-use super::emit::{
-    LANES_LE, MEM, bad_params, build_function, define, disassemble as disassemble_function, dot_i8,
-    emit_for, emit_static_loop, emit_while, hsum_i32x4, imm64, off32, size, splat_i8, var,
-    widen_pairs_i16, zero_i16x8, zero_i32x4,
-};
 use crate::BackendError;
 use crate::cpu::PACK_BLOCK;
+use crate::cpu::emit::loops::{emit_for_signed, emit_static_loop, emit_while, var};
+use crate::cpu::emit::simd::{
+    dot_i8, hsum_i32x4, splat_i8, widen_pairs_i16, zero_i16x8, zero_i32x4,
+};
+use crate::cpu::emit::{
+    Entry, LANES_LE, MEM, TableLoads, bad_params, define_kernel, disassemble_kernel, imm64, off32,
+    size,
+};
+use crate::kernel::TernaryMatmulParams;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{F32, I8, I8X16, I16, I16X8, I32, I32X4, I64};
 use cranelift_codegen::ir::{
-    ConstantData, Function, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Value,
+    ConstantData, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Value,
 };
 use cranelift_codegen::isa::TargetIsa;
 use cranelift_frontend::{FunctionBuilder, Variable};
@@ -148,27 +151,33 @@ impl DotStrategy {
     }
 }
 
-/// Defines the kernel `kind` in `module`, with the module ISA's best `DotStrategy`.
-pub fn build(module: &mut dyn Module, kind: &KernelKind) -> Result<FuncId, BackendError> {
+/// Defines the kernel `p` in `module`, with the module ISA's best `DotStrategy`.
+pub fn build(module: &mut dyn Module, p: &TernaryMatmulParams) -> Result<FuncId, BackendError> {
     let strategy = DotStrategy::for_isa(module.isa());
-    build_with(module, kind, strategy)
+    build_with(module, p, strategy)
 }
 
-/// Defines the kernel `kind` in `module` with `strategy` (which the module's ISA must support).
+/// Defines the kernel `p` in `module` with `strategy` (which the module's ISA must support).
 pub fn build_with(
     module: &mut dyn Module,
-    kind: &KernelKind,
+    p: &TernaryMatmulParams,
     strategy: DotStrategy,
 ) -> Result<FuncId, BackendError> {
-    let func = function(module.isa(), kind, strategy)?;
-    define(module, kind, func)
+    let name = &p.symbol();
+    let plan = Plan::new(name, p, strategy)?;
+    define_kernel(module, name, TableLoads::Fixed, &[], |b, entry| {
+        emit_kernel(b, entry, name, &plan)
+    })
 }
 
-/// The machine code of kernel `kind` compiled for `isa` with its best strategy, as Cranelift lists it
+/// The machine code of kernel `p` compiled for `isa` with its best strategy, as Cranelift lists it
 /// (for review snapshots).
-pub fn disassemble(isa: &dyn TargetIsa, kind: &KernelKind) -> Result<String, BackendError> {
-    let func = function(isa, kind, DotStrategy::for_isa(isa))?;
-    disassemble_function(isa, kind, func)
+pub fn disassemble(isa: &dyn TargetIsa, p: &TernaryMatmulParams) -> Result<String, BackendError> {
+    let name = &p.symbol();
+    let plan = Plan::new(name, p, DotStrategy::for_isa(isa))?;
+    disassemble_kernel(isa, name, TableLoads::Fixed, |b, entry| {
+        emit_kernel(b, entry, name, &plan)
+    })
 }
 
 /// The static shape of one kernel.
@@ -181,115 +190,124 @@ struct Plan {
     tail: usize,
     /// Packed bytes per weight row.
     row_bytes: usize,
+    /// Whether a residual is added (`TernaryMatmulParams::residual`).
+    residual: bool,
     strategy: DotStrategy,
 }
 
-/// The kernel's function for `isa`.
-fn function(
-    isa: &dyn TargetIsa,
-    kind: &KernelKind,
-    strategy: DotStrategy,
-) -> Result<Function, BackendError> {
-    let &KernelKind::TernaryMatmul { k, n, residual } = kind else {
-        return Err(bad_params(kind, "not a ternary matmul"));
-    };
-    let (k, n) = (size(kind, k)?, size(kind, n)?);
-    if k == 0 || k as u64 > bitnet_ir::ops::ternary_matmul::MAX_K {
-        return Err(bad_params(kind, "k must be between 1 and MAX_K"));
-    }
-    let blocks = k.div_ceil(PACK_BLOCK);
-    let plan = Plan {
-        k,
-        n,
-        full_blocks: k / PACK_BLOCK,
-        tail: k % PACK_BLOCK,
-        row_bytes: blocks * PACK_BLOCK / 4,
-        strategy,
-    };
-    // Every static offset the kernel forms must fit in i32.
-    off32(kind, (GROUP * k + GROUP * n * 4) as u64)?;
-    build_function(isa, kind, |b, entry| {
-        let tokens = entry.tokens(b);
-        let mut next = 0u8;
-        let mut buf = |b: &mut FunctionBuilder| {
-            next += 1;
-            entry.buf(b, next - 1)
-        };
-        let xq = buf(b);
-        let xs = buf(b);
-        let w = buf(b);
-        let ws_ptr = buf(b);
-        let res = if residual { Some(buf(b)) } else { None };
-        let out = buf(b);
-        let ws = b.ins().load(F32, MEM, ws_ptr, 0);
-        let slot = if plan.tail > 0 {
-            let ss = b.create_sized_stack_slot(StackSlotData::new(
-                StackSlotKind::ExplicitSlot,
-                (GROUP * PACK_BLOCK) as u32,
-                4,
-            ));
-            Some(b.ins().stack_addr(I64, ss, 0))
-        } else {
-            None
-        };
-        let three = b.ins().iconst(I8, 3);
-        let mask3 = b.ins().splat(I8X16, three);
-        let ones = splat_i8(b, 1);
-        let quarter_masks = [0xC0u8, 0x30, 0x0C, 0x03].map(|m| {
-            let c = b.func.dfg.constants.insert(ConstantData::from(vec![m; 16]));
-            b.ins().vconst(I8X16, c)
-        });
-        let g = Group {
-            plan: &plan,
-            kind,
-            xq,
-            xs,
-            w,
-            ws,
-            res,
-            out,
-            slot,
-            mask3,
-            quarter_masks,
-            ones,
-        };
-        let rows_per_tile = imm64(kind, (TILE_BYTES / plan.row_bytes).max(1) as u64)?;
-        let row_end = entry.row_end;
-        emit_for(b, entry.row_begin, row_end, rows_per_tile, |b, tile| {
-            let tile_end = b.ins().iadd_imm_s(tile, rows_per_tile);
-            let tile_end = b.ins().smin(tile_end, row_end);
-            let zero = b.ins().iconst(I64, 0);
-            let t = var(b, I64, zero);
-            emit_while(
-                b,
-                |b| {
-                    let tv = b.use_var(t);
-                    let t4 = b.ins().iadd_imm_s(tv, GROUP as i64);
-                    b.ins().icmp(IntCC::SignedLessThanOrEqual, t4, tokens)
-                },
-                |b| {
-                    let tv = b.use_var(t);
-                    g.emit(b, GROUP, tv, tile, tile_end)?;
-                    let t4 = b.ins().iadd_imm_s(tv, GROUP as i64);
-                    b.def_var(t, t4);
-                    Ok(())
-                },
-            )?;
-            emit_while(
-                b,
-                |b| {
-                    let tv = b.use_var(t);
-                    b.ins().icmp(IntCC::SignedLessThan, tv, tokens)
-                },
-                |b| {
-                    let tv = b.use_var(t);
-                    g.emit(b, 1, tv, tile, tile_end)?;
-                    let t1 = b.ins().iadd_imm_s(tv, 1);
-                    b.def_var(t, t1);
-                    Ok(())
-                },
-            )
+impl Plan {
+    /// The plan of kernel `p` (named `name`), or why its parameters are out of range.
+    fn new(
+        name: &str,
+        p: &TernaryMatmulParams,
+        strategy: DotStrategy,
+    ) -> Result<Plan, BackendError> {
+        let (k, n) = (size(name, p.k)?, size(name, p.n)?);
+        if k == 0 || k as u64 > bitnet_ir::ops::ternary_matmul::MAX_K {
+            return Err(bad_params(name, "k must be between 1 and MAX_K"));
+        }
+        // Every static offset the kernel forms must fit in i32.
+        off32(name, (GROUP * k + GROUP * n * 4) as u64)?;
+        let blocks = k.div_ceil(PACK_BLOCK);
+        Ok(Plan {
+            k,
+            n,
+            full_blocks: k / PACK_BLOCK,
+            tail: k % PACK_BLOCK,
+            row_bytes: blocks * PACK_BLOCK / 4,
+            residual: p.residual,
+            strategy,
         })
+    }
+}
+
+/// Emits the body of the kernel named `name` that `plan` describes.
+fn emit_kernel(
+    b: &mut FunctionBuilder,
+    entry: &Entry,
+    name: &str,
+    plan: &Plan,
+) -> Result<(), BackendError> {
+    let tokens = entry.tokens(b);
+    let mut next = 0u8;
+    let mut buf = |b: &mut FunctionBuilder| {
+        next += 1;
+        entry.buf(b, next - 1)
+    };
+    let xq = buf(b);
+    let xs = buf(b);
+    let w = buf(b);
+    let ws_ptr = buf(b);
+    let res = if plan.residual { Some(buf(b)) } else { None };
+    let out = buf(b);
+    let ws = b.ins().load(F32, MEM, ws_ptr, 0);
+    let slot = if plan.tail > 0 {
+        let ss = b.create_sized_stack_slot(StackSlotData::new(
+            StackSlotKind::ExplicitSlot,
+            (GROUP * PACK_BLOCK) as u32,
+            4,
+        ));
+        Some(b.ins().stack_addr(I64, ss, 0))
+    } else {
+        None
+    };
+    let three = b.ins().iconst(I8, 3);
+    let mask3 = b.ins().splat(I8X16, three);
+    let ones = splat_i8(b, 1);
+    let quarter_masks = [0xC0u8, 0x30, 0x0C, 0x03].map(|m| {
+        let c = b.func.dfg.constants.insert(ConstantData::from(vec![m; 16]));
+        b.ins().vconst(I8X16, c)
+    });
+    let g = Group {
+        plan,
+        name,
+        xq,
+        xs,
+        w,
+        ws,
+        res,
+        out,
+        slot,
+        mask3,
+        quarter_masks,
+        ones,
+    };
+    let rows_per_tile = imm64(name, (TILE_BYTES / plan.row_bytes).max(1) as u64)?;
+    let row_end = entry.row_end;
+    emit_for_signed(b, entry.row_begin, row_end, rows_per_tile, |b, tile| {
+        let tile_end = b.ins().iadd_imm_s(tile, rows_per_tile);
+        let tile_end = b.ins().smin(tile_end, row_end);
+        let zero = b.ins().iconst(I64, 0);
+        let t = var(b, I64, zero);
+        emit_while(
+            b,
+            |b| {
+                let tv = b.use_var(t);
+                let t4 = b.ins().iadd_imm_s(tv, GROUP as i64);
+                b.ins().icmp(IntCC::SignedLessThanOrEqual, t4, tokens)
+            },
+            |b| {
+                let tv = b.use_var(t);
+                g.emit(b, GROUP, tv, tile, tile_end)?;
+                let t4 = b.ins().iadd_imm_s(tv, GROUP as i64);
+                b.def_var(t, t4);
+                Ok(())
+            },
+        )?;
+        emit_while(
+            b,
+            |b| {
+                let tv = b.use_var(t);
+                b.ins().icmp(IntCC::SignedLessThan, tv, tokens)
+            },
+            |b| {
+                let tv = b.use_var(t);
+                g.emit(b, 1, tv, tile, tile_end)?;
+                let t1 = b.ins().iadd_imm_s(tv, 1);
+                b.def_var(t, t1);
+                Ok(())
+            },
+        )
     })
 }
 
@@ -317,7 +335,7 @@ enum Accs {
 /// The values one token group's code needs.
 struct Group<'a> {
     plan: &'a Plan,
-    kind: &'a KernelKind,
+    name: &'a str,
     xq: Value,
     xs: Value,
     w: Value,
@@ -343,8 +361,8 @@ impl Group<'_> {
         row_end: Value,
     ) -> Result<(), BackendError> {
         let p = self.plan;
-        let kind = self.kind;
-        let xoff = b.ins().imul_imm_s(t, imm64(kind, p.k as u64)?);
+        let name = self.name;
+        let xoff = b.ins().imul_imm_s(t, imm64(name, p.k as u64)?);
         let xrow = b.ins().iadd(self.xq, xoff);
         if let Some(slot) = self.slot {
             let zero = zero_i32x4(b);
@@ -354,7 +372,7 @@ impl Group<'_> {
                         MEM,
                         zero,
                         slot,
-                        off32(kind, (i * PACK_BLOCK + q * 16) as u64)?,
+                        off32(name, (i * PACK_BLOCK + q * 16) as u64)?,
                     );
                 }
                 let src = i * p.k + p.full_blocks * PACK_BLOCK;
@@ -367,12 +385,12 @@ impl Group<'_> {
         let scales: Vec<Value> = (0..tokens)
             .map(|i| b.ins().load(F32, MEM, xs_t, (i * 4) as i32))
             .collect();
-        let row_off = b.ins().imul_imm_s(t, imm64(kind, (p.n * 4) as u64)?);
+        let row_off = b.ins().imul_imm_s(t, imm64(name, (p.n * 4) as u64)?);
         let out_t = b.ins().iadd(self.out, row_off);
         let res_t = self.res.map(|r| b.ins().iadd(r, row_off));
-        let last_row = imm64(kind, p.n.saturating_sub(1) as u64)?;
-        emit_for(b, row_begin, row_end, 1, |b, n| {
-            let woff = b.ins().imul_imm_s(n, imm64(kind, p.row_bytes as u64)?);
+        let last_row = imm64(name, p.n.saturating_sub(1) as u64)?;
+        emit_for_signed(b, row_begin, row_end, 1, |b, n| {
+            let woff = b.ins().imul_imm_s(n, imm64(name, p.row_bytes as u64)?);
             let wrow = b.ins().iadd(self.w, woff);
             // Touch every line of the weight row `TOUCH_AHEAD` rows on (the last row at the end):
             // the hardware prefetcher alone leaves the weight stream at about half the bandwidth.
@@ -380,10 +398,10 @@ impl Group<'_> {
                 let pr = b.ins().iadd_imm_s(n, TOUCH_AHEAD);
                 let last = b.ins().iconst(I64, last_row);
                 let pr = b.ins().smin(pr, last);
-                let poff = b.ins().imul_imm_s(pr, imm64(kind, p.row_bytes as u64)?);
+                let poff = b.ins().imul_imm_s(pr, imm64(name, p.row_bytes as u64)?);
                 let prow = b.ins().iadd(self.w, poff);
                 for line in (0..p.row_bytes).step_by(64) {
-                    b.ins().load(I8, TOUCH, prow, off32(kind, line as u64)?);
+                    b.ins().load(I8, TOUCH, prow, off32(name, line as u64)?);
                 }
             }
             let accs = self.dot_pass(b, tokens, Codes::Packed(wrow), xrow)?;
@@ -391,7 +409,7 @@ impl Group<'_> {
             let out_n = b.ins().iadd(out_t, n4);
             let res_n = res_t.map(|r| b.ins().iadd(r, n4));
             for i in 0..tokens {
-                let o = off32(kind, (i * p.n * 4) as u64)?;
+                let o = off32(name, (i * p.n * 4) as u64)?;
                 let acc = b.ins().isub(accs[i], sums[i]);
                 let y = b.ins().fcvt_from_sint(F32, acc);
                 let y = b.ins().fdiv(y, scales[i]);
@@ -421,9 +439,9 @@ impl Group<'_> {
             while self.plan.tail - at >= width {
                 let v = b
                     .ins()
-                    .load(ty, MEM, xrow, off32(self.kind, (src + at) as u64)?);
+                    .load(ty, MEM, xrow, off32(self.name, (src + at) as u64)?);
                 b.ins()
-                    .store(MEM, v, slot, off32(self.kind, (dst + at) as u64)?);
+                    .store(MEM, v, slot, off32(self.name, (dst + at) as u64)?);
                 at += width;
             }
         }
@@ -440,7 +458,7 @@ impl Group<'_> {
         xrow: Value,
     ) -> Result<Vec<Value>, BackendError> {
         let p = self.plan;
-        let kind = self.kind;
+        let name = self.name;
         let strategy = p.strategy;
         let unroll = strategy.unroll(tokens);
         let accs = match strategy {
@@ -476,7 +494,7 @@ impl Group<'_> {
         };
         let groups = p.full_blocks / unroll;
         let stride = (unroll * PACK_BLOCK) as u64;
-        emit_static_loop(b, kind, groups as u64, stride, |b, o| {
+        emit_static_loop(b, name, groups as u64, stride, |b, o| {
             let xbase = b.ins().iadd(xrow, o);
             let wbase = match codes {
                 Codes::Packed(row) => {
@@ -579,7 +597,7 @@ impl Group<'_> {
             Codes::Packed(row) => {
                 let wv = b
                     .ins()
-                    .load(I8X16, PURE, row, off32(self.kind, woff as u64)?);
+                    .load(I8X16, PURE, row, off32(self.name, woff as u64)?);
                 let w16 = b.ins().bitcast(I16X8, LANES_LE, wv);
                 Some((wv, w16))
             }
@@ -605,7 +623,7 @@ impl Group<'_> {
                 let (base, off, flags) = xaddr(i);
                 let xv = b
                     .ins()
-                    .load(I8X16, flags, base, off32(self.kind, (off + j * 16) as u64)?);
+                    .load(I8X16, flags, base, off32(self.name, (off + j * 16) as u64)?);
                 match (accs, self.plan.strategy) {
                     (Accs::Tree { vars, .. }, DotStrategy::DotTree { codes_unsigned }) => {
                         let chains = &vars[i];
@@ -622,7 +640,7 @@ impl Group<'_> {
                         b.def_var(v16, next);
                     }
                     (Accs::Tree { .. }, DotStrategy::Pmaddubsw) => {
-                        return Err(bad_params(self.kind, "internal: accumulator mismatch"));
+                        return Err(bad_params(self.name, "internal: accumulator mismatch"));
                     }
                 }
             }

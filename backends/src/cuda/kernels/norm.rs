@@ -14,10 +14,10 @@
 //! Every read of `x` happens before the block's last barrier and every write after it, so `out`
 //! may be `x` itself.
 
-use super::super::emit::{Cg, Kb, R};
+use super::super::emit::{Kb, R};
 use super::{imm, unsupported};
 use crate::BackendError;
-use crate::cpu::kernels::KernelKind;
+use crate::kernel::{ActQuantParams, KernelKind, RmsNormParams, RmsNormQuantParams};
 use inkwell::context::Context;
 use inkwell::module::Module;
 use inkwell::values::{BasicValueEnum, FloatValue};
@@ -38,51 +38,70 @@ pub fn threads(kind: &KernelKind, k: u64) -> Result<u32, BackendError> {
     Err(unsupported(kind, "rows longer than 32768 elements"))
 }
 
+/// What one norm kernel computes.
 struct Shape {
     k: u64,
+    /// `eps_norm` when the row is normalized first.
     norm: Option<f32>,
+    /// `eps` when the row is quantized (else normalized and stored).
     quant: Option<f32>,
+    /// The quantizer's scale is `(1/max(m, eps))·127` (only with `quant`).
     reciprocal: bool,
 }
 
-/// Defines the kernel.
-pub fn build<'ctx>(
+/// Defines the kernel `p` (`KernelKind::RmsNormQuant`) named `name`.
+pub fn build_rms_norm_quant<'ctx>(
     cx: &'ctx Context,
     m: &Module<'ctx>,
     name: &str,
-    kind: &KernelKind,
+    p: &RmsNormQuantParams,
     threads: u64,
 ) -> R<()> {
-    let s = match *kind {
-        KernelKind::RmsNormQuant {
-            k,
-            eps_norm_bits,
-            eps_bits,
-            reciprocal,
-        } => Shape {
-            k,
-            norm: Some(f32::from_bits(eps_norm_bits)),
-            quant: Some(f32::from_bits(eps_bits)),
-            reciprocal,
-        },
-        KernelKind::ActQuant {
-            k,
-            eps_bits,
-            reciprocal,
-        } => Shape {
-            k,
-            norm: None,
-            quant: Some(f32::from_bits(eps_bits)),
-            reciprocal,
-        },
-        KernelKind::RmsNorm { k, eps_bits } => Shape {
-            k,
-            norm: Some(f32::from_bits(eps_bits)),
-            quant: None,
-            reciprocal: false,
-        },
-        _ => return Err(Cg("not a norm kernel".into())),
+    let shape = Shape {
+        k: p.k,
+        norm: Some(f32::from_bits(p.eps_norm_bits)),
+        quant: Some(f32::from_bits(p.eps_bits)),
+        reciprocal: p.reciprocal,
     };
+    build(cx, m, name, &shape, threads)
+}
+
+/// Defines the kernel `p` (`KernelKind::ActQuant`) named `name`.
+pub fn build_act_quant<'ctx>(
+    cx: &'ctx Context,
+    m: &Module<'ctx>,
+    name: &str,
+    p: &ActQuantParams,
+    threads: u64,
+) -> R<()> {
+    let shape = Shape {
+        k: p.k,
+        norm: None,
+        quant: Some(f32::from_bits(p.eps_bits)),
+        reciprocal: p.reciprocal,
+    };
+    build(cx, m, name, &shape, threads)
+}
+
+/// Defines the kernel `p` (`KernelKind::RmsNorm`) named `name`.
+pub fn build_rms_norm<'ctx>(
+    cx: &'ctx Context,
+    m: &Module<'ctx>,
+    name: &str,
+    p: &RmsNormParams,
+    threads: u64,
+) -> R<()> {
+    let shape = Shape {
+        k: p.k,
+        norm: Some(f32::from_bits(p.eps_bits)),
+        quant: None,
+        reciprocal: false,
+    };
+    build(cx, m, name, &shape, threads)
+}
+
+/// Defines the norm kernel named `name` computing `s` with `threads` threads per block.
+fn build<'ctx>(cx: &'ctx Context, m: &Module<'ctx>, name: &str, s: &Shape, threads: u64) -> R<()> {
     // x, w (with a norm), then q and s (with a quantizer) or out.
     let bufs = 1 + u32::from(s.norm.is_some()) + if s.quant.is_some() { 2 } else { 1 };
     let kb = Kb::kernel(cx, m, name, bufs)?;
@@ -99,7 +118,7 @@ pub fn build<'ctx>(
     let k = kb.i64c(imm(s.k)?);
     let base = kb.mul(row, k)?;
     let per = s.k.div_ceil(threads);
-    let exact = s.k % threads == 0;
+    let exact = s.k.is_multiple_of(threads);
     // Element j of this thread: index `tid + j·threads`, in range when `exact` or checked.
     let index = |j: u64| -> R<_> { kb.add(tid, kb.i64c(imm(j * threads)?)) };
     let guarded = |j: u64, body: &dyn Fn(inkwell::values::IntValue<'ctx>) -> R<()>| -> R<()> {

@@ -1,4 +1,4 @@
-//! The elementwise kernel `Relu2Mul` (see `KernelKind`): `out = (r·r)·u` with `r = max(g, 0)` in
+//! Kernel `Relu2Mul` (see `KernelKind::Relu2Mul`): `out = (r·r)·u` with `r = max(g, 0)` in
 //! f32, eight lanes per iteration (two f32x4), bit-identical to the reference.
 //!
 //! `r` is `g < 0 ? 0 : g`: a NaN gate compares false and stays NaN (Cranelift's `fmax` would also
@@ -6,34 +6,31 @@
 //! The reference squares and multiplies in f64 and rounds each result to f32 once: a product of two
 //! f32 values is exact in f64, so that is the correctly rounded f32 product, which `fmul` is.
 
-use super::KernelKind;
-use super::emit::{
-    MEM, bad_params, build_function, define, emit_for, emit_static_loop, off32, size,
-};
 use crate::BackendError;
+use crate::cpu::emit::loops::{emit_for_signed, emit_static_loop};
+use crate::cpu::emit::{MEM, TableLoads, define_kernel, off32, size};
+use crate::kernel::Relu2MulParams;
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::types::{F32, F32X4};
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value};
 use cranelift_frontend::FunctionBuilder;
 use cranelift_module::{FuncId, Module};
 
-/// Defines the kernel `kind` in `module`.
-pub fn build(module: &mut dyn Module, kind: &KernelKind) -> Result<FuncId, BackendError> {
-    let &KernelKind::Relu2Mul { n } = kind else {
-        return Err(bad_params(kind, "not an elementwise kernel"));
-    };
-    let n = size(kind, n)?;
-    off32(kind, (n * 4) as u64)?;
-    let func = build_function(module.isa(), kind, |b, entry| {
+/// Defines the kernel `p` in `module`.
+pub fn build(module: &mut dyn Module, p: &Relu2MulParams) -> Result<FuncId, BackendError> {
+    let name = &p.symbol();
+    let n = size(name, p.n)?;
+    off32(name, (n * 4) as u64)?;
+    define_kernel(module, name, TableLoads::Fixed, &[], |b, entry| {
         let g = entry.buf(b, 0);
         let u = entry.buf(b, 1);
         let out = entry.buf(b, 2);
         let zero = b.ins().f32const(0.0);
         let zero4 = b.ins().splat(F32X4, zero);
-        emit_for(b, entry.row_begin, entry.row_end, 1, |b, row| {
+        emit_for_signed(b, entry.row_begin, entry.row_end, 1, |b, row| {
             let ro = b.ins().imul_imm_s(row, (n * 4) as i64);
             let rows = [g, u, out].map(|p| b.ins().iadd(p, ro));
-            emit_static_loop(b, kind, (n / 8) as u64, 32, |b, o| {
+            emit_static_loop(b, name, (n / 8) as u64, 32, |b, o| {
                 let [ga, ua, oa] = rows.map(|p| b.ins().iadd(p, o));
                 for off in [0, 16] {
                     relu2_mul(b, true, zero4, ga, ua, oa, off);
@@ -43,16 +40,15 @@ pub fn build(module: &mut dyn Module, kind: &KernelKind) -> Result<FuncId, Backe
             let [ga, ua, oa] = rows;
             let mut e = n / 8 * 8;
             if n - e >= 4 {
-                relu2_mul(b, true, zero4, ga, ua, oa, off32(kind, (e * 4) as u64)?);
+                relu2_mul(b, true, zero4, ga, ua, oa, off32(name, (e * 4) as u64)?);
                 e += 4;
             }
             for e in e..n {
-                relu2_mul(b, false, zero, ga, ua, oa, off32(kind, (e * 4) as u64)?);
+                relu2_mul(b, false, zero, ga, ua, oa, off32(name, (e * 4) as u64)?);
             }
             Ok(())
         })
-    })?;
-    define(module, kind, func)
+    })
 }
 
 /// `out = (r·r)·u`, `r = g < 0 ? 0 : g`, for four lanes (`vector`) or one at byte offset `off`.
