@@ -10,22 +10,29 @@
 //! arena, then a `MatmulI8`. The launches of the ops only the logits need, row by row (the final
 //! norm and the lm_head), are marked `Launch::last_token` for `Executor::forward_last`.
 
+mod blob;
+mod derived;
+mod last_token;
+
+pub use blob::PlacedWeight;
+
 use super::jit::compile_kernels;
-use super::kernels::matmul_half::{self, HalfFormat};
-use super::kernels::matmul_i8;
 use super::kernels::rope::rope_table;
 use super::{HeadDtype, PACK_BLOCK, PACK_ORDER};
 use crate::BackendError;
+use crate::kernel::HalfFormat;
 use crate::kernel::{
     ActQuantParams, AddParams, AttentionParams, EmbeddingParams, KernelKind, KvStoreParams,
     MatmulI8Params, MatmulNtHalfParams, MatmulNtParams, Relu2MulParams, RmsNormParams,
     RmsNormQuantParams, RopeParams, TernaryMatmulParams,
 };
-use bitnet_ir::module::{Function, OpId, ValueDef};
-use bitnet_ir::{Data, Dim, ElemType, OpKind, TensorType, ValueId, WeightStore};
+use bitnet_ir::module::Function;
+use bitnet_ir::{Dim, ElemType, OpKind, TensorType, ValueId, WeightStore};
 use bitnet_runtime::{AlignedBytes, BufRef, KernelFn, Launch, Program, Region, Rows};
+use blob::{Blob, is_constant};
+use last_token::{last_token_ops, mark_last_token};
 use std::cell::Cell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// Choices the lowering makes that change numerics or layout.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -58,297 +65,6 @@ fn unsupported(op: &'static str, detail: impl Into<String>) -> BackendError {
 
 fn input(msg: impl Into<String>) -> BackendError {
     BackendError::Input(msg.into())
-}
-
-/// Where a named weight (an `nn.weight`, original or derived) is in the weights blob.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PlacedWeight {
-    /// Its bytes in the blob.
-    pub buf: BufRef,
-    /// The element type of those bytes (little endian).
-    pub elem: ElemType,
-    /// Its shape.
-    pub shape: Vec<u64>,
-    /// Each row (the last axis) is in `matmul_half::layout` order rather than in index order (an
-    /// exactly-bf16 embedding table or lm_head, stored once for both).
-    pub paired: bool,
-}
-
-/// The tag of a weight's exactly-bf16 copy in `matmul_half::layout` order: the embedding and the
-/// bf16 lm_head read the same bytes, so a tied pair is placed once.
-const BF16_PAIRS: &str = "bf16-pairs";
-
-/// The weights blob being built: each weight value's bytes once, 64-byte aligned.
-struct Blob<'a> {
-    bytes: AlignedBytes,
-    placed: BTreeMap<String, BufRef>,
-    /// Each `nn.weight` name placed, with the first placement of it.
-    weights: BTreeMap<String, PlacedWeight>,
-    store: &'a dyn WeightStore,
-}
-
-impl Blob<'_> {
-    /// Derived forms of a constant `v` (`[rows, cols]` as f32, row-major), made by `make` and placed
-    /// under `tag`, each once; `None` when `make` finds they do not apply.
-    fn derived(
-        &mut self,
-        f: &Function,
-        v: ValueId,
-        tag: &str,
-        count: usize,
-        make: impl FnOnce(Vec<f32>) -> Result<Option<Vec<Vec<u8>>>, BackendError>,
-    ) -> Result<Option<Vec<BufRef>>, BackendError> {
-        let base = match f.def_op(v).map(|o| f.op(o)) {
-            Some(op) if op.kind == OpKind::Weight => {
-                format!("w:{}", op.attrs.str("name").unwrap_or_default())
-            }
-            _ => format!("c:{}", v.0),
-        };
-        let keys: Vec<String> = (0..count).map(|i| format!("{tag}.{i}:{base}")).collect();
-        let cached: Option<Vec<BufRef>> =
-            keys.iter().map(|k| self.placed.get(k).copied()).collect();
-        if let Some(bufs) = cached {
-            return Ok(Some(bufs));
-        }
-        let shape: Vec<usize> = f
-            .ty(v)
-            .static_shape()
-            .ok_or_else(|| input(format!("constant {} has a symbolic shape", v.0)))?
-            .into_iter()
-            .map(|d| d as usize)
-            .collect();
-        let values = self.evaluate(f, v, &shape)?.data.to_f32();
-        let Some(parts) = make(values)? else {
-            return Ok(None);
-        };
-        if parts.len() != count {
-            return Err(input(
-                "internal: a derived weight has the wrong number of parts",
-            ));
-        }
-        Ok(Some(
-            keys.into_iter()
-                .zip(parts)
-                .map(|(k, bytes)| self.push(k, &bytes))
-                .collect(),
-        ))
-    }
-
-    fn push(&mut self, key: String, data: &[u8]) -> BufRef {
-        if let Some(b) = self.placed.get(&key) {
-            return *b;
-        }
-        let offset = self.bytes.push(data);
-        let b = BufRef {
-            region: Region::Weights,
-            offset,
-            bytes: data.len() as u64,
-        };
-        self.placed.insert(key, b);
-        b
-    }
-
-    /// A constant value (an `nn.weight` or `nn.constant`), converted to `elem`.
-    fn constant(
-        &mut self,
-        f: &Function,
-        v: ValueId,
-        elem: ElemType,
-    ) -> Result<BufRef, BackendError> {
-        let ty = f.ty(v);
-        let shape: Vec<usize> = ty
-            .static_shape()
-            .ok_or_else(|| input(format!("constant {} has a symbolic shape", v.0)))?
-            .into_iter()
-            .map(|d| d as usize)
-            .collect();
-        let op = f
-            .def_op(v)
-            .map(|o| f.op(o))
-            .ok_or_else(|| input("a weight operand is not defined by an op"))?;
-        let name = (op.kind == OpKind::Weight).then(|| op.attrs.str("name").unwrap_or_default());
-        let key = match name {
-            Some(name) => format!("w:{name}:{elem}"),
-            None => format!("c:{}:{elem}", v.0),
-        };
-        if let Some(b) = self.placed.get(&key) {
-            return Ok(*b);
-        }
-        let tensor = self.evaluate(f, v, &shape)?;
-        let data = match elem {
-            ElemType::F32 => Data::F32(tensor.data.to_f32()),
-            ElemType::U8 | ElemType::I32 => tensor.data.clone(),
-            // Only when exact: every value must be a bf16 (the low half of its f32 bits zero).
-            ElemType::BF16 => {
-                let v = tensor.data.to_f32();
-                if v.iter().any(|x| x.to_bits() & 0xffff != 0) {
-                    return Err(input("not every value is exactly a bf16"));
-                }
-                Data::from_f32(ElemType::BF16, v)
-            }
-            other => {
-                return Err(input(format!(
-                    "weights of type {other} are not supported by the cpu backend"
-                )));
-            }
-        };
-        let buf = self.push(key, &data.to_le_bytes());
-        if let Some(name) = name {
-            self.record(name, buf, data.elem(), &shape);
-        }
-        Ok(buf)
-    }
-
-    /// Records where weight `name` is, unless it was placed before.
-    fn record(&mut self, name: &str, buf: BufRef, elem: ElemType, shape: &[usize]) {
-        self.weights
-            .entry(name.to_string())
-            .or_insert_with(|| PlacedWeight {
-                buf,
-                elem,
-                shape: shape.iter().map(|&d| d as u64).collect(),
-                paired: false,
-            });
-    }
-
-    /// Weight `v` (`[rows, k]`) as exactly-bf16 rows in `matmul_half::layout` order, placed once
-    /// per weight for every launch that reads it so (the embedding, the bf16 lm_head); `None` when
-    /// not every value is exactly a bf16. A named weight is recorded in that layout unless it was
-    /// recorded before.
-    fn bf16_pairs(
-        &mut self,
-        f: &Function,
-        v: ValueId,
-        k: usize,
-    ) -> Result<Option<BufRef>, BackendError> {
-        let buf = self
-            .derived(f, v, BF16_PAIRS, 1, |w| {
-                Ok(matmul_half::bf16_layout_exact(&w, k)
-                    .map(|bits| vec![bits.iter().flat_map(|h| h.to_le_bytes()).collect()]))
-            })?
-            .and_then(|b| b.first().copied());
-        if let Some(buf) = buf
-            && let Some(op) = f.def_op(v).map(|o| f.op(o))
-            && op.kind == OpKind::Weight
-        {
-            let shape = f.ty(v).static_shape().unwrap_or_default();
-            self.weights
-                .entry(op.attrs.str("name").unwrap_or_default().to_string())
-                .or_insert_with(|| PlacedWeight {
-                    buf,
-                    elem: ElemType::BF16,
-                    shape,
-                    paired: true,
-                });
-        }
-        Ok(buf)
-    }
-
-    /// Places every `nn.weight` of `f` that no launch reads (for example one only used by ops
-    /// evaluated at compile time), as its declared type, so the blob holds every weight `f` names.
-    fn place_remaining(&mut self, f: &Function) -> Result<(), BackendError> {
-        for id in f.op_order() {
-            let op = f.op(id);
-            if op.kind != OpKind::Weight {
-                continue;
-            }
-            let name = op.attrs.str("name").unwrap_or_default();
-            if self.weights.contains_key(name) {
-                continue;
-            }
-            let v = op
-                .results
-                .first()
-                .copied()
-                .ok_or_else(|| input(format!("weight \"{name}\" has no result")))?;
-            let ty = f.ty(v);
-            let shape: Vec<usize> = ty
-                .static_shape()
-                .ok_or_else(|| input(format!("weight \"{name}\" has a symbolic shape")))?
-                .into_iter()
-                .map(|d| d as usize)
-                .collect();
-            let tensor = self
-                .store
-                .load(name, ty.elem, &shape)
-                .map_err(|e| input(format!("loading weight \"{name}\": {e}")))?;
-            let buf = self.push(format!("w:{name}:{}", ty.elem), &tensor.data.to_le_bytes());
-            self.record(name, buf, tensor.data.elem(), &shape);
-        }
-        Ok(())
-    }
-
-    /// The value of a constant `v` (a weight, a literal, or an op on constants such as the reciprocal
-    /// of a weight scale), evaluated at compile time by the ops' reference `eval`.
-    fn evaluate(
-        &self,
-        f: &Function,
-        v: ValueId,
-        shape: &[usize],
-    ) -> Result<bitnet_ir::Tensor, BackendError> {
-        let ty = f.ty(v);
-        let (op_id, index) = match f.value(v).def {
-            ValueDef::OpResult { op, index } => (op, index as usize),
-            ValueDef::Arg(_) | ValueDef::Undefined => {
-                return Err(input(format!("value {} is not a constant", v.0)));
-            }
-        };
-        let op = f.op(op_id);
-        if op.kind == OpKind::Weight {
-            let name = op.attrs.str("name").unwrap_or_default();
-            return self
-                .store
-                .load(name, ty.elem, shape)
-                .map_err(|e| input(format!("loading weight \"{name}\": {e}")));
-        }
-        if !is_constant(f, v) {
-            return Err(unsupported(
-                op.kind.name(),
-                "an operand that must be a constant is computed at run time",
-            ));
-        }
-        let mut inputs = Vec::with_capacity(op.operands.len());
-        for &x in &op.operands {
-            let s: Vec<usize> = f
-                .ty(x)
-                .static_shape()
-                .ok_or_else(|| input(format!("constant {} has a symbolic shape", x.0)))?
-                .into_iter()
-                .map(|d| d as usize)
-                .collect();
-            inputs.push(self.evaluate(f, x, &s)?);
-        }
-        let refs: Vec<&bitnet_ir::Tensor> = inputs.iter().collect();
-        let shapes: Vec<Vec<usize>> = op
-            .results
-            .iter()
-            .map(|r| {
-                f.ty(*r)
-                    .static_shape()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|d| d as usize)
-                    .collect()
-            })
-            .collect();
-        let elems: Vec<ElemType> = op.results.iter().map(|r| f.ty(*r).elem).collect();
-        let cx = bitnet_ir::ops::EvalCtx {
-            inputs: &refs,
-            attrs: &op.attrs,
-            result_shapes: &shapes,
-            result_elems: &elems,
-            weights: self.store,
-        };
-        let mut out = op
-            .kind
-            .eval(&cx)
-            .map_err(|m| input(format!("{}: {m}", op.kind.name())))?;
-        if index < out.len() {
-            Ok(out.swap_remove(index))
-        } else {
-            Err(input("missing constant result"))
-        }
-    }
 }
 
 /// Everything a `Program` holds except compiled code: the kernels to generate, the launch plan, the
@@ -440,27 +156,6 @@ pub fn plan_program(
     plan_program_with(f, plan, store, &LowerOptions::default())
 }
 
-/// The ops whose launches `Executor::forward_last` may run for the last token alone: walking back
-/// from the logits, each `nn.matmul` or `nn.rms_norm` (row-wise ops) whose result only the op after
-/// it uses.
-fn last_token_ops(f: &Function) -> BTreeSet<OpId> {
-    let uses = f.use_counts();
-    let mut ops = BTreeSet::new();
-    let mut v = f.returns.first().copied();
-    while let Some(value) = v {
-        let Some(id) = f.def_op(value) else { break };
-        let op = f.op(id);
-        if uses.get(value.index()) != Some(&1)
-            || !matches!(op.kind, OpKind::MatMul | OpKind::RmsNorm)
-        {
-            break;
-        }
-        ops.insert(id);
-        v = op.operands.first().copied();
-    }
-    ops
-}
-
 /// `plan_program` with `options`. The embedding table stays f32 (`KernelKind::Embedding` with
 /// `bf16: false`), for backends whose embedding kernel reads only that.
 pub fn plan_program_with(
@@ -485,34 +180,6 @@ pub fn plan_program_compact(
     plan_program_inner(f, plan, store, options, true)
 }
 
-/// An upper bound of the blob's bytes when every constant is placed once, as f32 or narrower
-/// (derived layouts of a weight are no wider than f32), plus the RoPE tables: the address space
-/// reserved up front so the blob is never copied while it grows.
-fn blob_capacity(f: &Function, context: u64) -> usize {
-    let mut bytes = 0u64;
-    for id in f.op_order() {
-        let op = f.op(id);
-        let Some(&r) = op.results.first() else {
-            continue;
-        };
-        let numel = || {
-            f.ty(r)
-                .static_shape()
-                .map_or(0, |s| s.iter().product::<u64>())
-        };
-        let add = match op.kind {
-            OpKind::Weight | OpKind::Constant => numel().saturating_mul(4) + 64,
-            OpKind::Rope => context
-                .saturating_mul(op.attrs.int_or("head_dim", 0).max(0) as u64)
-                .saturating_mul(4)
-                .saturating_add(64),
-            _ => 0,
-        };
-        bytes = bytes.saturating_add(add);
-    }
-    usize::try_from(bytes).unwrap_or(usize::MAX)
-}
-
 fn plan_program_inner(
     f: &Function,
     plan: &Assignment,
@@ -525,12 +192,7 @@ fn plan_program_inner(
         .first()
         .map(|s| s.max)
         .ok_or_else(|| input("the function has no token-count symbol"))?;
-    let mut blob = Blob {
-        bytes: AlignedBytes::with_capacity(blob_capacity(f, context)),
-        placed: BTreeMap::new(),
-        weights: BTreeMap::new(),
-        store,
-    };
+    let mut blob = Blob::new(f, context, store);
     let mut kinds: BTreeMap<KernelKind, usize> = BTreeMap::new();
     let mut kind_list: Vec<KernelKind> = Vec::new();
     let mut launches: Vec<Launch> = Vec::new();
@@ -904,27 +566,10 @@ fn plan_program_inner(
                 };
                 let ku = k as usize;
                 let half_buf = match half {
-                    Some(HalfFormat::Bf16) => blob
-                        .bf16_pairs(f, w, ku)?
-                        .map(|b| (b, HalfFormat::Bf16)),
-                    Some(format) => {
-                        blob.derived(f, w, &format!("head-{}", format.name()), 1, |v| {
-                            if format == HalfFormat::Bf16
-                                && v.iter().any(|x| x.to_bits() & 0xffff != 0)
-                            {
-                                return Ok(None);
-                            }
-                            let bits = matmul_half::layout(&v, ku, format).ok_or_else(|| {
-                                unsupported(
-                                    "nn.matmul",
-                                    "the lm_head has weights beyond f16's range (use the auto or i8 head dtype)",
-                                )
-                            })?;
-                            Ok(Some(vec![bits.iter().flat_map(|h| h.to_le_bytes()).collect()]))
-                        })?
-                        .and_then(|b| b.first().copied())
-                        .map(|b| (b, format))
+                    Some(HalfFormat::Bf16) => {
+                        blob.bf16_pairs(f, w, ku)?.map(|b| (b, HalfFormat::Bf16))
                     }
+                    Some(format) => Some((blob.f16_rows(f, w, ku)?, format)),
                     None => None,
                 };
                 match (head, half_buf) {
@@ -951,18 +596,7 @@ fn plan_program_inner(
                         );
                     }
                     (HeadDtype::I8, _) => {
-                        let wbufs = blob
-                            .derived(f, w, "head-i8", 2, |v| {
-                                let (q, s) = matmul_i8::quantize_rows(&v, ku);
-                                Ok(Some(vec![
-                                    q,
-                                    s.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                                ]))
-                            })?
-                            .unwrap_or_default();
-                        let (Some(&wq), Some(&ws)) = (wbufs.first(), wbufs.get(1)) else {
-                            return Err(input("internal: the int8 lm_head was not placed"));
-                        };
+                        let (wq, ws) = blob.i8_rows(f, w, ku)?;
                         let xq = scratch(context.saturating_mul(k));
                         let xs = scratch(context.saturating_mul(4));
                         add(
@@ -1005,23 +639,7 @@ fn plan_program_inner(
         .ok_or_else(|| input("the function returns nothing"))?;
     let vocab = last(f.ty(logits))?;
     blob.place_remaining(f)?;
-    // Row strides of the launches only the logits need: every activation buffer holds `context`
-    // rows of equal size; weights are shared by all tokens.
-    for i in tail_launches {
-        if let Some(l) = launches.get_mut(i) {
-            let strides = l
-                .bufs
-                .iter()
-                .map(|b| match b.region {
-                    Region::Weights => Some(0),
-                    Region::Arena | Region::Kv => {
-                        (b.bytes % context.max(1) == 0).then(|| b.bytes / context.max(1))
-                    }
-                })
-                .collect();
-            l.last_token = strides;
-        }
-    }
+    mark_last_token(&mut launches, &tail_launches, context);
     Ok(ProgramParts {
         kinds: kind_list,
         launches,
@@ -1043,15 +661,3 @@ struct JitCode(#[allow(dead_code)] cranelift_jit::JITModule);
 // immutable, so sharing it between threads is sound.
 unsafe impl Send for JitCode {}
 unsafe impl Sync for JitCode {}
-
-/// True if `v` is computed from weights and literals alone.
-fn is_constant(f: &Function, v: ValueId) -> bool {
-    match f.value(v).def {
-        ValueDef::OpResult { op, .. } => {
-            let o = f.op(op);
-            matches!(o.kind, OpKind::Weight | OpKind::Constant)
-                || (!o.operands.is_empty() && o.operands.iter().all(|&x| is_constant(f, x)))
-        }
-        ValueDef::Arg(_) | ValueDef::Undefined => false,
-    }
-}
