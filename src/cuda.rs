@@ -1,5 +1,5 @@
 //! Compiling a model for CUDA GPUs (`bitnetc compile MODEL --target cuda`): the CPU pipeline and
-//! launch plan (`crate::with_cpu_plan`, `plan_program_with` with the lm_head in f16), the kernels as
+//! launch plan (`crate::with_cpu_plan`, `plan_program` with `LowerOptions::cuda()`), the kernels as
 //! one PTX module (`bitnet_backends::cuda`), and an artifact in the same container as a CPU one:
 //! the `code` section holds the PTX, the target is `nvptx64-nvidia-cuda` (OS `cuda`, the SM
 //! architecture as its feature), and every launch carries its grid (`LaunchEntry::cuda`).
@@ -14,7 +14,7 @@ use crate::{
 use bitnet_backends::BackendError;
 use bitnet_backends::cpu::HeadDtype;
 use bitnet_backends::cpu::aot::{AotError, ObjectCode, Provenance};
-use bitnet_backends::cpu::lower::{LowerOptions, ProgramParts, plan_program_with};
+use bitnet_backends::cpu::lower::{LowerOptions, ProgramParts, plan_program};
 use bitnet_backends::cuda::{CudaArch, CudaCode};
 use bitnet_frontend::model::ImportedModel;
 use bitnet_ir::text;
@@ -68,9 +68,7 @@ pub struct CudaCompiled {
 
 /// The lowering options of the CUDA backend: the lm_head in f16 (f32 accumulation).
 pub fn cuda_lowering() -> LowerOptions {
-    LowerOptions {
-        head: HeadDtype::F16,
-    }
+    LowerOptions::cuda()
 }
 
 /// The target an artifact for `arch` records.
@@ -98,7 +96,7 @@ pub fn compile_cuda(
         ..CpuOptions::default()
     };
     let (parts, memory) = with_cpu_plan(model, &cpu, |f, assign, weights, plan| {
-        let parts = plan_program_with(f, assign, weights, &cuda_lowering())?;
+        let parts = plan_program(f, assign, weights, &cuda_lowering())?;
         let memory = MemorySummary {
             arena_bytes: plan.arena_bytes,
             buffers: plan.buffers.len() as u64,

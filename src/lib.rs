@@ -377,7 +377,7 @@ impl Default for CpuOptions {
 impl CpuOptions {
     /// The lowering options these options compile with.
     fn lowering(&self) -> bitnet_backends::cpu::lower::LowerOptions {
-        bitnet_backends::cpu::lower::LowerOptions { head: self.head }
+        bitnet_backends::cpu::lower::LowerOptions::cpu(self.head)
     }
 }
 
@@ -412,7 +412,7 @@ pub fn compile_cpu_with(
     options: &CpuOptions,
 ) -> Result<bitnet_runtime::Executor, CpuError> {
     let program = with_cpu_plan(model, options, |f, assign, weights, _| {
-        Ok(bitnet_backends::cpu::lower::lower_with(
+        Ok(bitnet_backends::cpu::lower::lower(
             f,
             assign,
             weights,
@@ -578,8 +578,7 @@ pub fn compile_cpu_object_with(
     let ir = options.ir.then(|| text::print_module(&model.module));
     let lowering = cpu.lowering();
     let (parts, memory) = with_cpu_plan(model, cpu, |f, assign, weights, plan| {
-        let parts =
-            bitnet_backends::cpu::lower::plan_program_compact(f, assign, weights, &lowering)?;
+        let parts = bitnet_backends::cpu::lower::plan_program(f, assign, weights, &lowering)?;
         let memory = MemorySummary {
             arena_bytes: plan.arena_bytes,
             buffers: plan.buffers.len() as u64,

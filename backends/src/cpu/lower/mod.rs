@@ -31,11 +31,36 @@ use last_token::{last_token_ops, mark_last_token};
 use std::collections::BTreeMap;
 use table::OpLowering;
 
-/// Choices the lowering makes that change numerics or layout.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Choices the lowering makes that change numerics or layout. Each backend has its constructor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LowerOptions {
     /// How the lm_head stores its weights.
     pub head: HeadDtype,
+    /// Store an embedding table whose values are all exactly bf16 as bf16 in `layout` order
+    /// (`KernelKind::Embedding` with `bf16: true`): half the bytes, and with an lm_head tied to it
+    /// and read as bf16 (`HeadDtype::Auto`), one copy for both. Off, the table stays f32, for a
+    /// backend whose embedding kernel reads only that.
+    pub bf16_embedding: bool,
+}
+
+impl LowerOptions {
+    /// The CPU backend's options (JIT and AOT): the lm_head as `head` says, a bf16 embedding
+    /// where exact.
+    pub fn cpu(head: HeadDtype) -> LowerOptions {
+        LowerOptions {
+            head,
+            bf16_embedding: true,
+        }
+    }
+
+    /// The CUDA backend's options: the lm_head in f16 (f32 accumulation), the embedding f32 (what
+    /// its embedding kernel reads).
+    pub fn cuda() -> LowerOptions {
+        LowerOptions {
+            head: HeadDtype::F16,
+            bf16_embedding: false,
+        }
+    }
 }
 
 /// Where the memory plan put each value: arena buffers and KV-cache slots (cache arguments and the
@@ -127,54 +152,11 @@ pub fn lower(
     f: &Function,
     plan: &Assignment,
     store: &dyn WeightStore,
-) -> Result<Program, BackendError> {
-    lower_with(f, plan, store, &LowerOptions::default())
-}
-
-/// `lower` with `options`.
-pub fn lower_with(
-    f: &Function,
-    plan: &Assignment,
-    store: &dyn WeightStore,
     options: &LowerOptions,
 ) -> Result<Program, BackendError> {
-    let parts = plan_program_compact(f, plan, store, options)?;
+    let parts = plan_program(f, plan, store, options)?;
     let (module, fns) = compile_kernels(&parts.kinds)?;
     parts.into_program(fns, Box::new(JitCode(module)))
-}
-
-/// Lowers `f` (planned per `plan`) into kernels, a launch plan, sizes and weights, without generating
-/// code.
-pub fn plan_program(
-    f: &Function,
-    plan: &Assignment,
-    store: &dyn WeightStore,
-) -> Result<ProgramParts, BackendError> {
-    plan_program_with(f, plan, store, &LowerOptions::default())
-}
-
-/// `plan_program` with `options`. The embedding table stays f32 (`KernelKind::Embedding` with
-/// `bf16: false`), for backends whose embedding kernel reads only that.
-pub fn plan_program_with(
-    f: &Function,
-    plan: &Assignment,
-    store: &dyn WeightStore,
-    options: &LowerOptions,
-) -> Result<ProgramParts, BackendError> {
-    plan_program_inner(f, plan, store, options, false)
-}
-
-/// `plan_program_with`, with an embedding table whose values are all exactly bf16 stored as bf16
-/// in `matmul_half::layout` order (`KernelKind::Embedding` with `bf16: true`): half the bytes, and
-/// with an lm_head tied to it and read as bf16 (`HeadDtype::Auto`), one copy for both. What the
-/// CPU backend (JIT and AOT) compiles with.
-pub fn plan_program_compact(
-    f: &Function,
-    plan: &Assignment,
-    store: &dyn WeightStore,
-    options: &LowerOptions,
-) -> Result<ProgramParts, BackendError> {
-    plan_program_inner(f, plan, store, options, true)
 }
 
 /// The state of one lowering, which the per-op functions (`ops`, `head`) append to: the blob, the
@@ -183,8 +165,6 @@ pub(super) struct Lowering<'a> {
     f: &'a Function,
     plan: &'a Assignment,
     options: &'a LowerOptions,
-    /// Whether an exactly-bf16 embedding table is stored as bf16 pairs.
-    bf16_embedding: bool,
     /// The largest T (the context length).
     context: u64,
     blob: Blob<'a>,
@@ -319,12 +299,14 @@ impl Site<'_> {
     }
 }
 
-fn plan_program_inner(
+/// Lowers `f` (planned per `plan`) into kernels, a launch plan, sizes and weights, without generating
+/// code: each op in order, as the table (`table::lowering`) says. The JIT (`lower`), the AOT
+/// compiler and the CUDA backend all start here.
+pub fn plan_program(
     f: &Function,
     plan: &Assignment,
     store: &dyn WeightStore,
     options: &LowerOptions,
-    bf16_embedding: bool,
 ) -> Result<ProgramParts, BackendError> {
     let context = f
         .symbols
@@ -335,7 +317,6 @@ fn plan_program_inner(
         f,
         plan,
         options,
-        bf16_embedding,
         context,
         blob: Blob::new(f, context, store),
         kinds: BTreeMap::new(),

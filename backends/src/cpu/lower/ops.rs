@@ -39,7 +39,7 @@ pub(super) fn embedding(lw: &mut Lowering<'_>, site: &Site<'_>) -> Result<(), Ba
             "the table is not [vocab, hidden]",
         ));
     };
-    let paired = if lw.bf16_embedding {
+    let paired = if lw.options.bf16_embedding {
         lw.blob.bf16_pairs(f, table, hidden as usize)?
     } else {
         None
