@@ -7,6 +7,7 @@
 //! kernel reads are exactly what the interpreter computes. The derived forms (bf16 pairs, f16 rows,
 //! int8 rows) are in `super::derived`.
 
+use super::table::is_constant_source;
 use super::{input, unsupported};
 use crate::BackendError;
 use bitnet_ir::module::{Function, ValueDef};
@@ -260,7 +261,7 @@ pub(super) fn is_constant(f: &Function, v: ValueId) -> bool {
     match f.value(v).def {
         ValueDef::OpResult { op, .. } => {
             let o = f.op(op);
-            matches!(o.kind, OpKind::Weight | OpKind::Constant)
+            is_constant_source(o.kind)
                 || (!o.operands.is_empty() && o.operands.iter().all(|&x| is_constant(f, x)))
         }
         ValueDef::Arg(_) | ValueDef::Undefined => false,
@@ -283,7 +284,7 @@ fn capacity(f: &Function, context: u64) -> usize {
                 .static_shape()
                 .map_or(0, |s| s.iter().product::<u64>())
         };
-        let add = if matches!(op.kind, OpKind::Weight | OpKind::Constant) {
+        let add = if is_constant_source(op.kind) {
             numel().saturating_mul(4) + 64
         } else if op.kind == OpKind::Rope {
             context

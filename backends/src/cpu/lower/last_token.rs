@@ -1,14 +1,14 @@
 //! The launches only the logits need: `Executor::forward_last` runs them for the last token alone,
 //! so each such launch carries the row stride of each of its buffers (`Launch::last_token`).
 
-use bitnet_ir::OpKind;
+use super::table::{OpLowering, lowering};
 use bitnet_ir::module::{Function, OpId};
 use bitnet_runtime::{Launch, Region};
 use std::collections::BTreeSet;
 
 /// The ops whose launches `Executor::forward_last` may run for the last token alone: walking back
-/// from the logits, each `nn.matmul` or `nn.rms_norm` (row-wise ops) whose result only the op after
-/// it uses.
+/// from the logits along operand 0, each op whose table entry is row-wise (`nn.matmul`,
+/// `nn.rms_norm`) and whose result only the op after it uses.
 pub(super) fn last_token_ops(f: &Function) -> BTreeSet<OpId> {
     let uses = f.use_counts();
     let mut ops = BTreeSet::new();
@@ -16,9 +16,14 @@ pub(super) fn last_token_ops(f: &Function) -> BTreeSet<OpId> {
     while let Some(value) = v {
         let Some(id) = f.def_op(value) else { break };
         let op = f.op(id);
-        if uses.get(value.index()) != Some(&1)
-            || !matches!(op.kind, OpKind::MatMul | OpKind::RmsNorm)
-        {
+        let row_wise = match lowering(op.kind) {
+            OpLowering::Kernel(k) => k.row_wise,
+            OpLowering::Free
+            | OpLowering::View
+            | OpLowering::FoldOnly
+            | OpLowering::Unsupported(_) => false,
+        };
+        if uses.get(value.index()) != Some(&1) || !row_wise {
             break;
         }
         ops.insert(id);

@@ -1,6 +1,8 @@
 //! What the CPU backend does with each `OpKind`, as data: one `match` with one arm per op, so a new
 //! op does not build until it has an entry here, and an entry that produces kernels names the
-//! `KernelOp`s it may emit (the driver refuses a launch of any other).
+//! `KernelOp`s it may emit (the driver refuses a launch of any other) and whether its launches are
+//! row-wise (what the last-token analysis may cut to one row). Weights and literals are `Free`:
+//! they are what "constant" means for the folding below.
 //!
 //! Before the table is consulted, an op whose operands are all constants is skipped: its value is
 //! evaluated at compile time, through the op's reference `eval`, by the op that reads it
@@ -21,6 +23,10 @@ pub(super) struct KernelLowering {
     pub(super) lower: LowerFn,
     /// Every kind of kernel `lower` may launch.
     pub(super) emits: &'static [KernelOp],
+    /// Its launches compute each token's row from that token's row of operand 0 and constants
+    /// alone, so when only the logits need its result they may run for the last token alone
+    /// (`super::last_token`).
+    pub(super) row_wise: bool,
 }
 
 /// What the CPU backend does with an op that has a run-time operand (or no operand).
@@ -41,12 +47,38 @@ pub(super) enum OpLowering {
     Unsupported(&'static str),
 }
 
+/// True for the ops whose results are constants by themselves (weights and literals): every op on
+/// them alone is evaluated at compile time.
+pub(super) fn is_constant_source(op: OpKind) -> bool {
+    match lowering(op) {
+        OpLowering::Free => true,
+        OpLowering::View
+        | OpLowering::FoldOnly
+        | OpLowering::Kernel(_)
+        | OpLowering::Unsupported(_) => false,
+    }
+}
+
 /// Why an op evaluated only at compile time cannot be lowered with a run-time operand.
 pub(super) const FOLD_ONLY: &str =
     "no cpu kernel yet (this op is only evaluated at compile time, on constants)";
 
+/// An entry of launches that may not run for the last token alone.
 const fn kernel(lower: LowerFn, emits: &'static [KernelOp]) -> OpLowering {
-    OpLowering::Kernel(KernelLowering { lower, emits })
+    OpLowering::Kernel(KernelLowering {
+        lower,
+        emits,
+        row_wise: false,
+    })
+}
+
+/// An entry of row-wise launches (`KernelLowering::row_wise`).
+const fn row_wise_kernel(lower: LowerFn, emits: &'static [KernelOp]) -> OpLowering {
+    OpLowering::Kernel(KernelLowering {
+        lower,
+        emits,
+        row_wise: true,
+    })
 }
 
 /// The CPU backend's entry for `op`.
@@ -57,7 +89,7 @@ pub(super) fn lowering(op: OpKind) -> OpLowering {
         OpKind::Embedding => kernel(ops::embedding, &[KernelOp::Embedding]),
         OpKind::RmsNormQuant => kernel(ops::rms_norm_quant, &[KernelOp::RmsNormQuant]),
         OpKind::ActQuant => kernel(ops::act_quant, &[KernelOp::ActQuant]),
-        OpKind::RmsNorm => kernel(ops::rms_norm, &[KernelOp::RmsNorm]),
+        OpKind::RmsNorm => row_wise_kernel(ops::rms_norm, &[KernelOp::RmsNorm]),
         OpKind::TernaryMatmulPacked => kernel(ops::ternary_matmul, &[KernelOp::TernaryMatmul]),
         OpKind::Relu2Mul => kernel(ops::relu2_mul, &[KernelOp::Relu2Mul]),
         OpKind::Add => kernel(ops::add, &[KernelOp::Add]),
@@ -65,7 +97,7 @@ pub(super) fn lowering(op: OpKind) -> OpLowering {
         OpKind::Attention => kernel(ops::attention, &[KernelOp::KvStore, KernelOp::Attention]),
         // x·Wᵀ: `head` picks the kernel of the lm_head (f32 or bf16, 16-bit, or int8 with its
         // activation quantization); another such matmul reads f32 or exactly-bf16 weights.
-        OpKind::MatMul => kernel(
+        OpKind::MatMul => row_wise_kernel(
             ops::matmul,
             &[
                 KernelOp::MatmulNt,
