@@ -2,6 +2,11 @@
 //! write, then the attention), one kernel per distinct `KernelKind`, every buffer placed by the memory
 //! plan, and the weights (including derived packed weights and the RoPE tables) laid out in one blob.
 //!
+//! This file is the driver: the walk over the ops in order, each done as `table::lowering` says
+//! (per-op functions in `ops`, the lm_head policy in `head`), the launches and the distinct kernels,
+//! and `ProgramParts`. The weights blob is `blob` (with the derived forms in `derived`); the launches
+//! only the logits need are found by `last_token`.
+//!
 //! Input: a function after the default pipeline, `pack-weights` with this backend's layout
 //! (`PACK_BLOCK`, `PACK_ORDER`) and `plan-memory`, given as a backend-neutral `Assignment`.
 //!
