@@ -136,9 +136,9 @@ impl Blob<'_> {
                 ]))
             })?
             .unwrap_or_default();
-        match (bufs.first(), bufs.get(1)) {
-            (Some(&q), Some(&s)) => Ok((q, s)),
-            _ => Err(input("internal: the int8 lm_head was not placed")),
-        }
+        let (Some(&q), Some(&s)) = (bufs.first(), bufs.get(1)) else {
+            return Err(input("internal: the int8 lm_head was not placed"));
+        };
+        Ok((q, s))
     }
 }
