@@ -71,7 +71,7 @@ impl CpuOptions {
 
     /// The lowering options these options compile with.
     fn lowering(&self) -> LowerOptions {
-        LowerOptions { head: self.head }
+        LowerOptions::cpu(self.head)
     }
 }
 
@@ -82,7 +82,7 @@ pub fn compile_cpu(
     options: &CpuOptions,
 ) -> Result<bitnet_runtime::Executor, Error> {
     let program = with_cpu_plan(model, options, |f, assign, weights, _| {
-        Ok(bitnet_backends::cpu::lower::lower_with(
+        Ok(bitnet_backends::cpu::lower::lower(
             f,
             assign,
             weights,
@@ -252,8 +252,7 @@ pub fn compile_cpu_object(
     let ir = options.ir.then(|| text::print_module(&model.module));
     let lowering = options.cpu.lowering();
     let (parts, memory) = with_cpu_plan(model, &options.cpu, |f, assign, weights, plan| {
-        let parts =
-            bitnet_backends::cpu::lower::plan_program_compact(f, assign, weights, &lowering)?;
+        let parts = bitnet_backends::cpu::lower::plan_program(f, assign, weights, &lowering)?;
         Ok((parts, memory_summary(plan)))
     })?;
     let opt_ir = text::print_module(&model.module);

@@ -1,5 +1,5 @@
 //! Compiling a model for CUDA GPUs (`bitnetc compile MODEL --target cuda`): the CPU pipeline and
-//! launch plan (`crate::cpu::with_cpu_plan`, `plan_program_with` with the lm_head in f16), the kernels as
+//! launch plan (`crate::cpu::with_cpu_plan`, `plan_program` with `LowerOptions::cuda()`), the kernels as
 //! one PTX module (`bitnet_backends::cuda`), and an artifact in the same container as a CPU one:
 //! the `code` section holds the PTX, the target is `nvptx64-nvidia-cuda` (OS `cuda`, the SM
 //! architecture as its feature), and every launch carries its grid (`LaunchEntry::cuda`).
@@ -13,7 +13,7 @@ use crate::{CpuOptions, Error, Model, cpu_pipeline};
 use bitnet_backends::BackendError;
 use bitnet_backends::cpu::HeadDtype;
 use bitnet_backends::cpu::aot::{ObjectCode, Provenance};
-use bitnet_backends::cpu::lower::{LowerOptions, ProgramParts, plan_program_with};
+use bitnet_backends::cpu::lower::{LowerOptions, ProgramParts, plan_program};
 use bitnet_backends::cuda::{CudaArch, CudaCode};
 use bitnet_ir::text;
 use bitnet_runtime::artifact::{self, TargetInfo, sha256_hex};
@@ -38,9 +38,7 @@ pub struct CudaCompiled {
 
 /// The lowering options of the CUDA backend: the lm_head in f16 (f32 accumulation).
 pub fn cuda_lowering() -> LowerOptions {
-    LowerOptions {
-        head: HeadDtype::F16,
-    }
+    LowerOptions::cuda()
 }
 
 /// The target an artifact for `arch` records.
@@ -65,7 +63,7 @@ pub fn compile_cuda(model: &mut Model, options: &CudaOptions) -> Result<CudaComp
         ..CpuOptions::default()
     };
     let (parts, memory) = with_cpu_plan(model, &cpu, |f, assign, weights, plan| {
-        let parts = plan_program_with(f, assign, weights, &cuda_lowering())?;
+        let parts = plan_program(f, assign, weights, &cuda_lowering())?;
         Ok((parts, memory_summary(plan)))
     })?;
     let code = bitnet_backends::cuda::compile(&parts.kinds, options.arch)?;

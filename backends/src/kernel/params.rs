@@ -17,7 +17,7 @@ pub struct EmbeddingParams {
     /// Row width.
     pub hidden: u64,
     /// The table is bf16 in `layout::layout` order; the lowering chooses it, when the caller allows
-    /// it (`lower::plan_program_compact`), where every value is exactly a bf16.
+    /// it (`LowerOptions::bf16_embedding`), where every value is exactly a bf16.
     pub bf16: bool,
 }
 

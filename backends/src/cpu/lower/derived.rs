@@ -1,0 +1,144 @@
+//! Derived weights: forms of a constant `[rows, k]` that a kernel reads instead of its f32 values,
+//! made at compile time and placed in the blob once per weight and form.
+//!
+//! - bf16 pairs (`Blob::bf16_pairs`): exactly-bf16 rows in `layout` order, read by the bf16
+//!   embedding and the bf16 lm_head alike, so a tied pair is stored once;
+//! - f16 rows (`Blob::f16_rows`): the `HeadDtype::F16` lm_head, rounded to nearest even;
+//! - int8 rows and their f32 scales (`Blob::i8_rows`): the `HeadDtype::I8` lm_head.
+
+use super::blob::{Blob, static_shape};
+use super::{input, unsupported};
+use crate::BackendError;
+use crate::cpu::kernels::matmul_i8;
+use crate::kernel::layout::{HalfFormat, bf16_layout_exact, layout};
+use bitnet_ir::module::Function;
+use bitnet_ir::{ElemType, OpKind, ValueId};
+use bitnet_runtime::BufRef;
+
+/// The tag of a weight's exactly-bf16 copy in `layout` order: the embedding and the bf16 lm_head
+/// read the same bytes, so a tied pair is placed once.
+const BF16_PAIRS: &str = "bf16-pairs";
+
+/// The tag of the f16 lm_head's rows.
+const HEAD_F16: &str = "head-f16";
+
+/// The tag of the int8 lm_head's rows and scales.
+const HEAD_I8: &str = "head-i8";
+
+impl Blob<'_> {
+    /// Derived forms of a constant `v` (`[rows, cols]` as f32, row-major), made by `make` and placed
+    /// under `tag`, each once; `None` when `make` finds they do not apply.
+    fn derived(
+        &mut self,
+        f: &Function,
+        v: ValueId,
+        tag: &str,
+        count: usize,
+        make: impl FnOnce(Vec<f32>) -> Result<Option<Vec<Vec<u8>>>, BackendError>,
+    ) -> Result<Option<Vec<BufRef>>, BackendError> {
+        let base = match f.def_op(v).map(|o| f.op(o)) {
+            Some(op) if op.kind == OpKind::Weight => {
+                format!("w:{}", op.attrs.str("name").unwrap_or_default())
+            }
+            Some(_) | None => format!("c:{}", v.0),
+        };
+        let keys: Vec<String> = (0..count).map(|i| format!("{tag}.{i}:{base}")).collect();
+        let cached: Option<Vec<BufRef>> = keys.iter().map(|k| self.placed(k)).collect();
+        if let Some(bufs) = cached {
+            return Ok(Some(bufs));
+        }
+        let values = self.evaluate(f, v, &static_shape(f, v)?)?.data.to_f32();
+        let Some(parts) = make(values)? else {
+            return Ok(None);
+        };
+        if parts.len() != count {
+            return Err(input(
+                "internal: a derived weight has the wrong number of parts",
+            ));
+        }
+        Ok(Some(
+            keys.into_iter()
+                .zip(parts)
+                .map(|(k, bytes)| self.push(k, &bytes))
+                .collect(),
+        ))
+    }
+
+    /// Weight `v` (`[rows, k]`) as exactly-bf16 rows in `layout` order, placed once per weight for
+    /// every launch that reads it so (the embedding, the bf16 lm_head); `None` when not every value
+    /// is exactly a bf16. A named weight is recorded in that layout unless it was recorded before.
+    pub(super) fn bf16_pairs(
+        &mut self,
+        f: &Function,
+        v: ValueId,
+        k: usize,
+    ) -> Result<Option<BufRef>, BackendError> {
+        let buf = self
+            .derived(f, v, BF16_PAIRS, 1, |w| {
+                Ok(bf16_layout_exact(&w, k)
+                    .map(|bits| vec![bits.iter().flat_map(|h| h.to_le_bytes()).collect()]))
+            })?
+            .and_then(|b| b.first().copied());
+        if let Some(buf) = buf
+            && let Some(op) = f.def_op(v).map(|o| f.op(o))
+            && op.kind == OpKind::Weight
+        {
+            let shape: Vec<usize> = f
+                .ty(v)
+                .static_shape()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|d| d as usize)
+                .collect();
+            let name = op.attrs.str("name").unwrap_or_default();
+            self.record(name, buf, ElemType::BF16, &shape, true);
+        }
+        Ok(buf)
+    }
+
+    /// Weight `v` (`[rows, k]`, the lm_head) as f16 rows in `layout` order, rounded to nearest even;
+    /// an error when a weight is beyond f16's range.
+    pub(super) fn f16_rows(
+        &mut self,
+        f: &Function,
+        v: ValueId,
+        k: usize,
+    ) -> Result<BufRef, BackendError> {
+        self.derived(f, v, HEAD_F16, 1, |w| {
+            let bits = layout(&w, k, HalfFormat::F16).ok_or_else(|| {
+                unsupported(
+                    "nn.matmul",
+                    "the lm_head has weights beyond f16's range (use the auto or i8 head dtype)",
+                )
+            })?;
+            Ok(Some(vec![
+                bits.iter().flat_map(|h| h.to_le_bytes()).collect(),
+            ]))
+        })?
+        .and_then(|b| b.first().copied())
+        .ok_or_else(|| input("internal: the f16 lm_head was not placed"))
+    }
+
+    /// Weight `v` (`[rows, k]`, the lm_head) as int8 rows and one f32 scale per row
+    /// (`matmul_i8::quantize_rows`): the buffers `(rows, scales)`.
+    pub(super) fn i8_rows(
+        &mut self,
+        f: &Function,
+        v: ValueId,
+        k: usize,
+    ) -> Result<(BufRef, BufRef), BackendError> {
+        let bufs = self
+            .derived(f, v, HEAD_I8, 2, |w| {
+                let (q, s) = matmul_i8::quantize_rows(&w, k);
+                Ok(Some(vec![
+                    q,
+                    s.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                ]))
+            })?
+            .unwrap_or_default();
+        let (Some(&q), Some(&s)) = (bufs.first(), bufs.get(1)) else {
+            return Err(input("internal: the int8 lm_head was not placed"));
+        };
+        Ok((q, s))
+    }
+}

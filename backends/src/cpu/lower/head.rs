@@ -1,0 +1,116 @@
+//! The lm_head precision policy: how the weight `W [n, k]` of an `x·Wᵀ` matmul is stored, and so
+//! which kernel reads it.
+//!
+//! | matmul | weight in the blob | kernel |
+//! |---|---|---|
+//! | the lm_head, `HeadDtype::Auto`, every weight exactly a bf16 | bf16 pairs (shared with a tied bf16 embedding) | `MatmulNtHalf` (bf16) |
+//! | the lm_head, `HeadDtype::Auto`, otherwise | f32 | `MatmulNt` |
+//! | the lm_head, `HeadDtype::F16` | f16 rows (an error beyond f16's range) | `MatmulNtHalf` (f16) |
+//! | the lm_head, `HeadDtype::I8` | int8 rows and f32 row scales | `ActQuant` into scratch, then `MatmulI8` |
+//! | another matmul | bf16 when every weight is exactly a bf16, else f32 | `MatmulNt` |
+
+use super::blob::Blob;
+use super::{Lowering, Site};
+use crate::BackendError;
+use crate::cpu::HeadDtype;
+use crate::kernel::{
+    ActQuantParams, HalfFormat, KernelKind, MatmulI8Params, MatmulNtHalfParams, MatmulNtParams,
+};
+use bitnet_ir::module::Function;
+use bitnet_ir::{ElemType, ValueId};
+use bitnet_runtime::{BufRef, Rows};
+
+/// The weight of an `x·Wᵀ` matmul as its kernel reads it.
+pub(super) enum HeadWeight {
+    /// 16-bit float rows in `layout` order (`MatmulNtHalf`).
+    Half { w: BufRef, format: HalfFormat },
+    /// Rows in index order, bf16 or f32 (`MatmulNt`).
+    Wide { w: BufRef, bf16: bool },
+    /// int8 rows and one f32 scale per row (`MatmulI8`, after an `ActQuant` of `x`).
+    Int8 { rows: BufRef, scales: BufRef },
+}
+
+/// Places weight `w` (`[n, k]`) as the policy says: `dtype` is the requested `HeadDtype` when the
+/// matmul is the lm_head, `None` for any other matmul.
+pub(super) fn head_weight(
+    blob: &mut Blob<'_>,
+    f: &Function,
+    w: ValueId,
+    k: usize,
+    dtype: Option<HeadDtype>,
+) -> Result<HeadWeight, BackendError> {
+    match dtype {
+        Some(HeadDtype::Auto) => match blob.bf16_pairs(f, w, k)? {
+            Some(w) => Ok(HeadWeight::Half {
+                w,
+                format: HalfFormat::Bf16,
+            }),
+            None => wide(blob, f, w),
+        },
+        Some(HeadDtype::F16) => Ok(HeadWeight::Half {
+            w: blob.f16_rows(f, w, k)?,
+            format: HalfFormat::F16,
+        }),
+        Some(HeadDtype::I8) => {
+            let (rows, scales) = blob.i8_rows(f, w, k)?;
+            Ok(HeadWeight::Int8 { rows, scales })
+        }
+        None => wide(blob, f, w),
+    }
+}
+
+/// Weight `w` in index order: bf16 when every value is exactly a bf16 (the same values in half the
+/// bytes), else f32.
+fn wide(blob: &mut Blob<'_>, f: &Function, w: ValueId) -> Result<HeadWeight, BackendError> {
+    match blob.constant(f, w, ElemType::BF16) {
+        Ok(w) => Ok(HeadWeight::Wide { w, bf16: true }),
+        Err(_) => Ok(HeadWeight::Wide {
+            w: blob.constant(f, w, ElemType::F32)?,
+            bf16: false,
+        }),
+    }
+}
+
+/// Appends the launches of `out = x·Wᵀ` (`x [T, k]`, `out [T, n]`) reading `weight`.
+pub(super) fn launch(
+    lw: &mut Lowering<'_>,
+    site: &Site<'_>,
+    weight: HeadWeight,
+    x: ValueId,
+    out: ValueId,
+    k: u64,
+    n: u64,
+) -> Result<(), BackendError> {
+    match weight {
+        HeadWeight::Half { w, format } => {
+            let kind = KernelKind::MatmulNtHalf(MatmulNtHalfParams { k, n, format });
+            let bufs = vec![lw.arena(x)?, w, lw.arena(out)?];
+            lw.launch(kind, bufs, Rows::Static(n), site.label.clone())
+        }
+        HeadWeight::Wide { w, bf16 } => {
+            let kind = KernelKind::MatmulNt(MatmulNtParams { k, n, bf16 });
+            let bufs = vec![lw.arena(x)?, w, lw.arena(out)?];
+            lw.launch(kind, bufs, Rows::Static(n), site.label.clone())
+        }
+        HeadWeight::Int8 { rows, scales } => {
+            // The activations quantized per token, in scratch after the planned arena.
+            let xq = lw.scratch(lw.context.saturating_mul(k));
+            let xs = lw.scratch(lw.context.saturating_mul(4));
+            let quant = KernelKind::ActQuant(ActQuantParams {
+                k,
+                eps_bits: 1e-5f32.to_bits(),
+                reciprocal: false,
+            });
+            let bufs = vec![lw.arena(x)?, xq, xs];
+            lw.launch(
+                quant,
+                bufs,
+                Rows::PerToken(1),
+                format!("{} (activation quant)", site.label),
+            )?;
+            let kind = KernelKind::MatmulI8(MatmulI8Params { k, n });
+            let bufs = vec![xq, xs, rows, scales, lw.arena(out)?];
+            lw.launch(kind, bufs, Rows::Static(n), site.label.clone())
+        }
+    }
+}
