@@ -86,7 +86,7 @@ pub fn embedding(rng: &mut Rng) -> Vec<Case> {
             cases.push(embedding_case(rng, vocab, hidden, t, bf16));
         }
     }
-    for i in 0..120 {
+    for i in 0..240 {
         let vocab = rng.range(1, 40);
         let opts = [rng.range(1, 80), rng.range(1, 300), 2560];
         let hidden = rng.pick(&opts);
@@ -254,7 +254,7 @@ pub fn rope(rng: &mut Rng) -> Vec<Case> {
         cases.push(rope_case(rng, heads, d, t, pos, 500000.0));
         cases.push(rope_case(rng, heads, d, t, pos, 10000.0));
     }
-    for _ in 0..80 {
+    for _ in 0..120 {
         let opts = [
             2,
             4,
