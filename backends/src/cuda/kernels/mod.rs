@@ -47,6 +47,12 @@ pub fn geometry(kind: &KernelKind) -> Result<CudaLaunch, BackendError> {
         shared_bytes: 0,
     };
     Ok(match kind {
+        KernelKind::Embedding(p) if p.bf16 => {
+            return Err(unsupported(
+                kind,
+                "a bf16 table (the CUDA kernel reads an f32 table; the CUDA lowering keeps the embedding f32)",
+            ));
+        }
         KernelKind::Embedding(_)
         | KernelKind::Relu2Mul(_)
         | KernelKind::Add(_)

@@ -1,0 +1,283 @@
+//! Cases of the row-wise kernels that compute element by element, all exact on both backends:
+//! `Embedding` (f32 and bf16 tables, random bit patterns so that a copy must move bits), `Relu2Mul`
+//! and `Add` (special values, in place), and `Rope` (pos > 0, several thetas, in place).
+
+use super::norm::rows;
+use super::reference::{eval_f32, f32_bytes, i64_bytes, tensor, tensor_of, u16_bytes, unwritten};
+use super::{Buffer, Case, Owner, Written};
+use crate::support::Rng;
+use bitnet_backends::cpu::kernels::matmul_half::bf16_layout_exact;
+use bitnet_backends::cpu::kernels::rope::rope_table;
+use bitnet_backends::kernel::{AddParams, EmbeddingParams, KernelKind, Relu2MulParams, RopeParams};
+use bitnet_ir::{Attr, Attrs, Data, OpKind};
+
+/// One `Embedding` case.
+fn embedding_case(rng: &mut Rng, vocab: usize, hidden: usize, t: usize, bf16: bool) -> Case {
+    // Random bit patterns (NaN payloads included): a copy must move bits.
+    let table: Vec<f32> = (0..vocab * hidden)
+        .map(|_| {
+            let bits = rng.next() as u32;
+            f32::from_bits(if bf16 { bits & 0xffff_0000 } else { bits })
+        })
+        .collect();
+    let mut ids: Vec<i64> = (0..t).map(|_| rng.range(0, vocab - 1) as i64).collect();
+    if t > 1 {
+        ids[0] = 0;
+        ids[t - 1] = vocab as i64 - 1;
+    }
+    let want = eval_f32(
+        OpKind::Embedding,
+        &[
+            &tensor(vec![vocab, hidden], &table),
+            &tensor_of(vec![t], Data::I64(ids.clone())),
+        ],
+        &Attrs::new(),
+        vec![t, hidden],
+    );
+    let table = if bf16 {
+        u16_bytes(&bf16_layout_exact(&table, hidden).expect("exact bf16 values"))
+    } else {
+        f32_bytes(&table)
+    };
+    Case {
+        kind: KernelKind::Embedding(EmbeddingParams {
+            vocab: vocab as u64,
+            hidden: hidden as u64,
+            bf16,
+        }),
+        t,
+        pos: 0,
+        rows: t,
+        buffers: vec![
+            Buffer::input(table),
+            Buffer::input(i64_bytes(&ids)),
+            Buffer::output(
+                unwritten(4 * t * hidden),
+                Written::exact_f32(
+                    &want,
+                    Owner::Rows {
+                        row_bytes: 4 * hidden,
+                    },
+                ),
+            ),
+        ],
+        note: format!("bf16 {bf16}"),
+    }
+}
+
+/// `Embedding` cases.
+pub fn embedding(rng: &mut Rng) -> Vec<Case> {
+    let mut cases = Vec::new();
+    for &(vocab, hidden, t) in &[
+        (1, 1, 1),
+        (3, 2, 2),
+        (5, 3, 37),
+        (7, 4, 1),
+        (2, 15, 2),
+        (2, 16, 37),
+        (9, 17, 3),
+        (4, 63, 2),
+        (4, 64, 5),
+        (4, 65, 1),
+        (3, 100, 37),
+        (6, 2560, 2),
+    ] {
+        for bf16 in [false, true] {
+            cases.push(embedding_case(rng, vocab, hidden, t, bf16));
+        }
+    }
+    for i in 0..240 {
+        let vocab = rng.range(1, 40);
+        let opts = [rng.range(1, 80), rng.range(1, 300), 2560];
+        let hidden = rng.pick(&opts);
+        let opts = [1, 2, 37, rng.range(1, 12)];
+        let t = rng.pick(&opts);
+        cases.push(embedding_case(rng, vocab, hidden, t, i % 2 == 1));
+    }
+    cases
+}
+
+/// One case of a binary element-wise kernel (`Relu2Mul` or `Add`) on `[t, n]`; the output is in
+/// place of operand `in_place` when given.
+fn binary_case(
+    op: OpKind,
+    t: usize,
+    n: usize,
+    (a, b): (&[f32], &[f32]),
+    in_place: Option<usize>,
+) -> Case {
+    let want = eval_f32(
+        op,
+        &[&tensor(vec![t, n], a), &tensor(vec![t, n], b)],
+        &Attrs::new(),
+        vec![t, n],
+    );
+    let kind = match op {
+        OpKind::Relu2Mul => KernelKind::Relu2Mul(Relu2MulParams { n: n as u64 }),
+        _ => KernelKind::Add(AddParams { n: n as u64 }),
+    };
+    let written = Written::exact_f32(&want, Owner::Rows { row_bytes: 4 * n });
+    let out = match in_place {
+        Some(of) => Buffer::in_place(of, written),
+        None => Buffer::output(unwritten(4 * t * n), written),
+    };
+    Case {
+        kind,
+        t,
+        pos: 0,
+        rows: t,
+        buffers: vec![
+            Buffer::input(f32_bytes(a)),
+            Buffer::input(f32_bytes(b)),
+            out,
+        ],
+        note: format!("in place of operand {in_place:?}"),
+    }
+}
+
+/// The cases of a binary element-wise kernel; `in_place` lists the operands the output may be.
+fn binary_cases(rng: &mut Rng, op: OpKind, in_place: &[usize]) -> Vec<Case> {
+    let mut cases = Vec::new();
+    let place = |rng: &mut Rng| {
+        let i = rng.range(0, in_place.len());
+        in_place.get(i).copied()
+    };
+    for &t in &[1usize, 2, 37] {
+        for &n in &[1usize, 15, 63, 64, 65, 200, 256, 2560] {
+            let (a, b) = (rows(rng, t, n), rows(rng, t, n));
+            let p = place(rng);
+            cases.push(binary_case(op, t, n, (&a, &b), p));
+        }
+    }
+    for _ in 0..60 {
+        let (t, n) = (rng.range(1, 8), rng.range(1, 300));
+        let (a, b) = (rows(rng, t, n), rows(rng, t, n));
+        let p = place(rng);
+        cases.push(binary_case(op, t, n, (&a, &b), p));
+    }
+    // Every pair of special values: NaN (a negative one and a payload included), ±0, ±inf,
+    // overflow and subnormal results.
+    let specials = [
+        f32::NAN,
+        -f32::NAN,
+        f32::from_bits(0x7fa0_0001),
+        -0.0,
+        0.0,
+        f32::NEG_INFINITY,
+        f32::INFINITY,
+        -1.0,
+        1e20,
+        1e-20,
+        f32::from_bits(1),
+        3.0,
+        3e38,
+    ];
+    let a: Vec<f32> = specials.iter().flat_map(|&x| [x; 13]).collect();
+    let b: Vec<f32> = (0..13).flat_map(|_| specials).collect();
+    cases.push(binary_case(op, 1, a.len(), (&a, &b), None));
+    cases
+}
+
+/// `Relu2Mul` cases (the output may be the gate).
+pub fn relu2_mul(rng: &mut Rng) -> Vec<Case> {
+    binary_cases(rng, OpKind::Relu2Mul, &[0])
+}
+
+/// `Add` cases (the output may be either operand).
+pub fn add(rng: &mut Rng) -> Vec<Case> {
+    binary_cases(rng, OpKind::Add, &[0, 1])
+}
+
+/// One `Rope` case.
+fn rope_case(rng: &mut Rng, heads: usize, d: usize, t: usize, pos: usize, theta: f64) -> Case {
+    let width = heads * d;
+    let context = pos + t + rng.range(0, 5);
+    let x = rng.values(t * width);
+    let attrs = Attrs::new()
+        .with("head_dim", Attr::Int(d as i64))
+        .with("theta", Attr::Float(theta));
+    let want = eval_f32(
+        OpKind::Rope,
+        &[
+            &tensor(vec![t, width], &x),
+            &tensor_of(vec![], Data::I64(vec![pos as i64])),
+        ],
+        &attrs,
+        vec![t, width],
+    );
+    let table = rope_table(context, d, theta as f32);
+    assert_eq!(table.len(), context * d);
+    let in_place = rng.range(0, 2) == 0;
+    let written = Written::exact_f32(
+        &want,
+        Owner::Rows {
+            row_bytes: 4 * width,
+        },
+    );
+    let out = if in_place {
+        Buffer::in_place(0, written)
+    } else {
+        Buffer::output(unwritten(4 * t * width), written)
+    };
+    Case {
+        kind: KernelKind::Rope(RopeParams {
+            width: width as u64,
+            head_dim: d as u64,
+        }),
+        t,
+        pos,
+        rows: t,
+        buffers: vec![
+            Buffer::input(f32_bytes(&x)),
+            Buffer::input(f32_bytes(&table)),
+            out,
+        ],
+        note: format!("theta {theta}, context {context}, in place {in_place}"),
+    }
+}
+
+/// `Rope` cases.
+pub fn rope(rng: &mut Rng) -> Vec<Case> {
+    let mut cases = Vec::new();
+    for &(heads, d, t, pos) in &[
+        (1, 2, 1, 0),
+        (2, 4, 2, 0),
+        (3, 6, 37, 0),
+        (1, 8, 1, 5),
+        (4, 10, 2, 100),
+        (20, 128, 37, 0),
+        (20, 128, 1, 4000),
+        (5, 64, 37, 1000),
+        (2, 32, 2, 3),
+        (3, 18, 1, 77),
+    ] {
+        cases.push(rope_case(rng, heads, d, t, pos, 500000.0));
+        cases.push(rope_case(rng, heads, d, t, pos, 10000.0));
+    }
+    for _ in 0..120 {
+        let opts = [
+            2,
+            4,
+            6,
+            8,
+            10,
+            12,
+            18,
+            32,
+            34,
+            64,
+            128,
+            2 * rng.range(1, 70),
+        ];
+        let d = rng.pick(&opts);
+        let heads = rng.range(1, 20);
+        let opts = [1, 2, 37, rng.range(1, 10)];
+        let t = rng.pick(&opts);
+        let opts = [0, rng.range(1, 50), rng.range(0, 5000)];
+        let pos = rng.pick(&opts);
+        let opts = [10000.0, 500000.0, 1.0 + f64::from(rng.unit().abs()) * 1e6];
+        let theta = rng.pick(&opts);
+        cases.push(rope_case(rng, heads, d, t, pos, theta));
+    }
+    cases
+}
