@@ -2,7 +2,7 @@
 //! target (inkwell, LLVM 22), and the grid of every launch.
 //!
 //! The launch plan, the buffers and the weights blob are the CPU backend's (`cpu::lower::
-//! plan_program_with`, with the lm_head in f16): the ternary weights keep the CPU's 2-bit layout,
+//! plan_program` with `LowerOptions::cuda()`: the lm_head in f16, the embedding in f32): the ternary weights keep the CPU's 2-bit layout,
 //! which already suits a warp (`kernels::ternary_matmul`). Each distinct `KernelKind` becomes one
 //! `.entry` named `KernelKind::symbol()` (`kernels`), built with the helpers of `emit` and compiled
 //! for `--cuda-arch` (`CudaArch`) by `ptx`.

@@ -7,7 +7,6 @@
 //! kernel reads are exactly what the interpreter computes. The derived forms (bf16 pairs, f16 rows,
 //! int8 rows) are in `super::derived`.
 
-use super::table::is_constant_source;
 use super::{input, unsupported};
 use crate::BackendError;
 use bitnet_ir::module::{Function, ValueDef};
@@ -254,6 +253,13 @@ pub(super) fn static_shape(f: &Function, v: ValueId) -> Result<Vec<usize>, Backe
         .into_iter()
         .map(|d| d as usize)
         .collect())
+}
+
+/// True for the ops whose results are constants by themselves (weights and literals): every op on
+/// them alone is evaluated at compile time. The table's `Free` entries are exactly these (its tests
+/// check it).
+pub(super) fn is_constant_source(op: OpKind) -> bool {
+    matches!(op, OpKind::Weight | OpKind::Constant)
 }
 
 /// True if `v` is computed from weights and literals alone.

@@ -47,18 +47,6 @@ pub(super) enum OpLowering {
     Unsupported(&'static str),
 }
 
-/// True for the ops whose results are constants by themselves (weights and literals): every op on
-/// them alone is evaluated at compile time.
-pub(super) fn is_constant_source(op: OpKind) -> bool {
-    match lowering(op) {
-        OpLowering::Free => true,
-        OpLowering::View
-        | OpLowering::FoldOnly
-        | OpLowering::Kernel(_)
-        | OpLowering::Unsupported(_) => false,
-    }
-}
-
 /// Why an op evaluated only at compile time cannot be lowered with a run-time operand.
 pub(super) const FOLD_ONLY: &str =
     "no cpu kernel yet (this op is only evaluated at compile time, on constants)";
@@ -151,6 +139,7 @@ pub(super) fn lowering(op: OpKind) -> OpLowering {
 
 #[cfg(test)]
 mod tests {
+    use super::super::blob::is_constant_source;
     use super::{OpLowering, lowering};
     use crate::kernel::KernelOp;
     use bitnet_ir::OpKind;
@@ -184,11 +173,14 @@ mod tests {
                 OpLowering::Unsupported(reason) => {
                     assert!(!reason.is_empty(), "{op:?} is unsupported without a reason");
                 }
-                OpLowering::Free => {
-                    assert!(matches!(op, OpKind::Weight | OpKind::Constant), "{op:?}");
-                }
-                OpLowering::View | OpLowering::FoldOnly => {}
+                OpLowering::Free | OpLowering::View | OpLowering::FoldOnly => {}
             }
+            // The blob treats exactly the free ops as constants by themselves.
+            assert_eq!(
+                matches!(lowering(op), OpLowering::Free),
+                is_constant_source(op),
+                "{op:?}: the table and the blob disagree on whether it is a constant"
+            );
         }
     }
 

@@ -9,8 +9,9 @@
 //! 2. `m = max_j s_j` over the block, `e_j = exp(s_j − m)` (`ex2.approx`), `sum = Σ e_j` (block tree);
 //! 3. `out_c = (Σ_j e_j·v_jc) / sum`, one thread per column, keys in order.
 //!
-//! f32 throughout, unlike the interpreter's f64: agrees with it to about 1e-5 relative (the tolerance
-//! the parity tests use). `q` is read in step 1 and `out` written in step 3, after barriers, so `out`
+//! f32 throughout, unlike the interpreter's f64: the scores carry f32 rounding, so the error grows
+//! with `scale·Σ|q·k|` (about 1e-5 relative for small scores; the bound is stated on
+//! `KernelKind::Attention` and checked by the kernel harness). `q` is read in step 1 and `out` written in step 3, after barriers, so `out`
 //! may be `q` itself.
 
 use super::super::emit::{Cg, Kb, R};
