@@ -23,9 +23,9 @@ use inkwell::values::FloatValue;
 /// even), in plain IEEE arithmetic.
 const ROUNDER: f64 = 6_755_399_441_055_744.0;
 /// `ln 2` split so that `k·LN2_HI` is exact for `|k| < 2¹¹` (fdlibm's constants).
-const LN2_HI: f64 = 6.931_471_803_691_238_164_90e-1;
+const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000);
 /// The rest of `ln 2`.
-const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
+const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
 /// Beyond this magnitude `exp` is 0 or inf in f64 (clamping keeps `k` small).
 const CLAMP: f64 = 800.0;
 /// Terms of the Taylor polynomial of `e^r`: `1/i!` for `i = 0..=13`.
@@ -109,4 +109,23 @@ fn exp_f64<'ctx>(kb: &Kb<'_, 'ctx>, x: FloatValue<'ctx>) -> R<FloatValue<'ctx>> 
     let y = kb.fmul(kb.fmul(p, pow2(k1)?)?, pow2(k2)?)?;
     let nan = b.build_float_compare(FloatPredicate::UNO, x, x, "nan")?;
     Ok(b.build_select(nan, x, y, "exp")?.into_float_value())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use crate::cuda::CudaArch;
+    use crate::cuda::ptx::emit_ptx;
+    use crate::kernel::{KernelKind, SiluMulParams};
+
+    /// The kernel compiles to PTX with no call out (the `exp` is inline f64 arithmetic).
+    #[test]
+    fn emits_self_contained_ptx() {
+        let kind = KernelKind::SiluMul(SiluMulParams { n: 37 });
+        let ptx = emit_ptx(std::slice::from_ref(&kind), CudaArch::Sm80).unwrap();
+        assert!(ptx.contains(&format!(".entry {}", kind.symbol())), "{ptx}");
+        assert!(!ptx.contains("call"), "{ptx}");
+        assert!(!ptx.contains(".extern"), "{ptx}");
+    }
 }
