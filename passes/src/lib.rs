@@ -78,7 +78,10 @@ pub fn pass_by_name(name: &str) -> Option<Box<dyn Pass>> {
 }
 
 /// The default (`-O`) pipeline.
-pub const DEFAULT_PIPELINE: &str = "canonicalize,lower-bitlinear,fuse-norm-quant,fuse-relu2-mul,fuse-silu-mul,fuse-residual,canonicalize";
+pub const DEFAULT_PIPELINE: &str = concat!(
+    "canonicalize,lower-bitlinear,fuse-norm-quant,fuse-relu2-mul,fuse-silu-mul,",
+    "fuse-residual,canonicalize"
+);
 
 /// The full-precision baseline pipeline (benchmarks only): `lower-bitlinear` finds the projections
 /// and `dense-baseline` turns each back into a dense matmul on dequantized bf16 weights with
