@@ -1,6 +1,6 @@
 //! Property tests: each fusion pass preserves the interpreter's result bit for bit.
 //!
-//! For each pattern (`fuse-norm-quant`, `fuse-relu2-mul`, `fuse-residual`) a case builds a small random
+//! For each pattern (`fuse-norm-quant`, `fuse-relu2-mul`, `fuse-silu-mul`, `fuse-residual`) a case builds a small random
 //! program around it (sizes, element types, broadcast shapes, operand order, epsilons and the number
 //! of act_quants sharing a norm all vary), runs the reference interpreter before and after the pass,
 //! requires the fusion to happen, and compares the results' bytes: the fused ops are defined to round
@@ -151,6 +151,21 @@ proptest! {
     }
 
     #[test]
+    fn fuse_silu_mul_is_bit_identical(
+        t in 1usize..4, n in 1usize..12, commuted in any::<bool>(),
+        g in prop::collection::vec(value(), 1..48), u in prop::collection::vec(value(), 1..48),
+    ) {
+        let (a, b) = if commuted { ("%u", "%s") } else { ("%s", "%u") };
+        let ty = format!("tensor<{t}x{n}xf32>");
+        let src = format!(
+            "func @main(%g: {ty}, %u: {ty}) -> ({ty}) {{\n  %s = nn.silu %g : {ty}\n  %h = nn.mul {a}, {b} : {ty}\n  return %h\n}}\n"
+        );
+        let m = check(&src, "fuse-silu-mul", &[tensor(&[t, n], ElemType::F32, &g), tensor(&[t, n], ElemType::F32, &u)])?;
+        prop_assert_eq!(count(&m, OpKind::SiluMul), 1);
+        prop_assert_eq!(count(&m, OpKind::Silu) + count(&m, OpKind::Mul), 0);
+    }
+
+    #[test]
     fn fuse_residual_is_bit_identical(
         t in 1usize..4, k in 1usize..24, n in 1usize..8, commuted in any::<bool>(),
         xq in prop::collection::vec(any::<i8>(), 1..64), xs in prop::collection::vec(1e-3f32..1e7, 1..4),
@@ -256,8 +271,9 @@ fn fusion_passes_leave_unfused_ir_alone() {
     let mut m = bitnet_ir::parse_and_verify(src, "x.bir").unwrap();
     let printed = text::print_module(&m);
     let mut cx = PassContext::new(None);
-    let pm =
-        PassManager::new(parse_pipeline("fuse-norm-quant,fuse-relu2-mul,fuse-residual").unwrap());
+    let pm = PassManager::new(
+        parse_pipeline("fuse-norm-quant,fuse-relu2-mul,fuse-silu-mul,fuse-residual").unwrap(),
+    );
     let runs = pm.run(&mut m, &mut cx).unwrap();
     assert!(runs.iter().all(|r| !r.changed));
     assert_eq!(text::print_module(&m), printed);

@@ -12,6 +12,7 @@ pub mod dense_baseline;
 pub mod fuse_norm_quant;
 pub mod fuse_relu2_mul;
 pub mod fuse_residual;
+pub mod fuse_silu_mul;
 pub mod lower_bitlinear;
 pub mod manager;
 pub mod pack_weights;
@@ -63,6 +64,7 @@ pub fn all_passes() -> Vec<Box<dyn Pass>> {
         Box::new(lower_bitlinear::LowerBitLinear),
         Box::new(fuse_norm_quant::FuseNormQuant),
         Box::new(fuse_relu2_mul::FuseRelu2Mul),
+        Box::new(fuse_silu_mul::FuseSiluMul),
         Box::new(fuse_residual::FuseResidual),
         Box::new(pack_weights::PackWeights),
         Box::new(dense_baseline::DenseBaseline),
@@ -76,8 +78,10 @@ pub fn pass_by_name(name: &str) -> Option<Box<dyn Pass>> {
 }
 
 /// The default (`-O`) pipeline.
-pub const DEFAULT_PIPELINE: &str =
-    "canonicalize,lower-bitlinear,fuse-norm-quant,fuse-relu2-mul,fuse-residual,canonicalize";
+pub const DEFAULT_PIPELINE: &str = concat!(
+    "canonicalize,lower-bitlinear,fuse-norm-quant,fuse-relu2-mul,fuse-silu-mul,",
+    "fuse-residual,canonicalize"
+);
 
 /// The full-precision baseline pipeline (benchmarks only): `lower-bitlinear` finds the projections
 /// and `dense-baseline` turns each back into a dense matmul on dequantized bf16 weights with

@@ -176,6 +176,7 @@ fn may_write_in_place(kind: OpKind) -> bool {
         | OpKind::RmsNorm
         | OpKind::LayerNorm
         | OpKind::Relu2Mul
+        | OpKind::SiluMul
         | OpKind::Rope => true,
         OpKind::Equal
         | OpKind::ReduceMean

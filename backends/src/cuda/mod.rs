@@ -37,7 +37,8 @@ pub fn supports(op: KernelOp) -> bool {
         | KernelOp::KvStore
         | KernelOp::Attention
         | KernelOp::MatmulNt
-        | KernelOp::MatmulNtHalf => true,
+        | KernelOp::MatmulNtHalf
+        | KernelOp::SiluMul => true,
         KernelOp::MatmulI8 => false,
     }
 }

@@ -38,7 +38,7 @@ pub use op::KernelOp;
 pub use params::{
     ActQuantParams, AddParams, AttentionParams, EmbeddingParams, KvStoreParams, MatmulI8Params,
     MatmulNtHalfParams, MatmulNtParams, Relu2MulParams, RmsNormParams, RmsNormQuantParams,
-    RopeParams, TernaryMatmulParams,
+    RopeParams, SiluMulParams, TernaryMatmulParams,
 };
 
 /// What a kernel computes, with every static parameter. Buffers are listed in ABI order.
@@ -121,6 +121,14 @@ pub enum KernelKind {
     /// `ActQuant` makes them (`xs` the quantizer's multiplier). Rows: n. Exact: `acc = Σ_k q[n,
     /// k]·xq[t, k]` in i32, `y = f32(acc) / xs[t] · ws[n]`. Only `out` is written.
     MatmulI8(MatmulI8Params),
+    /// `bit.silu_mul` (f32, same shapes): buffers `[g, u, out]` of `[T, n]`. Rows: T.
+    /// - CPU: exact: `s = g·σ(g)` in f64 from the f32 gate, `σ` as the interpreter computes it
+    ///   (`1/(1 + exp(-g))` for `g ≥ 0`, else `e/(1 + e)` with `e = exp(g)`, `exp` from the
+    ///   runtime), rounded to f32, then `out = s·u` in f32. `out` may be `g` or `u` itself.
+    /// - CUDA: the same in f64, except that `exp` is the kernel's own (f64 arithmetic, a few f64
+    ///   ulps from the runtime's, see `cuda/kernels/silu_mul.rs`): `s` can be one f32 ulp from the
+    ///   interpreter's, so `out` is within 3 ulps of it; the kernel harness checks this bound.
+    SiluMul(SiluMulParams),
 }
 
 impl KernelKind {
@@ -140,6 +148,7 @@ impl KernelKind {
             KernelKind::MatmulNt(p) => p.symbol(),
             KernelKind::MatmulNtHalf(p) => p.symbol(),
             KernelKind::MatmulI8(p) => p.symbol(),
+            KernelKind::SiluMul(p) => p.symbol(),
         }
     }
 
@@ -161,6 +170,7 @@ impl KernelKind {
             KernelKind::MatmulNt(p) => format!("{p:?}"),
             KernelKind::MatmulNtHalf(p) => format!("{p:?}"),
             KernelKind::MatmulI8(p) => format!("{p:?}"),
+            KernelKind::SiluMul(p) => format!("{p:?}"),
         };
         // The params struct of variant `V` is `VParams`, so its `Debug` text starts with `VParams {`;
         // dropping the suffix gives `V { .. }`.
@@ -183,6 +193,7 @@ impl KernelKind {
             KernelKind::MatmulNt(_) => KernelOp::MatmulNt,
             KernelKind::MatmulNtHalf(_) => KernelOp::MatmulNtHalf,
             KernelKind::MatmulI8(_) => KernelOp::MatmulI8,
+            KernelKind::SiluMul(_) => KernelOp::SiluMul,
         }
     }
 }
@@ -278,6 +289,10 @@ mod tests {
                 KernelKind::MatmulI8(MatmulI8Params { k: 3, n: 2 }),
                 "bitnet_matmul_i8_2x3",
             ),
+            (
+                KernelKind::SiluMul(SiluMulParams { n: 5 }),
+                "bitnet_silu_mul_5",
+            ),
         ]
     }
 
@@ -302,6 +317,7 @@ mod tests {
                 "MatmulNt { k: 3, n: 2, bf16: true }",
                 "MatmulNtHalf { k: 3, n: 2, format: F16 }",
                 "MatmulI8 { k: 3, n: 2 }",
+                "SiluMul { n: 5 }",
             ]
         );
     }

@@ -30,11 +30,13 @@ pub enum KernelOp {
     MatmulNtHalf,
     /// `KernelKind::MatmulI8`.
     MatmulI8,
+    /// `KernelKind::SiluMul`.
+    SiluMul,
 }
 
 impl KernelOp {
     /// Every op, in `KernelKind`'s variant order.
-    pub const ALL: [KernelOp; 13] = [
+    pub const ALL: [KernelOp; 14] = [
         KernelOp::Embedding,
         KernelOp::RmsNormQuant,
         KernelOp::ActQuant,
@@ -48,6 +50,7 @@ impl KernelOp {
         KernelOp::MatmulNt,
         KernelOp::MatmulNtHalf,
         KernelOp::MatmulI8,
+        KernelOp::SiluMul,
     ];
 
     /// The variant's name in snake case (`rms_norm_quant`).
@@ -66,6 +69,7 @@ impl KernelOp {
             KernelOp::MatmulNt => "matmul_nt",
             KernelOp::MatmulNtHalf => "matmul_nt_half",
             KernelOp::MatmulI8 => "matmul_i8",
+            KernelOp::SiluMul => "silu_mul",
         }
     }
 
@@ -84,6 +88,7 @@ impl KernelOp {
             KernelOp::MatmulNt => "matmul",
             KernelOp::MatmulNtHalf => "matmul_half",
             KernelOp::MatmulI8 => "matmul_i8",
+            KernelOp::SiluMul => "silu_mul",
         }
     }
 }

@@ -127,6 +127,20 @@ impl Relu2MulParams {
     }
 }
 
+/// The parameters of `KernelKind::SiluMul`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SiluMulParams {
+    /// Row length.
+    pub n: u64,
+}
+
+impl SiluMulParams {
+    /// The kernel's symbol (see `KernelKind::symbol`).
+    pub fn symbol(&self) -> String {
+        format!("bitnet_silu_mul_{}", self.n)
+    }
+}
+
 /// The parameters of `KernelKind::Add`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AddParams {

@@ -1,14 +1,17 @@
-//! Cases of the row-wise kernels that compute element by element, all exact on both backends:
-//! `Embedding` (f32 and bf16 tables, random bit patterns so that a copy must move bits), `Relu2Mul`
-//! and `Add` (special values, in place), and `Rope` (pos > 0, several thetas, in place).
+//! Cases of the row-wise kernels that compute element by element, all exact on both backends but
+//! `SiluMul` on CUDA (within 3 ulps):
+//! `Embedding` (f32 and bf16 tables, random bit patterns so that a copy must move bits), `Relu2Mul`,
+//! `SiluMul` and `Add` (special values, in place), and `Rope` (pos > 0, several thetas, in place).
 
 use super::norm::rows;
 use super::reference::{eval_f32, f32_bytes, i64_bytes, tensor, tensor_of, u16_bytes, unwritten};
-use super::{Buffer, Case, Owner, Written};
+use super::{Buffer, Case, Compare, Owner, Written};
 use crate::support::Rng;
 use bitnet_backends::cpu::kernels::matmul_half::bf16_layout_exact;
 use bitnet_backends::cpu::kernels::rope::rope_table;
-use bitnet_backends::kernel::{AddParams, EmbeddingParams, KernelKind, Relu2MulParams, RopeParams};
+use bitnet_backends::kernel::{
+    AddParams, EmbeddingParams, KernelKind, Relu2MulParams, RopeParams, SiluMulParams,
+};
 use bitnet_ir::{Attr, Attrs, Data, OpKind};
 
 /// One `Embedding` case.
@@ -97,7 +100,7 @@ pub fn embedding(rng: &mut Rng) -> Vec<Case> {
     cases
 }
 
-/// One case of a binary element-wise kernel (`Relu2Mul` or `Add`) on `[t, n]`; the output is in
+/// One case of a binary element-wise kernel (`Relu2Mul`, `SiluMul` or `Add`) on `[t, n]`; the output is in
 /// place of operand `in_place` when given.
 fn binary_case(
     op: OpKind,
@@ -114,9 +117,14 @@ fn binary_case(
     );
     let kind = match op {
         OpKind::Relu2Mul => KernelKind::Relu2Mul(Relu2MulParams { n: n as u64 }),
+        OpKind::SiluMul => KernelKind::SiluMul(SiluMulParams { n: n as u64 }),
         _ => KernelKind::Add(AddParams { n: n as u64 }),
     };
-    let written = Written::exact_f32(&want, Owner::Rows { row_bytes: 4 * n });
+    let mut written = Written::exact_f32(&want, Owner::Rows { row_bytes: 4 * n });
+    if op == OpKind::SiluMul {
+        // The CUDA kernel's own f64 `exp` is not correctly rounded (bound on `KernelKind::SiluMul`).
+        written = written.compared(Compare::Exact, Compare::Ulps(3));
+    }
     let out = match in_place {
         Some(of) => Buffer::in_place(of, written),
         None => Buffer::output(unwritten(4 * t * n), written),
@@ -181,6 +189,12 @@ fn binary_cases(rng: &mut Rng, op: OpKind, in_place: &[usize]) -> Vec<Case> {
 /// `Relu2Mul` cases (the output may be the gate).
 pub fn relu2_mul(rng: &mut Rng) -> Vec<Case> {
     binary_cases(rng, OpKind::Relu2Mul, &[0])
+}
+
+/// `SiluMul` cases (the output may be either operand): the shared shapes (T = 1, 2 and 37, awkward
+/// n) and every pair of special values, the gate's NaN, ±inf and large |x| included.
+pub fn silu_mul(rng: &mut Rng) -> Vec<Case> {
+    binary_cases(rng, OpKind::SiluMul, &[0, 1])
 }
 
 /// `Add` cases (the output may be either operand).

@@ -194,6 +194,7 @@ pub fn cases(op: KernelOp) -> Vec<Case> {
         KernelOp::MatmulNt => matmul::matmul_nt(&mut rng),
         KernelOp::MatmulNtHalf => matmul::matmul_nt_half(&mut rng),
         KernelOp::MatmulI8 => matmul::matmul_i8(&mut rng),
+        KernelOp::SiluMul => elementwise::silu_mul(&mut rng),
     }
 }
 
@@ -247,6 +248,7 @@ macro_rules! harness_tests {
             matmul_nt => MatmulNt,
             matmul_nt_half => MatmulNtHalf,
             matmul_i8 => MatmulI8,
+            silu_mul => SiluMul,
         }
     };
 }

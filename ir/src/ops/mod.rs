@@ -19,6 +19,7 @@ pub mod relu2_mul;
 pub mod reshape;
 pub mod rms_norm_quant;
 pub mod rope;
+pub mod silu_mul;
 pub mod slice;
 pub mod softmax;
 pub mod ternary_matmul;
@@ -87,6 +88,7 @@ pub enum OpKind {
     RmsNormQuant,
     Relu2Mul,
     TernaryMatmulPacked,
+    SiluMul,
 }
 
 /// How many operands an op takes.
@@ -175,7 +177,7 @@ pub type EvalResult = Result<Vec<Tensor>, String>;
 
 impl OpKind {
     /// Every op, in declaration order.
-    pub const ALL: [OpKind; 48] = [
+    pub const ALL: [OpKind; 49] = [
         OpKind::Add,
         OpKind::Sub,
         OpKind::Mul,
@@ -224,6 +226,7 @@ impl OpKind {
         OpKind::RmsNormQuant,
         OpKind::Relu2Mul,
         OpKind::TernaryMatmulPacked,
+        OpKind::SiluMul,
     ];
 
     /// The op's static description.
@@ -276,6 +279,7 @@ impl OpKind {
             OpKind::TernaryMatmul => ternary_matmul::SPEC,
             OpKind::RmsNormQuant => rms_norm_quant::SPEC,
             OpKind::Relu2Mul => relu2_mul::SPEC,
+            OpKind::SiluMul => silu_mul::SPEC,
             OpKind::TernaryMatmulPacked => ternary_matmul_packed::SPEC,
         }
     }
@@ -341,6 +345,7 @@ impl OpKind {
             OpKind::TernaryMatmul => ternary_matmul::infer(cx),
             OpKind::RmsNormQuant => rms_norm_quant::infer(cx),
             OpKind::Relu2Mul => relu2_mul::infer(cx),
+            OpKind::SiluMul => silu_mul::infer(cx),
             OpKind::TernaryMatmulPacked => ternary_matmul_packed::infer(cx),
         }
     }
@@ -393,6 +398,7 @@ impl OpKind {
             OpKind::TernaryMatmul => ternary_matmul::eval(cx),
             OpKind::RmsNormQuant => rms_norm_quant::eval(cx),
             OpKind::Relu2Mul => relu2_mul::eval(cx),
+            OpKind::SiluMul => silu_mul::eval(cx),
             OpKind::TernaryMatmulPacked => ternary_matmul_packed::eval(cx),
         }
     }

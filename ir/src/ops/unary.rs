@@ -115,7 +115,7 @@ fn apply(op: UnaryOp, x: f64) -> f64 {
             let r = if x.is_nan() { x } else { x.max(0.0) };
             r * r
         }
-        UnaryOp::Silu => x * sigmoid(x),
+        UnaryOp::Silu => super::silu_mul::silu(x),
         UnaryOp::Sigmoid => sigmoid(x),
         UnaryOp::Tanh => x.tanh(),
         UnaryOp::Erf => libm::erf(x),

@@ -18,6 +18,7 @@ pub mod matmul_i8;
 pub mod norm;
 pub mod relu2_mul;
 pub mod rope;
+pub mod silu_mul;
 pub mod ternary_matmul;
 
 use crate::BackendError;
@@ -40,5 +41,6 @@ pub fn build_kernel(module: &mut dyn Module, kind: &KernelKind) -> Result<FuncId
         KernelKind::MatmulNt(p) => matmul::build(module, p),
         KernelKind::MatmulNtHalf(p) => matmul_half::build(module, p),
         KernelKind::MatmulI8(p) => matmul_i8::build(module, p),
+        KernelKind::SiluMul(p) => silu_mul::build(module, p),
     }
 }

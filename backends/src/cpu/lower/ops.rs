@@ -10,7 +10,8 @@ use crate::cpu::kernels::rope::rope_table;
 use crate::cpu::{PACK_BLOCK, PACK_ORDER};
 use crate::kernel::{
     ActQuantParams, AddParams, AttentionParams, EmbeddingParams, KernelKind, KvStoreParams,
-    Relu2MulParams, RmsNormParams, RmsNormQuantParams, RopeParams, TernaryMatmulParams,
+    Relu2MulParams, RmsNormParams, RmsNormQuantParams, RopeParams, SiluMulParams,
+    TernaryMatmulParams,
 };
 use bitnet_ir::{Dim, ElemType, OpKind, TensorType};
 use bitnet_runtime::Rows;
@@ -173,6 +174,21 @@ pub(super) fn relu2_mul(lw: &mut Lowering<'_>, site: &Site<'_>) -> Result<(), Ba
         return Err(unsupported("bit.relu2_mul", "broadcasting operands"));
     }
     let kind = KernelKind::Relu2Mul(Relu2MulParams {
+        n: last_dim(f.ty(out))?,
+    });
+    let bufs = vec![lw.arena(g)?, lw.arena(u)?, lw.arena(out)?];
+    lw.launch(kind, bufs, Rows::PerToken(1), site.label.clone())
+}
+
+/// `bit.silu_mul(g, u)` (its type rule makes both f32 of one shape).
+pub(super) fn silu_mul(lw: &mut Lowering<'_>, site: &Site<'_>) -> Result<(), BackendError> {
+    let f = site.f;
+    let (g, u, out) = (site.operand(0)?, site.operand(1)?, site.result(0)?);
+    site.f32_only(g)?;
+    if f.ty(g) != f.ty(u) {
+        return Err(unsupported("bit.silu_mul", "operands of different shapes"));
+    }
+    let kind = KernelKind::SiluMul(SiluMulParams {
         n: last_dim(f.ty(out))?,
     });
     let bufs = vec![lw.arena(g)?, lw.arena(u)?, lw.arena(out)?];

@@ -80,6 +80,7 @@ pub(super) fn lowering(op: OpKind) -> OpLowering {
         OpKind::RmsNorm => row_wise_kernel(ops::rms_norm, &[KernelOp::RmsNorm]),
         OpKind::TernaryMatmulPacked => kernel(ops::ternary_matmul, &[KernelOp::TernaryMatmul]),
         OpKind::Relu2Mul => kernel(ops::relu2_mul, &[KernelOp::Relu2Mul]),
+        OpKind::SiluMul => kernel(ops::silu_mul, &[KernelOp::SiluMul]),
         OpKind::Add => kernel(ops::add, &[KernelOp::Add]),
         OpKind::Rope => kernel(ops::rope, &[KernelOp::Rope]),
         OpKind::Attention => kernel(ops::attention, &[KernelOp::KvStore, KernelOp::Attention]),
@@ -126,7 +127,7 @@ pub(super) fn lowering(op: OpKind) -> OpLowering {
             "no cpu kernel yet (relu²(g)·u runs fused as bit.relu2_mul, after the default pipeline)",
         ),
         OpKind::Silu => OpLowering::Unsupported(
-            "no cpu kernel yet (SiLU-gated MLPs, as in Llama, need a silu_mul kernel)",
+            "no cpu kernel yet (silu(g)·u runs fused as bit.silu_mul, after the default pipeline)",
         ),
         OpKind::Softmax => OpLowering::Unsupported(
             "no cpu kernel yet (the softmax of attention runs inside nn.attention)",
@@ -206,6 +207,7 @@ mod tests {
             OpKind::RmsNormQuant,
             OpKind::TernaryMatmulPacked,
             OpKind::Relu2Mul,
+            OpKind::SiluMul,
             OpKind::Add,
             OpKind::RmsNorm,
             OpKind::Rope,

@@ -18,6 +18,7 @@ pub mod matmul_half;
 pub mod norm;
 pub mod relu2_mul;
 pub mod rope;
+pub mod silu_mul;
 pub mod ternary_matmul;
 
 use super::emit::{Cg, Kb};
@@ -55,6 +56,7 @@ pub fn geometry(kind: &KernelKind) -> Result<CudaLaunch, BackendError> {
         }
         KernelKind::Embedding(_)
         | KernelKind::Relu2Mul(_)
+        | KernelKind::SiluMul(_)
         | KernelKind::Add(_)
         | KernelKind::Rope(_)
         | KernelKind::KvStore(_) => row(ROW_THREADS),
@@ -99,6 +101,7 @@ pub fn host_threads(kind: &KernelKind) -> u64 {
         | KernelKind::ActQuant(_)
         | KernelKind::RmsNorm(_)
         | KernelKind::Relu2Mul(_)
+        | KernelKind::SiluMul(_)
         | KernelKind::Add(_)
         | KernelKind::Rope(_)
         | KernelKind::KvStore(_)
@@ -131,6 +134,7 @@ pub fn build<'ctx>(
         KernelKind::RmsNorm(p) => norm::build_rms_norm(cx, m, &name, p, threads),
         KernelKind::TernaryMatmul(p) => ternary_matmul::build(cx, m, &name, p),
         KernelKind::Relu2Mul(p) => relu2_mul::build(cx, m, &name, p, threads),
+        KernelKind::SiluMul(p) => silu_mul::build(cx, m, &name, p, threads),
         KernelKind::Add(p) => add::build(cx, m, &name, p, threads),
         KernelKind::Rope(p) => rope::build(cx, m, &name, p, threads),
         KernelKind::KvStore(p) => kv_store::build(cx, m, &name, p, threads),
