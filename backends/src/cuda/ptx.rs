@@ -79,3 +79,22 @@ pub fn emit_llvm_ir(kinds: &[KernelKind], arch: CudaArch) -> Result<String, Back
     }
     Ok(m.print_to_string().to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::emit_ptx;
+    use crate::cuda::CudaArch;
+    use crate::kernel::{KernelKind, SiluMulParams};
+
+    /// `SiluMul` compiles to PTX with no call out (its `exp` is inline f64 arithmetic).
+    #[test]
+    fn silu_mul_is_self_contained_ptx() {
+        let kind = KernelKind::SiluMul(SiluMulParams { n: 37 });
+        let ptx = emit_ptx(std::slice::from_ref(&kind), CudaArch::Sm80).unwrap();
+        assert!(ptx.contains(&format!(".entry {}", kind.symbol())), "{ptx}");
+        assert!(!ptx.contains("call"), "{ptx}");
+        assert!(!ptx.contains(".extern"), "{ptx}");
+    }
+}

@@ -8,7 +8,7 @@
 //! which is the IEEE f32 product.
 //! Type rule: `g` and `u` are f32 tensors of the same shape; the result has that type.
 
-use super::unary::sigmoid;
+use super::unary::silu;
 use super::{Arity, EvalCtx, EvalResult, InferCtx, OpSpec, one, operand};
 use crate::tensor::Data;
 use crate::types::{ElemType, TensorType};
@@ -36,11 +36,6 @@ pub fn infer(cx: &InferCtx) -> Result<Vec<TensorType>, String> {
         ));
     }
     Ok(vec![g])
-}
-
-/// `x·σ(x)` in f64 (as `nn.silu`).
-pub fn silu(x: f64) -> f64 {
-    x * sigmoid(x)
 }
 
 /// Reference evaluation.

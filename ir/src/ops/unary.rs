@@ -86,6 +86,11 @@ pub fn infer(op: UnaryOp, cx: &InferCtx) -> Result<Vec<TensorType>, String> {
     Ok(vec![x])
 }
 
+/// `x·σ(x)` in f64: `nn.silu`, and the gate of `bit.silu_mul`, which must round the same way.
+pub fn silu(x: f64) -> f64 {
+    x * sigmoid(x)
+}
+
 /// `1/(1+e^-x)`, written so that large |x| neither overflows nor loses the tail.
 pub fn sigmoid(x: f64) -> f64 {
     if x >= 0.0 {
@@ -115,7 +120,7 @@ fn apply(op: UnaryOp, x: f64) -> f64 {
             let r = if x.is_nan() { x } else { x.max(0.0) };
             r * r
         }
-        UnaryOp::Silu => super::silu_mul::silu(x),
+        UnaryOp::Silu => silu(x),
         UnaryOp::Sigmoid => sigmoid(x),
         UnaryOp::Tanh => x.tanh(),
         UnaryOp::Erf => libm::erf(x),

@@ -110,22 +110,3 @@ fn exp_f64<'ctx>(kb: &Kb<'_, 'ctx>, x: FloatValue<'ctx>) -> R<FloatValue<'ctx>> 
     let nan = b.build_float_compare(FloatPredicate::UNO, x, x, "nan")?;
     Ok(b.build_select(nan, x, y, "exp")?.into_float_value())
 }
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use crate::cuda::CudaArch;
-    use crate::cuda::ptx::emit_ptx;
-    use crate::kernel::{KernelKind, SiluMulParams};
-
-    /// The kernel compiles to PTX with no call out (the `exp` is inline f64 arithmetic).
-    #[test]
-    fn emits_self_contained_ptx() {
-        let kind = KernelKind::SiluMul(SiluMulParams { n: 37 });
-        let ptx = emit_ptx(std::slice::from_ref(&kind), CudaArch::Sm80).unwrap();
-        assert!(ptx.contains(&format!(".entry {}", kind.symbol())), "{ptx}");
-        assert!(!ptx.contains("call"), "{ptx}");
-        assert!(!ptx.contains(".extern"), "{ptx}");
-    }
-}
