@@ -14,10 +14,10 @@
 //! %h = nn.mul %r, %u : tensor<Tx8xf32>          →   %h = bit.relu2_mul %g, %u : tensor<Tx8xf32>
 //! ```
 
+use crate::gated_product::GatedProduct;
 use crate::{Pass, PassContext, PassError};
-use bitnet_ir::attr::Attrs;
-use bitnet_ir::module::{Function, Module, OpId};
-use bitnet_ir::{OpKind, ValueId};
+use bitnet_ir::OpKind;
+use bitnet_ir::module::{Function, Module};
 
 /// The `fuse-relu2-mul` pass.
 pub struct FuseRelu2Mul;
@@ -42,42 +42,15 @@ impl Pass for FuseRelu2Mul {
     }
 }
 
-/// The gate `g` if `v` is `nn.relu2 %g` used exactly once.
-fn single_use_relu2(f: &Function, v: ValueId, counts: &[usize]) -> Option<ValueId> {
-    let op = f.op(f.def_op(v)?);
-    (op.kind == OpKind::Relu2 && counts.get(v.index()) == Some(&1))
-        .then(|| op.operands.first().copied())
-        .flatten()
-}
+/// `bit.relu2_mul`'s type rule as the product sees it: the same float element type throughout (relu2
+/// keeps its operand's type).
+const RELU2_MUL: GatedProduct = GatedProduct {
+    activation: OpKind::Relu2,
+    fused: OpKind::Relu2Mul,
+    accepts: |g, u, y| y.elem.is_float() && g.elem == y.elem && u.elem == y.elem,
+};
 
 /// Fuses every matching product of `f`; returns how many.
 fn fuse_function(f: &mut Function) -> usize {
-    let counts = f.use_counts();
-    let muls: Vec<OpId> = f
-        .op_order()
-        .filter(|&id| f.op(id).kind == OpKind::Mul)
-        .collect();
-    let mut fused = 0;
-    for mul in muls {
-        let op = f.op(mul).clone();
-        let (&[a, b], &[y]) = (op.operands.as_slice(), op.results.as_slice()) else {
-            continue;
-        };
-        let Some((g, u)) = single_use_relu2(f, a, &counts)
-            .map(|g| (g, b))
-            .or_else(|| single_use_relu2(f, b, &counts).map(|g| (g, a)))
-        else {
-            continue;
-        };
-        // The same type rule as the product, on the gate itself (relu2 keeps its operand's type).
-        let ty = f.ty(y).clone();
-        if !ty.elem.is_float() || f.ty(g).elem != ty.elem || f.ty(u).elem != ty.elem {
-            continue;
-        }
-        let new = f.insert_op_before(mul, OpKind::Relu2Mul, vec![g, u], Attrs::new(), vec![ty]);
-        f.replace_uses(y, new[0]);
-        f.values[new[0].index()].name = f.values[y.index()].name.take();
-        fused += 1;
-    }
-    fused
+    RELU2_MUL.fuse(f)
 }

@@ -14,10 +14,10 @@
 //! %h = nn.mul %s, %u : tensor<Tx8xf32>          →   %h = bit.silu_mul %g, %u : tensor<Tx8xf32>
 //! ```
 
+use crate::gated_product::GatedProduct;
 use crate::{Pass, PassContext, PassError};
-use bitnet_ir::attr::Attrs;
-use bitnet_ir::module::{Function, Module, OpId};
-use bitnet_ir::{ElemType, OpKind, ValueId};
+use bitnet_ir::module::{Function, Module};
+use bitnet_ir::{ElemType, OpKind};
 
 /// The `fuse-silu-mul` pass.
 pub struct FuseSiluMul;
@@ -42,42 +42,14 @@ impl Pass for FuseSiluMul {
     }
 }
 
-/// The gate `g` if `v` is `nn.silu %g` used exactly once.
-fn single_use_silu(f: &Function, v: ValueId, counts: &[usize]) -> Option<ValueId> {
-    let op = f.op(f.def_op(v)?);
-    (op.kind == OpKind::Silu && counts.get(v.index()) == Some(&1))
-        .then(|| op.operands.first().copied())
-        .flatten()
-}
+/// `bit.silu_mul`'s type rule: f32 operands of one shape, which is then the product's type.
+const SILU_MUL: GatedProduct = GatedProduct {
+    activation: OpKind::Silu,
+    fused: OpKind::SiluMul,
+    accepts: |g, u, y| y.elem == ElemType::F32 && g == y && u == y,
+};
 
 /// Fuses every matching product of `f`; returns how many.
 fn fuse_function(f: &mut Function) -> usize {
-    let counts = f.use_counts();
-    let muls: Vec<OpId> = f
-        .op_order()
-        .filter(|&id| f.op(id).kind == OpKind::Mul)
-        .collect();
-    let mut fused = 0;
-    for mul in muls {
-        let op = f.op(mul).clone();
-        let (&[a, b], &[y]) = (op.operands.as_slice(), op.results.as_slice()) else {
-            continue;
-        };
-        let Some((g, u)) = single_use_silu(f, a, &counts)
-            .map(|g| (g, b))
-            .or_else(|| single_use_silu(f, b, &counts).map(|g| (g, a)))
-        else {
-            continue;
-        };
-        // `bit.silu_mul`'s type rule: f32 operands of one shape, which is then the product's type.
-        let ty = f.ty(y).clone();
-        if ty.elem != ElemType::F32 || f.ty(g) != &ty || f.ty(u) != &ty {
-            continue;
-        }
-        let new = f.insert_op_before(mul, OpKind::SiluMul, vec![g, u], Attrs::new(), vec![ty]);
-        f.replace_uses(y, new[0]);
-        f.values[new[0].index()].name = f.values[y.index()].name.take();
-        fused += 1;
-    }
-    fused
+    SILU_MUL.fuse(f)
 }

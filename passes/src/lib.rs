@@ -13,6 +13,7 @@ pub mod fuse_norm_quant;
 pub mod fuse_relu2_mul;
 pub mod fuse_residual;
 pub mod fuse_silu_mul;
+mod gated_product;
 pub mod lower_bitlinear;
 pub mod manager;
 pub mod pack_weights;
