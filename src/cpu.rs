@@ -39,6 +39,9 @@ pub struct CpuOptions {
     pub full_precision: bool,
     /// How the lm_head stores its weights (`auto`: bf16 when exactly bf16, else f32; `f16`; `i8`).
     pub head: HeadDtype,
+    /// How every other dense projection stores its weights (`auto`: as they are; `bf16`, `f16`;
+    /// `i8`: per-row scale with activations quantized per token).
+    pub dense: HeadDtype,
 }
 
 impl Default for CpuOptions {
@@ -47,6 +50,7 @@ impl Default for CpuOptions {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             full_precision: false,
             head: HeadDtype::Auto,
+            dense: HeadDtype::Auto,
         }
     }
 }
@@ -71,7 +75,7 @@ impl CpuOptions {
 
     /// The lowering options these options compile with.
     fn lowering(&self) -> LowerOptions {
-        LowerOptions::cpu(self.head)
+        LowerOptions::cpu(self.head).with_dense(self.dense)
     }
 }
 

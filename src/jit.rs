@@ -36,6 +36,9 @@ pub struct Options {
     /// The longest context (prompt and output) in tokens; default: the model's own limit. Ignored
     /// for artifacts, whose context was fixed when they were compiled.
     pub context: Option<u64>,
+    /// A post-training quantization of a dense model's projections (`--quantize ternary`: lossy),
+    /// applied at import. Ignored for artifacts.
+    pub quantize: Option<bitnet_frontend::model::PostQuantize>,
     /// Called with the name of each stage as it starts (`import`, `compile`, `load`), for progress
     /// displays.
     pub on_stage: Option<StageCallback>,
@@ -46,6 +49,7 @@ impl std::fmt::Debug for Options {
         f.debug_struct("Options")
             .field("cpu", &self.cpu)
             .field("context", &self.context)
+            .field("quantize", &self.quantize)
             .field("on_stage", &self.on_stage.as_ref().map(|_| "…"))
             .finish()
     }
@@ -104,6 +108,15 @@ impl Compiled {
     /// The vocabulary size.
     pub fn vocab(&self) -> u64 {
         self.exec.program().vocab
+    }
+
+    /// Whether the model runs ternary projections (false for a dense model).
+    pub fn runs_ternary_projections(&self) -> bool {
+        self.exec
+            .program()
+            .kernels
+            .iter()
+            .any(|(name, _)| name.starts_with("bitnet_ternary_matmul"))
     }
 
     /// Weight bytes one decode step reads: each distinct weight buffer a launch uses once, except
@@ -169,6 +182,7 @@ pub fn compile(path: &Path, options: &Options) -> Result<Compiled, Error> {
     let start = Instant::now();
     let mut model = OpenOptions {
         context: options.context,
+        quantize: options.quantize,
     }
     .open(path)?;
     let import_time = start.elapsed();

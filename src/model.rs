@@ -25,6 +25,8 @@ pub struct OpenOptions {
     /// Build the function for this context length (KV-cache rows and the bound of T); the model's
     /// maximum when `None`.
     pub context: Option<u64>,
+    /// A post-training quantization of the model's dense projections (lossy), if any.
+    pub quantize: Option<bitnet_frontend::model::PostQuantize>,
 }
 
 impl OpenOptions {
@@ -39,6 +41,7 @@ impl OpenOptions {
     pub fn open_as(&self, path: &Path, format: ModelFormat) -> Result<Model, Error> {
         let import = ImportOptions {
             context: self.context,
+            quantize: self.quantize,
         };
         let (imported, chat_template, tokenizer) = match format {
             ModelFormat::Hf => {

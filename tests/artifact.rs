@@ -33,6 +33,7 @@ fn have_cc(test: &str) -> bool {
 fn compile(model: &Path, context: u64, target: &str) -> Vec<u8> {
     let mut m = bitnetc::OpenOptions {
         context: Some(context),
+        ..Default::default()
     }
     .open(model)
     .unwrap();
@@ -58,6 +59,7 @@ fn check(model: &Path, prompt: &[i64], reference: &Path, greedy: &[i64], threads
     let mut aot = artifact::load(&path, threads).unwrap_or_else(|e| panic!("{e}"));
     let mut m = bitnetc::OpenOptions {
         context: Some(context),
+        ..Default::default()
     }
     .open(model)
     .unwrap();
@@ -212,9 +214,12 @@ fn portable_x86_64_target_runs() {
     let path = dir.join("portable.bnx");
     std::fs::write(&path, &bytes).unwrap();
     let mut aot = artifact::load(&path, 2).unwrap();
-    let mut im = bitnetc::OpenOptions { context: Some(8) }
-        .open(&model)
-        .unwrap();
+    let mut im = bitnetc::OpenOptions {
+        context: Some(8),
+        ..Default::default()
+    }
+    .open(&model)
+    .unwrap();
     let mut jit = bitnetc::compile_cpu(&mut im, &bitnetc::CpuOptions::with_threads(2)).unwrap();
     let a = aot.forward(&[1, 17, 256], 0).unwrap().to_vec();
     let j = jit.forward(&[1, 17, 256], 0).unwrap();

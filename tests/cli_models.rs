@@ -49,6 +49,7 @@ const TOKENS: &[i64] = &[1, 17, 256];
 fn library_logits(model: &str) -> Tensor {
     let opts = ImportOptions {
         context: Some(TOKENS.len() as u64),
+        ..Default::default()
     };
     let m = import_model(&root().join(model), &opts).unwrap_or_else(|e| panic!("{e}"));
     bitnetc::prompt_logits(&m.module, m.weights.as_ref(), TOKENS).unwrap_or_else(|e| panic!("{e}"))

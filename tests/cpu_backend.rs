@@ -19,6 +19,7 @@ fn check(model: &Path, prompt: &[i64], reference: &Path, greedy: &[i64], threads
     let context = (prompt.len() + greedy.len()) as u64;
     let mut m = bitnetc::OpenOptions {
         context: Some(context),
+        ..Default::default()
     }
     .open(model)
     .unwrap_or_else(|e| panic!("{e}"));
@@ -93,9 +94,12 @@ fn gguf_files_on_cpu() {
 #[test]
 fn runtime_errors_are_reported_not_crashes() {
     let dir = root().join("tests/fixtures/hf-tiny/packed");
-    let mut m = bitnetc::OpenOptions { context: Some(8) }
-        .open(&dir)
-        .unwrap();
+    let mut m = bitnetc::OpenOptions {
+        context: Some(8),
+        ..Default::default()
+    }
+    .open(&dir)
+    .unwrap();
     let mut exec = bitnetc::compile_cpu(&mut m, &bitnetc::CpuOptions::with_threads(2)).unwrap();
     assert!(
         exec.forward(&[1, 2, 3], 6)
@@ -115,6 +119,7 @@ fn runtime_errors_are_reported_not_crashes() {
 fn compile_head(dir: &Path, context: u64, head: HeadDtype, threads: usize) -> Executor {
     let mut m = bitnetc::OpenOptions {
         context: Some(context),
+        ..Default::default()
     }
     .open(dir)
     .unwrap_or_else(|e| panic!("{e}"));
@@ -244,9 +249,12 @@ fn artifact_runs_with_its_head_dtype() {
     let prompt = [1i64, 17, 256, 999, 3];
     let scratch = support::Scratch::create("head-dtype-artifact");
     for head in [HeadDtype::F16, HeadDtype::I8] {
-        let mut m = bitnetc::OpenOptions { context: Some(8) }
-            .open(&dir)
-            .unwrap();
+        let mut m = bitnetc::OpenOptions {
+            context: Some(8),
+            ..Default::default()
+        }
+        .open(&dir)
+        .unwrap();
         let options = bitnetc::CpuOptions {
             threads: 2,
             head,
@@ -315,6 +323,7 @@ fn hf_silu_on_cpu() {
     let open = || {
         bitnetc::OpenOptions {
             context: Some(context),
+            ..Default::default()
         }
         .open(&dir)
         .unwrap_or_else(|e| panic!("{e}"))

@@ -38,6 +38,7 @@ fn prompt_and_greedy() -> (Vec<i64>, Vec<i64>) {
 fn import(context: usize) -> Model {
     OpenOptions {
         context: Some(context as u64),
+        ..Default::default()
     }
     .open(&packed_dir())
     .unwrap_or_else(|e| panic!("{e}"))

@@ -209,6 +209,7 @@ fn hf_packed() -> (PathBuf, Vec<i64>) {
 fn optimized(pipeline: &str, dir: &std::path::Path, tokens: &[i64]) -> (bitnetc::Model, Tensor) {
     let opts = bitnetc::OpenOptions {
         context: Some(tokens.len() as u64),
+        ..Default::default()
     };
     let mut m = opts.open(dir).unwrap();
     let opt = bitnetc::optimize(&mut m, &bitnetc::OptimizeOptions::passes(pipeline)).unwrap();

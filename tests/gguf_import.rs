@@ -22,6 +22,7 @@ fn dir() -> PathBuf {
 fn argmaxes(file: &str, tokens: &[i64]) -> (Vec<i64>, Vec<f32>, usize) {
     let opts = ImportOptions {
         context: Some(tokens.len() as u64),
+        ..Default::default()
     };
     let model = import_model(&dir().join(file), &opts).unwrap_or_else(|e| panic!("{e}"));
     let logits = bitnetc::prompt_logits(&model.module, model.weights.as_ref(), tokens)

@@ -45,6 +45,7 @@ fn check(dir: &Path, tokens: &[i64], reference: &str, tolerance: f32) {
         dir,
         &ImportOptions {
             context: Some(tokens.len() as u64),
+            ..Default::default()
         },
     )
     .unwrap_or_else(|e| panic!("{e}"));
@@ -115,6 +116,7 @@ fn greedy_continuation_is_reproduced_teacher_forced() {
             &dir,
             &ImportOptions {
                 context: Some(tokens.len() as u64),
+                ..Default::default()
             },
         )
         .unwrap();

@@ -205,6 +205,7 @@ fn corpus() -> PathBuf {
 fn import(dir: &Path) -> Result<ImportedModel, String> {
     let opts = ImportOptions {
         context: Some(TOKENS.len() as u64),
+        ..Default::default()
     };
     import_model(dir, &opts).map_err(|e| e.to_string())
 }

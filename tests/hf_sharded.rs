@@ -76,6 +76,7 @@ fn shard(src: &Path, dst: &Path) {
 fn import(dir: &Path, context: usize) -> ImportedModel {
     let opts = ImportOptions {
         context: Some(context as u64),
+        ..Default::default()
     };
     import_model(dir, &opts).unwrap_or_else(|e| panic!("{e}"))
 }

@@ -28,9 +28,12 @@ fn count(m: &Model, kind: OpKind) -> usize {
 
 /// Imports and optimizes `path`; returns the model, the derived weights and the lowered count.
 fn lowered(path: &Path, context: Option<u64>) -> (Model, bitnet_ir::MemoryWeights) {
-    let mut m = OpenOptions { context }
-        .open(path)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut m = OpenOptions {
+        context,
+        ..Default::default()
+    }
+    .open(path)
+    .unwrap_or_else(|e| panic!("{e}"));
     let opt = bitnetc::optimize(&mut m, &OptimizeOptions::passes(DEFAULT_PIPELINE))
         .unwrap_or_else(|e| panic!("{e}"));
     for n in &opt.notes {

@@ -51,10 +51,24 @@ fn hf_tiny_plans_are_tight_disjoint_and_deterministic() {
             .join("tests/fixtures/hf-tiny")
             .join(form);
         for context in [None, Some(40)] {
-            let mut m = import_model(&dir, &ImportOptions { context }).unwrap();
+            let mut m = import_model(
+                &dir,
+                &ImportOptions {
+                    context,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
             let (p, _) = plan(&mut m.module, Some(m.weights.as_ref()));
             check(&p, &format!("hf-tiny/{form} context {context:?}"));
-            let mut again = import_model(&dir, &ImportOptions { context }).unwrap();
+            let mut again = import_model(
+                &dir,
+                &ImportOptions {
+                    context,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
             let (q, _) = plan(&mut again.module, Some(again.weights.as_ref()));
             assert_eq!(p, q, "the plan is not deterministic");
         }

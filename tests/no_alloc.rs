@@ -51,9 +51,12 @@ fn forward_steps_do_not_allocate() {
             ..bitnetc::CpuOptions::default()
         };
         let mut exec = bitnetc::compile_cpu(
-            &mut bitnetc::OpenOptions { context: Some(32) }
-                .open(&dir)
-                .unwrap(),
+            &mut bitnetc::OpenOptions {
+                context: Some(32),
+                ..Default::default()
+            }
+            .open(&dir)
+            .unwrap(),
             &options,
         )
         .unwrap();

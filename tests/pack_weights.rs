@@ -188,6 +188,7 @@ fn hf_tiny_packed_in_every_layout_matches_o() {
         .collect();
     let opts = bitnet_frontend::model::ImportOptions {
         context: Some(tokens.len() as u64),
+        ..Default::default()
     };
     let logits = |layout: Option<PackLayout>| {
         let mut m = bitnet_frontend::import_model(&dir, &opts).unwrap();

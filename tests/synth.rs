@@ -90,6 +90,7 @@ fn tiny_imports_and_runs() {
     let tokens = [1, 17, 256, 999];
     let opts = ImportOptions {
         context: Some(tokens.len() as u64),
+        ..Default::default()
     };
     let m = import_model(&dir, &opts).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(m.summary.parameters, s.parameters);
@@ -179,8 +180,14 @@ fn small_imports() {
     let dir = scratch("small");
     let p = preset("small").unwrap();
     let s = write_checkpoint(&p, &dir, 1).unwrap();
-    let m =
-        import_model(&dir, &ImportOptions { context: Some(8) }).unwrap_or_else(|e| panic!("{e}"));
+    let m = import_model(
+        &dir,
+        &ImportOptions {
+            context: Some(8),
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(m.summary.parameters, s.parameters);
     assert_eq!(m.summary.config["hidden"], p.hidden.to_string());
     assert_eq!(m.summary.config["head_dim"], "64");

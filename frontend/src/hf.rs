@@ -572,16 +572,18 @@ pub fn import_hf(dir: &Path, opts: &ImportOptions) -> Result<ImportedModel, Fron
             ),
         ));
     }
-    let spec = DecoderSpec {
+    let mut spec = DecoderSpec {
         config: p.config.clone(),
         embed,
         layers,
         final_norm,
         lm_head,
     };
+    let quantized = crate::ternarize::apply(&mut spec, opts);
     let module = emit(&spec)
         .map_err(|m| FrontendError::format(dir, format!("internal error building the IR: {m}")))?;
-    let summary = summarize(&p, &shards, &cfg_path, &expect);
+    let mut summary = summarize(&p, &shards, &cfg_path, &expect);
+    crate::ternarize::note(&mut summary, quantized);
     Ok(ImportedModel {
         module,
         weights: Box::new(HfWeights {

@@ -12,6 +12,7 @@ pub mod npy;
 pub mod onnx;
 pub mod safetensors_store;
 pub mod synth;
+pub mod ternarize;
 
 pub use error::FrontendError;
 pub use safetensors_store::SafetensorsStore;
@@ -41,6 +42,15 @@ fn import_onnx_model(
     path: &Path,
     opts: &model::ImportOptions,
 ) -> Result<model::ImportedModel, FrontendError> {
+    if let Some(q) = opts.quantize {
+        return Err(FrontendError::format(
+            path,
+            format!(
+                "--quantize {} applies to decoders (Hugging Face folders and GGUF files), not to ONNX graphs",
+                q.name()
+            ),
+        ));
+    }
     let mut onnx_opts = onnx::ImportOptions::default();
     if let Some(c) = opts.context {
         onnx_opts.symbol_max = c;

@@ -10,6 +10,29 @@ pub struct ImportOptions {
     /// The context length to build the function for (KV-cache rows and the bound of T); the model's
     /// maximum when `None`.
     pub context: Option<u64>,
+    /// A post-training quantization to apply to the model's dense projections (lossy), if any.
+    pub quantize: Option<PostQuantize>,
+}
+
+/// A post-training quantization of a dense model (`--quantize`). Lossy: see `crate::ternarize`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PostQuantize {
+    /// BitNet b1.58 ternarization: absmean ternary weights per tensor, int8 activations per token.
+    Ternary,
+}
+
+impl PostQuantize {
+    /// The name the CLI spells.
+    pub fn name(self) -> &'static str {
+        match self {
+            PostQuantize::Ternary => "ternary",
+        }
+    }
+
+    /// The quantization named `s`, if any.
+    pub fn parse(s: &str) -> Option<PostQuantize> {
+        [PostQuantize::Ternary].into_iter().find(|q| q.name() == s)
+    }
 }
 
 /// One tensor of a model file, as `inspect` lists it.

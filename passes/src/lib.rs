@@ -86,9 +86,9 @@ pub const DEFAULT_PIPELINE: &str = concat!(
 
 /// The full-precision baseline pipeline (benchmarks only): `lower-bitlinear` finds the projections
 /// and `dense-baseline` turns each back into a dense matmul on dequantized bf16 weights with
-/// unquantized activations; the squared-ReLU gate still fuses (it is f32 either way).
+/// unquantized activations; the squared-ReLU and SiLU gates still fuse (they are f32 either way).
 pub const DENSE_BASELINE_PIPELINE: &str =
-    "canonicalize,lower-bitlinear,dense-baseline,fuse-relu2-mul,canonicalize";
+    "canonicalize,lower-bitlinear,dense-baseline,fuse-relu2-mul,fuse-silu-mul,canonicalize";
 
 /// Builds the passes of a comma-separated pipeline; the error lists the unknown names and the known ones.
 pub fn parse_pipeline(spec: &str) -> Result<Vec<Box<dyn Pass>>, PassError> {

@@ -10,6 +10,8 @@
 use super::audit_log::input_digests;
 use super::progress::Progress;
 use anyhow::{Context, Result, bail};
+use bitnet_backends::cpu::HeadDtype;
+use bitnet_frontend::model::PostQuantize;
 use bitnet_runtime::sampling::{Rng, SamplingParams};
 use bitnet_runtime::session::GenerateParams;
 use bitnetc::machine;
@@ -45,10 +47,8 @@ pub struct BenchArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// How the lm_head stores its weights: auto (bf16 when the weights are exactly bf16, else f32),
-    /// f16, or i8 (per-row scale, activations quantized per token). Ignored for artifacts.
-    #[arg(long, default_value = "auto", value_parser = super::flags::parse_head_dtype)]
-    pub head_dtype: bitnet_backends::cpu::HeadDtype,
+    #[command(flatten)]
+    pub precision: super::flags::PrecisionArgs,
 }
 
 impl BenchArgs {
@@ -62,7 +62,7 @@ impl BenchArgs {
                 "model": self.model.as_ref().map(|m| m.display().to_string()),
                 "flags": {
                     "preset": self.preset,
-                    "head_dtype": self.head_dtype.name(),
+                    "precision": self.precision.audit(),
                     "threads": self.threads,
                     "prompt_len": self.prompt_len,
                     "steps": self.steps,
@@ -76,7 +76,9 @@ impl BenchArgs {
 
 /// What one build measured.
 struct BuildResult {
-    name: &'static str,
+    name: String,
+    /// Whether the build runs ternary projections (false: a dense model).
+    ternary: bool,
     compile: Duration,
     weight_bytes: u64,
     read_per_token: u64,
@@ -132,30 +134,55 @@ pub fn run(args: &BenchArgs, audit: &mut serde_json::Value) -> Result<ExitCode> 
     audit["model"] = model.display().to_string().into();
     let context = (args.prompt_len + args.steps + 1) as u64;
     let bandwidth = machine::read_bandwidth(1 << 30, threads, 3);
-    let mut builds = vec![measure(&model, "bitnet", false, threads, context, args)?];
+    let main = Build {
+        name: "bitnet".into(),
+        full_precision: false,
+        dense: args.precision.dense_dtype,
+    };
+    let mut builds = vec![measure(&model, &main, threads, context, args)?];
+    if !builds[0].ternary {
+        builds[0].name = format!("dense-{}", args.precision.dense_dtype.name());
+    }
     let artifact = bitnet_runtime::artifact::is_artifact(&model);
     if !args.no_baseline && !artifact {
-        builds.push(measure(
-            &model,
-            "full-precision",
-            true,
-            threads,
-            context,
-            args,
-        )?);
+        if builds[0].ternary {
+            let base = Build {
+                name: "full-precision".into(),
+                full_precision: true,
+                dense: HeadDtype::Auto,
+            };
+            builds.push(measure(&model, &base, threads, context, args)?);
+        } else {
+            // A dense model has no full-precision baseline apart from itself: measure its dense
+            // paths (bf16 and int8 weights) instead, besides the one asked for.
+            for dense in [HeadDtype::Bf16, HeadDtype::I8] {
+                if dense != args.precision.dense_dtype {
+                    let build = Build {
+                        name: format!("dense-{}", dense.name()),
+                        full_precision: false,
+                        dense,
+                    };
+                    builds.push(measure(&model, &build, threads, context, args)?);
+                }
+            }
+        }
     }
     let mut report = serde_json::json!({
         "model": model.display().to_string(),
         "preset": args.preset,
         "threads": threads,
-        "head_dtype": args.head_dtype.name(),
+        "head_dtype": args.precision.head_dtype.name(),
+        "dense_dtype": args.precision.dense_dtype.name(),
+        "quantize": args.precision.quantize.map(PostQuantize::name),
         "context": context,
         "prompt_len": args.prompt_len,
         "steps": args.steps,
         "read_bandwidth_gb_s": bandwidth / 1e9,
         "builds": builds.iter().map(|b| b.json(bandwidth)).collect::<Vec<_>>(),
     });
-    if let [ours, base] = builds.as_slice() {
+    if let [ours, base] = builds.as_slice()
+        && ours.ternary
+    {
         report["vs_full_precision"] = serde_json::json!({
             "decode_speedup": ours.decode_tok_s / base.decode_tok_s,
             "prefill_speedup": ours.prefill_tok_s / base.prefill_tok_s,
@@ -198,24 +225,34 @@ fn preset_checkpoint(name: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// Compiles (or loads) `model` and measures it.
+/// One build to measure.
+struct Build {
+    name: String,
+    /// The full-precision baseline (`CpuOptions::full_precision`).
+    full_precision: bool,
+    /// How dense projections store their weights.
+    dense: HeadDtype,
+}
+
+/// Compiles (or loads) `model` as `build` says and measures it.
 fn measure(
     model: &Path,
-    name: &'static str,
-    full_precision: bool,
+    build: &Build,
     threads: usize,
     context: u64,
     args: &BenchArgs,
 ) -> Result<BuildResult> {
+    let name = build.name.clone();
     let rss_reset = machine::reset_peak_rss();
     let mut options = bitnetc::Options {
         context: Some(context),
         ..bitnetc::Options::default()
     };
     options.cpu.threads = threads;
-    options.cpu.full_precision = full_precision;
-    if !full_precision {
-        options.cpu.head = args.head_dtype;
+    options.cpu.full_precision = build.full_precision;
+    if !build.full_precision {
+        args.precision.apply(&mut options);
+        options.cpu.dense = build.dense;
     }
     let progress = Progress::start(model);
     options.on_stage = Some(progress.stage_callback());
@@ -226,6 +263,7 @@ fn measure(
     let compiled = compiled?;
     let compile = start.elapsed();
     let weight_bytes = compiled.weight_bytes;
+    let ternary = compiled.runs_ternary_projections();
     let read_per_token = compiled.read_bytes_per_token();
     let vocab = compiled.vocab();
     // The measured ids need no text, so no tokenizer is built.
@@ -254,6 +292,7 @@ fn measure(
     let peak_rss = machine::peak_rss().filter(|_| rss_reset);
     Ok(BuildResult {
         name,
+        ternary,
         compile,
         weight_bytes,
         read_per_token,
@@ -266,10 +305,14 @@ fn measure(
 
 fn print_table(report: &serde_json::Value, builds: &[BuildResult], bandwidth: f64) {
     println!(
-        "model {}  threads {}  head {}  context {}  read bandwidth {:.1} GB/s",
+        "model {}  threads {}  head {}  dense {}{}  context {}  read bandwidth {:.1} GB/s",
         report["model"].as_str().unwrap_or(""),
         report["threads"],
         report["head_dtype"].as_str().unwrap_or(""),
+        report["dense_dtype"].as_str().unwrap_or(""),
+        report["quantize"]
+            .as_str()
+            .map_or(String::new(), |q| format!("  quantize {q} (lossy)")),
         report["context"],
         bandwidth / 1e9
     );

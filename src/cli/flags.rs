@@ -1,7 +1,54 @@
-//! Value parsers for the flags several commands share.
+//! The flags several commands share: value parsers, and the precision flags of `compile`, `run` and
+//! `bench` (`PrecisionArgs`).
 
-/// Parses `--head-dtype` (`auto`, `f16`, `i8`).
-pub fn parse_head_dtype(s: &str) -> Result<bitnet_backends::cpu::HeadDtype, String> {
-    bitnet_backends::cpu::HeadDtype::parse(s)
-        .ok_or_else(|| format!("{s:?}: expected auto (bf16 when exact, else f32), f16 or i8"))
+use bitnet_backends::cpu::HeadDtype;
+use bitnet_frontend::model::PostQuantize;
+
+/// Parses `--head-dtype` and `--dense-dtype` (`auto`, `bf16`, `f16`, `i8`).
+pub fn parse_head_dtype(s: &str) -> Result<HeadDtype, String> {
+    HeadDtype::parse(s)
+        .ok_or_else(|| format!("{s:?}: expected auto (bf16 when exact, else f32), bf16, f16 or i8"))
+}
+
+/// Parses `--quantize` (`ternary`).
+pub fn parse_quantize(s: &str) -> Result<PostQuantize, String> {
+    PostQuantize::parse(s).ok_or_else(|| format!("{s:?}: expected ternary"))
+}
+
+/// How the weights of dense matmuls are stored, and whether a dense model is ternarized.
+#[derive(clap::Args, Clone, Debug)]
+pub struct PrecisionArgs {
+    /// How the lm_head stores its weights: auto (bf16 when the weights are exactly bf16, else
+    /// f32), bf16 or f16 (rounded to nearest even), or i8 (per-row scale, activations quantized
+    /// per token). Ignored for artifacts.
+    #[arg(long, default_value = "auto", value_parser = parse_head_dtype)]
+    pub head_dtype: HeadDtype,
+    /// How the other dense projections (a dense checkpoint's attention and MLP) store their
+    /// weights: the same choices as --head-dtype. Ternary projections are not affected. Ignored
+    /// for artifacts.
+    #[arg(long, default_value = "auto", value_parser = parse_head_dtype)]
+    pub dense_dtype: HeadDtype,
+    /// Post-training quantization of a dense model's projections: `ternary` (BitNet b1.58's
+    /// absmean ternary weights and per-token int8 activations). Lossy: the model was not trained
+    /// for it. Ignored for artifacts.
+    #[arg(long, value_parser = parse_quantize)]
+    pub quantize: Option<PostQuantize>,
+}
+
+impl PrecisionArgs {
+    /// The flags as the audit record states them.
+    pub fn audit(&self) -> serde_json::Value {
+        serde_json::json!({
+            "head_dtype": self.head_dtype.name(),
+            "dense_dtype": self.dense_dtype.name(),
+            "quantize": self.quantize.map(PostQuantize::name),
+        })
+    }
+
+    /// Sets these choices in the compile options.
+    pub fn apply(&self, options: &mut bitnetc::Options) {
+        options.cpu.head = self.head_dtype;
+        options.cpu.dense = self.dense_dtype;
+        options.quantize = self.quantize;
+    }
 }

@@ -22,6 +22,7 @@ pub struct ImportArgs {
 pub fn run(args: &ImportArgs) -> Result<ExitCode> {
     let m = bitnetc::OpenOptions {
         context: args.context,
+        ..Default::default()
     }
     .open(&args.model)?;
     let text = bitnet_ir::text::print_module(&m.module);

@@ -105,7 +105,11 @@ pub fn run(args: &LogitsArgs) -> Result<ExitCode> {
         }
     } else {
         let context = Some(tokens.len() as u64);
-        let mut m = bitnetc::OpenOptions { context }.open(model)?;
+        let mut m = bitnetc::OpenOptions {
+            context,
+            ..Default::default()
+        }
+        .open(model)?;
         let pipeline = pipeline
             .clone()
             .or_else(|| optimize.then(|| bitnet_passes::DEFAULT_PIPELINE.to_string()));

@@ -22,6 +22,7 @@ pub struct PlanArgs {
 pub fn run(args: &PlanArgs) -> Result<ExitCode> {
     let mut m = bitnetc::OpenOptions {
         context: args.context,
+        ..Default::default()
     }
     .open(&args.model)?;
     let pipeline = format!("{},plan-memory", bitnet_passes::DEFAULT_PIPELINE);

@@ -71,10 +71,8 @@ pub struct RunArgs {
     /// The longest context in tokens (default: the model's limit; fixed for artifacts).
     #[arg(long)]
     pub context: Option<u64>,
-    /// How the lm_head stores its weights: auto (bf16 when the weights are exactly bf16, else f32),
-    /// f16, or i8 (per-row scale, activations quantized per token). Ignored for artifacts.
-    #[arg(long, default_value = "auto", value_parser = super::flags::parse_head_dtype)]
-    pub head_dtype: bitnet_backends::cpu::HeadDtype,
+    #[command(flatten)]
+    pub precision: super::flags::PrecisionArgs,
 }
 
 impl RunArgs {
@@ -88,7 +86,7 @@ impl RunArgs {
                 "model": self.model.display().to_string(),
                 "flags": {
                     "max_tokens": self.max_tokens,
-                    "head_dtype": self.head_dtype.name(),
+                    "precision": self.precision.audit(),
                     "chat": self.chat,
                     "threads": self.threads,
                     "context": self.context,
@@ -130,7 +128,7 @@ pub fn run(args: &RunArgs, audit: &mut serde_json::Value) -> Result<ExitCode> {
         context: args.context,
         ..bitnetc::Options::default()
     };
-    options.cpu.head = args.head_dtype;
+    args.precision.apply(&mut options);
     if let Some(t) = args.threads {
         if t == 0 {
             bail!("--threads 0: give at least 1");

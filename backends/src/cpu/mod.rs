@@ -11,7 +11,8 @@ pub mod lower;
 
 pub use crate::kernel::layout::{PACK_BLOCK, PACK_ORDER};
 
-/// How the lm_head (the `nn.matmul` whose result is the logits) stores its weights.
+/// How the weight of an `x·Wᵀ` matmul is stored: the lm_head (the `nn.matmul` whose result is the
+/// logits) by `LowerOptions::head`, every other dense projection by `LowerOptions::dense`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum HeadDtype {
     /// bf16 when every weight is exactly a bf16 value (a bf16 checkpoint: lossless;
@@ -21,16 +22,28 @@ pub enum HeadDtype {
     /// f16, rounded to nearest even (`KernelKind::MatmulNtHalf`): half the bytes of f32; lossy for
     /// values f16 cannot hold (bf16 weights outside f16's range or precision).
     F16,
+    /// bf16, rounded to nearest even (`KernelKind::MatmulNtHalf`): half the bytes of f32; exact
+    /// (and shared with a tied bf16 embedding) when every weight is a bf16 already.
+    Bf16,
     /// int8 per row with an f32 scale (absmax / 127, round half to even), activations quantized to
     /// int8 per token (absmax), an exact i32 dot (`KernelKind::MatmulI8`): a quarter of f32's bytes.
     I8,
 }
 
 impl HeadDtype {
-    /// The name the CLI spells (`auto`, `f16`, `i8`).
+    /// Every dtype, in the order the CLI lists them.
+    pub const ALL: [HeadDtype; 4] = [
+        HeadDtype::Auto,
+        HeadDtype::Bf16,
+        HeadDtype::F16,
+        HeadDtype::I8,
+    ];
+
+    /// The name the CLI spells (`auto`, `bf16`, `f16`, `i8`).
     pub fn name(self) -> &'static str {
         match self {
             HeadDtype::Auto => "auto",
+            HeadDtype::Bf16 => "bf16",
             HeadDtype::F16 => "f16",
             HeadDtype::I8 => "i8",
         }
@@ -38,8 +51,6 @@ impl HeadDtype {
 
     /// The dtype named `s` (as `name` spells it), if any.
     pub fn parse(s: &str) -> Option<HeadDtype> {
-        [HeadDtype::Auto, HeadDtype::F16, HeadDtype::I8]
-            .into_iter()
-            .find(|h| h.name() == s)
+        HeadDtype::ALL.into_iter().find(|h| h.name() == s)
     }
 }

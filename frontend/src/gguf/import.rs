@@ -353,15 +353,17 @@ pub fn import_gguf(path: &Path, opts: &ImportOptions) -> Result<ImportedModel, F
             "separate `.scale` tensors (TL1/TL2 conversions) are not supported yet".into(),
         ));
     }
-    let spec = DecoderSpec {
+    let mut spec = DecoderSpec {
         config: config.clone(),
         embed,
         layers,
         final_norm,
         lm_head,
     };
+    let quantized = crate::ternarize::apply(&mut spec, opts);
     let module = emit(&spec).map_err(|m| err(format!("internal error building the IR: {m}")))?;
-    let summary = summarize(&file, &arch, &config, max_positions);
+    let mut summary = summarize(&file, &arch, &config, max_positions);
+    crate::ternarize::note(&mut summary, quantized);
     Ok(ImportedModel {
         module,
         weights: Box::new(GgufWeights { file, entries }),

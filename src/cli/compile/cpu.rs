@@ -25,7 +25,7 @@ pub fn compile(args: &CompileArgs) -> Result<()> {
         emit,
         context,
         linker,
-        head_dtype,
+        precision,
         ..
     } = args;
     let out = Outputs::check(output, emit, &KINDS, "")?;
@@ -37,10 +37,15 @@ pub fn compile(args: &CompileArgs) -> Result<()> {
     }
     let (side, wanted) = (|ext: &str| out.side(ext), |kind: &str| out.wanted(kind));
     let cpu = bitnetc::CpuOptions {
-        head: *head_dtype,
+        head: precision.head_dtype,
+        dense: precision.dense_dtype,
         ..bitnetc::CpuOptions::default()
     };
-    let mut m = bitnetc::OpenOptions { context: *context }.open(model)?;
+    let mut m = bitnetc::OpenOptions {
+        context: *context,
+        quantize: precision.quantize,
+    }
+    .open(model)?;
     let options = bitnetc::ArtifactOptions {
         target: target.to_string(),
         cpu,

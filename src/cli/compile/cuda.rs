@@ -17,8 +17,20 @@ pub fn compile(args: &CompileArgs) -> Result<()> {
         emit,
         context,
         cuda_arch,
+        precision,
         ..
     } = args;
+    for (flag, dtype) in [
+        ("--head-dtype", precision.head_dtype),
+        ("--dense-dtype", precision.dense_dtype),
+    ] {
+        if dtype != bitnet_backends::cpu::HeadDtype::Auto {
+            anyhow::bail!(
+                "{flag} {}: the cuda target chooses its own precision (f16 lm_head, dense weights as they are); leave it at auto",
+                dtype.name()
+            );
+        }
+    }
     let arch = match cuda_arch.as_deref() {
         None => CudaArch::default(),
         Some(a) => CudaArch::parse(a).with_context(|| {
@@ -31,7 +43,11 @@ pub fn compile(args: &CompileArgs) -> Result<()> {
     if !cfg!(feature = "cuda") {
         return Err(bitnet_backends::BackendError::NotCompiled { backend: "cuda" }.into());
     }
-    let mut m = bitnetc::OpenOptions { context: *context }.open(model)?;
+    let mut m = bitnetc::OpenOptions {
+        context: *context,
+        quantize: precision.quantize,
+    }
+    .open(model)?;
     let compiled = bitnetc::cuda::compile_cuda(&mut m, &bitnetc::cuda::CudaOptions { arch })
         .with_context(|| format!("{}", model.display()))?;
     for (kind, ext) in KINDS {

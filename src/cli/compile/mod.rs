@@ -38,10 +38,8 @@ pub struct CompileArgs {
     /// compiling for another architecture).
     #[arg(long)]
     pub linker: Option<String>,
-    /// How the lm_head stores its weights: auto (bf16 when the weights are exactly bf16, else
-    /// f32), f16, or i8 (per-row scale, activations quantized per token).
-    #[arg(long, default_value = "auto", value_parser = super::flags::parse_head_dtype)]
-    pub head_dtype: bitnet_backends::cpu::HeadDtype,
+    #[command(flatten)]
+    pub precision: super::flags::PrecisionArgs,
 }
 
 impl CompileArgs {
@@ -59,7 +57,7 @@ impl CompileArgs {
                     "emit": self.emit,
                     "context": self.context,
                     "linker": self.linker,
-                    "head_dtype": self.head_dtype.name(),
+                    "precision": self.precision.audit(),
                 },
                 "passes": bitnetc::cpu_pipeline().split(',').collect::<Vec<_>>(),
             }),

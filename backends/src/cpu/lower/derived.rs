@@ -3,8 +3,9 @@
 //!
 //! - bf16 pairs (`Blob::bf16_pairs`): exactly-bf16 rows in `layout` order, read by the bf16
 //!   embedding and the bf16 lm_head alike, so a tied pair is stored once;
-//! - f16 rows (`Blob::f16_rows`): the `HeadDtype::F16` lm_head, rounded to nearest even;
-//! - int8 rows and their f32 scales (`Blob::i8_rows`): the `HeadDtype::I8` lm_head.
+//! - f16 or bf16 rows (`Blob::half_rows`): a `HeadDtype::F16` or `HeadDtype::Bf16` matmul weight,
+//!   rounded to nearest even;
+//! - int8 rows and their f32 scales (`Blob::i8_rows`): a `HeadDtype::I8` matmul weight.
 
 use super::blob::{Blob, static_shape};
 use super::{input, unsupported};
@@ -19,10 +20,13 @@ use bitnet_runtime::BufRef;
 /// read the same bytes, so a tied pair is placed once.
 const BF16_PAIRS: &str = "bf16-pairs";
 
-/// The tag of the f16 lm_head's rows.
+/// The tag of a matmul weight's f16 rows.
 const HEAD_F16: &str = "head-f16";
 
-/// The tag of the int8 lm_head's rows and scales.
+/// The tag of a matmul weight's rounded bf16 rows.
+const HEAD_BF16: &str = "head-bf16";
+
+/// The tag of a matmul weight's int8 rows and scales.
 const HEAD_I8: &str = "head-i8";
 
 impl Blob<'_> {
@@ -96,19 +100,27 @@ impl Blob<'_> {
         Ok(buf)
     }
 
-    /// Weight `v` (`[rows, k]`, the lm_head) as f16 rows in `layout` order, rounded to nearest even;
-    /// an error when a weight is beyond f16's range.
-    pub(super) fn f16_rows(
+    /// Weight `v` (`[rows, k]`) as `format` rows in `layout` order, rounded to nearest even; an
+    /// error when a weight is beyond the format's range.
+    pub(super) fn half_rows(
         &mut self,
         f: &Function,
         v: ValueId,
         k: usize,
+        format: HalfFormat,
     ) -> Result<BufRef, BackendError> {
-        self.derived(f, v, HEAD_F16, 1, |w| {
-            let bits = layout(&w, k, HalfFormat::F16).ok_or_else(|| {
+        let tag = match format {
+            HalfFormat::F16 => HEAD_F16,
+            HalfFormat::Bf16 => HEAD_BF16,
+        };
+        self.derived(f, v, tag, 1, |w| {
+            let bits = layout(&w, k, format).ok_or_else(|| {
                 unsupported(
                     "nn.matmul",
-                    "the lm_head has weights beyond f16's range (use the auto or i8 head dtype)",
+                    format!(
+                        "a matmul weight is beyond {}'s range (use the auto or i8 dtype)",
+                        format.name()
+                    ),
                 )
             })?;
             Ok(Some(vec![
@@ -116,10 +128,10 @@ impl Blob<'_> {
             ]))
         })?
         .and_then(|b| b.first().copied())
-        .ok_or_else(|| input("internal: the f16 lm_head was not placed"))
+        .ok_or_else(|| input("internal: a 16-bit matmul weight was not placed"))
     }
 
-    /// Weight `v` (`[rows, k]`, the lm_head) as int8 rows and one f32 scale per row
+    /// Weight `v` (`[rows, k]`) as int8 rows and one f32 scale per row
     /// (`matmul_i8::quantize_rows`): the buffers `(rows, scales)`.
     pub(super) fn i8_rows(
         &mut self,
@@ -137,7 +149,7 @@ impl Blob<'_> {
             })?
             .unwrap_or_default();
         let (Some(&q), Some(&s)) = (bufs.first(), bufs.get(1)) else {
-            return Err(input("internal: the int8 lm_head was not placed"));
+            return Err(input("internal: an int8 matmul weight was not placed"));
         };
         Ok((q, s))
     }

@@ -1,13 +1,15 @@
-//! The lm_head precision policy: how the weight `W [n, k]` of an `x·Wᵀ` matmul is stored, and so
-//! which kernel reads it.
+//! The precision policy of dense matmuls: how the weight `W [n, k]` of an `x·Wᵀ` matmul is stored,
+//! and so which kernel reads it. The lm_head follows `LowerOptions::head`, every other dense
+//! projection `LowerOptions::dense`.
 //!
 //! | matmul | weight in the blob | kernel |
 //! |---|---|---|
 //! | the lm_head, `HeadDtype::Auto`, every weight exactly a bf16 | bf16 pairs (shared with a tied bf16 embedding) | `MatmulNtHalf` (bf16) |
 //! | the lm_head, `HeadDtype::Auto`, otherwise | f32 | `MatmulNt` |
-//! | the lm_head, `HeadDtype::F16` | f16 rows (an error beyond f16's range) | `MatmulNtHalf` (f16) |
-//! | the lm_head, `HeadDtype::I8` | int8 rows and f32 row scales | `ActQuant` into scratch, then `MatmulI8` |
-//! | another matmul | bf16 when every weight is exactly a bf16, else f32 | `MatmulNt` |
+//! | another matmul, `HeadDtype::Auto` | bf16 when every weight is exactly a bf16, else f32 | `MatmulNt` |
+//! | any, `HeadDtype::Bf16` | bf16 rows, rounded to nearest even (the bf16 pairs when exact) | `MatmulNtHalf` (bf16) |
+//! | any, `HeadDtype::F16` | f16 rows (an error beyond f16's range) | `MatmulNtHalf` (f16) |
+//! | any, `HeadDtype::I8` | int8 rows and f32 row scales | `ActQuant` into scratch (one per `k`), then `MatmulI8` |
 
 use super::blob::Blob;
 use super::{Lowering, Site};
@@ -30,8 +32,9 @@ pub(super) enum HeadWeight {
     Int8 { rows: BufRef, scales: BufRef },
 }
 
-/// Places weight `w` (`[n, k]`) as the policy says: `dtype` is the requested `HeadDtype` when the
-/// matmul is the lm_head, `None` for any other matmul.
+/// Places weight `w` (`[n, k]`) as the policy says: `dtype` is the requested `HeadDtype` (the lm_head,
+/// or a dense projection with a dtype other than `Auto`), `None` for a dense projection kept as it
+/// is.
 pub(super) fn head_weight(
     blob: &mut Blob<'_>,
     f: &Function,
@@ -47,8 +50,15 @@ pub(super) fn head_weight(
             }),
             None => wide(blob, f, w),
         },
+        Some(HeadDtype::Bf16) => Ok(HeadWeight::Half {
+            w: match blob.bf16_pairs(f, w, k)? {
+                Some(w) => w,
+                None => blob.half_rows(f, w, k, HalfFormat::Bf16)?,
+            },
+            format: HalfFormat::Bf16,
+        }),
         Some(HeadDtype::F16) => Ok(HeadWeight::Half {
-            w: blob.f16_rows(f, w, k)?,
+            w: blob.half_rows(f, w, k, HalfFormat::F16)?,
             format: HalfFormat::F16,
         }),
         Some(HeadDtype::I8) => {
@@ -94,8 +104,7 @@ pub(super) fn launch(
         }
         HeadWeight::Int8 { rows, scales } => {
             // The activations quantized per token, in scratch after the planned arena.
-            let xq = lw.scratch(lw.context.saturating_mul(k));
-            let xs = lw.scratch(lw.context.saturating_mul(4));
+            let (xq, xs) = lw.act_scratch(k);
             let quant = KernelKind::ActQuant(ActQuantParams {
                 k,
                 eps_bits: 1e-5f32.to_bits(),

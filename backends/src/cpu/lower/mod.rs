@@ -41,6 +41,9 @@ use table::OpLowering;
 pub struct LowerOptions {
     /// How the lm_head stores its weights.
     pub head: HeadDtype,
+    /// How every other dense `x·Wᵀ` projection (a dense checkpoint's q/k/v/o, gate/up/down) stores
+    /// its weights; `Auto` keeps them as they are (bf16 when exactly bf16, else f32).
+    pub dense: HeadDtype,
     /// Store an embedding table whose values are all exactly bf16 as bf16 in `layout` order
     /// (`KernelKind::Embedding` with `bf16: true`): half the bytes, and with an lm_head tied to it
     /// and read as bf16 (`HeadDtype::Auto`), one copy for both. Off, the table stays f32, for a
@@ -54,8 +57,14 @@ impl LowerOptions {
     pub fn cpu(head: HeadDtype) -> LowerOptions {
         LowerOptions {
             head,
+            dense: HeadDtype::Auto,
             bf16_embedding: true,
         }
+    }
+
+    /// These options with dense projections stored as `dense` says.
+    pub fn with_dense(self, dense: HeadDtype) -> LowerOptions {
+        LowerOptions { dense, ..self }
     }
 
     /// The CUDA backend's options: the lm_head in f16 (f32 accumulation), the embedding f32 (what
@@ -63,6 +72,7 @@ impl LowerOptions {
     pub fn cuda() -> LowerOptions {
         LowerOptions {
             head: HeadDtype::F16,
+            dense: HeadDtype::Auto,
             bf16_embedding: false,
         }
     }
@@ -179,6 +189,9 @@ pub(super) struct Lowering<'a> {
     launches: Vec<Launch>,
     /// The end of the arena: the planned arena, then the scratch placed so far.
     arena_end: u64,
+    /// The int8 activations (and their per-token scales) of int8 matmuls, by `k`: placed once in
+    /// scratch and reused, since each is consumed by the launch right after its quantization.
+    act_scratch: BTreeMap<u64, (BufRef, BufRef)>,
     /// The launches only the logits need (indices into `launches`).
     tail_launches: Vec<usize>,
     /// Whether the op being lowered is one only the logits need.
@@ -214,7 +227,19 @@ impl Lowering<'_> {
             .ok_or_else(|| input(format!("cache value {} has no KV slot", v.0)))
     }
 
-    /// `bytes` of scratch after the planned arena (the int8 head's quantized activations), 64-byte
+    /// The scratch buffers of per-token int8 activations `[T, k]` and their f32 scales `[T]`,
+    /// placed once per `k`.
+    fn act_scratch(&mut self, k: u64) -> (BufRef, BufRef) {
+        if let Some(&bufs) = self.act_scratch.get(&k) {
+            return bufs;
+        }
+        let xq = self.scratch(self.context.saturating_mul(k));
+        let xs = self.scratch(self.context.saturating_mul(4));
+        self.act_scratch.insert(k, (xq, xs));
+        (xq, xs)
+    }
+
+    /// `bytes` of scratch after the planned arena (int8 matmuls' quantized activations), 64-byte
     /// aligned.
     fn scratch(&mut self, bytes: u64) -> BufRef {
         let offset = self.arena_end.div_ceil(64) * 64;
@@ -328,6 +353,7 @@ pub fn plan_program(
         kind_list: Vec::new(),
         launches: Vec::new(),
         arena_end: plan.arena_bytes,
+        act_scratch: BTreeMap::new(),
         tail_launches: Vec::new(),
         in_tail: false,
         emits: &[],

@@ -7,7 +7,7 @@ use super::head::{self, head_weight};
 use super::{Lowering, Site, input, unsupported};
 use crate::BackendError;
 use crate::cpu::kernels::rope::rope_table;
-use crate::cpu::{PACK_BLOCK, PACK_ORDER};
+use crate::cpu::{HeadDtype, PACK_BLOCK, PACK_ORDER};
 use crate::kernel::{
     ActQuantParams, AddParams, AttentionParams, EmbeddingParams, KernelKind, KvStoreParams,
     Relu2MulParams, RmsNormParams, RmsNormQuantParams, RopeParams, SiluMulParams,
@@ -295,7 +295,7 @@ pub(super) fn matmul(lw: &mut Lowering<'_>, site: &Site<'_>) -> Result<(), Backe
         .ok_or_else(|| {
             unsupported(
                 "nn.matmul",
-                "only x·Wᵀ with a constant weight W (the lm_head)",
+                "only x·Wᵀ with a constant weight W (a dense projection or the lm_head)",
             )
         })?;
     let out = site.result(0)?;
@@ -307,7 +307,11 @@ pub(super) fn matmul(lw: &mut Lowering<'_>, site: &Site<'_>) -> Result<(), Backe
     }
     let k = last_dim(f.ty(x))?;
     let n = last_dim(f.ty(out))?;
-    let dtype = (f.returns.first() == Some(&out)).then_some(lw.options.head);
+    let dtype = if f.returns.first() == Some(&out) {
+        Some(lw.options.head)
+    } else {
+        Some(lw.options.dense).filter(|&d| d != HeadDtype::Auto)
+    };
     let weight = head_weight(&mut lw.blob, f, w, k as usize, dtype)?;
     head::launch(lw, site, weight, x, out, k, n)
 }

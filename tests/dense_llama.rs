@@ -1,0 +1,267 @@
+//! Dense Llama-architecture GGUFs (tests/fixtures/gguf-llama: F32, Q8_0 and Q4_1 projections, a
+//! SiLU MLP, GQA, an untied head) on the CPU backend:
+//! - greedy tokens equal llama.cpp's on the same weights, recorded in `reference.json` by
+//!   `scripts/fixtures/make_gguf_llama.sh` (on the quantized files themselves llama.cpp rounds
+//!   activations to 8-bit blocks, so there they agree up to the first near tie);
+//! - every dense weight dtype (`--dense-dtype auto|bf16|f16|i8`) stays within its stated bound of
+//!   the interpreter's logits, with the same argmax at every position;
+//! - `--quantize ternary` ternarizes every projection (the compiled model agrees with the
+//!   interpreter on the same ternarized IR) and says it is lossy;
+//! - `bench` on a dense model measures its bf16 and int8 dense paths.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use bitnet_frontend::model::PostQuantize;
+use bitnetc::backends::cpu::HeadDtype;
+use std::path::PathBuf;
+use support::{argmax, check_logits, ids, root};
+
+const FILES: [&str; 3] = ["llama-f32.gguf", "llama-q8_0.gguf", "llama-q4_1.gguf"];
+
+fn fixtures() -> PathBuf {
+    root().join("tests/fixtures/gguf-llama")
+}
+
+fn open(file: &str, context: u64, quantize: Option<PostQuantize>) -> bitnetc::Model {
+    bitnetc::OpenOptions {
+        context: Some(context),
+        quantize,
+    }
+    .open(&fixtures().join(file))
+    .unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
+/// The interpreter's logits of `tokens` (every position) on the unoptimized IR.
+fn interpreter_logits(m: &bitnetc::Model, tokens: &[i64]) -> Vec<f32> {
+    bitnetc::prompt_logits(&m.module, m.weights.as_ref(), tokens)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .data
+        .to_f32()
+}
+
+fn compile(m: &mut bitnetc::Model, dense: HeadDtype) -> bitnetc::runtime::Executor {
+    let options = bitnetc::CpuOptions {
+        dense,
+        ..bitnetc::CpuOptions::with_threads(2)
+    };
+    bitnetc::compile_cpu(m, &options).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Greedy decoding through the KV cache: the prompt as one prefill, then one token per step.
+fn greedy(exec: &mut bitnetc::runtime::Executor, prompt: &[i64], steps: usize) -> Vec<i64> {
+    let vocab = exec.program().vocab as usize;
+    let logits = exec.forward(prompt, 0).unwrap().to_vec();
+    let mut next = argmax(&logits[logits.len() - vocab..]);
+    let mut got = vec![next];
+    for step in 0..steps - 1 {
+        next = argmax(exec.forward(&[next], (prompt.len() + step) as u64).unwrap());
+        got.push(next);
+    }
+    got
+}
+
+/// llama.cpp's reference for `file`: `run` is `native` (the file as it is) or `dequantized` (its
+/// F32 twin).
+fn llama_cpp(file: &str, run: &str) -> (Vec<i64>, Vec<f64>) {
+    let r = &support::reference(&fixtures())[file][run];
+    let margins = r["top2_margins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_f64().unwrap())
+        .collect();
+    (ids(&r["greedy_new_tokens"]), margins)
+}
+
+/// The largest top-2 logit margin (in llama.cpp's run on the exactly dequantized weights) at which
+/// llama.cpp's own activation quantization may flip a greedy token: Q4_1 and Q8_0 weights are
+/// multiplied with activations rounded to 8-bit blocks there, and with f32 activations here.
+const ACTIVATION_ROUNDING_MARGIN: f64 = 0.03;
+
+#[test]
+fn dense_llama_greedy_tokens_match_llama_cpp() {
+    let prompt = ids(&support::reference(&fixtures())["prompt_ids"]);
+    for file in FILES {
+        let (exact, exact_margins) = llama_cpp(file, "dequantized");
+        let (native, _) = llama_cpp(file, "native");
+        assert_eq!(exact.len(), 16, "{file}: reference tokens");
+        let mut m = open(file, (prompt.len() + exact.len()) as u64, None);
+        let mut exec = compile(&mut m, HeadDtype::Auto);
+        let ours = greedy(&mut exec, &prompt, exact.len());
+        // llama.cpp on the same weights in f32: every token.
+        assert_eq!(
+            ours, exact,
+            "{file}: greedy tokens against llama.cpp on f32 weights"
+        );
+        // llama.cpp on the quantized file: every token up to the first one where its activation
+        // rounding decides a near tie.
+        if let Some(step) = (0..ours.len()).find(|&i| ours[i] != native[i]) {
+            assert!(
+                exact_margins[step] < ACTIVATION_ROUNDING_MARGIN,
+                "{file}: llama.cpp's quantized run differs at step {step} with a top-2 margin of \
+                 {} (not a near tie)",
+                exact_margins[step]
+            );
+            println!(
+                "{file}: llama.cpp's quantized run diverges at step {step}, a near tie (margin {})",
+                exact_margins[step]
+            );
+        }
+    }
+}
+
+#[test]
+fn every_dense_dtype_stays_near_the_interpreter() {
+    let prompt = ids(&support::reference(&fixtures())["prompt_ids"]);
+    for file in FILES {
+        let m = open(file, prompt.len() as u64, None);
+        let theirs = interpreter_logits(&m, &prompt);
+        // f32 weights are the interpreter's own; f16 and bf16 round each weight (11 and 8
+        // significant bits); int8 rounds weights per row and activations per token.
+        for (dense, tolerance) in [
+            (HeadDtype::Auto, 1e-4),
+            (HeadDtype::F16, 2e-3),
+            (HeadDtype::Bf16, 1e-2),
+            (HeadDtype::I8, 5e-2),
+        ] {
+            let mut m = open(file, prompt.len() as u64, None);
+            let mut exec = compile(&mut m, dense);
+            let vocab = exec.program().vocab as usize;
+            let ours = exec.forward(&prompt, 0).unwrap().to_vec();
+            let what = format!("{file} dense {}", dense.name());
+            let bound = within(&what, &ours, &theirs, tolerance);
+            // Where the interpreter's top two differ by more than twice the bound, no rounding
+            // within the bound can change the argmax.
+            for (p, (o, t)) in ours.chunks(vocab).zip(theirs.chunks(vocab)).enumerate() {
+                let mut sorted = t.to_vec();
+                sorted.sort_by(|a, b| b.total_cmp(a));
+                if sorted[0] - sorted[1] > 2.0 * bound {
+                    assert_eq!(argmax(o), argmax(t), "{what}: argmax at position {p}");
+                }
+            }
+        }
+    }
+}
+
+/// Checks that `ours` is within `tolerance · max|theirs|` of `theirs`; returns that bound.
+fn within(what: &str, ours: &[f32], theirs: &[f32], tolerance: f32) -> f32 {
+    assert_eq!(ours.len(), theirs.len(), "{what}: logits lengths");
+    let max_logit = theirs.iter().fold(0f32, |a, x| a.max(x.abs()));
+    let max_diff = ours
+        .iter()
+        .zip(theirs)
+        .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+    println!(
+        "{what}: max|diff| = {:.3e} · max|logit|",
+        max_diff / max_logit
+    );
+    assert!(
+        max_diff <= tolerance * max_logit,
+        "{what}: logits differ by {max_diff} (max|logit| {max_logit})"
+    );
+    tolerance * max_logit
+}
+
+#[test]
+fn int8_dense_projections_run_the_int8_kernel() {
+    let prompt = ids(&support::reference(&fixtures())["prompt_ids"]);
+    let mut m = open("llama-f32.gguf", prompt.len() as u64, None);
+    let exec = compile(&mut m, HeadDtype::I8);
+    let int8 = exec
+        .program()
+        .launches
+        .iter()
+        .filter(|l| {
+            exec.program().kernels[l.kernel]
+                .0
+                .starts_with("bitnet_matmul_i8_")
+        })
+        .count();
+    // Seven projections in each of two layers; the head stays f32 (`--head-dtype auto`).
+    assert_eq!(int8, 14, "int8 launches");
+}
+
+#[test]
+fn quantize_ternary_turns_every_projection_ternary_and_says_it_is_lossy() {
+    let prompt = ids(&support::reference(&fixtures())["prompt_ids"]);
+    let context = prompt.len() as u64;
+    let m = open("llama-f32.gguf", context, Some(PostQuantize::Ternary));
+    let note = &m.summary.config["quantize"];
+    assert!(
+        note.contains("14 dense projection") && note.contains("lossy"),
+        "{note}"
+    );
+    let theirs = interpreter_logits(&m, &prompt);
+    let mut m = open("llama-f32.gguf", context, Some(PostQuantize::Ternary));
+    let mut exec = compile(&mut m, HeadDtype::Auto);
+    assert!(
+        exec.program()
+            .kernels
+            .iter()
+            .any(|(name, _)| name.starts_with("bitnet_ternary_matmul")),
+        "no ternary kernel after --quantize ternary"
+    );
+    let vocab = exec.program().vocab as usize;
+    let ours = exec.forward(&prompt, 0).unwrap().to_vec();
+    check_logits("llama-f32 quantized ternary", &ours, &theirs, vocab, 1e-3);
+    // The dense model computes something else.
+    let dense = interpreter_logits(&open("llama-f32.gguf", context, None), &prompt);
+    assert_ne!(dense, theirs, "ternarization changed nothing");
+}
+
+#[test]
+fn quantize_is_refused_for_onnx_graphs() {
+    let onnx = root().join("tests/fixtures/onnx-models/bitlinear_int8.ts.onnx");
+    let err = match (bitnetc::OpenOptions {
+        context: None,
+        quantize: Some(PostQuantize::Ternary),
+    })
+    .open(&onnx)
+    {
+        Ok(_) => panic!("--quantize ternary accepted an ONNX graph"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("--quantize ternary") && err.contains("ONNX"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bench_measures_the_dense_paths_of_a_dense_model() {
+    let model = fixtures().join("llama-q8_0.gguf");
+    let out = support::bitnetc(&[
+        "bench",
+        model.to_str().unwrap(),
+        "--prompt-len",
+        "4",
+        "--steps",
+        "2",
+        "--repeat",
+        "1",
+        "--threads",
+        "1",
+        "--json",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let builds: Vec<&str> = report["builds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["build"].as_str().unwrap())
+        .collect();
+    assert_eq!(builds, ["dense-auto", "dense-bf16", "dense-i8"]);
+    assert_eq!(report["dense_dtype"], "auto");
+    for b in report["builds"].as_array().unwrap() {
+        assert!(b["decode_tok_s"].as_f64().unwrap() > 0.0, "{b}");
+    }
+    assert!(report.get("vs_full_precision").is_none());
+}
