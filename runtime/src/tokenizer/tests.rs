@@ -357,3 +357,22 @@ fn sentencepiece_merges_by_score_with_byte_fallback() {
     );
     assert_eq!(back.to_json().unwrap(), json);
 }
+
+#[test]
+fn stream_over_byte_fallback_never_fails() {
+    let pieces = [("\u{2581}", -1.0), ("a", -2.0), ("\u{2581}a", -3.0)];
+    let tok = Tokenizer::from_gguf_vocab(&spm_vocab(&pieces, None), "spm.gguf").unwrap();
+    let id = |t: &str| tok.token_id(t).unwrap();
+    let byte = |b: u8| id(&format!("<0x{b:02X}>"));
+    // "▁a€a": the euro sign as three byte tokens, released only when whole.
+    let ids = [id("\u{2581}a"), byte(0xE2), byte(0x82), byte(0xAC), id("a")];
+    assert_eq!(stream(&tok, &ids), ["a", "", "", "€", "a", ""]);
+    assert_eq!(stream(&tok, &ids).concat(), tok.decode(&ids, true).unwrap());
+    // A stray lead byte after the euro sign: decode turns the whole run into U+FFFD per byte; the
+    // stream keeps the euro sign it returned and marks the stray byte.
+    let ids = [byte(0xE2), byte(0x82), byte(0xAC), byte(0xE2), id("a")];
+    assert_eq!(tok.decode(&ids, true).unwrap(), "\u{FFFD}".repeat(4) + "a");
+    assert_eq!(stream(&tok, &ids).concat(), "€\u{FFFD}a");
+    let ids = [byte(0xE2), byte(0x82), byte(0xAC), byte(0xE2)];
+    assert_eq!(stream(&tok, &ids).concat(), "€\u{FFFD}");
+}
