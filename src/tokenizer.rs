@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 /// The runtime's view of a GGUF tokenizer; `source` (the GGUF file) names it in errors. Absent
-/// token types become an empty list (all normal), absent merges an empty list (which the runtime
-/// reports when it needs them).
+/// token types become an empty list (all normal), absent merges and scores empty lists (which the
+/// runtime reports when the model needs them).
 pub fn gguf_vocab(meta: &GgufTokenizer, source: &str) -> Result<GgufVocab, TokenizerError> {
     let model = meta
         .model
@@ -27,10 +27,14 @@ pub fn gguf_vocab(meta: &GgufTokenizer, source: &str) -> Result<GgufVocab, Token
         pre: meta.pre.clone(),
         tokens: meta.tokens.clone(),
         token_types: meta.token_types.clone().unwrap_or_default(),
+        scores: meta.scores.clone().unwrap_or_default(),
         merges: meta.merges.clone().unwrap_or_default(),
         bos: meta.bos_token_id,
         eos: meta.eos_token_id,
+        unk: meta.unknown_token_id,
         add_bos: meta.add_bos_token,
+        add_eos: meta.add_eos_token,
+        add_space_prefix: meta.add_space_prefix,
     })
 }
 

@@ -24,7 +24,7 @@ fn hf_with_broken_tokenizer(scratch: &Path) -> PathBuf {
 }
 
 /// A copy of gguf-tiny's f32 file whose `tokenizer.ggml.pre` names a pre-tokenizer bitnetc does not
-/// support (`qwen2`, the same length as `gpt-2`, so the header stays valid).
+/// support (`bloom`, the same length as `gpt-2`, so the header stays valid).
 fn gguf_with_unsupported_pre_tokenizer(scratch: &Path) -> PathBuf {
     let mut bytes = std::fs::read(root().join("tests/fixtures/gguf-tiny/tiny-f32.gguf")).unwrap();
     let key = b"tokenizer.ggml.pre\x08\x00\x00\x00\x05\x00\x00\x00\x00\x00\x00\x00gpt-2";
@@ -33,8 +33,8 @@ fn gguf_with_unsupported_pre_tokenizer(scratch: &Path) -> PathBuf {
         .position(|w| w == key)
         .expect("tiny-f32.gguf declares tokenizer.ggml.pre = gpt-2");
     let value = at + key.len() - 5;
-    bytes[value..value + 5].copy_from_slice(b"qwen2");
-    let path = scratch.join("tiny-qwen2.gguf");
+    bytes[value..value + 5].copy_from_slice(b"bloom");
+    let path = scratch.join("tiny-bloom.gguf");
     std::fs::write(&path, bytes).unwrap();
     path
 }
@@ -106,7 +106,7 @@ fn a_garbage_tokenizer_json_fails_text_prompts_only() {
 fn an_unsupported_gguf_pre_tokenizer_fails_text_prompts_only() {
     let scratch = Scratch::create("lazy-tokenizer-gguf");
     let path = gguf_with_unsupported_pre_tokenizer(&scratch);
-    check_cli(&path, "tiny-qwen2.gguf", "pre-tokenizer 'qwen2'");
+    check_cli(&path, "tiny-bloom.gguf", "pre-tokenizer 'bloom'");
 }
 
 #[test]

@@ -249,14 +249,18 @@ fn malformed_input_gives_errors_naming_the_source() {
     );
     assert!(e.to_string().contains("tiny-f32.gguf"), "{e}");
 
-    let vocab = GgufVocab {
-        model: "llama".into(),
+    let mut vocab = GgufVocab {
+        model: "bert".into(),
         tokens: vec!["<unk>".into(), "<s>".into()],
         ..GgufVocab::default()
     };
-    let e = Tokenizer::from_gguf_vocab(&vocab, "llama.gguf").unwrap_err();
+    let e = Tokenizer::from_gguf_vocab(&vocab, "bert.gguf").unwrap_err();
     assert!(matches!(e, TokenizerError::Unsupported { .. }), "{e}");
-    names(&e, "llama.gguf", "'llama'");
+    names(&e, "bert.gguf", "'bert'");
+    vocab.model = "llama".into();
+    let e = Tokenizer::from_gguf_vocab(&vocab, "llama.gguf").unwrap_err();
+    assert!(matches!(e, TokenizerError::MissingField { .. }), "{e}");
+    names(&e, "llama.gguf", "tokenizer.ggml.scores");
 
     let path = fixtures().join("gguf-tiny/tiny-f32.gguf");
     let mut meta = GgufFile::open(&path).unwrap().tokenizer().unwrap();

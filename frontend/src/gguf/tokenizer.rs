@@ -33,6 +33,9 @@ pub struct GgufTokenizer {
     pub add_bos_token: Option<bool>,
     /// `tokenizer.ggml.add_eos_token`.
     pub add_eos_token: Option<bool>,
+    /// `tokenizer.ggml.add_space_prefix`: whether a SentencePiece vocabulary puts `▁` before the
+    /// text.
+    pub add_space_prefix: Option<bool>,
     /// `tokenizer.chat_template` (Jinja).
     pub chat_template: Option<String>,
 }
@@ -102,6 +105,8 @@ impl GgufFile {
             unknown_token_id: id("tokenizer.ggml.unknown_token_id")?,
             add_bos_token: self.optional("tokenizer.ggml.add_bos_token", |f, k| f.get_bool(k))?,
             add_eos_token: self.optional("tokenizer.ggml.add_eos_token", |f, k| f.get_bool(k))?,
+            add_space_prefix: self
+                .optional("tokenizer.ggml.add_space_prefix", |f, k| f.get_bool(k))?,
             chat_template: self
                 .optional("tokenizer.chat_template", |f, k| f.get_str(k))?
                 .map(str::to_string),

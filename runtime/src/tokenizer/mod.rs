@@ -9,12 +9,16 @@
 //! the `tokenizer.json` an artifact carries, whichever way the tokenizer was made.
 //!
 //! [`DecodeStream`] turns ids into text one id at a time during generation. Byte-level BPE tokens
-//! can split a multi-byte character, so a step returns only text that is final: the delta is held
-//! back while the decoded text ends in U+FFFD (an incomplete, or invalid, UTF-8 sequence).
-//! [`DecodeStream::finish`] returns the rest decoded lossily, so that the pieces, concatenated, equal
-//! `decode(ids, skip_special)`: the decoders concerned (byte-level) decode the concatenated bytes of
-//! the tokens with `String::from_utf8_lossy`, which settles every character, and every U+FFFD, from
-//! the bytes up to it, never from bytes after it.
+//! and SentencePiece byte-fallback tokens (`<0xNN>`) can split a multi-byte character, so a step
+//! returns only text that is final: the delta is held back while the decoded text ends in U+FFFD
+//! (an incomplete, or invalid, UTF-8 sequence). [`DecodeStream::finish`] returns the rest decoded
+//! lossily, so that the pieces, concatenated, equal `decode(ids, skip_special)`: the byte-level
+//! decoder decodes the concatenated bytes of the tokens with `String::from_utf8_lossy`, which
+//! settles every character, and every U+FFFD, from the bytes up to it, never from bytes after it.
+//! The byte-fallback decoder is the one exception: a run of byte tokens that is not UTF-8 as a whole
+//! becomes one U+FFFD per byte, so invalid bytes after a complete character would rewrite that
+//! character; the stream then returns the new tokens decoded on their own (the character stays, the
+//! invalid bytes are U+FFFD), and only there do the pieces differ from `decode`.
 
 mod gguf;
 mod stream;

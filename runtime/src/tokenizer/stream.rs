@@ -53,17 +53,15 @@ impl<'a> DecodeStream<'a> {
         self.new_text(&text)
     }
 
-    /// `text` less the context's text, which it must start with.
+    /// `text` less the context's text. Where `text` does not start with it (the byte-fallback
+    /// decoder turned returned text into U+FFFD, see the module documentation), the ids after the
+    /// context decoded on their own.
     fn new_text(&self, text: &str) -> Result<String, TokenizerError> {
-        text.strip_prefix(self.prefix.as_str())
-            .map(str::to_string)
-            .ok_or_else(|| TokenizerError::Failed {
-                file: self.tok.source.clone(),
-                op: "streaming decode",
-                message: format!(
-                    "the decoder rewrote text already returned: {:?} does not start with {:?}",
-                    text, self.prefix
-                ),
-            })
+        match text.strip_prefix(self.prefix.as_str()) {
+            Some(rest) => Ok(rest.to_string()),
+            None => self
+                .tok
+                .decode_checked(&self.ids[self.prefix_ids..], self.skip_special),
+        }
     }
 }

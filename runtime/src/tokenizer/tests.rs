@@ -40,7 +40,8 @@ fn byte_vocab(merges: &[&str], pre: Option<&str>) -> GgufVocab {
         merges: merges.iter().map(|m| m.to_string()).collect(),
         bos: Some(256),
         eos: Some(257),
-        add_bos: None,
+        add_bos: Some(true),
+        ..GgufVocab::default()
     }
 }
 
@@ -183,16 +184,33 @@ fn llama3_split_groups_digits_by_three() {
 #[test]
 fn gguf_errors_name_the_file_and_field() {
     let mut v = byte_vocab(&["1 2"], None);
-    v.model = "llama".into();
+    v.model = "t5".into();
     let e = Tokenizer::from_gguf_vocab(&v, "m.gguf").unwrap_err();
     assert!(matches!(e, TokenizerError::Unsupported { .. }), "{e}");
     assert!(
-        e.to_string().contains("m.gguf") && e.to_string().contains("'llama'"),
+        e.to_string().contains("m.gguf") && e.to_string().contains("'t5'"),
         "{e}"
     );
+    v.model = "llama".into();
+    let e = Tokenizer::from_gguf_vocab(&v, "m.gguf").unwrap_err();
+    assert!(matches!(e, TokenizerError::MissingField { .. }), "{e}");
+    assert!(e.to_string().contains("tokenizer.ggml.scores"), "{e}");
+    v.scores = vec![0.0; 3];
+    let e = Tokenizer::from_gguf_vocab(&v, "m.gguf").unwrap_err();
+    assert!(e.to_string().contains("tokenizer.ggml.scores"), "{e}");
 
-    let mut v = byte_vocab(&["1 2"], Some("qwen2"));
-    assert!(Tokenizer::from_gguf_vocab(&v, "m.gguf").is_err());
+    // An unknown pre-tokenizer names itself and every name that is known.
+    let mut v = byte_vocab(&["1 2"], Some("deepseek-llm"));
+    let e = Tokenizer::from_gguf_vocab(&v, "m.gguf").unwrap_err();
+    assert!(matches!(e, TokenizerError::Unsupported { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.starts_with("m.gguf: ") && msg.contains("'deepseek-llm'"),
+        "{msg}"
+    );
+    for known in ["'gpt-2'", "'llama-bpe'", "'falcon3'", "'qwen2'", "'smollm'"] {
+        assert!(msg.contains(known), "{msg} lacks {known}");
+    }
     v.pre = None;
     v.merges = vec!["12".into()];
     let e = Tokenizer::from_gguf_vocab(&v, "m.gguf")
@@ -209,6 +227,20 @@ fn gguf_errors_name_the_file_and_field() {
     v.add_bos = Some(true);
     let e = Tokenizer::from_gguf_vocab(&v, "m.gguf").unwrap_err();
     assert!(matches!(e, TokenizerError::MissingField { .. }), "{e}");
+    v.add_bos = None;
+    v.unk = Some(300);
+    let e = Tokenizer::from_gguf_vocab(&v, "m.gguf")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("tokenizer.ggml.unknown_token_id"), "{e}");
+    v.unk = None;
+    v.eos = None;
+    v.add_eos = Some(true);
+    let e = Tokenizer::from_gguf_vocab(&v, "m.gguf")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("tokenizer.ggml.eos_token_id"), "{e}");
+    v.add_eos = None;
     v.token_types.pop();
     let e = Tokenizer::from_gguf_vocab(&v, "m.gguf")
         .unwrap_err()
@@ -228,4 +260,119 @@ fn no_bos_when_add_bos_is_false_and_json_round_trips() {
     assert_eq!(back.to_json().unwrap(), json);
     let e = Tokenizer::from_json_bytes(&json.as_bytes()[..json.len() / 2], "t.json").unwrap_err();
     assert!(matches!(e, TokenizerError::Json { .. }) && e.to_string().starts_with("t.json: "));
+}
+
+#[test]
+fn bos_and_eos_follow_the_file_or_the_family_default() {
+    let encode = |pre: Option<&str>, add_bos: Option<bool>, add_eos: Option<bool>| {
+        let mut v = byte_vocab(&["1 2"], pre);
+        (v.add_bos, v.add_eos) = (add_bos, add_eos);
+        let tok = Tokenizer::from_gguf_vocab(&v, "m.gguf").unwrap();
+        (
+            tok.encode("a12", true).unwrap(),
+            tok.encode("a12", false).unwrap(),
+        )
+    };
+    // Unsaid: bos for Llama 3's family only, as llama.cpp does; never eos.
+    assert_eq!(encode(Some("llama-bpe"), None, None).0, [256, 97, 258]);
+    assert_eq!(encode(Some("gpt-2"), None, None).0, [97, 258]);
+    // Qwen2 and SmolLM split digits one by one, so "1 2" never merges.
+    assert_eq!(encode(Some("qwen2"), None, None).0, [97, 49, 50]);
+    assert_eq!(encode(Some("smollm"), None, None).0, [97, 49, 50]);
+    // Said: the file decides.
+    assert_eq!(encode(Some("llama-bpe"), Some(false), None).0, [97, 258]);
+    assert_eq!(
+        encode(Some("gpt-2"), Some(true), Some(true)).0,
+        [256, 97, 258, 257]
+    );
+    assert_eq!(encode(None, Some(false), Some(true)).0, [97, 258, 257]);
+    assert_eq!(encode(None, Some(true), Some(true)).1, [97, 258]);
+}
+
+/// A SentencePiece vocabulary: `<unk>`, `<s>`, `</s>`, the 256 byte tokens, then pieces.
+fn spm_vocab(pieces: &[(&str, f32)], add_space_prefix: Option<bool>) -> GgufVocab {
+    let mut tokens: Vec<String> = vec!["<unk>".into(), "<s>".into(), "</s>".into()];
+    let mut token_types = vec![2, 3, 3];
+    let mut scores = vec![0.0; 3];
+    for b in 0..=255u8 {
+        tokens.push(format!("<0x{b:02X}>"));
+        token_types.push(6);
+        scores.push(0.0);
+    }
+    for (piece, score) in pieces {
+        tokens.push(piece.to_string());
+        token_types.push(1);
+        scores.push(*score);
+    }
+    GgufVocab {
+        model: "llama".into(),
+        pre: Some("default".into()),
+        tokens,
+        token_types,
+        scores,
+        bos: Some(1),
+        eos: Some(2),
+        unk: Some(0),
+        add_space_prefix,
+        ..GgufVocab::default()
+    }
+}
+
+#[test]
+fn sentencepiece_merges_by_score_with_byte_fallback() {
+    let pieces = [
+        ("\u{2581}", -1.0),
+        ("h", -2.0),
+        ("i", -3.0),
+        ("\u{2581}h", -4.0),
+        ("hi", -5.0),
+        ("\u{2581}hi", -6.0),
+    ];
+    let tok = Tokenizer::from_gguf_vocab(&spm_vocab(&pieces, None), "spm.gguf").unwrap();
+    let id = |t: &str| tok.token_id(t).unwrap();
+    // "▁hi": "▁h" (-4) merges before "hi" (-5), then "▁h"+"i" makes "▁hi".
+    assert_eq!(tok.encode("hi", true).unwrap(), [1, id("\u{2581}hi")]);
+    // A space inside becomes "▁"; "é" is not a piece, so it falls back to its two bytes.
+    let ids = tok.encode("hi é", false).unwrap();
+    assert_eq!(
+        ids,
+        [id("\u{2581}hi"), id("\u{2581}"), id("<0xC3>"), id("<0xA9>")]
+    );
+    assert_eq!(tok.decode(&ids, false).unwrap(), "hi é");
+    // A control token in the text stays whole, and the text after it gets its own "▁".
+    assert_eq!(
+        tok.encode("hi</s>hi", false).unwrap(),
+        [id("\u{2581}hi"), 2, id("\u{2581}hi")]
+    );
+    // Without the space prefix, "hi" is "hi" and decodes with no space to strip.
+    let bare = Tokenizer::from_gguf_vocab(&spm_vocab(&pieces, Some(false)), "spm.gguf").unwrap();
+    assert_eq!(bare.encode("hi", false).unwrap(), [id("hi")]);
+    assert_eq!(bare.decode(&[id("\u{2581}hi")], false).unwrap(), " hi");
+    // The JSON an artifact stores reloads to the same tokenizer.
+    let json = tok.to_json().unwrap();
+    let back = Tokenizer::from_json_bytes(json.as_bytes(), "t.json").unwrap();
+    assert_eq!(
+        back.encode("hi é</s>", true).unwrap(),
+        tok.encode("hi é</s>", true).unwrap()
+    );
+    assert_eq!(back.to_json().unwrap(), json);
+}
+
+#[test]
+fn stream_over_byte_fallback_never_fails() {
+    let pieces = [("\u{2581}", -1.0), ("a", -2.0), ("\u{2581}a", -3.0)];
+    let tok = Tokenizer::from_gguf_vocab(&spm_vocab(&pieces, None), "spm.gguf").unwrap();
+    let id = |t: &str| tok.token_id(t).unwrap();
+    let byte = |b: u8| id(&format!("<0x{b:02X}>"));
+    // "▁a€a": the euro sign as three byte tokens, released only when whole.
+    let ids = [id("\u{2581}a"), byte(0xE2), byte(0x82), byte(0xAC), id("a")];
+    assert_eq!(stream(&tok, &ids), ["a", "", "", "€", "a", ""]);
+    assert_eq!(stream(&tok, &ids).concat(), tok.decode(&ids, true).unwrap());
+    // A stray lead byte after the euro sign: decode turns the whole run into U+FFFD per byte; the
+    // stream keeps the euro sign it returned and marks the stray byte.
+    let ids = [byte(0xE2), byte(0x82), byte(0xAC), byte(0xE2), id("a")];
+    assert_eq!(tok.decode(&ids, true).unwrap(), "\u{FFFD}".repeat(4) + "a");
+    assert_eq!(stream(&tok, &ids).concat(), "€\u{FFFD}a");
+    let ids = [byte(0xE2), byte(0x82), byte(0xAC), byte(0xE2)];
+    assert_eq!(stream(&tok, &ids).concat(), "€\u{FFFD}");
 }
