@@ -132,6 +132,8 @@ fn cases() -> Vec<Case> {
              &["tensor 'q'", "ne0 = 33 is not a multiple of the Q8_0 block size 32"], true),
         case("tq2_ne0_128", bitnet().tensor("t", &[128, 2], 35, vec![0; 66]).build(), Open,
              &["tensor 't'", "TQ2_0 block size 256"], false),
+        case("q4_k_ne0_128", bitnet().tensor("t", &[128, 2], 12, vec![0; 144]).build(), Open,
+             &["tensor 't' (Q4_K)", "Q4_K block size 256"], false),
         case("i2s_numel_not_4", bitnet().tensor("t", &[3], 36, vec![0; 32]).build(), Open,
              &["tensor 't'", "multiple of 4"], false),
         case("n_dims_5", patched(|b, at| put_u32(b, at.tensors[0].n_dims, 5)), Open,

@@ -477,7 +477,7 @@ fn reference_file_every_type() {
                 .flat_map(|&x| f16::from_f32(x).to_le_bytes())
                 .collect(),
         )
-        .tensor("q5_0", &[32], 6, vec![0; 22]);
+        .tensor("iq4_nl", &[32], 20, vec![0; 18]);
     let (bytes, at) = b.build_with_layout();
     let g = GgufFile::from_bytes(Path::new("ref.gguf"), bytes).unwrap();
     assert_eq!(g.alignment(), 64);
@@ -544,9 +544,9 @@ fn reference_file_every_type() {
     assert_eq!(s4, TernaryScale::PerTensor(0.5));
 
     // A known type this reader does not decode, and non-ternary types asked for ternary values.
-    let e = g.dequantize("q5_0").unwrap_err().to_string();
+    let e = g.dequantize("iq4_nl").unwrap_err().to_string();
     assert!(
-        e.contains("'q5_0'") && e.contains("Q5_0 is not supported"),
+        e.contains("'iq4_nl'") && e.contains("IQ4_NL is not supported"),
         "{e}"
     );
     let e = g.ternary("q8_0").unwrap_err().to_string();

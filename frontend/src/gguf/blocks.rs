@@ -6,6 +6,13 @@
 //! - Q4_0, 18 bytes per 32: f16 `d`, 16 bytes; element `j < 16` is the low nibble of byte `j`,
 //!   element `j + 16` its high nibble; `x = (q − 8)·d`.
 //! - Q4_1, 20 bytes per 32: f16 `d`, f16 `m`, 16 bytes as in Q4_0; `x = q·d + m`.
+//! - Q5_0, 22 bytes per 32: f16 `d`, `qh` (u32, little-endian), 16 bytes of nibbles as in Q4_0; bit `j`
+//!   of `qh` is bit 4 of element `j`; `x = (q − 16)·d`.
+//! - Q5_1, 24 bytes per 32: f16 `d`, f16 `m`, `qh` and nibbles as in Q5_0; `x = q·d + m`.
+//!
+//! The K-quants (256-element super-blocks) are in `kquants`. Every decoder computes in f32 in the order
+//! gguf-py's `dequantize_blocks` does (an f16 widened to f32, one rounding per multiply or add, never
+//! fused), so the results agree with gguf-py bit for bit.
 //! - TQ2_0, 66 bytes per 256: `qs[64]`, f16 `d`; element `128h + 32k + m` is
 //!   `((qs[32h + m] >> 2k) & 3) − 1` (formats.md §4.3). ggml reads code 3 as +2; so does this decoder.
 //! - TQ1_0, 54 bytes per 256: `qs[48]`, `qh[4]`, f16 `d`; five base-3 trits per byte, most significant
@@ -28,6 +35,10 @@ pub const Q8_0_BYTES: usize = 34;
 pub const Q4_0_BYTES: usize = 18;
 /// Bytes of a Q4_1 block.
 pub const Q4_1_BYTES: usize = 20;
+/// Bytes of a Q5_0 block.
+pub const Q5_0_BYTES: usize = 22;
+/// Bytes of a Q5_1 block.
+pub const Q5_1_BYTES: usize = 24;
 /// Bytes of a TQ1_0 block.
 pub const TQ1_0_BYTES: usize = 54;
 /// Bytes of a TQ2_0 block.
@@ -45,7 +56,7 @@ pub struct TernaryBlocks {
 }
 
 /// Checks that `bytes` holds exactly the blocks of `n` elements; returns the block count.
-fn check_len(
+pub(super) fn check_len(
     bytes: &[u8],
     n: usize,
     block: usize,
@@ -71,13 +82,14 @@ fn check_len(
 }
 
 /// Iterates over the fixed-size blocks of `bytes` (whose length `check_len` verified).
-fn blocks_of<const N: usize>(bytes: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
+pub(super) fn blocks_of<const N: usize>(bytes: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
     bytes
         .chunks_exact(N)
         .map(|c| c.try_into().unwrap_or([0; N]))
 }
 
-fn half(lo: u8, hi: u8) -> f32 {
+/// The little-endian f16 in `lo`, `hi`, widened to f32 (exactly).
+pub(super) fn half(lo: u8, hi: u8) -> f32 {
     f16::from_le_bytes([lo, hi]).to_f32()
 }
 
@@ -115,6 +127,44 @@ pub fn dequantize_q4_1(bytes: &[u8], n: usize) -> Result<Vec<f32>, String> {
         let qs = &b[4..];
         out.extend(qs.iter().map(|&q| f32::from(q & 0x0f) * d + m));
         out.extend(qs.iter().map(|&q| f32::from(q >> 4) * d + m));
+    }
+    Ok(out)
+}
+
+/// The 32 five-bit codes of a Q5_0 / Q5_1 block from its `qh` bytes and 16 nibble bytes: element `j <
+/// 16` is the low nibble of `qs[j]`, element `j + 16` the high one, and bit `j` of `qh` is bit 4.
+fn q5_codes(qh: &[u8], qs: &[u8]) -> [u8; QK32] {
+    let high = u32::from_le_bytes([qh[0], qh[1], qh[2], qh[3]]);
+    let mut q = [0u8; QK32];
+    for (j, &byte) in qs.iter().enumerate().take(QK32 / 2) {
+        let bit = |k: usize| (((high >> k) & 1) as u8) << 4;
+        q[j] = (byte & 0x0f) | bit(j);
+        q[j + 16] = (byte >> 4) | bit(j + 16);
+    }
+    q
+}
+
+/// Q5_0 blocks to f32.
+pub fn dequantize_q5_0(bytes: &[u8], n: usize) -> Result<Vec<f32>, String> {
+    check_len(bytes, n, QK32, Q5_0_BYTES, "Q5_0")?;
+    let mut out = Vec::with_capacity(n);
+    for b in blocks_of::<Q5_0_BYTES>(bytes) {
+        let d = half(b[0], b[1]);
+        let q = q5_codes(&b[2..6], &b[6..]);
+        out.extend(q.iter().map(|&q| d * f32::from(i16::from(q) - 16)));
+    }
+    Ok(out)
+}
+
+/// Q5_1 blocks to f32.
+pub fn dequantize_q5_1(bytes: &[u8], n: usize) -> Result<Vec<f32>, String> {
+    check_len(bytes, n, QK32, Q5_1_BYTES, "Q5_1")?;
+    let mut out = Vec::with_capacity(n);
+    for b in blocks_of::<Q5_1_BYTES>(bytes) {
+        let d = half(b[0], b[1]);
+        let m = half(b[2], b[3]);
+        let q = q5_codes(&b[4..8], &b[8..]);
+        out.extend(q.iter().map(|&q| d * f32::from(q) + m));
     }
     Ok(out)
 }

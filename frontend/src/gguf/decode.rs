@@ -8,6 +8,7 @@
 
 use super::blocks::{self, QK_I2_S, QK_K, TernaryBlocks};
 use super::ggml_type::GgmlType;
+use super::kquants;
 use super::{GgufFile, GgufTensorInfo};
 use crate::error::FrontendError;
 use bitnet_ir::{Data, Tensor};
@@ -31,7 +32,8 @@ pub enum TernaryScale {
 
 impl GgufFile {
     /// Tensor `name` as f32 in PyTorch order. Quantized types decode like ggml's `dequantize_row_*`
-    /// (TQ2_0's unused code 3 gives +2·d as there); I2_S reads the x86 layout (see the module header).
+    /// and bit for bit like gguf-py's `dequantize` (TQ2_0's unused code 3 gives +2·d as there); I2_S
+    /// reads the x86 layout (see the module header).
     pub fn dequantize(&self, name: &str) -> Result<Tensor, FrontendError> {
         let info = self.tensor_info(name)?;
         let bytes = self.tensor_bytes(info);
@@ -49,7 +51,14 @@ impl GgufFile {
             | GgmlType::I64 => self.plain(info, bytes)?,
             GgmlType::Q4_0 => blocks::dequantize_q4_0(bytes, n).map_err(ctx)?,
             GgmlType::Q4_1 => blocks::dequantize_q4_1(bytes, n).map_err(ctx)?,
+            GgmlType::Q5_0 => blocks::dequantize_q5_0(bytes, n).map_err(ctx)?,
+            GgmlType::Q5_1 => blocks::dequantize_q5_1(bytes, n).map_err(ctx)?,
             GgmlType::Q8_0 => blocks::dequantize_q8_0(bytes, n).map_err(ctx)?,
+            GgmlType::Q2_K => kquants::dequantize_q2_k(bytes, n).map_err(ctx)?,
+            GgmlType::Q3_K => kquants::dequantize_q3_k(bytes, n).map_err(ctx)?,
+            GgmlType::Q4_K => kquants::dequantize_q4_k(bytes, n).map_err(ctx)?,
+            GgmlType::Q5_K => kquants::dequantize_q5_k(bytes, n).map_err(ctx)?,
+            GgmlType::Q6_K => kquants::dequantize_q6_k(bytes, n).map_err(ctx)?,
             GgmlType::TQ1_0 => scale_blocks(blocks::decode_tq1_0(bytes, n).map_err(ctx)?),
             GgmlType::TQ2_0 => scale_blocks(blocks::decode_tq2_0(bytes, n).map_err(ctx)?),
             GgmlType::I2_S => {
@@ -59,7 +68,8 @@ impl GgufFile {
             GgmlType::Undecodable { name: ty, .. } => {
                 return Err(self.err(format!(
                     "tensor '{name}': ggml type {ty} is not supported by this reader (supported: \
-                     F32 F16 BF16 F64 I8 I16 I32 I64 Q4_0 Q4_1 Q8_0 TQ1_0 TQ2_0 I2_S)"
+                     F32 F16 BF16 F64 I8 I16 I32 I64 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K Q4_K Q5_K \
+                     Q6_K TQ1_0 TQ2_0 I2_S)"
                 )));
             }
         };

@@ -24,8 +24,22 @@ pub enum GgmlType {
     Q4_0,
     /// 32 elements: f16 `d`, f16 `m`, 16 bytes of nibbles; `q·d + m` (id 3).
     Q4_1,
+    /// 32 elements: f16 `d`, 4 bytes of high bits, 16 bytes of nibbles; `(q - 16)·d` (id 6).
+    Q5_0,
+    /// 32 elements: f16 `d`, f16 `m`, 4 bytes of high bits, 16 bytes of nibbles; `q·d + m` (id 7).
+    Q5_1,
     /// 32 elements: f16 `d`, 32 `i8`; `q·d` (id 8).
     Q8_0,
+    /// K-quant, 256 elements in 84 bytes: 2-bit codes, 4-bit scales and mins (id 10).
+    Q2_K,
+    /// K-quant, 256 elements in 110 bytes: 3-bit codes, 6-bit signed scales (id 11).
+    Q3_K,
+    /// K-quant, 256 elements in 144 bytes: 4-bit codes, 6-bit scales and mins (id 12).
+    Q4_K,
+    /// K-quant, 256 elements in 176 bytes: 5-bit codes, 6-bit scales and mins (id 13).
+    Q5_K,
+    /// K-quant, 256 elements in 210 bytes: 6-bit codes, 8-bit signed scales (id 14).
+    Q6_K,
     /// 8-bit integer (id 24).
     I8,
     /// 16-bit integer (id 25).
@@ -58,14 +72,7 @@ pub enum GgmlType {
 }
 
 /// Types this reader locates in a file but does not decode: (id, name, block, bytes per block).
-const UNDECODABLE: [(u32, &str, u64, u64); 19] = [
-    (6, "Q5_0", 32, 22),
-    (7, "Q5_1", 32, 24),
-    (10, "Q2_K", 256, 84),
-    (11, "Q3_K", 256, 110),
-    (12, "Q4_K", 256, 144),
-    (13, "Q5_K", 256, 176),
-    (14, "Q6_K", 256, 210),
+const UNDECODABLE: [(u32, &str, u64, u64); 12] = [
     (16, "IQ2_XXS", 256, 66),
     (17, "IQ2_XS", 256, 74),
     (18, "IQ3_XXS", 256, 98),
@@ -92,7 +99,14 @@ impl GgmlType {
             1 => GgmlType::F16,
             2 => GgmlType::Q4_0,
             3 => GgmlType::Q4_1,
+            6 => GgmlType::Q5_0,
+            7 => GgmlType::Q5_1,
             8 => GgmlType::Q8_0,
+            10 => GgmlType::Q2_K,
+            11 => GgmlType::Q3_K,
+            12 => GgmlType::Q4_K,
+            13 => GgmlType::Q5_K,
+            14 => GgmlType::Q6_K,
             24 => GgmlType::I8,
             25 => GgmlType::I16,
             26 => GgmlType::I32,
@@ -144,7 +158,14 @@ impl GgmlType {
             GgmlType::F16 => 1,
             GgmlType::Q4_0 => 2,
             GgmlType::Q4_1 => 3,
+            GgmlType::Q5_0 => 6,
+            GgmlType::Q5_1 => 7,
             GgmlType::Q8_0 => 8,
+            GgmlType::Q2_K => 10,
+            GgmlType::Q3_K => 11,
+            GgmlType::Q4_K => 12,
+            GgmlType::Q5_K => 13,
+            GgmlType::Q6_K => 14,
             GgmlType::I8 => 24,
             GgmlType::I16 => 25,
             GgmlType::I32 => 26,
@@ -165,7 +186,14 @@ impl GgmlType {
             GgmlType::F16 => "F16",
             GgmlType::Q4_0 => "Q4_0",
             GgmlType::Q4_1 => "Q4_1",
+            GgmlType::Q5_0 => "Q5_0",
+            GgmlType::Q5_1 => "Q5_1",
             GgmlType::Q8_0 => "Q8_0",
+            GgmlType::Q2_K => "Q2_K",
+            GgmlType::Q3_K => "Q3_K",
+            GgmlType::Q4_K => "Q4_K",
+            GgmlType::Q5_K => "Q5_K",
+            GgmlType::Q6_K => "Q6_K",
             GgmlType::I8 => "I8",
             GgmlType::I16 => "I16",
             GgmlType::I32 => "I32",
@@ -189,7 +217,14 @@ impl GgmlType {
             GgmlType::I8 | GgmlType::I2_S => (1, 1),
             GgmlType::Q4_0 => (32, 18),
             GgmlType::Q4_1 => (32, 20),
+            GgmlType::Q5_0 => (32, 22),
+            GgmlType::Q5_1 => (32, 24),
             GgmlType::Q8_0 => (32, 34),
+            GgmlType::Q2_K => (256, 84),
+            GgmlType::Q3_K => (256, 110),
+            GgmlType::Q4_K => (256, 144),
+            GgmlType::Q5_K => (256, 176),
+            GgmlType::Q6_K => (256, 210),
             GgmlType::TQ1_0 => (256, 54),
             GgmlType::TQ2_0 => (256, 66),
             GgmlType::Undecodable { block, bytes, .. } => (block, bytes),

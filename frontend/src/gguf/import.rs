@@ -5,8 +5,8 @@
 //! formats.md §4.6 (`bitnet-b1.58`/`bitnet-25` ⇒ relu², `bitnet` ⇒ `<arch>.hidden_activation` or SiLU,
 //! `llama` ⇒ SiLU). BitNet architectures get the sub-norms and per-token int8 activations; each
 //! projection is imported as stored: TQ1_0/TQ2_0/I2_S with one scale per tensor become a ternary weight
-//! times that scale, everything else (F32/F16/BF16/Q8_0/Q4_x, or TQ blocks with different scales) is
-//! dequantized to f32 when loaded. Llama files store q/k rows permuted for ggml's adjacent-pair RoPE
+//! times that scale, everything else (float, Q4_x/Q5_x/Q8_0, the K-quants, or TQ blocks with different
+//! scales) is dequantized to f32 when loaded, as are the embedding and the output head. Llama files store q/k rows permuted for ggml's adjacent-pair RoPE
 //! (llama.cpp's converter); the store undoes that so the IR's NeoX `nn.rope` applies, as it does to HF
 //! tensors. BitNet files are not permuted (NeoX in ggml too).
 

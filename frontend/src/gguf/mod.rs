@@ -3,9 +3,10 @@
 //!
 //! - Layout: formats.md §4.1. Every count, length, dimension and offset is checked against the file
 //!   before use or allocation; every tensor lies, aligned, inside the file and overlaps no other.
-//! - Types: F32, F16, BF16, F64, I8..I64, Q4_0, Q4_1, Q8_0, TQ1_0, TQ2_0 and I2_S decode
-//!   (`dequantize`, and `ternary` for the ternary ones). Other known ggml types can be listed and
-//!   their bytes read, but not decoded. Ids 36–39 collide with the BitNet fork: see `ggml_type`.
+//! - Types: F32, F16, BF16, F64, I8..I64, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 (`blocks`), the K-quants Q2_K,
+//!   Q3_K, Q4_K, Q5_K, Q6_K (`kquants`), TQ1_0, TQ2_0 and I2_S decode (`dequantize`, and `ternary`
+//!   for the ternary ones). Other known ggml types (the IQ* codebooks, MXFP4, NVFP4, Q1_0) can be
+//!   listed and their bytes read, but not decoded. Ids 36–39 collide with the BitNet fork: see `ggml_type`.
 //! - Shapes: GGUF stores dims innermost first (`ne0` = the contiguous axis), so a PyTorch `[out, in]`
 //!   weight is `[in, out]` here; `GgufTensorInfo::shape` gives the PyTorch order (dims reversed), and
 //!   the flattened element order is the same in both.
@@ -31,6 +32,7 @@ mod decode;
 pub mod ggml_type;
 mod header;
 mod import;
+pub mod kquants;
 mod metadata;
 pub mod tokenizer;
 pub mod value;
