@@ -129,6 +129,7 @@ fn run(
     let t0 = Instant::now();
     let mut model = bitnetc::OpenOptions {
         context: Some(context),
+        ..Default::default()
     }
     .open(dir)?;
     let options = bitnetc::CpuOptions {
@@ -312,7 +313,10 @@ fn load_average() -> String {
 
 /// The reference interpreter on the same (unoptimized) model, one token (the `tiny` preset only).
 fn interpreter_baseline(dir: &std::path::Path) -> anyhow::Result<()> {
-    let open = bitnetc::OpenOptions { context: Some(16) };
+    let open = bitnetc::OpenOptions {
+        context: Some(16),
+        ..Default::default()
+    };
     let model = open.open(dir)?;
     let mut exec =
         bitnetc::compile_cpu(&mut open.open(dir)?, &bitnetc::CpuOptions::with_threads(1))?;
