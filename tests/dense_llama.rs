@@ -16,7 +16,7 @@ mod support;
 use bitnet_frontend::model::PostQuantize;
 use bitnetc::backends::cpu::HeadDtype;
 use std::path::PathBuf;
-use support::{argmax, check_logits, ids, root};
+use support::{argmax, check_logits, check_logits_within, ids, root};
 
 const FILES: [&str; 3] = ["llama-f32.gguf", "llama-q8_0.gguf", "llama-q4_1.gguf"];
 
@@ -131,7 +131,7 @@ fn every_dense_dtype_stays_near_the_interpreter() {
             let vocab = exec.program().vocab as usize;
             let ours = exec.forward(&prompt, 0).unwrap().to_vec();
             let what = format!("{file} dense {}", dense.name());
-            let bound = within(&what, &ours, &theirs, tolerance);
+            let bound = check_logits_within(&what, &ours, &theirs, tolerance);
             // Where the interpreter's top two differ by more than twice the bound, no rounding
             // within the bound can change the argmax.
             for (p, (o, t)) in ours.chunks(vocab).zip(theirs.chunks(vocab)).enumerate() {
@@ -143,25 +143,6 @@ fn every_dense_dtype_stays_near_the_interpreter() {
             }
         }
     }
-}
-
-/// Checks that `ours` is within `tolerance · max|theirs|` of `theirs`; returns that bound.
-fn within(what: &str, ours: &[f32], theirs: &[f32], tolerance: f32) -> f32 {
-    assert_eq!(ours.len(), theirs.len(), "{what}: logits lengths");
-    let max_logit = theirs.iter().fold(0f32, |a, x| a.max(x.abs()));
-    let max_diff = ours
-        .iter()
-        .zip(theirs)
-        .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
-    println!(
-        "{what}: max|diff| = {:.3e} · max|logit|",
-        max_diff / max_logit
-    );
-    assert!(
-        max_diff <= tolerance * max_logit,
-        "{what}: logits differ by {max_diff} (max|logit| {max_logit})"
-    );
-    tolerance * max_logit
 }
 
 #[test]
