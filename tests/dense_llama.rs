@@ -7,7 +7,9 @@
 //!   the interpreter's logits, with the same argmax at every position;
 //! - `--quantize ternary` ternarizes every projection (the compiled model agrees with the
 //!   interpreter on the same ternarized IR) and says it is lossy;
-//! - `bench` on a dense model measures its bf16 and int8 dense paths.
+//! - `bench` on a dense model measures its bf16 and int8 dense paths;
+//! - AOT artifacts of each file (f32 and int8 dense paths) are the JIT bit for bit, and the f32 one
+//!   gives llama.cpp's greedy tokens.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -245,4 +247,68 @@ fn bench_measures_the_dense_paths_of_a_dense_model() {
         assert!(b["decode_tok_s"].as_f64().unwrap() > 0.0, "{b}");
     }
     assert!(report.get("vs_full_precision").is_none());
+}
+
+/// True if `cc` runs (artifacts are linked with it); otherwise prints why the test is skipped.
+fn have_cc(test: &str) -> bool {
+    let ok = std::process::Command::new("cc")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        println!("{test}: skipped: no C compiler driver (cc) to link artifacts");
+    }
+    ok
+}
+
+#[test]
+fn dense_llama_artifacts_match_llama_cpp_and_the_jit() {
+    if !have_cc("dense_llama_artifacts_match_llama_cpp_and_the_jit") {
+        return;
+    }
+    let prompt = ids(&support::reference(&fixtures())["prompt_ids"]);
+    for file in FILES {
+        let (exact, _) = llama_cpp(file, "dequantized");
+        let context = (prompt.len() + exact.len()) as u64;
+        // The f32 path must give llama.cpp's tokens; the int8 path must be the JIT's, bit for bit.
+        for dense in [HeadDtype::Auto, HeadDtype::I8] {
+            let what = format!("{file} dense {} (artifact)", dense.name());
+            let cpu = bitnetc::CpuOptions {
+                dense,
+                ..bitnetc::CpuOptions::with_threads(2)
+            };
+            let mut m = open(file, context, None);
+            let options = bitnetc::ArtifactOptions {
+                cpu: cpu.clone(),
+                ..bitnetc::ArtifactOptions::default()
+            };
+            let bytes = bitnetc::compile_cpu_object(&mut m, &options)
+                .and_then(|object| object.link(None))
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let dir = support::Scratch::create(&format!("dense-artifact-{file}-{}", dense.name()));
+            let path = dir.join("model.bnx");
+            std::fs::write(&path, bytes).unwrap();
+            let mut aot =
+                bitnet_runtime::artifact::load(&path, 2).unwrap_or_else(|e| panic!("{what}: {e}"));
+            let mut jit = compile(&mut open(file, context, None), dense);
+            let a = aot.forward(&prompt, 0).unwrap().to_vec();
+            let j = jit.forward(&prompt, 0).unwrap().to_vec();
+            assert!(
+                a.iter().zip(&j).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{what}: artifact and JIT prefill logits differ"
+            );
+            let ours = greedy(&mut aot, &prompt, exact.len());
+            assert_eq!(
+                ours,
+                greedy(&mut jit, &prompt, exact.len()),
+                "{what}: greedy vs JIT"
+            );
+            if dense == HeadDtype::Auto {
+                assert_eq!(
+                    ours, exact,
+                    "{what}: greedy tokens against llama.cpp on f32 weights"
+                );
+            }
+        }
+    }
 }
