@@ -748,3 +748,33 @@ fn the_cli_prints_its_address_requires_its_key_and_stops_on_sigterm() {
         "{rest}"
     );
 }
+
+#[test]
+fn a_client_that_hangs_up_on_a_whole_response_cancels_it_too() {
+    use std::io::Write;
+    let gate = Gate::new(0);
+    let server = serve(vec![("tiny", gated(1, &gate))], config());
+    let body = completion(json!([1, 17, 256]), 120).to_string();
+    let mut socket = std::net::TcpStream::connect(server.addr()).unwrap();
+    write!(
+        socket,
+        "POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    assert!(gate.wait_entered(1));
+    drop(socket);
+    // Let the model run: the request ends either cancelled or after all its 120 tokens.
+    gate.allow(1_000_000);
+    let outcome = loop {
+        let m = prometheus(&get(&server, "/metrics").1);
+        let cancelled = m["bitnetc_requests_cancelled_total{model=\"tiny\"}"];
+        let generated = m["bitnetc_generated_tokens_total{model=\"tiny\"}"];
+        if cancelled > 0.0 || generated >= 120.0 {
+            break (cancelled, generated);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    assert_eq!(outcome.0, 1.0, "not cancelled: {outcome:?}");
+    assert!(outcome.1 < 120.0, "{outcome:?}");
+}
