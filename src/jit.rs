@@ -95,6 +95,14 @@ impl Compiled {
         Session::new(self.exec, None)
     }
 
+    /// The executor and the tokenizer (built now unless it was: a tokenizer that cannot be read is
+    /// this call's error), for callers that drive the executor themselves, such as a server making
+    /// sibling executors for its slots.
+    pub fn into_parts(self) -> Result<(bitnet_runtime::Executor, Option<Tokenizer>), Error> {
+        let tokenizer = self.tokenizer.into_tokenizer()?;
+        Ok((self.exec, tokenizer))
+    }
+
     /// The tokenizer, built on first use; `None` if the model carries none.
     pub fn tokenizer(&self) -> Result<Option<&Tokenizer>, Error> {
         self.tokenizer.get()

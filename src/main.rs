@@ -24,6 +24,9 @@ struct Cli {
 enum Command {
     /// Compile a model (or load a .bnx artifact), run a prompt and stream the generated text.
     Run(cli::run::RunArgs),
+    /// Serve models over HTTP with OpenAI's API (chat and text completions, streamed or not),
+    /// several requests at once per model; /health and /metrics for operations.
+    Serve(cli::serve::ServeArgs),
     /// Measure prefill and decode speed, latency, memory and compile time on this machine, against
     /// the same model compiled with full-precision weights in the same run.
     Bench(cli::bench::BenchArgs),
@@ -70,7 +73,8 @@ impl Command {
             | Command::Plan(_)
             | Command::Inspect(_)
             | Command::Audit(_)
-            | Command::Synth(_) => None,
+            | Command::Synth(_)
+            | Command::Serve(_) => None,
         }
     }
 
@@ -90,6 +94,7 @@ impl Command {
             Command::Compile(args) => cli::compile::run(&args),
             Command::Audit(args) => cli::audit::run(&args),
             Command::Synth(args) => cli::synth::run(&args),
+            Command::Serve(args) => cli::serve::run(&args),
         }
     }
 }

@@ -370,3 +370,95 @@ fn hf_silu_on_cpu() {
     }
     assert_eq!(got, greedy, "greedy tokens with the KV cache");
 }
+
+/// Greedy decoding of `prompt` on `exec` (from position 0), the prompt fed in chunks of `chunk`
+/// tokens: `n` new tokens.
+struct Greedy {
+    prompt: Vec<i64>,
+    chunk: usize,
+    fed: usize,
+    out: Vec<i64>,
+}
+
+impl Greedy {
+    fn new(prompt: &[i64], chunk: usize) -> Greedy {
+        Greedy {
+            prompt: prompt.to_vec(),
+            chunk,
+            fed: 0,
+            out: Vec::new(),
+        }
+    }
+
+    /// One step: the next chunk of the prompt, or the last token chosen.
+    fn step(&mut self, exec: &mut Executor) {
+        if self.fed < self.prompt.len() {
+            let end = (self.fed + self.chunk).min(self.prompt.len());
+            let logits = exec.forward_last(&self.prompt[self.fed..end], self.fed as u64);
+            let next = argmax(logits.unwrap());
+            self.fed = end;
+            if end == self.prompt.len() {
+                self.out.push(next);
+            }
+        } else {
+            let last = *self.out.last().unwrap();
+            let pos = (self.prompt.len() + self.out.len() - 1) as u64;
+            self.out
+                .push(argmax(exec.forward_last(&[last], pos).unwrap()));
+        }
+    }
+}
+
+/// Siblings share the program and weights and keep their own arena and KV cache: two siblings
+/// stepping in turn (one prefilling in chunks while the other decodes) give exactly transformers'
+/// greedy tokens, as each does alone, and a sibling reused for a new prompt without `reset` too.
+#[test]
+fn siblings_interleaved_give_the_tokens_each_gives_alone() {
+    let dir = root().join("tests/fixtures/hf-tiny/packed");
+    let r: Value = support::reference(&dir);
+    let short = ids(&r["prompt_ids"]);
+    let long = ids(&r["long_prompt_ids"]);
+    let want_short = ids(&r["greedy_new_tokens"]);
+    let want_long = ids(&r["long_greedy_new_tokens"]);
+    let mut m = bitnetc::OpenOptions {
+        context: Some(64),
+        ..Default::default()
+    }
+    .open(&dir)
+    .unwrap();
+    let mut a = bitnetc::compile_cpu(&mut m, &bitnetc::CpuOptions::with_threads(2)).unwrap();
+    let mut b = a.sibling().unwrap();
+    assert!(std::ptr::eq(a.program(), b.program()), "one shared program");
+    // Alone, the prompt in one piece.
+    let mut alone = Greedy::new(&long, usize::MAX);
+    while alone.out.len() < want_long.len() {
+        alone.step(&mut a);
+    }
+    assert_eq!(alone.out, want_long, "alone");
+    // In turn: `a` (reused, not reset) the short prompt whole, `b` the long one in chunks of 7.
+    let mut x = Greedy::new(&short, usize::MAX);
+    let mut y = Greedy::new(&long, 7);
+    while x.out.len() < want_short.len() || y.out.len() < want_long.len() {
+        if x.out.len() < want_short.len() {
+            x.step(&mut a);
+        }
+        if y.out.len() < want_long.len() {
+            y.step(&mut b);
+        }
+    }
+    assert_eq!(x.out, want_short, "the short prompt, in turn");
+    assert_eq!(y.out, want_long, "the long prompt in chunks, in turn");
+    // A sibling made from a sibling, on a thread of its own while `a` and `b` are dropped.
+    let mut c = b.sibling().unwrap();
+    drop((a, b));
+    let got = std::thread::spawn(move || {
+        let mut z = Greedy::new(&short, 5);
+        while z.out.len() < 16 {
+            z.step(&mut c);
+        }
+        z.out
+    })
+    .join()
+    .unwrap();
+    assert_eq!(got, want_short, "a sibling's sibling, on another thread");
+}

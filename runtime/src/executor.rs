@@ -1,7 +1,11 @@
-//! The executor: owns the arena and the KV cache (allocated once) and the program's weights (adopted,
-//! not copied), resolves every launch's buffers to addresses at load time, and runs the launch plan
-//! for one step, splitting each launch's rows across a persistent thread pool. A step allocates
-//! nothing.
+//! The executor: owns the arena and the KV cache (allocated once) and shares the program's code and
+//! weights (adopted, not copied), resolves every launch's buffers to addresses at load time, and runs
+//! the launch plan for one step, splitting each launch's rows across a persistent thread pool. A step
+//! allocates nothing.
+//!
+//! `Executor::sibling` makes another executor over the same code, weights and thread pool with an
+//! arena and KV cache of its own: N conversations on one compiled model cost N arenas and caches,
+//! not N copies of the weights. Siblings' steps take turns on the shared pool.
 //!
 //! `forward_last` runs the launches marked `Launch::last_token` (the final norm and the lm_head) for
 //! the last token only, through a second set of addresses resolved per step into storage allocated
@@ -16,39 +20,58 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU64, AtomicUsize
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
-/// A 64-byte aligned, zeroed byte buffer.
+/// A 64-byte aligned, zeroed byte buffer. It comes from the allocator's zeroed memory, so pages
+/// never written (the rows past the longest step so far, the cache past the longest context so
+/// far) take no memory.
 struct Aligned {
-    lines: Vec<Line>,
+    ptr: std::ptr::NonNull<u8>,
     len: usize,
 }
 
-#[repr(C, align(64))]
-#[derive(Clone, Copy)]
-struct Line([u8; 64]);
-
 impl Aligned {
     fn zeroed(len: u64) -> Aligned {
-        let n = usize::try_from(len.div_ceil(64)).unwrap_or(usize::MAX);
-        Aligned {
-            lines: vec![Line([0; 64]); n],
-            len: n * 64,
+        let lines = usize::try_from(len.div_ceil(64)).unwrap_or(usize::MAX);
+        let len = lines.saturating_mul(64);
+        let ptr = match std::alloc::Layout::from_size_align(len.max(64), 64) {
+            // SAFETY: the layout has a non-zero size.
+            Ok(layout) => std::ptr::NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }),
+            Err(_) => None,
+        };
+        match ptr {
+            Some(ptr) => Aligned { ptr, len },
+            None => std::alloc::handle_alloc_error(
+                std::alloc::Layout::from_size_align(len.max(64), 64)
+                    .unwrap_or(std::alloc::Layout::new::<u8>()),
+            ),
         }
     }
 
     fn ptr(&mut self) -> *mut u8 {
-        self.lines.as_mut_ptr().cast::<u8>()
+        self.ptr.as_ptr()
     }
 
     fn bytes_mut(&mut self) -> &mut [u8] {
-        // SAFETY: `lines` is `len` contiguous initialized bytes (`Line` is plain bytes, repr(C)).
-        unsafe { std::slice::from_raw_parts_mut(self.ptr(), self.len) }
+        // SAFETY: `ptr` is `len` initialized (zeroed) bytes this buffer owns.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 
     fn bytes(&self) -> &[u8] {
         // SAFETY: as in `bytes_mut`.
-        unsafe { std::slice::from_raw_parts(self.lines.as_ptr().cast::<u8>(), self.len) }
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 }
+
+impl Drop for Aligned {
+    fn drop(&mut self) {
+        if let Ok(layout) = std::alloc::Layout::from_size_align(self.len.max(64), 64) {
+            // SAFETY: allocated in `zeroed` with this layout.
+            unsafe { std::alloc::dealloc(self.ptr.as_ptr(), layout) };
+        }
+    }
+}
+
+// SAFETY: `Aligned` owns its allocation like a `Vec<u8>`.
+unsafe impl Send for Aligned {}
 
 /// One unit of parallel work: a kernel call over a row range. Plain data, copied to the workers.
 #[derive(Clone, Copy)]
@@ -278,13 +301,20 @@ impl Drop for ThreadPool {
     }
 }
 
-/// Runs a `Program`: one call of `forward` is one prefill or decode step.
-pub struct Executor {
+/// What an executor shares with its siblings: the program (code, launches, sizes), its weights and
+/// the thread pool, all used read only except the pool, which one step at a time holds.
+struct Shared {
     program: Program,
-    arena: Aligned,
-    kv: Aligned,
     /// Kept alive: launches point into it (read only).
     weights: AlignedBytes,
+    pool: Mutex<ThreadPool>,
+}
+
+/// Runs a `Program`: one call of `forward` is one prefill or decode step.
+pub struct Executor {
+    shared: Arc<Shared>,
+    arena: Aligned,
+    kv: Aligned,
     /// Per launch, its buffer addresses (resolved once).
     addresses: Vec<Vec<*mut u8>>,
     /// Per launch with `last_token` strides, the addresses of the last token's rows (rewritten by
@@ -293,10 +323,15 @@ pub struct Executor {
     scalars: [i64; 2],
     /// `[1, pos of the last token]`, for the launches `forward_last` runs for the last token only.
     last_scalars: [i64; 2],
-    pool: ThreadPool,
     /// The launch profile, when on.
     profile: Option<StepProfile>,
 }
+
+// SAFETY: the raw addresses point into the heap allocations of `arena` and `kv`, which this
+// executor owns and which do not move when it does, and into the shared weights, kept alive by
+// `shared` and only read. Nothing is tied to the thread that made the executor; the pool is behind
+// a mutex.
+unsafe impl Send for Executor {}
 
 /// Where the time of the profiled steps went (`Executor::set_profiling`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -307,90 +342,123 @@ pub struct StepProfile {
     pub launch_ns: Vec<u64>,
 }
 
+/// Every launch's buffer addresses in `arena`, the weights and `kv`, and the addresses the
+/// `last_token` launches start from, after checking every buffer against its region.
+type Addresses = (Vec<Vec<*mut u8>>, Vec<Vec<*mut u8>>);
+
+/// Checks every buffer of every launch and resolves it to an address (see `Addresses`).
+fn resolve(
+    program: &Program,
+    weights: &AlignedBytes,
+    arena: &mut Aligned,
+    kv: &mut Aligned,
+) -> Result<Addresses, RuntimeError> {
+    let sizes = [program.arena_bytes, weights.len() as u64, program.kv_bytes];
+    // Kernels only read weights (their `KernelKind` contracts), so a read-only mapping is fine.
+    let weights_ptr = weights.as_ptr().cast_mut();
+    let mut addresses = Vec::with_capacity(program.launches.len());
+    let mut last_addresses = Vec::with_capacity(program.launches.len());
+    for (li, l) in program.launches.iter().enumerate() {
+        if l.kernel >= program.kernels.len() {
+            return Err(RuntimeError::BadKernel {
+                launch: li,
+                label: l.label.clone(),
+                kernel: l.kernel,
+                count: program.kernels.len(),
+            });
+        }
+        let mut ptrs = Vec::with_capacity(l.bufs.len());
+        for (bi, b) in l.bufs.iter().enumerate() {
+            let (base, size) = match b.region {
+                Region::Arena => (arena.ptr(), sizes[0]),
+                Region::Weights => (weights_ptr, sizes[1]),
+                Region::Kv => (kv.ptr(), sizes[2]),
+            };
+            if b.offset.checked_add(b.bytes).is_none_or(|end| end > size) {
+                return Err(RuntimeError::BadBuffer {
+                    launch: li,
+                    label: l.label.clone(),
+                    index: bi,
+                    region: b.region,
+                    offset: b.offset,
+                    bytes: b.bytes,
+                    size,
+                });
+            }
+            // SAFETY: offset + bytes is within the region (checked above).
+            ptrs.push(unsafe { base.add(b.offset as usize) });
+        }
+        addresses.push(ptrs);
+        last_addresses.push(match &l.last_token {
+            None => Vec::new(),
+            Some(strides) => {
+                check_strides(li, l, strides, program.context)?;
+                addresses.last().cloned().unwrap_or_default()
+            }
+        });
+    }
+    for b in [program.tokens, program.logits] {
+        if b.region != Region::Arena || b.offset + b.bytes > sizes[0] {
+            return Err(RuntimeError::BadBuffer {
+                launch: 0,
+                label: "program inputs/outputs".into(),
+                index: 0,
+                region: b.region,
+                offset: b.offset,
+                bytes: b.bytes,
+                size: sizes[0],
+            });
+        }
+    }
+    Ok((addresses, last_addresses))
+}
+
 impl Executor {
     /// Prepares `program` to run on `threads` threads (at least 1): allocates the arena and the KV
     /// cache, adopts the weights (already 64-byte aligned; not copied), and checks every buffer of
     /// every launch.
     pub fn new(mut program: Program, threads: usize) -> Result<Executor, RuntimeError> {
-        let mut arena = Aligned::zeroed(program.arena_bytes);
-        let mut kv = Aligned::zeroed(program.kv_bytes);
         let weights = std::mem::take(&mut program.weights);
-        let sizes = [program.arena_bytes, weights.len() as u64, program.kv_bytes];
-        // Kernels only read weights (their `KernelKind` contracts), so a read-only mapping is fine.
-        let weights_ptr = weights.as_ptr().cast_mut();
-        let mut addresses = Vec::with_capacity(program.launches.len());
-        let mut last_addresses = Vec::with_capacity(program.launches.len());
-        for (li, l) in program.launches.iter().enumerate() {
-            if l.kernel >= program.kernels.len() {
-                return Err(RuntimeError::BadKernel {
-                    launch: li,
-                    label: l.label.clone(),
-                    kernel: l.kernel,
-                    count: program.kernels.len(),
-                });
-            }
-            let mut ptrs = Vec::with_capacity(l.bufs.len());
-            for (bi, b) in l.bufs.iter().enumerate() {
-                let (base, size) = match b.region {
-                    Region::Arena => (arena.ptr(), sizes[0]),
-                    Region::Weights => (weights_ptr, sizes[1]),
-                    Region::Kv => (kv.ptr(), sizes[2]),
-                };
-                if b.offset.checked_add(b.bytes).is_none_or(|end| end > size) {
-                    return Err(RuntimeError::BadBuffer {
-                        launch: li,
-                        label: l.label.clone(),
-                        index: bi,
-                        region: b.region,
-                        offset: b.offset,
-                        bytes: b.bytes,
-                        size,
-                    });
-                }
-                // SAFETY: offset + bytes is within the region (checked above).
-                ptrs.push(unsafe { base.add(b.offset as usize) });
-            }
-            addresses.push(ptrs);
-            last_addresses.push(match &l.last_token {
-                None => Vec::new(),
-                Some(strides) => {
-                    check_strides(li, l, strides, program.context)?;
-                    addresses.last().cloned().unwrap_or_default()
-                }
-            });
-        }
-        for b in [program.tokens, program.logits] {
-            if b.region != Region::Arena || b.offset + b.bytes > sizes[0] {
-                return Err(RuntimeError::BadBuffer {
-                    launch: 0,
-                    label: "program inputs/outputs".into(),
-                    index: 0,
-                    region: b.region,
-                    offset: b.offset,
-                    bytes: b.bytes,
-                    size: sizes[0],
-                });
-            }
-        }
-        Ok(Executor {
+        let shared = Arc::new(Shared {
             program,
+            weights,
+            pool: Mutex::new(ThreadPool::new(threads)),
+        });
+        Executor::over(shared)
+    }
+
+    /// An executor over the program of `shared` with a new (zeroed) arena and KV cache.
+    fn over(shared: Arc<Shared>) -> Result<Executor, RuntimeError> {
+        let mut arena = Aligned::zeroed(shared.program.arena_bytes);
+        let mut kv = Aligned::zeroed(shared.program.kv_bytes);
+        let (addresses, last_addresses) =
+            resolve(&shared.program, &shared.weights, &mut arena, &mut kv)?;
+        Ok(Executor {
+            shared,
             arena,
             kv,
-            weights,
             addresses,
             last_addresses,
             scalars: [0; 2],
             last_scalars: [0; 2],
-            pool: ThreadPool::new(threads),
             profile: None,
         })
+    }
+
+    /// Another executor over the same program: the same code, weights and thread pool (shared, not
+    /// copied), with an arena and KV cache of its own, so it holds a conversation of its own. A
+    /// step of one sibling computes exactly what it would alone: siblings share only what they
+    /// read. Their steps take turns on the pool (a step waits while a sibling's runs); it
+    /// allocates the arena and the cache (zeroed pages, taken from the system as they are used).
+    pub fn sibling(&self) -> Result<Executor, RuntimeError> {
+        Executor::over(Arc::clone(&self.shared))
     }
 
     /// Switches the launch profile on (counters zeroed; allocated here, not per step) or off.
     pub fn set_profiling(&mut self, on: bool) {
         self.profile = on.then(|| StepProfile {
             steps: 0,
-            launch_ns: vec![0; self.program.launches.len()],
+            launch_ns: vec![0; self.shared.program.launches.len()],
         });
     }
 
@@ -401,12 +469,12 @@ impl Executor {
 
     /// The program.
     pub fn program(&self) -> &Program {
-        &self.program
+        &self.shared.program
     }
 
     /// Bytes of weights the program reads (rounded up to whole 64-byte lines).
     pub fn weight_bytes(&self) -> u64 {
-        (self.weights.len() as u64).div_ceil(64) * 64
+        (self.shared.weights.len() as u64).div_ceil(64) * 64
     }
 
     /// Clears the KV cache (a new conversation).
@@ -417,7 +485,7 @@ impl Executor {
     /// Runs `tokens` at positions `pos..pos+T` and returns the logits, `T × vocab` values.
     pub fn forward(&mut self, tokens: &[i64], pos: u64) -> Result<&[f32], RuntimeError> {
         self.step(tokens, pos, false)?;
-        let vocab = self.program.vocab as usize;
+        let vocab = self.shared.program.vocab as usize;
         Ok(self.logits(0, tokens.len() * vocab))
     }
 
@@ -427,13 +495,13 @@ impl Executor {
     /// values are those of the last row of `forward`, bit for bit.
     pub fn forward_last(&mut self, tokens: &[i64], pos: u64) -> Result<&[f32], RuntimeError> {
         self.step(tokens, pos, true)?;
-        let vocab = self.program.vocab as usize;
+        let vocab = self.shared.program.vocab as usize;
         Ok(self.logits(tokens.len().saturating_sub(1) * vocab, vocab))
     }
 
     /// `n` logits starting at element `first` of the logits buffer (within it: `forward` checked T).
     fn logits(&self, first: usize, n: usize) -> &[f32] {
-        let start = self.program.logits.offset as usize + first * 4;
+        let start = self.shared.program.logits.offset as usize + first * 4;
         let bytes = &self.arena.bytes()[start..start + n * 4];
         // SAFETY: the logits buffer is 4-byte aligned (arena offsets are 64-byte aligned) and holds
         // f32 values written by the last launches.
@@ -442,19 +510,20 @@ impl Executor {
 
     /// Runs one step; with `last_only`, the `last_token` launches run for the last token alone.
     fn step(&mut self, tokens: &[i64], pos: u64, last_only: bool) -> Result<(), RuntimeError> {
+        let program = &self.shared.program;
         let t = tokens.len();
         if t == 0 {
             return Err(RuntimeError::Empty);
         }
-        let vocab = self.program.vocab;
+        let vocab = program.vocab;
         if pos
             .checked_add(t as u64)
-            .is_none_or(|end| end > self.program.context)
+            .is_none_or(|end| end > program.context)
         {
             return Err(RuntimeError::ContextOverflow {
                 pos,
                 tokens: t,
-                context: self.program.context,
+                context: program.context,
             });
         }
         if let Some((index, &id)) = tokens
@@ -464,7 +533,7 @@ impl Executor {
         {
             return Err(RuntimeError::BadToken { id, index, vocab });
         }
-        let tok = self.program.tokens.offset as usize;
+        let tok = program.tokens.offset as usize;
         for (i, id) in tokens.iter().enumerate() {
             let at = tok + i * 8;
             self.arena.bytes_mut()[at..at + 8].copy_from_slice(&id.to_le_bytes());
@@ -474,14 +543,10 @@ impl Executor {
         let scalars = self.scalars.as_ptr();
         let last_scalars = self.last_scalars.as_ptr();
         let skip = (t - 1) as u64;
-        for (i, (l, ptrs)) in self
-            .program
-            .launches
-            .iter()
-            .zip(&self.addresses)
-            .enumerate()
-        {
-            let Some(&(_, kernel)) = self.program.kernels.get(l.kernel) else {
+        // A kernel cannot unwind, so a poisoned lock only means a caller panicked between launches.
+        let mut pool = self.shared.pool.lock().unwrap_or_else(|e| e.into_inner());
+        for (i, (l, ptrs)) in program.launches.iter().zip(&self.addresses).enumerate() {
+            let Some(&(_, kernel)) = program.kernels.get(l.kernel) else {
                 continue;
             };
             let job = match (&l.last_token, self.last_addresses.get_mut(i)) {
@@ -506,10 +571,10 @@ impl Executor {
                 },
             };
             match &mut self.profile {
-                None => self.pool.run(job),
+                None => pool.run(job),
                 Some(profile) => {
                     let start = Instant::now();
-                    self.pool.run(job);
+                    pool.run(job);
                     if let Some(ns) = profile.launch_ns.get_mut(i) {
                         *ns += start.elapsed().as_nanos() as u64;
                     }

@@ -13,6 +13,7 @@ pub mod chat;
 pub mod cuda;
 pub mod error;
 pub mod executor;
+pub mod generator;
 pub mod math;
 pub mod program;
 pub mod sampling;

@@ -10,68 +10,19 @@
 //!   held back while it could still be the start of a stop string);
 //! - the context is full: the last token sampled from the last position is kept.
 //!
+//! The choices after each step (sampling, stop conditions, streamed text) are `generator`'s, which
+//! a server drives the same way for each of its requests.
+//!
 //! A prompt that does not fit in the context is an error before anything runs. The last sampled
 //! token is fed at the start of the next call, so a session continues a conversation where it left
 //! off; `reset` starts a new one.
 
 use crate::error::RuntimeError;
 use crate::executor::Executor;
-use crate::sampling::{Sampler, SamplingParams};
+use crate::generator::Generator;
+pub use crate::generator::{GenerateParams, StopReason};
 use crate::tokenizer::Tokenizer;
 use std::time::{Duration, Instant};
-
-/// What `generate` should do.
-#[derive(Clone, Debug, PartialEq)]
-pub struct GenerateParams {
-    /// The most new tokens to produce.
-    pub max_tokens: usize,
-    /// How to choose them.
-    pub sampling: SamplingParams,
-    /// Tokens that end generation (added to the model's end-of-sequence ids unless `ignore_eos`).
-    pub stop_tokens: Vec<u32>,
-    /// Strings that end generation; the text is cut before the first one found.
-    pub stop_strings: Vec<String>,
-    /// Do not stop at the model's end-of-sequence ids.
-    pub ignore_eos: bool,
-}
-
-impl Default for GenerateParams {
-    /// 64 greedy tokens, stopping at end-of-sequence.
-    fn default() -> GenerateParams {
-        GenerateParams {
-            max_tokens: 64,
-            sampling: SamplingParams::default(),
-            stop_tokens: Vec::new(),
-            stop_strings: Vec::new(),
-            ignore_eos: false,
-        }
-    }
-}
-
-/// Why generation stopped.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StopReason {
-    /// `max_tokens` were produced.
-    MaxTokens,
-    /// This stop token was produced.
-    StopToken(u32),
-    /// This stop string appeared in the text.
-    StopString(String),
-    /// The context is full.
-    ContextFull,
-}
-
-impl StopReason {
-    /// A short name for logs and JSON: `max_tokens`, `stop_token`, `stop_string`, `context_full`.
-    pub fn name(&self) -> &'static str {
-        match self {
-            StopReason::MaxTokens => "max_tokens",
-            StopReason::StopToken(_) => "stop_token",
-            StopReason::StopString(_) => "stop_string",
-            StopReason::ContextFull => "context_full",
-        }
-    }
-}
 
 /// The outcome of `generate`.
 #[derive(Clone, Debug, PartialEq)]
@@ -189,13 +140,7 @@ impl Session {
         params: &GenerateParams,
         on_token: &mut dyn FnMut(Option<u32>, &str),
     ) -> Result<Generation, RuntimeError> {
-        let mut sampler = Sampler::new(params.sampling.clone())?;
-        let mut stop_tokens = params.stop_tokens.clone();
-        if !params.ignore_eos
-            && let Some(t) = &self.tokenizer
-        {
-            stop_tokens.extend(t.eos());
-        }
+        let mut generator = Generator::new(params, self.tokenizer.as_ref())?;
         let context = self.context() as usize;
         let prompt_tokens = self.tokens.len() - self.fed + prompt.len();
         if prompt_tokens == 0 {
@@ -208,18 +153,13 @@ impl Session {
                 context: context as u64,
             });
         }
-        let mut text = TextOut::new(self.tokenizer.as_ref(), &params.stop_strings);
-        let mut out = Vec::new();
         let mut decode = Vec::new();
         let start = Instant::now();
         self.tokens.extend_from_slice(prompt);
         let mut prefill = Duration::ZERO;
         let stop = loop {
-            if out.len() >= params.max_tokens {
-                break StopReason::MaxTokens;
-            }
-            if self.fed >= context {
-                break StopReason::ContextFull;
+            if let Some(stop) = generator.stop_before_step(self.fed, context) {
+                break stop;
             }
             let step = Instant::now();
             let logits = feed(
@@ -229,34 +169,28 @@ impl Session {
                 &mut self.fed,
                 true,
             )?;
-            let id = sampler.sample(logits, &self.tokens)?;
-            self.tokens.push(id);
-            out.push(id);
-            if out.len() == 1 {
+            let first = generator.tokens().is_empty();
+            let chosen = generator.next(logits, &self.tokens)?;
+            self.tokens.push(chosen.id);
+            if first {
                 prefill = start.elapsed();
             } else {
                 decode.push(step.elapsed());
             }
-            if stop_tokens.contains(&id) {
-                on_token(Some(id), "");
-                break StopReason::StopToken(id);
-            }
-            let (piece, hit) = text.push(id)?;
-            on_token(Some(id), piece);
-            if let Some(s) = hit {
-                break StopReason::StopString(s);
+            on_token(Some(chosen.id), chosen.text);
+            if let Some(stop) = chosen.stop {
+                break stop;
             }
         };
-        if !matches!(stop, StopReason::StopString(_)) {
-            let rest = text.finish()?;
-            if !rest.is_empty() {
-                on_token(None, rest);
-            }
+        let rest = generator.finish(&stop)?;
+        if !rest.is_empty() {
+            on_token(None, rest);
         }
+        let (tokens, text) = generator.into_output();
         Ok(Generation {
             prompt_tokens,
-            tokens: out,
-            text: text.text,
+            tokens,
+            text,
             stop,
             prefill,
             decode,
@@ -293,95 +227,4 @@ fn feed<'e>(
             Err(e)
         }
     }
-}
-
-/// Streams generated text: decodes token by token, holds back what may still become a stop string,
-/// and cuts the text at the first stop string.
-struct TextOut<'a> {
-    stream: Option<crate::tokenizer::DecodeStream<'a>>,
-    stops: &'a [String],
-    /// All text so far (cut at a stop string once found).
-    text: String,
-    /// How much of `text` was handed out.
-    emitted: usize,
-    /// The bytes of `text` to hold back: the longest stop string, less one.
-    hold: usize,
-    /// Scratch for the piece handed out.
-    piece: String,
-}
-
-impl<'a> TextOut<'a> {
-    fn new(tokenizer: Option<&'a Tokenizer>, stops: &'a [String]) -> TextOut<'a> {
-        TextOut {
-            stream: tokenizer.map(|t| t.decode_stream(true)),
-            stops,
-            text: String::new(),
-            emitted: 0,
-            hold: stops
-                .iter()
-                .map(String::len)
-                .max()
-                .unwrap_or(1)
-                .saturating_sub(1),
-            piece: String::new(),
-        }
-    }
-
-    /// Adds a token; returns the text now safe to hand out and the stop string found, if any.
-    fn push(&mut self, id: u32) -> Result<(&str, Option<String>), RuntimeError> {
-        let Some(stream) = &mut self.stream else {
-            return Ok(("", None));
-        };
-        let new = stream
-            .step(id)
-            .map_err(|e| RuntimeError::Tokenizer(e.to_string()))?;
-        // A stop string that ends in the new text starts at most `hold` bytes before it.
-        let from = floor_char(&self.text, self.text.len().saturating_sub(self.hold));
-        self.text.push_str(&new);
-        let found = self
-            .stops
-            .iter()
-            .filter(|s| !s.is_empty())
-            .filter_map(|s| self.text[from..].find(s.as_str()).map(|i| (from + i, s)))
-            .min_by_key(|(i, _)| *i);
-        let hit = found.map(|(i, s)| {
-            self.text.truncate(i);
-            s.clone()
-        });
-        let safe = if hit.is_some() {
-            self.text.len()
-        } else {
-            floor_char(&self.text, self.text.len().saturating_sub(self.hold))
-        };
-        self.piece.clear();
-        if safe > self.emitted {
-            self.piece.push_str(&self.text[self.emitted..safe]);
-            self.emitted = safe;
-        }
-        Ok((&self.piece, hit))
-    }
-
-    /// The text held back, and any incomplete bytes decoded lossily.
-    fn finish(&mut self) -> Result<&str, RuntimeError> {
-        if let Some(stream) = self.stream.take() {
-            let tail = stream
-                .finish()
-                .map_err(|e| RuntimeError::Tokenizer(e.to_string()))?;
-            self.text.push_str(&tail);
-        }
-        self.piece.clear();
-        self.piece
-            .push_str(&self.text[self.emitted.min(self.text.len())..]);
-        self.emitted = self.text.len();
-        Ok(&self.piece)
-    }
-}
-
-/// The largest char boundary of `s` at or below `i`.
-fn floor_char(s: &str, mut i: usize) -> usize {
-    i = i.min(s.len());
-    while !s.is_char_boundary(i) {
-        i -= 1;
-    }
-    i
 }

@@ -20,4 +20,5 @@ pub mod plan;
 pub mod print;
 pub mod progress;
 pub mod run;
+pub mod serve;
 pub mod synth;

@@ -1,0 +1,23 @@
+//! bitnet-serve: an OpenAI-compatible HTTP server over compiled models (`bitnetc serve`).
+//!
+//! The server (`server`) binds, answers `/health` while it loads the models, then serves
+//! `/v1/chat/completions`, `/v1/completions`, `/v1/models` and `/metrics` (`api`). Each model has
+//! an engine (`engine`): one thread driving a fixed set of slots, each a sibling executor over the
+//! same compiled program with its own KV cache, one token per slot per step, prompts fed in
+//! chunks, requests waiting in a bounded queue. A request's tokens do not depend on what else runs.
+//!
+//! The crate depends on the runtime only: the caller loads or compiles the models (`Loader`), so
+//! the server runs artifacts without the compiler.
+
+pub mod api;
+pub mod chat_prompt;
+pub mod engine;
+pub mod error;
+pub mod metrics;
+pub mod server;
+pub mod state;
+
+pub use engine::{Feed, SlotExecutors, StepModel, StepOut};
+pub use error::{ApiError, ServeError};
+pub use server::{LoadedModel, Loader, ModelSource, ServeConfig, Server};
+pub use state::Phase;
