@@ -7,6 +7,9 @@
 //!   the other side of a tie) and, teacher-forced, the 16 greedy tokens.
 //! - The importer's llama3 frequencies are transformers' `rotary_emb.inv_freq`, bit for bit.
 //! - A config the importer cannot honour is refused with the file and the field.
+//! - The CPU backend, JIT (`bitnetc run --tokens … --greedy`, and the API) and AOT (a linked `.bnx`),
+//!   gives the same 16 greedy tokens through its KV cache and the prompt logits within 1e-4 ·
+//!   max|logit|, biases as `BiasAdd` launches and every ternary projection as a ternary matmul.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -237,4 +240,161 @@ fn the_llama3_rule_reads_either_config_layout() {
     let a = bitnet_ir::text::print_module(&import(&src, 8).module);
     let b = bitnet_ir::text::print_module(&import(&dir, 8).module);
     assert_eq!(a, b);
+}
+
+// ------------------------------------------------------------------------------- CPU backend
+
+fn open(dir: &Path, context: usize) -> bitnetc::Model {
+    bitnetc::OpenOptions {
+        context: Some(context as u64),
+        ..Default::default()
+    }
+    .open(dir)
+    .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+}
+
+/// Greedy decoding through the KV cache: the prompt as one prefill, then one token per step; the
+/// prefill's logits and the tokens.
+fn greedy(
+    exec: &mut bitnetc::runtime::Executor,
+    prompt: &[i64],
+    steps: usize,
+) -> (Vec<f32>, Vec<i64>) {
+    let vocab = exec.program().vocab as usize;
+    let logits = exec.forward(prompt, 0).unwrap().to_vec();
+    let mut next = support::argmax(&logits[logits.len() - vocab..]);
+    let mut got = vec![next];
+    for step in 0..steps - 1 {
+        next = support::argmax(exec.forward(&[next], (prompt.len() + step) as u64).unwrap());
+        got.push(next);
+    }
+    (logits, got)
+}
+
+#[test]
+fn run_greedy_tokens_match_transformers() {
+    for variant in VARIANTS {
+        let dir = fixture(variant);
+        let r = reference(&dir);
+        let prompt: Vec<String> = ids(&r["prompt_ids"]).iter().map(i64::to_string).collect();
+        let out = support::bitnetc(&[
+            "run",
+            dir.to_str().unwrap(),
+            "--tokens",
+            &prompt.join(","),
+            "--greedy",
+            "--json",
+            "-n",
+            "16",
+        ]);
+        assert!(
+            out.status.success(),
+            "{variant}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            ids(&json["tokens"]),
+            ids(&r["greedy_new_tokens"]),
+            "{variant}: bitnetc run (JIT)"
+        );
+        assert_eq!(json["stop"], "max_tokens", "{variant}");
+    }
+}
+
+#[test]
+fn jit_logits_match_transformers_and_biases_run_as_bias_adds() {
+    for (variant, bias_adds) in [
+        ("ternary", 0),
+        ("ternary_tied_bias", 8),
+        ("ternary_llama3", 0),
+        ("qwen2_dense", 6),
+    ] {
+        let dir = fixture(variant);
+        let r = reference(&dir);
+        let prompt = ids(&r["prompt_ids"]);
+        let mut m = open(&dir, prompt.len() + 16);
+        let mut exec = bitnetc::compile_cpu(&mut m, &bitnetc::CpuOptions::with_threads(2))
+            .unwrap_or_else(|e| panic!("{variant}: {e}"));
+        let program = exec.program();
+        let count = |prefix: &str| {
+            program
+                .launches
+                .iter()
+                .filter(|l| program.kernels[l.kernel].0.starts_with(prefix))
+                .count()
+        };
+        assert_eq!(count("bitnet_bias_add_"), bias_adds, "{variant}: bias adds");
+        if variant.starts_with("ternary") {
+            // Every projection is a ternary matmul: 7 per layer.
+            assert_eq!(count("bitnet_ternary_matmul_"), 14, "{variant}");
+        }
+        let vocab = exec.program().vocab as usize;
+        let (logits, tokens) = greedy(&mut exec, &prompt, 16);
+        let theirs = npy::read(&dir.join("logits.npy")).unwrap().data.to_f32();
+        check_logits(&format!("{variant} (jit)"), &logits, &theirs, vocab, 1e-4);
+        assert_eq!(
+            tokens,
+            ids(&r["greedy_new_tokens"]),
+            "{variant}: greedy (jit)"
+        );
+    }
+}
+
+/// True if `cc` runs; otherwise prints why the test is skipped.
+fn have_cc(test: &str) -> bool {
+    let ok = std::process::Command::new("cc")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        println!("{test}: skipped: no C compiler driver (cc) to link artifacts");
+    }
+    ok
+}
+
+#[test]
+fn aot_artifacts_match_transformers_and_the_jit() {
+    if !have_cc("aot_artifacts_match_transformers_and_the_jit") {
+        return;
+    }
+    for variant in VARIANTS {
+        let dir = fixture(variant);
+        let r = reference(&dir);
+        let prompt = ids(&r["prompt_ids"]);
+        let context = prompt.len() + 16;
+        let options = bitnetc::ArtifactOptions {
+            target: "native".into(),
+            ..bitnetc::ArtifactOptions::default()
+        };
+        let bytes = bitnetc::compile_cpu_object(&mut open(&dir, context), &options)
+            .and_then(|object| object.link(None))
+            .unwrap_or_else(|e| panic!("{variant}: {e}"));
+        let scratch = Scratch::create(&format!("hf-llama-aot-{variant}"));
+        let path = scratch.join("model.bnx");
+        std::fs::write(&path, bytes).unwrap();
+        let mut aot = bitnet_runtime::artifact::load(&path, 2).unwrap_or_else(|e| panic!("{e}"));
+        let vocab = aot.program().vocab as usize;
+        let (logits, tokens) = greedy(&mut aot, &prompt, 16);
+        let theirs = npy::read(&dir.join("logits.npy")).unwrap().data.to_f32();
+        check_logits(&format!("{variant} (aot)"), &logits, &theirs, vocab, 1e-4);
+        assert_eq!(
+            tokens,
+            ids(&r["greedy_new_tokens"]),
+            "{variant}: greedy (aot)"
+        );
+        let mut jit = bitnetc::compile_cpu(
+            &mut open(&dir, context),
+            &bitnetc::CpuOptions::with_threads(2),
+        )
+        .unwrap();
+        let (jit_logits, _) = greedy(&mut jit, &prompt, 16);
+        assert!(
+            logits
+                .iter()
+                .zip(&jit_logits)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{variant}: AOT and JIT prefill logits differ"
+        );
+    }
 }
