@@ -129,7 +129,13 @@ pub fn parse(
                     "\"{field}\": llama3 needs factor > 0 and high_freq_factor > low_freq_factor > 0, found {params}"
                 )));
             }
-            ("llama3", Some(llama3_inv_freq(theta, head_dim, &p)))
+            let freqs = llama3_inv_freq(theta, head_dim, &p);
+            if freqs.iter().any(|f| !(f.is_finite() && *f > 0.0)) {
+                return Err(err(format!(
+                    "\"{field}\": the llama3 parameters and rope_theta {theta} give frequencies that are zero or not finite in f32"
+                )));
+            }
+            ("llama3", Some(freqs))
         }
         other => {
             return Err(err(format!(
