@@ -1,7 +1,8 @@
 //! The CUDA kernels' arithmetic, checked on the host: the kernels are built by the same code as the
 //! PTX but for this CPU (`bitnet_backends::cuda::host`), the launch plan of `compile_cuda` runs them
 //! block by block, and the logits must match the CPU backend's (same plan, f16 lm_head) on every
-//! hf-tiny form, for a prefill and greedy decode steps, with the same greedy tokens.
+//! hf-tiny form and hf-llama variant, for a prefill and greedy decode steps, with the same greedy
+//! tokens (on hf-llama: transformers' 16).
 //!
 //! What this cannot check (see `cuda::host`): 32-lane shuffles, multi-warp reductions, `ex2.approx`
 //! and the GPU memory model. The tolerance covers the kernels' f32 attention and summation order
@@ -97,52 +98,84 @@ fn max_rel(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
 }
 
+/// Runs `prompt` and `steps` greedy steps through the host-built CUDA kernels of the model at `dir`
+/// and through the CPU backend (f16 lm_head, as the CUDA lowering stores it): the logits agree within
+/// 1e-3 relative and the greedy tokens are the same. Returns the greedy tokens (the first one from
+/// the prefill).
+fn check_against_cpu(name: &str, dir: &std::path::Path, prompt: &[i64], steps: usize) -> Vec<i64> {
+    let mut m = bitnetc::Model::open(dir).unwrap();
+    let compiled = compile_cuda(&mut m, &CudaOptions::default()).unwrap();
+    let mut cm = bitnetc::Model::open(dir).unwrap();
+    let mut cpu = bitnetc::compile_cpu(
+        &mut cm,
+        &CpuOptions {
+            threads: 1,
+            head: HeadDtype::F16,
+            ..CpuOptions::default()
+        },
+    )
+    .unwrap();
+    let vocab = compiled.parts.vocab as usize;
+    let mut tokens = Vec::new();
+    with_host_kernels(&compiled.parts.kinds, |hk| {
+        let mut run = HostRun::new(&compiled.parts);
+        let ours = run.forward(hk, prompt, 0);
+        let theirs = cpu.forward(prompt, 0).unwrap().to_vec();
+        let err = max_rel(&ours, &theirs);
+        println!(
+            "{name}: prefill of {} tokens, max relative error {err:.2e}",
+            prompt.len()
+        );
+        assert!(err < 1e-3, "{name}: prefill logits differ by {err}");
+        let last = |l: &[f32]| support::argmax(&l[l.len() - vocab..]);
+        let mut next = last(&ours);
+        assert_eq!(next, last(&theirs), "{name}: first greedy token");
+        tokens.push(next);
+        for step in 0..steps {
+            let pos = (prompt.len() + step) as u64;
+            let ours = run.forward(hk, &[next], pos);
+            let theirs = cpu.forward(&[next], pos).unwrap().to_vec();
+            let err = max_rel(&ours, &theirs);
+            assert!(err < 1e-3, "{name} step {step}: logits differ by {err}");
+            let (a, b) = (last(&ours), last(&theirs));
+            assert_eq!(a, b, "{name} step {step}: greedy tokens differ");
+            next = a;
+            tokens.push(next);
+        }
+    })
+    .unwrap();
+    tokens
+}
+
 #[test]
 fn host_built_cuda_kernels_match_the_cpu_backend_on_every_hf_tiny_form() {
     let prompt: Vec<i64> = vec![1, 17, 230, 5, 999, 42, 7, 300, 12, 64, 3];
-    const STEPS: usize = 8;
     for form in ["online", "packed", "packed_bitlinear"] {
         let dir = support::root().join("tests/fixtures/hf-tiny").join(form);
-        let mut m = bitnetc::Model::open(&dir).unwrap();
-        let compiled = compile_cuda(&mut m, &CudaOptions::default()).unwrap();
-        let mut cm = bitnetc::Model::open(&dir).unwrap();
-        let mut cpu = bitnetc::compile_cpu(
-            &mut cm,
-            &CpuOptions {
-                threads: 1,
-                head: HeadDtype::F16,
-                ..CpuOptions::default()
-            },
-        )
-        .unwrap();
-        let vocab = compiled.parts.vocab as usize;
-        with_host_kernels(&compiled.parts.kinds, |hk| {
-            let mut run = HostRun::new(&compiled.parts);
-            let ours = run.forward(hk, &prompt, 0);
-            let theirs = cpu.forward(&prompt, 0).unwrap().to_vec();
-            let err = max_rel(&ours, &theirs);
-            println!(
-                "hf-tiny/{form}: prefill of {} tokens, max relative error {err:.2e}",
-                prompt.len()
-            );
-            assert!(err < 1e-3, "hf-tiny/{form}: prefill logits differ by {err}");
-            let last = |l: &[f32]| support::argmax(&l[l.len() - vocab..]);
-            let mut next = last(&ours);
-            assert_eq!(next, last(&theirs), "hf-tiny/{form}: first greedy token");
-            for step in 0..STEPS {
-                let pos = (prompt.len() + step) as u64;
-                let ours = run.forward(hk, &[next], pos);
-                let theirs = cpu.forward(&[next], pos).unwrap().to_vec();
-                let err = max_rel(&ours, &theirs);
-                assert!(
-                    err < 1e-3,
-                    "hf-tiny/{form} step {step}: logits differ by {err}"
-                );
-                let (a, b) = (last(&ours), last(&theirs));
-                assert_eq!(a, b, "hf-tiny/{form} step {step}: greedy tokens differ");
-                next = a;
-            }
-        })
-        .unwrap();
+        check_against_cpu(&format!("hf-tiny/{form}"), &dir, &prompt, 8);
+    }
+}
+
+#[test]
+fn host_built_cuda_kernels_give_transformers_greedy_tokens_on_hf_llama() {
+    // Projection biases (`BiasAdd`), llama3 rope tables, SiLU-gated MLPs, a dense Qwen2.
+    for variant in [
+        "ternary",
+        "ternary_tied_bias",
+        "ternary_llama3",
+        "qwen2_dense",
+    ] {
+        let dir = support::root()
+            .join("tests/fixtures/hf-llama")
+            .join(variant);
+        let r = support::reference(&dir);
+        let want = support::ids(&r["greedy_new_tokens"]);
+        let got = check_against_cpu(
+            &format!("hf-llama/{variant}"),
+            &dir,
+            &support::ids(&r["prompt_ids"]),
+            want.len() - 1,
+        );
+        assert_eq!(got, want, "hf-llama/{variant}: transformers' greedy tokens");
     }
 }

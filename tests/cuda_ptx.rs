@@ -1,4 +1,5 @@
-//! The CUDA backend's PTX, checked offline: every hf-tiny form and the `2b4t` preset's shapes are
+//! The CUDA backend's PTX, checked offline: every hf-tiny form, every hf-llama variant and the `2b4t`
+//! preset's shapes are
 //! compiled to PTX for sm_80 and sm_90, and `ptxas` (named by `BITNETC_PTXAS`; `.ci/run` unzips it
 //! from the `nvidia-cuda-nvcc-cu12` wheel) must accept each. Without `BITNETC_PTXAS` the PTX is still
 //! generated and its structure checked, and the test says visibly that ptxas was skipped.
@@ -98,6 +99,38 @@ fn ptxas_accepts_every_hf_tiny_form() {
     report(
         ran,
         "hf-tiny (online, packed, packed_bitlinear) for sm_80 and sm_90",
+    );
+}
+
+#[test]
+fn ptxas_accepts_every_hf_llama_variant() {
+    // Ternary Llamas (projection biases, llama3 rope scaling) and a dense Qwen2: bias adds, scaled
+    // rope tables, SiLU-gated MLPs, dense projections.
+    let scratch = support::Scratch::create("cuda-ptx-llama");
+    let mut ran = true;
+    for variant in [
+        "ternary",
+        "ternary_tied_bias",
+        "ternary_llama3",
+        "qwen2_dense",
+    ] {
+        let dir = support::root()
+            .join("tests/fixtures/hf-llama")
+            .join(variant);
+        for arch in ARCHS {
+            let (symbols, ptx) = ptx_of(&dir, arch);
+            ran &= check(
+                &format!("hf-llama/{variant}"),
+                arch,
+                &symbols,
+                &ptx,
+                &scratch,
+            );
+        }
+    }
+    report(
+        ran,
+        "hf-llama (ternary, biases, llama3 rope, qwen2 dense) for sm_80 and sm_90",
     );
 }
 

@@ -56,6 +56,7 @@ fn hf_spec(config: bitnet_frontend::decoder::DecoderConfig) -> DecoderSpec {
                 k: linear(&pre, "self_attn.k_proj"),
                 v: linear(&pre, "self_attn.v_proj"),
                 o: linear(&pre, "self_attn.o_proj"),
+                bias: Default::default(),
                 attn_sub_norm: Some(format!("{pre}.self_attn.attn_sub_norm.weight")),
                 post_norm: format!("{pre}.post_attention_layernorm.weight"),
                 gate: linear(&pre, "mlp.gate_proj"),

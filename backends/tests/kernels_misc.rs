@@ -21,7 +21,7 @@ fn compile(kind: KernelKind) -> (cranelift_jit::JITModule, KernelFn) {
 #[test]
 fn rope_table_layout() {
     let d = 8;
-    let table = rope_table(3, d, 10000.0);
+    let table = rope_table(3, &bitnet_ir::ops::rope::default_inv_freq(10000.0, d));
     assert_eq!(table.len(), 24);
     // Position 0: cos 0 = 1, sin 0 = 0.
     assert_eq!(&table[..8], &[1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]);

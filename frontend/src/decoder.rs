@@ -9,9 +9,11 @@
 //!                     %k_cache.0: tensor<Cx(Hkv·d)xf32>, %v_cache.0: …, …)
 //!     -> (tensor<TxVxf32>, k_cache.0', v_cache.0', …)
 //! ```
-//! Per layer (formats.md §1.2): `rms_norm → q,k,v → rope(q,k) → attention → [attn_sub_norm] → o → +h →
-//! rms_norm → act(gate)·up → [ffn_sub_norm] → down → +h`; then the final norm and the lm_head (tied:
-//! the embedding table). Each BitNet projection is one of the forms of formats.md §1.5:
+//! Per layer (formats.md §1.2): `rms_norm → q,k,v [+ bias] → rope(q,k) → attention → [attn_sub_norm] →
+//! o [+ bias] → +h → rms_norm → act(gate)·up → [ffn_sub_norm] → down → +h`; then the final norm and the
+//! lm_head (tied: the embedding table). A projection's bias (Llama's `attention_bias`, Qwen2's q/k/v)
+//! is added after the projection's own scaling, as transformers' `BitLinear` and `nn.Linear` do; scaled
+//! rope frequencies (Llama 3's `llama3` type) go into `nn.rope` as its `inv_freq` attribute. Each BitNet projection is one of the forms of formats.md §1.5:
 //! - online (master weights): activation fake-quant chain and the absmean weight chain, then matmul;
 //! - offline `autobitlinear`: activation fake-quant, matmul with the ternary weight, times γ;
 //! - `bitlinear` (inverted scale): int8 activations, matmul with the ternary weight, ÷ (1/γ · s);
@@ -53,6 +55,9 @@ pub struct DecoderConfig {
     pub rms_eps: f64,
     /// RoPE base.
     pub rope_theta: f64,
+    /// Scaled RoPE frequencies (`head_dim/2` values, e.g. Llama 3's `llama3` rope type), replacing the
+    /// ones `rope_theta` gives; `None` for the default rope.
+    pub rope_inv_freq: Option<Vec<f32>>,
     /// The context length the function is built for (cache rows, bound of T).
     pub context: u64,
     /// Feed-forward activation.
@@ -92,6 +97,19 @@ pub enum Linear {
     },
 }
 
+/// The biases of a layer's attention projections (float `[out]` weights), where the model has them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AttentionBias {
+    /// Query bias.
+    pub q: Option<String>,
+    /// Key bias.
+    pub k: Option<String>,
+    /// Value bias.
+    pub v: Option<String>,
+    /// Output bias.
+    pub o: Option<String>,
+}
+
 /// The weights of one layer.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LayerWeights {
@@ -105,6 +123,8 @@ pub struct LayerWeights {
     pub v: Linear,
     /// Output projection.
     pub o: Linear,
+    /// Biases of q, k, v and o.
+    pub bias: AttentionBias,
     /// BitNet's norm before o_proj.
     pub attn_sub_norm: Option<String>,
     /// Pre-FFN RMSNorm weight.
@@ -263,6 +283,25 @@ impl<'a> Emitter<'a> {
         )
     }
 
+    /// A projection, then its bias `[out]` if it has one.
+    fn projection(
+        &mut self,
+        x: ValueId,
+        l: &Linear,
+        bias: &Option<String>,
+        out: u64,
+        inp: u64,
+    ) -> Result<ValueId, String> {
+        let y = self.linear(x, l, out, inp)?;
+        match bias {
+            Some(name) => {
+                let b = self.weight(name, f32_ty(vec![s(out)]))?;
+                self.op(OpKind::Add, &[y, b], Attrs::new())
+            }
+            None => Ok(y),
+        }
+    }
+
     fn linear(&mut self, x: ValueId, l: &Linear, out: u64, inp: u64) -> Result<ValueId, String> {
         let quant = self.c.act_quant;
         match l {
@@ -345,12 +384,18 @@ impl<'a> Emitter<'a> {
         let mut out_caches = Vec::new();
         for (l, (lw, &(kc, vc))) in spec.layers.iter().zip(&caches).enumerate() {
             let a = self.rms_norm(x, &lw.input_norm, h)?;
-            let q = self.linear(a, &lw.q, qw, h)?;
-            let k = self.linear(a, &lw.k, kvw, h)?;
-            let v = self.linear(a, &lw.v, kvw, h)?;
-            let rope = Attrs::new()
+            let q = self.projection(a, &lw.q, &lw.bias.q, qw, h)?;
+            let k = self.projection(a, &lw.k, &lw.bias.k, kvw, h)?;
+            let v = self.projection(a, &lw.v, &lw.bias.v, kvw, h)?;
+            let mut rope = Attrs::new()
                 .with("head_dim", Attr::Int(d as i64))
                 .with("theta", Attr::Float(c.rope_theta));
+            if let Some(f) = &c.rope_inv_freq {
+                rope = rope.with(
+                    "inv_freq",
+                    Attr::Floats(f.iter().map(|&v| f64::from(v)).collect()),
+                );
+            }
             let q = self.op(OpKind::Rope, &[q, pos], rope.clone())?;
             let k = self.op(OpKind::Rope, &[k, pos], rope)?;
             let attn = self.b.op(
@@ -370,7 +415,7 @@ impl<'a> Emitter<'a> {
                 Some(w) => self.rms_norm(o, w, qw)?,
                 None => o,
             };
-            let o = self.linear(o, &lw.o, h, qw)?;
+            let o = self.projection(o, &lw.o, &lw.bias.o, h, qw)?;
             x = self.op(OpKind::Add, &[x, o], Attrs::new())?;
             let m = self.rms_norm(x, &lw.post_norm, h)?;
             let g = self.linear(m, &lw.gate, c.intermediate, h)?;

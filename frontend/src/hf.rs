@@ -1,16 +1,18 @@
 //! The Hugging Face importer: a folder with `config.json` and `model.safetensors` (or a sharded
-//! `model.safetensors.index.json`), architectures `BitNetForCausalLM` (every on-disk form, formats.md §1)
-//! and `LlamaForCausalLM` (full precision).
+//! `model.safetensors.index.json`), architectures `BitNetForCausalLM` (every on-disk form, formats.md §1),
+//! `LlamaForCausalLM` (full precision, or BitNet-quantized as the published ternary Llamas are) and
+//! `Qwen2ForCausalLM` (full precision).
 //!
-//! It reads the config (checking it is consistent), decides each projection's form from the
-//! `quantization_config` (`autobitlinear` offline: packed ternary × γ; `bitlinear` or absent linear
+//! It reads the config (`hf_config`: consistency, rope, biases), decides each projection's form from
+//! the `quantization_config` (`autobitlinear` offline: packed ternary × γ; `bitlinear` or absent linear
 //! class: packed ternary ÷ (1/γ); `online`: float master weights) and checks that every tensor the model
 //! needs is present with the right dtype and shape and that nothing unexpected is there, before it emits
 //! IR through `decoder`. Weights stay in the files: `HfWeights` maps each IR weight name to a tensor of
 //! a shard and unpacks 2-bit packed weights only when the interpreter or a pass asks.
 
-use crate::decoder::{Activation, DecoderConfig, DecoderSpec, LayerWeights, Linear, emit};
+use crate::decoder::{AttentionBias, DecoderSpec, LayerWeights, Linear, emit};
 use crate::error::FrontendError;
+use crate::hf_config::{Biases, Form, Parsed, parse_config};
 use crate::hf_packing;
 use crate::model::{ImportOptions, ImportedModel, ModelSummary, TensorSummary};
 use crate::safetensors_store::SafetensorsStore;
@@ -19,9 +21,6 @@ use bitnet_ir::{Data, ElemType, Tensor, WeightError, WeightStore};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
-
-/// Sizes above this are rejected as implausible before anything is allocated from them.
-const MAX_DIM: u64 = 1 << 20;
 
 /// How a weight is stored.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -84,234 +83,6 @@ impl WeightStore for HfWeights {
             }
         }
     }
-}
-
-/// Reads `key` of the config as a positive size.
-fn size(cfg: &Value, key: &str, file: &Path) -> Result<u64, FrontendError> {
-    let v = cfg
-        .get(key)
-        .ok_or_else(|| FrontendError::format(file, format!("missing key \"{key}\"")))?;
-    let n = v.as_u64().ok_or_else(|| {
-        FrontendError::format(
-            file,
-            format!("\"{key}\" must be a positive integer, found {v}"),
-        )
-    })?;
-    if n == 0 || n > MAX_DIM {
-        return Err(FrontendError::format(
-            file,
-            format!("\"{key}\" = {n} is out of range (1..={MAX_DIM})"),
-        ));
-    }
-    Ok(n)
-}
-
-fn float(cfg: &Value, key: &str, default: f64, file: &Path) -> Result<f64, FrontendError> {
-    match cfg.get(key) {
-        None | Some(Value::Null) => Ok(default),
-        Some(v) => v
-            .as_f64()
-            .filter(|x| x.is_finite() && *x > 0.0)
-            .ok_or_else(|| {
-                FrontendError::format(
-                    file,
-                    format!("\"{key}\" must be a positive number, found {v}"),
-                )
-            }),
-    }
-}
-
-fn string<'a>(cfg: &'a Value, key: &str, file: &Path) -> Result<Option<&'a str>, FrontendError> {
-    match cfg.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(v) => Err(FrontendError::format(
-            file,
-            format!("\"{key}\" must be a string, found {v}"),
-        )),
-    }
-}
-
-/// The projection form the quantization config asks for.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Form {
-    FullPrecision,
-    Online,
-    PackedScaleMul,
-    PackedScaleDiv,
-}
-
-struct Parsed {
-    architecture: String,
-    config: DecoderConfig,
-    max_positions: u64,
-    tied: bool,
-    form: Form,
-    not_converted: Vec<String>,
-}
-
-fn parse_config(cfg: &Value, file: &Path, opts: &ImportOptions) -> Result<Parsed, FrontendError> {
-    let err = |m: String| FrontendError::format(file, m);
-    let architecture = cfg
-        .get("architectures")
-        .and_then(|a| a.get(0))
-        .and_then(Value::as_str)
-        .ok_or_else(|| err("missing \"architectures\" (e.g. [\"BitNetForCausalLM\"])".into()))?
-        .to_string();
-    let bitnet = match architecture.as_str() {
-        "BitNetForCausalLM" => true,
-        "LlamaForCausalLM" => false,
-        other => {
-            return Err(err(format!(
-                "architecture \"{other}\" is not supported (supported: BitNetForCausalLM, LlamaForCausalLM)"
-            )));
-        }
-    };
-    let hidden = size(cfg, "hidden_size", file)?;
-    let heads = size(cfg, "num_attention_heads", file)?;
-    let kv_heads = match cfg.get("num_key_value_heads") {
-        None | Some(Value::Null) => heads,
-        Some(_) => size(cfg, "num_key_value_heads", file)?,
-    };
-    if heads % kv_heads != 0 {
-        return Err(err(format!(
-            "num_key_value_heads ({kv_heads}) does not divide num_attention_heads ({heads})"
-        )));
-    }
-    let head_dim = match cfg.get("head_dim") {
-        None | Some(Value::Null) => {
-            if hidden % heads != 0 {
-                return Err(err(format!(
-                    "hidden_size ({hidden}) is not divisible by num_attention_heads ({heads})"
-                )));
-            }
-            hidden / heads
-        }
-        Some(_) => size(cfg, "head_dim", file)?,
-    };
-    if head_dim % 2 != 0 {
-        return Err(err(format!(
-            "the head size ({head_dim}) must be even for RoPE"
-        )));
-    }
-    let activation =
-        match string(cfg, "hidden_act", file)?.unwrap_or(if bitnet { "relu2" } else { "silu" }) {
-            "relu2" => Activation::Relu2,
-            "silu" => Activation::Silu,
-            other => {
-                return Err(err(format!(
-                    "\"hidden_act\" = \"{other}\" is not supported (relu2, silu)"
-                )));
-            }
-        };
-    let rope_params = cfg.get("rope_parameters").filter(|v| !v.is_null());
-    let theta_default = if bitnet { 500000.0 } else { 10000.0 };
-    let rope_theta = match rope_params {
-        Some(p) => {
-            if let Some(t) = string(p, "rope_type", file)?
-                && t != "default"
-            {
-                return Err(err(format!(
-                    "rope_parameters.rope_type \"{t}\" is not supported (default only)"
-                )));
-            }
-            float(p, "rope_theta", theta_default, file)?
-        }
-        None => float(cfg, "rope_theta", theta_default, file)?,
-    };
-    if let Some(scaling) = cfg.get("rope_scaling").filter(|v| !v.is_null()) {
-        let kind = scaling
-            .get("rope_type")
-            .or_else(|| scaling.get("type"))
-            .and_then(Value::as_str);
-        if kind != Some("default") {
-            return Err(err(format!("\"rope_scaling\" {scaling} is not supported")));
-        }
-    }
-    if cfg.get("attention_bias").and_then(Value::as_bool) == Some(true) {
-        return Err(err("\"attention_bias\": true is not supported".into()));
-    }
-    let max_positions = size(cfg, "max_position_embeddings", file)?;
-    let context = opts.context.unwrap_or(max_positions);
-    if context == 0 || context > max_positions {
-        return Err(err(format!(
-            "a context of {context} tokens is outside 1..={max_positions} (max_position_embeddings): the prompt is too long or empty"
-        )));
-    }
-    let tied = match cfg.get("tie_word_embeddings") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(v) => {
-            return Err(err(format!(
-                "\"tie_word_embeddings\" must be true or false, found {v}"
-            )));
-        }
-    };
-    let (form, not_converted) = match cfg.get("quantization_config").filter(|v| !v.is_null()) {
-        None => (Form::FullPrecision, Vec::new()),
-        Some(q) => {
-            let method = string(q, "quant_method", file)?;
-            if method != Some("bitnet") {
-                return Err(err(format!(
-                    "quantization_config.quant_method {method:?} is not supported (bitnet)"
-                )));
-            }
-            if q.get("use_rms_norm").and_then(Value::as_bool) == Some(true) {
-                return Err(err(
-                    "quantization_config.use_rms_norm = true is not supported".into(),
-                ));
-            }
-            let class = string(q, "linear_class", file)?.unwrap_or("bitlinear");
-            let mode = string(q, "quantization_mode", file)?.unwrap_or("offline");
-            let form = match (class, mode) {
-                ("autobitlinear", "online") => Form::Online,
-                ("autobitlinear", "offline") => Form::PackedScaleMul,
-                ("bitlinear", _) => Form::PackedScaleDiv,
-                _ => {
-                    return Err(err(format!(
-                        "quantization_config linear_class \"{class}\" / quantization_mode \"{mode}\" is not supported"
-                    )));
-                }
-            };
-            let skip = match q.get("modules_to_not_convert") {
-                Some(Value::Array(a)) => a
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect(),
-                _ => Vec::new(),
-            };
-            (form, skip)
-        }
-    };
-    if !bitnet && form != Form::FullPrecision {
-        return Err(err(
-            "a quantization_config on LlamaForCausalLM is not supported".into(),
-        ));
-    }
-    let config = DecoderConfig {
-        vocab: size(cfg, "vocab_size", file)?,
-        hidden,
-        intermediate: size(cfg, "intermediate_size", file)?,
-        layers: size(cfg, "num_hidden_layers", file)?,
-        heads,
-        kv_heads,
-        head_dim,
-        rms_eps: float(cfg, "rms_norm_eps", 1e-6, file)?,
-        rope_theta,
-        context,
-        activation,
-        sub_norms: bitnet,
-        act_quant: form != Form::FullPrecision,
-    };
-    Ok(Parsed {
-        architecture,
-        config,
-        max_positions,
-        tied,
-        form,
-        not_converted,
-    })
 }
 
 /// Opens the shards named by `model.safetensors.index.json`, or `model.safetensors`.
@@ -469,12 +240,27 @@ pub fn import_hf(dir: &Path, opts: &ImportOptions) -> Result<ImportedModel, Fron
         let ffn_sub_norm = c
             .sub_norms
             .then(|| norm("mlp.ffn_sub_norm", c.intermediate, &mut expect));
+        let mut bias = |proj: &str, width: u64, on: bool| {
+            on.then(|| {
+                let name = format!("{pre}.self_attn.{proj}.bias");
+                plain(&name, vec![width], &mut expect);
+                name
+            })
+        };
+        let qkv = p.biases != Biases::None;
+        let bias = AttentionBias {
+            q: bias("q_proj", qw, qkv),
+            k: bias("k_proj", kvw, qkv),
+            v: bias("v_proj", kvw, qkv),
+            o: bias("o_proj", h, p.biases == Biases::Qkvo),
+        };
         layers.push(LayerWeights {
             input_norm,
             q: linear(&format!("{pre}.self_attn.q_proj"), qw, h, &mut expect),
             k: linear(&format!("{pre}.self_attn.k_proj"), kvw, h, &mut expect),
             v: linear(&format!("{pre}.self_attn.v_proj"), kvw, h, &mut expect),
             o: linear(&format!("{pre}.self_attn.o_proj"), h, qw, &mut expect),
+            bias,
             attn_sub_norm,
             post_norm,
             gate: linear(
@@ -641,6 +427,16 @@ fn summarize(
         ("head_dim", c.head_dim.to_string()),
         ("activation", format!("{:?}", c.activation).to_lowercase()),
         ("rope_theta", c.rope_theta.to_string()),
+        ("rope_type", p.rope_type.to_string()),
+        (
+            "attention_bias",
+            match p.biases {
+                Biases::None => "none",
+                Biases::Qkv => "q, k, v",
+                Biases::Qkvo => "q, k, v, o",
+            }
+            .to_string(),
+        ),
         ("rms_eps", c.rms_eps.to_string()),
         ("max_positions", p.max_positions.to_string()),
         ("tied_embeddings", p.tied.to_string()),

@@ -140,6 +140,7 @@ pub fn decoder_config(preset: &Preset, context: u64) -> DecoderConfig {
         head_dim: preset.head_dim(),
         rms_eps: RMS_EPS,
         rope_theta: ROPE_THETA,
+        rope_inv_freq: None,
         context,
         activation: Activation::Relu2,
         sub_norms: true,

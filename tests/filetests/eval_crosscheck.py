@@ -301,11 +301,13 @@ def matmul():
     ]
 
 
-def rope_ref(x, pos, d, theta):
+def rope_ref(x, pos, d, theta, inv_freq=None):
     """HF rotate_half rope with every step in float32, as the op doc says."""
     x = np.asarray(x, np.float32)
     half = d // 2
     inv = F32(1) / np.power(F32(theta), (np.arange(half) * 2).astype(np.float32) / F32(d))
+    if inv_freq is not None:
+        inv = np.asarray(inv_freq, np.float32)
     out = x.copy()
     for t in range(x.shape[0]):
         a = F32(pos + t) * inv
@@ -317,6 +319,8 @@ def rope_ref(x, pos, d, theta):
             out[t, h * d + half:h * d + d] = x1 * c + x0 * s
     # A float64 rope agrees to 1e-6 (loose: the angles themselves are rounded to f32).
     p = (pos + np.arange(x.shape[0]))[:, None] / float(theta) ** (np.arange(half) * 2 / d)
+    if inv_freq is not None:
+        p = (pos + np.arange(x.shape[0]))[:, None] * np.asarray(inv_freq, np.float64)
     x64 = x.astype(np.float64).reshape(x.shape[0], -1, 2, half)
     s64, c64 = np.sin(p)[:, None], np.cos(p)[:, None]
     r64 = np.stack([x64[:, :, 0] * c64 - x64[:, :, 1] * s64, x64[:, :, 1] * c64 + x64[:, :, 0] * s64], 2)
@@ -332,6 +336,7 @@ def rope():
         (rope_ref(x, 3, 4, 10000.0), 2),
         (rope_ref(z, 0, 4, 10000.0), 2),
         (rope_ref(w, 7, 2, 500000.0), 2),
+        (rope_ref(x, 5, 4, 10000.0, inv_freq=[0.5, 0.0625]), 2),
     ]
 
 

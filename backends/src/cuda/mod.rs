@@ -32,6 +32,7 @@ pub fn supports(op: KernelOp) -> bool {
         | KernelOp::TernaryMatmul
         | KernelOp::Relu2Mul
         | KernelOp::Add
+        | KernelOp::BiasAdd
         | KernelOp::RmsNorm
         | KernelOp::Rope
         | KernelOp::KvStore

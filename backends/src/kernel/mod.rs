@@ -36,9 +36,9 @@ mod params;
 pub use layout::HalfFormat;
 pub use op::KernelOp;
 pub use params::{
-    ActQuantParams, AddParams, AttentionParams, EmbeddingParams, KvStoreParams, MatmulI8Params,
-    MatmulNtHalfParams, MatmulNtParams, Relu2MulParams, RmsNormParams, RmsNormQuantParams,
-    RopeParams, SiluMulParams, TernaryMatmulParams,
+    ActQuantParams, AddParams, AttentionParams, BiasAddParams, EmbeddingParams, KvStoreParams,
+    MatmulI8Params, MatmulNtHalfParams, MatmulNtParams, Relu2MulParams, RmsNormParams,
+    RmsNormQuantParams, RopeParams, SiluMulParams, TernaryMatmulParams,
 };
 
 /// What a kernel computes, with every static parameter. Buffers are listed in ABI order.
@@ -129,6 +129,10 @@ pub enum KernelKind {
     ///   ulps from the runtime's, see `cuda/kernels/silu_mul.rs`): `s` can be one f32 ulp from the
     ///   interpreter's, so `out` is within 3 ulps of it; the kernel harness checks this bound.
     SiluMul(SiluMulParams),
+    /// `nn.add` of a `[T, n]` value and a constant `[n]` row (a projection's bias), f32: buffers
+    /// `[x f32 [T, n], b f32 [n], out f32 [T, n]]`. Rows: T. Exact on both backends:
+    /// `out[t] = x[t] + b` in f32. `out` may be `x` itself.
+    BiasAdd(BiasAddParams),
 }
 
 impl KernelKind {
@@ -149,6 +153,7 @@ impl KernelKind {
             KernelKind::MatmulNtHalf(p) => p.symbol(),
             KernelKind::MatmulI8(p) => p.symbol(),
             KernelKind::SiluMul(p) => p.symbol(),
+            KernelKind::BiasAdd(p) => p.symbol(),
         }
     }
 
@@ -171,6 +176,7 @@ impl KernelKind {
             KernelKind::MatmulNtHalf(p) => format!("{p:?}"),
             KernelKind::MatmulI8(p) => format!("{p:?}"),
             KernelKind::SiluMul(p) => format!("{p:?}"),
+            KernelKind::BiasAdd(p) => format!("{p:?}"),
         };
         // The params struct of variant `V` is `VParams`, so its `Debug` text starts with `VParams {`;
         // dropping the suffix gives `V { .. }`.
@@ -194,6 +200,7 @@ impl KernelKind {
             KernelKind::MatmulNtHalf(_) => KernelOp::MatmulNtHalf,
             KernelKind::MatmulI8(_) => KernelOp::MatmulI8,
             KernelKind::SiluMul(_) => KernelOp::SiluMul,
+            KernelKind::BiasAdd(_) => KernelOp::BiasAdd,
         }
     }
 }
@@ -293,6 +300,10 @@ mod tests {
                 KernelKind::SiluMul(SiluMulParams { n: 5 }),
                 "bitnet_silu_mul_5",
             ),
+            (
+                KernelKind::BiasAdd(BiasAddParams { n: 7 }),
+                "bitnet_bias_add_7",
+            ),
         ]
     }
 
@@ -318,6 +329,7 @@ mod tests {
                 "MatmulNtHalf { k: 3, n: 2, format: F16 }",
                 "MatmulI8 { k: 3, n: 2 }",
                 "SiluMul { n: 5 }",
+                "BiasAdd { n: 7 }",
             ]
         );
     }

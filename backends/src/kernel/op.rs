@@ -32,11 +32,13 @@ pub enum KernelOp {
     MatmulI8,
     /// `KernelKind::SiluMul`.
     SiluMul,
+    /// `KernelKind::BiasAdd`.
+    BiasAdd,
 }
 
 impl KernelOp {
     /// Every op, in `KernelKind`'s variant order.
-    pub const ALL: [KernelOp; 14] = [
+    pub const ALL: [KernelOp; 15] = [
         KernelOp::Embedding,
         KernelOp::RmsNormQuant,
         KernelOp::ActQuant,
@@ -51,6 +53,7 @@ impl KernelOp {
         KernelOp::MatmulNtHalf,
         KernelOp::MatmulI8,
         KernelOp::SiluMul,
+        KernelOp::BiasAdd,
     ];
 
     /// The variant's name in snake case (`rms_norm_quant`).
@@ -70,6 +73,7 @@ impl KernelOp {
             KernelOp::MatmulNtHalf => "matmul_nt_half",
             KernelOp::MatmulI8 => "matmul_i8",
             KernelOp::SiluMul => "silu_mul",
+            KernelOp::BiasAdd => "bias_add",
         }
     }
 
@@ -89,6 +93,7 @@ impl KernelOp {
             KernelOp::MatmulNtHalf => "matmul_half",
             KernelOp::MatmulI8 => "matmul_i8",
             KernelOp::SiluMul => "silu_mul",
+            KernelOp::BiasAdd => "bias_add",
         }
     }
 }

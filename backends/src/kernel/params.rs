@@ -155,6 +155,20 @@ impl AddParams {
     }
 }
 
+/// The parameters of `KernelKind::BiasAdd`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BiasAddParams {
+    /// Row length (the bias's length).
+    pub n: u64,
+}
+
+impl BiasAddParams {
+    /// The kernel's symbol (see `KernelKind::symbol`).
+    pub fn symbol(&self) -> String {
+        format!("bitnet_bias_add_{}", self.n)
+    }
+}
+
 /// The parameters of `KernelKind::RmsNorm`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RmsNormParams {

@@ -1,7 +1,8 @@
 //! Cases of the row-wise kernels that compute element by element, all exact on both backends but
 //! `SiluMul` on CUDA (within 3 ulps):
 //! `Embedding` (f32 and bf16 tables, random bit patterns so that a copy must move bits), `Relu2Mul`,
-//! `SiluMul` and `Add` (special values, in place), and `Rope` (pos > 0, several thetas, in place).
+//! `SiluMul`, `Add` and `BiasAdd` (special values, in place), and `Rope` (pos > 0, several thetas, scaled
+//! frequencies, in place).
 
 use super::norm::rows;
 use super::reference::{eval_f32, f32_bytes, i64_bytes, tensor, tensor_of, u16_bytes, unwritten};
@@ -10,8 +11,10 @@ use crate::support::Rng;
 use bitnet_backends::cpu::kernels::matmul_half::bf16_layout_exact;
 use bitnet_backends::cpu::kernels::rope::rope_table;
 use bitnet_backends::kernel::{
-    AddParams, EmbeddingParams, KernelKind, Relu2MulParams, RopeParams, SiluMulParams,
+    AddParams, BiasAddParams, EmbeddingParams, KernelKind, Relu2MulParams, RopeParams,
+    SiluMulParams,
 };
+use bitnet_ir::ops::rope;
 use bitnet_ir::{Attr, Attrs, Data, OpKind};
 
 /// One `Embedding` case.
@@ -202,14 +205,95 @@ pub fn add(rng: &mut Rng) -> Vec<Case> {
     binary_cases(rng, OpKind::Add, &[0, 1])
 }
 
-/// One `Rope` case.
-fn rope_case(rng: &mut Rng, heads: usize, d: usize, t: usize, pos: usize, theta: f64) -> Case {
+/// One `BiasAdd` case on `[t, n]`, the output in place of `x` when `in_place`.
+fn bias_add_case(t: usize, n: usize, x: &[f32], bias: &[f32], in_place: bool) -> Case {
+    let want = eval_f32(
+        OpKind::Add,
+        &[&tensor(vec![t, n], x), &tensor(vec![n], bias)],
+        &Attrs::new(),
+        vec![t, n],
+    );
+    let written = Written::exact_f32(&want, Owner::Rows { row_bytes: 4 * n });
+    let out = if in_place {
+        Buffer::in_place(0, written)
+    } else {
+        Buffer::output(unwritten(4 * t * n), written)
+    };
+    Case {
+        kind: KernelKind::BiasAdd(BiasAddParams { n: n as u64 }),
+        t,
+        pos: 0,
+        rows: t,
+        buffers: vec![
+            Buffer::input(f32_bytes(x)),
+            Buffer::input(f32_bytes(bias)),
+            out,
+        ],
+        note: format!("in place {in_place}"),
+    }
+}
+
+/// `BiasAdd` cases: the shared shapes (T = 1, 2 and 37, n around the vector widths), random ones,
+/// and every pair of special values (one bias row of specials under rows of each special).
+pub fn bias_add(rng: &mut Rng) -> Vec<Case> {
+    let mut cases = Vec::new();
+    for &t in &[1usize, 2, 37] {
+        for &n in &[1usize, 4, 7, 8, 15, 63, 64, 65, 200, 2560] {
+            let (x, b) = (rows(rng, t, n), rows(rng, 1, n));
+            let in_place = rng.range(0, 2) == 0;
+            cases.push(bias_add_case(t, n, &x, &b, in_place));
+        }
+    }
+    for _ in 0..60 {
+        let (t, n) = (rng.range(1, 8), rng.range(1, 300));
+        let (x, b) = (rows(rng, t, n), rows(rng, 1, n));
+        let in_place = rng.range(0, 2) == 0;
+        cases.push(bias_add_case(t, n, &x, &b, in_place));
+    }
+    let specials = [
+        f32::NAN,
+        -f32::NAN,
+        f32::from_bits(0x7fa0_0001),
+        -0.0,
+        0.0,
+        f32::NEG_INFINITY,
+        f32::INFINITY,
+        -1.0,
+        1e20,
+        1e-20,
+        f32::from_bits(1),
+        3.0,
+        3e38,
+    ];
+    let x: Vec<f32> = specials.iter().flat_map(|&v| [v; 13]).collect();
+    cases.push(bias_add_case(13, 13, &x, &specials, false));
+    cases
+}
+
+/// One `Rope` case; `scaled` replaces theta's frequencies by each divided by a factor in [1, 9)
+/// (an `inv_freq` attribute, as Llama 3's scaled rope gives).
+fn rope_case(
+    rng: &mut Rng,
+    heads: usize,
+    d: usize,
+    t: usize,
+    pos: usize,
+    theta: f64,
+    scaled: bool,
+) -> Case {
     let width = heads * d;
     let context = pos + t + rng.range(0, 5);
     let x = rng.values(t * width);
-    let attrs = Attrs::new()
+    let mut attrs = Attrs::new()
         .with("head_dim", Attr::Int(d as i64))
         .with("theta", Attr::Float(theta));
+    if scaled {
+        let freqs = rope::default_inv_freq(theta, d)
+            .into_iter()
+            .map(|f| f64::from(f / (1.0 + 8.0 * rng.unit().abs())))
+            .collect();
+        attrs = attrs.with("inv_freq", Attr::Floats(freqs));
+    }
     let want = eval_f32(
         OpKind::Rope,
         &[
@@ -219,7 +303,7 @@ fn rope_case(rng: &mut Rng, heads: usize, d: usize, t: usize, pos: usize, theta:
         &attrs,
         vec![t, width],
     );
-    let table = rope_table(context, d, theta as f32);
+    let table = rope_table(context, &rope::inv_freq(&attrs));
     assert_eq!(table.len(), context * d);
     let in_place = rng.range(0, 2) == 0;
     let written = Written::exact_f32(
@@ -246,7 +330,7 @@ fn rope_case(rng: &mut Rng, heads: usize, d: usize, t: usize, pos: usize, theta:
             Buffer::input(f32_bytes(&table)),
             out,
         ],
-        note: format!("theta {theta}, context {context}, in place {in_place}"),
+        note: format!("theta {theta}, scaled {scaled}, context {context}, in place {in_place}"),
     }
 }
 
@@ -265,8 +349,9 @@ pub fn rope(rng: &mut Rng) -> Vec<Case> {
         (2, 32, 2, 3),
         (3, 18, 1, 77),
     ] {
-        cases.push(rope_case(rng, heads, d, t, pos, 500000.0));
-        cases.push(rope_case(rng, heads, d, t, pos, 10000.0));
+        cases.push(rope_case(rng, heads, d, t, pos, 500000.0, false));
+        cases.push(rope_case(rng, heads, d, t, pos, 10000.0, false));
+        cases.push(rope_case(rng, heads, d, t, pos, 500000.0, true));
     }
     for _ in 0..120 {
         let opts = [
@@ -291,7 +376,8 @@ pub fn rope(rng: &mut Rng) -> Vec<Case> {
         let pos = rng.pick(&opts);
         let opts = [10000.0, 500000.0, 1.0 + f64::from(rng.unit().abs()) * 1e6];
         let theta = rng.pick(&opts);
-        cases.push(rope_case(rng, heads, d, t, pos, theta));
+        let scaled = rng.range(0, 3) == 0;
+        cases.push(rope_case(rng, heads, d, t, pos, theta, scaled));
     }
     cases
 }

@@ -195,6 +195,7 @@ pub fn cases(op: KernelOp) -> Vec<Case> {
         KernelOp::MatmulNtHalf => matmul::matmul_nt_half(&mut rng),
         KernelOp::MatmulI8 => matmul::matmul_i8(&mut rng),
         KernelOp::SiluMul => elementwise::silu_mul(&mut rng),
+        KernelOp::BiasAdd => elementwise::bias_add(&mut rng),
     }
 }
 
@@ -249,6 +250,7 @@ macro_rules! harness_tests {
             matmul_nt_half => MatmulNtHalf,
             matmul_i8 => MatmulI8,
             silu_mul => SiluMul,
+            bias_add => BiasAdd,
         }
     };
 }

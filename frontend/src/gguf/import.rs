@@ -11,7 +11,9 @@
 //! tensors. BitNet files are not permuted (NeoX in ggml too).
 
 use super::{GgmlType, GgufFile, TernaryScale};
-use crate::decoder::{Activation, DecoderConfig, DecoderSpec, LayerWeights, Linear, emit};
+use crate::decoder::{
+    Activation, AttentionBias, DecoderConfig, DecoderSpec, LayerWeights, Linear, emit,
+};
 use crate::error::FrontendError;
 use crate::model::{ImportOptions, ImportedModel, ModelSummary, TensorSummary};
 use bitnet_ir::weights::finish_load;
@@ -275,6 +277,7 @@ pub fn import_gguf(path: &Path, opts: &ImportOptions) -> Result<ImportedModel, F
         } else {
             10000.0
         },
+        rope_inv_freq: None,
         context,
         activation,
         sub_norms: bitnet,
@@ -309,6 +312,7 @@ pub fn import_gguf(path: &Path, opts: &ImportOptions) -> Result<ImportedModel, F
             k: w.linear(&b("attn_k"), kvw, h, llama.then_some(c.kv_heads))?,
             v: w.linear(&b("attn_v"), kvw, h, None)?,
             o: w.linear(&b("attn_output"), h, qw, None)?,
+            bias: AttentionBias::default(),
             attn_sub_norm: if bitnet {
                 Some(w.plain(&b("attn_sub_norm"), &[qw])?)
             } else {

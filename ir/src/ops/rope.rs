@@ -9,9 +9,14 @@
 //! `a = p · inv_freq[i]`; element `i` pairs with `i + d/2`:
 //! `y[i] = x[i]·cos a − x[i+d/2]·sin a`, `y[i+d/2] = x[i+d/2]·cos a + x[i]·sin a`.
 //! `d` must be even and divide the row width.
+//!
+//! Scaled rope (Llama 3's `llama3` rope type and the like): the optional attribute `inv_freq`, a list
+//! of `d/2` positive finite f32 values, replaces the frequencies computed from `theta`
+//! (`{head_dim = 16, inv_freq = [1.0, 0.079403013, …], theta = 500000.0}`); the importer computes them
+//! as the model's reference does, and `theta` stays as the base they were derived from.
 
 use super::{Arity, EvalCtx, EvalResult, InferCtx, OpSpec, one, operand, require_float};
-use crate::attr::{AttrKind, AttrSpec};
+use crate::attr::{Attr, AttrKind, AttrSpec, Attrs};
 use crate::tensor::Data;
 use crate::types::{ElemType, TensorType};
 
@@ -23,8 +28,55 @@ pub const SPEC: OpSpec = OpSpec {
     attrs: &[
         AttrSpec::req("head_dim", AttrKind::Int),
         AttrSpec::req("theta", AttrKind::Float),
+        AttrSpec::opt("inv_freq", AttrKind::Numbers),
     ],
 };
+
+/// The frequencies `inv_freq[i]`, `i < head_dim/2`, of a rope with attributes `attrs`: the
+/// `inv_freq` attribute where it is present (each value narrowed to f32), else `1 / theta^(2i/d)`
+/// in f32 with `theta` narrowed to f32. Backends build their tables from this same function.
+pub fn inv_freq(attrs: &Attrs) -> Vec<f32> {
+    let d = attrs.int_or("head_dim", 0).max(0) as usize;
+    match attrs.get("inv_freq") {
+        Some(Attr::Floats(v)) => v.iter().map(|&f| f as f32).collect(),
+        Some(Attr::Ints(v)) => v.iter().map(|&f| f as f32).collect(),
+        _ => default_inv_freq(attrs.float_or("theta", 10000.0), d),
+    }
+}
+
+/// The default rope's frequencies as HF computes them: `1 / theta^(2i/d)` for `i < d/2`, in f32
+/// with `theta` and the exponent `2i/d` narrowed to f32 first.
+pub fn default_inv_freq(theta: f64, head_dim: usize) -> Vec<f32> {
+    let theta = theta as f32;
+    (0..head_dim / 2)
+        .map(|i| 1.0 / theta.powf((2 * i) as f32 / head_dim as f32))
+        .collect()
+}
+
+/// Checks the optional `inv_freq` list: `half` values, each a positive finite f32.
+fn check_inv_freq(attrs: &Attrs, half: usize) -> Result<(), String> {
+    let values: Vec<f64> = match attrs.get("inv_freq") {
+        None => return Ok(()),
+        Some(Attr::Floats(v)) => v.clone(),
+        Some(Attr::Ints(v)) => v.iter().map(|&i| i as f64).collect(),
+        Some(_) => return Err("inv_freq must be a list of numbers".into()),
+    };
+    if values.len() != half {
+        return Err(format!(
+            "inv_freq has {} values; head_dim/2 = {half} are needed",
+            values.len()
+        ));
+    }
+    if let Some(bad) = values
+        .iter()
+        .find(|&&f| !(f > 0.0 && (f as f32).is_finite() && (f as f32) > 0.0))
+    {
+        return Err(format!(
+            "inv_freq values must be positive and finite in f32, found {bad:?}"
+        ));
+    }
+    Ok(())
+}
 
 /// Checks that `pos` is a `tensor<i64>` scalar.
 pub(crate) fn check_pos(pos: &TensorType) -> Result<(), String> {
@@ -66,6 +118,7 @@ pub fn infer(cx: &InferCtx) -> Result<Vec<TensorType>, String> {
     {
         return Err("theta must be positive".into());
     }
+    check_inv_freq(cx.attrs, d as usize / 2)?;
     Ok(vec![x])
 }
 
@@ -86,12 +139,15 @@ pub fn eval(cx: &EvalCtx) -> EvalResult {
     let x = cx.input(0)?;
     let pos = position(cx, 1)?;
     let d = cx.attrs.int_or("head_dim", 0) as usize;
-    let theta = cx.attrs.float_or("theta", 10000.0) as f32;
     let (t_len, width) = (x.shape[0], x.shape[1]);
     let half = d / 2;
-    let inv_freq: Vec<f32> = (0..half)
-        .map(|i| 1.0 / theta.powf((2 * i) as f32 / d as f32))
-        .collect();
+    let inv_freq = inv_freq(cx.attrs);
+    if inv_freq.len() != half {
+        return Err(format!(
+            "inv_freq has {} values for head_dim {d}",
+            inv_freq.len()
+        ));
+    }
     let v = x.data.to_f32();
     let mut out = v.clone();
     for t in 0..t_len {

@@ -10,6 +10,7 @@
 
 pub mod add;
 pub mod attention;
+pub mod bias_add;
 pub mod embedding;
 pub mod kv_store;
 pub mod matmul;
@@ -42,5 +43,6 @@ pub fn build_kernel(module: &mut dyn Module, kind: &KernelKind) -> Result<FuncId
         KernelKind::MatmulNtHalf(p) => matmul_half::build(module, p),
         KernelKind::MatmulI8(p) => matmul_i8::build(module, p),
         KernelKind::SiluMul(p) => silu_mul::build(module, p),
+        KernelKind::BiasAdd(p) => bias_add::build(module, p),
     }
 }

@@ -15,17 +15,13 @@ use cranelift_codegen::ir::{InstBuilder, Type, Value, types};
 use cranelift_frontend::FunctionBuilder;
 use cranelift_module::{FuncId, Module};
 
-/// The `[context, head_dim]` table of `Rope`: row p holds `cos(p·inv_freq[i])` for `i < d/2`, then
-/// `sin(p·inv_freq[i])`, computed exactly as `nn.rope`'s reference `eval`: `inv_freq[i] =
-/// 1 / theta^(2i/d)` and `a = (p as f32)·inv_freq[i]`, all in f32. Pass the op's `theta` attribute
-/// converted with `as f32`, as the interpreter does. An odd `head_dim` drops its last column (the
-/// op requires it even).
-pub fn rope_table(context: usize, head_dim: usize, theta: f32) -> Vec<f32> {
-    let d = head_dim;
-    let half = d / 2;
-    let inv_freq: Vec<f32> = (0..half)
-        .map(|i| 1.0 / theta.powf((2 * i) as f32 / d as f32))
-        .collect();
+/// The `[context, head_dim]` table of `Rope` for the frequencies `inv_freq` (`head_dim/2` of them):
+/// row p holds `cos(p·inv_freq[i])` for `i < d/2`, then `sin(p·inv_freq[i])`, computed exactly as
+/// `nn.rope`'s reference `eval`: `a = (p as f32)·inv_freq[i]` in f32. Pass the op's frequencies as
+/// `bitnet_ir::ops::rope::inv_freq` gives them (from `theta`, or its `inv_freq` attribute).
+pub fn rope_table(context: usize, inv_freq: &[f32]) -> Vec<f32> {
+    let half = inv_freq.len();
+    let d = 2 * half;
     let mut table = vec![0f32; context.saturating_mul(d)];
     for (p, row) in table.chunks_exact_mut(d.max(1)).enumerate() {
         let pf = p as f32;

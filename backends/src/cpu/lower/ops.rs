@@ -9,8 +9,8 @@ use crate::BackendError;
 use crate::cpu::kernels::rope::rope_table;
 use crate::cpu::{HeadDtype, PACK_BLOCK, PACK_ORDER};
 use crate::kernel::{
-    ActQuantParams, AddParams, AttentionParams, EmbeddingParams, KernelKind, KvStoreParams,
-    Relu2MulParams, RmsNormParams, RmsNormQuantParams, RopeParams, SiluMulParams,
+    ActQuantParams, AddParams, AttentionParams, BiasAddParams, EmbeddingParams, KernelKind,
+    KvStoreParams, Relu2MulParams, RmsNormParams, RmsNormQuantParams, RopeParams, SiluMulParams,
     TernaryMatmulParams,
 };
 use bitnet_ir::{Dim, ElemType, OpKind, TensorType};
@@ -195,15 +195,29 @@ pub(super) fn silu_mul(lw: &mut Lowering<'_>, site: &Site<'_>) -> Result<(), Bac
     lw.launch(kind, bufs, Rows::PerToken(1), site.label.clone())
 }
 
-/// `nn.add(a, b)` on two `[T, n]` activations.
+/// `nn.add(a, b)` on two `[T, n]` activations, or on `[T, n]` and a constant `[n]` row (a projection's
+/// bias: `BiasAdd`).
 pub(super) fn add(lw: &mut Lowering<'_>, site: &Site<'_>) -> Result<(), BackendError> {
     let f = site.f;
     let (a, b, out) = (site.operand(0)?, site.operand(1)?, site.result(0)?);
     site.f32_only(a)?;
+    let n = last_dim(f.ty(out))?;
+    let bias = f.ty(b).rank() == 1 && f.ty(b).dims.first().and_then(Dim::as_static) == Some(n);
+    if bias && is_constant(f, b) && f.ty(a) == f.ty(out) && f.ty(out).rank() == 2 {
+        // A projection's bias: one constant row added to every token's row.
+        site.f32_only(b)?;
+        let kind = KernelKind::BiasAdd(BiasAddParams { n });
+        let bufs = vec![
+            lw.arena(a)?,
+            lw.blob.constant(f, b, ElemType::F32)?,
+            lw.arena(out)?,
+        ];
+        return lw.launch(kind, bufs, Rows::PerToken(1), site.label.clone());
+    }
     if f.ty(a) != f.ty(out) || f.ty(b) != f.ty(out) || f.ty(out).rank() != 2 {
         return Err(unsupported(
             "nn.add",
-            "only [T, n] + [T, n] (no broadcasting, no constant operand)",
+            "only [T, n] + [T, n], or [T, n] + a constant [n] row (a bias)",
         ));
     }
     let kind = KernelKind::Add(AddParams {
@@ -213,22 +227,29 @@ pub(super) fn add(lw: &mut Lowering<'_>, site: &Site<'_>) -> Result<(), BackendE
     lw.launch(kind, bufs, Rows::PerToken(1), site.label.clone())
 }
 
-/// `nn.rope(x)`: the cos/sin table of every position of the context, computed here and placed in
-/// the blob once per (context, head_dim, theta).
+/// `nn.rope(x)`: the cos/sin table of every position of the context for the op's frequencies
+/// (from `theta`, or the scaled ones of its `inv_freq` attribute), computed here and placed in the
+/// blob once per (context, frequencies).
 pub(super) fn rope(lw: &mut Lowering<'_>, site: &Site<'_>) -> Result<(), BackendError> {
     let (f, op) = (site.f, site.op);
     let (x, out) = (site.operand(0)?, site.result(0)?);
     site.f32_only(x)?;
     let width = last_dim(f.ty(x))?;
     let d = op.attrs.int_or("head_dim", 0) as u64;
-    let theta = op.attrs.float("theta").unwrap_or(10000.0) as f32;
+    let inv_freq = bitnet_ir::ops::rope::inv_freq(&op.attrs);
+    if inv_freq.len() as u64 * 2 != d {
+        return Err(input("nn.rope: inv_freq does not hold head_dim/2 values"));
+    }
     let context = lw.context;
-    let table = rope_table(context as usize, d as usize, theta);
+    let table = rope_table(context as usize, &inv_freq);
     let table_bytes: Vec<u8> = table.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let tb = lw.blob.push(
-        format!("rope:{context}:{d}:{:08x}", theta.to_bits()),
-        &table_bytes,
-    );
+    let key: String = inv_freq
+        .iter()
+        .map(|v| format!("{:08x}", v.to_bits()))
+        .collect();
+    let tb = lw
+        .blob
+        .push(format!("rope:{context}:{d}:{key}"), &table_bytes);
     let kind = KernelKind::Rope(RopeParams { width, head_dim: d });
     let bufs = vec![lw.arena(x)?, tb, lw.arena(out)?];
     lw.launch(kind, bufs, Rows::PerToken(1), site.label.clone())

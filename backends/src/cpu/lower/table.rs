@@ -81,7 +81,7 @@ pub(super) fn lowering(op: OpKind) -> OpLowering {
         OpKind::TernaryMatmulPacked => kernel(ops::ternary_matmul, &[KernelOp::TernaryMatmul]),
         OpKind::Relu2Mul => kernel(ops::relu2_mul, &[KernelOp::Relu2Mul]),
         OpKind::SiluMul => kernel(ops::silu_mul, &[KernelOp::SiluMul]),
-        OpKind::Add => kernel(ops::add, &[KernelOp::Add]),
+        OpKind::Add => kernel(ops::add, &[KernelOp::Add, KernelOp::BiasAdd]),
         OpKind::Rope => kernel(ops::rope, &[KernelOp::Rope]),
         OpKind::Attention => kernel(ops::attention, &[KernelOp::KvStore, KernelOp::Attention]),
         // x·Wᵀ: `head` picks the kernel of the lm_head (f32 or bf16, 16-bit, or int8 with its

@@ -11,6 +11,7 @@
 
 pub mod add;
 pub mod attention;
+pub mod bias_add;
 pub mod embedding;
 pub mod kv_store;
 pub mod matmul;
@@ -58,6 +59,7 @@ pub fn geometry(kind: &KernelKind) -> Result<CudaLaunch, BackendError> {
         | KernelKind::Relu2Mul(_)
         | KernelKind::SiluMul(_)
         | KernelKind::Add(_)
+        | KernelKind::BiasAdd(_)
         | KernelKind::Rope(_)
         | KernelKind::KvStore(_) => row(ROW_THREADS),
         KernelKind::RmsNormQuant(p) => row(norm::threads(kind, p.k)?),
@@ -103,6 +105,7 @@ pub fn host_threads(kind: &KernelKind) -> u64 {
         | KernelKind::Relu2Mul(_)
         | KernelKind::SiluMul(_)
         | KernelKind::Add(_)
+        | KernelKind::BiasAdd(_)
         | KernelKind::Rope(_)
         | KernelKind::KvStore(_)
         | KernelKind::Attention(_)
@@ -136,6 +139,7 @@ pub fn build<'ctx>(
         KernelKind::Relu2Mul(p) => relu2_mul::build(cx, m, &name, p, threads),
         KernelKind::SiluMul(p) => silu_mul::build(cx, m, &name, p, threads),
         KernelKind::Add(p) => add::build(cx, m, &name, p, threads),
+        KernelKind::BiasAdd(p) => bias_add::build(cx, m, &name, p, threads),
         KernelKind::Rope(p) => rope::build(cx, m, &name, p, threads),
         KernelKind::KvStore(p) => kv_store::build(cx, m, &name, p, threads),
         KernelKind::Attention(p) => attention::build(cx, m, &name, p, threads),
