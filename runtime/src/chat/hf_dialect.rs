@@ -40,6 +40,19 @@ pub(super) fn strftime_now(format: &str, clock: &AtomicI64) -> Result<Value, Err
     Ok(Value::from(super::strftime::format_utc(now, format)))
 }
 
+/// The `iterable` test as Jinja2 has it (`iter(value)` succeeds): none, booleans and numbers are
+/// not iterable; strings, sequences, maps and undefined values are.
+pub(super) fn is_iterable(value: &Value) -> bool {
+    !matches!(
+        value.kind(),
+        ValueKind::None
+            | ValueKind::Bool
+            | ValueKind::Number
+            | ValueKind::Plain
+            | ValueKind::Invalid
+    )
+}
+
 /// How `tojson` writes: Python's `json.dumps` arguments.
 struct JsonStyle {
     ensure_ascii: bool,

@@ -74,7 +74,9 @@ pub enum ChatError {
         message: String,
     },
     /// The template called `raise_exception`: it refuses this conversation.
-    #[error("{template}: the chat template refused the conversation (raise_exception{line}): {message}")]
+    #[error(
+        "{template}: the chat template refused the conversation (raise_exception{line}): {message}"
+    )]
     Raised {
         /// Where the template came from.
         template: String,
@@ -153,7 +155,10 @@ impl ChatFormat {
     /// none (which needs the tokenizer to have `<|eot_id|>`). A template that does not parse is an
     /// error here. `bos_token` and `eos_token` are the template's own when it names them (a Hugging
     /// Face folder's `tokenizer_config.json`), else the tokenizer's bos and first eos.
-    pub fn new(template: Option<ChatTemplate>, tokenizer: &Tokenizer) -> Result<ChatFormat, ChatError> {
+    pub fn new(
+        template: Option<ChatTemplate>,
+        tokenizer: &Tokenizer,
+    ) -> Result<ChatFormat, ChatError> {
         let builtin = template.is_none();
         let template = match template {
             Some(t) => t,
@@ -162,7 +167,10 @@ impl ChatFormat {
         let clock = Arc::new(AtomicI64::new(i64::MIN));
         let env = render::environment(&template, Arc::clone(&clock))?;
         let content = |id: Option<u32>| id.and_then(|i| tokenizer.token_content(i));
-        let bos_token = template.bos_token.clone().or_else(|| content(tokenizer.bos()));
+        let bos_token = template
+            .bos_token
+            .clone()
+            .or_else(|| content(tokenizer.bos()));
         let eos_token = template
             .eos_token
             .clone()
@@ -214,7 +222,11 @@ impl ChatFormat {
 
     /// The prompt text for `messages`; `add_generation_prompt` appends what starts the assistant's
     /// reply.
-    pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, ChatError> {
+    pub fn render(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<String, ChatError> {
         render::render(
             &self.env,
             &self.template.origin,

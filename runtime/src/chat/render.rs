@@ -1,6 +1,7 @@
 //! Rendering a chat template with minijinja as transformers renders it with Jinja2: blocks trimmed
 //! (`trim_blocks`, `lstrip_blocks`), loop controls, `raise_exception`, `tojson`, `strftime_now`,
-//! Python's string and dict methods (minijinja-contrib's `pycompat`), and the variables
+//! Python's string and dict methods (minijinja-contrib's `pycompat`), Python's `is iterable` (none
+//! is not), and the variables
 //! `messages`, `add_generation_prompt`, `tools` and `documents` (both none), `bos_token` and
 //! `eos_token` (when the model has them).
 //!
@@ -31,6 +32,7 @@ pub(super) fn environment(
         hf_dialect::strftime_now(&format, &clock)
     });
     env.add_filter("tojson", hf_dialect::tojson);
+    env.add_test("iterable", hf_dialect::is_iterable);
     env.add_template_owned(NAME, generation_blocks_as_ifs(&template.source))
         .map_err(|e| error(&template.origin, &e))?;
     Ok(env)
@@ -87,7 +89,9 @@ fn error(origin: &str, e: &minijinja::Error) -> ChatError {
         ErrorKind::UnknownMethod => "unknown method",
         _ => "cannot render",
     };
-    let detail = e.detail().map_or_else(|| e.kind().to_string(), str::to_string);
+    let detail = e
+        .detail()
+        .map_or_else(|| e.kind().to_string(), str::to_string);
     ChatError::Template {
         template: origin.to_string(),
         message: format!("{what}{line}: {detail}"),

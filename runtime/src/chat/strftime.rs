@@ -137,8 +137,14 @@ mod tests {
         let t = 1_721_999_109;
         assert_eq!(format_utc(t, "%d %b %Y"), "26 Jul 2024");
         assert_eq!(format_utc(t, "%A, %B %-d %y %j"), "Friday, July 26 24 208");
-        assert_eq!(format_utc(t, "%F %T %I%p %a %% %Q"), "2024-07-26 13:05:09 01PM Fri % %Q");
-        assert_eq!(format_utc(0, "%Y-%m-%d %H:%M:%S %w"), "1970-01-01 00:00:00 4");
+        assert_eq!(
+            format_utc(t, "%F %T %I%p %a %% %Q"),
+            "2024-07-26 13:05:09 01PM Fri % %Q"
+        );
+        assert_eq!(
+            format_utc(0, "%Y-%m-%d %H:%M:%S %w"),
+            "1970-01-01 00:00:00 4"
+        );
         assert_eq!(format_utc(-1, "%Y-%m-%d %H:%M:%S"), "1969-12-31 23:59:59");
         assert_eq!(format_utc(951_782_400, "%d %b %Y %j"), "29 Feb 2000 060");
     }

@@ -54,13 +54,11 @@ impl ChatTemplate {
         let config_file = config_path.display().to_string();
         let config: Option<Value> = if config_path.is_file() {
             let text = read(&config_path)?;
-            Some(
-                serde_json::from_str(&text).map_err(|e| ChatError::Field {
-                    file: config_file.clone(),
-                    field: "(the whole file)".into(),
-                    message: format!("not JSON: {e}"),
-                })?,
-            )
+            Some(serde_json::from_str(&text).map_err(|e| ChatError::Field {
+                file: config_file.clone(),
+                field: "(the whole file)".into(),
+                message: format!("not JSON: {e}"),
+            })?)
         } else {
             None
         };
@@ -122,7 +120,8 @@ impl ChatTemplate {
             field: field.into(),
             message,
         };
-        let v: Value = serde_json::from_slice(bytes).map_err(|e| bad("(the section)", format!("not JSON: {e}")))?;
+        let v: Value = serde_json::from_slice(bytes)
+            .map_err(|e| bad("(the section)", format!("not JSON: {e}")))?;
         let string = |field: &str| -> Result<Option<String>, ChatError> {
             match &v[field] {
                 Value::Null => Ok(None),
@@ -134,7 +133,12 @@ impl ChatTemplate {
         let bos = match v["bos"].as_str() {
             Some("as_written") => BosRule::AsWritten,
             Some("once") => BosRule::Once,
-            _ => return Err(bad("bos", format!("{} is not \"as_written\" or \"once\"", v["bos"]))),
+            _ => {
+                return Err(bad(
+                    "bos",
+                    format!("{} is not \"as_written\" or \"once\"", v["bos"]),
+                ));
+            }
         };
         let origin = match string("origin")? {
             Some(o) => format!("{file}, from {o}"),
@@ -152,7 +156,10 @@ impl ChatTemplate {
 
 /// The `chat_template` field of a parsed `tokenizer_config.json` (`file` names it): a string, or a
 /// list of `{"name", "template"}` of which `default` is taken; `None` when absent or null.
-pub(super) fn from_tokenizer_config(config: &Value, file: &str) -> Result<Option<ChatTemplate>, ChatError> {
+pub(super) fn from_tokenizer_config(
+    config: &Value,
+    file: &str,
+) -> Result<Option<ChatTemplate>, ChatError> {
     let bad = |message: String| ChatError::Field {
         file: file.to_string(),
         field: "chat_template".into(),
@@ -168,7 +175,9 @@ pub(super) fn from_tokenizer_config(config: &Value, file: &str) -> Result<Option
                 let name = entry.get("name").and_then(Value::as_str);
                 let template = entry.get("template").and_then(Value::as_str);
                 let (Some(name), Some(template)) = (name, template) else {
-                    return Err(bad(format!("{entry} is not {{\"name\": …, \"template\": …}}")));
+                    return Err(bad(format!(
+                        "{entry} is not {{\"name\": …, \"template\": …}}"
+                    )));
                 };
                 if name == "default" {
                     found = Some(template.to_string());
@@ -182,7 +191,11 @@ pub(super) fn from_tokenizer_config(config: &Value, file: &str) -> Result<Option
                 ))
             })?
         }
-        Some(other) => return Err(bad(format!("{other} is neither a string nor a list of templates"))),
+        Some(other) => {
+            return Err(bad(format!(
+                "{other} is neither a string nor a list of templates"
+            )));
+        }
     };
     Ok(Some(ChatTemplate {
         source,

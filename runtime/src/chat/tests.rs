@@ -117,7 +117,10 @@ fn bos_is_added_only_by_the_once_rule_and_never_twice() {
     let encode = |source: &str, bos: BosRule| {
         let mut t = template(source);
         t.bos = bos;
-        ChatFormat::new(Some(t), &tok).unwrap().encode(&tok, &m, true).unwrap()
+        ChatFormat::new(Some(t), &tok)
+            .unwrap()
+            .encode(&tok, &m, true)
+            .unwrap()
     };
     assert_eq!(encode(plain, BosRule::AsWritten), ids("a"));
     assert_eq!(encode(plain, BosRule::Once), [256, 97]);
@@ -130,7 +133,10 @@ fn special_tokens_come_from_the_template_before_the_tokenizer() {
     let tok = tokenizer(true);
     let source = "{{ bos_token }}|{{ eos_token }}";
     let f = ChatFormat::new(Some(template(source)), &tok).unwrap();
-    assert_eq!(f.render(&[], false).unwrap(), format!("{BOT}|<|end_of_text|>"));
+    assert_eq!(
+        f.render(&[], false).unwrap(),
+        format!("{BOT}|<|end_of_text|>")
+    );
     let mut t = template(source);
     t.eos_token = Some("<|eot_id|>".into());
     let f = ChatFormat::new(Some(t), &tok).unwrap();
@@ -156,16 +162,26 @@ fn raise_exception_names_the_template_and_the_message() {
     );
     // Raised inside a macro, it is still the template's message.
     let source = "{% macro check() %}{{ raise_exception('no') }}{% endmacro %}{{ check() }}";
-    assert!(matches!(render(source, &[]), Err(ChatError::Raised { message, .. }) if message == "no"));
+    assert!(
+        matches!(render(source, &[]), Err(ChatError::Raised { message, .. }) if message == "no")
+    );
 }
 
 #[test]
 fn template_errors_name_the_template_and_line() {
-    let e = ChatFormat::new(Some(template("{% for m in messages %}\n{{ m.content }")), &tokenizer(true))
-        .unwrap_err();
+    let e = ChatFormat::new(
+        Some(template("{% for m in messages %}\n{{ m.content }")),
+        &tokenizer(true),
+    )
+    .unwrap_err();
     let msg = e.to_string();
-    assert!(msg.starts_with("test.json (chat_template): syntax error, line 2"), "{msg}");
-    let e = render("{{ no_such_function() }}", &[]).unwrap_err().to_string();
+    assert!(
+        msg.starts_with("test.json (chat_template): syntax error, line 2"),
+        "{msg}"
+    );
+    let e = render("{{ no_such_function() }}", &[])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("unknown function"), "{e}");
 }
 
@@ -220,7 +236,11 @@ fn floats_are_written_as_python_writes_them() {
 
 #[test]
 fn strftime_now_reads_the_clock() {
-    let f = ChatFormat::new(Some(template("{{ strftime_now('%d %b %Y') }}")), &tokenizer(true)).unwrap();
+    let f = ChatFormat::new(
+        Some(template("{{ strftime_now('%d %b %Y') }}")),
+        &tokenizer(true),
+    )
+    .unwrap();
     f.set_clock(1_721_999_109);
     assert_eq!(f.render(&[], false).unwrap(), "26 Jul 2024");
     f.set_clock(0);
@@ -246,7 +266,10 @@ fn python_methods_loop_controls_and_trimmed_blocks_work() {
 #[test]
 fn generation_blocks_render_their_body() {
     let source = "{% for m in messages %}{%- generation -%}\n [{{ m.content }}] \n{%- endgeneration %}{% endfor %}";
-    assert_eq!(render::generation_blocks_as_ifs(source), "{% for m in messages %}{%- if true -%}\n [{{ m.content }}] \n{%- endif %}{% endfor %}");
+    assert_eq!(
+        render::generation_blocks_as_ifs(source),
+        "{% for m in messages %}{%- if true -%}\n [{{ m.content }}] \n{%- endif %}{% endfor %}"
+    );
     assert_eq!(render(source, &[Message::user("x")]).unwrap(), "[x]");
 }
 
@@ -257,15 +280,31 @@ fn templates_are_read_from_tokenizer_config() {
         "bos_token": {"content": "<s>", "__type": "AddedToken"},
         "eos_token": "</s>",
     });
-    let t = template::from_tokenizer_config(&config, "c.json").unwrap().unwrap();
-    assert_eq!((t.source.as_str(), t.origin.as_str()), ("D", "c.json (chat_template)"));
-    assert_eq!((t.bos_token.as_deref(), t.eos_token.as_deref()), (Some("<s>"), Some("</s>")));
+    let t = template::from_tokenizer_config(&config, "c.json")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (t.source.as_str(), t.origin.as_str()),
+        ("D", "c.json (chat_template)")
+    );
+    assert_eq!(
+        (t.bos_token.as_deref(), t.eos_token.as_deref()),
+        (Some("<s>"), Some("</s>"))
+    );
     assert_eq!(t.bos, BosRule::AsWritten);
     let none = serde_json::json!({"chat_template": null});
-    assert_eq!(template::from_tokenizer_config(&none, "c.json").unwrap(), None);
+    assert_eq!(
+        template::from_tokenizer_config(&none, "c.json").unwrap(),
+        None
+    );
     let no_default = serde_json::json!({"chat_template": [{"name": "rag", "template": "R"}]});
-    let e = template::from_tokenizer_config(&no_default, "c.json").unwrap_err().to_string();
-    assert_eq!(e, "c.json: field 'chat_template': a list of templates without \"default\" (it has rag)");
+    let e = template::from_tokenizer_config(&no_default, "c.json")
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "c.json: field 'chat_template': a list of templates without \"default\" (it has rag)"
+    );
     let wrong = serde_json::json!({"chat_template": 3});
     assert!(template::from_tokenizer_config(&wrong, "c.json").is_err());
 }
@@ -280,8 +319,18 @@ fn the_artifact_section_round_trips() {
         r#"{"bos":"once","bos_token":null,"eos_token":"</s>","origin":"m.gguf (tokenizer.chat_template)","source":"{{ x }}"}"#
     );
     let back = ChatTemplate::from_section(&bytes, "m.bnx").unwrap();
-    assert_eq!(back.origin, "m.bnx (chat_template section), from m.gguf (tokenizer.chat_template)");
-    assert_eq!((back.source, back.bos, back.eos_token), (t.source, t.bos, t.eos_token));
+    assert_eq!(
+        back.origin,
+        "m.bnx (chat_template section), from m.gguf (tokenizer.chat_template)"
+    );
+    assert_eq!(
+        (back.source, back.bos, back.eos_token),
+        (t.source, t.bos, t.eos_token)
+    );
     let e = ChatTemplate::from_section(br#"{"bos":"twice","source":""}"#, "m.bnx").unwrap_err();
-    assert!(e.to_string().starts_with("m.bnx (chat_template section): field 'bos'"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("m.bnx (chat_template section): field 'bos'"),
+        "{e}"
+    );
 }
