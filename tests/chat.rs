@@ -15,7 +15,7 @@
 mod support;
 
 use bitnet_frontend::gguf::GgufFile;
-use bitnet_runtime::chat::{BosRule, ChatError, ChatFormat, ChatTemplate, Message};
+use bitnet_runtime::chat::{BUILTIN_SOURCE, BosRule, ChatError, ChatFormat, ChatTemplate, Message};
 use bitnet_runtime::tokenizer::Tokenizer;
 use serde_json::Value;
 use std::io::Write;
@@ -74,7 +74,15 @@ fn templates_give_transformers_text_and_ids() {
             eos_token: optional(&case["eos_token"]),
             bos: BosRule::AsWritten,
         };
-        let format = ChatFormat::new(Some(template), &tok).unwrap();
+        // The built-in format is the one `run --chat` uses for a model without a template.
+        let format = if name == "bitnetc-builtin" {
+            assert_eq!(template.source, BUILTIN_SOURCE);
+            let f = ChatFormat::new(None, &tok).unwrap();
+            assert!(f.is_builtin());
+            f
+        } else {
+            ChatFormat::new(Some(template), &tok).unwrap()
+        };
         format.set_clock(clock);
         for c in case["conversations"].as_array().unwrap() {
             let what = format!("{name}/{}", c["name"].as_str().unwrap());
