@@ -104,11 +104,12 @@ pub(super) fn generation_blocks_as_ifs(source: &str) -> String {
     let mut out = String::with_capacity(source.len());
     let mut rest = source;
     while let Some(start) = rest.find("{%") {
-        out.push_str(&rest[..start]);
         let tag = &rest[start..];
-        let Some(end) = tag.find("%}") else {
+        // The tag's end is searched after its opening, so `{%}` is no tag.
+        let Some(end) = tag.get(2..).and_then(|t| t.find("%}")).map(|e| e + 2) else {
             break;
         };
+        out.push_str(&rest[..start]);
         let inner = &tag[2..end];
         let left = inner.strip_prefix(['-', '+']);
         let body = left.unwrap_or(inner);

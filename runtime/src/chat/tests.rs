@@ -271,6 +271,11 @@ fn generation_blocks_render_their_body() {
         "{% for m in messages %}{%- if true -%}\n [{{ m.content }}] \n{%- endif %}{% endfor %}"
     );
     assert_eq!(render(source, &[Message::user("x")]).unwrap(), "[x]");
+    // Text that only looks like the start of a tag is kept as it is, and minijinja judges it.
+    for s in ["{%}", "a {% b", "{%-%}", "x %} {%generation%}"] {
+        let out = render::generation_blocks_as_ifs(s);
+        assert_eq!(out, s.replace("{%generation%}", "{% if true %}"));
+    }
 }
 
 #[test]
