@@ -1,6 +1,7 @@
 //! What an artifact records about the model it was compiled from: the input files with their
 //! sha256 (the file itself, or the files of a Hugging Face folder the importer and the tokenizer
-//! read), and the model's tokenizer as the `tokenizer` and `tokenizer_special` sections.
+//! read), the model's tokenizer as the `tokenizer` and `tokenizer_special` sections, and its chat
+//! template as the `chat_template` section.
 
 use crate::{Error, Model};
 use bitnet_runtime::artifact::InputFile;
@@ -15,7 +16,8 @@ pub(crate) fn input_files(path: &Path) -> Result<Vec<InputFile>, Error> {
     };
     let mut files: Vec<(String, PathBuf)> = Vec::new();
     if path.is_dir() {
-        const NAMED: [&str; 5] = [
+        const NAMED: [&str; 6] = [
+            "chat_template.jinja",
             "config.json",
             "generation_config.json",
             "model.safetensors.index.json",
@@ -73,4 +75,10 @@ pub(crate) fn artifact_tokenizer(model: &Model) -> Result<ArtifactTokenizer, Err
     };
     let special = serde_json::json!({"bos": t.bos(), "eos": t.eos()});
     Ok((Some(json), Some(special.to_string().into_bytes())))
+}
+
+/// The `chat_template` section of an artifact, when the model has a template. A template that
+/// cannot be read fails the compilation, as the tokenizer does.
+pub(crate) fn artifact_chat_template(model: &Model) -> Result<Option<Vec<u8>>, Error> {
+    Ok(model.chat_template()?.map(|t| t.to_section()))
 }

@@ -2,7 +2,7 @@
 //! planning), then either an in-memory program ready to run (`compile_cpu`, JIT) or object code for
 //! an artifact (`compile_cpu_object`, then `CompiledObject::link`).
 
-use crate::artifact_inputs::{artifact_tokenizer, input_files};
+use crate::artifact_inputs::{artifact_chat_template, artifact_tokenizer, input_files};
 use crate::{Error, Model};
 use bitnet_backends::cpu::HeadDtype;
 use bitnet_backends::cpu::lower::{Assignment, LowerOptions};
@@ -263,6 +263,7 @@ pub fn compile_cpu_object(
     let code = aot::compile_object(&parts.kinds, &options.target, options.clif, options.asm)?;
     let inputs = input_files(model.path())?;
     let (tokenizer, tokenizer_special) = artifact_tokenizer(model)?;
+    let chat_template = artifact_chat_template(model)?;
     let provenance = aot::Provenance {
         compiler: format!("bitnetc {}", env!("CARGO_PKG_VERSION")),
         passes: cpu_pipeline().split(',').map(str::to_string).collect(),
@@ -272,6 +273,7 @@ pub fn compile_cpu_object(
         memory,
         tokenizer,
         tokenizer_special,
+        chat_template,
     };
     Ok(CompiledObject {
         parts,

@@ -7,7 +7,7 @@
 //! This needs no GPU and no CUDA installation. A bitnetc built without the `cuda` feature returns
 //! `BackendError::NotCompiled { backend: "cuda" }` before it imports anything heavy.
 
-use crate::artifact_inputs::{artifact_tokenizer, input_files};
+use crate::artifact_inputs::{artifact_chat_template, artifact_tokenizer, input_files};
 use crate::cpu::{memory_summary, with_cpu_plan};
 use crate::{CpuOptions, Error, Model, cpu_pipeline};
 use bitnet_backends::BackendError;
@@ -70,6 +70,7 @@ pub fn compile_cuda(model: &mut Model, options: &CudaOptions) -> Result<CudaComp
     let opt_ir = text::print_module(&model.module);
     let inputs = input_files(model.path())?;
     let (tokenizer, tokenizer_special) = artifact_tokenizer(model)?;
+    let chat_template = artifact_chat_template(model)?;
     let provenance = Provenance {
         compiler: format!("bitnetc {}", env!("CARGO_PKG_VERSION")),
         passes: cpu_pipeline().split(',').map(str::to_string).collect(),
@@ -79,6 +80,7 @@ pub fn compile_cuda(model: &mut Model, options: &CudaOptions) -> Result<CudaComp
         memory,
         tokenizer,
         tokenizer_special,
+        chat_template,
     };
     Ok(CudaCompiled {
         parts,

@@ -52,6 +52,9 @@ pub enum Error {
     /// message alone, as `bitnetc compile` reports it.
     #[error("{0}")]
     ArtifactTokenizer(String),
+    /// The model's chat template could not be read, or does not render.
+    #[error(transparent)]
+    Chat(#[from] bitnet_runtime::chat::ChatError),
     /// A CUDA artifact could not be assembled.
     #[error("writing the CUDA artifact: {0}")]
     CudaArtifact(String),

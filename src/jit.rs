@@ -14,11 +14,12 @@
 //! `compile` takes anything `bitnetc` imports (a Hugging Face folder, a `.gguf` or `.onnx` file) and
 //! compiles it for this CPU in memory (JIT); given a `.bnx` artifact it loads it instead. The model's
 //! tokenizer comes along, built when text is first used: the folder's `tokenizer.json`, the GGUF
-//! vocabulary, or the artifact's. Sessions on token ids alone (`Compiled::token_session`) never
-//! build it.
+//! vocabulary, or the artifact's; and so does the chat template (`Compiled::chat_template`). Sessions
+//! on token ids alone (`Compiled::token_session`) never build the tokenizer.
 
 use crate::tokenizer::{LazyTokenizer, TokenizerSource};
 use crate::{CpuOptions, Error, OpenOptions};
+use bitnet_runtime::chat::{ChatError, ChatTemplate};
 use bitnet_runtime::session::Session;
 use bitnet_runtime::tokenizer::Tokenizer;
 use std::path::{Path, PathBuf};
@@ -68,6 +69,7 @@ pub enum Origin {
 pub struct Compiled {
     exec: bitnet_runtime::Executor,
     tokenizer: LazyTokenizer,
+    chat_template: Result<Option<ChatTemplate>, ChatError>,
     /// The file or folder it came from.
     pub source: PathBuf,
     /// Compiled here or loaded.
@@ -106,6 +108,15 @@ impl Compiled {
     /// The tokenizer, built on first use; `None` if the model carries none.
     pub fn tokenizer(&self) -> Result<Option<&Tokenizer>, Error> {
         self.tokenizer.get()
+    }
+
+    /// The model's chat template (an artifact's is the one its model had); `None` when it has
+    /// none. One that could not be read is reported here.
+    pub fn chat_template(&self) -> Result<Option<&ChatTemplate>, Error> {
+        match &self.chat_template {
+            Ok(t) => Ok(t.as_ref()),
+            Err(e) => Err(e.clone().into()),
+        }
     }
 
     /// The context length in tokens.
@@ -175,10 +186,15 @@ pub fn compile(path: &Path, options: &Options) -> Result<Compiled, Error> {
             },
             None => TokenizerSource::None,
         };
+        let chat_template = loaded
+            .chat_template
+            .map(|bytes| ChatTemplate::from_section(&bytes, &path.display().to_string()))
+            .transpose();
         let exec = bitnet_runtime::Executor::new(loaded.program, options.cpu.threads)?;
         return Ok(Compiled {
             exec,
             tokenizer: LazyTokenizer::new(tokenizer),
+            chat_template,
             source: path.to_path_buf(),
             origin: Origin::Artifact,
             import_time: start.elapsed(),
@@ -197,10 +213,12 @@ pub fn compile(path: &Path, options: &Options) -> Result<Compiled, Error> {
     stage("compile");
     let start = Instant::now();
     let exec = crate::compile_cpu(&mut model, &options.cpu)?;
+    let (chat_template, tokenizer) = model.into_text();
     Ok(Compiled {
         weight_bytes: exec.weight_bytes(),
         exec,
-        tokenizer: model.into_tokenizer(),
+        tokenizer,
+        chat_template,
         source: path.to_path_buf(),
         origin: Origin::Jit,
         import_time,

@@ -11,7 +11,7 @@ mod cli;
 #[derive(Parser)]
 #[command(name = "bitnetc", version, about)]
 struct Cli {
-    /// Append a record of `compile`, `run`, `bench` and `logits` (inputs and their sha256, flags,
+    /// Append a record of `compile`, `run`, `chat`, `bench` and `logits` (inputs and their sha256, flags,
     /// outputs, timings, errors) to this hash-chained JSON-lines log. Default: $BITNETC_AUDIT_LOG
     /// (`off` turns logging off), else audit.jsonl in bitnetc's folder of the user's data directory.
     #[arg(long, global = true, value_name = "PATH")]
@@ -27,6 +27,9 @@ enum Command {
     /// Serve models over HTTP with OpenAI's API (chat and text completions, streamed or not),
     /// several requests at once per model; /health and /metrics for operations.
     Serve(cli::serve::ServeArgs),
+    /// Talk with a model: each line of input is a message, the reply streams back; /reset starts
+    /// over, /exit quits.
+    Chat(cli::chat::ChatArgs),
     /// Measure prefill and decode speed, latency, memory and compile time on this machine, against
     /// the same model compiled with full-precision weights in the same run.
     Bench(cli::bench::BenchArgs),
@@ -62,6 +65,7 @@ impl Command {
     fn audit(&self) -> Option<(&'static str, serde_json::Value)> {
         match self {
             Command::Run(args) => Some(args.audit()),
+            Command::Chat(args) => Some(args.audit()),
             Command::Bench(args) => Some(args.audit()),
             Command::Logits(args) => Some(args.audit()),
             Command::Compile(args) => Some(args.audit()),
@@ -82,6 +86,7 @@ impl Command {
     fn run(self, audit: &mut serde_json::Value) -> anyhow::Result<ExitCode> {
         match self {
             Command::Run(args) => cli::run::run(&args, audit),
+            Command::Chat(args) => cli::chat::run(&args, audit),
             Command::Bench(args) => cli::bench::run(&args, audit),
             Command::Check(args) => cli::check::run(&args),
             Command::Print(args) => cli::print::run(&args),

@@ -16,6 +16,7 @@ use bitnet_frontend::detect::{ModelFormat, detect};
 use bitnet_frontend::gguf::GgufFile;
 use bitnet_frontend::model::{ImportOptions, ImportedModel, ModelSummary};
 use bitnet_ir::{Module, WeightStore};
+use bitnet_runtime::chat::{ChatError, ChatTemplate};
 use bitnet_runtime::tokenizer::Tokenizer;
 use std::path::{Path, PathBuf};
 
@@ -51,17 +52,17 @@ impl OpenOptions {
                 } else {
                     TokenizerSource::None
                 };
-                (imported, hf_chat_template(path), tokenizer)
+                (imported, ChatTemplate::from_hf_dir(path), tokenizer)
             }
             ModelFormat::Gguf => {
                 let imported = bitnet_frontend::gguf::import_gguf(path, &import)?;
                 // The importer takes a path, so the header is parsed a second time here for the
                 // metadata the import does not return; the file stays open for the tokenizer.
                 let file = GgufFile::open(path)?;
-                let chat_template = file
+                let chat_template = Ok(file
                     .get_str("tokenizer.chat_template")
                     .ok()
-                    .map(str::to_string);
+                    .map(|t| ChatTemplate::from_gguf(t, &path.display().to_string())));
                 let tokenizer = if file.metadata().contains_key("tokenizer.ggml.tokens") {
                     TokenizerSource::Gguf(Box::new(file))
                 } else {
@@ -79,7 +80,7 @@ impl OpenOptions {
                 } else {
                     TokenizerSource::None
                 };
-                (imported, None, tokenizer)
+                (imported, Ok(None), tokenizer)
             }
         };
         let ImportedModel {
@@ -111,7 +112,8 @@ pub struct Model {
     pub summary: ModelSummary,
     path: PathBuf,
     format: ModelFormat,
-    chat_template: Option<String>,
+    /// Read when the model is opened; an error is reported when the template is asked for.
+    chat_template: Result<Option<ChatTemplate>, ChatError>,
     tokenizer: LazyTokenizer,
 }
 
@@ -131,11 +133,15 @@ impl Model {
         self.format
     }
 
-    /// The chat template (Jinja text) the model declares: a Hugging Face folder's
-    /// `tokenizer_config.json` `chat_template`, or a GGUF file's `tokenizer.chat_template`. It is
-    /// read, not applied.
-    pub fn chat_template(&self) -> Option<&str> {
-        self.chat_template.as_deref()
+    /// The chat template the model declares: a Hugging Face folder's `chat_template.jinja` or
+    /// `tokenizer_config.json` `chat_template`, or a GGUF file's `tokenizer.chat_template`;
+    /// `None` when it has none. A template field of the wrong form is reported here, not when the
+    /// model is opened, so commands without chat never see it.
+    pub fn chat_template(&self) -> Result<Option<&ChatTemplate>, Error> {
+        match &self.chat_template {
+            Ok(t) => Ok(t.as_ref()),
+            Err(e) => Err(e.clone().into()),
+        }
     }
 
     /// The tokenizer, built on first use; `None` when the model carries none. A tokenizer file that
@@ -144,17 +150,9 @@ impl Model {
         self.tokenizer.get()
     }
 
-    /// The tokenizer, still unbuilt unless it was used, for what the model is compiled into.
-    pub(crate) fn into_tokenizer(self) -> LazyTokenizer {
-        self.tokenizer
+    /// The chat template and the tokenizer (still unbuilt unless it was used), for what the model
+    /// is compiled into.
+    pub(crate) fn into_text(self) -> (Result<Option<ChatTemplate>, ChatError>, LazyTokenizer) {
+        (self.chat_template, self.tokenizer)
     }
-}
-
-/// A Hugging Face folder's chat template: `chat_template` in `tokenizer_config.json` when it is a
-/// string. Best effort: a missing or unreadable file has none here (the tokenizer reports the file
-/// when it is built).
-fn hf_chat_template(dir: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(dir.join("tokenizer_config.json")).ok()?;
-    let config: serde_json::Value = serde_json::from_str(&text).ok()?;
-    config.get("chat_template")?.as_str().map(str::to_string)
 }

@@ -324,7 +324,9 @@ fn chat_needs_a_chat_tokenizer() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("<|eot_id|>") && err.contains("tokenizer.json"),
+        err.contains("<|eot_id|>")
+            && err.contains("tokenizer.json")
+            && err.contains("built-in one (bitnet-b1.58-2B-4T)"),
         "{err}"
     );
 }

@@ -156,9 +156,9 @@ fn the_api_builds_the_tokenizer_on_first_use() {
 #[test]
 fn open_reads_the_chat_template() {
     let packed = root().join("tests/fixtures/hf-tiny/packed");
-    assert_eq!(Model::open(&packed).unwrap().chat_template(), None);
+    assert_eq!(Model::open(&packed).unwrap().chat_template().unwrap(), None);
     let gguf = root().join("tests/fixtures/gguf-tiny/tiny-f32.gguf");
-    assert_eq!(Model::open(&gguf).unwrap().chat_template(), None);
+    assert_eq!(Model::open(&gguf).unwrap().chat_template().unwrap(), None);
 
     let scratch = Scratch::create("lazy-tokenizer-chat-template");
     let dir = hf_with_broken_tokenizer(&scratch);
@@ -169,7 +169,12 @@ fn open_reads_the_chat_template() {
     config["chat_template"] = template.into();
     std::fs::write(&config_path, config.to_string()).unwrap();
     let model = Model::open(&dir).unwrap();
-    assert_eq!(model.chat_template(), Some(template));
+    let t = model.chat_template().unwrap().unwrap();
+    assert_eq!(t.source, template);
+    assert_eq!(
+        t.origin,
+        format!("{} (chat_template)", config_path.display())
+    );
     assert_eq!(model.format(), bitnetc::frontend::detect::ModelFormat::Hf);
     assert_eq!(model.path(), dir.as_path());
 }

@@ -15,7 +15,8 @@
 //! manifest is relative to it, so the weights land 64-byte aligned in the file (and in a mapping of
 //! it). Sections: `code` (an ELF shared library holding the kernels), `weights` (the blob the launches
 //! index), `tokenizer` (the model's `tokenizer.json`, when it has one, with `tokenizer_special`: JSON
-//! `{"bos": id|null, "eos": [ids]}`, which `tokenizer.json` does not record) and `ir` (the compiled IR as text;
+//! `{"bos": id|null, "eos": [ids]}`, which `tokenizer.json` does not record), `chat_template` (the
+//! model's chat template, when it has one: JSON, `chat::ChatTemplate::to_section`) and `ir` (the compiled IR as text;
 //! with the manifest's weight index, which says where each weight it names is in `weights`, it lets a
 //! reference interpreter run what the artifact contains: `read_ir`). The manifest records each
 //! section's sha256; loading checks the magic, the format version, the manifest hash, the target
@@ -665,6 +666,8 @@ pub struct Loaded {
     pub tokenizer: Option<Vec<u8>>,
     /// Its special ids (`{"bos": id|null, "eos": [ids]}`), if recorded.
     pub tokenizer_special: Option<Vec<u8>>,
+    /// The model's chat template (`chat::ChatTemplate::to_section`), if it has one.
+    pub chat_template: Option<Vec<u8>>,
 }
 
 /// Keeps the loaded library (and so the kernels' code) alive as long as the program; never read.
@@ -721,6 +724,10 @@ pub fn load_program(path: &Path) -> Result<Loaded, ArtifactError> {
     let tokenizer_special = parsed
         .sections
         .get("tokenizer_special")
+        .map(|r| map[r.clone()].to_vec());
+    let chat_template = parsed
+        .sections
+        .get("chat_template")
         .map(|r| map[r.clone()].to_vec());
     let library = open_library(code).map_err(|e| err(ArtifactProblem::Library(e)))?;
     for import in &m.imports {
@@ -800,6 +807,7 @@ pub fn load_program(path: &Path) -> Result<Loaded, ArtifactError> {
         program,
         tokenizer,
         tokenizer_special,
+        chat_template,
     })
 }
 

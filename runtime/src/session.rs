@@ -15,7 +15,9 @@
 //!
 //! A prompt that does not fit in the context is an error before anything runs. The last sampled
 //! token is fed at the start of the next call, so a session continues a conversation where it left
-//! off; `reset` starts a new one.
+//! off; `reset` starts a new one. A chat that renders the whole conversation again each turn keeps
+//! the cache with `reuse_prefix`: only the tokens after what the context already holds are
+//! prefilled (`rewind` drops the rest).
 
 use crate::error::RuntimeError;
 use crate::executor::Executor;
@@ -95,6 +97,31 @@ impl Session {
         self.exec.reset();
         self.tokens.clear();
         self.fed = 0;
+    }
+
+    /// Keeps the first `n` tokens of the context and forgets the rest. The KV cache rows after
+    /// them stay as they are: a step writes the rows of its positions before attention reads them
+    /// and reads no row after its own, so what is fed next overwrites them before they matter.
+    pub fn rewind(&mut self, n: usize) {
+        self.tokens.truncate(n);
+        self.fed = self.fed.min(n);
+    }
+
+    /// Prepares the context for a new `prompt` that repeats what the context holds, as a chat does
+    /// each turn: rewinds to the longest common prefix of the context and `prompt`, leaving at
+    /// least one token of `prompt` to run, and returns its length `n`. Generating from
+    /// `&prompt[n..]` then gives what a fresh session generating from `prompt` gives, with only the
+    /// new tokens prefilled.
+    pub fn reuse_prefix(&mut self, prompt: &[u32]) -> usize {
+        let common = self
+            .tokens
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(prompt.len().saturating_sub(1));
+        self.rewind(common);
+        common
     }
 
     /// Encodes text with the model's tokenizer (with its special tokens, such as a leading BOS).

@@ -12,6 +12,7 @@ use crate::engine::{Engine, EngineOptions, StepModel};
 use crate::error::ServeError;
 use crate::metrics::ModelMetrics;
 use crate::state::{AppState, Phase, ReadyModel};
+use bitnet_runtime::chat::{ChatFormat, ChatTemplate};
 use bitnet_runtime::tokenizer::Tokenizer;
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
@@ -61,6 +62,8 @@ pub struct LoadedModel {
     pub model: Box<dyn StepModel>,
     /// Its tokenizer.
     pub tokenizer: Tokenizer,
+    /// Its chat template (`None`: the built-in 2B-4T format).
+    pub chat_template: Option<ChatTemplate>,
 }
 
 /// Loads a model (compiling it, or loading an artifact); the error says why it could not.
@@ -207,6 +210,7 @@ fn load_all(
         let ready = loaded.and_then(|l| {
             let metrics = Arc::new(ModelMetrics::default());
             let (context, vocab) = (l.model.context(), l.model.vocab());
+            let chat = ChatFormat::new(l.chat_template, &l.tokenizer).map_err(|e| e.to_string());
             let tokenizer = Arc::new(l.tokenizer);
             let engine = Engine::start(
                 &id,
@@ -220,6 +224,7 @@ fn load_all(
             Ok(ReadyModel {
                 id: id.clone(),
                 tokenizer,
+                chat,
                 engine,
                 context,
                 vocab,

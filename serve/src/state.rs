@@ -4,6 +4,7 @@
 use crate::engine::Engine;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use bitnet_runtime::chat::ChatFormat;
 use bitnet_runtime::tokenizer::Tokenizer;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -27,6 +28,8 @@ pub struct ReadyModel {
     pub id: String,
     /// Its tokenizer, shared with its engine.
     pub tokenizer: Arc<Tokenizer>,
+    /// Its chat format (its own template or the built-in), or why it cannot chat.
+    pub chat: Result<ChatFormat, String>,
     /// Its engine.
     pub engine: Engine,
     /// Each slot's context, in tokens.

@@ -1,8 +1,9 @@
-//! The flags several commands share: value parsers, and the precision flags of `compile`, `run` and
-//! `bench` (`PrecisionArgs`).
+//! The flags several commands share: value parsers, the precision flags of `compile`, `run`, `chat`
+//! and `bench` (`PrecisionArgs`), and the sampling flags of `run` and `chat` (`SamplingArgs`).
 
 use bitnet_backends::cpu::HeadDtype;
 use bitnet_frontend::model::PostQuantize;
+use bitnet_runtime::sampling::SamplingParams;
 
 /// Parses `--head-dtype` and `--dense-dtype` (`auto`, `bf16`, `f16`, `i8`).
 pub fn parse_head_dtype(s: &str) -> Result<HeadDtype, String> {
@@ -50,5 +51,45 @@ impl PrecisionArgs {
         options.cpu.head = self.head_dtype;
         options.cpu.dense = self.dense_dtype;
         options.quantize = self.quantize;
+    }
+}
+
+/// How the next token is chosen.
+#[derive(clap::Args, Clone, Debug)]
+pub struct SamplingArgs {
+    /// Greedy decoding (the default unless --temperature is given).
+    #[arg(long, conflicts_with = "temperature")]
+    pub greedy: bool,
+    /// Sample with this temperature (0 is greedy).
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    /// Sample from the K most likely tokens only (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Sample from the most likely tokens that together reach this probability (1: all).
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// CTRL repetition penalty (1: none).
+    #[arg(long, default_value_t = 1.0)]
+    pub repetition_penalty: f32,
+    /// The random seed for sampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl SamplingArgs {
+    /// The sampling parameters the flags describe.
+    pub fn params(&self) -> SamplingParams {
+        SamplingParams {
+            temperature: if self.greedy {
+                0.0
+            } else {
+                self.temperature.unwrap_or(0.0)
+            },
+            top_k: self.top_k,
+            top_p: self.top_p,
+            repetition_penalty: self.repetition_penalty,
+            seed: self.seed,
+        }
     }
 }

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod audit_log;
 pub mod bench;
 pub mod bir_file;
+pub mod chat;
 pub mod check;
 pub mod compile;
 pub mod eval;

@@ -7,8 +7,7 @@
 use super::audit_log::input_digests;
 use super::progress::Progress;
 use anyhow::{Context, Result, bail};
-use bitnet_runtime::chat::{self, Role};
-use bitnet_runtime::sampling::SamplingParams;
+use bitnet_runtime::chat::Message;
 use bitnet_runtime::session::{GenerateParams, Generation, StopReason};
 use std::io::Write;
 use std::path::PathBuf;
@@ -28,24 +27,8 @@ pub struct RunArgs {
     /// The most new tokens.
     #[arg(short = 'n', long = "max-tokens", default_value_t = 64)]
     pub max_tokens: usize,
-    /// Greedy decoding (the default unless --temperature is given).
-    #[arg(long, conflicts_with = "temperature")]
-    pub greedy: bool,
-    /// Sample with this temperature (0 is greedy).
-    #[arg(long)]
-    pub temperature: Option<f32>,
-    /// Sample from the K most likely tokens only (0: all).
-    #[arg(long, default_value_t = 0)]
-    pub top_k: usize,
-    /// Sample from the most likely tokens that together reach this probability (1: all).
-    #[arg(long, default_value_t = 1.0)]
-    pub top_p: f32,
-    /// CTRL repetition penalty (1: none).
-    #[arg(long, default_value_t = 1.0)]
-    pub repetition_penalty: f32,
-    /// The random seed for sampling.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    #[command(flatten)]
+    pub sampling: super::flags::SamplingArgs,
     /// Stop when the text contains this string (repeatable); it is cut from the output.
     #[arg(long = "stop", value_name = "TEXT")]
     pub stop: Vec<String>,
@@ -55,8 +38,8 @@ pub struct RunArgs {
     /// Do not stop at the model's end-of-sequence ids.
     #[arg(long)]
     pub ignore_eos: bool,
-    /// Format the prompt as a user message in the BitNet b1.58 2B-4T chat format and stop at the end
-    /// of the reply (the tokenizer must have <|eot_id|>).
+    /// Format the prompt as a user message with the model's chat template (the BitNet b1.58 2B-4T
+    /// format when it has none, which needs <|eot_id|>) and stop at the end of the reply.
     #[arg(long)]
     pub chat: bool,
     /// With --chat: a system message before the user's.
@@ -97,21 +80,6 @@ impl RunArgs {
             }),
         )
     }
-
-    /// The sampling parameters the flags describe.
-    fn sampling(&self) -> SamplingParams {
-        SamplingParams {
-            temperature: if self.greedy {
-                0.0
-            } else {
-                self.temperature.unwrap_or(0.0)
-            },
-            top_k: self.top_k,
-            top_p: self.top_p,
-            repetition_penalty: self.repetition_penalty,
-            seed: self.seed,
-        }
-    }
 }
 
 /// Runs the command; adds what the audit record should say to `audit`.
@@ -122,7 +90,7 @@ pub fn run(args: &RunArgs, audit: &mut serde_json::Value) -> Result<ExitCode> {
     if args.chat && args.prompt.is_none() {
         bail!("--chat formats a text prompt: give --prompt TEXT");
     }
-    let sampling = args.sampling();
+    let sampling = args.sampling.params();
     sampling.validate()?;
     let mut options = bitnetc::Options {
         context: args.context,
@@ -143,6 +111,15 @@ pub fn run(args: &RunArgs, audit: &mut serde_json::Value) -> Result<ExitCode> {
     let model = model?;
     audit["origin"] = format!("{:?}", model.origin).to_lowercase().into();
     audit["compile_s"] = model.compile_time.as_secs_f64().into();
+    // Taken before the session consumes the model; a template that cannot be read matters only here.
+    let template = if args.chat {
+        model
+            .chat_template()
+            .with_context(|| format!("{}", args.model.display()))?
+            .cloned()
+    } else {
+        None
+    };
     let mut session = if args.tokens.is_some() {
         // Token ids need no tokenizer: one that cannot be read only takes away the text and the
         // model's end-of-sequence ids.
@@ -174,14 +151,15 @@ pub fn run(args: &RunArgs, audit: &mut serde_json::Value) -> Result<ExitCode> {
             let tok = session.tokenizer().with_context(|| {
                 format!("{}: the model carries no tokenizer", args.model.display())
             })?;
+            let format = super::chat::chat_format(template, tok)?;
+            audit["chat_template"] = format.describe().into();
             let mut messages = Vec::new();
             if let Some(system) = &args.system {
-                messages.push((Role::System, system.as_str()));
+                messages.push(Message::system(system));
             }
-            messages.push((Role::User, text.as_str()));
-            let p = chat::encode(tok, &messages).map_err(anyhow::Error::msg)?;
-            params.stop_tokens.extend(p.stop_tokens);
-            p.ids
+            messages.push(Message::user(text));
+            params.stop_tokens.extend(format.stop_tokens());
+            format.encode(tok, &messages, true)?
         }
         (None, Some(text)) => session
             .encode(text)

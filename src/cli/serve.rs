@@ -94,6 +94,11 @@ fn loader(
             format!("{:?}", model.origin).to_lowercase(),
             (model.import_time + model.compile_time).as_secs_f64(),
         );
+        let chat_template = model.chat_template().map_err(|e| at(&e))?.cloned();
+        match &chat_template {
+            Some(t) => eprintln!("{id}: chat template: the model's ({})", t.origin),
+            None => eprintln!("{id}: chat template: built-in bitnet-b1.58-2B-4T (the model has none)"),
+        }
         let (exec, tokenizer) = model.into_parts().map_err(|e| at(&e))?;
         let tokenizer = tokenizer
             .ok_or_else(|| at(&"the model carries no tokenizer, which the server needs"))?;
@@ -106,6 +111,7 @@ fn loader(
         Ok(LoadedModel {
             model: Box::new(slots),
             tokenizer,
+            chat_template,
         })
     })
 }

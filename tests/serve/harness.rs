@@ -57,6 +57,7 @@ pub fn model(dir: &Path, slots: usize) -> LoadedModel {
     LoadedModel {
         model: Box::new(SlotExecutors::new(exec, slots).unwrap()),
         tokenizer,
+        chat_template: None,
     }
 }
 
@@ -376,6 +377,7 @@ pub fn gated(slots: usize, gate: &Arc<Gate>) -> LoadedModel {
             gate: Arc::clone(gate),
         }),
         tokenizer,
+        chat_template: None,
     }
 }
 

@@ -123,19 +123,24 @@ fn chat_completions_follow_the_chat_format_streamed_or_not() {
                       "temperature": 0, "return_token_ids": true});
     let (status, v) = post(&server, "/v1/chat/completions", &body);
     assert_eq!(status, 200, "{v}");
-    // The reference: `chat::encode` of the same messages, generated in process.
+    // The reference: the model's chat format (here the built-in: hf-tiny has no template) on the
+    // same messages, generated in process.
     let tok = Tokenizer::from_hf_dir(&dir).unwrap();
-    let p = bitnetc::runtime::chat::encode(
-        &tok,
-        &[
-            (bitnetc::runtime::chat::Role::System, "Be brief."),
-            (
-                bitnetc::runtime::chat::Role::User,
-                "Return a new sorted list",
-            ),
-        ],
-    )
-    .unwrap();
+    let format = bitnetc::runtime::chat::ChatFormat::new(None, &tok).unwrap();
+    let ids = format
+        .encode(
+            &tok,
+            &[
+                bitnetc::runtime::chat::Message::system("Be brief."),
+                bitnetc::runtime::chat::Message::user("Return a new sorted list"),
+            ],
+            true,
+        )
+        .unwrap();
+    let p = bitnet_serve::chat_prompt::ChatPrompt {
+        ids,
+        stop_tokens: format.stop_tokens().to_vec(),
+    };
     let params = GenerateParams {
         max_tokens: 24,
         stop_tokens: p.stop_tokens.clone(),

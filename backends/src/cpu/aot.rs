@@ -502,6 +502,8 @@ pub struct Provenance {
     /// The tokenizer's special ids, `{"bos": id|null, "eos": [ids]}` (JSON), which a bare
     /// `tokenizer.json` does not record.
     pub tokenizer_special: Option<Vec<u8>>,
+    /// The model's chat template as the `chat_template` section (JSON), if it has one.
+    pub chat_template: Option<Vec<u8>>,
 }
 
 /// Packs `parts`, the linked `library` of `code`, and `provenance` into an artifact.
@@ -565,6 +567,9 @@ pub fn write_artifact(
     }
     if let Some(t) = &provenance.tokenizer_special {
         sections.push(("tokenizer_special", t));
+    }
+    if let Some(t) = &provenance.chat_template {
+        sections.push(("chat_template", t));
     }
     sections.push(("ir", provenance.ir.as_bytes()));
     Ok(artifact::encode(&manifest, &sections)?)

@@ -264,6 +264,28 @@ impl Tokenizer {
         self.inner.token_to_id(token)
     }
 
+    /// The id of a special token (an added token marked special, such as `<|im_end|>`); `None`
+    /// for ordinary vocabulary entries and tokens the tokenizer does not have.
+    pub fn special_token_id(&self, token: &str) -> Option<u32> {
+        self.inner
+            .get_added_tokens_decoder()
+            .iter()
+            .filter(|(_, t)| t.special && t.content == token)
+            .map(|(&id, _)| id)
+            .min()
+    }
+
+    /// The vocabulary entry of `id` as written (`<|begin_of_text|>`, `Ġthe`), what a chat template's
+    /// `bos_token` is; `None` for an id outside the vocabulary.
+    pub fn token_content(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    /// Whether encoding text with special tokens (`encode(text, true)`) puts the bos id first.
+    pub fn adds_bos(&self) -> Result<bool, TokenizerError> {
+        Ok(self.bos.is_some() && self.encode("", true)?.first() == self.bos.as_ref())
+    }
+
     /// One more than the largest id, added tokens included.
     pub fn vocab_size(&self) -> usize {
         self.vocab_size

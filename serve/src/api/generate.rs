@@ -98,7 +98,7 @@ fn encode(
         },
         Api::Chat => {
             let messages = request::messages(map)?;
-            let p = chat_prompt::encode(&model.tokenizer, &messages)
+            let p = chat_prompt::encode(&model.chat, &model.tokenizer, &messages)
                 .map_err(|e| ApiError::invalid("messages", "unsupported_chat_format", e))?;
             check_vocab(&p.ids, vocab, |_| "messages".into())?;
             Ok((p.ids, p.stop_tokens, "messages"))

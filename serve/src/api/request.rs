@@ -10,7 +10,7 @@
 //! extension: the prompt's and the output's token ids in the response).
 
 use crate::error::ApiError;
-use bitnet_runtime::chat::Role;
+use crate::chat_prompt::Role;
 use serde_json::{Map, Value};
 
 /// The most stop strings a request may give (as OpenAI).
