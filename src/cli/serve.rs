@@ -97,7 +97,9 @@ fn loader(
         let chat_template = model.chat_template().map_err(|e| at(&e))?.cloned();
         match &chat_template {
             Some(t) => eprintln!("{id}: chat template: the model's ({})", t.origin),
-            None => eprintln!("{id}: chat template: built-in bitnet-b1.58-2B-4T (the model has none)"),
+            None => {
+                eprintln!("{id}: chat template: built-in bitnet-b1.58-2B-4T (the model has none)")
+            }
         }
         let (exec, tokenizer) = model.into_parts().map_err(|e| at(&e))?;
         let tokenizer = tokenizer

@@ -9,8 +9,8 @@
 //! `stream_options.include_usage` (with `stream` only); `n` (1 only); and `return_token_ids` (an
 //! extension: the prompt's and the output's token ids in the response).
 
-use crate::error::ApiError;
 use crate::chat_prompt::Role;
+use crate::error::ApiError;
 use serde_json::{Map, Value};
 
 /// The most stop strings a request may give (as OpenAI).
