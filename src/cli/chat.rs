@@ -79,17 +79,7 @@ pub fn chat_format(template: Option<ChatTemplate>, tokenizer: &Tokenizer) -> Res
 pub fn run(args: &ChatArgs, audit: &mut serde_json::Value) -> Result<ExitCode> {
     let sampling = args.sampling.params();
     sampling.validate()?;
-    let mut options = bitnetc::Options {
-        context: args.context,
-        ..bitnetc::Options::default()
-    };
-    args.precision.apply(&mut options);
-    if let Some(t) = args.threads {
-        if t == 0 {
-            bail!("--threads 0: give at least 1");
-        }
-        options.cpu.threads = t;
-    }
+    let mut options = args.precision.run_options(args.context, args.threads)?;
     let name = args.model.display().to_string();
     let progress = Progress::start(&args.model);
     options.on_stage = Some(progress.stage_callback());

@@ -52,6 +52,25 @@ impl PrecisionArgs {
         options.cpu.dense = self.dense_dtype;
         options.quantize = self.quantize;
     }
+
+    /// The compile options of a command that runs a model (`run`, `chat`, `serve`): its
+    /// `--context`, these precision flags and `--threads` (0 is refused).
+    pub fn run_options(
+        &self,
+        context: Option<u64>,
+        threads: Option<usize>,
+    ) -> anyhow::Result<bitnetc::Options> {
+        let mut options = bitnetc::Options {
+            context,
+            ..bitnetc::Options::default()
+        };
+        self.apply(&mut options);
+        if let Some(t) = threads {
+            anyhow::ensure!(t != 0, "--threads 0: give at least 1");
+            options.cpu.threads = t;
+        }
+        Ok(options)
+    }
 }
 
 /// How the next token is chosen.

@@ -8,6 +8,7 @@
 
 use super::flags::PrecisionArgs;
 use anyhow::{Result, bail};
+use bitnet_runtime::chat::BUILTIN_NAME;
 use bitnet_serve::{LoadedModel, ModelSource, ServeConfig, Server, SlotExecutors};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -98,7 +99,7 @@ fn loader(
         match &chat_template {
             Some(t) => eprintln!("{id}: chat template: the model's ({})", t.origin),
             None => {
-                eprintln!("{id}: chat template: built-in bitnet-b1.58-2B-4T (the model has none)")
+                eprintln!("{id}: chat template: built-in {BUILTIN_NAME} (the model has none)")
             }
         }
         let (exec, tokenizer) = model.into_parts().map_err(|e| at(&e))?;
@@ -123,17 +124,7 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
     if args.slots == 0 {
         bail!("--slots 0: give at least 1");
     }
-    let mut options = bitnetc::Options {
-        context: args.context,
-        ..bitnetc::Options::default()
-    };
-    args.precision.apply(&mut options);
-    if let Some(t) = args.threads {
-        if t == 0 {
-            bail!("--threads 0: give at least 1");
-        }
-        options.cpu.threads = t;
-    }
+    let options = args.precision.run_options(args.context, args.threads)?;
     let mut models = Vec::with_capacity(args.models.len());
     for arg in &args.models {
         let (id, path) = model_id(arg)?;
