@@ -17,18 +17,6 @@ use std::path::Path;
 use std::process::{Command, Output};
 use support::{argmax, check_logits, ids, root};
 
-/// True if `cc` runs; otherwise prints why the test is skipped.
-fn have_cc(test: &str) -> bool {
-    let ok = Command::new("cc")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        println!("{test}: skipped: no C compiler driver (cc) to link artifacts");
-    }
-    ok
-}
-
 /// The artifact of `model` for `target`, built for `context` tokens.
 fn compile(model: &Path, context: u64, target: &str) -> Vec<u8> {
     let mut m = bitnetc::OpenOptions {
@@ -104,7 +92,7 @@ fn check(model: &Path, prompt: &[i64], reference: &Path, greedy: &[i64], threads
 }
 
 fn hf(form: &str, threads: usize) {
-    if !have_cc(form) {
+    if !support::have_cc(form) {
         return;
     }
     let dir = root().join("tests/fixtures/hf-tiny").join(form);
@@ -135,7 +123,7 @@ fn hf_packed_bitlinear_artifact() {
 
 #[test]
 fn gguf_artifacts() {
-    if !have_cc("gguf_artifacts") {
+    if !support::have_cc("gguf_artifacts") {
         return;
     }
     let dir = root().join("tests/fixtures/gguf-tiny");
@@ -157,7 +145,7 @@ const PACKED: &str = "tests/fixtures/hf-tiny/packed";
 
 #[test]
 fn same_inputs_give_identical_bytes() {
-    if !have_cc("same_inputs_give_identical_bytes") {
+    if !support::have_cc("same_inputs_give_identical_bytes") {
         return;
     }
     let model = root().join(PACKED);
@@ -202,7 +190,7 @@ fn same_inputs_give_identical_bytes() {
 
 #[test]
 fn portable_x86_64_target_runs() {
-    if std::env::consts::ARCH != "x86_64" || !have_cc("portable_x86_64_target_runs") {
+    if std::env::consts::ARCH != "x86_64" || !support::have_cc("portable_x86_64_target_runs") {
         return;
     }
     let model = root().join(PACKED);
@@ -265,7 +253,7 @@ fn with_manifest(bytes: &[u8], edit: impl FnOnce(&mut Manifest)) -> Vec<u8> {
 
 #[test]
 fn damaged_and_foreign_artifacts_fail_clearly() {
-    if !have_cc("damaged_and_foreign_artifacts_fail_clearly") {
+    if !support::have_cc("damaged_and_foreign_artifacts_fail_clearly") {
         return;
     }
     let good = compile(&root().join(PACKED), 8, "native");
@@ -410,7 +398,7 @@ fn damaged_and_foreign_artifacts_fail_clearly() {
 
 #[test]
 fn two_artifacts_in_one_process() {
-    if !have_cc("two_artifacts_in_one_process") {
+    if !support::have_cc("two_artifacts_in_one_process") {
         return;
     }
     // Same kernel symbols in two libraries, and the same library twice: each executor uses its own.
@@ -450,7 +438,7 @@ fn text(b: &[u8]) -> String {
 
 #[test]
 fn cli_compile_emit_logits_and_no_overwrite() {
-    if !have_cc("cli_compile_emit_logits_and_no_overwrite") {
+    if !support::have_cc("cli_compile_emit_logits_and_no_overwrite") {
         return;
     }
     let dir = support::Scratch::create("artifact-cli");
@@ -636,7 +624,7 @@ fn check_interp(model: &Path, prompt: &[i64], reference: &Path) {
 
 #[test]
 fn interp_runs_the_artifact_ir() {
-    if !have_cc("interp_runs_the_artifact_ir") {
+    if !support::have_cc("interp_runs_the_artifact_ir") {
         return;
     }
     let dir = root().join(PACKED);

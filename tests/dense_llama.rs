@@ -249,21 +249,9 @@ fn bench_measures_the_dense_paths_of_a_dense_model() {
     assert!(report.get("vs_full_precision").is_none());
 }
 
-/// True if `cc` runs (artifacts are linked with it); otherwise prints why the test is skipped.
-fn have_cc(test: &str) -> bool {
-    let ok = std::process::Command::new("cc")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        println!("{test}: skipped: no C compiler driver (cc) to link artifacts");
-    }
-    ok
-}
-
 #[test]
 fn dense_llama_artifacts_match_llama_cpp_and_the_jit() {
-    if !have_cc("dense_llama_artifacts_match_llama_cpp_and_the_jit") {
+    if !support::have_cc("dense_llama_artifacts_match_llama_cpp_and_the_jit") {
         return;
     }
     let prompt = ids(&support::reference(&fixtures())["prompt_ids"]);

@@ -341,21 +341,9 @@ fn jit_logits_match_transformers_and_biases_run_as_bias_adds() {
     }
 }
 
-/// True if `cc` runs; otherwise prints why the test is skipped.
-fn have_cc(test: &str) -> bool {
-    let ok = std::process::Command::new("cc")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        println!("{test}: skipped: no C compiler driver (cc) to link artifacts");
-    }
-    ok
-}
-
 #[test]
 fn aot_artifacts_match_transformers_and_the_jit() {
-    if !have_cc("aot_artifacts_match_transformers_and_the_jit") {
+    if !support::have_cc("aot_artifacts_match_transformers_and_the_jit") {
         return;
     }
     for variant in VARIANTS {

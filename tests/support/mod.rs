@@ -133,3 +133,15 @@ pub fn check_logits(
     assert_eq!(ours_arg, theirs_arg, "{what}: argmax per position");
     ours_arg
 }
+
+/// True if `cc` runs (artifacts are linked with it); otherwise prints why `test` is skipped.
+pub fn have_cc(test: &str) -> bool {
+    let ok = std::process::Command::new("cc")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        println!("{test}: skipped: no C compiler driver (cc) to link artifacts");
+    }
+    ok
+}
