@@ -131,6 +131,17 @@ pub fn post_stream(server: &Server, path: &str, body: &Value) -> (u16, Vec<Strin
     (status, events(&r.text().unwrap()))
 }
 
+/// A streamed request that must succeed: its chunks (the JSON events before the final `[DONE]`).
+pub fn stream_chunks(server: &Server, path: &str, body: &Value) -> Vec<Value> {
+    let (status, data) = post_stream(server, path, body);
+    assert_eq!(status, 200, "{data:?}");
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
+}
+
 /// The `data:` payloads of a server-sent event stream (every event must be one `data:` line).
 pub fn events(text: &str) -> Vec<String> {
     assert!(text.ends_with("\n\n"), "{text:?}");

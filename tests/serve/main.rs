@@ -58,13 +58,7 @@ fn completions_give_transformers_tokens_streamed_or_not() {
     body["stream"] = json!(true);
     body["stream_options"] = json!({"include_usage": true});
     body["return_token_ids"] = json!(false);
-    let (status, data) = post_stream(&server, "/v1/completions", &body);
-    assert_eq!(status, 200);
-    assert_eq!(data.last().unwrap(), "[DONE]");
-    let chunks: Vec<Value> = data[..data.len() - 1]
-        .iter()
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
+    let chunks = stream_chunks(&server, "/v1/completions", &body);
     let (streamed, _) = joined(&chunks);
     assert_eq!(streamed, want);
     let n = chunks.len();
@@ -98,11 +92,7 @@ fn completions_give_transformers_tokens_streamed_or_not() {
     assert_eq!(u32s(&v["choices"][0]["token_ids"]), alone.tokens);
     // The same, streamed: nothing past the cut is ever sent.
     body["stream"] = json!(true);
-    let (_, data) = post_stream(&server, "/v1/completions", &body);
-    let chunks: Vec<Value> = data[..data.len() - 1]
-        .iter()
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
+    let chunks = stream_chunks(&server, "/v1/completions", &body);
     assert_eq!(joined(&chunks).0, want[..cut]);
     assert_eq!(
         chunks.last().unwrap()["choices"][0]["finish_reason"],
@@ -166,13 +156,7 @@ fn chat_completions_follow_the_chat_format_streamed_or_not() {
     let mut body = body.clone();
     body["stream"] = json!(true);
     body["stream_options"] = json!({"include_usage": true});
-    let (status, data) = post_stream(&server, "/v1/chat/completions", &body);
-    assert_eq!(status, 200);
-    assert_eq!(data.last().unwrap(), "[DONE]");
-    let chunks: Vec<Value> = data[..data.len() - 1]
-        .iter()
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
+    let chunks = stream_chunks(&server, "/v1/chat/completions", &body);
     assert_eq!(chunks[0]["object"], "chat.completion.chunk");
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
     assert_eq!(u32s(&chunks[0]["prompt_token_ids"]), p.ids);
