@@ -17,7 +17,7 @@ pub mod metrics;
 pub mod server;
 pub mod state;
 
-pub use engine::{Feed, SlotExecutors, StepModel, StepOut};
+pub use engine::{Feed, SlotBatch, StepModel, StepOut};
 pub use error::{ApiError, ServeError};
 pub use server::{LoadedModel, Loader, ModelSource, ServeConfig, Server};
 pub use state::Phase;

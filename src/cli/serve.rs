@@ -9,7 +9,7 @@
 use super::flags::PrecisionArgs;
 use anyhow::{Result, bail};
 use bitnet_runtime::chat::BUILTIN_NAME;
-use bitnet_serve::{LoadedModel, ModelSource, ServeConfig, Server, SlotExecutors};
+use bitnet_serve::{LoadedModel, ModelSource, ServeConfig, Server, SlotBatch};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -106,7 +106,7 @@ fn loader(
         let tokenizer = tokenizer
             .ok_or_else(|| at(&"the model carries no tokenizer, which the server needs"))?;
         let context = exec.program().context;
-        let slots = SlotExecutors::new(exec, slots).map_err(|e| at(&e))?;
+        let slots = SlotBatch::new(&exec, slots).map_err(|e| at(&e))?;
         eprintln!(
             "{id}: ready ({how} in {secs:.1} s; {slots_n} slots of {context} tokens)",
             slots_n = bitnet_serve::StepModel::slots(&slots)
