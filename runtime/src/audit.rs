@@ -5,7 +5,8 @@
 //! `fields`, `hash`, `kind`, `prev`, `seq` and `time`:
 //! - `seq` counts records from 0;
 //! - `time` is the RFC 3339 UTC time of the append, to the millisecond;
-//! - `kind` is one of [`KINDS`] (`compile`, `load`, `run`, `error`);
+//! - `kind` is one of [`KINDS`] (`compile`, `load`, `run`, `error`, and the server's `request` and
+//!   `unload`);
 //! - `prev` is the sha256 (hex) of the previous record's line, without its newline, or 64 zeros;
 //! - `hash` is the sha256 (hex) of the canonical JSON of the record without its `hash` key.
 //!
@@ -27,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The record kinds.
-pub const KINDS: [&str; 4] = ["compile", "load", "run", "error"];
+pub const KINDS: [&str; 6] = ["compile", "load", "run", "error", "request", "unload"];
 
 /// The `prev` of the first record.
 pub const ZERO_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -46,7 +47,7 @@ pub enum AuditError {
         source: std::io::Error,
     },
     /// A record kind outside [`KINDS`].
-    #[error("audit record kind {0:?}: expected one of compile, load, run, error")]
+    #[error("audit record kind {0:?}: expected one of compile, load, run, error, request, unload")]
     UnknownKind(String),
 }
 
