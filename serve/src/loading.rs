@@ -159,30 +159,36 @@ pub fn load_at_run_time(
 /// How often an unloading model's requests in flight are looked at.
 const UNLOAD_POLL: Duration = Duration::from_millis(20);
 
-/// Unloads `entry`, already out of the table (see the module doc), on a thread of its own.
+/// Unloads `entry`, already out of the table (see the module doc): its audit record now, the rest
+/// on a thread of its own.
 pub fn unload(state: Arc<AppState>, entry: Entry) -> std::io::Result<()> {
+    if let Some(audit) = &state.gateway.audit {
+        let (was, in_flight, source) = match &entry.state {
+            ModelState::Ready(m) => ("ready", m.engine.metrics().in_flight(), &m.info.source),
+            ModelState::Loading => ("loading", 0, &entry.asked.source),
+            ModelState::Failed(_) => ("failed", 0, &entry.asked.source),
+        };
+        audit.record(
+            "unload",
+            json!({
+                "model": entry.id,
+                "path": source.as_ref().map(|p| p.display().to_string()),
+                "state": was,
+                "in_flight": in_flight,
+            }),
+        );
+    }
     std::thread::Builder::new()
         .name(format!("unload {}", entry.id))
         .spawn(move || {
-            let mut fields = json!({"model": entry.id});
             if let ModelState::Ready(model) = entry.state {
                 let end = Instant::now() + state.gateway.unload_grace;
                 let metrics = Arc::clone(model.engine.metrics());
                 while metrics.in_flight() > 0 && Instant::now() < end {
                     std::thread::sleep(UNLOAD_POLL);
                 }
-                fields["cancelled"] = metrics.in_flight().into();
                 model.engine.join();
                 state.metrics.remove_model(&entry.id);
-                fields["path"] = model
-                    .info
-                    .source
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .into();
-            }
-            if let Some(audit) = &state.gateway.audit {
-                audit.record("unload", fields);
             }
         })
         .map(drop)
