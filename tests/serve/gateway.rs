@@ -2,16 +2,14 @@
 //! toolchain and then served (the same tokens as the model given at start), a load that fails
 //! listed as `failed`, the 400/404/409 of bad requests naming their field, unloading while a
 //! request is in flight (it finishes, new ones get 404), a server without a toolchain (501), the
-//! 501 of the commands not built yet, and the audit log with `--audit-text` (prompt and output
-//! text kept, the chain verifying). The CLI's gateway (compile jobs, artifacts, the key, hashes
-//! only by default) is in `gateway_cli.rs`.
+//! 501 of the commands not built yet. The audit log and the binary's gateway (compile jobs,
+//! artifacts, the key) are in `gateway_audit.rs`.
 
 use super::harness::*;
 use super::support::Scratch;
 use bitnet_serve::{
     CompileRequest, Compiled, GatewayConfig, LoadedModel, ModelSource, Server, Toolchain,
 };
-use bitnetc::runtime::audit::{AuditLog, sha256_hex};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::sync::Arc;
@@ -41,7 +39,7 @@ impl Toolchain for TinyToolchain {
 }
 
 /// A server over hf-tiny as `tiny`, with `gateway`.
-fn serve_gateway(gateway: GatewayConfig) -> Server {
+pub fn serve_gateway(gateway: GatewayConfig) -> Server {
     let source = ModelSource {
         id: "tiny".into(),
         load: Box::new(|| Ok(model(&packed(), 2))),
@@ -51,14 +49,14 @@ fn serve_gateway(gateway: GatewayConfig) -> Server {
     server
 }
 
-fn toolchain() -> GatewayConfig {
+pub fn toolchain() -> GatewayConfig {
     GatewayConfig {
         toolchain: Some(Arc::new(TinyToolchain)),
         ..GatewayConfig::default()
     }
 }
 
-fn get_json(server: &Server, path: &str) -> (u16, Value) {
+pub fn get_json(server: &Server, path: &str) -> (u16, Value) {
     let r = client().get(url(server, path)).send().unwrap();
     (r.status().as_u16(), r.json_value())
 }
@@ -342,80 +340,4 @@ fn unloading_finishes_the_requests_in_flight_and_refuses_new_ones() {
     assert_eq!(v["usage"]["completion_tokens"], 4);
     let (_, list) = get_json(&server, "/v1/bitnetc/models");
     assert_eq!(list["data"], json!([]));
-}
-
-#[test]
-fn with_audit_text_records_keep_the_prompt_and_output_and_the_chain_verifies() {
-    let tmp = Scratch::create("gateway-audit-text");
-    let log = tmp.join("audit.jsonl");
-    let server = serve_gateway(GatewayConfig {
-        audit: Some(AuditLog::open(&log).unwrap()),
-        audit_text: true,
-        ..toolchain()
-    });
-    let mut body = completion(json!("Hello world"), 4);
-    let (status, whole) = post(&server, "/v1/completions", &body);
-    assert_eq!(status, 200, "{whole}");
-    body["stream"] = true.into();
-    let (streamed, _) = joined(&stream_chunks(&server, "/v1/completions", &body));
-    body["model"] = "nope".into();
-    assert_eq!(post(&server, "/v1/completions", &body).0, 404);
-    let (status, v) = get_json(&server, "/v1/bitnetc/audit?limit=3");
-    assert_eq!(status, 200, "{v}");
-    let records = v["data"].as_array().unwrap();
-    assert_eq!(records.len(), 3, "{v}");
-    let texts = [
-        whole["choices"][0]["text"].as_str().unwrap(),
-        streamed.as_str(),
-    ];
-    for (r, text) in records.iter().zip(texts) {
-        let f = &r["fields"];
-        assert_eq!(
-            (r["kind"].as_str(), f["status"].as_u64()),
-            (Some("request"), Some(200)),
-            "{r}"
-        );
-        assert_eq!(f["route"], "/v1/completions");
-        assert_eq!(
-            (f["prompt"].as_str(), f["output"].as_str()),
-            (Some("Hello world"), Some(text))
-        );
-        assert_eq!(
-            f["prompt_sha256"].as_str(),
-            Some(sha256_hex(b"Hello world").as_str())
-        );
-        assert_eq!(
-            f["output_sha256"].as_str(),
-            Some(sha256_hex(text.as_bytes()).as_str())
-        );
-        assert_eq!(
-            (f["completion_tokens"].as_u64(), f["finish_reason"].as_str()),
-            (Some(4), Some("length"))
-        );
-    }
-    assert_eq!(
-        (
-            records[2]["fields"]["status"].as_u64(),
-            records[2]["fields"]["model"].as_str()
-        ),
-        (Some(404), Some("nope"))
-    );
-    assert_error(
-        get_json(&server, "/v1/bitnetc/audit?limit=0"),
-        400,
-        Some("limit"),
-        "limit 0",
-    );
-    let (status, report) = get_json(&server, "/v1/bitnetc/audit/verify");
-    assert_eq!(status, 200, "{report}");
-    // The load of `tiny` and the three requests.
-    assert_eq!(
-        (report["ok"].as_bool(), report["records"].as_u64()),
-        (Some(true), Some(4)),
-        "{report}"
-    );
-    server.shutdown();
-    server.wait().unwrap();
-    let report = bitnetc::runtime::audit::verify(&log).unwrap();
-    assert!(report.ok() && report.records == 4, "{report:?}");
 }

@@ -1,11 +1,15 @@
-//! The gateway of the `bitnetc serve` binary with an API key and an audit log: the key on every
-//! admin route, list and inspect, a compile job to `done` whose artifact (its sha256 as the job
-//! says) is loaded at run time and generates, refusal to overwrite, unload then 404, and the audit
-//! log read over HTTP (hashes, not text, by default), verified, and whole after SIGTERM.
+//! The audit log and the gateway of the `bitnetc serve` binary. In process with `--audit-text`:
+//! records keep the prompt and output text, and the chain verifies over HTTP and after shutdown.
+//! The binary, with an API key and an audit log: the key on every admin route, list and inspect,
+//! a compile job to `done` whose artifact (its sha256 as the job says) is loaded at run time and
+//! generates, refusal to overwrite, unload then 404, and the audit log read over HTTP (hashes, not
+//! text, by default), verified, and whole after SIGTERM.
 
+use super::gateway::{get_json, serve_gateway, toolchain};
 use super::harness::*;
 use super::support::{Scratch, have_cc};
-use bitnetc::runtime::audit::{file_sha256, sha256_hex};
+use bitnet_serve::GatewayConfig;
+use bitnetc::runtime::audit::{AuditLog, file_sha256, sha256_hex};
 use serde_json::{Value, json};
 use std::io::{BufRead, Read};
 
@@ -239,4 +243,80 @@ fn the_cli_gateway_compiles_loads_unloads_and_audits_with_its_key() {
     } else {
         assert_eq!(kinds, ["load", "request"]);
     }
+}
+
+#[test]
+fn with_audit_text_records_keep_the_prompt_and_output_and_the_chain_verifies() {
+    let tmp = Scratch::create("gateway-audit-text");
+    let log = tmp.join("audit.jsonl");
+    let server = serve_gateway(GatewayConfig {
+        audit: Some(AuditLog::open(&log).unwrap()),
+        audit_text: true,
+        ..toolchain()
+    });
+    let mut body = completion(json!("Hello world"), 4);
+    let (status, whole) = post(&server, "/v1/completions", &body);
+    assert_eq!(status, 200, "{whole}");
+    body["stream"] = true.into();
+    let (streamed, _) = joined(&stream_chunks(&server, "/v1/completions", &body));
+    body["model"] = "nope".into();
+    assert_eq!(post(&server, "/v1/completions", &body).0, 404);
+    let (status, v) = get_json(&server, "/v1/bitnetc/audit?limit=3");
+    assert_eq!(status, 200, "{v}");
+    let records = v["data"].as_array().unwrap();
+    assert_eq!(records.len(), 3, "{v}");
+    let texts = [
+        whole["choices"][0]["text"].as_str().unwrap(),
+        streamed.as_str(),
+    ];
+    for (r, text) in records.iter().zip(texts) {
+        let f = &r["fields"];
+        assert_eq!(
+            (r["kind"].as_str(), f["status"].as_u64()),
+            (Some("request"), Some(200)),
+            "{r}"
+        );
+        assert_eq!(f["route"], "/v1/completions");
+        assert_eq!(
+            (f["prompt"].as_str(), f["output"].as_str()),
+            (Some("Hello world"), Some(text))
+        );
+        assert_eq!(
+            f["prompt_sha256"].as_str(),
+            Some(sha256_hex(b"Hello world").as_str())
+        );
+        assert_eq!(
+            f["output_sha256"].as_str(),
+            Some(sha256_hex(text.as_bytes()).as_str())
+        );
+        assert_eq!(
+            (f["completion_tokens"].as_u64(), f["finish_reason"].as_str()),
+            (Some(4), Some("length"))
+        );
+    }
+    assert_eq!(
+        (
+            records[2]["fields"]["status"].as_u64(),
+            records[2]["fields"]["model"].as_str()
+        ),
+        (Some(404), Some("nope"))
+    );
+    assert_error(
+        get_json(&server, "/v1/bitnetc/audit?limit=0"),
+        400,
+        Some("limit"),
+        "limit 0",
+    );
+    let (status, report) = get_json(&server, "/v1/bitnetc/audit/verify");
+    assert_eq!(status, 200, "{report}");
+    // The load of `tiny` and the three requests.
+    assert_eq!(
+        (report["ok"].as_bool(), report["records"].as_u64()),
+        (Some(true), Some(4)),
+        "{report}"
+    );
+    server.shutdown();
+    server.wait().unwrap();
+    let report = bitnetc::runtime::audit::verify(&log).unwrap();
+    assert!(report.ok() && report.records == 4, "{report:?}");
 }
