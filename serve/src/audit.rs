@@ -112,6 +112,13 @@ fn write(mut log: AuditLog, rx: &Receiver<Msg>) {
     }
 }
 
+/// Unix time in seconds.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// The last `limit` whole records of the log at `path`, oldest first (lines that are not records,
 /// such as a write cut off by a crash, are left out).
 pub fn recent(path: &Path, limit: usize) -> Result<Vec<Value>, String> {

@@ -131,7 +131,7 @@ impl Jobs {
             id: id.clone(),
             request,
             state: JobState::Queued,
-            created: crate::api::openai::now(),
+            created: crate::audit::now(),
             wall_s: None,
         };
         let status = job.json();

@@ -28,6 +28,9 @@ pub mod toolchain;
 
 pub use engine::{Feed, SlotExecutors, StepModel, StepOut};
 pub use error::{ApiError, ServeError};
-pub use server::{GatewayConfig, LoadedModel, Loader, ModelSource, ServeConfig, Server};
+pub use server::{GatewayConfig, ServeConfig, Server};
 pub use state::Phase;
-pub use toolchain::{CompileRequest, Compiled, ModelInfo, Toolchain, write_new_atomic};
+pub use toolchain::{
+    CompileRequest, Compiled, LoadedModel, Loader, ModelInfo, ModelSource, Toolchain,
+    write_new_atomic,
+};

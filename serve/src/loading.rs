@@ -8,12 +8,10 @@
 //! Every load and unload is an audit record (`load`, `unload`, or `error` with
 //! `"command": "load"`).
 
-use crate::api;
 use crate::engine::Engine;
 use crate::metrics::ModelMetrics;
-use crate::server::{LoadedModel, ModelSource};
 use crate::state::{AppState, Entry, ModelState, ReadyModel};
-use crate::toolchain::ModelInfo;
+use crate::toolchain::{LoadedModel, ModelInfo, ModelSource};
 use bitnet_runtime::chat::ChatFormat;
 use serde_json::json;
 use std::path::PathBuf;
@@ -48,7 +46,7 @@ fn ready(state: &AppState, id: &str, loaded: LoadedModel) -> Result<ReadyModel, 
         context,
         vocab,
         slots,
-        created: api::openai::now(),
+        created: crate::audit::now(),
         info: loaded.info,
     })
 }

@@ -9,15 +9,13 @@
 
 use crate::api;
 use crate::audit::Audit;
-use crate::engine::{EngineOptions, StepModel};
+use crate::engine::EngineOptions;
 use crate::error::ServeError;
 use crate::jobs::Jobs;
 use crate::loading::load_all;
 use crate::state::{AppState, Gateway, Phase};
-use crate::toolchain::{ModelInfo, Toolchain};
+use crate::toolchain::{ModelSource, Toolchain};
 use bitnet_runtime::audit::AuditLog;
-use bitnet_runtime::chat::ChatTemplate;
-use bitnet_runtime::tokenizer::Tokenizer;
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,18 +58,6 @@ impl Default for ServeConfig {
     }
 }
 
-/// A model ready to serve: its slots and its tokenizer.
-pub struct LoadedModel {
-    /// The model's slots.
-    pub model: Box<dyn StepModel>,
-    /// Its tokenizer.
-    pub tokenizer: Tokenizer,
-    /// Its chat template (`None`: the built-in 2B-4T format).
-    pub chat_template: Option<ChatTemplate>,
-    /// Where it came from and what it costs (for the gateway's model routes).
-    pub info: ModelInfo,
-}
-
 /// What the gateway (`/v1/bitnetc/`) works with besides the models; `Default`: no toolchain (its
 /// load and compile routes answer 501) and no audit log.
 #[derive(Default)]
@@ -82,17 +68,6 @@ pub struct GatewayConfig {
     pub audit: Option<AuditLog>,
     /// Records keep the prompt and output text (else only their sha256).
     pub audit_text: bool,
-}
-
-/// Loads a model (compiling it, or loading an artifact); the error says why it could not.
-pub type Loader = Box<dyn FnOnce() -> Result<LoadedModel, String> + Send>;
-
-/// A model to serve: its id (the `model` of requests) and how to load it.
-pub struct ModelSource {
-    /// The id clients name.
-    pub id: String,
-    /// Called once, on the loading thread.
-    pub load: Loader,
 }
 
 /// A running server (see the module doc).

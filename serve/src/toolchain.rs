@@ -1,12 +1,38 @@
-//! What the gateway asks of the compiler (`Toolchain`): load a model from a path, and compile one
-//! into an artifact. The server depends on the runtime only, so the caller (`bitnetc serve`)
+//! What the caller hands the server: the models to serve at start (`ModelSource`, each with its
+//! `Loader`, giving a `LoadedModel`), and what the gateway asks of the compiler (`Toolchain`): load
+//! a model from a path, and compile one into an artifact. The server depends on the runtime only, so the caller (`bitnetc serve`)
 //! provides these; a server started without a toolchain still serves the models it was given, and
 //! answers the gateway's load and compile routes with 501.
 //!
 //! Both calls run on a thread of their own (never on the async runtime) and may take minutes.
 
-use crate::server::LoadedModel;
+use crate::engine::StepModel;
+use bitnet_runtime::chat::ChatTemplate;
+use bitnet_runtime::tokenizer::Tokenizer;
 use std::path::{Path, PathBuf};
+
+/// A model ready to serve: its slots and its tokenizer.
+pub struct LoadedModel {
+    /// The model's slots.
+    pub model: Box<dyn StepModel>,
+    /// Its tokenizer.
+    pub tokenizer: Tokenizer,
+    /// Its chat template (`None`: the built-in 2B-4T format).
+    pub chat_template: Option<ChatTemplate>,
+    /// Where it came from and what it costs (for the gateway's model routes).
+    pub info: ModelInfo,
+}
+
+/// Loads a model (compiling it, or loading an artifact); the error says why it could not.
+pub type Loader = Box<dyn FnOnce() -> Result<LoadedModel, String> + Send>;
+
+/// A model to serve: its id (the `model` of requests) and how to load it.
+pub struct ModelSource {
+    /// The id clients name.
+    pub id: String,
+    /// Called once, on the loading thread.
+    pub load: Loader,
+}
 
 /// What a model is, for `GET /v1/bitnetc/models`: where it came from and what it costs.
 #[derive(Clone, Debug, Default, PartialEq)]
