@@ -12,7 +12,8 @@ mod cli;
 #[command(name = "bitnetc", version, about)]
 struct Cli {
     /// Append a record of `compile`, `run`, `chat`, `bench` and `logits` (inputs and their sha256, flags,
-    /// outputs, timings, errors) to this hash-chained JSON-lines log. Default: $BITNETC_AUDIT_LOG
+    /// outputs, timings, errors), and of every request, load and compile `serve` handles, to this
+    /// hash-chained JSON-lines log. Default: $BITNETC_AUDIT_LOG
     /// (`off` turns logging off), else audit.jsonl in bitnetc's folder of the user's data directory.
     #[arg(long, global = true, value_name = "PATH")]
     audit_log: Option<PathBuf>,
@@ -82,8 +83,13 @@ impl Command {
         }
     }
 
-    /// Runs the command; the commands that measure something add it to `audit` for the log.
-    fn run(self, audit: &mut serde_json::Value) -> anyhow::Result<ExitCode> {
+    /// Runs the command; the commands that measure something add it to `audit` for the log. `log`
+    /// is the audit log for the commands that write their own records (`serve`).
+    fn run(
+        self,
+        audit: &mut serde_json::Value,
+        log: Option<cli::audit_log::Target>,
+    ) -> anyhow::Result<ExitCode> {
         match self {
             Command::Run(args) => cli::run::run(&args, audit),
             Command::Chat(args) => cli::chat::run(&args, audit),
@@ -99,20 +105,19 @@ impl Command {
             Command::Compile(args) => cli::compile::run(&args),
             Command::Audit(args) => cli::audit::run(&args),
             Command::Synth(args) => cli::synth::run(&args),
-            Command::Serve(args) => cli::serve::run(&args),
+            Command::Serve(args) => cli::serve::run(&args, log),
         }
     }
 }
 
 fn main() -> ExitCode {
     let Cli { audit_log, command } = Cli::parse();
-    let logged = cli::audit_log::resolve(audit_log)
-        .and_then(|target| command.audit().map(|record| (target, record)));
-    let result = match logged {
-        Some((target, record)) => {
-            cli::audit_log::run_logged(&target, record, |audit| command.run(audit))
+    let target = cli::audit_log::resolve(audit_log);
+    let result = match (target, command.audit()) {
+        (Some(target), Some(record)) => {
+            cli::audit_log::run_logged(&target, record, |audit| command.run(audit, None))
         }
-        None => command.run(&mut serde_json::json!({})),
+        (target, _) => command.run(&mut serde_json::json!({}), target),
     };
     match result {
         Ok(code) => code,

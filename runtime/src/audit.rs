@@ -5,7 +5,8 @@
 //! `fields`, `hash`, `kind`, `prev`, `seq` and `time`:
 //! - `seq` counts records from 0;
 //! - `time` is the RFC 3339 UTC time of the append, to the millisecond;
-//! - `kind` is one of [`KINDS`] (`compile`, `load`, `run`, `error`);
+//! - `kind` is one of [`KINDS`] (`compile`, `load`, `run`, `error`, and the server's `request` and
+//!   `unload`);
 //! - `prev` is the sha256 (hex) of the previous record's line, without its newline, or 64 zeros;
 //! - `hash` is the sha256 (hex) of the canonical JSON of the record without its `hash` key.
 //!
@@ -27,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The record kinds.
-pub const KINDS: [&str; 4] = ["compile", "load", "run", "error"];
+pub const KINDS: [&str; 6] = ["compile", "load", "run", "error", "request", "unload"];
 
 /// The `prev` of the first record.
 pub const ZERO_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -46,7 +47,7 @@ pub enum AuditError {
         source: std::io::Error,
     },
     /// A record kind outside [`KINDS`].
-    #[error("audit record kind {0:?}: expected one of compile, load, run, error")]
+    #[error("audit record kind {0:?}: expected one of compile, load, run, error, request, unload")]
     UnknownKind(String),
 }
 
@@ -80,6 +81,10 @@ pub struct Record {
 pub struct AuditLog {
     path: PathBuf,
     file: File,
+    /// The file's length after this log's last append, and the chain's tail then: while the
+    /// length is unchanged (no other process appended), the next append need not read the file
+    /// again, so a long-running writer (the server) appends in constant time.
+    last: Option<(u64, Tail)>,
 }
 
 /// Where the chain stands: the next seq, the hash the next record links to, and whether the file
@@ -108,6 +113,7 @@ impl AuditLog {
         Ok(AuditLog {
             path: path.to_path_buf(),
             file,
+            last: None,
         })
     }
 
@@ -136,8 +142,17 @@ impl AuditLog {
     }
 
     fn append_locked(&mut self, kind: &str, fields: serde_json::Value) -> Result<Record> {
-        // Another process may have appended since open: the chain is read again under the lock.
-        let tail = read_tail(&mut self.file, &self.path)?;
+        // Another process may have appended since the last append (or the open): unless the file
+        // still has the length this log left it with, the chain is read again under the lock.
+        let len = self
+            .file
+            .metadata()
+            .map_err(io(&self.path, "cannot read the audit log"))?
+            .len();
+        let tail = match self.last.take() {
+            Some((at, tail)) if at == len => tail,
+            _ => read_tail(&mut self.file, &self.path)?,
+        };
         let time = rfc3339(SystemTime::now());
         let mut body = serde_json::Map::new();
         body.insert("fields".into(), fields.clone());
@@ -160,6 +175,14 @@ impl AuditLog {
         self.file
             .sync_data()
             .map_err(io(&self.path, "cannot sync the audit log"))?;
+        self.last = Some((
+            len.saturating_add(bytes.len() as u64),
+            Tail {
+                seq: tail.seq.saturating_add(1),
+                prev: sha256_hex(line.as_bytes()),
+                partial: false,
+            },
+        ));
         Ok(Record {
             seq: tail.seq,
             time,
@@ -508,6 +531,26 @@ mod tests {
         assert_eq!(at(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(at(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
         assert_eq!(at(4_102_444_799_000), "2099-12-31T23:59:59.000Z");
+    }
+
+    #[test]
+    fn appends_between_two_handles_keep_one_chain() {
+        let dir = std::env::temp_dir().join(format!("bitnet-audit-two-{}", std::process::id()));
+        let path = dir.join("audit.jsonl");
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut logs = match (AuditLog::open(&path), AuditLog::open(&path)) {
+            (Ok(a), Ok(b)) => [a, b],
+            _ => panic!("cannot open {}", path.display()),
+        };
+        let seqs: Vec<u64> = [0, 1, 0, 0, 1]
+            .into_iter()
+            .filter_map(|i: usize| logs[i].append("run", serde_json::json!({})).ok())
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(seqs, [0, 1, 2, 3, 4]);
+        let report = verify(&path).ok();
+        assert_eq!(report.map(|r| (r.ok(), r.records)), Some((true, 5)));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

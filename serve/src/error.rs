@@ -173,6 +173,43 @@ impl ApiError {
         }
     }
 
+    /// 409: `param` names something that exists already.
+    pub fn conflict(param: &str, message: String) -> ApiError {
+        ApiError {
+            status: StatusCode::CONFLICT,
+            message,
+            kind: "invalid_request_error",
+            param: Some(param.to_string()),
+            code: Some("conflict"),
+            retry_after: None,
+        }
+    }
+
+    /// 404 for something other than a model or a route (a compile job).
+    pub fn not_found(param: Option<&str>, message: String) -> ApiError {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            message,
+            kind: "invalid_request_error",
+            param: param.map(str::to_string),
+            code: Some("not_found"),
+            retry_after: None,
+        }
+    }
+
+    /// 501: the route exists but what it needs is not there (a command not built yet, or a
+    /// server started without a compiler).
+    pub fn not_implemented(message: String) -> ApiError {
+        ApiError {
+            status: StatusCode::NOT_IMPLEMENTED,
+            message,
+            kind: "server_error",
+            param: None,
+            code: Some("not_implemented"),
+            retry_after: None,
+        }
+    }
+
     /// The error object, as the body and as an event in a stream.
     pub fn body(&self) -> serde_json::Value {
         serde_json::json!({

@@ -140,6 +140,14 @@ impl ModelMetrics {
         self.failed.load(Ordering::Relaxed)
     }
 
+    /// Requests queued or in a slot.
+    pub fn in_flight(&self) -> u64 {
+        let queued = u64::try_from(self.queue_depth.load(Ordering::Relaxed)).unwrap_or(0);
+        self.busy_slots
+            .load(Ordering::Relaxed)
+            .saturating_add(queued)
+    }
+
     /// Records a time to first token.
     pub fn observe_first_token(&self, d: Duration) {
         if let Ok(mut h) = self.ttft.lock() {
@@ -189,6 +197,13 @@ impl Metrics {
     pub fn add_model(&self, id: &str, m: std::sync::Arc<ModelMetrics>) {
         if let Ok(mut models) = self.models.lock() {
             models.push((id.to_string(), m));
+        }
+    }
+
+    /// Removes a model's metrics (it was unloaded).
+    pub fn remove_model(&self, id: &str) {
+        if let Ok(mut models) = self.models.lock() {
+            models.retain(|(m, _)| m != id);
         }
     }
 

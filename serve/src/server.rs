@@ -8,12 +8,14 @@
 //! `Server::wait` returns after at most a few more seconds.
 
 use crate::api;
-use crate::engine::{Engine, EngineOptions, StepModel};
+use crate::audit::Audit;
+use crate::engine::EngineOptions;
 use crate::error::ServeError;
-use crate::metrics::ModelMetrics;
-use crate::state::{AppState, Phase, ReadyModel};
-use bitnet_runtime::chat::{ChatFormat, ChatTemplate};
-use bitnet_runtime::tokenizer::Tokenizer;
+use crate::jobs::Jobs;
+use crate::loading::load_all;
+use crate::state::{AppState, Gateway, Phase};
+use crate::toolchain::{ModelSource, Toolchain};
+use bitnet_runtime::audit::AuditLog;
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -56,25 +58,16 @@ impl Default for ServeConfig {
     }
 }
 
-/// A model ready to serve: its slots and its tokenizer.
-pub struct LoadedModel {
-    /// The model's slots.
-    pub model: Box<dyn StepModel>,
-    /// Its tokenizer.
-    pub tokenizer: Tokenizer,
-    /// Its chat template (`None`: the built-in 2B-4T format).
-    pub chat_template: Option<ChatTemplate>,
-}
-
-/// Loads a model (compiling it, or loading an artifact); the error says why it could not.
-pub type Loader = Box<dyn FnOnce() -> Result<LoadedModel, String> + Send>;
-
-/// A model to serve: its id (the `model` of requests) and how to load it.
-pub struct ModelSource {
-    /// The id clients name.
-    pub id: String,
-    /// Called once, on the loading thread.
-    pub load: Loader,
+/// What the gateway (`/v1/bitnetc/`) works with besides the models; `Default`: no toolchain (its
+/// load and compile routes answer 501) and no audit log.
+#[derive(Default)]
+pub struct GatewayConfig {
+    /// Loads and compiles models at run time.
+    pub toolchain: Option<Arc<dyn Toolchain>>,
+    /// The audit log to append to.
+    pub audit: Option<AuditLog>,
+    /// Records keep the prompt and output text (else only their sha256).
+    pub audit_text: bool,
 }
 
 /// A running server (see the module doc).
@@ -83,11 +76,22 @@ pub struct Server {
     stop: watch::Sender<bool>,
     state: Arc<AppState>,
     thread: Option<std::thread::JoinHandle<Result<(), ServeError>>>,
+    audit: Option<Arc<Audit>>,
 }
 
 impl Server {
-    /// Binds, starts answering, and starts loading `models` (in order) in the background.
+    /// Binds, starts answering, and starts loading `models` (in order) in the background; no
+    /// toolchain, no audit log.
     pub fn start(config: ServeConfig, models: Vec<ModelSource>) -> Result<Server, ServeError> {
+        Server::start_with(config, models, GatewayConfig::default())
+    }
+
+    /// `Server::start` with the gateway's toolchain and audit log.
+    pub fn start_with(
+        config: ServeConfig,
+        models: Vec<ModelSource>,
+        gateway: GatewayConfig,
+    ) -> Result<Server, ServeError> {
         if models.is_empty() {
             return Err(ServeError::Config("give at least one model".into()));
         }
@@ -116,6 +120,11 @@ impl Server {
             .enable_all()
             .build()
             .map_err(io)?;
+        let audit = match gateway.audit {
+            Some(log) => Some(Arc::new(Audit::start(log, gateway.audit_text).map_err(io)?)),
+            None => None,
+        };
+        let jobs = Jobs::start(gateway.toolchain.clone(), audit.clone()).map_err(io)?;
         let state = Arc::new(AppState::new(
             config.max_body_bytes,
             config
@@ -123,18 +132,24 @@ impl Server {
                 .as_ref()
                 .map(|k| Sha256::digest(k.as_bytes()).into()),
             models.iter().map(|m| m.id.clone()).collect(),
+            Gateway {
+                toolchain: gateway.toolchain,
+                audit: audit.clone(),
+                jobs,
+                engine: EngineOptions {
+                    queue: config.queue,
+                    prefill_chunk: config.prefill_chunk,
+                },
+                unload_grace: config.shutdown_timeout,
+            },
         ));
         let (stop, _) = watch::channel(false);
-        let options = EngineOptions {
-            queue: config.queue,
-            prefill_chunk: config.prefill_chunk,
-        };
         {
             let state = Arc::clone(&state);
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name("load".into())
-                .spawn(move || load_all(models, &state, options, &stop))
+                .spawn(move || load_all(models, &state, &stop))
                 .map_err(io)?;
         }
         let thread = {
@@ -150,6 +165,7 @@ impl Server {
             stop,
             state,
             thread: Some(thread),
+            audit,
         })
     }
 
@@ -168,16 +184,20 @@ impl Server {
         self.stop.send_replace(true);
     }
 
-    /// Waits until the server has stopped: an error if it could not serve or a model failed to
-    /// load.
+    /// Waits until the server has stopped, then writes what the audit log still has queued: an
+    /// error if it could not serve or a model failed to load.
     pub fn wait(mut self) -> Result<(), ServeError> {
         let served = match self.thread.take().map(std::thread::JoinHandle::join) {
             Some(Ok(r)) => r,
             Some(Err(_)) => Err(ServeError::Config("the server thread panicked".into())),
             None => Ok(()),
         };
+        self.state.gateway.jobs.close();
         for m in self.state.ready_models() {
             m.engine.join();
+        }
+        if let Some(audit) = &self.audit {
+            audit.close();
         }
         let failed = self.state.failure();
         match failed {
@@ -190,55 +210,6 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop.send_replace(true);
-    }
-}
-
-/// Loads every model in order; the first failure stops the server.
-fn load_all(
-    models: Vec<ModelSource>,
-    state: &AppState,
-    options: EngineOptions,
-    stop: &watch::Sender<bool>,
-) {
-    for source in models {
-        if *stop.borrow() {
-            return;
-        }
-        let id = source.id;
-        let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(source.load))
-            .unwrap_or_else(|_| Err("loading panicked".into()));
-        let ready = loaded.and_then(|l| {
-            let metrics = Arc::new(ModelMetrics::default());
-            let (context, vocab) = (l.model.context(), l.model.vocab());
-            let chat = ChatFormat::new(l.chat_template, &l.tokenizer).map_err(|e| e.to_string());
-            let tokenizer = Arc::new(l.tokenizer);
-            let engine = Engine::start(
-                &id,
-                l.model,
-                Arc::clone(&tokenizer),
-                options,
-                Arc::clone(&metrics),
-            )
-            .map_err(|e| format!("starting its engine: {e}"))?;
-            state.metrics.add_model(&id, metrics);
-            Ok(ReadyModel {
-                id: id.clone(),
-                tokenizer,
-                chat,
-                engine,
-                context,
-                vocab,
-                created: api::openai::now(),
-            })
-        });
-        match ready {
-            Ok(m) => state.set_ready(m),
-            Err(message) => {
-                state.set_failed(id, message);
-                stop.send_replace(true);
-                return;
-            }
-        }
     }
 }
 

@@ -58,6 +58,7 @@ pub fn model(dir: &Path, slots: usize) -> LoadedModel {
         model: Box::new(SlotBatch::new(&exec, slots).unwrap()),
         tokenizer,
         chat_template: None,
+        info: Default::default(),
     }
 }
 
@@ -389,6 +390,7 @@ pub fn gated(slots: usize, gate: &Arc<Gate>) -> LoadedModel {
         }),
         tokenizer,
         chat_template: None,
+        info: Default::default(),
     }
 }
 

@@ -2,13 +2,16 @@
 //! against transformers' greedy references, completions and chat, streamed and not, stop strings,
 //! usage, every error case, the API key, `/health` while loading, `/metrics` as Prometheus text,
 //! the bounded queue (429), a dropped stream freeing its slot, batch invariance under 16
-//! concurrent requests, graceful shutdown, and the CLI. The helpers are in `harness.rs`.
+//! concurrent requests, graceful shutdown, and the CLI. The helpers are in `harness.rs`; the
+//! gateway under `/v1/bitnetc/` is tested in `gateway.rs` and `gateway_audit.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../support/mod.rs"]
 mod support;
 
+mod gateway;
+mod gateway_audit;
 mod harness;
 
 use bitnet_serve::{ModelSource, ServeConfig, Server};

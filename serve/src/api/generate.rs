@@ -11,6 +11,7 @@
 use super::openai::{Api, Meta, finish_reason, usage};
 use super::request::{self, Common, Prompt};
 use super::stream;
+use crate::audit::RequestAudit;
 use crate::chat_prompt;
 use crate::engine::{Event, Job, Refused};
 use crate::error::ApiError;
@@ -28,22 +29,40 @@ const DEFAULT_COMPLETION_TOKENS: usize = 16;
 
 /// `POST /v1/completions`.
 pub async fn completions(State(state): State<Arc<AppState>>, body: Body) -> Response {
-    match generate(&state, body, Api::Completions).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
+    generate(&state, body, Api::Completions, "/v1/completions").await
 }
 
 /// `POST /v1/chat/completions`.
 pub async fn chat_completions(State(state): State<Arc<AppState>>, body: Body) -> Response {
-    match generate(&state, body, Api::Chat).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
+    generate(&state, body, Api::Chat, "/v1/chat/completions").await
+}
+
+/// Answers a request on `route`, and writes its audit record when it ends (`crate::audit`).
+async fn generate(state: &AppState, body: Body, api: Api, route: &str) -> Response {
+    let mut audit = RequestAudit::new(state.gateway.audit.clone(), route);
+    let answered = match start(state, body, api, &mut audit).await {
+        Ok(Started {
+            meta,
+            rx,
+            prompt_ids,
+            stream: true,
+        }) => return stream::respond(meta, rx, prompt_ids, audit),
+        Ok(Started {
+            meta,
+            rx,
+            prompt_ids,
+            stream: false,
+        }) => collect(meta, rx, prompt_ids, &mut audit).await,
+        Err(e) => Err(e),
+    };
+    answered.unwrap_or_else(|e| {
+        audit.fail(e.status.as_u16(), &e.message);
+        e.into_response()
+    })
 }
 
 /// Reads the body, at most `limit` bytes (413 past it).
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+pub(super) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
         while let Some(s) = source {
@@ -158,11 +177,33 @@ fn random_seed() -> u64 {
     h.finish()
 }
 
-async fn generate(state: &AppState, body: Body, api: Api) -> Result<Response, ApiError> {
+/// A request queued for its model's engine.
+struct Started {
+    meta: Meta,
+    rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
+    prompt_ids: Option<Vec<u32>>,
+    stream: bool,
+}
+
+/// Reads and checks the request and queues it (see the module doc).
+async fn start(
+    state: &AppState,
+    body: Body,
+    api: Api,
+    audit: &mut RequestAudit,
+) -> Result<Started, ApiError> {
     let enqueued = Instant::now();
     let bytes = read_body(body, state.max_body).await?;
     let map = request::object(&bytes)?;
+    let prompt_field = match api {
+        Api::Completions => "prompt",
+        Api::Chat => "messages",
+    };
+    if let Some(p) = map.get(prompt_field) {
+        audit.prompt(p);
+    }
     let common = request::common(&map)?;
+    audit.model(&common.model);
     let model = state.model(&common.model)?;
     let (prompt, stop_tokens, field) = encode(&map, api, &model)?;
     let max_tokens = budget(&common, api, prompt.len(), field, model.context)?;
@@ -191,11 +232,12 @@ async fn generate(state: &AppState, body: Body, api: Api) -> Result<Response, Ap
         Refused::Full => ApiError::busy(),
         Refused::Stopped => ApiError::unavailable("The server is shutting down".into()),
     })?;
-    let meta = Meta::new(api, &model.id, common.include_usage);
-    if common.stream {
-        return Ok(stream::respond(meta, rx, prompt_ids));
-    }
-    collect(meta, rx, prompt_ids).await
+    Ok(Started {
+        meta: Meta::new(api, &model.id, common.include_usage),
+        rx,
+        prompt_ids,
+        stream: common.stream,
+    })
 }
 
 /// Waits for the whole generation and answers it in one response.
@@ -203,6 +245,7 @@ async fn collect(
     meta: Meta,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
     prompt_ids: Option<Vec<u32>>,
+    audit: &mut RequestAudit,
 ) -> Result<Response, ApiError> {
     let mut text = String::new();
     let mut ids = Vec::new();
@@ -219,6 +262,8 @@ async fn collect(
                 completion_tokens,
             }) => {
                 text.push_str(&tail);
+                audit.push(&text);
+                audit.finish(finish_reason(&stop), prompt_tokens, completion_tokens);
                 let ids = prompt_ids.as_deref().map(|p| (p, ids.as_slice()));
                 let body = meta.response(
                     &text,

@@ -72,12 +72,7 @@ fn next_id(prefix: &str) -> String {
     )
 }
 
-/// Unix time in seconds.
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+pub use crate::audit::now;
 
 impl Meta {
     /// The shared fields of a new response.

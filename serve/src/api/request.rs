@@ -49,9 +49,9 @@ pub enum Prompt {
 }
 
 /// The fields of a JSON object, read with type checks.
-struct Fields<'a>(&'a Map<String, Value>);
+pub(crate) struct Fields<'a>(pub(crate) &'a Map<String, Value>);
 
-fn type_error(name: &str, want: &str, got: &Value) -> ApiError {
+pub(crate) fn type_error(name: &str, want: &str, got: &Value) -> ApiError {
     let got = match got {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -68,11 +68,11 @@ fn type_error(name: &str, want: &str, got: &Value) -> ApiError {
 }
 
 impl<'a> Fields<'a> {
-    fn get(&self, name: &str) -> Option<&'a Value> {
+    pub(crate) fn get(&self, name: &str) -> Option<&'a Value> {
         self.0.get(name).filter(|v| !v.is_null())
     }
 
-    fn string(&self, name: &str) -> Result<Option<&'a str>, ApiError> {
+    pub(crate) fn string(&self, name: &str) -> Result<Option<&'a str>, ApiError> {
         match self.get(name) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
@@ -80,7 +80,7 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn bool(&self, name: &str) -> Result<Option<bool>, ApiError> {
+    pub(crate) fn bool(&self, name: &str) -> Result<Option<bool>, ApiError> {
         match self.get(name) {
             None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
@@ -88,7 +88,7 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn integer(&self, name: &str) -> Result<Option<i64>, ApiError> {
+    pub(crate) fn integer(&self, name: &str) -> Result<Option<i64>, ApiError> {
         match self.get(name) {
             None => Ok(None),
             Some(v) => v
@@ -98,7 +98,7 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn number(&self, name: &str) -> Result<Option<f64>, ApiError> {
+    pub(crate) fn number(&self, name: &str) -> Result<Option<f64>, ApiError> {
         match self.get(name) {
             None => Ok(None),
             Some(v) => v

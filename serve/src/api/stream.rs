@@ -4,6 +4,7 @@
 //! stop generating and free the slot.
 
 use super::openai::{Api, Meta, finish_reason, usage};
+use crate::audit::RequestAudit;
 use crate::engine::Event;
 use crate::error::ApiError;
 use axum::body::{Body, Bytes};
@@ -24,6 +25,8 @@ struct Stream {
     first: bool,
     /// The stream is over.
     done: bool,
+    /// The request's audit record (written at the end, or when the client goes away).
+    audit: RequestAudit,
 }
 
 /// `data: {value}` and the blank line that ends an event.
@@ -60,6 +63,7 @@ impl Stream {
         loop {
             match self.rx.recv().await {
                 Some(Event::Token { id, text }) => {
+                    self.audit.push(&text);
                     if text.is_empty() && !self.with_ids {
                         continue;
                     }
@@ -71,6 +75,9 @@ impl Stream {
                     prompt_tokens,
                     completion_tokens,
                 }) => {
+                    self.audit.push(&tail);
+                    self.audit
+                        .finish(finish_reason(&stop), prompt_tokens, completion_tokens);
                     if !tail.is_empty() || self.first {
                         self.chunk(&mut out, &tail, self.with_ids.then_some(&[]));
                     }
@@ -84,6 +91,7 @@ impl Stream {
                 }
                 Some(Event::Failed(message)) => {
                     let e = ApiError::internal(format!("Generation failed: {message}"));
+                    self.audit.fail(e.status.as_u16(), &e.message);
                     event(&mut out, &e.body());
                     self.done = true;
                 }
@@ -91,6 +99,7 @@ impl Stream {
                     let e = ApiError::unavailable(
                         "The server is shutting down: the request was cancelled".into(),
                     );
+                    self.audit.fail(e.status.as_u16(), &e.message);
                     event(&mut out, &e.body());
                     self.done = true;
                 }
@@ -98,6 +107,7 @@ impl Stream {
                     let e = ApiError::internal(
                         "The model's engine stopped before the request was answered".into(),
                     );
+                    self.audit.fail(e.status.as_u16(), &e.message);
                     event(&mut out, &e.body());
                     self.done = true;
                 }
@@ -108,7 +118,12 @@ impl Stream {
 }
 
 /// The streamed response: 200 with `text/event-stream`, chunks as the engine sends tokens.
-pub fn respond(meta: Meta, rx: UnboundedReceiver<Event>, prompt_ids: Option<Vec<u32>>) -> Response {
+pub fn respond(
+    meta: Meta,
+    rx: UnboundedReceiver<Event>,
+    prompt_ids: Option<Vec<u32>>,
+    audit: RequestAudit,
+) -> Response {
     let state = Stream {
         meta,
         rx,
@@ -116,6 +131,7 @@ pub fn respond(meta: Meta, rx: UnboundedReceiver<Event>, prompt_ids: Option<Vec<
         prompt_ids,
         first: true,
         done: false,
+        audit,
     };
     let body = futures_util::stream::unfold(state, |mut s| async move {
         let bytes = s.next().await?;

@@ -5,13 +5,21 @@
 //! The server listens at once (the address goes to stderr) and answers `/health` with 503 until
 //! every model is loaded; a model that fails to load stops it with an error. A model is named by
 //! its folder or file stem (`tiny-i2_s` for `tiny-i2_s.gguf`), or as given with `NAME=PATH`.
+//!
+//! The gateway (`/v1/bitnetc/`) loads more models and compiles artifacts through
+//! `toolchain::CliToolchain`; the audit log (`--audit-log`, as for the other commands) records
+//! every request, load, unload and compile, with the prompt and output text only with
+//! `--audit-text`.
 
+mod toolchain;
+
+use super::audit_log::Target;
 use super::flags::PrecisionArgs;
 use anyhow::{Result, bail};
-use bitnet_runtime::chat::BUILTIN_NAME;
-use bitnet_serve::{LoadedModel, ModelSource, ServeConfig, Server, SlotBatch};
+use bitnet_serve::{GatewayConfig, ModelSource, ServeConfig, Server};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The arguments of `bitnetc serve`.
@@ -54,6 +62,9 @@ pub struct ServeArgs {
     /// cancelled.
     #[arg(long, default_value_t = 10)]
     pub shutdown_timeout: u64,
+    /// Keep each request's prompt and output text in the audit log (default: only their sha256).
+    #[arg(long)]
+    pub audit_text: bool,
     #[command(flatten)]
     pub precision: PrecisionArgs,
 }
@@ -81,46 +92,9 @@ fn model_id(arg: &str) -> Result<(String, PathBuf)> {
     }
 }
 
-/// How to load one model into `slots` slots.
-fn loader(
-    path: PathBuf,
-    id: String,
-    options: bitnetc::Options,
-    slots: usize,
-) -> bitnet_serve::Loader {
-    Box::new(move || {
-        let at = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
-        let model = bitnetc::compile(&path, &options).map_err(|e| at(&e))?;
-        let (how, secs) = (
-            format!("{:?}", model.origin).to_lowercase(),
-            (model.import_time + model.compile_time).as_secs_f64(),
-        );
-        let chat_template = model.chat_template().map_err(|e| at(&e))?.cloned();
-        match &chat_template {
-            Some(t) => eprintln!("{id}: chat template: the model's ({})", t.origin),
-            None => {
-                eprintln!("{id}: chat template: built-in {BUILTIN_NAME} (the model has none)")
-            }
-        }
-        let (exec, tokenizer) = model.into_parts().map_err(|e| at(&e))?;
-        let tokenizer = tokenizer
-            .ok_or_else(|| at(&"the model carries no tokenizer, which the server needs"))?;
-        let context = exec.program().context;
-        let slots = SlotBatch::new(&exec, slots).map_err(|e| at(&e))?;
-        eprintln!(
-            "{id}: ready ({how} in {secs:.1} s; {slots_n} slots of {context} tokens)",
-            slots_n = bitnet_serve::StepModel::slots(&slots)
-        );
-        Ok(LoadedModel {
-            model: Box::new(slots),
-            tokenizer,
-            chat_template,
-        })
-    })
-}
-
-/// Runs the command until SIGTERM or Ctrl-C.
-pub fn run(args: &ServeArgs) -> Result<ExitCode> {
+/// Runs the command until SIGTERM or Ctrl-C, logging to `audit` (`--audit-log` resolved; `None`:
+/// logging is off).
+pub fn run(args: &ServeArgs, audit: Option<Target>) -> Result<ExitCode> {
     if args.slots == 0 {
         bail!("--slots 0: give at least 1");
     }
@@ -132,10 +106,26 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
             bail!("{}: no such file or folder", path.display());
         }
         models.push(ModelSource {
-            load: loader(path, id.clone(), options.clone(), args.slots),
+            load: toolchain::loader(path, id.clone(), options.clone(), args.slots),
             id,
         });
     }
+    let log = match &audit {
+        Some(target) => super::audit_log::open(target)?,
+        None => None,
+    };
+    if args.audit_text && log.is_none() {
+        eprintln!("warning: --audit-text: no audit log is written (see --audit-log)");
+    }
+    let logging = log.as_ref().map(|l| l.path().display().to_string());
+    let gateway = GatewayConfig {
+        toolchain: Some(Arc::new(toolchain::CliToolchain {
+            options: options.clone(),
+            slots: args.slots,
+        })),
+        audit: log,
+        audit_text: args.audit_text,
+    };
     let config = ServeConfig {
         host: args.host.clone(),
         port: args.port,
@@ -151,7 +141,10 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
         signals: true,
     };
     let keyed = config.api_key.is_some();
-    let server = Server::start(config, models)?;
+    let server = Server::start_with(config, models, gateway)?;
+    if let Some(path) = logging {
+        eprintln!("audit log: {path}");
+    }
     eprintln!(
         "listening on http://{} ({}; /health is 503 until the models are loaded)",
         server.addr(),

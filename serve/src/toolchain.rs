@@ -1,0 +1,147 @@
+//! What the caller hands the server: the models to serve at start (`ModelSource`, each with its
+//! `Loader`, giving a `LoadedModel`), and what the gateway asks of the compiler (`Toolchain`): load
+//! a model from a path, and compile one into an artifact. The server depends on the runtime only, so the caller (`bitnetc serve`)
+//! provides these; a server started without a toolchain still serves the models it was given, and
+//! answers the gateway's load and compile routes with 501.
+//!
+//! Both calls run on a thread of their own (never on the async runtime) and may take minutes.
+
+use crate::engine::StepModel;
+use bitnet_runtime::chat::ChatTemplate;
+use bitnet_runtime::tokenizer::Tokenizer;
+use std::path::{Path, PathBuf};
+
+/// A model ready to serve: its slots and its tokenizer.
+pub struct LoadedModel {
+    /// The model's slots.
+    pub model: Box<dyn StepModel>,
+    /// Its tokenizer.
+    pub tokenizer: Tokenizer,
+    /// Its chat template (`None`: the built-in 2B-4T format).
+    pub chat_template: Option<ChatTemplate>,
+    /// Where it came from and what it costs (for the gateway's model routes).
+    pub info: ModelInfo,
+}
+
+/// Loads a model (compiling it, or loading an artifact); the error says why it could not.
+pub type Loader = Box<dyn FnOnce() -> Result<LoadedModel, String> + Send>;
+
+/// A model to serve: its id (the `model` of requests) and how to load it.
+pub struct ModelSource {
+    /// The id clients name.
+    pub id: String,
+    /// Called once, on the loading thread.
+    pub load: Loader,
+}
+
+/// What a model is, for `GET /v1/bitnetc/models`: where it came from and what it costs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ModelInfo {
+    /// The file or folder it was loaded from, if known.
+    pub source: Option<PathBuf>,
+    /// What that is: `hf`, `gguf`, `onnx`, `artifact`, … (empty if unknown).
+    pub kind: String,
+    /// Anything else cheaply known (a JSON object: weight bytes, KV bytes per slot, the
+    /// artifact's manifest, load time), shown by `GET /v1/bitnetc/models/{name}`.
+    pub details: serde_json::Value,
+}
+
+/// What `POST /v1/bitnetc/compile` asks for, checked by the server: `model` exists, `output`
+/// does not and its folder does, `target` is one of `Toolchain::targets`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompileRequest {
+    /// The model to compile.
+    pub model: PathBuf,
+    /// The artifact to write (it must not exist).
+    pub output: PathBuf,
+    /// The target (`Toolchain::targets`).
+    pub target: String,
+    /// The context to build for (`None`: the model's).
+    pub context: Option<u64>,
+}
+
+/// A finished compile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Compiled {
+    /// The artifact written.
+    pub output: PathBuf,
+    /// Its size in bytes.
+    pub bytes: u64,
+}
+
+/// Loads and compiles models for the gateway (see the module doc). Errors are messages for the
+/// client, naming the file at fault.
+pub trait Toolchain: Send + Sync {
+    /// Loads the model at `path` (compiling it, or loading an artifact) for the server, as the
+    /// models given at start were.
+    fn load(&self, name: &str, path: &Path) -> Result<LoadedModel, String>;
+
+    /// The targets `compile` accepts; the first is the default.
+    fn targets(&self) -> Vec<String>;
+
+    /// Compiles `request.model` into the artifact `request.output`. It must never overwrite a
+    /// file, and must leave no partly written output behind when it fails.
+    fn compile(&self, request: &CompileRequest) -> Result<Compiled, String>;
+}
+
+/// Writes `bytes` to `path`, which must not exist, so that `path` never holds a part of them: they
+/// go to a temporary file beside it, which is then hard-linked to `path` (an existing `path` makes
+/// the link fail: nothing is overwritten, even by a file that appeared meanwhile) and removed.
+pub fn write_new_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| format!("{}: not a file name", path.display()))?;
+    let tmp = dir.join(format!(".{name}.{}.partial", std::process::id()));
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })();
+    let linked = written
+        .map_err(|e| format!("{}: cannot write: {e}", tmp.display()))
+        .and_then(|()| {
+            std::fs::hard_link(&tmp, path).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    format!(
+                        "{}: already exists (bitnetc does not overwrite files)",
+                        path.display()
+                    )
+                } else {
+                    format!("{}: cannot create: {e}", path.display())
+                }
+            })
+        });
+    let _ = std::fs::remove_file(&tmp);
+    linked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::write_new_atomic;
+
+    #[test]
+    fn writes_a_new_file_and_never_overwrites_one() {
+        let dir = std::env::temp_dir().join(format!("bitnet-serve-atomic-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_default();
+        let path = dir.join("out.bnx");
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(write_new_atomic(&path, b"first"), Ok(()));
+        let again = write_new_atomic(&path, b"second");
+        assert!(again.is_err_and(|e| e.contains("already exists")));
+        assert_eq!(std::fs::read(&path).ok().as_deref(), Some(&b"first"[..]));
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert_eq!(left.len(), 1, "{left:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

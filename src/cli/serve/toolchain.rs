@@ -1,0 +1,146 @@
+//! What `bitnetc serve` hands the server to load and compile models: the loader of each model
+//! given at start, and the gateway's `Toolchain` (`POST /v1/bitnetc/models` loads a model the same
+//! way; `POST /v1/bitnetc/compile` compiles an artifact as `bitnetc compile` does for a CPU
+//! target, written under a temporary name and linked into place so that no half-written or
+//! overwritten file is ever left).
+//!
+//! A loaded model's `ModelInfo` says what it is (`hf`, `gguf`, `onnx` or `artifact`) and what the
+//! compiled program costs: weight bytes, KV bytes and arena bytes per slot, kernels, launches.
+
+use bitnet_runtime::chat::BUILTIN_NAME;
+use bitnet_serve::{CompileRequest, Compiled, LoadedModel, ModelInfo, SlotBatch, Toolchain};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+/// What the file or folder at `path` is.
+fn kind(path: &Path) -> &'static str {
+    if path.is_dir() {
+        return "hf";
+    }
+    if bitnet_runtime::artifact::is_artifact(path) {
+        return "artifact";
+    }
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("gguf") => "gguf",
+        Some("onnx") => "onnx",
+        _ => "model",
+    }
+}
+
+/// Loads (compiles, or loads the artifact) the model at `path` as `id` into `slots` slots.
+pub fn load(
+    path: &Path,
+    id: &str,
+    options: &bitnetc::Options,
+    slots: usize,
+) -> Result<LoadedModel, String> {
+    let at = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let model = bitnetc::compile(path, options).map_err(|e| at(&e))?;
+    let (how, secs) = (
+        format!("{:?}", model.origin).to_lowercase(),
+        (model.import_time + model.compile_time).as_secs_f64(),
+    );
+    let chat_template = model.chat_template().map_err(|e| at(&e))?.cloned();
+    match &chat_template {
+        Some(t) => eprintln!("{id}: chat template: the model's ({})", t.origin),
+        None => eprintln!("{id}: chat template: built-in {BUILTIN_NAME} (the model has none)"),
+    }
+    let (exec, tokenizer) = model.into_parts().map_err(|e| at(&e))?;
+    let tokenizer =
+        tokenizer.ok_or_else(|| at(&"the model carries no tokenizer, which the server needs"))?;
+    let program = exec.program();
+    let mut details = json!({
+        "origin": how,
+        "load_s": secs,
+        "kv_bytes_per_slot": program.kv_bytes,
+        "arena_bytes_per_slot": program.arena_bytes,
+        "kernels": program.kernels.len(),
+        "launches": program.launches.len(),
+    });
+    // Weights the program holds itself (an artifact's); a compiled model's stay mapped from its
+    // files and are not counted here.
+    if !program.weights.is_empty() {
+        details["weight_bytes"] = program.weights.len().into();
+    }
+    let context = program.context;
+    let slots = SlotBatch::new(&exec, slots).map_err(|e| at(&e))?;
+    eprintln!(
+        "{id}: ready ({how} in {secs:.1} s; {slots_n} slots of {context} tokens)",
+        slots_n = bitnet_serve::StepModel::slots(&slots)
+    );
+    Ok(LoadedModel {
+        model: Box::new(slots),
+        tokenizer,
+        chat_template,
+        info: ModelInfo {
+            source: Some(path.to_path_buf()),
+            kind: kind(path).into(),
+            details,
+        },
+    })
+}
+
+/// How to load one model given at start.
+pub fn loader(
+    path: PathBuf,
+    id: String,
+    options: bitnetc::Options,
+    slots: usize,
+) -> bitnet_serve::Loader {
+    Box::new(move || load(&path, &id, &options, slots))
+}
+
+/// The gateway's toolchain: models load with the server's options and slots; compiles use its
+/// precision flags.
+pub struct CliToolchain {
+    /// How models are compiled for serving (threads, context, precision).
+    pub options: bitnetc::Options,
+    /// Slots per model.
+    pub slots: usize,
+}
+
+impl Toolchain for CliToolchain {
+    fn load(&self, name: &str, path: &Path) -> Result<LoadedModel, String> {
+        load(path, name, &self.options, self.slots)
+    }
+
+    fn targets(&self) -> Vec<String> {
+        bitnet_backends::cpu::aot::TARGETS
+            .iter()
+            .map(|t| t.to_string())
+            .collect()
+    }
+
+    fn compile(&self, request: &CompileRequest) -> Result<Compiled, String> {
+        let model = &request.model;
+        let at = |e: &dyn std::fmt::Display| format!("{}: {e}", model.display());
+        let mut m = bitnetc::OpenOptions {
+            context: request.context,
+            quantize: self.options.quantize,
+        }
+        .open(model)
+        .map_err(|e| at(&e))?;
+        let options = bitnetc::ArtifactOptions {
+            target: request.target.clone(),
+            cpu: bitnetc::CpuOptions {
+                head: self.options.cpu.head,
+                dense: self.options.cpu.dense,
+                ..bitnetc::CpuOptions::default()
+            },
+            ..bitnetc::ArtifactOptions::default()
+        };
+        let compiled = bitnetc::compile_cpu_object(&mut m, &options).map_err(|e| at(&e))?;
+        let bytes = compiled.link(None).map_err(|e| at(&e))?;
+        bitnet_serve::write_new_atomic(&request.output, &bytes)?;
+        eprintln!(
+            "compiled {} into {} ({} bytes)",
+            model.display(),
+            request.output.display(),
+            bytes.len()
+        );
+        Ok(Compiled {
+            output: request.output.clone(),
+            bytes: bytes.len() as u64,
+        })
+    }
+}
