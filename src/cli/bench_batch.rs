@@ -62,7 +62,6 @@ pub fn measure_batches(
             .with_slots(b)
             .with_context(|| format!("--batch {b}: allocating {b} KV caches"))?;
         let mut rng = Rng::new(b as u64);
-        batch.set_profiling(std::env::var_os("TMP_PROFILE").is_some());
         let mut latencies = Vec::with_capacity(steps * repeat);
         for _ in 0..repeat {
             // Prompts from the upper part of the vocabulary, clear of the special tokens.
@@ -96,16 +95,6 @@ pub fn measure_batches(
                 for (n, chunk) in next.iter_mut().zip(logits.chunks(row.max(1))) {
                     *n = argmax(chunk);
                 }
-            }
-        }
-        if std::env::var_os("TMP_PROFILE").is_some() {
-            let labels: Vec<String> = batch.program().launches.iter().map(|l| l.label.clone()).collect();
-            if let Some(p) = batch.profile() {
-                let mut v: Vec<(u64, &String)> = p.launch_ns.iter().copied().zip(&labels).collect();
-                let mut agg: std::collections::BTreeMap<String, u64> = Default::default();
-                for (ns, l) in &v { *agg.entry(l.split(" → ").next().unwrap_or("").to_string()).or_default() += ns; }
-                v.sort();
-                eprintln!("B={b} steps={} by op: {:?}", p.steps, agg.iter().map(|(k, ns)| (k, ns / p.steps / 1000)).collect::<Vec<_>>());
             }
         }
         latencies.sort();
