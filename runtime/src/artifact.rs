@@ -185,6 +185,10 @@ pub struct LaunchEntry {
     /// `forward_last` runs for the last token alone (absent elsewhere, and in older manifests).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_token: Option<Vec<u64>>,
+    /// `Launch::per_sequence`: per buffer, the bytes between two tokens' rows, on the launches that
+    /// depend on the sequence (absent elsewhere, and in older manifests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_sequence: Option<Vec<u64>>,
     /// The rows it covers.
     pub rows: RowsEntry,
 }
@@ -215,6 +219,9 @@ pub struct MemorySummary {
 pub struct ProgramInfo {
     /// Arena size in bytes.
     pub arena_bytes: u64,
+    /// `Program::batchable` (false in older manifests).
+    #[serde(default)]
+    pub batchable: bool,
     /// The largest T.
     pub context: u64,
     /// KV-cache size in bytes.
@@ -313,6 +320,7 @@ impl From<&Launch> for LaunchEntry {
             label: l.label.clone(),
             rows: l.rows.into(),
             last_token: l.last_token.clone(),
+            per_sequence: l.per_sequence.clone(),
         }
     }
 }
@@ -776,6 +784,7 @@ pub fn load_program(path: &Path) -> Result<Loaded, ArtifactError> {
             rows: l.rows.into(),
             label: l.label.clone(),
             last_token: l.last_token.clone(),
+            per_sequence: l.per_sequence.clone(),
         })
         .collect();
     // Sections are 64-byte aligned in the file and the mapping starts on a page, so the weights
@@ -800,6 +809,7 @@ pub fn load_program(path: &Path) -> Result<Loaded, ArtifactError> {
         vocab: p.vocab,
         tokens: p.tokens.into(),
         logits: p.logits.into(),
+        batchable: p.batchable,
         code: Box::new(LibraryCode(library)),
     };
     Ok(Loaded {

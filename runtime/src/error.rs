@@ -68,6 +68,44 @@ pub enum RuntimeError {
         /// The vocabulary size.
         vocab: u64,
     },
+    /// An executor asked for no KV slot, or for more than memory can address.
+    #[error(
+        "{slots} KV slots: an executor needs at least one, and their caches must fit in memory"
+    )]
+    BadSlots {
+        /// The slots asked for.
+        slots: usize,
+    },
+    /// A feed names a KV slot the executor does not have.
+    #[error("KV slot {slot} does not exist (the executor has {slots})")]
+    BadSlot {
+        /// The slot.
+        slot: usize,
+        /// How many there are.
+        slots: usize,
+    },
+    /// Two feeds of one step name the same KV slot.
+    #[error("two feeds of one step use KV slot {slot}")]
+    DuplicateSlot {
+        /// The slot.
+        slot: usize,
+    },
+    /// Several feeds for a program that does not say its launches may share them.
+    #[error(
+        "{feeds} sequences in one step, but this program runs one at a time (an artifact from before batched steps: recompile it)"
+    )]
+    NotBatchable {
+        /// The feeds of the step.
+        feeds: usize,
+    },
+    /// The feeds of one step hold more tokens than the arena has rows.
+    #[error("a batched step of {tokens} tokens exceeds the context length {context}")]
+    BatchOverflow {
+        /// Tokens in all feeds.
+        tokens: usize,
+        /// The context length.
+        context: u64,
+    },
     /// An empty prompt.
     #[error("no tokens to run")]
     Empty,

@@ -22,5 +22,5 @@ pub mod tokenizer;
 
 pub use aligned::AlignedBytes;
 pub use error::RuntimeError;
-pub use executor::Executor;
+pub use executor::{Executor, SeqFeed};
 pub use program::{BufRef, KernelFn, Launch, Program, Region, Rows};

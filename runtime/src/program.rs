@@ -67,6 +67,13 @@ pub struct Launch {
     /// launches for the last token only: T = 1, pos advanced to that token, and every buffer advanced
     /// by (T − 1) × its stride. `None`: the launch always runs for every token.
     pub last_token: Option<Vec<u64>>,
+    /// Set on the launches whose rows depend on the sequence and not only on each token's own
+    /// rows: its position (rope) or its KV cache (the cache write, attention). Per buffer, the
+    /// bytes between two tokens' rows (0 for weights and for the KV cache, which the executor
+    /// points at the sequence's own cache). A batched step (`Executor::forward_batch`) runs
+    /// these launches once per sequence, over that sequence's rows, with its T, pos and cache.
+    /// `None`: the launch computes each token's rows from that token's rows alone.
+    pub per_sequence: Option<Vec<u64>>,
 }
 
 /// A compiled model step: `tokens[T] → logits[T, vocab]`, updating the KV cache at `pos`.
@@ -90,6 +97,11 @@ pub struct Program {
     pub tokens: BufRef,
     /// Where the logits come from (f32 [T, vocab]).
     pub logits: BufRef,
+    /// Whether every launch without `Launch::per_sequence` computes each token's rows from that
+    /// token's rows alone, so that the tokens of several sequences may share its launch
+    /// (`Executor::forward_batch`). False for programs from artifacts that do not say: their
+    /// sequences then run one after another.
+    pub batchable: bool,
     /// Keeps generated code alive (a JIT module or a loaded library).
     pub code: Box<dyn std::any::Any + Send + Sync>,
 }

@@ -26,7 +26,7 @@ pub mod server;
 pub mod state;
 pub mod toolchain;
 
-pub use engine::{Feed, SlotExecutors, StepModel, StepOut};
+pub use engine::{Feed, SlotBatch, StepModel, StepOut};
 pub use error::{ApiError, ServeError};
 pub use server::{GatewayConfig, ServeConfig, Server};
 pub use state::Phase;

@@ -5,9 +5,11 @@
 //! time, the weight bytes, prefill of `--prompt-len` tokens (the faster of `--repeat` runs), greedy
 //! decode of `--steps` tokens after it (tokens per second and per-token latency percentiles) and the
 //! peak resident memory while the build was loaded and ran. The machine's read bandwidth, measured
-//! first, gives the decode ceiling: bandwidth ÷ weight bytes read per token.
+//! first, gives the decode ceiling: bandwidth ÷ weight bytes read per token. With `--batch`, the
+//! main build's decode is also measured with several sequences per step (`bench_batch`).
 
 use super::audit_log::input_digests;
+use super::bench_batch::{BatchResult, measure_batches, print_batches};
 use super::progress::Progress;
 use anyhow::{Context, Result, bail};
 use bitnet_backends::cpu::HeadDtype;
@@ -41,6 +43,10 @@ pub struct BenchArgs {
     /// Prefill and decode runs per build (the fastest prefill counts; decode latencies pool).
     #[arg(long, default_value_t = 2)]
     pub repeat: usize,
+    /// Also measure decode with this many sequences sharing each step (comma-separated sizes,
+    /// e.g. `1,4,8,16`): aggregate tokens per second, what `bitnetc serve` gets from batching.
+    #[arg(long, value_delimiter = ',')]
+    pub batch: Vec<usize>,
     /// Skip the full-precision baseline.
     #[arg(long)]
     pub no_baseline: bool,
@@ -67,6 +73,7 @@ impl BenchArgs {
                     "prompt_len": self.prompt_len,
                     "steps": self.steps,
                     "repeat": self.repeat,
+                    "batch": self.batch,
                     "no_baseline": self.no_baseline,
                 },
             }),
@@ -87,6 +94,8 @@ struct BuildResult {
     /// Per-token decode latencies, sorted.
     latencies: Vec<Duration>,
     peak_rss: Option<u64>,
+    /// Batched decode, per `--batch` size (the main build only).
+    batches: Vec<BatchResult>,
 }
 
 impl BuildResult {
@@ -112,6 +121,7 @@ impl BuildResult {
             "peak_rss_bytes": self.peak_rss,
             "ceiling_tok_s": ceiling,
             "fraction_of_ceiling": self.decode_tok_s / ceiling,
+            "batches": self.batches.iter().map(|b| b.json(self.batches.iter().find(|o| o.batch == 1))).collect::<Vec<_>>(),
         })
     }
 }
@@ -289,6 +299,18 @@ fn measure(
     }
     latencies.sort();
     let total: f64 = latencies.iter().map(Duration::as_secs_f64).sum();
+    let batches = if build.full_precision || args.batch.is_empty() {
+        Vec::new()
+    } else {
+        measure_batches(
+            session.executor(),
+            &args.batch,
+            args.prompt_len,
+            args.steps,
+            args.repeat,
+        )
+        .with_context(|| format!("{} ({name} build, batched decode)", model.display()))?
+    };
     let peak_rss = machine::peak_rss().filter(|_| rss_reset);
     Ok(BuildResult {
         name,
@@ -300,6 +322,7 @@ fn measure(
         decode_tok_s: latencies.len() as f64 / total,
         latencies,
         peak_rss,
+        batches,
     })
 }
 
@@ -350,6 +373,10 @@ fn print_table(report: &serde_json::Value, builds: &[BuildResult], bandwidth: f6
             100.0 * b.decode_tok_s / ceiling,
             ceiling
         );
+    }
+    for b in builds.iter().filter(|b| !b.batches.is_empty()) {
+        println!("batched decode ({}): sequences sharing each step", b.name);
+        print_batches(&b.batches);
     }
     if let Some(r) = report.get("vs_full_precision") {
         println!(

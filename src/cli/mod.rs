@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod audit_log;
 pub mod bench;
+pub mod bench_batch;
 pub mod bir_file;
 pub mod chat;
 pub mod check;

@@ -6,7 +6,7 @@
 
 use super::support::root;
 use bitnet_serve::{
-    Feed, LoadedModel, ModelSource, ServeConfig, Server, SlotExecutors, StepModel, StepOut,
+    Feed, LoadedModel, ModelSource, ServeConfig, Server, SlotBatch, StepModel, StepOut,
 };
 use bitnetc::GenerateParams;
 use bitnetc::runtime::Executor;
@@ -55,7 +55,7 @@ pub fn base(dir: &Path) -> (Executor, Tokenizer) {
 pub fn model(dir: &Path, slots: usize) -> LoadedModel {
     let (exec, tokenizer) = base(dir);
     LoadedModel {
-        model: Box::new(SlotExecutors::new(exec, slots).unwrap()),
+        model: Box::new(SlotBatch::new(&exec, slots).unwrap()),
         tokenizer,
         chat_template: None,
         info: Default::default(),
@@ -352,7 +352,7 @@ impl Gate {
 }
 
 pub struct Gated {
-    inner: SlotExecutors,
+    inner: SlotBatch,
     gate: Arc<Gate>,
 }
 
@@ -385,7 +385,7 @@ pub fn gated(slots: usize, gate: &Arc<Gate>) -> LoadedModel {
     let (exec, tokenizer) = base(&packed());
     LoadedModel {
         model: Box::new(Gated {
-            inner: SlotExecutors::new(exec, slots).unwrap(),
+            inner: SlotBatch::new(&exec, slots).unwrap(),
             gate: Arc::clone(gate),
         }),
         tokenizer,

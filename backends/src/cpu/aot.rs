@@ -533,6 +533,7 @@ pub fn write_artifact(
         passes: provenance.passes.clone(),
         program: ProgramInfo {
             arena_bytes: parts.arena_bytes,
+            batchable: parts.batchable,
             context: parts.context,
             kv_bytes: parts.kv_bytes,
             logits: parts.logits.into(),

@@ -56,6 +56,28 @@ impl KernelOp {
         KernelOp::BiasAdd,
     ];
 
+    /// Whether this kind's rows depend on the sequence, not only on each token's own rows: the
+    /// position (`Rope`) or the KV cache (`KvStore`, `Attention`). Every other kind computes each
+    /// token's rows from that token's rows and the weights alone, so the tokens of several
+    /// sequences may share one launch of it (`bitnet_runtime::Launch::per_sequence`).
+    pub fn per_sequence(self) -> bool {
+        match self {
+            KernelOp::Rope | KernelOp::KvStore | KernelOp::Attention => true,
+            KernelOp::Embedding
+            | KernelOp::RmsNormQuant
+            | KernelOp::ActQuant
+            | KernelOp::TernaryMatmul
+            | KernelOp::Relu2Mul
+            | KernelOp::Add
+            | KernelOp::RmsNorm
+            | KernelOp::MatmulNt
+            | KernelOp::MatmulNtHalf
+            | KernelOp::MatmulI8
+            | KernelOp::SiluMul
+            | KernelOp::BiasAdd => false,
+        }
+    }
+
     /// The variant's name in snake case (`rms_norm_quant`).
     pub fn name(self) -> &'static str {
         match self {

@@ -19,7 +19,7 @@ mod slot;
 #[cfg(test)]
 mod tests;
 
-pub use model::{Feed, SlotExecutors, StepModel, StepOut};
+pub use model::{Feed, SlotBatch, StepModel, StepOut};
 
 use crate::metrics::ModelMetrics;
 use bitnet_runtime::session::{GenerateParams, StopReason};

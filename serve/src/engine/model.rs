@@ -1,15 +1,14 @@
 //! What the engine asks of a model: one step over the slots that have work, each feeding its
 //! tokens at its positions and getting the logits of its last token back.
 //!
-//! `StepModel` is the seam between scheduling and computing. `SlotExecutors` implements it with one
-//! executor per slot (siblings over one compiled program), running the feeds one after another; a
-//! batched implementation (one launch plan over the rows of every slot, each weight loaded once per
-//! step) replaces it without the scheduler changing. Whatever the implementation, a slot's logits
-//! must not depend on the other feeds of the step: that is what keeps every request's tokens
-//! independent of the load.
+//! `StepModel` is the seam between scheduling and computing. `SlotBatch` implements it with one
+//! executor holding a KV cache per slot, running all the feeds of a step as one batched step (one
+//! launch of each token-wise kernel over the rows of every slot, each weight read once per step).
+//! Whatever the implementation, a slot's logits must not depend on the other feeds of the step:
+//! that is what keeps every request's tokens independent of the load.
 
 use crate::error::ServeError;
-use bitnet_runtime::{Executor, RuntimeError};
+use bitnet_runtime::{Executor, RuntimeError, SeqFeed};
 
 /// The tokens one slot feeds in a step: `tokens` at positions `pos..pos + tokens.len()` of that
 /// slot's cache.
@@ -42,58 +41,90 @@ pub trait StepModel: Send {
     fn step(&mut self, feeds: &[Feed<'_>], out: &mut StepOut<'_>);
 }
 
-/// One executor per slot, siblings over one program (`Executor::sibling`: the code and weights are
-/// shared, each slot has its own arena and KV cache). A step runs the feeds one after another.
-pub struct SlotExecutors {
-    executors: Vec<Executor>,
+/// The slots as one executor with a KV cache per slot (`Executor::with_slots`): a step runs every
+/// feed in one batched step (`Executor::forward_batch`), so each weight is read once for all the
+/// slots' tokens, and each feed's logits are bit for bit those it gets alone. Feeds that together
+/// hold more tokens than the context are split over several batched steps; a program that cannot
+/// batch (an older artifact) runs its feeds one after another.
+pub struct SlotBatch {
+    executor: Executor,
 }
 
-impl SlotExecutors {
-    /// `slots` slots (at least one) over the program of `executor`, which becomes the first.
-    pub fn new(executor: Executor, slots: usize) -> Result<SlotExecutors, RuntimeError> {
-        let mut executors = Vec::with_capacity(slots.max(1));
-        for _ in 1..slots.max(1) {
-            executors.push(executor.sibling()?);
-        }
-        executors.insert(0, executor);
-        Ok(SlotExecutors { executors })
-    }
-
-    /// The first slot's executor (for the program's sizes).
-    fn first(&self) -> Option<&Executor> {
-        self.executors.first()
+impl SlotBatch {
+    /// `slots` slots (at least one) over the program of `executor` (its code, weights and thread
+    /// pool are shared; the slots get an arena and caches of their own).
+    pub fn new(executor: &Executor, slots: usize) -> Result<SlotBatch, RuntimeError> {
+        Ok(SlotBatch {
+            executor: executor.with_slots(slots.max(1))?,
+        })
     }
 }
 
-impl StepModel for SlotExecutors {
+impl StepModel for SlotBatch {
     fn slots(&self) -> usize {
-        self.executors.len()
+        self.executor.slots()
     }
 
     fn context(&self) -> u64 {
-        self.first().map_or(0, |e| e.program().context)
+        self.executor.program().context
     }
 
     fn vocab(&self) -> u64 {
-        self.first().map_or(0, |e| e.program().vocab)
+        self.executor.program().vocab
     }
 
     fn step(&mut self, feeds: &[Feed<'_>], out: &mut StepOut<'_>) {
-        for (i, feed) in feeds.iter().enumerate() {
-            match self.executors.get_mut(feed.slot) {
-                Some(exec) => out(
-                    i,
-                    exec.forward_last(feed.tokens, feed.pos)
-                        .map_err(ServeError::from),
-                ),
-                None => out(
-                    i,
-                    Err(ServeError::NoSlot {
-                        slot: feed.slot,
-                        slots: self.executors.len(),
-                    }),
-                ),
+        let context = usize::try_from(self.context()).unwrap_or(usize::MAX);
+        let vocab = usize::try_from(self.vocab()).unwrap_or(usize::MAX);
+        let most = if self.executor.batchable() {
+            usize::MAX
+        } else {
+            1
+        };
+        let mut first = 0;
+        while first < feeds.len() {
+            // The longest run of feeds from `first` that fits one step (at least one feed: one
+            // alone is checked against the context by the executor).
+            let mut end = first;
+            let mut tokens = 0usize;
+            while let Some(f) = feeds.get(end)
+                && end - first < most
+                && (end == first || tokens + f.tokens.len() <= context)
+            {
+                tokens += f.tokens.len();
+                end += 1;
             }
+            let group = feeds.get(first..end).unwrap_or_default();
+            let batch: Vec<SeqFeed<'_>> = group
+                .iter()
+                .map(|f| SeqFeed {
+                    slot: f.slot,
+                    tokens: f.tokens,
+                    pos: f.pos,
+                })
+                .collect();
+            match self.executor.forward_batch(&batch) {
+                Ok(logits) => {
+                    for (k, row) in logits.chunks(vocab.max(1)).enumerate() {
+                        out(first + k, Ok(row));
+                    }
+                }
+                // A batch fails as a whole only on a feed's own error (a token outside the
+                // vocabulary, a position past the context): run them one by one, so that only
+                // the feeds at fault fail.
+                Err(_) if group.len() > 1 => {
+                    for (k, f) in batch.iter().enumerate() {
+                        out(
+                            first + k,
+                            self.executor
+                                .forward_batch(std::slice::from_ref(f))
+                                .map_err(ServeError::from),
+                        );
+                    }
+                }
+                Err(e) => out(first, Err(ServeError::from(e))),
+            }
+            first = end;
         }
     }
 }

@@ -8,7 +8,7 @@
 //! compiled program costs: weight bytes, KV bytes and arena bytes per slot, kernels, launches.
 
 use bitnet_runtime::chat::BUILTIN_NAME;
-use bitnet_serve::{CompileRequest, Compiled, LoadedModel, ModelInfo, SlotExecutors, Toolchain};
+use bitnet_serve::{CompileRequest, Compiled, LoadedModel, ModelInfo, SlotBatch, Toolchain};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
@@ -63,7 +63,7 @@ pub fn load(
         details["weight_bytes"] = program.weights.len().into();
     }
     let context = program.context;
-    let slots = SlotExecutors::new(exec, slots).map_err(|e| at(&e))?;
+    let slots = SlotBatch::new(&exec, slots).map_err(|e| at(&e))?;
     eprintln!(
         "{id}: ready ({how} in {secs:.1} s; {slots_n} slots of {context} tokens)",
         slots_n = bitnet_serve::StepModel::slots(&slots)

@@ -127,6 +127,9 @@ pub struct ProgramParts {
     pub tokens: BufRef,
     /// Where the logits come from.
     pub logits: BufRef,
+    /// `Program::batchable`: true, since every kernel kind that depends on the sequence
+    /// (`KernelOp::per_sequence`) has its launches marked `Launch::per_sequence`.
+    pub batchable: bool,
     /// Every `nn.weight` the function names, by name: where its bytes are in `weights`.
     pub weight_index: BTreeMap<String, PlacedWeight>,
 }
@@ -157,6 +160,7 @@ impl ProgramParts {
             vocab: self.vocab,
             tokens: self.tokens,
             logits: self.logits,
+            batchable: self.batchable,
             code,
         })
     }
@@ -266,6 +270,11 @@ impl Lowering<'_> {
                 kind.op().name()
             )));
         }
+        let per_sequence = if kind.op().per_sequence() {
+            Some(sequence_strides(&bufs, self.context, &label)?)
+        } else {
+            None
+        };
         let next = self.kind_list.len();
         let kernel = match self.kinds.get(&kind) {
             Some(&index) => index,
@@ -284,6 +293,7 @@ impl Lowering<'_> {
             rows,
             label,
             last_token: None,
+            per_sequence,
         });
         Ok(())
     }
@@ -424,8 +434,26 @@ impl Lowering<'_> {
             weight_index: self.blob.weights,
             context: self.context,
             vocab,
+            batchable: true,
         })
     }
+}
+
+/// The strides of `Launch::per_sequence` for a launch over `bufs`: an activation buffer holds
+/// `context` rows of equal size; weights and the KV cache have none (the executor points a
+/// sequence's launches at its own cache).
+fn sequence_strides(bufs: &[BufRef], context: u64, label: &str) -> Result<Vec<u64>, BackendError> {
+    bufs.iter()
+        .enumerate()
+        .map(|(i, b)| match b.region {
+            Region::Weights | Region::Kv => Ok(0),
+            Region::Arena if context > 0 && b.bytes % context == 0 => Ok(b.bytes / context),
+            Region::Arena => Err(input(format!(
+                "internal: {label}: buffer {i} of {} bytes does not hold {context} equal token rows",
+                b.bytes
+            ))),
+        })
+        .collect()
 }
 
 /// Keeps the JIT module (and so the kernels' code) alive as long as the program; never read.
