@@ -6,7 +6,8 @@
 //! different positions; the reference is each sequence run alone through `forward_last` in a
 //! fresh executor. Models: the ternary 2B-4T form (relu², tied head), a dense GGUF Llama (SiLU,
 //! GQA, untied head) on its f32 and int8 dense paths, a ternary Llama with q/k/v biases, and an
-//! AOT artifact (the launch plan's per-sequence marks survive the manifest).
+//! AOT artifact (the launch plan's per-sequence marks survive the manifest). The server's `SlotBatch`
+//! splits steps past the context and fails only a feed at fault.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -238,4 +239,57 @@ fn bad_batches_are_refused_by_name() {
     let e = err(batch.forward_batch(&[]));
     assert!(e.contains("no tokens"), "{e}");
     assert!(exec.with_slots(0).is_err());
+}
+
+/// The server's `SlotBatch`: feeds that together exceed the context are split over several batched
+/// steps, and a feed with its own error (a token outside the vocabulary) fails alone while the
+/// others of its step get their logits, equal to each sequence's alone.
+#[test]
+fn server_slots_split_long_steps_and_fail_only_the_bad_feed() {
+    use bitnet_serve::{Feed, SlotBatch, StepModel};
+    let exec = compile(
+        &root().join("tests/fixtures/hf-tiny/packed"),
+        HeadDtype::Auto,
+    );
+    let vocab = exec.program().vocab;
+    let mut slots = SlotBatch::new(&exec, 3).unwrap();
+    let a = tokens(11, 40, vocab);
+    let b = tokens(12, 40, vocab);
+    let bad = [vocab as i64 + 5];
+    let feeds = [
+        Feed {
+            slot: 0,
+            tokens: &a,
+            pos: 0,
+        },
+        Feed {
+            slot: 1,
+            tokens: &b,
+            pos: 0,
+        },
+        Feed {
+            slot: 2,
+            tokens: &bad,
+            pos: 0,
+        },
+    ];
+    let mut got: Vec<(usize, Result<Vec<f32>, String>)> = Vec::new();
+    slots.step(&feeds, &mut |i, r| {
+        got.push((i, r.map(<[f32]>::to_vec).map_err(|e| e.to_string())))
+    });
+    got.sort_by_key(|g| g.0);
+    assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), [0, 1, 2]);
+    for (i, prompt) in [(0, &a), (1, &b)] {
+        let mut alone = exec.sibling().unwrap();
+        let want = alone.forward_last(prompt, 0).unwrap();
+        let have = got[i].1.as_ref().unwrap();
+        assert!(
+            want.iter()
+                .zip(have)
+                .all(|(x, y)| x.to_bits() == y.to_bits()),
+            "feed {i}: logits differ from the sequence alone"
+        );
+    }
+    let e = got[2].1.as_ref().unwrap_err();
+    assert!(e.contains("outside the vocabulary"), "{e}");
 }
