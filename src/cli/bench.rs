@@ -9,7 +9,7 @@
 //! main build's decode is also measured with several sequences per step (`bench_batch`).
 
 use super::audit_log::input_digests;
-use super::bench_batch::{BatchResult, measure_batches, print_batches};
+use super::bench_batch::{BatchResult, measure_batches, percentile_ms, print_batches};
 use super::progress::Progress;
 use anyhow::{Context, Result, bail};
 use bitnet_backends::cpu::HeadDtype;
@@ -100,12 +100,7 @@ struct BuildResult {
 
 impl BuildResult {
     fn percentile(&self, p: f64) -> f64 {
-        let n = self.latencies.len();
-        if n == 0 {
-            return f64::NAN;
-        }
-        let i = ((p / 100.0) * (n - 1) as f64).round() as usize;
-        self.latencies[i.min(n - 1)].as_secs_f64() * 1e3
+        percentile_ms(&self.latencies, p)
     }
 
     fn json(&self, bandwidth: f64) -> serde_json::Value {

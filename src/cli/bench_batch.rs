@@ -7,7 +7,7 @@
 //! each step is timed. Aggregate decode is B × steps ÷ the time of the steps.
 
 use anyhow::{Context, Result, bail};
-use bitnet_runtime::sampling::Rng;
+use bitnet_runtime::sampling::{Rng, argmax};
 use bitnet_runtime::{Executor, SeqFeed};
 use std::time::{Duration, Instant};
 
@@ -24,12 +24,7 @@ pub struct BatchResult {
 impl BatchResult {
     /// The `p`th percentile of the step latency, in milliseconds.
     pub fn step_ms(&self, p: f64) -> f64 {
-        let n = self.steps.len();
-        if n == 0 {
-            return f64::NAN;
-        }
-        let i = ((p / 100.0) * (n - 1) as f64).round() as usize;
-        self.steps[i.min(n - 1)].as_secs_f64() * 1e3
+        percentile_ms(&self.steps, p)
     }
 
     /// The JSON of this result, with its speedup over `one` (the result of batch size 1).
@@ -41,6 +36,15 @@ impl BatchResult {
             "vs_batch_1": one.map(|o| self.decode_tok_s / o.decode_tok_s),
         })
     }
+}
+
+/// The `p`th percentile of `sorted` latencies in milliseconds (NaN when there are none).
+pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    let n = sorted.len();
+    let i = ((p / 100.0) * n.saturating_sub(1) as f64).round() as usize;
+    sorted
+        .get(i.min(n.saturating_sub(1)))
+        .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
 }
 
 /// Measures every size of `sizes` on the program of `exec` (see the module doc).
@@ -75,7 +79,7 @@ pub fn measure_batches(
                     tokens: &prompt,
                     pos: 0,
                 };
-                next.push(argmax(batch.forward_batch(&[feed])?));
+                next.push(i64::from(argmax(batch.forward_batch(&[feed])?)));
             }
             for step in 0..steps {
                 let tokens: Vec<[i64; 1]> = next.iter().map(|&t| [t]).collect();
@@ -93,7 +97,7 @@ pub fn measure_batches(
                 latencies.push(start.elapsed());
                 let row = logits.len() / b;
                 for (n, chunk) in next.iter_mut().zip(logits.chunks(row.max(1))) {
-                    *n = argmax(chunk);
+                    *n = i64::from(argmax(chunk));
                 }
             }
         }
@@ -106,17 +110,6 @@ pub fn measure_batches(
         });
     }
     Ok(results)
-}
-
-/// The index of the largest value (the first of equals).
-fn argmax(row: &[f32]) -> i64 {
-    let mut best = 0;
-    for (i, &x) in row.iter().enumerate() {
-        if x > row.get(best).copied().unwrap_or(f32::NEG_INFINITY) {
-            best = i;
-        }
-    }
-    best as i64
 }
 
 /// Prints the batch table.

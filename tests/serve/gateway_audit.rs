@@ -11,7 +11,7 @@ use super::support::{Scratch, have_cc};
 use bitnet_serve::GatewayConfig;
 use bitnetc::runtime::audit::{AuditLog, file_sha256, sha256_hex};
 use serde_json::{Value, json};
-use std::io::{BufRead, Read};
+use std::io::Read;
 
 const KEY: &str = "gateway-key";
 
@@ -35,19 +35,7 @@ impl Cli {
             .spawn()
             .unwrap();
         let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        while !line.starts_with("listening on") {
-            line.clear();
-            assert!(
-                stderr.read_line(&mut line).unwrap() > 0,
-                "no address on stderr"
-            );
-        }
-        let addr = line
-            .strip_prefix("listening on http://")
-            .and_then(|l| l.split_whitespace().next())
-            .unwrap()
-            .to_string();
+        let addr = listening_address(&mut stderr);
         let cli = Cli {
             child,
             stderr,

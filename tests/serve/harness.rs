@@ -399,3 +399,20 @@ pub fn get(server: &Server, path: &str) -> (u16, String) {
     let r = client().get(url(server, path)).send().unwrap();
     (r.status().as_u16(), r.text().unwrap())
 }
+
+/// Reads a `bitnetc serve` child's stderr up to its `listening on http://ADDR` line and returns
+/// ADDR (`ip:port`).
+pub fn listening_address(stderr: &mut impl std::io::BufRead) -> String {
+    let mut line = String::new();
+    while !line.starts_with("listening on") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "no address on stderr"
+        );
+    }
+    line.strip_prefix("listening on http://")
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .to_string()
+}

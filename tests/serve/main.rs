@@ -664,7 +664,6 @@ fn shutdown_stops_listening_and_finishes_the_requests_in_flight() {
 
 #[test]
 fn the_cli_prints_its_address_requires_its_key_and_stops_on_sigterm() {
-    use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bitnetc"))
         .args([
             "serve",
@@ -681,19 +680,7 @@ fn the_cli_prints_its_address_requires_its_key_and_stops_on_sigterm() {
         .spawn()
         .unwrap();
     let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.starts_with("listening on") {
-        line.clear();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "no address on stderr"
-        );
-    }
-    let addr = line
-        .strip_prefix("listening on http://")
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap_or_else(|| panic!("{line:?}"))
-        .to_string();
+    let addr = listening_address(&mut stderr);
     assert!(addr.starts_with("127.0.0.1:"), "{addr}");
     let base = format!("http://{addr}");
     let mut up = false;
