@@ -40,6 +40,8 @@ struct Shared {
     pool: Mutex<ThreadPool>,
     /// The tail of the plan, if its `last_token` launches end it (`resolve::Tail`).
     tail: Option<Tail>,
+    /// Per launch, whether a step runs it once per sequence (`step::runs_per_sequence`).
+    per_sequence: Vec<bool>,
 }
 
 /// One sequence's part of a batched step (`Executor::forward_batch`): `tokens` at positions
@@ -101,11 +103,17 @@ impl Executor {
     pub fn new(mut program: Program, threads: usize) -> Result<Executor, RuntimeError> {
         let weights = std::mem::take(&mut program.weights);
         let tail = Tail::of(&program);
+        let per_sequence = program
+            .launches
+            .iter()
+            .map(step::runs_per_sequence)
+            .collect();
         let shared = Arc::new(Shared {
             program,
             weights,
             pool: Mutex::new(ThreadPool::new(threads)),
             tail,
+            per_sequence,
         });
         Executor::over(shared, 1)
     }

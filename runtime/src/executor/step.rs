@@ -72,7 +72,7 @@ impl Executor {
                 continue;
             };
             let start = self.profile.is_some().then(Instant::now);
-            if l.per_sequence.is_some() || touches_kv(l) {
+            if shared.per_sequence.get(i).copied().unwrap_or(false) {
                 for (f, feed) in feeds.iter().enumerate() {
                     let job = self.sequence_job(i, l, kernel, feed, f);
                     pool.run(job);
@@ -293,7 +293,9 @@ impl Executor {
     }
 }
 
-/// Whether launch `l` reads or writes the KV cache.
-fn touches_kv(l: &Launch) -> bool {
-    l.bufs.iter().any(|b| b.region == Region::Kv)
+/// Whether a step runs launch `l` once per sequence: it is marked `per_sequence`, or it reads or
+/// writes the KV cache (a launch of an older program, which runs only in steps of one sequence).
+/// Decided once, when the executor is made.
+pub(super) fn runs_per_sequence(l: &Launch) -> bool {
+    l.per_sequence.is_some() || l.bufs.iter().any(|b| b.region == Region::Kv)
 }
