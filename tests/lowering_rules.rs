@@ -5,7 +5,7 @@
 //! random sizes, activations, weights and scales, runs the reference interpreter before and after the
 //! default pipeline, and requires the lowering to happen (one `bit.ternary_matmul`) and the results to
 //! agree to 1e-5 relative (summation order differs; random activations sit on a rounding tie with
-//! negligible probability).
+//! negligible probability), or, where the sum cancels to near 0, within the f32 summation bound.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -148,6 +148,52 @@ fn weights(rng: &mut Rng, k: usize, n: usize) -> MemoryWeights {
     w
 }
 
+/// The largest elementwise difference of two same-shaped tensors.
+fn max_abs_difference(a: &Tensor, b: &Tensor) -> f64 {
+    let (x, y) = (a.data.to_f32(), b.data.to_f32());
+    x.iter()
+        .zip(&y)
+        .map(|(&p, &q)| (f64::from(p) - f64::from(q)).abs())
+        .fold(0.0, f64::max)
+}
+
+/// How far two f32 evaluations of one output may honestly differ when the sum cancels: the
+/// standard backward bound of a k-term f32 sum, (k + 4)·2⁻²⁴ (four more rounding steps for the
+/// scales), times the largest Σ|x̂|·|w| over the rows. A relative error alone cannot judge an output
+/// the integer sum makes exactly 0 while the reference's float sum leaves 1e-8 of rounding noise.
+fn summation_bound(form: u8, store: &MemoryWeights, x: &Tensor, k: usize) -> f64 {
+    let scalar = |name: &str| {
+        store.tensors[name]
+            .data
+            .to_f32()
+            .iter()
+            .map(|v| f64::from(v.abs()))
+            .collect::<Vec<f64>>()
+    };
+    let weight = match form % 10 {
+        6 | 7 => {
+            let name = if form % 10 == 6 {
+                "master_nk"
+            } else {
+                "master_kn"
+            };
+            let w = scalar(name);
+            (w.iter().sum::<f64>() / w.len() as f64).max(1e-5)
+        }
+        _ => scalar("g")[0],
+    };
+    let values = x.data.to_f32();
+    let l1 = values
+        .chunks(k)
+        .map(|row| {
+            let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+            // x̂ is x re-rounded to a 1/127 step of the row's absmax: at most half a step larger.
+            row.iter().map(|v| f64::from(v.abs())).sum::<f64>() + k as f64 * f64::from(max) / 254.0
+        })
+        .fold(0.0, f64::max);
+    (k as f64 + 4.0) * f64::powi(2.0, -24) * l1 * weight
+}
+
 /// Runs a case; returns the rules that fired.
 fn check_case(
     form: u8,
@@ -194,12 +240,16 @@ fn check_case(
     let after = interp::run(&m, "main", std::slice::from_ref(&x), &weights)
         .map_err(|e| TestCaseError::fail(e.to_string()))?;
     let err = max_relative_error(&after[0], &before[0]).unwrap();
+    let diff = max_abs_difference(&after[0], &before[0]);
+    let bound = summation_bound(form, &store, &x, k);
     prop_assert!(
-        err <= 1e-5,
-        "form {} act {}: relative error {}",
+        err <= 1e-5 || diff <= bound,
+        "form {} act {}: relative error {}, difference {} over the summation bound {}",
         form,
         act,
-        err
+        err,
+        diff,
+        bound
     );
     let rules = cx
         .notes
@@ -255,4 +305,11 @@ fn an_all_zero_one_by_one_weight_still_lowers() {
             check_case(form, 0, 1, 1, 1, seed).unwrap();
         }
     }
+}
+
+/// A row whose ternary sum cancels exactly: the lowered integer sum is 0 where the float reference
+/// leaves rounding noise (-8.3e-8), which the summation bound accepts (CI found it at random).
+#[test]
+fn an_exactly_cancelling_sum_is_within_the_summation_bound() {
+    check_case(0, 0, 1, 31, 1, 14_559_186_883_534_211_350).unwrap();
 }
