@@ -34,6 +34,10 @@ enum Command {
     /// Measure prefill and decode speed, latency, memory and compile time on this machine, against
     /// the same model compiled with full-precision weights in the same run.
     Bench(cli::bench::BenchArgs),
+    /// Say whether a compiled model is good enough to ship: memory, speed and accuracy (perplexity,
+    /// KL divergence, same top-1) against a reference in the same run, judged by gates (exit 1 when
+    /// one fails).
+    Validate(cli::validate::ValidateArgs),
     /// Parse and verify a .bir file; print every error (exit 1) or a one-line summary.
     Check(cli::check::CheckArgs),
     /// Print a .bir file in canonical form.
@@ -68,6 +72,7 @@ impl Command {
             Command::Run(args) => Some(args.audit()),
             Command::Chat(args) => Some(args.audit()),
             Command::Bench(args) => Some(args.audit()),
+            Command::Validate(args) => Some(args.audit()),
             Command::Logits(args) => Some(args.audit()),
             Command::Compile(args) => Some(args.audit()),
             Command::Check(_)
@@ -94,6 +99,7 @@ impl Command {
             Command::Run(args) => cli::run::run(&args, audit),
             Command::Chat(args) => cli::chat::run(&args, audit),
             Command::Bench(args) => cli::bench::run(&args, audit),
+            Command::Validate(args) => cli::validate::run(&args, audit),
             Command::Check(args) => cli::check::run(&args),
             Command::Print(args) => cli::print::run(&args),
             Command::Eval(args) => cli::eval::run(&args),
