@@ -21,7 +21,11 @@ fn stderr(o: &Output) -> String {
 }
 
 fn fixture(name: &str) -> String {
-    root().join("tests/fixtures").join(name).display().to_string()
+    root()
+        .join("tests/fixtures")
+        .join(name)
+        .display()
+        .to_string()
 }
 
 /// `bitnetc profile MODEL --threads 2 --prompt-len 6 --steps 3 EXTRA…`.
@@ -51,7 +55,12 @@ fn trace_is_chrome_trace_json_with_every_launch_inside_its_step() {
     let saved = dir.join("prof.json");
     let o = profile(
         &fixture("hf-tiny/packed"),
-        &["--trace", trace.to_str().unwrap(), "--save", saved.to_str().unwrap()],
+        &[
+            "--trace",
+            trace.to_str().unwrap(),
+            "--save",
+            saved.to_str().unwrap(),
+        ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let launches = read_json(&saved)["labels"].as_array().unwrap().len();
@@ -63,7 +72,10 @@ fn trace_is_chrome_trace_json_with_every_launch_inside_its_step() {
         for field in ["name", "cat", "ph", "ts", "dur", "pid", "tid"] {
             assert!(!e[field].is_null(), "event without {field}: {e}");
         }
-        assert!(e["ts"].as_f64().unwrap() >= 0.0 && e["dur"].as_f64().unwrap() >= 0.0, "{e}");
+        assert!(
+            e["ts"].as_f64().unwrap() >= 0.0 && e["dur"].as_f64().unwrap() >= 0.0,
+            "{e}"
+        );
     }
     let steps: Vec<&&Value> = complete.iter().filter(|e| e["cat"] == "step").collect();
     let want_steps = 1 + STEPS.parse::<usize>().unwrap();
@@ -71,30 +83,61 @@ fn trace_is_chrome_trace_json_with_every_launch_inside_its_step() {
     assert_eq!(t["otherData"]["dropped_events"], 0);
     for step in &steps {
         let s = step["args"]["step"].as_u64().unwrap();
-        let (ts, end) = (step["ts"].as_f64().unwrap(), step["ts"].as_f64().unwrap() + step["dur"].as_f64().unwrap());
+        let (ts, end) = (
+            step["ts"].as_f64().unwrap(),
+            step["ts"].as_f64().unwrap() + step["dur"].as_f64().unwrap(),
+        );
         let mut seen = vec![false; launches];
-        for e in complete.iter().filter(|e| e["cat"] != "step" && e["args"]["step"] == s) {
+        for e in complete
+            .iter()
+            .filter(|e| e["cat"] != "step" && e["args"]["step"] == s)
+        {
             let i = e["args"]["launch"].as_u64().unwrap() as usize;
             assert!(!seen[i], "launch {i} twice in step {s}");
             seen[i] = true;
-            let (a, b) = (e["ts"].as_f64().unwrap(), e["ts"].as_f64().unwrap() + e["dur"].as_f64().unwrap());
-            assert!(a >= ts - 1e-3 && b <= end + 1e-3, "launch {i} [{a}, {b}] outside step {s} [{ts}, {end}]");
+            let (a, b) = (
+                e["ts"].as_f64().unwrap(),
+                e["ts"].as_f64().unwrap() + e["dur"].as_f64().unwrap(),
+            );
+            assert!(
+                a >= ts - 1e-3 && b <= end + 1e-3,
+                "launch {i} [{a}, {b}] outside step {s} [{ts}, {end}]"
+            );
             let phase = if s == 0 { "prefill" } else { "decode" };
             assert_eq!(e["cat"], format!("launch,{phase}"));
         }
-        assert!(seen.iter().all(|&x| x), "step {s} misses launches: {seen:?}");
+        assert!(
+            seen.iter().all(|&x| x),
+            "step {s} misses launches: {seen:?}"
+        );
     }
     // The layers are named in the labels: the fixture has 4.
-    let layers: std::collections::BTreeSet<u64> =
-        complete.iter().filter_map(|e| e["args"]["layer"].as_u64()).collect();
+    let layers: std::collections::BTreeSet<u64> = complete
+        .iter()
+        .filter_map(|e| e["args"]["layer"].as_u64())
+        .collect();
     assert_eq!(layers, (0..4).collect());
     let prof = read_json(&saved);
-    assert_eq!(prof["memory"]["allocations"]["count"], 0, "{}", prof["memory"]);
+    assert_eq!(
+        prof["memory"]["allocations"]["count"], 0,
+        "{}",
+        prof["memory"]
+    );
     // An existing file is not overwritten without --force.
-    let o = profile(&fixture("hf-tiny/packed"), &["--trace", trace.to_str().unwrap()]);
+    let o = profile(
+        &fixture("hf-tiny/packed"),
+        &["--trace", trace.to_str().unwrap()],
+    );
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("already exists") && stderr(&o).contains("--force"), "{}", stderr(&o));
-    let o = profile(&fixture("hf-tiny/packed"), &["--trace", trace.to_str().unwrap(), "--force"]);
+    assert!(
+        stderr(&o).contains("already exists") && stderr(&o).contains("--force"),
+        "{}",
+        stderr(&o)
+    );
+    let o = profile(
+        &fixture("hf-tiny/packed"),
+        &["--trace", trace.to_str().unwrap(), "--force"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
@@ -113,11 +156,22 @@ fn baseline_passes_the_same_build_and_catches_a_planted_slowdown() {
     // 20 ms in layer 1's q_proj, against launches of microseconds: caught and named.
     let o = profile(
         &model,
-        &["--baseline", base, "--threshold", "5", "--plant-delay", "layer 1 q_proj:20000", "--json"],
+        &[
+            "--baseline",
+            base,
+            "--threshold",
+            "5",
+            "--plant-delay",
+            "layer 1 q_proj:20000",
+            "--json",
+        ],
     );
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let err = stderr(&o);
-    assert!(err.contains("decode group \"q_proj: bit.ternary_matmul"), "{err}");
+    assert!(
+        err.contains("decode group \"q_proj: bit.ternary_matmul"),
+        "{err}"
+    );
     assert!(err.contains("decode layer \"layer 1\""), "{err}");
     let report: Value = serde_json::from_slice(&o.stdout).unwrap();
     let named: Vec<&str> = report["regressions"]
@@ -126,7 +180,12 @@ fn baseline_passes_the_same_build_and_catches_a_planted_slowdown() {
         .iter()
         .map(|r| r["name"].as_str().unwrap())
         .collect();
-    assert!(named.iter().any(|n| n.starts_with("q_proj: bit.ternary_matmul")), "{named:?}");
+    assert!(
+        named
+            .iter()
+            .any(|n| n.starts_with("q_proj: bit.ternary_matmul")),
+        "{named:?}"
+    );
     assert!(named.contains(&"layer 1"), "{named:?}");
 }
 
@@ -134,17 +193,33 @@ fn baseline_passes_the_same_build_and_catches_a_planted_slowdown() {
 fn a_baseline_of_another_model_is_an_error() {
     let dir = support::Scratch::create("profile-other");
     let saved = dir.join("prof.json");
-    let o = profile(&fixture("gguf-tiny/tiny-tq2_0.gguf"), &["--save", saved.to_str().unwrap()]);
+    let o = profile(
+        &fixture("gguf-tiny/tiny-tq2_0.gguf"),
+        &["--save", saved.to_str().unwrap()],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = profile(&fixture("hf-tiny/packed"), &["--baseline", saved.to_str().unwrap()]);
+    let o = profile(
+        &fixture("hf-tiny/packed"),
+        &["--baseline", saved.to_str().unwrap()],
+    );
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
-    assert!(err.contains("the baseline profiles another program"), "{err}");
+    assert!(
+        err.contains("the baseline profiles another program"),
+        "{err}"
+    );
     assert!(!err.contains("regressions against"), "{err}");
     // A file that is not a profile at all.
     let bogus = dir.join("bogus.json");
     std::fs::write(&bogus, "{\"traceEvents\": []}").unwrap();
-    let o = profile(&fixture("hf-tiny/packed"), &["--baseline", bogus.to_str().unwrap()]);
+    let o = profile(
+        &fixture("hf-tiny/packed"),
+        &["--baseline", bogus.to_str().unwrap()],
+    );
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("not a profile saved by `bitnetc profile --save`"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not a profile saved by `bitnetc profile --save`"),
+        "{}",
+        stderr(&o)
+    );
 }

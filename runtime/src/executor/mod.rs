@@ -30,8 +30,8 @@ use crate::error::RuntimeError;
 use crate::program::{BufRef, Program, Region};
 use aligned_buf::Aligned;
 use pool::ThreadPool;
-pub use profile::{LaunchEvent, PlantedDelay, ProfileOptions, StepEvent, StepProfile};
 use profile::Profiler;
+pub use profile::{LaunchEvent, PlantedDelay, ProfileOptions, StepEvent, StepProfile};
 use resolve::{Tail, resolve};
 use std::sync::{Arc, Mutex};
 

@@ -145,7 +145,12 @@ impl Executor {
         let planted = program
             .launches
             .iter()
-            .map(|l| options.plant.as_ref().is_some_and(|p| l.label.contains(&p.label)))
+            .map(|l| {
+                options
+                    .plant
+                    .as_ref()
+                    .is_some_and(|p| l.label.contains(&p.label))
+            })
             .collect();
         let threads = {
             let mut pool = self.shared.pool.lock().unwrap_or_else(|e| e.into_inner());

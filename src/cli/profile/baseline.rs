@@ -63,8 +63,12 @@ impl Regression {
 pub fn read(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("{}: cannot read the baseline", path.display()))?;
-    let value: Value = serde_json::from_str(&text)
-        .with_context(|| format!("{}: not JSON (a baseline is a `profile --save` file)", path.display()))?;
+    let value: Value = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{}: not JSON (a baseline is a `profile --save` file)",
+            path.display()
+        )
+    })?;
     if value["format"].as_str() != Some(FORMAT) {
         bail!(
             "{}: field `format` is {}, not {FORMAT:?}: not a profile saved by `bitnetc profile --save`",
@@ -80,7 +84,11 @@ pub fn compare(now: &Value, base: &Value, path: &Path, threshold: f64) -> Result
     let labels = |v: &Value| -> Vec<String> {
         v["labels"]
             .as_array()
-            .map(|a| a.iter().map(|l| l.as_str().unwrap_or("").to_string()).collect())
+            .map(|a| {
+                a.iter()
+                    .map(|l| l.as_str().unwrap_or("").to_string())
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let (ours, theirs) = (labels(now), labels(base));
@@ -115,23 +123,44 @@ pub fn compare(now: &Value, base: &Value, path: &Path, threshold: f64) -> Result
         let floor = MIN_STEP_SHARE * step_ms;
         let mut check = |kind: &'static str, name: String, base_ms: f64, now_ms: f64| {
             if now_ms - base_ms > threshold * base_ms && now_ms - base_ms >= floor {
-                found.push(Regression { phase, kind, name, base_ms, now_ms });
+                found.push(Regression {
+                    phase,
+                    kind,
+                    name,
+                    base_ms,
+                    now_ms,
+                });
             }
         };
-        check("step", "step".into(), step_ms, n["step"]["mean_ms"].as_f64().unwrap_or(0.0));
+        check(
+            "step",
+            "step".into(),
+            step_ms,
+            n["step"]["mean_ms"].as_f64().unwrap_or(0.0),
+        );
         for kind in ["groups", "layers"] {
             let per_step = |v: &Value| -> Vec<(String, f64)> {
                 v[kind]
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .map(|r| (r["name"].as_str().unwrap_or("").to_string(), r["ms_per_step"].as_f64().unwrap_or(0.0)))
+                    .map(|r| {
+                        (
+                            r["name"].as_str().unwrap_or("").to_string(),
+                            r["ms_per_step"].as_f64().unwrap_or(0.0),
+                        )
+                    })
                     .collect()
             };
             let theirs = per_step(b);
             for (name, now_ms) in per_step(n) {
                 let base_ms = theirs.iter().find(|(t, _)| *t == name).map_or(0.0, |t| t.1);
-                check(if kind == "groups" { "group" } else { "layer" }, name, base_ms, now_ms);
+                check(
+                    if kind == "groups" { "group" } else { "layer" },
+                    name,
+                    base_ms,
+                    now_ms,
+                );
             }
         }
     }

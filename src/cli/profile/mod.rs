@@ -113,11 +113,17 @@ pub fn run(args: &ProfileArgs, audit: &mut serde_json::Value) -> Result<ExitCode
         bail!("--prompt-len and --steps must be at least 1");
     }
     if !(args.threshold.is_finite() && args.threshold >= 0.0) {
-        bail!("--threshold {}: give a fraction of at least 0 (0.10 is 10%)", args.threshold);
+        bail!(
+            "--threshold {}: give a fraction of at least 0 (0.10 is 10%)",
+            args.threshold
+        );
     }
     for path in [&args.trace, &args.save].into_iter().flatten() {
         if !args.force && path.exists() {
-            bail!("{}: already exists (bitnetc does not overwrite files; --force replaces it)", path.display());
+            bail!(
+                "{}: already exists (bitnetc does not overwrite files; --force replaces it)",
+                path.display()
+            );
         }
     }
     let threads = match args.threads {
@@ -158,13 +164,19 @@ pub fn run(args: &ProfileArgs, audit: &mut serde_json::Value) -> Result<ExitCode
     exec.start_profile(&ProfileOptions {
         launch_events: program_launches * (args.steps + 1),
         step_events: args.steps + 1,
-        plant: args.plant_delay.as_ref().map(|(label, micros)| PlantedDelay {
-            label: label.clone(),
-            delay: Duration::from_micros(*micros),
-        }),
+        plant: args
+            .plant_delay
+            .as_ref()
+            .map(|(label, micros)| PlantedDelay {
+                label: label.clone(),
+                delay: Duration::from_micros(*micros),
+            }),
     });
     let mut next = argmax(exec.forward_last(&prompt, 0)?);
-    let busy_prefill = exec.profile().map(|p| p.busy_ns.clone()).unwrap_or_default();
+    let busy_prefill = exec
+        .profile()
+        .map(|p| p.busy_ns.clone())
+        .unwrap_or_default();
     let (decoded, allocations) = count_allocations(|| -> Result<()> {
         for pos in prompt.len()..prompt.len() + args.steps {
             next = argmax(exec.forward_last(&[i64::from(next)], pos as u64)?);
@@ -217,7 +229,11 @@ pub fn run(args: &ProfileArgs, audit: &mut serde_json::Value) -> Result<ExitCode
         eprintln!("; wrote the trace to {}", path.display());
     }
     if let Some(path) = &args.save {
-        write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes(), args.force)?;
+        write_atomic(
+            path,
+            serde_json::to_string_pretty(&report)?.as_bytes(),
+            args.force,
+        )?;
         eprintln!("; saved the profile to {}", path.display());
     }
     let regressions = match (&base, &args.baseline) {
@@ -242,7 +258,9 @@ pub fn run(args: &ProfileArgs, audit: &mut serde_json::Value) -> Result<ExitCode
         Some(found) if !found.is_empty() => {
             eprintln!(
                 "regressions against {} (threshold {:.0}%):",
-                args.baseline.as_deref().map_or(String::new(), |p| p.display().to_string()),
+                args.baseline
+                    .as_deref()
+                    .map_or(String::new(), |p| p.display().to_string()),
                 100.0 * args.threshold
             );
             for r in &found {
@@ -251,7 +269,10 @@ pub fn run(args: &ProfileArgs, audit: &mut serde_json::Value) -> Result<ExitCode
             Ok(ExitCode::FAILURE)
         }
         Some(_) => {
-            eprintln!("no regression against the baseline (threshold {:.0}%)", 100.0 * args.threshold);
+            eprintln!(
+                "no regression against the baseline (threshold {:.0}%)",
+                100.0 * args.threshold
+            );
             Ok(ExitCode::SUCCESS)
         }
         None => Ok(ExitCode::SUCCESS),

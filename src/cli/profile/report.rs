@@ -37,9 +37,7 @@ pub fn layer_number(label: &str) -> Option<u64> {
 /// anything after the result kept: ` (cache write)`).
 pub fn group_key(label: &str) -> String {
     let rest = match layer_number(label) {
-        Some(n) => label
-            .strip_prefix(&format!("layer {n} "))
-            .unwrap_or(label),
+        Some(n) => label.strip_prefix(&format!("layer {n} ")).unwrap_or(label),
         None => label,
     };
     match rest.split_once(" → %") {
@@ -77,7 +75,12 @@ fn rows(samples: BTreeMap<String, Vec<u64>>, steps: usize, step_ms: f64) -> Vec<
             let mut row = stats(&ns, steps);
             let per_step = row["ms_per_step"].as_f64().unwrap_or(0.0);
             row["name"] = name.into();
-            row["share"] = (if step_ms > 0.0 { per_step / step_ms } else { 0.0 }).into();
+            row["share"] = (if step_ms > 0.0 {
+                per_step / step_ms
+            } else {
+                0.0
+            })
+            .into();
             row
         })
         .collect()
@@ -103,13 +106,21 @@ pub fn phase(program: &Program, profile: &StepProfile, name: &str, busy_ns: &[u6
             continue;
         };
         by_launch.entry(e.launch).or_default().push(e.dur_ns);
-        by_group.entry(group_key(&l.label)).or_default().push(e.dur_ns);
+        by_group
+            .entry(group_key(&l.label))
+            .or_default()
+            .push(e.dur_ns);
         let layer = (layer_number(&l.label), layer_key(&l.label));
         by_layer.entry(layer).or_default().push(e.dur_ns);
     }
     let n = steps.len();
     let mut groups = rows(by_group, n, step_ms);
-    groups.sort_by(|a, b| f64::total_cmp(&b["total_ms"].as_f64().unwrap_or(0.0), &a["total_ms"].as_f64().unwrap_or(0.0)));
+    groups.sort_by(|a, b| {
+        f64::total_cmp(
+            &b["total_ms"].as_f64().unwrap_or(0.0),
+            &a["total_ms"].as_f64().unwrap_or(0.0),
+        )
+    });
     // Layers in model order: the layers by number, then the launches outside them.
     let mut layers = Vec::new();
     let mut outside = Vec::new();
@@ -125,7 +136,10 @@ pub fn phase(program: &Program, profile: &StepProfile, name: &str, busy_ns: &[u6
     let launches: Vec<Value> = by_launch
         .into_iter()
         .map(|(i, ns)| {
-            let label = program.launches.get(i as usize).map_or("", |l| l.label.as_str());
+            let label = program
+                .launches
+                .get(i as usize)
+                .map_or("", |l| l.label.as_str());
             let mut row = rows(BTreeMap::from([(label.to_string(), ns)]), n, step_ms);
             let mut row = row.pop().unwrap_or(Value::Null);
             row["index"] = i.into();
@@ -134,7 +148,13 @@ pub fn phase(program: &Program, profile: &StepProfile, name: &str, busy_ns: &[u6
         .collect();
     let busy: Vec<f64> = busy_ns
         .iter()
-        .map(|&b| if wall_ns > 0 { b as f64 / wall_ns as f64 } else { 0.0 })
+        .map(|&b| {
+            if wall_ns > 0 {
+                b as f64 / wall_ns as f64
+            } else {
+                0.0
+            }
+        })
         .collect();
     json!({
         "steps": n,
@@ -160,7 +180,10 @@ pub fn print_table(report: &Value, top: usize) {
         report["prompt_len"],
         report["steps"],
     );
-    let mb = |v: &Value| v.as_f64().map_or("n/a".to_string(), |b| format!("{:.2} MB", b / 1e6));
+    let mb = |v: &Value| {
+        v.as_f64()
+            .map_or("n/a".to_string(), |b| format!("{:.2} MB", b / 1e6))
+    };
     println!(
         "memory: arena {}  KV cache {}  weights {} ({})  peak RSS {}  allocations per decode token {}",
         mb(&mem["arena_bytes"]),
@@ -185,7 +208,11 @@ pub fn print_table(report: &Value, top: usize) {
         );
         let busy: Vec<String> = p["busy"]
             .as_array()
-            .map(|b| b.iter().map(|x| format!("{:.0}%", 100.0 * x.as_f64().unwrap_or(0.0))).collect())
+            .map(|b| {
+                b.iter()
+                    .map(|x| format!("{:.0}%", 100.0 * x.as_f64().unwrap_or(0.0)))
+                    .collect()
+            })
             .unwrap_or_default();
         println!("  threads busy (caller first): {}", busy.join(" "));
         print_rows("group", &p["groups"], top);
@@ -222,10 +249,16 @@ mod tests {
     #[test]
     fn keys_of_labels() {
         let l = "layer 3 q_proj: bit.ternary_matmul → %43";
-        assert_eq!((layer_key(l), group_key(l)), ("layer 3".into(), "q_proj: bit.ternary_matmul".into()));
+        assert_eq!(
+            (layer_key(l), group_key(l)),
+            ("layer 3".into(), "q_proj: bit.ternary_matmul".into())
+        );
         let c = "layer 0 attention: nn.attention → %16 (cache write)";
         assert_eq!(group_key(c), "attention: nn.attention (cache write)");
         let h = "lm_head: nn.matmul → %170";
-        assert_eq!((layer_key(h), group_key(h)), ("model".into(), "lm_head: nn.matmul".into()));
+        assert_eq!(
+            (layer_key(h), group_key(h)),
+            ("model".into(), "lm_head: nn.matmul".into())
+        );
     }
 }

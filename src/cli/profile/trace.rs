@@ -43,7 +43,10 @@ pub fn chrome_trace(program: &Program, profile: &StepProfile, title: &str) -> Va
         let Some(l) = program.launches.get(e.launch as usize) else {
             continue;
         };
-        let kernel = program.kernels.get(l.kernel).map_or("?", |(name, _)| name.as_str());
+        let kernel = program
+            .kernels
+            .get(l.kernel)
+            .map_or("?", |(name, _)| name.as_str());
         events.push(json!({
             "name": l.label,
             "cat": format!("launch,{}", phase_of(e.step)),

@@ -8,9 +8,9 @@
 //! elementwise product) is in the layer of the op before it and is named by its op (`rope`);
 //! one whose weight names no layer (the embedding, the final norm, the lm_head) is in none.
 
+use super::blob::is_constant;
 use bitnet_ir::module::{Function, Operation, ValueDef};
 use bitnet_ir::{OpKind, ValueId};
-use super::blob::is_constant;
 
 /// How many constant ops deep a weight is looked for behind an operand.
 const MAX_DEPTH: usize = 4;
@@ -77,7 +77,12 @@ fn layer_of(name: &str) -> Option<u64> {
     let base = name.split('#').next().unwrap_or(name);
     let parts: Vec<&str> = base.split(['.', '/']).collect();
     parts.windows(2).find_map(|w| match w {
-        [scope, n] if matches!(*scope, "layers" | "layer" | "blk" | "h" | "k_cache" | "v_cache") => {
+        [scope, n]
+            if matches!(
+                *scope,
+                "layers" | "layer" | "blk" | "h" | "k_cache" | "v_cache"
+            ) =>
+        {
             n.parse().ok()
         }
         _ => None,
@@ -106,8 +111,14 @@ mod tests {
         let gguf = "blk.3.attn_q.weight";
         assert_eq!((layer_of(gguf), role_of(gguf)), (Some(3), "attn_q"));
         assert_eq!(layer_of("k_cache.7"), Some(7));
-        assert_eq!((layer_of("lm_head.weight"), role_of("lm_head.weight")), (None, "lm_head"));
+        assert_eq!(
+            (layer_of("lm_head.weight"), role_of("lm_head.weight")),
+            (None, "lm_head")
+        );
         assert_eq!(role_of("model.norm.weight"), "norm");
-        assert_eq!(role_of("model.layers.0.mlp.down_proj.weight_scale"), "down_proj");
+        assert_eq!(
+            role_of("model.layers.0.mlp.down_proj.weight_scale"),
+            "down_proj"
+        );
     }
 }
