@@ -58,4 +58,8 @@ pub enum Error {
     /// A CUDA artifact could not be assembled.
     #[error("writing the CUDA artifact: {0}")]
     CudaArtifact(String),
+    /// `bitnetc validate` could not measure what it was asked to: a text too short, a gate file
+    /// that does not parse, a reference that does not fit the model.
+    #[error("{0}")]
+    Validate(String),
 }

@@ -125,6 +125,11 @@ impl Compiled {
         }
     }
 
+    /// The compiled program (kernels, launches, sizes).
+    pub fn program(&self) -> &bitnet_runtime::Program {
+        self.exec.program()
+    }
+
     /// The context length in tokens.
     pub fn context(&self) -> u64 {
         self.exec.program().context

@@ -24,7 +24,9 @@ pub mod machine;
 mod model;
 mod optimize;
 mod prompt_logits;
+pub mod speed;
 pub mod tokenizer;
+pub mod validate;
 
 pub use bir::{load_bir, parse_bir};
 pub use bitnet_runtime::sampling::SamplingParams;

@@ -37,6 +37,10 @@ enum Command {
     /// Profile a prefill and decode steps launch by launch and layer by layer: percentiles, threads'
     /// busy share, memory, a Chrome trace, and a regression check against a saved profile.
     Profile(cli::profile::ProfileArgs),
+    /// Say whether a compiled model is good enough to ship: memory, speed and accuracy (perplexity,
+    /// KL divergence, same top-1) against a reference in the same run, judged by gates (exit 1 when
+    /// one fails).
+    Validate(cli::validate::ValidateArgs),
     /// Parse and verify a .bir file; print every error (exit 1) or a one-line summary.
     Check(cli::check::CheckArgs),
     /// Print a .bir file in canonical form.
@@ -72,6 +76,7 @@ impl Command {
             Command::Chat(args) => Some(args.audit()),
             Command::Bench(args) => Some(args.audit()),
             Command::Profile(args) => Some(args.audit()),
+            Command::Validate(args) => Some(args.audit()),
             Command::Logits(args) => Some(args.audit()),
             Command::Compile(args) => Some(args.audit()),
             Command::Check(_)
@@ -99,6 +104,7 @@ impl Command {
             Command::Chat(args) => cli::chat::run(&args, audit),
             Command::Bench(args) => cli::bench::run(&args, audit),
             Command::Profile(args) => cli::profile::run(&args, audit),
+            Command::Validate(args) => cli::validate::run(&args, audit),
             Command::Check(args) => cli::check::run(&args),
             Command::Print(args) => cli::print::run(&args),
             Command::Eval(args) => cli::eval::run(&args),

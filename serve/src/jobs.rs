@@ -1,37 +1,81 @@
-//! Compile jobs (`POST /v1/bitnetc/compile`): a table of jobs and one worker thread that runs them
-//! one at a time, in the order they came (a compile already uses every core), through the
-//! `Toolchain`. A job is `queued`, then `running`, then `done` (the artifact's path, size and
-//! sha256) or `failed` (why). Each finished job is an audit record: `compile`, or `error` with
-//! `"command": "compile"`.
+//! Gateway jobs: compiles (`POST /v1/bitnetc/compile`) and validations (`POST
+//! /v1/bitnetc/validate`), kept in one table and run by one worker thread one at a time, in the
+//! order they came (each already uses every core), through the `Toolchain`. A job is `queued`,
+//! then `running`, then `done` (a compile's artifact path, size and sha256; a validation's report
+//! and whether every gate passed) or `failed` (why). Each finished job is an audit record:
+//! `compile`, or `run` with `"command": "validate"`, or `error` naming the command.
 //!
 //! Jobs are kept for the server's life. A job still running when the server stops is abandoned.
 
 use crate::audit::Audit;
 use crate::error::ApiError;
-use crate::toolchain::{CompileRequest, Toolchain};
+use crate::toolchain::{CompileRequest, Toolchain, ValidateRequest};
 use serde_json::{Value, json};
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+/// What a job does.
+#[derive(Clone, Debug, PartialEq)]
+pub enum JobRequest {
+    /// Compile an artifact.
+    Compile(CompileRequest),
+    /// Validate a model.
+    Validate(ValidateRequest),
+}
+
+impl JobRequest {
+    /// The command's name.
+    fn command(&self) -> &'static str {
+        match self {
+            JobRequest::Compile(_) => "compile",
+            JobRequest::Validate(_) => "validate",
+        }
+    }
+
+    fn model(&self) -> &Path {
+        match self {
+            JobRequest::Compile(r) => &r.model,
+            JobRequest::Validate(r) => &r.model,
+        }
+    }
+
+    /// The request's fields, as the job's status and its audit record show them.
+    fn fields(&self) -> Value {
+        let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        match self {
+            JobRequest::Compile(r) => json!({
+                "output": r.output.display().to_string(),
+                "target": r.target,
+                "context": r.context,
+            }),
+            JobRequest::Validate(r) => json!({
+                "reference": path(&r.reference),
+                "gates": r.gates,
+                "text": path(&r.text),
+                "tokenizer": path(&r.tokenizer),
+                "window": r.window,
+                "windows": r.windows,
+            }),
+        }
+    }
+}
 
 /// Where a job is.
 #[derive(Clone, Debug, PartialEq)]
 enum JobState {
     Queued,
     Running,
-    Done {
-        output: PathBuf,
-        sha256: String,
-        bytes: u64,
-    },
+    /// Finished; what it made (fields of the status).
+    Done(Value),
     Failed(String),
 }
 
 /// A job of the table.
 struct Job {
     id: String,
-    request: CompileRequest,
+    request: JobRequest,
     state: JobState,
     created: u64,
     wall_s: Option<f64>,
@@ -43,24 +87,19 @@ impl Job {
         let (status, mut v) = match &self.state {
             JobState::Queued => ("queued", json!({})),
             JobState::Running => ("running", json!({})),
-            JobState::Done {
-                output,
-                sha256,
-                bytes,
-            } => (
-                "done",
-                json!({"artifact": output.display().to_string(), "sha256": sha256, "bytes": bytes}),
-            ),
+            JobState::Done(result) => ("done", result.clone()),
             JobState::Failed(message) => ("failed", json!({"error": message})),
         };
         v["id"] = self.id.clone().into();
-        v["object"] = "bitnetc.compile_job".into();
+        v["object"] = format!("bitnetc.{}_job", self.request.command()).into();
         v["status"] = status.into();
         v["created"] = self.created.into();
-        v["model"] = self.request.model.display().to_string().into();
-        v["output"] = self.request.output.display().to_string().into();
-        v["target"] = self.request.target.clone().into();
-        v["context"] = self.request.context.into();
+        v["model"] = self.request.model().display().to_string().into();
+        if let Value::Object(fields) = self.request.fields() {
+            for (k, x) in fields {
+                v[k] = x;
+            }
+        }
         v["wall_s"] = self.wall_s.into();
         v
     }
@@ -86,7 +125,7 @@ impl Jobs {
                 let (tx, rx) = std::sync::mpsc::channel();
                 let table = Arc::clone(&table);
                 std::thread::Builder::new()
-                    .name("compile".into())
+                    .name("jobs".into())
                     .spawn(move || work(&*toolchain, audit.as_deref(), &table, &rx))?;
                 Some(tx)
             }
@@ -98,21 +137,24 @@ impl Jobs {
         })
     }
 
-    /// Queues `request` (checked); its status. 409 if a job not finished writes the same output.
-    pub fn submit(&self, request: CompileRequest) -> Result<Value, ApiError> {
+    /// Queues `request` (checked); its status. 409 if a compile not finished writes the same
+    /// output.
+    pub fn submit(&self, request: JobRequest) -> Result<Value, ApiError> {
         let mut table = self
             .table
             .lock()
             .map_err(|_| ApiError::internal("The job table is unwritable".into()))?;
-        if let Some(other) = table.iter().find(|j| {
-            j.request.output == request.output
-                && matches!(j.state, JobState::Queued | JobState::Running)
-        }) {
+        if let JobRequest::Compile(new) = &request
+            && let Some(other) = table.iter().find(|j| {
+                matches!(&j.request, JobRequest::Compile(r) if r.output == new.output)
+                    && matches!(j.state, JobState::Queued | JobState::Running)
+            })
+        {
             return Err(ApiError::conflict(
                 "output",
                 format!(
                     "Invalid 'output': {} is the output of job {}, which has not finished",
-                    request.output.display(),
+                    new.output.display(),
                     other.id
                 ),
             ));
@@ -123,7 +165,7 @@ impl Jobs {
             .map_err(|_| ApiError::internal("The job queue is unusable".into()))?;
         let Some(tx) = tx.as_ref() else {
             return Err(ApiError::unavailable(
-                "The server is not taking compile jobs (it is stopping)".into(),
+                "The server is not taking jobs (it is stopping)".into(),
             ));
         };
         let id = format!("job-{}", table.len() + 1);
@@ -136,7 +178,7 @@ impl Jobs {
         };
         let status = job.json();
         tx.send(id)
-            .map_err(|_| ApiError::internal("The compile worker has stopped".into()))?;
+            .map_err(|_| ApiError::internal("The job worker has stopped".into()))?;
         table.push(job);
         Ok(status)
     }
@@ -156,12 +198,30 @@ impl Jobs {
 }
 
 /// Sets job `id`'s state; its request.
-fn set(table: &Table, id: &str, state: JobState, wall_s: Option<f64>) -> Option<CompileRequest> {
+fn set(table: &Table, id: &str, state: JobState, wall_s: Option<f64>) -> Option<JobRequest> {
     let mut table = table.lock().ok()?;
     let job = table.iter_mut().find(|j| j.id == id)?;
     job.state = state;
     job.wall_s = wall_s;
     Some(job.request.clone())
+}
+
+/// Runs one job through the toolchain: what it made, or why it failed.
+fn run(toolchain: &dyn Toolchain, request: &JobRequest) -> Result<Value, String> {
+    match request {
+        JobRequest::Compile(r) => {
+            let c = toolchain.compile(r)?;
+            let (sha256, bytes) = bitnet_runtime::audit::file_sha256(&c.output)
+                .map_err(|e| format!("the artifact was written but cannot be read back: {e}"))?;
+            Ok(
+                json!({"artifact": c.output.display().to_string(), "sha256": sha256, "bytes": bytes}),
+            )
+        }
+        JobRequest::Validate(r) => {
+            let report = toolchain.validate(r)?;
+            Ok(json!({"pass": report["pass"], "report": report}))
+        }
+    }
 }
 
 /// The worker: runs each job it is sent, until the sender is gone.
@@ -171,46 +231,43 @@ fn work(toolchain: &dyn Toolchain, audit: Option<&Audit>, table: &Table, rx: &Re
             continue;
         };
         let started = Instant::now();
-        let compiled =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| toolchain.compile(&request)))
-                .unwrap_or_else(|_| Err("the compiler failed (a bug: it panicked)".into()))
-                .and_then(|c| {
-                    let (sha256, bytes) =
-                        bitnet_runtime::audit::file_sha256(&c.output).map_err(|e| {
-                            format!("the artifact was written but cannot be read back: {e}")
-                        })?;
-                    Ok(JobState::Done {
-                        output: c.output,
-                        sha256,
-                        bytes,
-                    })
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(toolchain, &request)))
+                .unwrap_or_else(|_| {
+                    Err(format!(
+                        "the {} failed (a bug: it panicked)",
+                        request.command()
+                    ))
                 });
         let wall_s = started.elapsed().as_secs_f64();
-        let state = compiled.unwrap_or_else(JobState::Failed);
         if let Some(audit) = audit {
             let mut fields = json!({
-                "command": "compile",
+                "command": request.command(),
                 "job": id,
-                "model": request.model.display().to_string(),
-                "output": request.output.display().to_string(),
-                "flags": {"target": request.target, "context": request.context},
+                "model": request.model().display().to_string(),
+                "flags": request.fields(),
                 "wall_s": wall_s,
             });
-            fields["inputs"] = bitnet_runtime::audit::input_digests(&request.model)
+            fields["inputs"] = bitnet_runtime::audit::input_digests(request.model())
                 .unwrap_or_else(|e| json!({"error": e.to_string()}));
-            let kind = match &state {
-                JobState::Done { sha256, .. } => {
-                    fields["output_sha256"] = sha256.clone().into();
+            let kind = match (&result, &request) {
+                (Ok(done), JobRequest::Compile(r)) => {
+                    fields["output"] = r.output.display().to_string().into();
+                    fields["output_sha256"] = done["sha256"].clone();
                     "compile"
                 }
-                JobState::Failed(message) => {
+                (Ok(done), JobRequest::Validate(_)) => {
+                    fields["validate"] = done["report"].clone();
+                    "run"
+                }
+                (Err(message), _) => {
                     fields["message"] = message.clone().into();
                     "error"
                 }
-                JobState::Queued | JobState::Running => "error",
             };
             audit.record(kind, fields);
         }
+        let state = result.map_or_else(JobState::Failed, JobState::Done);
         set(table, &id, state, Some(wall_s));
     }
 }

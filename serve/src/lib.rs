@@ -32,5 +32,5 @@ pub use server::{GatewayConfig, ServeConfig, Server};
 pub use state::Phase;
 pub use toolchain::{
     CompileRequest, Compiled, LoadedModel, Loader, ModelInfo, ModelSource, Toolchain,
-    write_new_atomic,
+    ValidateRequest, write_new_atomic,
 };

@@ -1,10 +1,10 @@
 //! What the caller hands the server: the models to serve at start (`ModelSource`, each with its
 //! `Loader`, giving a `LoadedModel`), and what the gateway asks of the compiler (`Toolchain`): load
-//! a model from a path, and compile one into an artifact. The server depends on the runtime only, so the caller (`bitnetc serve`)
+//! a model from a path, compile one into an artifact, and validate one. The server depends on the runtime only, so the caller (`bitnetc serve`)
 //! provides these; a server started without a toolchain still serves the models it was given, and
 //! answers the gateway's load and compile routes with 501.
 //!
-//! Both calls run on a thread of their own (never on the async runtime) and may take minutes.
+//! The calls run on a thread of their own (never on the async runtime) and may take minutes.
 
 use crate::engine::StepModel;
 use bitnet_runtime::chat::ChatTemplate;
@@ -69,6 +69,27 @@ pub struct Compiled {
     pub bytes: u64,
 }
 
+/// What `POST /v1/bitnetc/validate` asks for, checked by the server: `model` exists, and so do
+/// the reference, text and tokenizer when given.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidateRequest {
+    /// The model to validate.
+    pub model: PathBuf,
+    /// The reference model (`None`: the model with full-precision weights).
+    pub reference: Option<PathBuf>,
+    /// Gate thresholds overriding the defaults (a JSON object, as `bitnetc validate --gates`
+    /// reads from a file; checked by the toolchain).
+    pub gates: Option<serde_json::Value>,
+    /// The text to score (`None`: the built-in one).
+    pub text: Option<PathBuf>,
+    /// A tokenizer for models that carry none.
+    pub tokenizer: Option<PathBuf>,
+    /// Tokens per scored window (`None`: the command's default).
+    pub window: Option<u64>,
+    /// At most this many windows (`None`: the command's default).
+    pub windows: Option<u64>,
+}
+
 /// Loads and compiles models for the gateway (see the module doc). Errors are messages for the
 /// client, naming the file at fault.
 pub trait Toolchain: Send + Sync {
@@ -82,6 +103,15 @@ pub trait Toolchain: Send + Sync {
     /// Compiles `request.model` into the artifact `request.output`. It must never overwrite a
     /// file, and must leave no partly written output behind when it fails.
     fn compile(&self, request: &CompileRequest) -> Result<Compiled, String>;
+
+    /// Validates `request.model` as `bitnetc validate` does; the report as `--json` prints it
+    /// (with `"pass"`). A toolchain that cannot says so.
+    fn validate(&self, request: &ValidateRequest) -> Result<serde_json::Value, String> {
+        Err(format!(
+            "{}: this server's toolchain cannot validate models",
+            request.model.display()
+        ))
+    }
 }
 
 /// Writes `bytes` to `path`, which must not exist, so that `path` never holds a part of them: they

@@ -14,8 +14,6 @@ use super::progress::Progress;
 use anyhow::{Context, Result, bail};
 use bitnet_backends::cpu::HeadDtype;
 use bitnet_frontend::model::PostQuantize;
-use bitnet_runtime::sampling::{Rng, SamplingParams};
-use bitnet_runtime::session::GenerateParams;
 use bitnetc::machine;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -207,6 +205,9 @@ pub fn run(args: &BenchArgs, audit: &mut serde_json::Value) -> Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
+/// The `--preset` checkpoints, under the name `validate` uses (they live in `super::preset`).
+pub use super::preset::checkpoint as preset_checkpoint;
+
 /// One build to measure.
 struct Build {
     name: String,
@@ -247,30 +248,9 @@ fn measure(
     let weight_bytes = compiled.weight_bytes;
     let ternary = compiled.runs_ternary_projections();
     let read_per_token = compiled.read_bytes_per_token();
-    let vocab = compiled.vocab();
     // The measured ids need no text, so no tokenizer is built.
     let mut session = compiled.token_session();
-    let mut rng = Rng::new(0);
-    // Ids from the upper part of the vocabulary, clear of the special tokens at its start.
-    let prompt: Vec<u32> = (0..args.prompt_len)
-        .map(|_| (vocab / 2 + rng.next_u64() % (vocab - vocab / 2)) as u32)
-        .collect();
-    let params = GenerateParams {
-        max_tokens: args.steps + 1,
-        sampling: SamplingParams::greedy(),
-        ignore_eos: true,
-        ..GenerateParams::default()
-    };
-    let mut prefill = Duration::MAX;
-    let mut latencies = Vec::new();
-    for _ in 0..args.repeat {
-        session.reset();
-        let out = session.generate(&prompt, &params, &mut |_, _| {})?;
-        prefill = prefill.min(out.prefill);
-        latencies.extend(out.decode);
-    }
-    latencies.sort();
-    let total: f64 = latencies.iter().map(Duration::as_secs_f64).sum();
+    let speed = bitnetc::speed::measure(&mut session, args.prompt_len, args.steps, args.repeat)?;
     let batches = if build.full_precision || args.batch.is_empty() {
         Vec::new()
     } else {
@@ -290,9 +270,9 @@ fn measure(
         compile,
         weight_bytes,
         read_per_token,
-        prefill_tok_s: args.prompt_len as f64 / prefill.as_secs_f64(),
-        decode_tok_s: latencies.len() as f64 / total,
-        latencies,
+        prefill_tok_s: speed.prefill_tok_s(),
+        decode_tok_s: speed.decode_tok_s(),
+        latencies: speed.latencies,
         peak_rss,
         batches,
     })

@@ -28,3 +28,4 @@ pub mod progress;
 pub mod run;
 pub mod serve;
 pub mod synth;
+pub mod validate;

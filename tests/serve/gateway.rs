@@ -284,7 +284,16 @@ fn without_a_toolchain_loads_and_compiles_are_501_and_unbuilt_commands_are_501()
         &json!({"path": packed, "output": "/tmp/never-written.bnx"}),
     );
     assert_eq!(status, 501, "{v}");
-    for command in ["validate", "profile", "compliance"] {
+    let (status, v) = post(&server, "/v1/bitnetc/validate", &json!({"path": packed}));
+    assert_eq!(status, 501, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot validate"),
+        "{v}"
+    );
+    for command in ["profile", "compliance"] {
         let (status, v) = post(&server, &format!("/v1/bitnetc/{command}"), &json!({}));
         assert_eq!(status, 501, "{v}");
         let message = v["error"]["message"].as_str().unwrap();

@@ -3,7 +3,8 @@
 //! The binary, with an API key and an audit log: the key on every admin route, list and inspect,
 //! a compile job to `done` whose artifact (its sha256 as the job says) is loaded at run time and
 //! generates, refusal to overwrite, unload then 404, and the audit log read over HTTP (hashes, not
-//! text, by default), verified, and whole after SIGTERM.
+//! text, by default), verified, and whole after SIGTERM; a validation job to its report, and the
+//! validation route's field errors.
 
 use super::gateway::{get_json, serve_gateway, toolchain};
 use super::harness::*;
@@ -307,4 +308,93 @@ fn with_audit_text_records_keep_the_prompt_and_output_and_the_chain_verifies() {
     server.wait().unwrap();
     let report = bitnetc::runtime::audit::verify(&log).unwrap();
     assert!(report.ok() && report.records == 4, "{report:?}");
+}
+
+#[test]
+fn the_cli_gateway_validates_a_model_as_a_job() {
+    let tmp = Scratch::create("gateway-validate");
+    let log = tmp.join("audit.jsonl");
+    let cli = Cli::start(&["--audit-log", log.to_str().unwrap()]);
+    let packed = packed().display().to_string();
+    for (body, param) in [
+        (json!({"path": packed, "window": 0}), "window"),
+        (json!({"path": packed, "gates": [1]}), "gates"),
+        (
+            json!({"path": packed, "reference": "/no/such/model"}),
+            "reference",
+        ),
+        (json!({"path": packed, "text": "/no/such/text.txt"}), "text"),
+        (json!({"reference": "full"}), "path"),
+    ] {
+        let (status, v) = cli.call("POST", "/v1/bitnetc/validate", Some(&body));
+        assert_eq!(
+            (status, v["error"]["param"].as_str()),
+            (400, Some(param)),
+            "{v}"
+        );
+    }
+    // A tiny model's speed-up says nothing (its step is all overhead): that gate is off.
+    let body = json!({"path": packed, "windows": 1, "gates": {"min_decode_speedup": null}});
+    let (status, job) = cli.call("POST", "/v1/bitnetc/validate", Some(&body));
+    assert_eq!(status, 202, "{job}");
+    assert_eq!(job["object"], "bitnetc.validate_job");
+    let path = format!("/v1/bitnetc/jobs/{}", job["id"].as_str().unwrap());
+    let job = poll(&cli, &path, |v| {
+        v["status"] == "done" || v["status"] == "failed"
+    });
+    assert_eq!(job["status"], "done", "{job}");
+    assert_eq!(job["pass"], true, "{job}");
+    let report = &job["report"];
+    assert_eq!(report["text"]["windows"], 1);
+    assert!(
+        report["accuracy"]["kl_mean"].as_f64().unwrap() < 1e-3,
+        "{report}"
+    );
+    // A gate file the model cannot meet: the job is done, the report says which gate failed.
+    let body = json!({"path": packed, "windows": 1, "gates": {"min_decode_speedup": 1000}});
+    let (_, job) = cli.call("POST", "/v1/bitnetc/validate", Some(&body));
+    let path = format!("/v1/bitnetc/jobs/{}", job["id"].as_str().unwrap());
+    let job = poll(&cli, &path, |v| {
+        v["status"] == "done" || v["status"] == "failed"
+    });
+    assert_eq!(
+        (job["status"].as_str(), job["pass"].as_bool()),
+        (Some("done"), Some(false))
+    );
+    let failed: Vec<&str> = job["report"]["gates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["pass"] == false)
+        .map(|g| g["gate"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed, ["min_decode_speedup"]);
+    // An unknown gate fails the job, naming it.
+    let body = json!({"path": packed, "gates": {"min_speed": 2}});
+    let (_, job) = cli.call("POST", "/v1/bitnetc/validate", Some(&body));
+    let path = format!("/v1/bitnetc/jobs/{}", job["id"].as_str().unwrap());
+    let job = poll(&cli, &path, |v| {
+        v["status"] == "done" || v["status"] == "failed"
+    });
+    assert_eq!(job["status"], "failed", "{job}");
+    assert!(
+        job["error"].as_str().unwrap().contains("min_speed"),
+        "{job}"
+    );
+    cli.stop();
+    let records: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let validations: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["fields"]["command"] == "validate")
+        .collect();
+    let kinds: Vec<&str> = validations
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["run", "run", "error"]);
+    assert_eq!(validations[0]["fields"]["validate"]["pass"], true);
 }

@@ -1,18 +1,22 @@
 //! The gateway's commands: `POST /v1/bitnetc/compile` (an artifact compiled in the background: 202
-//! with a job, `GET /v1/bitnetc/jobs/{id}` for its status), and `validate`, `profile` and
-//! `compliance`, which answer 501 until those commands exist.
+//! with a job, `GET /v1/bitnetc/jobs/{id}` for its status), `POST /v1/bitnetc/validate` (a
+//! validation run the same way; the job's result is the report `bitnetc validate --json` prints),
+//! and `profile` and `compliance`, which answer 501 until those commands exist.
 //!
 //! A compile's fields: `path` (the model, which must exist), `output` (the artifact: a file that
 //! does not exist, in a folder that does; 409 if it exists or a job not finished writes it),
 //! `target` (one of the toolchain's, default the first) and `context` (tokens, default the
-//! model's). Each error is a 400 naming its field.
+//! model's). A validation's: `path` (the model), `reference` (`full`, the default, or a model's
+//! path), `gates` (an object of thresholds), `text` and `tokenizer` (files on the server),
+//! `window` and `windows` (positive integers). Each error is a 400 naming its field.
 
 use super::json;
 use super::models::{admin_body, existing_path, required};
 use super::request::Fields;
 use crate::error::ApiError;
+use crate::jobs::JobRequest;
 use crate::state::AppState;
-use crate::toolchain::CompileRequest;
+use crate::toolchain::{CompileRequest, ValidateRequest};
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
@@ -26,7 +30,7 @@ pub async fn compile(State(state): State<Arc<AppState>>, body: Body) -> Response
     let submitted = async {
         let map = admin_body(&state, body).await?;
         let request = compile_request(&state, &map)?;
-        state.gateway.jobs.submit(request)
+        state.gateway.jobs.submit(JobRequest::Compile(request))
     };
     match submitted.await {
         Ok(status) => json(StatusCode::ACCEPTED, &status),
@@ -121,9 +125,68 @@ fn not_built(command: &str) -> Response {
     .into_response()
 }
 
-/// `POST /v1/bitnetc/validate`: 501 for now.
-pub async fn validate() -> Response {
-    not_built("validate")
+/// `POST /v1/bitnetc/validate`: 202 with a job.
+pub async fn validate(State(state): State<Arc<AppState>>, body: Body) -> Response {
+    let submitted = async {
+        let map = admin_body(&state, body).await?;
+        let request = validate_request(&state, &map)?;
+        state.gateway.jobs.submit(JobRequest::Validate(request))
+    };
+    match submitted.await {
+        Ok(status) => json(StatusCode::ACCEPTED, &status),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The validation request in `map`, checked (see the module doc).
+fn validate_request(
+    state: &AppState,
+    map: &Map<String, Value>,
+) -> Result<ValidateRequest, ApiError> {
+    let model = existing_path(map, "path")?;
+    let optional_path = |name: &str| match map.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(_) => existing_path(map, name).map(Some),
+    };
+    let reference = match Fields(map).string("reference")? {
+        None | Some("full") => None,
+        Some(_) => optional_path("reference")?,
+    };
+    let gates = match map.get("gates") {
+        None | Some(Value::Null) => None,
+        Some(v @ Value::Object(_)) => Some(v.clone()),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "gates",
+                "invalid_type",
+                "Invalid 'gates': expected an object of gate names and thresholds.".into(),
+            ));
+        }
+    };
+    let positive = |name: &str| match Fields(map).integer(name)? {
+        None => Ok(None),
+        Some(n) if n > 0 => Ok(Some(n.unsigned_abs())),
+        Some(n) => Err(ApiError::invalid(
+            name,
+            "invalid_value",
+            format!("Invalid '{name}': {n}; give a positive integer."),
+        )),
+    };
+    let request = ValidateRequest {
+        model,
+        reference,
+        gates,
+        text: optional_path("text")?,
+        tokenizer: optional_path("tokenizer")?,
+        window: positive("window")?,
+        windows: positive("windows")?,
+    };
+    if state.gateway.toolchain.is_none() {
+        return Err(ApiError::not_implemented(
+            "This server was started without a compiler: it cannot validate models".into(),
+        ));
+    }
+    Ok(request)
 }
 
 /// `POST /v1/bitnetc/profile`: 501 for now.

@@ -10,8 +10,8 @@
 //! | `GET /v1/bitnetc/models` | yes | every model and its state (`models`) |
 //! | `GET`, `DELETE /v1/bitnetc/models/{name}` | yes | inspect, unload (`models`) |
 //! | `POST /v1/bitnetc/models` | yes | load a model at run time (`models`) |
-//! | `POST /v1/bitnetc/compile`, `GET /v1/bitnetc/jobs/{id}` | yes | compile jobs (`jobs`) |
-//! | `POST /v1/bitnetc/{validate,profile,compliance}` | yes | 501 until built (`jobs`) |
+//! | `POST /v1/bitnetc/{compile,validate}`, `GET /v1/bitnetc/jobs/{id}` | yes | compile and validation jobs (`jobs`) |
+//! | `POST /v1/bitnetc/{profile,compliance}` | yes | 501 until built (`jobs`) |
 //! | `GET /v1/bitnetc/audit`, `GET /v1/bitnetc/audit/verify` | yes | the audit log (`audit`) |
 //!
 //! Middleware, outermost first: counting every answer by route and status, turning a panic into a

@@ -2,13 +2,16 @@
 //! given at start, and the gateway's `Toolchain` (`POST /v1/bitnetc/models` loads a model the same
 //! way; `POST /v1/bitnetc/compile` compiles an artifact as `bitnetc compile` does for a CPU
 //! target, written under a temporary name and linked into place so that no half-written or
-//! overwritten file is ever left).
+//! overwritten file is ever left; `POST /v1/bitnetc/validate` validates one as `bitnetc validate`
+//! does, with the server's threads and precision flags).
 //!
 //! A loaded model's `ModelInfo` says what it is (`hf`, `gguf`, `onnx` or `artifact`) and what the
 //! compiled program costs: weight bytes, KV bytes and arena bytes per slot, kernels, launches.
 
 use bitnet_runtime::chat::BUILTIN_NAME;
-use bitnet_serve::{CompileRequest, Compiled, LoadedModel, ModelInfo, SlotBatch, Toolchain};
+use bitnet_serve::{
+    CompileRequest, Compiled, LoadedModel, ModelInfo, SlotBatch, Toolchain, ValidateRequest,
+};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
@@ -142,5 +145,48 @@ impl Toolchain for CliToolchain {
             output: request.output.clone(),
             bytes: bytes.len() as u64,
         })
+    }
+
+    fn validate(&self, request: &ValidateRequest) -> Result<serde_json::Value, String> {
+        use bitnetc::validate::{Gates, Reference, ValidateOptions, validate};
+        let at = |e: &dyn std::fmt::Display| format!("{}: {e}", request.model.display());
+        let mut compile = self.options.clone();
+        compile.context = None;
+        compile.on_stage = None;
+        let mut options = ValidateOptions {
+            compile,
+            reference: request
+                .reference
+                .clone()
+                .map_or(Reference::FullPrecision, Reference::Model),
+            tokenizer: request.tokenizer.clone(),
+            ..ValidateOptions::default()
+        };
+        if let Some(w) = request.window {
+            options.window = usize::try_from(w).map_err(|e| format!("window {w}: {e}"))?;
+        }
+        if let Some(w) = request.windows {
+            options.windows = usize::try_from(w).map_err(|e| format!("windows {w}: {e}"))?;
+        }
+        if let Some(gates) = &request.gates {
+            options.gates = Gates::parse(&gates.to_string(), "the request's 'gates'")
+                .map_err(|e| e.to_string())?;
+        }
+        if let Some(path) = &request.text {
+            options.text =
+                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            options.text_source = path.display().to_string();
+        }
+        let report = validate(&request.model, &options).map_err(|e| at(&e))?;
+        eprintln!(
+            "validated {}: {}",
+            request.model.display(),
+            if report.pass() {
+                "all gates pass"
+            } else {
+                "a gate failed"
+            }
+        );
+        Ok(report.json())
     }
 }

@@ -1,0 +1,69 @@
+//! Prefill and decode speed of a session, measured one way for `bitnetc bench` and
+//! `bitnetc validate`: a prompt of random ids from the upper half of the vocabulary (clear of the
+//! special tokens at its start; no tokenizer is needed), prefilled, then greedy decode with the
+//! end-of-sequence ignored, `repeat` times from an empty cache.
+
+use crate::Error;
+use bitnet_runtime::sampling::{Rng, SamplingParams};
+use bitnet_runtime::session::{GenerateParams, Session};
+use std::time::Duration;
+
+/// What one measurement found.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Speed {
+    /// Tokens in the measured prompt.
+    pub prompt_len: usize,
+    /// The fastest prefill of the prompt.
+    pub prefill: Duration,
+    /// Every decode step's latency over all repeats, sorted.
+    pub latencies: Vec<Duration>,
+}
+
+impl Speed {
+    /// Prompt tokens per second of the fastest prefill.
+    pub fn prefill_tok_s(&self) -> f64 {
+        self.prompt_len as f64 / self.prefill.as_secs_f64()
+    }
+
+    /// Decode tokens per second over all the measured steps.
+    pub fn decode_tok_s(&self) -> f64 {
+        let total: f64 = self.latencies.iter().map(Duration::as_secs_f64).sum();
+        self.latencies.len() as f64 / total
+    }
+}
+
+/// Measures `session`: `repeat` times, a prefill of `prompt_len` ids and `steps` decode steps
+/// (the context must hold `prompt_len + steps + 1` tokens). The session is left reset.
+pub fn measure(
+    session: &mut Session,
+    prompt_len: usize,
+    steps: usize,
+    repeat: usize,
+) -> Result<Speed, Error> {
+    let vocab = session.vocab().max(2);
+    let mut rng = Rng::new(0);
+    let prompt: Vec<u32> = (0..prompt_len)
+        .map(|_| (vocab / 2 + rng.next_u64() % (vocab - vocab / 2)) as u32)
+        .collect();
+    let params = GenerateParams {
+        max_tokens: steps + 1,
+        sampling: SamplingParams::greedy(),
+        ignore_eos: true,
+        ..GenerateParams::default()
+    };
+    let mut prefill = Duration::MAX;
+    let mut latencies = Vec::new();
+    for _ in 0..repeat.max(1) {
+        session.reset();
+        let out = session.generate(&prompt, &params, &mut |_, _| {})?;
+        prefill = prefill.min(out.prefill);
+        latencies.extend(out.decode);
+    }
+    session.reset();
+    latencies.sort();
+    Ok(Speed {
+        prompt_len,
+        prefill,
+        latencies,
+    })
+}
