@@ -105,6 +105,12 @@ impl Compiled {
         Ok((self.exec, tokenizer))
     }
 
+    /// The executor alone, for callers that drive it on token ids themselves (`bitnetc profile`);
+    /// no tokenizer is built.
+    pub fn into_executor(self) -> bitnet_runtime::Executor {
+        self.exec
+    }
+
     /// The tokenizer, built on first use; `None` if the model carries none.
     pub fn tokenizer(&self) -> Result<Option<&Tokenizer>, Error> {
         self.tokenizer.get()

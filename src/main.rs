@@ -11,9 +11,9 @@ mod cli;
 #[derive(Parser)]
 #[command(name = "bitnetc", version, about)]
 struct Cli {
-    /// Append a record of `compile`, `run`, `chat`, `bench` and `logits` (inputs and their sha256, flags,
-    /// outputs, timings, errors), and of every request, load and compile `serve` handles, to this
-    /// hash-chained JSON-lines log. Default: $BITNETC_AUDIT_LOG
+    /// Append a record of `compile`, `run`, `chat`, `bench`, `profile` and `logits` (inputs and
+    /// their sha256, flags, outputs, timings, errors), and of every request, load and compile
+    /// `serve` handles, to this hash-chained JSON-lines log. Default: $BITNETC_AUDIT_LOG
     /// (`off` turns logging off), else audit.jsonl in bitnetc's folder of the user's data directory.
     #[arg(long, global = true, value_name = "PATH")]
     audit_log: Option<PathBuf>,
@@ -34,6 +34,9 @@ enum Command {
     /// Measure prefill and decode speed, latency, memory and compile time on this machine, against
     /// the same model compiled with full-precision weights in the same run.
     Bench(cli::bench::BenchArgs),
+    /// Profile a prefill and decode steps launch by launch and layer by layer: percentiles, threads'
+    /// busy share, memory, a Chrome trace, and a regression check against a saved profile.
+    Profile(cli::profile::ProfileArgs),
     /// Say whether a compiled model is good enough to ship: memory, speed and accuracy (perplexity,
     /// KL divergence, same top-1) against a reference in the same run, judged by gates (exit 1 when
     /// one fails).
@@ -72,6 +75,7 @@ impl Command {
             Command::Run(args) => Some(args.audit()),
             Command::Chat(args) => Some(args.audit()),
             Command::Bench(args) => Some(args.audit()),
+            Command::Profile(args) => Some(args.audit()),
             Command::Validate(args) => Some(args.audit()),
             Command::Logits(args) => Some(args.audit()),
             Command::Compile(args) => Some(args.audit()),
@@ -99,6 +103,7 @@ impl Command {
             Command::Run(args) => cli::run::run(&args, audit),
             Command::Chat(args) => cli::chat::run(&args, audit),
             Command::Bench(args) => cli::bench::run(&args, audit),
+            Command::Profile(args) => cli::profile::run(&args, audit),
             Command::Validate(args) => cli::validate::run(&args, audit),
             Command::Check(args) => cli::check::run(&args),
             Command::Print(args) => cli::print::run(&args),

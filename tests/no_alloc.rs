@@ -1,9 +1,11 @@
 //! A step of the CPU runtime allocates nothing on the heap: a counting global allocator watches
 //! `Executor::forward` and `Executor::forward_last` after the program is prepared (prefill and decode
-//! steps), with the launch profile off and on, for every lm_head dtype.
+//! steps), with the launch profile off and on (its event buffers filling up and overflowing), for
+//! every lm_head dtype.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use bitnet_runtime::executor::ProfileOptions;
 use bitnetc::backends::cpu::HeadDtype;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
@@ -60,7 +62,16 @@ fn forward_steps_do_not_allocate() {
             &options,
         )
         .unwrap();
-        exec.set_profiling(profile);
+        if profile {
+            // Event buffers with room for a few steps only: later events are counted as dropped,
+            // never pushed past the capacity (which would reallocate).
+            let launches = exec.program().launches.len();
+            exec.start_profile(&ProfileOptions {
+                launch_events: launches * 4,
+                step_events: 4,
+                plant: None,
+            });
+        }
         let prompt = [1i64, 17, 256, 999, 3];
         exec.forward(&prompt, 0).unwrap(); // Warm up (first touches of the thread pool).
         let before = ALLOCATIONS.load(Ordering::SeqCst);
@@ -87,5 +98,10 @@ fn forward_steps_do_not_allocate() {
              allocations during 17 steps",
             after - before
         );
+        if let Some(p) = exec.profile() {
+            assert_eq!(p.steps, 18, "{threads} thread(s): the warm-up and 17 steps");
+            assert_eq!(p.launches.len(), exec.program().launches.len() * 4);
+            assert!(p.dropped > 0 && p.busy_ns.len() == threads, "{p:?}");
+        }
     }
 }

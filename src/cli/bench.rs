@@ -131,7 +131,7 @@ pub fn run(args: &BenchArgs, audit: &mut serde_json::Value) -> Result<ExitCode> 
     };
     let model = match (&args.model, &args.preset) {
         (Some(m), _) => m.clone(),
-        (None, Some(p)) => preset_checkpoint(p)?,
+        (None, Some(p)) => super::preset::checkpoint(p)?,
         (None, None) => bail!("give a model or --preset NAME"),
     };
     audit["model"] = model.display().to_string().into();
@@ -205,28 +205,8 @@ pub fn run(args: &BenchArgs, audit: &mut serde_json::Value) -> Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
-/// The synthetic checkpoint of `preset` in the cache folder, written on first use (into a temporary
-/// folder renamed into place, so an interrupted write is never mistaken for a checkpoint).
-pub fn preset_checkpoint(name: &str) -> Result<PathBuf> {
-    let preset =
-        bitnet_frontend::synth::preset(name).with_context(|| format!("no preset {name}"))?;
-    let root = dirs::cache_dir()
-        .unwrap_or_else(std::env::temp_dir)
-        .join("bitnetc")
-        .join("presets");
-    let dir = root.join(format!("{name}-seed0"));
-    if dir.join("config.json").is_file() {
-        return Ok(dir);
-    }
-    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
-    let tmp = root.join(format!(".{name}-seed0.{}", std::process::id()));
-    eprintln!("; writing the {name} preset to {} (once)", dir.display());
-    let start = Instant::now();
-    bitnet_frontend::synth::write_checkpoint(&preset, &tmp, 0)?;
-    std::fs::rename(&tmp, &dir).with_context(|| format!("moving it to {}", dir.display()))?;
-    eprintln!("; done in {:.1} s", start.elapsed().as_secs_f64());
-    Ok(dir)
-}
+/// The `--preset` checkpoints, under the name `validate` uses (they live in `super::preset`).
+pub use super::preset::checkpoint as preset_checkpoint;
 
 /// One build to measure.
 struct Build {

@@ -1,8 +1,10 @@
 //! The commands of the `bitnetc` binary, one module per command (its clap arguments, its body and
 //! its audit record), and the pieces several commands share: reading `.bir` files with diagnostics
 //! (`bir_file`), writing outputs (`output`), flag parsers (`flags`), the progress spinner
-//! (`progress`) and the audit log (`audit_log`).
+//! (`progress`), the audit log (`audit_log`), the `--preset` checkpoints (`preset`) and the binary's
+//! counting allocator (`alloc_count`).
 
+pub mod alloc_count;
 pub mod audit;
 pub mod audit_log;
 pub mod bench;
@@ -19,7 +21,9 @@ pub mod logits;
 pub mod opt;
 pub mod output;
 pub mod plan;
+pub mod preset;
 pub mod print;
+pub mod profile;
 pub mod progress;
 pub mod run;
 pub mod serve;

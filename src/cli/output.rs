@@ -1,4 +1,5 @@
-//! Where commands put what they make: new files only (bitnetc never overwrites one), or stdout.
+//! Where commands put what they make: new files only (bitnetc never overwrites one unless told,
+//! as `profile --force`), or stdout.
 
 use anyhow::{Context, Result};
 use std::io::Write;
@@ -19,6 +20,37 @@ pub fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
     f.write_all(bytes)
         .with_context(|| format!("{}: write failed", path.display()))?;
     Ok(())
+}
+
+/// Writes a file so that `path` never holds a part of it (a temporary file beside it, then moved
+/// into place). An existing file is an error unless `force`, and is then replaced.
+pub fn write_atomic(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
+    if !force {
+        return bitnet_serve::toolchain::write_new_atomic(path, bytes)
+            .map_err(|e| anyhow::anyhow!("{e}; --force replaces it"));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .with_context(|| format!("{}: not a file name", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.{}.partial",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let written = std::fs::write(&tmp, bytes)
+        .with_context(|| format!("{}: cannot write", tmp.display()))
+        .and_then(|()| {
+            std::fs::rename(&tmp, path)
+                .with_context(|| format!("{}: cannot replace", path.display()))
+        });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// Writes IR text to `output` (a new file) or prints it.

@@ -14,12 +14,14 @@
 //!
 //! `forward_last` runs the launches marked `Launch::last_token` (the final norm and the lm_head) for
 //! the last token only, through a second set of addresses resolved per step into storage allocated
-//! at load time. An opt-in profile (`set_profiling`) sums the wall time of every launch, as the
-//! calling thread sees it (its own rows plus the wait for the workers); off, it costs one branch per
-//! launch.
+//! at load time. An opt-in profile (`start_profile`, `profile`) sums the wall time of every launch,
+//! as the calling thread sees it (its own rows plus the wait for the workers), keeps a bounded
+//! record of launch and step events and each pool thread's busy time; off, it costs one branch
+//! per launch.
 
 mod aligned_buf;
 mod pool;
+mod profile;
 mod resolve;
 mod step;
 
@@ -28,6 +30,8 @@ use crate::error::RuntimeError;
 use crate::program::{BufRef, Program, Region};
 use aligned_buf::Aligned;
 use pool::ThreadPool;
+use profile::Profiler;
+pub use profile::{LaunchEvent, PlantedDelay, ProfileOptions, StepEvent, StepProfile};
 use resolve::{Tail, resolve};
 use std::sync::{Arc, Mutex};
 
@@ -78,7 +82,7 @@ pub struct Executor {
     /// for the launches `forward_last` runs for the last token only.
     seq_scalars: [i64; 2],
     /// The launch profile, when on.
-    profile: Option<StepProfile>,
+    profile: Option<Profiler>,
 }
 
 // SAFETY: the raw addresses point into the heap allocations of `arena` and `kv`, which this
@@ -86,15 +90,6 @@ pub struct Executor {
 // `shared` and only read. Nothing is tied to the thread that made the executor; the pool is behind
 // a mutex.
 unsafe impl Send for Executor {}
-
-/// Where the time of the profiled steps went (`Executor::set_profiling`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct StepProfile {
-    /// Steps run since profiling was switched on.
-    pub steps: u64,
-    /// Per launch (in `Program::launches` order), nanoseconds summed over those steps.
-    pub launch_ns: Vec<u64>,
-}
 
 impl Executor {
     /// Prepares `program` to run on `threads` threads (at least 1): allocates the arena and the KV
@@ -173,19 +168,6 @@ impl Executor {
         self.shared.program.batchable
     }
 
-    /// Switches the launch profile on (counters zeroed; allocated here, not per step) or off.
-    pub fn set_profiling(&mut self, on: bool) {
-        self.profile = on.then(|| StepProfile {
-            steps: 0,
-            launch_ns: vec![0; self.shared.program.launches.len()],
-        });
-    }
-
-    /// The launch profile since profiling was switched on, if it is on.
-    pub fn profile(&self) -> Option<&StepProfile> {
-        self.profile.as_ref()
-    }
-
     /// The program.
     pub fn program(&self) -> &Program {
         &self.shared.program
@@ -194,6 +176,16 @@ impl Executor {
     /// Bytes of weights the program reads (rounded up to whole 64-byte lines).
     pub fn weight_bytes(&self) -> u64 {
         (self.shared.weights.len() as u64).div_ceil(64) * 64
+    }
+
+    /// Whether the weights are a file mapping (an artifact's) rather than memory of their own.
+    pub fn weights_mapped(&self) -> bool {
+        self.shared.weights.is_mapped()
+    }
+
+    /// Bytes of the activation arena (the planned arena and the lowering's scratch after it).
+    pub fn arena_bytes(&self) -> u64 {
+        self.arena.bytes().len() as u64
     }
 
     /// Bytes of one KV slot (a sequence's cache at the full context, rounded up to 64).

@@ -1,9 +1,11 @@
 //! The executor's persistent thread pool: `threads − 1` workers plus the calling thread run each
-//! launch's rows, claimed in chunks, and spin briefly between launches.
+//! launch's rows, claimed in chunks, and spin briefly between launches. A timed job (a profiled
+//! step's) adds each thread's time on its rows to that thread's busy count.
 
 use crate::program::KernelFn;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
 
 /// One unit of parallel work: a kernel call over a row range. Plain data, copied to the workers.
 #[derive(Clone, Copy)]
@@ -46,6 +48,10 @@ struct Pool {
     /// Workers asleep (or about to sleep) on `start`.
     sleepers: AtomicUsize,
     shutdown: AtomicBool,
+    /// Whether the current job is timed (`ThreadPool::run`'s `timed`).
+    timed: AtomicBool,
+    /// Per thread (the calling thread first), nanoseconds spent on timed jobs' rows.
+    busy: Box<[AtomicU64]>,
     lock: Mutex<()>,
     start: Condvar,
     workers: usize,
@@ -83,12 +89,17 @@ impl Pool {
         }
     }
 
-    /// Runs claimed chunks of the job of `generation` until none is left.
-    fn work(&self, generation: u64) {
+    /// Runs claimed chunks of the job of `generation` until none is left; thread `me` adds the
+    /// time to its busy count when the job is timed.
+    fn work(&self, generation: u64, me: usize) {
         let kernel = self.kernel.load(Ordering::Acquire);
         let bufs = self.bufs.load(Ordering::Acquire);
         let scalars = self.scalars.load(Ordering::Acquire);
+        // Read after the job's other fields, so it is this job's flag when a claim succeeds.
+        let start = self.timed.load(Ordering::Acquire).then(Instant::now);
+        let mut claimed = false;
         while let Some((b, e)) = self.claim(generation) {
+            claimed = true;
             // The claim succeeded for `generation`, so the job read above is that generation's
             // (the caller publishes the next job only after every claimed row is finished).
             // SAFETY: `kernel` was stored from a `KernelFn` (see `ThreadPool::run`).
@@ -96,6 +107,16 @@ impl Pool {
             // SAFETY: see `Job`; rows `b..e` are this thread's alone.
             unsafe { f(bufs, scalars, b, e) };
             self.finished.fetch_add(e - b, Ordering::AcqRel);
+        }
+        if let Some(start) = start.filter(|_| claimed) {
+            self.add_busy(me, start);
+        }
+    }
+
+    /// Adds the time since `start` to thread `me`'s busy count.
+    fn add_busy(&self, me: usize, start: Instant) {
+        if let Some(b) = self.busy.get(me) {
+            b.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
         }
     }
 }
@@ -121,14 +142,16 @@ impl ThreadPool {
             finished: AtomicI64::new(0),
             sleepers: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
+            timed: AtomicBool::new(false),
+            busy: (0..=workers).map(|_| AtomicU64::new(0)).collect(),
             lock: Mutex::new(()),
             start: Condvar::new(),
             workers,
         });
         let handles = (0..workers)
-            .map(|_| {
+            .map(|w| {
                 let shared = Arc::clone(&shared);
-                std::thread::spawn(move || worker(&shared))
+                std::thread::spawn(move || worker(&shared, w + 1))
             })
             .collect();
         ThreadPool {
@@ -138,13 +161,37 @@ impl ThreadPool {
         }
     }
 
-    /// Runs `job` over its rows on every thread and waits for all of them.
-    pub(super) fn run(&mut self, job: Job) {
+    /// Threads, the calling one included.
+    pub(super) fn threads(&self) -> usize {
+        self.shared.workers + 1
+    }
+
+    /// Zeroes every thread's busy count.
+    pub(super) fn reset_busy(&mut self) {
+        for b in self.shared.busy.iter() {
+            b.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Copies each thread's busy nanoseconds (since `reset_busy`) into `out`.
+    pub(super) fn read_busy(&self, out: &mut [u64]) {
+        for (o, b) in out.iter_mut().zip(self.shared.busy.iter()) {
+            *o = b.load(Ordering::Relaxed);
+        }
+    }
+
+    /// Runs `job` over its rows on every thread and waits for all of them. When `timed`, each
+    /// thread adds the time it spent on the job's rows to its busy count.
+    pub(super) fn run(&mut self, job: Job, timed: bool) {
         let parts = self.shared.workers as i64 + 1;
         // Launches of a row or two (one token at decode) are not worth splitting.
         if parts == 1 || job.rows < 2 * parts || job.rows > i64::from(i32::MAX) {
+            let start = timed.then(Instant::now);
             // SAFETY: see `Job`; the caller guarantees the kernel matches its buffers.
             unsafe { (job.kernel)(job.bufs, job.scalars, 0, job.rows) };
+            if let Some(start) = start {
+                self.shared.add_busy(0, start);
+            }
             return;
         }
         // Chunks of whole 16-row groups when there are many rows (a 64-byte line of f32 outputs
@@ -165,12 +212,13 @@ impl ThreadPool {
         s.rows.store(job.rows, Ordering::Release);
         s.chunk.store(chunk, Ordering::Release);
         s.finished.store(0, Ordering::Release);
+        s.timed.store(timed, Ordering::Release);
         s.claim.store(generation << 32, Ordering::SeqCst);
         if s.sleepers.load(Ordering::SeqCst) > 0 {
             let _guard = s.lock.lock().unwrap_or_else(|e| e.into_inner());
             s.start.notify_all();
         }
-        s.work(generation);
+        s.work(generation, 0);
         // Wait for the chunks other threads hold; yield the core if they take long (on a machine
         // with more threads than cores, a preempted worker needs it).
         let mut spins = 0;
@@ -185,7 +233,7 @@ impl ThreadPool {
     }
 }
 
-fn worker(shared: &Pool) {
+fn worker(shared: &Pool, me: usize) {
     let mut seen = 0u64;
     loop {
         // Wait for the next job: spin, then sleep.
@@ -216,7 +264,7 @@ fn worker(shared: &Pool) {
             spins = 0;
         };
         seen = generation;
-        shared.work(generation);
+        shared.work(generation, me);
     }
 }
 
@@ -261,12 +309,13 @@ mod tests {
                 let rows = [0, 1, 2, 3, 7, 16, 63, 64, 65, 511, 512, 513, 6912, 128_256][i % 14];
                 let mut counts = vec![0u32; rows];
                 let ptrs = [counts.as_mut_ptr().cast::<u8>()];
-                pool.run(Job {
+                let job = Job {
                     kernel: count_rows,
                     bufs: ptrs.as_ptr(),
                     scalars: scalars.as_ptr(),
                     rows: rows as i64,
-                });
+                };
+                pool.run(job, i % 3 == 0);
                 assert!(
                     counts.iter().all(|&c| c == 1),
                     "{threads} threads, launch {i} of {rows} rows: {:?}",

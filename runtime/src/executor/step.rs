@@ -65,6 +65,7 @@ impl Executor {
         };
         let pos0 = feeds.first().map_or(0, |f| f.pos);
         self.scalars = [total as i64, if single { pos0 as i64 } else { 0 }];
+        let step_start = self.profile.is_some().then(Instant::now);
         // A kernel cannot unwind, so a poisoned lock only means a caller panicked between launches.
         let mut pool = shared.pool.lock().unwrap_or_else(|e| e.into_inner());
         for (i, l) in program.launches.iter().enumerate() {
@@ -72,10 +73,11 @@ impl Executor {
                 continue;
             };
             let start = self.profile.is_some().then(Instant::now);
+            let timed = start.is_some();
             if shared.per_sequence.get(i).copied().unwrap_or(false) {
                 for (f, feed) in feeds.iter().enumerate() {
                     let job = self.sequence_job(i, l, kernel, feed, f);
-                    pool.run(job);
+                    pool.run(job, timed);
                 }
             } else if l.last_token.is_some() && tail_run != TailRun::AllRows {
                 let job = match tail_run {
@@ -96,9 +98,9 @@ impl Executor {
                         }
                     }
                 };
-                pool.run(job);
+                pool.run(job, timed);
             } else {
-                pool.run(Job {
+                let job = Job {
                     kernel,
                     bufs: self
                         .addresses
@@ -106,18 +108,18 @@ impl Executor {
                         .map_or(std::ptr::null(), |a| a.as_ptr()),
                     scalars: self.scalars.as_ptr(),
                     rows: l.rows.count(total as u64) as i64,
-                });
+                };
+                pool.run(job, timed);
             }
-            if let (Some(start), Some(profile)) = (start, &mut self.profile)
-                && let Some(ns) = profile.launch_ns.get_mut(i)
-            {
-                *ns += start.elapsed().as_nanos() as u64;
+            if let (Some(start), Some(profile)) = (start, &mut self.profile) {
+                profile.launch(i, start);
             }
+        }
+        if let (Some(start), Some(profile)) = (step_start, &mut self.profile) {
+            pool.read_busy(&mut profile.data.busy_ns);
+            profile.step(start, total, feeds.len());
         }
         drop(pool);
-        if let Some(profile) = &mut self.profile {
-            profile.steps += 1;
-        }
         Ok(match (logits, tail_run) {
             (Logits::Every, _) | (_, TailRun::Gathered) => 0,
             (_, TailRun::LastRow) => total - 1,

@@ -5,7 +5,8 @@
 //! This file is the driver: the walk over the ops in order, each done as `table::lowering` says
 //! (per-op functions in `ops`, the lm_head policy in `head`), the launches and the distinct kernels,
 //! and `ProgramParts`. The weights blob is `blob` (with the derived forms in `derived`); the launches
-//! only the logits need are found by `last_token`.
+//! only the logits need are found by `last_token`; each launch's label (where in the model it is)
+//! is `site_label`'s.
 //!
 //! Input: a function after the default pipeline, `pack-weights` with this backend's layout
 //! (`PACK_BLOCK`, `PACK_ORDER`) and `plan-memory`, given as a backend-neutral `Assignment`.
@@ -20,6 +21,7 @@ mod derived;
 mod head;
 mod last_token;
 mod ops;
+mod site_label;
 mod table;
 
 pub use blob::PlacedWeight;
@@ -303,7 +305,7 @@ impl Lowering<'_> {
 pub(super) struct Site<'a> {
     f: &'a Function,
     op: &'a Operation,
-    /// `dialect.op → %result`.
+    /// `[layer N ]ROLE: dialect.op → %result` (`site_label`).
     label: String,
 }
 
@@ -369,6 +371,7 @@ pub fn plan_program(
         emits: &[],
     };
     let tail_ops = last_token_ops(f);
+    let mut labeler = site_label::Labeler::default();
     for id in f.op_order() {
         let op = f.op(id);
         // An op on constants alone (a transposed weight, the reciprocal of a scale) is evaluated at
@@ -386,11 +389,7 @@ pub fn plan_program(
                 let site = Site {
                     f,
                     op,
-                    label: format!(
-                        "{} → %{}",
-                        op.kind.name(),
-                        op.results.first().map_or(0, |r| r.0)
-                    ),
+                    label: labeler.label(f, op),
                 };
                 (entry.lower)(&mut lw, &site)?;
             }
