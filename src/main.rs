@@ -11,10 +11,11 @@ mod cli;
 #[derive(Parser)]
 #[command(name = "bitnetc", version, about)]
 struct Cli {
-    /// Append a record of `compile`, `run`, `chat`, `bench`, `profile` and `logits` (inputs and
-    /// their sha256, flags, outputs, timings, errors), and of every request, load and compile
-    /// `serve` handles, to this hash-chained JSON-lines log. Default: $BITNETC_AUDIT_LOG
-    /// (`off` turns logging off), else audit.jsonl in bitnetc's folder of the user's data directory.
+    /// Append a record of `compile`, `run`, `chat`, `bench`, `validate`, `profile` and `logits`
+    /// (inputs and their sha256, flags, outputs, timings, errors), and of every request, load,
+    /// compile and validation `serve` handles, to this hash-chained JSON-lines log (`off` turns
+    /// logging off). Default: $BITNETC_AUDIT_LOG (`off` too), else audit.jsonl in bitnetc's folder
+    /// of the user's data directory.
     #[arg(long, global = true, value_name = "PATH")]
     audit_log: Option<PathBuf>,
     #[command(subcommand)]

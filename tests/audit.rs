@@ -286,6 +286,24 @@ fn logging_can_be_turned_off() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(!tmp.join("data").exists() && !tmp.join("home").exists());
+    // `--audit-log off` too, run from the scratch folder: no file named `off` appears.
+    let o = Command::new(env!("CARGO_BIN_EXE_bitnetc"))
+        .args([
+            "--audit-log",
+            "off",
+            "logits",
+            model.to_str().unwrap(),
+            "--tokens",
+            "1,2",
+        ])
+        .env_remove("BITNETC_AUDIT_LOG")
+        .env("XDG_DATA_HOME", tmp.join("data"))
+        .env("HOME", tmp.join("home"))
+        .current_dir(&*tmp)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!tmp.join("off").exists() && !tmp.join("data").exists() && !tmp.join("home").exists());
     let o = bitnetc(&["--help"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("BITNETC_AUDIT_LOG"));
 }

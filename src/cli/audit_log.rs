@@ -21,6 +21,11 @@ pub struct Target {
 /// Resolves the log for a command given `--audit-log`; `None` when logging is off.
 pub fn resolve(flag: Option<PathBuf>) -> Option<Target> {
     if let Some(path) = flag {
+        // `--audit-log off` turns the log off as `BITNETC_AUDIT_LOG=off` does (a file of that name
+        // is `./off`).
+        if path.as_os_str() == "off" {
+            return None;
+        }
         return Some(Target { path, chosen: true });
     }
     if let Some(v) = std::env::var_os(ENV) {
