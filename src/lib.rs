@@ -16,6 +16,7 @@ pub use bitnet_runtime as runtime;
 mod artifact_inputs;
 pub mod artifact_weights;
 mod bir;
+pub mod compliance;
 mod cpu;
 pub mod cuda;
 mod error;

@@ -42,6 +42,10 @@ enum Command {
     /// KL divergence, same top-1) against a reference in the same run, judged by gates (exit 1 when
     /// one fails).
     Validate(cli::validate::ValidateArgs),
+    /// Report checked facts about an artifact (hashes, a byte-identical rebuild), the audit log's
+    /// chain, input validation, the source tree (unsafe, panics) and test evidence (coverage,
+    /// fuzzing, licences), with a score; exit 1 when the level is not met.
+    Compliance(cli::compliance::ComplianceArgs),
     /// Parse and verify a .bir file; print every error (exit 1) or a one-line summary.
     Check(cli::check::CheckArgs),
     /// Print a .bir file in canonical form.
@@ -89,7 +93,8 @@ impl Command {
             | Command::Inspect(_)
             | Command::Audit(_)
             | Command::Synth(_)
-            | Command::Serve(_) => None,
+            | Command::Serve(_)
+            | Command::Compliance(_) => None,
         }
     }
 
@@ -118,6 +123,7 @@ impl Command {
             Command::Audit(args) => cli::audit::run(&args),
             Command::Synth(args) => cli::synth::run(&args),
             Command::Serve(args) => cli::serve::run(&args, log),
+            Command::Compliance(args) => cli::compliance::run(&args, log.as_ref()),
         }
     }
 }

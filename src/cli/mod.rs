@@ -13,6 +13,7 @@ pub mod bir_file;
 pub mod chat;
 pub mod check;
 pub mod compile;
+pub mod compliance;
 pub mod eval;
 pub mod flags;
 pub mod import;
