@@ -1,15 +1,17 @@
-//! Gateway jobs: compiles (`POST /v1/bitnetc/compile`) and validations (`POST
-//! /v1/bitnetc/validate`), kept in one table and run by one worker thread one at a time, in the
+//! Gateway jobs: compiles (`POST /v1/bitnetc/compile`), validations, profiles and compliance
+//! checks (`POST /v1/bitnetc/{validate,profile,compliance}`), kept in one table and run by one worker thread one at a time, in the
 //! order they came (each already uses every core), through the `Toolchain`. A job is `queued`,
-//! then `running`, then `done` (a compile's artifact path, size and sha256; a validation's report
-//! and whether every gate passed) or `failed` (why). Each finished job is an audit record:
-//! `compile`, or `run` with `"command": "validate"`, or `error` naming the command.
+//! then `running`, then `done` (a compile's artifact path, size and sha256; the others' report
+//! and whether it passed) or `failed` (why). Each finished job is an audit record: `compile`, or
+//! `run` with the command's name, or `error` naming the command.
 //!
 //! Jobs are kept for the server's life. A job still running when the server stops is abandoned.
 
 use crate::audit::Audit;
 use crate::error::ApiError;
-use crate::toolchain::{CompileRequest, Toolchain, ValidateRequest};
+use crate::toolchain::{
+    CompileRequest, ComplianceRequest, ProfileRequest, Toolchain, ValidateRequest,
+};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::sync::mpsc::{Receiver, Sender};
@@ -23,6 +25,10 @@ pub enum JobRequest {
     Compile(CompileRequest),
     /// Validate a model.
     Validate(ValidateRequest),
+    /// Profile a model.
+    Profile(ProfileRequest),
+    /// Run the compliance checks.
+    Compliance(ComplianceRequest),
 }
 
 impl JobRequest {
@@ -31,13 +37,18 @@ impl JobRequest {
         match self {
             JobRequest::Compile(_) => "compile",
             JobRequest::Validate(_) => "validate",
+            JobRequest::Profile(_) => "profile",
+            JobRequest::Compliance(_) => "compliance",
         }
     }
 
-    fn model(&self) -> &Path {
+    /// The model (or artifact) the job is about, if any.
+    fn model(&self) -> Option<&Path> {
         match self {
-            JobRequest::Compile(r) => &r.model,
-            JobRequest::Validate(r) => &r.model,
+            JobRequest::Compile(r) => Some(&r.model),
+            JobRequest::Validate(r) => Some(&r.model),
+            JobRequest::Profile(r) => Some(&r.model),
+            JobRequest::Compliance(r) => r.target.as_deref(),
         }
     }
 
@@ -57,6 +68,16 @@ impl JobRequest {
                 "tokenizer": path(&r.tokenizer),
                 "window": r.window,
                 "windows": r.windows,
+            }),
+            JobRequest::Profile(r) => json!({
+                "prompt_len": r.prompt_len,
+                "steps": r.steps,
+                "baseline": path(&r.baseline),
+                "threshold": r.threshold,
+            }),
+            JobRequest::Compliance(r) => json!({
+                "source_model": path(&r.model),
+                "level": r.level,
             }),
         }
     }
@@ -94,7 +115,7 @@ impl Job {
         v["object"] = format!("bitnetc.{}_job", self.request.command()).into();
         v["status"] = status.into();
         v["created"] = self.created.into();
-        v["model"] = self.request.model().display().to_string().into();
+        v["model"] = self.request.model().map(|m| m.display().to_string()).into();
         if let Value::Object(fields) = self.request.fields() {
             for (k, x) in fields {
                 v[k] = x;
@@ -221,6 +242,17 @@ fn run(toolchain: &dyn Toolchain, request: &JobRequest) -> Result<Value, String>
             let report = toolchain.validate(r)?;
             Ok(json!({"pass": report["pass"], "report": report}))
         }
+        JobRequest::Profile(r) => {
+            let report = toolchain.profile(r)?;
+            let pass = report["regressions"]
+                .as_array()
+                .is_none_or(|found| found.is_empty());
+            Ok(json!({"pass": pass, "report": report}))
+        }
+        JobRequest::Compliance(r) => {
+            let report = toolchain.compliance(r)?;
+            Ok(json!({"pass": report["pass"], "report": report}))
+        }
     }
 }
 
@@ -244,20 +276,22 @@ fn work(toolchain: &dyn Toolchain, audit: Option<&Audit>, table: &Table, rx: &Re
             let mut fields = json!({
                 "command": request.command(),
                 "job": id,
-                "model": request.model().display().to_string(),
+                "model": request.model().map(|m| m.display().to_string()),
                 "flags": request.fields(),
                 "wall_s": wall_s,
             });
-            fields["inputs"] = bitnet_runtime::audit::input_digests(request.model())
-                .unwrap_or_else(|e| json!({"error": e.to_string()}));
+            if let Some(model) = request.model() {
+                fields["inputs"] = bitnet_runtime::audit::input_digests(model)
+                    .unwrap_or_else(|e| json!({"error": e.to_string()}));
+            }
             let kind = match (&result, &request) {
                 (Ok(done), JobRequest::Compile(r)) => {
                     fields["output"] = r.output.display().to_string().into();
                     fields["output_sha256"] = done["sha256"].clone();
                     "compile"
                 }
-                (Ok(done), JobRequest::Validate(_)) => {
-                    fields["validate"] = done["report"].clone();
+                (Ok(done), _) => {
+                    fields[request.command()] = done["report"].clone();
                     "run"
                 }
                 (Err(message), _) => {

@@ -31,6 +31,6 @@ pub use error::{ApiError, ServeError};
 pub use server::{GatewayConfig, ServeConfig, Server};
 pub use state::Phase;
 pub use toolchain::{
-    CompileRequest, Compiled, LoadedModel, Loader, ModelInfo, ModelSource, Toolchain,
-    ValidateRequest, write_new_atomic,
+    CompileRequest, Compiled, ComplianceRequest, LoadedModel, Loader, ModelInfo, ModelSource,
+    ProfileRequest, Toolchain, ValidateRequest, write_new_atomic,
 };

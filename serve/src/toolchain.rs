@@ -1,6 +1,7 @@
 //! What the caller hands the server: the models to serve at start (`ModelSource`, each with its
 //! `Loader`, giving a `LoadedModel`), and what the gateway asks of the compiler (`Toolchain`): load
-//! a model from a path, compile one into an artifact, and validate one. The server depends on the runtime only, so the caller (`bitnetc serve`)
+//! a model from a path, compile one into an artifact, validate or profile one, and run the
+//! compliance checks. The server depends on the runtime only, so the caller (`bitnetc serve`)
 //! provides these; a server started without a toolchain still serves the models it was given, and
 //! answers the gateway's load and compile routes with 501.
 //!
@@ -90,6 +91,34 @@ pub struct ValidateRequest {
     pub windows: Option<u64>,
 }
 
+/// What `POST /v1/bitnetc/profile` asks for, checked by the server: `model` exists, and so does
+/// the baseline when given.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProfileRequest {
+    /// The model to profile.
+    pub model: PathBuf,
+    /// Tokens of the profiled prefill (`None`: the command's default).
+    pub prompt_len: Option<u64>,
+    /// Decode steps profiled (`None`: the command's default).
+    pub steps: Option<u64>,
+    /// A saved profile (a file on the server) to compare with.
+    pub baseline: Option<PathBuf>,
+    /// The slowdown that counts as a regression (`None`: the command's default).
+    pub threshold: Option<f64>,
+}
+
+/// What `POST /v1/bitnetc/compliance` asks for, checked by the server: the paths exist, the level
+/// is one of `standard`, `enhanced`, `defense-grade`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ComplianceRequest {
+    /// The artifact, or a model to compile into one (`None`: the checks that need neither).
+    pub target: Option<PathBuf>,
+    /// The model an artifact was compiled from, for its rebuild.
+    pub model: Option<PathBuf>,
+    /// The level.
+    pub level: String,
+}
+
 /// Loads and compiles models for the gateway (see the module doc). Errors are messages for the
 /// client, naming the file at fault.
 pub trait Toolchain: Send + Sync {
@@ -111,6 +140,21 @@ pub trait Toolchain: Send + Sync {
             "{}: this server's toolchain cannot validate models",
             request.model.display()
         ))
+    }
+
+    /// Profiles `request.model` as `bitnetc profile --json` does (with `"regressions"` when a
+    /// baseline is given). A toolchain that cannot says so.
+    fn profile(&self, request: &ProfileRequest) -> Result<serde_json::Value, String> {
+        Err(format!(
+            "{}: this server's toolchain cannot profile models",
+            request.model.display()
+        ))
+    }
+
+    /// Runs `bitnetc compliance --json`'s checks. A toolchain that cannot says so.
+    fn compliance(&self, request: &ComplianceRequest) -> Result<serde_json::Value, String> {
+        let _ = request;
+        Err("this server's toolchain cannot run compliance checks".into())
     }
 }
 

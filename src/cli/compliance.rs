@@ -42,6 +42,17 @@ pub struct ComplianceArgs {
     pub precision: super::flags::PrecisionArgs,
 }
 
+/// The source tree to scan: `given`, else the current folder when it holds bitnetc's Cargo.toml.
+pub fn source_tree(given: Option<PathBuf>) -> Option<PathBuf> {
+    given.or_else(|| {
+        let here = PathBuf::from(".");
+        std::fs::read_to_string(here.join("Cargo.toml"))
+            .ok()
+            .filter(|t| t.contains("name = \"bitnetc\""))
+            .map(|_| here)
+    })
+}
+
 fn parse_level(s: &str) -> Result<Level, String> {
     Level::parse(s).ok_or_else(|| format!("{s:?}: expected standard, enhanced or defense-grade"))
 }
@@ -51,13 +62,7 @@ pub fn run(args: &ComplianceArgs, log: Option<&Target>) -> Result<ExitCode> {
     if args.precision.quantize.is_some() {
         bail!("--quantize: a compliance check compiles the model as published");
     }
-    let source = args.source.clone().or_else(|| {
-        let here = PathBuf::from(".");
-        std::fs::read_to_string(here.join("Cargo.toml"))
-            .ok()
-            .filter(|t| t.contains("name = \"bitnetc\""))
-            .map(|_| here)
-    });
+    let source = source_tree(args.source.clone());
     let options = ComplianceOptions {
         target: args.target.clone(),
         model: args.model.clone(),

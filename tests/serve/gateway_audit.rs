@@ -3,8 +3,8 @@
 //! The binary, with an API key and an audit log: the key on every admin route, list and inspect,
 //! a compile job to `done` whose artifact (its sha256 as the job says) is loaded at run time and
 //! generates, refusal to overwrite, unload then 404, and the audit log read over HTTP (hashes, not
-//! text, by default), verified, and whole after SIGTERM; a validation job to its report, and the
-//! validation route's field errors.
+//! text, by default), verified, and whole after SIGTERM; validation, profile and compliance jobs
+//! to their reports, and their routes' field errors.
 
 use super::gateway::{get_json, serve_gateway, toolchain};
 use super::harness::*;
@@ -397,4 +397,99 @@ fn the_cli_gateway_validates_a_model_as_a_job() {
         .collect();
     assert_eq!(kinds, ["run", "run", "error"]);
     assert_eq!(validations[0]["fields"]["validate"]["pass"], true);
+}
+
+#[test]
+fn the_cli_gateway_profiles_and_checks_compliance_as_jobs() {
+    let tmp = Scratch::create("gateway-profile");
+    let log = tmp.join("audit.jsonl");
+    let cli = Cli::start(&["--audit-log", log.to_str().unwrap()]);
+    let packed = packed().display().to_string();
+    for (route, body, param) in [
+        ("profile", json!({"path": packed, "steps": 0}), "steps"),
+        (
+            "profile",
+            json!({"path": packed, "threshold": -1}),
+            "threshold",
+        ),
+        (
+            "profile",
+            json!({"path": packed, "baseline": "/no/such.json"}),
+            "baseline",
+        ),
+        ("compliance", json!({"level": "gold"}), "level"),
+        ("compliance", json!({"path": "/no/such.bnx"}), "path"),
+    ] {
+        let (status, v) = cli.call("POST", &format!("/v1/bitnetc/{route}"), Some(&body));
+        assert_eq!(
+            (status, v["error"]["param"].as_str()),
+            (400, Some(param)),
+            "{route}: {v}"
+        );
+    }
+    let finished = |job: Value| {
+        let path = format!("/v1/bitnetc/jobs/{}", job["id"].as_str().unwrap());
+        poll(&cli, &path, |v| {
+            v["status"] == "done" || v["status"] == "failed"
+        })
+    };
+    let body = json!({"path": packed, "prompt_len": 4, "steps": 2});
+    let (status, job) = cli.call("POST", "/v1/bitnetc/profile", Some(&body));
+    assert_eq!(status, 202, "{job}");
+    assert_eq!(job["object"], "bitnetc.profile_job");
+    let job = finished(job);
+    assert_eq!(
+        (job["status"].as_str(), job["pass"].as_bool()),
+        (Some("done"), Some(true)),
+        "{job}"
+    );
+    let report = &job["report"];
+    assert!(
+        report["phases"]["decode"]["step"]["mean_ms"]
+            .as_f64()
+            .unwrap()
+            > 0.0,
+        "{report}"
+    );
+    assert_eq!(report["steps"], 2);
+    // The saved report is a baseline: against itself with a generous threshold, no regression.
+    let saved = tmp.join("base.json");
+    std::fs::write(&saved, report.to_string()).unwrap();
+    let body =
+        json!({"path": packed, "prompt_len": 4, "steps": 2, "baseline": saved, "threshold": 1000});
+    let (_, job) = cli.call("POST", "/v1/bitnetc/profile", Some(&body));
+    let job = finished(job);
+    assert_eq!(job["pass"], true, "{job}");
+    assert_eq!(job["report"]["regressions"], json!([]));
+    // Compliance without an artifact: the artifact checks do not run, so the level is not met,
+    // and the audit chain (this server's log) verifies.
+    let (status, job) = cli.call("POST", "/v1/bitnetc/compliance", Some(&json!({})));
+    assert_eq!(status, 202, "{job}");
+    let job = finished(job);
+    assert_eq!(
+        (job["status"].as_str(), job["pass"].as_bool()),
+        (Some("done"), Some(false)),
+        "{job}"
+    );
+    let checks = job["report"]["checks"].as_array().unwrap();
+    let status_of = |id: &str| {
+        checks.iter().find(|c| c["id"] == id).unwrap()["status"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(status_of("artifact_hashes"), "not run");
+    assert_eq!(status_of("audit_chain"), "pass", "{}", job["report"]);
+    cli.stop();
+    let records: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let commands: Vec<&str> = records
+        .iter()
+        .filter(|r| r["kind"] == "run")
+        .map(|r| r["fields"]["command"].as_str().unwrap())
+        .collect();
+    assert_eq!(commands, ["profile", "profile", "compliance"]);
 }

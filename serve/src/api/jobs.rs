@@ -1,14 +1,19 @@
 //! The gateway's commands: `POST /v1/bitnetc/compile` (an artifact compiled in the background: 202
 //! with a job, `GET /v1/bitnetc/jobs/{id}` for its status), `POST /v1/bitnetc/validate` (a
 //! validation run the same way; the job's result is the report `bitnetc validate --json` prints),
-//! and `profile` and `compliance`, which answer 501 until those commands exist.
+//! `POST /v1/bitnetc/profile` and `POST /v1/bitnetc/compliance` (the same, with `bitnetc profile`'s
+//! and `bitnetc compliance`'s reports).
 //!
 //! A compile's fields: `path` (the model, which must exist), `output` (the artifact: a file that
 //! does not exist, in a folder that does; 409 if it exists or a job not finished writes it),
 //! `target` (one of the toolchain's, default the first) and `context` (tokens, default the
 //! model's). A validation's: `path` (the model), `reference` (`full`, the default, or a model's
 //! path), `gates` (an object of thresholds), `text` and `tokenizer` (files on the server),
-//! `window` and `windows` (positive integers). Each error is a 400 naming its field.
+//! `window` and `windows` (positive integers). A profile's: `path`, `prompt_len` and `steps`
+//! (positive), `baseline` (a saved profile on the server), `threshold` (a fraction ≥ 0). A
+//! compliance check's: `path` (an artifact or a model; optional), `model` (an artifact's source),
+//! `level` (`standard`, the default, `enhanced`, `defense-grade`). Each error is a 400 naming its
+//! field.
 
 use super::json;
 use super::models::{admin_body, existing_path, required};
@@ -16,7 +21,7 @@ use super::request::Fields;
 use crate::error::ApiError;
 use crate::jobs::JobRequest;
 use crate::state::AppState;
-use crate::toolchain::{CompileRequest, ValidateRequest};
+use crate::toolchain::{CompileRequest, ComplianceRequest, ProfileRequest, ValidateRequest};
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
@@ -116,41 +121,20 @@ pub async fn job(State(state): State<Arc<AppState>>, UrlPath(id): UrlPath<String
     }
 }
 
-/// The 501 of a command that is not built yet.
-fn not_built(command: &str) -> Response {
-    ApiError::not_implemented(format!(
-        "`bitnetc {command}` is not built yet (it comes with the validation work, issue 15): \
-         this route answers once it exists"
-    ))
-    .into_response()
-}
-
 /// `POST /v1/bitnetc/validate`: 202 with a job.
 pub async fn validate(State(state): State<Arc<AppState>>, body: Body) -> Response {
-    let submitted = async {
-        let map = admin_body(&state, body).await?;
-        let request = validate_request(&state, &map)?;
-        state.gateway.jobs.submit(JobRequest::Validate(request))
-    };
-    match submitted.await {
-        Ok(status) => json(StatusCode::ACCEPTED, &status),
-        Err(e) => e.into_response(),
-    }
+    submit(state, body, |map| {
+        validate_request(map).map(JobRequest::Validate)
+    })
+    .await
 }
 
 /// The validation request in `map`, checked (see the module doc).
-fn validate_request(
-    state: &AppState,
-    map: &Map<String, Value>,
-) -> Result<ValidateRequest, ApiError> {
+fn validate_request(map: &Map<String, Value>) -> Result<ValidateRequest, ApiError> {
     let model = existing_path(map, "path")?;
-    let optional_path = |name: &str| match map.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(_) => existing_path(map, name).map(Some),
-    };
     let reference = match Fields(map).string("reference")? {
         None | Some("full") => None,
-        Some(_) => optional_path("reference")?,
+        Some(_) => optional_path(map, "reference")?,
     };
     let gates = match map.get("gates") {
         None | Some(Value::Null) => None,
@@ -163,7 +147,56 @@ fn validate_request(
             ));
         }
     };
-    let positive = |name: &str| match Fields(map).integer(name)? {
+    Ok(ValidateRequest {
+        model,
+        reference,
+        gates,
+        text: optional_path(map, "text")?,
+        tokenizer: optional_path(map, "tokenizer")?,
+        window: positive(map, "window")?,
+        windows: positive(map, "windows")?,
+    })
+}
+
+/// Submits the job `parse` makes of the request's body: 202 with its status.
+async fn submit(
+    state: Arc<AppState>,
+    body: Body,
+    parse: impl FnOnce(&Map<String, Value>) -> Result<JobRequest, ApiError>,
+) -> Response {
+    let submitted = async {
+        let map = admin_body(&state, body).await?;
+        let request = parse(&map)?;
+        if state.gateway.toolchain.is_none() {
+            return Err(ApiError::not_implemented(format!(
+                "This server was started without a compiler: it cannot run `{}` jobs",
+                match request {
+                    JobRequest::Compile(_) => "compile",
+                    JobRequest::Validate(_) => "validate",
+                    JobRequest::Profile(_) => "profile",
+                    JobRequest::Compliance(_) => "compliance",
+                }
+            )));
+        }
+        state.gateway.jobs.submit(request)
+    };
+    match submitted.await {
+        Ok(status) => json(StatusCode::ACCEPTED, &status),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The field `name` as the path of an existing file or folder, if given.
+fn optional_path(map: &Map<String, Value>, name: &str) -> Result<Option<PathBuf>, ApiError> {
+    match map.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(_) => existing_path(map, name).map(Some),
+    }
+}
+
+/// The field `name` as a positive integer, if given.
+fn positive(map: &Map<String, Value>, name: &str) -> Result<Option<u64>, ApiError> {
+    match Fields(map).integer(name)? {
         None => Ok(None),
         Some(n) if n > 0 => Ok(Some(n.unsigned_abs())),
         Some(n) => Err(ApiError::invalid(
@@ -171,30 +204,57 @@ fn validate_request(
             "invalid_value",
             format!("Invalid '{name}': {n}; give a positive integer."),
         )),
-    };
-    let request = ValidateRequest {
-        model,
-        reference,
-        gates,
-        text: optional_path("text")?,
-        tokenizer: optional_path("tokenizer")?,
-        window: positive("window")?,
-        windows: positive("windows")?,
-    };
-    if state.gateway.toolchain.is_none() {
-        return Err(ApiError::not_implemented(
-            "This server was started without a compiler: it cannot validate models".into(),
-        ));
     }
-    Ok(request)
 }
 
-/// `POST /v1/bitnetc/profile`: 501 for now.
-pub async fn profile() -> Response {
-    not_built("profile")
+/// `POST /v1/bitnetc/profile`: 202 with a job.
+pub async fn profile(State(state): State<Arc<AppState>>, body: Body) -> Response {
+    submit(state, body, |map| {
+        let threshold = match map.get("threshold") {
+            None | Some(Value::Null) => None,
+            Some(v) => match v.as_f64() {
+                Some(t) if t.is_finite() && t >= 0.0 => Some(t),
+                _ => {
+                    return Err(ApiError::invalid(
+                        "threshold",
+                        "invalid_value",
+                        format!("Invalid 'threshold': {v}; give a fraction of at least 0."),
+                    ));
+                }
+            },
+        };
+        Ok(JobRequest::Profile(ProfileRequest {
+            model: existing_path(map, "path")?,
+            prompt_len: positive(map, "prompt_len")?,
+            steps: positive(map, "steps")?,
+            baseline: optional_path(map, "baseline")?,
+            threshold,
+        }))
+    })
+    .await
 }
 
-/// `POST /v1/bitnetc/compliance`: 501 for now.
-pub async fn compliance() -> Response {
-    not_built("compliance")
+/// `POST /v1/bitnetc/compliance`: 202 with a job.
+pub async fn compliance(State(state): State<Arc<AppState>>, body: Body) -> Response {
+    submit(state, body, |map| {
+        let level = match Fields(map).string("level")? {
+            None => "standard".to_string(),
+            Some(l @ ("standard" | "enhanced" | "defense-grade")) => l.to_string(),
+            Some(l) => {
+                return Err(ApiError::invalid(
+                    "level",
+                    "invalid_value",
+                    format!(
+                        "Invalid 'level': {l:?} is not one of standard, enhanced, defense-grade."
+                    ),
+                ));
+            }
+        };
+        Ok(JobRequest::Compliance(ComplianceRequest {
+            target: optional_path(map, "path")?,
+            model: optional_path(map, "model")?,
+            level,
+        }))
+    })
+    .await
 }

@@ -8,7 +8,7 @@
 //! allocator (`alloc_count`) counts the heap allocations of every thread during the decode steps.
 //! The report is `report`'s, the trace `trace`'s, the comparison `baseline`'s.
 
-mod baseline;
+pub mod baseline;
 mod report;
 mod trace;
 
@@ -107,6 +107,103 @@ impl ProfileArgs {
     }
 }
 
+/// A profiled run: the report (what `--json` prints and `--save` writes) and, when asked, the
+/// Chrome trace.
+pub struct Measured {
+    /// The report.
+    pub report: serde_json::Value,
+    /// The trace, when asked for.
+    pub trace: Option<serde_json::Value>,
+}
+
+/// Compiles (or loads) `model` with `options` (its context is set here), and profiles one prefill
+/// of `prompt_len` tokens and `steps` greedy decode steps (see the module doc).
+pub fn measure(
+    model: &std::path::Path,
+    mut options: bitnetc::Options,
+    prompt_len: usize,
+    steps: usize,
+    plant: Option<PlantedDelay>,
+    want_trace: bool,
+) -> Result<Measured> {
+    let rss_reset = machine::reset_peak_rss();
+    options.context = Some((prompt_len + steps + 1) as u64);
+    let threads = options.cpu.threads;
+    let compiled = bitnetc::compile(model, &options).with_context(|| model.display().to_string());
+    let mut exec = compiled?.into_executor();
+    let program_launches = exec.program().launches.len();
+    let vocab = exec.program().vocab;
+    let mut rng = Rng::new(0);
+    // Ids from the upper part of the vocabulary, clear of the special tokens at its start.
+    let prompt: Vec<i64> = (0..prompt_len)
+        .map(|_| (vocab / 2 + rng.next_u64() % (vocab - vocab / 2)) as i64)
+        .collect();
+    // Warm-up: the first step touches the arena, the cache and the pool's threads.
+    let first = argmax(exec.forward_last(&prompt, 0)?);
+    exec.forward_last(&[i64::from(first)], prompt.len() as u64)?;
+    exec.reset();
+    exec.start_profile(&ProfileOptions {
+        launch_events: program_launches * (steps + 1),
+        step_events: steps + 1,
+        plant,
+    });
+    let mut next = argmax(exec.forward_last(&prompt, 0)?);
+    let busy_prefill = exec
+        .profile()
+        .map(|p| p.busy_ns.clone())
+        .unwrap_or_default();
+    let (decoded, allocations) = count_allocations(|| -> Result<()> {
+        for pos in prompt.len()..prompt.len() + steps {
+            next = argmax(exec.forward_last(&[i64::from(next)], pos as u64)?);
+        }
+        Ok(())
+    });
+    decoded?;
+    let profile = exec
+        .stop_profile()
+        .context("internal: the profile was switched off during the run")?;
+    let peak_rss = machine::peak_rss().filter(|_| rss_reset);
+    let program = exec.program();
+    let busy_decode: Vec<u64> = profile
+        .busy_ns
+        .iter()
+        .zip(busy_prefill.iter().chain(std::iter::repeat(&0)))
+        .map(|(end, pre)| end.saturating_sub(*pre))
+        .collect();
+    let report = json!({
+        "format": baseline::FORMAT,
+        "model": model.display().to_string(),
+        "threads": threads,
+        "prompt_len": prompt_len,
+        "steps": steps,
+        "program": {"launches": program_launches, "kernels": program.kernels.len()},
+        "labels": program.launches.iter().map(|l| l.label.as_str()).collect::<Vec<_>>(),
+        "memory": {
+            "arena_bytes": exec.arena_bytes(),
+            "kv_bytes": exec.kv_slot_bytes(),
+            "weights_bytes": exec.weight_bytes(),
+            "weights": if exec.weights_mapped() { "mapped" } else { "owned" },
+            "peak_rss_bytes": peak_rss,
+            "allocations": {
+                "decode_steps": steps,
+                "count": allocations,
+                "per_token": allocations as f64 / steps as f64,
+                "how": "the bitnetc binary's counting global allocator, every thread, during the profiled decode steps",
+            },
+        },
+        "phases": {
+            "prefill": report::phase(program, &profile, "prefill", &busy_prefill),
+            "decode": report::phase(program, &profile, "decode", &busy_decode),
+        },
+        "dropped_events": profile.dropped,
+    });
+    let trace = want_trace.then(|| {
+        let title = format!("bitnetc profile {}", model.display());
+        trace::chrome_trace(program, &profile, &title)
+    });
+    Ok(Measured { report, trace })
+}
+
 /// Runs the command; adds the results to `audit`. Exit 1 when `--baseline` finds a regression.
 pub fn run(args: &ProfileArgs, audit: &mut serde_json::Value) -> Result<ExitCode> {
     if args.prompt_len == 0 || args.steps == 0 {
@@ -138,94 +235,30 @@ pub fn run(args: &ProfileArgs, audit: &mut serde_json::Value) -> Result<ExitCode
         (None, None) => bail!("give a model or --preset NAME"),
     };
     audit["model"] = model.display().to_string().into();
-    let rss_reset = machine::reset_peak_rss();
-    let mut options = bitnetc::Options {
-        context: Some((args.prompt_len + args.steps + 1) as u64),
-        ..bitnetc::Options::default()
-    };
+    let plant = args
+        .plant_delay
+        .as_ref()
+        .map(|(label, micros)| PlantedDelay {
+            label: label.clone(),
+            delay: Duration::from_micros(*micros),
+        });
+    let mut options = bitnetc::Options::default();
     options.cpu.threads = threads;
     args.precision.apply(&mut options);
     let progress = Progress::start(&model);
     options.on_stage = Some(progress.stage_callback());
-    let compiled = bitnetc::compile(&model, &options).with_context(|| model.display().to_string());
+    let measured = measure(
+        &model,
+        options,
+        args.prompt_len,
+        args.steps,
+        plant,
+        args.trace.is_some(),
+    );
     progress.finish();
-    let mut exec = compiled?.into_executor();
-    let program_launches = exec.program().launches.len();
-    let vocab = exec.program().vocab;
-    let mut rng = Rng::new(0);
-    // Ids from the upper part of the vocabulary, clear of the special tokens at its start.
-    let prompt: Vec<i64> = (0..args.prompt_len)
-        .map(|_| (vocab / 2 + rng.next_u64() % (vocab - vocab / 2)) as i64)
-        .collect();
-    // Warm-up: the first step touches the arena, the cache and the pool's threads.
-    let first = argmax(exec.forward_last(&prompt, 0)?);
-    exec.forward_last(&[i64::from(first)], prompt.len() as u64)?;
-    exec.reset();
-    exec.start_profile(&ProfileOptions {
-        launch_events: program_launches * (args.steps + 1),
-        step_events: args.steps + 1,
-        plant: args
-            .plant_delay
-            .as_ref()
-            .map(|(label, micros)| PlantedDelay {
-                label: label.clone(),
-                delay: Duration::from_micros(*micros),
-            }),
-    });
-    let mut next = argmax(exec.forward_last(&prompt, 0)?);
-    let busy_prefill = exec
-        .profile()
-        .map(|p| p.busy_ns.clone())
-        .unwrap_or_default();
-    let (decoded, allocations) = count_allocations(|| -> Result<()> {
-        for pos in prompt.len()..prompt.len() + args.steps {
-            next = argmax(exec.forward_last(&[i64::from(next)], pos as u64)?);
-        }
-        Ok(())
-    });
-    decoded?;
-    let profile = exec
-        .stop_profile()
-        .context("internal: the profile was switched off during the run")?;
-    let peak_rss = machine::peak_rss().filter(|_| rss_reset);
-    let program = exec.program();
-    let busy_decode: Vec<u64> = profile
-        .busy_ns
-        .iter()
-        .zip(busy_prefill.iter().chain(std::iter::repeat(&0)))
-        .map(|(end, pre)| end.saturating_sub(*pre))
-        .collect();
-    let mut report = json!({
-        "format": baseline::FORMAT,
-        "model": model.display().to_string(),
-        "threads": threads,
-        "prompt_len": args.prompt_len,
-        "steps": args.steps,
-        "program": {"launches": program_launches, "kernels": program.kernels.len()},
-        "labels": program.launches.iter().map(|l| l.label.as_str()).collect::<Vec<_>>(),
-        "memory": {
-            "arena_bytes": exec.arena_bytes(),
-            "kv_bytes": exec.kv_slot_bytes(),
-            "weights_bytes": exec.weight_bytes(),
-            "weights": if exec.weights_mapped() { "mapped" } else { "owned" },
-            "peak_rss_bytes": peak_rss,
-            "allocations": {
-                "decode_steps": args.steps,
-                "count": allocations,
-                "per_token": allocations as f64 / args.steps as f64,
-                "how": "the bitnetc binary's counting global allocator, every thread, during the profiled decode steps",
-            },
-        },
-        "phases": {
-            "prefill": report::phase(program, &profile, "prefill", &busy_prefill),
-            "decode": report::phase(program, &profile, "decode", &busy_decode),
-        },
-        "dropped_events": profile.dropped,
-    });
-    if let Some(path) = &args.trace {
-        let title = format!("bitnetc profile {}", model.display());
-        let trace = trace::chrome_trace(program, &profile, &title);
-        write_atomic(path, serde_json::to_string(&trace)?.as_bytes(), args.force)?;
+    let Measured { mut report, trace } = measured?;
+    if let (Some(path), Some(trace)) = (&args.trace, &trace) {
+        write_atomic(path, serde_json::to_string(trace)?.as_bytes(), args.force)?;
         eprintln!("; wrote the trace to {}", path.display());
     }
     if let Some(path) = &args.save {

@@ -6,8 +6,8 @@
 //! every model is loaded; a model that fails to load stops it with an error. A model is named by
 //! its folder or file stem (`tiny-i2_s` for `tiny-i2_s.gguf`), or as given with `NAME=PATH`.
 //!
-//! The gateway (`/v1/bitnetc/`) loads more models and compiles artifacts through
-//! `toolchain::CliToolchain`; the audit log (`--audit-log`, as for the other commands) records
+//! The gateway (`/v1/bitnetc/`) loads more models, compiles artifacts, and validates, profiles
+//! and checks models through `toolchain::CliToolchain`; the audit log (`--audit-log`, as for the other commands) records
 //! every request, load, unload and compile, with the prompt and output text only with
 //! `--audit-text`.
 
@@ -122,6 +122,7 @@ pub fn run(args: &ServeArgs, audit: Option<Target>) -> Result<ExitCode> {
         toolchain: Some(Arc::new(toolchain::CliToolchain {
             options: options.clone(),
             slots: args.slots,
+            audit_log: log.as_ref().map(|l| l.path().to_path_buf()),
         })),
         audit: log,
         audit_text: args.audit_text,

@@ -3,14 +3,16 @@
 //! way; `POST /v1/bitnetc/compile` compiles an artifact as `bitnetc compile` does for a CPU
 //! target, written under a temporary name and linked into place so that no half-written or
 //! overwritten file is ever left; `POST /v1/bitnetc/validate` validates one as `bitnetc validate`
-//! does, with the server's threads and precision flags).
+//! does, with the server's threads and precision flags; `profile` and `compliance` likewise, the
+//! compliance checks reading the source tree when the server runs in bitnetc's folder).
 //!
 //! A loaded model's `ModelInfo` says what it is (`hf`, `gguf`, `onnx` or `artifact`) and what the
 //! compiled program costs: weight bytes, KV bytes and arena bytes per slot, kernels, launches.
 
 use bitnet_runtime::chat::BUILTIN_NAME;
 use bitnet_serve::{
-    CompileRequest, Compiled, LoadedModel, ModelInfo, SlotBatch, Toolchain, ValidateRequest,
+    CompileRequest, Compiled, ComplianceRequest, LoadedModel, ModelInfo, ProfileRequest, SlotBatch,
+    Toolchain, ValidateRequest,
 };
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -100,6 +102,8 @@ pub struct CliToolchain {
     pub options: bitnetc::Options,
     /// Slots per model.
     pub slots: usize,
+    /// The server's audit log (whose chain a compliance job checks).
+    pub audit_log: Option<PathBuf>,
 }
 
 impl Toolchain for CliToolchain {
@@ -188,5 +192,64 @@ impl Toolchain for CliToolchain {
             }
         );
         Ok(report.json())
+    }
+
+    fn profile(&self, request: &ProfileRequest) -> Result<serde_json::Value, String> {
+        let at = |e: &dyn std::fmt::Display| format!("{}: {e:#}", request.model.display());
+        let size = |v: Option<u64>, default: usize| {
+            v.map_or(Ok(default), |n| {
+                usize::try_from(n).map_err(|e| format!("{n}: {e}"))
+            })
+        };
+        let threshold = request.threshold.unwrap_or(0.10);
+        let base = request
+            .baseline
+            .as_deref()
+            .map(crate::cli::profile::baseline::read)
+            .transpose()
+            .map_err(|e| format!("{e:#}"))?;
+        let mut options = self.options.clone();
+        options.on_stage = None;
+        let measured = crate::cli::profile::measure(
+            &request.model,
+            options,
+            size(request.prompt_len, 64)?,
+            size(request.steps, 32)?,
+            None,
+            false,
+        )
+        .map_err(|e| at(&e))?;
+        let mut report = measured.report;
+        if let (Some(base), Some(path)) = (&base, &request.baseline) {
+            let found = crate::cli::profile::baseline::compare(&report, base, path, threshold)
+                .map_err(|e| format!("{e:#}"))?;
+            report["regressions"] = found
+                .iter()
+                .map(crate::cli::profile::baseline::Regression::json)
+                .collect();
+        }
+        Ok(report)
+    }
+
+    fn compliance(&self, request: &ComplianceRequest) -> Result<serde_json::Value, String> {
+        use bitnetc::compliance::{ComplianceOptions, Level, run};
+        let level = Level::parse(&request.level)
+            .ok_or_else(|| format!("{:?}: not a compliance level", request.level))?;
+        let options = ComplianceOptions {
+            target: request.target.clone(),
+            model: request.model.clone(),
+            level,
+            audit_log: self.audit_log.clone(),
+            source: crate::cli::compliance::source_tree(None),
+            coverage: None,
+            fuzz: None,
+            licences: None,
+            cpu: bitnetc::CpuOptions {
+                head: self.options.cpu.head,
+                dense: self.options.cpu.dense,
+                ..bitnetc::CpuOptions::default()
+            },
+        };
+        run(&options).map(|r| r.json()).map_err(|e| e.to_string())
     }
 }
