@@ -660,3 +660,67 @@ fn interp_runs_the_artifact_ir() {
     };
     assert_has(&msg, &["ir section is corrupt or was edited"]);
 }
+
+#[test]
+fn compile_profiles_preset_the_flags() {
+    if !support::have_cc("compile_profiles_preset_the_flags") {
+        return;
+    }
+    let dir = support::Scratch::create("artifact-profiles");
+    let model = root().join(PACKED).display().to_string();
+    let compile = |name: &str, profile: &str| {
+        let out = dir.join(name).display().to_string();
+        let o = bitnetc_cmd(&[
+            "compile",
+            &model,
+            "-o",
+            &out,
+            "--context",
+            "8",
+            "--profile",
+            profile,
+        ]);
+        (o, std::fs::read(dir.join(name)).unwrap_or_default())
+    };
+    // development keeps the IR beside the artifact.
+    let (o, _) = compile("dev.bnx", "development");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(dir.join("dev.ir.bir").is_file() && dir.join("dev.opt.bir").is_file());
+    // inference: the int8 lm_head; production: the portable target, the exact head.
+    let (o, inference) = compile("inf.bnx", "inference");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let (o, production) = compile("prod.bnx", "production");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let has = |bytes: &[u8], what: &str| text(bytes).contains(what);
+    assert!(has(&inference, "bitnet_matmul_i8") && !has(&production, "bitnet_matmul_i8"));
+    // Built for every x86-64-v2 CPU: no AVX2 (`native` uses it where the CPU has it).
+    if cfg!(target_arch = "x86_64") {
+        assert!(
+            has(&production, "\"has_avx2\": \"false\""),
+            "production uses this CPU's features"
+        );
+    }
+    // training is not built; a profile and the flags it sets conflict.
+    let (o, _) = compile("train.bnx", "training");
+    assert!(
+        !o.status.success() && text(&o.stderr).contains("issue 18"),
+        "{}",
+        text(&o.stderr)
+    );
+    let out = dir.join("x.bnx").display().to_string();
+    let o = bitnetc_cmd(&[
+        "compile",
+        &model,
+        "-o",
+        &out,
+        "--profile",
+        "inference",
+        "--head-dtype",
+        "bf16",
+    ]);
+    assert!(
+        !o.status.success() && text(&o.stderr).contains("--head-dtype"),
+        "{}",
+        text(&o.stderr)
+    );
+}

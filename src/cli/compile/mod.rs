@@ -1,10 +1,11 @@
 //! `bitnetc compile MODEL -o OUT.bnx`: compile a model ahead of time into an artifact, for a CPU
 //! (`cpu.rs`: Cranelift object code linked into a shared library) or for CUDA GPUs (`cuda.rs`: PTX).
 //! Both check every output path first (`Outputs`: nothing is overwritten) and write the side files
-//! `--emit` asks for next to the artifact.
+//! `--emit` asks for next to the artifact. `--profile` presets the flags (`profile.rs`).
 
 mod cpu;
 mod cuda;
+mod profile;
 
 use super::audit_log::input_digests;
 use anyhow::{Context, Result, bail};
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// The arguments of `bitnetc compile`.
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub struct CompileArgs {
     /// The model (HF folder, .gguf, .onnx).
     pub model: PathBuf,
@@ -38,6 +39,10 @@ pub struct CompileArgs {
     /// compiling for another architecture).
     #[arg(long)]
     pub linker: Option<String>,
+    /// A named preset of --target, --emit and --head-dtype: development, production, inference
+    /// (training comes with issue 18); see docs/presets.md.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(profile::PROFILES.iter().copied()), conflicts_with_all = ["target", "emit", "head_dtype"])]
+    pub profile: Option<String>,
     #[command(flatten)]
     pub precision: super::flags::PrecisionArgs,
 }
@@ -45,19 +50,23 @@ pub struct CompileArgs {
 impl CompileArgs {
     /// The audit record's kind (`compile`) and what it says before the command runs.
     pub fn audit(&self) -> (&'static str, serde_json::Value) {
+        // The flags in force: a profile's (a profile that is refused leaves them as given).
+        let effective = profile::apply(self).ok();
+        let s = effective.as_ref().unwrap_or(self);
         (
             "compile",
             serde_json::json!({
                 "command": "compile",
-                "inputs": input_digests(&self.model),
-                "model": self.model.display().to_string(),
-                "output": self.output.display().to_string(),
+                "inputs": input_digests(&s.model),
+                "model": s.model.display().to_string(),
+                "output": s.output.display().to_string(),
                 "flags": {
-                    "target": self.target,
-                    "emit": self.emit,
-                    "context": self.context,
-                    "linker": self.linker,
-                    "precision": self.precision.audit(),
+                    "profile": self.profile,
+                    "target": s.target,
+                    "emit": s.emit,
+                    "context": s.context,
+                    "linker": s.linker,
+                    "precision": s.precision.audit(),
                 },
                 "passes": bitnetc::cpu_pipeline().split(',').collect::<Vec<_>>(),
             }),
@@ -67,6 +76,7 @@ impl CompileArgs {
 
 /// Runs the command.
 pub fn run(args: &CompileArgs) -> Result<ExitCode> {
+    let args = &profile::apply(args)?;
     if args.target == "cuda" {
         cuda::compile(args)?;
     } else if args.cuda_arch.is_some() {
