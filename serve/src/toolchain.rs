@@ -159,8 +159,11 @@ pub trait Toolchain: Send + Sync {
 }
 
 /// Writes `bytes` to `path`, which must not exist, so that `path` never holds a part of them: they
-/// go to a temporary file beside it, which is then hard-linked to `path` (an existing `path` makes
-/// the link fail: nothing is overwritten, even by a file that appeared meanwhile) and removed.
+/// go to a temporary file beside it (`.NAME.PID.partial`), flushed to disk, which is then
+/// hard-linked to `path` (an existing `path` makes the link fail: nothing is overwritten, even by
+/// a file that appeared meanwhile) and removed; the folder is synced so the new name survives a
+/// crash. On any error the temporary is removed and `path` is untouched. Temporaries that killed
+/// processes left beside `path` are removed first.
 pub fn write_new_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
     use std::io::Write;
     let dir = match path.parent() {
@@ -171,6 +174,17 @@ pub fn write_new_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .ok_or_else(|| format!("{}: not a file name", path.display()))?;
+    if !dir.is_dir() {
+        return Err(format!(
+            "{}: cannot create: the folder {} does not exist",
+            path.display(),
+            dir.display()
+        ));
+    }
+    if path.exists() {
+        return Err(already_exists(path));
+    }
+    remove_stale_temporaries(&dir, &name);
     let tmp = dir.join(format!(".{name}.{}.partial", std::process::id()));
     let written = (|| {
         let mut f = std::fs::OpenOptions::new()
@@ -181,21 +195,57 @@ pub fn write_new_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
         f.sync_all()
     })();
     let linked = written
-        .map_err(|e| format!("{}: cannot write: {e}", tmp.display()))
+        .map_err(|e| format!("{}: cannot write: {e}", path.display()))
         .and_then(|()| {
             std::fs::hard_link(&tmp, path).map_err(|e| {
                 if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    format!(
-                        "{}: already exists (bitnetc does not overwrite files)",
-                        path.display()
-                    )
+                    already_exists(path)
                 } else {
                     format!("{}: cannot create: {e}", path.display())
                 }
             })
         });
     let _ = std::fs::remove_file(&tmp);
+    if linked.is_ok()
+        && let Ok(d) = std::fs::File::open(&dir)
+    {
+        // Best effort: the link is made; a folder that cannot be synced loses nothing written.
+        let _ = d.sync_all();
+    }
     linked
+}
+
+fn already_exists(path: &Path) -> String {
+    format!(
+        "{}: already exists (bitnetc does not overwrite files)",
+        path.display()
+    )
+}
+
+/// Removes `.NAME.PID.partial` files in `dir` whose process is gone (Linux: no `/proc/PID`), left
+/// by a process killed while writing `NAME`.
+fn remove_stale_temporaries(dir: &Path, name: &str) {
+    let proc = Path::new("/proc/self");
+    if !proc.exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{name}.");
+    for e in entries.filter_map(Result::ok) {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = file
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(".partial"))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 #[cfg(test)]

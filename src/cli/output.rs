@@ -2,28 +2,16 @@
 //! as `profile --force`), or stdout.
 
 use anyhow::{Context, Result};
-use std::io::Write;
 use std::path::Path;
 
-/// Writes a new file; an existing file is an error, never overwritten.
+/// Writes a new file so that `path` never holds a part of it (`write_new_atomic`: a temporary
+/// beside it, flushed, then linked into place); an existing file is an error, never overwritten.
 pub fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .with_context(|| {
-            format!(
-                "{}: cannot create (it may already exist; bitnetc does not overwrite files)",
-                path.display()
-            )
-        })?;
-    f.write_all(bytes)
-        .with_context(|| format!("{}: write failed", path.display()))?;
-    Ok(())
+    bitnet_serve::toolchain::write_new_atomic(path, bytes).map_err(anyhow::Error::msg)
 }
 
-/// Writes a file so that `path` never holds a part of it (a temporary file beside it, then moved
-/// into place). An existing file is an error unless `force`, and is then replaced.
+/// Writes a file so that `path` never holds a part of it (a temporary file beside it, flushed to
+/// disk, then moved into place). An existing file is an error unless `force`, and is then replaced.
 pub fn write_atomic(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
     if !force {
         return bitnet_serve::toolchain::write_new_atomic(path, bytes)
@@ -41,8 +29,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
         name.to_string_lossy(),
         std::process::id()
     ));
-    let written = std::fs::write(&tmp, bytes)
-        .with_context(|| format!("{}: cannot write", tmp.display()))
+    let written = std::fs::File::create(&tmp)
+        .and_then(|mut f| {
+            std::io::Write::write_all(&mut f, bytes)?;
+            f.sync_all()
+        })
+        .with_context(|| format!("{}: cannot write", path.display()))
         .and_then(|()| {
             std::fs::rename(&tmp, path)
                 .with_context(|| format!("{}: cannot replace", path.display()))
