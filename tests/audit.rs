@@ -245,8 +245,12 @@ fn cli_logits_records_verify() {
     assert_eq!(o.status.code(), Some(1));
 
     let ls = lines(&log);
-    assert_eq!(ls.len(), 2);
-    let run: Value = serde_json::from_str(&ls[0]).unwrap();
+    assert_eq!(ls.len(), 4, "a start and a result record per command");
+    let start: Value = serde_json::from_str(&ls[0]).unwrap();
+    let run: Value = serde_json::from_str(&ls[1]).unwrap();
+    assert_eq!(start["kind"], "start");
+    assert_eq!(start["fields"]["command"], "logits");
+    assert_eq!(start["fields"]["op"], run["fields"]["op"]);
     assert_eq!(run["kind"], "run");
     assert_eq!(run["fields"]["tokens"], 3);
     assert_eq!(run["fields"]["backend"], "interp");
@@ -257,20 +261,21 @@ fn cli_logits_records_verify() {
             .iter()
             .all(|i| i["sha256"].as_str().unwrap().len() == 64)
     );
-    let err: Value = serde_json::from_str(&ls[1]).unwrap();
+    let err: Value = serde_json::from_str(&ls[3]).unwrap();
     assert_eq!(err["kind"], "error");
+    assert_ne!(err["fields"]["op"], run["fields"]["op"]);
     assert!(err["fields"]["message"].as_str().unwrap().contains("gpu"));
 
     let o = bitnetc(&["audit", "verify", log_s]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
-    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "ok: 2 records");
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "ok: 4 records");
 
     let mut ls = ls;
-    ls[0] = ls[0].replace("\"tokens\":3", "\"tokens\":4");
+    ls[1] = ls[1].replace("\"tokens\":3", "\"tokens\":4");
     write_lines(&log, &ls);
     let o = bitnetc(&["audit", "verify", log_s]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("line 1:"));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("line 2:"));
 }
 
 #[test]
@@ -331,4 +336,88 @@ fn records_with_arbitrary_floats_verify() {
     let report = verify(&path).unwrap();
     assert!(report.ok(), "{:?}", report.problem);
     assert_eq!(report.records, 300);
+}
+
+#[test]
+fn a_killed_command_is_reported_as_interrupted() {
+    let tmp = support::Scratch::create("audit-killed");
+    let log = tmp.join("audit.jsonl");
+    let model = support::root().join("tests/fixtures/hf-tiny/packed");
+    // Kill `compile` as soon as its start record is on disk; a compile that already ended by then
+    // (its result record written) is tried again.
+    let lines = |p: &Path| if p.exists() { lines(p) } else { Vec::new() };
+    let mut killed = false;
+    for attempt in 0..20 {
+        let before = lines(&log).len();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bitnetc"))
+            .arg("--audit-log")
+            .arg(&log)
+            .arg("compile")
+            .arg(&model)
+            .arg("-o")
+            .arg(tmp.join(format!("m{attempt}.bnx")))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        while lines(&log).len() == before && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let new: Vec<Value> = lines(&log)[before..]
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if new.len() == 1 && new[0]["kind"] == "start" {
+            killed = true;
+            break;
+        }
+    }
+    assert!(
+        killed,
+        "no compile was killed between its start and its end"
+    );
+    let o = bitnetc(&["audit", "verify", log.to_str().unwrap()]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    let interrupted: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("interrupted:"))
+        .collect();
+    assert_eq!(interrupted.len(), 1, "{out}");
+    assert!(
+        interrupted[0].contains("compile started at") && interrupted[0].contains("never ended"),
+        "{out}"
+    );
+}
+
+#[test]
+fn several_processes_appending_at_once_keep_one_chain() {
+    let tmp = support::Scratch::create("audit-processes");
+    let log = tmp.join("audit.jsonl");
+    let model = support::root().join("tests/fixtures/hf-tiny/packed");
+    let children: Vec<_> = (0..4)
+        .map(|i| {
+            Command::new(env!("CARGO_BIN_EXE_bitnetc"))
+                .arg("--audit-log")
+                .arg(&log)
+                .args(["logits", model.to_str().unwrap(), "--tokens"])
+                .arg(format!("1,{}", 2 + i))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let report = verify(&log).unwrap();
+    assert!(report.ok(), "{:?}", report.problem);
+    assert_eq!(
+        report.records, 8,
+        "a start and a result record from each of 4 processes"
+    );
+    assert!(report.unfinished.is_empty(), "{:?}", report.unfinished);
 }

@@ -80,7 +80,7 @@ fn the_fixture_model_meets_the_standard_level() {
         (r["checks_run"].as_u64(), r["score"].as_f64()),
         (Some(6), Some(1.0))
     );
-    assert!(status(&r, "audit_chain").1.contains("2 records"));
+    assert!(status(&r, "audit_chain").1.contains("4 records"));
     // The enhanced level needs evidence this run did not have.
     let (code, r, _) = compliance(
         &log,

@@ -357,7 +357,11 @@ fn run_is_audited() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(records.len(), 2);
+    // Each command writes a start record, then its result with the same op.
+    assert_eq!(records.len(), 4);
+    assert_eq!(records[0]["kind"], "start");
+    assert_eq!(records[0]["fields"]["op"], records[1]["fields"]["op"]);
+    let records = [records[1].clone(), records[3].clone()];
     let run = &records[0]["fields"];
     assert_eq!(records[0]["kind"], "run");
     assert_eq!(run["command"], "run");
@@ -400,8 +404,8 @@ fn the_default_audit_log_is_in_the_data_folder() {
     );
     let log = tmp.join("data/bitnetc/audit.jsonl");
     let text = std::fs::read_to_string(&log).unwrap();
-    assert_eq!(text.lines().count(), 1);
-    assert!(text.contains("\"kind\":\"run\""));
+    assert_eq!(text.lines().count(), 2, "a start record and the run's");
+    assert!(text.contains("\"kind\":\"start\"") && text.contains("\"kind\":\"run\""));
 }
 
 #[test]

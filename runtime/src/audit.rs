@@ -5,8 +5,8 @@
 //! `fields`, `hash`, `kind`, `prev`, `seq` and `time`:
 //! - `seq` counts records from 0;
 //! - `time` is the RFC 3339 UTC time of the append, to the millisecond;
-//! - `kind` is one of [`KINDS`] (`compile`, `load`, `run`, `error`, and the server's `request` and
-//!   `unload`);
+//! - `kind` is one of [`KINDS`] (`compile`, `load`, `run`, `error`, the server's `request` and
+//!   `unload`, and `start`);
 //! - `prev` is the sha256 (hex) of the previous record's line, without its newline, or 64 zeros;
 //! - `hash` is the sha256 (hex) of the canonical JSON of the record without its `hash` key.
 //!
@@ -19,6 +19,11 @@
 //! therefore skips unparsable lines that the chain links across (they hide no record: a deleted or
 //! damaged whole record breaks the link of the record after it), and reports unparsable lines at the
 //! end of the file as an incomplete tail. Every whole record before them verifies.
+//!
+//! Operations: a command or a served request writes a `start` record (with a unique `op` id, the
+//! command and the process id) before it does anything, and its result record (`compile`, `run`,
+//! `error`, `request`…) carries the same `op`. [`verify`] lists the `start` records no later record
+//! ends: operations interrupted (a killed process) or still running.
 
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -28,7 +33,9 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The record kinds.
-pub const KINDS: [&str; 6] = ["compile", "load", "run", "error", "request", "unload"];
+pub const KINDS: [&str; 7] = [
+    "compile", "load", "run", "error", "request", "unload", "start",
+];
 
 /// The `prev` of the first record.
 pub const ZERO_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -47,7 +54,7 @@ pub enum AuditError {
         source: std::io::Error,
     },
     /// A record kind outside [`KINDS`].
-    #[error("audit record kind {0:?}: expected one of compile, load, run, error, request, unload")]
+    #[error("audit record kind {0:?}: expected one of {kinds}", kinds = KINDS.join(", "))]
     UnknownKind(String),
 }
 
@@ -262,6 +269,38 @@ pub struct VerifyReport {
     pub incomplete_tail: Option<usize>,
     /// The first broken link, if any.
     pub problem: Option<Problem>,
+    /// Operations whose `start` record no later record ends (by its `op`), in log order.
+    pub unfinished: Vec<Unfinished>,
+}
+
+/// An operation that started and never ended in the log: killed, or still running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unfinished {
+    /// The line of its `start` record, from 1.
+    pub line: usize,
+    /// Its `op` id.
+    pub op: String,
+    /// What it was (`fields.command`: compile, run, bench, a served route…).
+    pub command: String,
+    /// When it started.
+    pub time: String,
+    /// The process that ran it, if recorded.
+    pub pid: Option<u64>,
+}
+
+/// A fresh operation id: unique among the operations of every process writing a log (the process
+/// id, the time in nanoseconds and a counter within the process).
+pub fn new_op_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{:x}-{nanos:x}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 impl VerifyReport {
@@ -284,6 +323,7 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
     let mut expect_prev = ZERO_HASH.to_string();
     // Unparsable lines since the last whole record: skipped if the next record links across them.
     let mut pending: Vec<usize> = Vec::new();
+    let mut open_ops: Vec<Unfinished> = Vec::new();
     for (i, line) in lines.iter().enumerate() {
         let n = i + 1;
         let Some(value) = parse(line) else {
@@ -310,15 +350,37 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
                 };
             }
             report.problem = Some(p);
+            report.unfinished = open_ops;
             return Ok(report);
         }
         report.skipped.append(&mut pending);
         report.records += 1;
+        track_op(&value, n, &mut open_ops);
         expect_seq = expect_seq.saturating_add(1);
         expect_prev = sha256_hex(line);
     }
     report.incomplete_tail = pending.first().copied();
+    report.unfinished = open_ops;
     Ok(report)
+}
+
+/// Opens an operation at a `start` record; closes it at any other record with its `op`.
+fn track_op(record: &serde_json::Value, line: usize, open: &mut Vec<Unfinished>) {
+    let fields = &record["fields"];
+    let Some(op) = fields["op"].as_str() else {
+        return;
+    };
+    if record["kind"] == "start" {
+        open.push(Unfinished {
+            line,
+            op: op.to_string(),
+            command: fields["command"].as_str().unwrap_or("?").to_string(),
+            time: record["time"].as_str().unwrap_or_default().to_string(),
+            pid: fields["pid"].as_u64(),
+        });
+    } else if let Some(i) = open.iter().position(|u| u.op == op) {
+        open.remove(i);
+    }
 }
 
 /// Checks one parsed record against its line and the chain so far.

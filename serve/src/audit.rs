@@ -1,5 +1,6 @@
 //! The server's audit log (`bitnet_runtime::audit`, hash-chained JSON lines): one record for every
-//! completion and chat request (`request`), every model load (`load`) and unload (`unload`), and
+//! completion and chat request (`request`, after a `start` record with the same `op` written when
+//! the request arrives), every model load (`load`) and unload (`unload`), and
 //! every compile job (`compile`); a load or compile that fails is an `error` record naming its
 //! `command`.
 //!
@@ -156,6 +157,15 @@ impl RequestAudit {
     pub fn new(audit: Option<Arc<Audit>>, route: &str) -> RequestAudit {
         let mut fields = Map::new();
         fields.insert("route".into(), route.into());
+        if let Some(audit) = &audit {
+            // The start record: a server killed mid-request leaves it unended for `audit verify`.
+            let op = bitnet_runtime::audit::new_op_id();
+            audit.record(
+                "start",
+                json!({ "op": op, "command": route, "pid": std::process::id() }),
+            );
+            fields.insert("op".into(), op.into());
+        }
         RequestAudit {
             audit,
             fields,
@@ -254,5 +264,12 @@ pub fn verify_report(path: &Path) -> Result<Value, String> {
             "kind": format!("{:?}", p.kind),
             "detail": p.detail,
         })),
+        "unfinished": report.unfinished.iter().map(|u| json!({
+            "line": u.line,
+            "op": u.op,
+            "command": u.command,
+            "time": u.time,
+            "pid": u.pid,
+        })).collect::<Vec<_>>(),
     }))
 }

@@ -77,7 +77,8 @@ pub fn input_digests(path: &Path) -> serde_json::Value {
 
 /// Runs `command` and appends its record to the log at `target`: `record` (the kind and what the
 /// command's flags say) completed by what the command adds, its wall time and its output's sha256,
-/// or the error's message under the kind `error`. Loading an artifact is recorded first, as `load`.
+/// or the error's message under the kind `error`. A `start` record with the same `op` id comes
+/// before anything runs; loading an artifact is recorded next, as `load`.
 pub fn run_logged(
     target: &Target,
     record: (&'static str, serde_json::Value),
@@ -88,6 +89,16 @@ pub fn run_logged(
     let Some(mut log) = open(target)? else {
         return command(&mut extra);
     };
+    // The start record: if the process is killed, `audit verify` finds it never ended.
+    let op = bitnet_runtime::audit::new_op_id();
+    let mut start = fields.clone();
+    start["op"] = op.clone().into();
+    if start["command"].is_null() {
+        start["command"] = kind.into();
+    }
+    start["pid"] = std::process::id().into();
+    log.append("start", start)?;
+    fields["op"] = op.into();
     if let Some(model) = fields["model"].as_str().map(PathBuf::from)
         && bitnet_runtime::artifact::is_artifact(&model)
     {
@@ -115,7 +126,7 @@ pub fn run_logged(
             log.append(kind, fields)?;
         }
         Err(e) => {
-            fields["message"] = format!("{e:#}").into();
+            fields["message"] = super::message::one_line(e).into();
             log.append("error", fields)?;
         }
     }

@@ -188,10 +188,18 @@ fn the_cli_gateway_compiles_loads_unloads_and_audits_with_its_key() {
     let (status, v) = cli.call("GET", "/v1/bitnetc/audit", None);
     assert_eq!(status, 200, "{v}");
     let records = v["data"].as_array().unwrap().clone();
+    // Each request writes a start record when it arrives, then its result with the same op.
+    let starts = records.iter().filter(|r| r["kind"] == "start").count();
     let kinds: Vec<&str> = records
         .iter()
         .map(|r| r["kind"].as_str().unwrap())
+        .filter(|k| *k != "start")
         .collect();
+    assert_eq!(
+        starts,
+        kinds.iter().filter(|k| **k == "request").count(),
+        "{records:?}"
+    );
     let request = records.iter().find(|r| r["kind"] == "request").unwrap();
     let f = &request["fields"];
     assert_eq!(
@@ -250,10 +258,20 @@ fn with_audit_text_records_keep_the_prompt_and_output_and_the_chain_verifies() {
     let (streamed, _) = joined(&stream_chunks(&server, "/v1/completions", &body));
     body["model"] = "nope".into();
     assert_eq!(post(&server, "/v1/completions", &body).0, 404);
-    let (status, v) = get_json(&server, "/v1/bitnetc/audit?limit=3");
+    let (status, v) = get_json(&server, "/v1/bitnetc/audit?limit=6");
     assert_eq!(status, 200, "{v}");
-    let records = v["data"].as_array().unwrap();
+    let all = v["data"].as_array().unwrap();
+    assert_eq!(all.len(), 6, "{v}");
+    // A start record (same op) before each request's result.
+    let records: Vec<&Value> = all.iter().filter(|r| r["kind"] == "request").collect();
     assert_eq!(records.len(), 3, "{v}");
+    for r in &records {
+        assert!(
+            all.iter()
+                .any(|s| s["kind"] == "start" && s["fields"]["op"] == r["fields"]["op"]),
+            "{v}"
+        );
+    }
     let texts = [
         whole["choices"][0]["text"].as_str().unwrap(),
         streamed.as_str(),
@@ -298,16 +316,18 @@ fn with_audit_text_records_keep_the_prompt_and_output_and_the_chain_verifies() {
     );
     let (status, report) = get_json(&server, "/v1/bitnetc/audit/verify");
     assert_eq!(status, 200, "{report}");
-    // The load of `tiny` and the three requests.
+    // The load of `tiny` and the three requests, each a start and a result.
     assert_eq!(
         (report["ok"].as_bool(), report["records"].as_u64()),
-        (Some(true), Some(4)),
+        (Some(true), Some(7)),
         "{report}"
     );
+    assert_eq!(report["unfinished"], json!([]), "{report}");
     server.shutdown();
     server.wait().unwrap();
     let report = bitnetc::runtime::audit::verify(&log).unwrap();
-    assert!(report.ok() && report.records == 4, "{report:?}");
+    assert!(report.ok() && report.records == 7, "{report:?}");
+    assert!(report.unfinished.is_empty(), "{report:?}");
 }
 
 #[test]
