@@ -192,6 +192,7 @@ def sharded(weight_map_edit=None, shard_edit=None):
 
 
 Q = "model.layers.0.self_attn.q_proj.weight"
+SUB_NORM = "model.layers.0.self_attn.attn_sub_norm.weight"
 NORM = "model.norm.weight"
 
 
@@ -212,6 +213,9 @@ def cases():
 
     def put(name, t):
         return lambda ts: ts.__setitem__(name, t)
+
+    def huge_shape(ts):
+        ts[SUB_NORM].shape = [10**15, HEADS * HEAD_DIM]
 
     def code3(ts):
         q = ts[Q]
@@ -261,6 +265,8 @@ def cases():
         st_case("norm_u8", "model.norm.weight is U8 [16]", changed(put(NORM, T("U8", [HIDDEN], bytes(HIDDEN))))),
         st_case("norm_f8", "model.norm.weight is F8_E4M3 [16], a dtype bitnetc does not read",
                 changed(put(NORM, T("F8_E4M3", [HIDDEN], bytes(HIDDEN))))),
+        st_case("huge_tensor_shape", "attn_sub_norm.weight declares shape [10^15, 16] (data offsets unchanged)",
+                changed(huge_shape)),
         st_case("truncated_safetensors", "model.safetensors cut in the middle of its data",
                 valid[: data_start + (len(valid) - data_start) // 2]),
         st_case("header_length_past_eof", "the safetensors header length is 1000 bytes past the end of the file", header_too_long),

@@ -140,7 +140,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", cli::message::one_line(&e));
             ExitCode::FAILURE
         }
     }

@@ -317,3 +317,63 @@ fn an_unknown_file_type_or_a_missing_model_is_explained() {
     let o = bitnetc(&["logits", missing.to_str().unwrap(), "--tokens", "1"]);
     fails_with(&o, &[missing.to_str().unwrap()]);
 }
+
+/// Issue 17's misleading messages and unchecked flags, each as the user meets it.
+#[test]
+fn flags_and_messages_say_what_is_wrong() {
+    let model = path("tests/fixtures/hf-tiny/packed");
+    let dir = scratch("messages");
+    // --context 0 is about the context, not about a prompt.
+    let out = dir.join("c0.bnx");
+    let o = bitnetc(&[
+        "compile",
+        &model,
+        "-o",
+        out.to_str().unwrap(),
+        "--context",
+        "0",
+    ]);
+    fails_with(&o, &["context", "at least 1 token"]);
+    assert!(!stderr(&o).contains("prompt"), "{}", stderr(&o));
+    // A .bnx whose magic is damaged is named as a damaged artifact.
+    let bnx = dir.join("damaged.bnx");
+    std::fs::write(&bnx, b"XNB1 and the rest of an artifact").unwrap();
+    let o = bitnetc(&["run", bnx.to_str().unwrap(), "--tokens", "1"]);
+    fails_with(&o, &["damaged.bnx", "BNX1", "not a bitnetc artifact"]);
+    // -n 0 generates nothing, so no first-token time is reported.
+    let o = bitnetc(&["run", &model, "--tokens", "1,17", "-n", "0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("0 new tokens") && !stderr(&o).contains("first token"),
+        "{}",
+        stderr(&o)
+    );
+    // Stop conditions that cannot work are refused.
+    let o = bitnetc(&["run", &model, "--tokens", "1", "--stop", ""]);
+    fails_with(&o, &["empty stop string"]);
+    let o = bitnetc(&["run", &model, "--tokens", "1", "--stop-token", "99999"]);
+    fails_with(&o, &["stop token 99999", "outside the vocabulary"]);
+    // A negative number is a value (and then refused by its own check), not a flag.
+    let o = bitnetc(&["run", &model, "--tokens", "1", "--temperature", "-1"]);
+    fails_with(&o, &["temperature -1"]);
+    // More threads than cores: capped, with a warning.
+    let o = bitnetc(&[
+        "run",
+        &model,
+        "--tokens",
+        "1",
+        "-n",
+        "1",
+        "--threads",
+        "100000",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("warning: --threads 100000 is more than the"),
+        "{}",
+        stderr(&o)
+    );
+    let o = bitnetc(&["run", &model, "--tokens", "1", "--threads", "0"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("at least 1"), "{}", stderr(&o));
+}

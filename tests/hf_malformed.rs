@@ -135,6 +135,17 @@ const CASES: &[(&str, Stage, &str, &[&str])] = &[
         &["\"model.norm.weight\" is F8_E4M3 [16]"],
     ),
     (
+        // The safetensors crate's own error names the tensor after this one.
+        "huge_tensor_shape",
+        Stage::Import,
+        ST,
+        &[
+            "not a valid safetensors file",
+            "tensor \"model.layers.0.self_attn.attn_sub_norm.weight\"",
+            "[1000000000000000, 16]",
+        ],
+    ),
+    (
         "truncated_safetensors",
         Stage::Import,
         ST,

@@ -43,6 +43,19 @@ pub fn detect(path: &Path) -> Result<ModelFormat, FrontendError> {
         return Ok(ModelFormat::Gguf);
     }
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if ext == "bnx" {
+        // Artifacts are recognized by their magic before formats are detected: one that reaches
+        // here has a damaged or missing magic.
+        let first: Vec<String> = head.iter().take(4).map(|b| format!("{b:02x}")).collect();
+        return Err(FrontendError::format(
+            path,
+            format!(
+                "not a bitnetc artifact: a .bnx file starts with the magic BNX1 (42 4e 58 31), \
+                 this one with [{}]: it is damaged or not an artifact",
+                first.join(" ")
+            ),
+        ));
+    }
     let text = std::str::from_utf8(head).ok().map(str::trim_start);
     if ext == "bir" || text.is_some_and(|t| t.starts_with("func ") || t.starts_with(';')) {
         return Ok(ModelFormat::Bir);

@@ -205,9 +205,14 @@ pub(crate) fn parse_config(
         ));
     }
     let context = opts.context.unwrap_or(max_positions);
-    if context == 0 || context > max_positions {
+    if context == 0 {
+        return Err(err(
+            "a context of 0 tokens: the context (--context) must hold at least 1 token".into(),
+        ));
+    }
+    if context > max_positions {
         return Err(err(format!(
-            "a context of {context} tokens is outside 1..={max_positions} (max_position_embeddings): the prompt is too long or empty"
+            "a context of {context} tokens is more than the model's {max_positions} (max_position_embeddings)"
         )));
     }
     let tied = match cfg.get("tie_word_embeddings") {

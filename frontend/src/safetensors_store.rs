@@ -31,6 +31,69 @@ pub struct SafetensorsStore {
     tensors: BTreeMap<String, StTensorInfo>,
 }
 
+/// The bytes of one element of a safetensors dtype name, for the ones a header can declare.
+fn dtype_bytes(name: &str) -> Option<u64> {
+    Some(match name {
+        "BOOL" | "U8" | "I8" | "F8_E5M2" | "F8_E4M3" | "F8_E8M0" => 1,
+        "U16" | "I16" | "F16" | "BF16" => 2,
+        "U32" | "I32" | "F32" => 4,
+        "U64" | "I64" | "F64" => 8,
+        _ => return None,
+    })
+}
+
+/// Reads the JSON header of a safetensors file (`bytes`) and returns what is wrong with the first
+/// tensor, in data order, whose shape × dtype does not match the length of its `data_offsets`
+/// (an element count that overflows included); `None` when the header cannot be read that far or
+/// every tensor fits (the caller then reports the crate's own error).
+fn misfit_tensor(bytes: &[u8]) -> Option<String> {
+    let len = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let end = usize::try_from(len).ok()?.checked_add(8)?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(bytes.get(8..end)?).ok()?;
+    let mut entries: Vec<(u64, &String, &serde_json::Value)> = header
+        .iter()
+        .filter(|(name, _)| name.as_str() != "__metadata__")
+        .map(|(name, v)| {
+            let start = v["data_offsets"][0].as_u64().unwrap_or(0);
+            (start, name, v)
+        })
+        .collect();
+    entries.sort_by_key(|(start, name, _)| (*start, name.as_str()));
+    for (_, name, v) in entries {
+        let dtype = v["dtype"].as_str()?;
+        let shape: Vec<u64> = v["shape"]
+            .as_array()?
+            .iter()
+            .map(serde_json::Value::as_u64)
+            .collect::<Option<_>>()?;
+        let (start, stop) = (
+            v["data_offsets"][0].as_u64()?,
+            v["data_offsets"][1].as_u64()?,
+        );
+        let held = stop.checked_sub(start);
+        let needed = shape
+            .iter()
+            .try_fold(1u64, |n, &d| n.checked_mul(d))
+            .and_then(|n| n.checked_mul(dtype_bytes(dtype)?));
+        match (needed, held) {
+            (Some(n), Some(h)) if n == h => {}
+            (None, _) => {
+                return Some(format!(
+                    "tensor \"{name}\": shape {shape:?} of {dtype} has more bytes than a 64-bit size holds"
+                ));
+            }
+            (Some(n), _) => {
+                return Some(format!(
+                    "tensor \"{name}\": shape {shape:?} of {dtype} needs {n} bytes, its data_offsets [{start}, {stop}] hold {}",
+                    held.map_or_else(|| "a negative length".into(), |h| h.to_string())
+                ));
+            }
+        }
+    }
+    None
+}
+
 fn elem_of(dtype: Dtype) -> Option<ElemType> {
     Some(match dtype {
         Dtype::F32 => ElemType::F32,
@@ -77,6 +140,11 @@ impl SafetensorsStore {
                 ),
                 _ => String::new(),
             };
+            // The crate's size and offset errors may name the tensor after the wrong one: name the
+            // first tensor whose declared shape does not fit its data offsets, when one does not.
+            if let Some(wrong) = misfit_tensor(&map) {
+                return FrontendError::format(path, format!("not a valid safetensors file: {wrong}"));
+            }
             FrontendError::format(path, format!("not a valid safetensors file: {e}{hint}"))
         })?;
         let header_len = map

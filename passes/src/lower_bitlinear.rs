@@ -423,12 +423,12 @@ fn lower_function(f: &mut Function, cx: &mut PassContext) -> Result<bool, PassEr
     let runner = runner.run(&crate::rules::bitlinear::all());
     let mut egraph = runner.egraph;
     cx.notes.push(format!(
-        "lower-bitlinear @{}: e-graph {} nodes / {} classes after {} iteration(s), stop reason: {:?}",
+        "lower-bitlinear @{}: e-graph {} nodes / {} classes after {} iteration(s), stopped: {}",
         f.name,
         egraph.total_number_of_nodes(),
         egraph.number_of_classes(),
         runner.iterations.len(),
-        runner.stop_reason
+        stop_reason_text(runner.stop_reason.as_ref())
     ));
     // Candidate roots: every value, from the last op back, so an outer multiply is lowered before
     // the matmul inside it (which then becomes dead).
@@ -845,4 +845,16 @@ fn act_quant_after(
         b.ops.insert(pos, new_op);
     }
     (results[0], results[1])
+}
+
+/// Why the e-graph runner stopped, in words (the note `opt --explain` prints).
+fn stop_reason_text(reason: Option<&egg::StopReason>) -> String {
+    match reason {
+        None => "not run".into(),
+        Some(egg::StopReason::Saturated) => "saturated (every rewrite applied)".into(),
+        Some(egg::StopReason::IterationLimit(n)) => format!("iteration limit ({n})"),
+        Some(egg::StopReason::NodeLimit(n)) => format!("node limit ({n} nodes)"),
+        Some(egg::StopReason::TimeLimit(s)) => format!("time limit ({s:.1} s)"),
+        Some(egg::StopReason::Other(why)) => why.clone(),
+    }
 }

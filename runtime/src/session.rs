@@ -167,6 +167,7 @@ impl Session {
         params: &GenerateParams,
         on_token: &mut dyn FnMut(Option<u32>, &str),
     ) -> Result<Generation, RuntimeError> {
+        check_stops(params, self.exec.program().vocab)?;
         let mut generator = Generator::new(params, self.tokenizer.as_ref())?;
         let context = self.context() as usize;
         let prompt_tokens = self.tokens.len() - self.fed + prompt.len();
@@ -223,6 +224,22 @@ impl Session {
             decode,
         })
     }
+}
+
+/// Refuses stop conditions that cannot mean what the caller wants: an empty stop string (it
+/// would match before any text) and a stop token outside the vocabulary (it could never come).
+fn check_stops(params: &GenerateParams, vocab: u64) -> Result<(), RuntimeError> {
+    if params.stop_strings.iter().any(String::is_empty) {
+        return Err(RuntimeError::Sampling(
+            "an empty stop string: give the text to stop at".into(),
+        ));
+    }
+    if let Some(t) = params.stop_tokens.iter().find(|&&t| u64::from(t) >= vocab) {
+        return Err(RuntimeError::Sampling(format!(
+            "stop token {t} is outside the vocabulary (ids 0..{vocab})"
+        )));
+    }
+    Ok(())
 }
 
 /// Feeds every token of `tokens` not yet in the cache (`fed` of them are); returns the logits of the

@@ -30,7 +30,7 @@ pub struct BenchArgs {
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(bitnet_frontend::synth::PRESETS.iter().copied()))]
     pub preset: Option<String>,
     /// Threads (default: every core).
-    #[arg(long)]
+    #[arg(long, value_parser = super::flags::threads)]
     pub threads: Option<usize>,
     /// Prompt length for the prefill measurement.
     #[arg(long, default_value_t = 128)]

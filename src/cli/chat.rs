@@ -37,7 +37,7 @@ pub struct ChatArgs {
     #[arg(long)]
     pub json: bool,
     /// Threads (default: every core).
-    #[arg(long)]
+    #[arg(long, value_parser = super::flags::threads)]
     pub threads: Option<usize>,
     /// The longest context in tokens (default: the model's limit; fixed for artifacts).
     #[arg(long)]
@@ -142,7 +142,7 @@ pub fn run(args: &ChatArgs, audit: &mut serde_json::Value) -> Result<ExitCode> {
             Ok(reply) => messages.push(Message::assistant(&reply)),
             Err(e) => {
                 // The conversation goes on without the message that failed.
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", super::message::one_line(&e));
                 messages.pop();
             }
         }

@@ -73,6 +73,23 @@ impl PrecisionArgs {
     }
 }
 
+/// Parses `--threads`: at least 1; more than this machine's cores is capped at the core count
+/// with a warning (extra workers would only take turns on the same cores).
+pub fn threads(value: &str) -> Result<usize, String> {
+    let n: usize = value
+        .parse()
+        .map_err(|_| format!("'{value}' is not a whole number of threads"))?;
+    if n == 0 {
+        return Err("0 threads: give at least 1".into());
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    if n > cores {
+        eprintln!("warning: --threads {n} is more than the {cores} cores here; using {cores}");
+        return Ok(cores);
+    }
+    Ok(n)
+}
+
 /// How the next token is chosen.
 #[derive(clap::Args, Clone, Debug)]
 pub struct SamplingArgs {
@@ -80,16 +97,16 @@ pub struct SamplingArgs {
     #[arg(long, conflicts_with = "temperature")]
     pub greedy: bool,
     /// Sample with this temperature (0 is greedy).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub temperature: Option<f32>,
     /// Sample from the K most likely tokens only (0: all).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub top_k: usize,
     /// Sample from the most likely tokens that together reach this probability (1: all).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub top_p: f32,
     /// CTRL repetition penalty (1: none).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub repetition_penalty: f32,
     /// The random seed for sampling.
     #[arg(long, default_value_t = 0)]

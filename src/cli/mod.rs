@@ -1,7 +1,7 @@
 //! The commands of the `bitnetc` binary, one module per command (its clap arguments, its body and
 //! its audit record), and the pieces several commands share: reading `.bir` files with diagnostics
 //! (`bir_file`), writing outputs (`output`), flag parsers (`flags`), the progress spinner
-//! (`progress`), the audit log (`audit_log`), the `--preset` checkpoints (`preset`) and the binary's
+//! (`progress`), errors as one line (`message`), the audit log (`audit_log`), the `--preset` checkpoints (`preset`) and the binary's
 //! counting allocator (`alloc_count`).
 
 pub mod alloc_count;
@@ -19,6 +19,7 @@ pub mod flags;
 pub mod import;
 pub mod inspect;
 pub mod logits;
+pub mod message;
 pub mod opt;
 pub mod output;
 pub mod plan;

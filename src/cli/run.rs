@@ -49,7 +49,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub json: bool,
     /// Threads (default: every core).
-    #[arg(long)]
+    #[arg(long, value_parser = super::flags::threads)]
     pub threads: Option<usize>,
     /// The longest context in tokens (default: the model's limit; fixed for artifacts).
     #[arg(long)]
@@ -238,6 +238,13 @@ fn summary(out: &Generation) -> String {
         StopReason::StopString(s) => format!("stop string {s:?}"),
         StopReason::ContextFull => "a full context (raise --context)".to_string(),
     };
+    if out.tokens.is_empty() {
+        // Nothing was generated, so there is no first-token time to report.
+        return format!(
+            "; {} prompt + 0 new tokens; stopped at {stop}",
+            out.prompt_tokens
+        );
+    }
     format!(
         "; {} prompt + {} new tokens; first token after {:.1} ms{speed}; stopped at {stop}",
         out.prompt_tokens,

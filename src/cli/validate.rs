@@ -49,7 +49,7 @@ pub struct ValidateArgs {
     #[arg(long, default_value_t = 2)]
     pub repeat: usize,
     /// Threads (default: every core).
-    #[arg(long)]
+    #[arg(long, value_parser = super::flags::threads)]
     pub threads: Option<usize>,
     /// Print the report as JSON instead of a table.
     #[arg(long)]

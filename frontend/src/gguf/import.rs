@@ -248,9 +248,14 @@ pub fn import_gguf(path: &Path, opts: &ImportOptions) -> Result<ImportedModel, F
     }
     let max_positions = size("context_length")?;
     let context = opts.context.unwrap_or(max_positions);
-    if context == 0 || context > max_positions {
+    if context == 0 {
+        return Err(err(
+            "a context of 0 tokens: the context (--context) must hold at least 1 token".into(),
+        ));
+    }
+    if context > max_positions {
         return Err(err(format!(
-            "a context of {context} tokens is outside 1..={max_positions} ({}): the prompt is too long or empty",
+            "a context of {context} tokens is more than the model's {max_positions} ({})",
             key("context_length")
         )));
     }

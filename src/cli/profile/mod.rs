@@ -35,7 +35,7 @@ pub struct ProfileArgs {
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(bitnet_frontend::synth::PRESETS.iter().copied()))]
     pub preset: Option<String>,
     /// Threads (default: every core).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::flags::threads)]
     pub threads: Option<usize>,
     /// Tokens of the profiled prefill.
     #[arg(long, default_value_t = 64)]

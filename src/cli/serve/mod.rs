@@ -45,7 +45,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "KEY")]
     pub api_key: Option<String>,
     /// Threads for the model steps (default: every core).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::flags::threads)]
     pub threads: Option<usize>,
     /// The longest context of each slot, in tokens (default: the model's limit; fixed for
     /// artifacts).
