@@ -43,6 +43,13 @@ pub fn detect(path: &Path) -> Result<ModelFormat, FrontendError> {
         return Ok(ModelFormat::Gguf);
     }
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if head.starts_with(b"BNX1") {
+        return Err(FrontendError::format(
+            path,
+            "a compiled bitnetc artifact (.bnx), not a model: this command reads models (a Hugging \
+             Face folder, a .gguf, an .onnx or a .bir file); `bitnetc run` and `bench` run artifacts",
+        ));
+    }
     if ext == "bnx" {
         // Artifacts are recognized by their magic before formats are detected: one that reaches
         // here has a damaged or missing magic.
