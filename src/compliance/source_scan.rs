@@ -18,6 +18,7 @@ const LIBRARY_SOURCES: &[&str] = &[
     "backends/src",
     "runtime/src",
     "serve/src",
+    "capi/src",
     "src",
 ];
 
