@@ -105,6 +105,10 @@ for t in "${targets[@]}"; do
   eps=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
   new_units=$(sed -n 's/^stat::new_units_added: *//p' "$log" | tail -1)
   rss=$(sed -n 's/^stat::peak_rss_mb: *//p' "$log" | tail -1)
+  # libFuzzer's figure is whole executions per whole second (0 for a run under a second).
+  if [ -n "$execs" ] && [ "${eps:-0}" = 0 ]; then
+    eps=$(awk -v n="$execs" -v s="$wall" 'BEGIN { if (s > 0) printf "%d", n / s; else print 0 }')
+  fi
   last=$(grep -E '^#[0-9]+.*cov: ' "$log" | tail -1 || true)
   cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
   ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
