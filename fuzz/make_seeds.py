@@ -1,20 +1,21 @@
 #!/usr/bin/env python3
 """Regenerates fuzz/seeds/<target>/: small valid (and a few malformed) inputs for each fuzz target.
 
-Run from anywhere: `python3 fuzz/make_seeds.py`. Needs numpy, gguf and safetensors (pip). Copies
-tests/malformed/gguf, tests/malformed/onnx, tests/filetests/**/*.bir, a selection of the ONNX node
-models and the hf-tiny config.json files; writes tiny GGUF, safetensors and .npy files. Every seed is
-under 50 KB.
+Run from anywhere: `python3 fuzz/make_seeds.py [TARGET...]` (default: every target; only the named
+targets' folders are rewritten). gguf, safetensors and npy need numpy, gguf and safetensors (pip);
+the others need only Python. Copies tests/malformed/gguf, tests/malformed/onnx,
+tests/filetests/**/*.bir, a selection of the ONNX node models, the hf-tiny config.json files and the
+chat templates of tests/fixtures/chat; writes tiny GGUF, safetensors, .npy and .bnx files. Every seed
+is under 50 KB.
 """
 import glob
+import hashlib
 import io
+import json
 import os
 import shutil
-
-import gguf
-import numpy as np
-from gguf import GGMLQuantizationType as Q
-from safetensors.numpy import save as st_save
+import struct
+import sys
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 SEEDS = os.path.join(ROOT, "fuzz", "seeds")
@@ -35,6 +36,7 @@ def copy(target, src, name=None):
 
 
 def gguf_bytes(arch, tensors, tokenizer=True, extra=None):
+    import gguf
     os.makedirs(SEEDS, exist_ok=True)
     path = os.path.join(SEEDS, ".tmp.gguf")
     w = gguf.GGUFWriter(path, arch)
@@ -71,6 +73,9 @@ def gguf_bytes(arch, tensors, tokenizer=True, extra=None):
 
 
 def make_gguf():
+    import gguf
+    import numpy as np
+    from gguf import GGMLQuantizationType as Q
     rng = np.random.default_rng(0)
     f = rng.standard_normal((2, 32)).astype(np.float32)
     tern = (rng.integers(-1, 2, (1, 256)) * 0.25).astype(np.float32)
@@ -97,6 +102,8 @@ def make_gguf():
 
 
 def make_safetensors():
+    import numpy as np
+    from safetensors.numpy import save as st_save
     rng = np.random.default_rng(1)
     out("safetensors", "dtypes.safetensors", st_save({
         "f32": rng.standard_normal((2, 3)).astype(np.float32),
@@ -113,6 +120,7 @@ def make_safetensors():
 
 
 def make_npy():
+    import numpy as np
     rng = np.random.default_rng(2)
     arrays = {
         "f32": rng.standard_normal((2, 3)).astype(np.float32),
@@ -158,7 +166,6 @@ HF_VARIANTS = {
 
 
 def make_hf():
-    import json
     for v in ["packed", "packed_bitlinear", "online"]:
         copy("hf_config", os.path.join(ROOT, "tests/fixtures/hf-tiny", v, "config.json"), f"{v}.json")
     with open(os.path.join(ROOT, "tests/fixtures/hf-tiny/packed/config.json")) as f:
@@ -193,15 +200,158 @@ def make_onnx():
         copy("onnx", p, "malformed_" + os.path.basename(p))
 
 
+def bnx_manifest(sections, weights_bytes, weights_index):
+    """A manifest as `bitnetc compile` writes it (runtime/src/artifact.rs `Manifest`), small."""
+    buf = lambda b, o, r: {"bytes": b, "offset": o, "region": r}
+    return {
+        "compiler": "bitnetc 0.1.0",
+        "flags": {"opt_level": "speed"},
+        "format_version": 1,
+        "imports": [{"slot": "__bitnetc_import_expf", "symbol": "bitnetc_expf"}],
+        "inputs": [{"bytes": 768, "name": "config.json", "sha256": "0" * 64}],
+        "ir_sha256": "1" * 64,
+        "kernels": [{"kind": "rms_norm", "symbol": "k0"}, {"kind": "matmul", "symbol": "k1"}],
+        "launches": [
+            {"bufs": [buf(64, 0, "arena"), buf(16, 0, "weights")], "kernel": 0, "label": "norm",
+             "rows": {"per_token": 1}, "last_token": [64, 0]},
+            {"bufs": [buf(64, 0, "arena"), buf(32, 64, "kv")], "kernel": 1, "label": "mm",
+             "rows": {"static": 2}, "per_sequence": [64, 32],
+             "cuda": {"block": 128, "rows_per_block": 4, "shared_bytes": 0}},
+        ],
+        "memory": {"arena_bytes": 128, "buffers": 2, "constant_bytes": 0, "kv_bytes": 96,
+                   "kv_slots": 1, "lower_bound_bytes": 64, "naive_bytes": 128, "schedule_length": 2},
+        "passes": ["fold", "fuse"],
+        "program": {"arena_bytes": 128, "batchable": True, "context": 4, "kv_bytes": 96,
+                    "logits": buf(32, 64, "arena"), "tokens": buf(8, 0, "arena"), "vocab": 8,
+                    "weights_bytes": weights_bytes},
+        "sections": sections,
+        "target": {"arch": "x86_64", "features": ["sse2", "avx2"], "isa_flags": {"has_avx2": "true"},
+                   "os": "linux", "triple": "x86_64-unknown-linux-gnu"},
+        "weights": weights_index,
+    }
+
+
+def bnx_bytes(sections, weights_index=None, version=1, manifest_change=None):
+    """An artifact laid out as `artifact::encode` lays it out: header, pretty JSON manifest, sections
+    at 64-byte aligned offsets from the data start. `manifest_change` edits the manifest after the
+    layout is fixed (the sections stay where the unchanged manifest puts them)."""
+    align = lambda n: (n + 63) // 64 * 64
+    entries, offset = [], 0
+    for name, data in sections:
+        entries.append({"bytes": len(data), "name": name, "offset": offset,
+                        "sha256": hashlib.sha256(data).hexdigest()})
+        offset = align(offset + len(data))
+    weights = dict(sections).get("weights", b"")
+    m = bnx_manifest([dict(e) for e in entries], len(weights), weights_index or {})
+    m["format_version"] = version
+    if manifest_change:
+        manifest_change(m)
+    js = json.dumps(m, indent=2, sort_keys=True).encode()
+    out = bytearray(b"BNX1" + struct.pack("<IQ", version, len(js)) + hashlib.sha256(js).digest() + js)
+    start = align(len(out))
+    for e, (_, data) in zip(entries, sections):
+        at = start + e["offset"]
+        out.extend(b"\0" * (at - len(out)))
+        out.extend(data)
+    return bytes(out)
+
+
+def make_bnx():
+    with open(os.path.join(ROOT, "tests/filetests/eval/binary.bir"), "rb") as f:
+        ir = f.read()
+    weights = bytes(range(48))
+    index = {"w": {"bytes": 32, "elem": "f32", "offset": 0, "shape": [2, 4]},
+             "t": {"bytes": 16, "elem": "u8", "layout": "pairs8", "offset": 32, "shape": [1, 64]}}
+    chat = {"bos": "as_written", "bos_token": "<s>", "eos_token": None, "origin": "tokenizer_config.json",
+            "source": "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"}
+    tokenizer = json.dumps({"version": "1.0", "added_tokens": [], "normalizer": None,
+                            "pre_tokenizer": None, "post_processor": None, "decoder": None,
+                            "model": {"type": "WordLevel", "vocab": {"a": 0, "b": 1, "<unk>": 2},
+                                      "unk_token": "<unk>"}}).encode()
+    full = [("code", b"\x7fELF\x02\x01\x01" + bytes(57)), ("weights", weights),
+            ("tokenizer", tokenizer), ("tokenizer_special", b'{"bos":null,"eos":[1]}'),
+            ("chat_template", json.dumps(chat).encode()), ("ir", ir)]
+    out("bnx", "full.bnx", bnx_bytes(full, index))
+    out("bnx", "minimal.bnx", bnx_bytes([("code", b""), ("weights", b"")]))
+    out("bnx", "no_sections.bnx", bnx_bytes([]))
+    # Malformed: each must be refused with an error.
+    good = bnx_bytes(full, index)
+    out("bnx", "bad_magic.bnx", b"BNX0" + good[4:])
+    out("bnx", "v2_header.bnx", bnx_bytes(full, index, version=2))
+    out("bnx", "truncated_header.bnx", good[:20])
+    out("bnx", "truncated_manifest.bnx", good[:200])
+    out("bnx", "truncated_section.bnx", good[:-10])
+    flipped = bytearray(good)
+    flipped[60] ^= 1
+    out("bnx", "manifest_hash.bnx", bytes(flipped))
+    flipped = bytearray(good)
+    flipped[-1] ^= 1
+    out("bnx", "section_hash.bnx", bytes(flipped))
+    out("bnx", "huge_manifest_len.bnx", good[:8] + struct.pack("<Q", 2**64 - 1) + good[16:])
+
+    def misalign(m):
+        m["sections"][1]["offset"] += 1
+    out("bnx", "misaligned_section.bnx", bnx_bytes(full, index, manifest_change=misalign))
+
+    def huge(m):
+        m["sections"][1]["offset"] = 2**64 - 64
+        m["sections"][1]["bytes"] = 2**64 - 1
+    out("bnx", "huge_section.bnx", bnx_bytes(full, index, manifest_change=huge))
+
+    def duplicate(m):
+        m["sections"][2]["name"] = "code"
+    out("bnx", "duplicate_section.bnx", bnx_bytes(full, index, manifest_change=duplicate))
+
+    def outside(m):
+        m["weights"]["w"]["offset"] = 2**64 - 8
+    out("bnx", "weight_outside.bnx", bnx_bytes(full, index, manifest_change=outside))
+
+    def not_json(m):
+        m["program"]["vocab"] = -1
+    out("bnx", "manifest_field.bnx", bnx_bytes(full, index, manifest_change=not_json))
+    out("bnx", "empty.bnx", b"")
+
+
+def make_chat_template():
+    for d in ["tests/fixtures/chat/templates", "tests/fixtures/chat/llama_cpp"]:
+        for p in sorted(glob.glob(os.path.join(ROOT, d, "*.jinja"))):
+            copy("chat_template", p)
+    with open(os.path.join(ROOT, "tests/fixtures/chat/parity.json")) as f:
+        parity = json.load(f)
+    seen = set()
+    for case in parity["cases"]:
+        src = case.get("template") if isinstance(case, dict) else None
+        if isinstance(src, str) and src not in seen:
+            seen.add(src)
+            out("chat_template", f"parity_{len(seen)}.jinja", src.encode())
+    # Small templates that exercise the dialect: loop controls, macros, tojson, strftime_now,
+    # raise_exception, generation blocks, Python string methods.
+    small = {
+        "dialect.jinja": "{% macro m(x) %}[{{ x | tojson(indent=2) }}]{% endmacro %}"
+        "{% for msg in messages %}{% if loop.index0 > 5 %}{% break %}{% endif %}"
+        "{{ m(msg) }}{{ msg.content.strip().upper().split(' ') | join('_') }}{% endfor %}"
+        "{% generation %}{{ strftime_now('%Y-%m-%d %H:%M') }}{% endgeneration %}"
+        "{% if not add_generation_prompt %}{{ raise_exception('no prompt') }}{% endif %}",
+        "namespace.jinja": "{% set ns = namespace(n=0) %}{% for m in messages %}"
+        "{% set ns.n = ns.n + 1 %}{{ m.role[0] }}{% endfor %}{{ ns.n }}{{ bos_token }}",
+        "empty.jinja": "",
+    }
+    for name, src in small.items():
+        out("chat_template", name, src.encode())
+
+
+MAKERS = {"gguf": make_gguf, "safetensors": make_safetensors, "npy": make_npy, "hf_config": make_hf,
+          "bir": make_bir, "onnx": make_onnx, "bnx": make_bnx, "chat_template": make_chat_template}
+
+
 if __name__ == "__main__":
-    shutil.rmtree(SEEDS, ignore_errors=True)
-    make_gguf()
-    make_safetensors()
-    make_npy()
-    make_hf()
-    make_bir()
-    make_onnx()
-    for t in sorted(os.listdir(SEEDS)):
+    targets = sys.argv[1:] or list(MAKERS)
+    for t in targets:
+        if t not in MAKERS:
+            sys.exit(f"unknown target {t!r} (known: {', '.join(MAKERS)})")
+        shutil.rmtree(os.path.join(SEEDS, t), ignore_errors=True)
+        MAKERS[t]()
+    for t in sorted(targets):
         files = os.listdir(os.path.join(SEEDS, t))
         size = sum(os.path.getsize(os.path.join(SEEDS, t, f)) for f in files)
         print(f"{t}: {len(files)} files, {size} bytes")
