@@ -174,7 +174,7 @@ fn npy_header_length_and_shape() {
     // A valid version-2 header (u32 length at 8), then the same with hostile lengths and shapes.
     let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }";
     let mut pad = header.to_string();
-    while (12 + pad.len() + 1) % 64 != 0 {
+    while !(12 + pad.len() + 1).is_multiple_of(64) {
         pad.push(' ');
     }
     pad.push('\n');
@@ -191,7 +191,7 @@ fn npy_header_length_and_shape() {
     for dim in [u64::MAX - 7, u64::from(u32::MAX), 3] {
         let h = header.replace("(2,)", &format!("({dim},)"));
         let mut p = h.clone();
-        while (12 + p.len() + 1) % 64 != 0 {
+        while !(12 + p.len() + 1).is_multiple_of(64) {
             p.push(' ');
         }
         p.push('\n');
