@@ -359,3 +359,54 @@ fn cli_synth_then_inspect() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("2b4t"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A synth killed (SIGKILL) at any moment leaves nothing at its folder or the whole checkpoint,
+/// never a part of one; the next synth to the folder works and removes the staging folder the
+/// killed one left.
+#[test]
+fn a_killed_synth_never_leaves_a_partial_checkpoint() {
+    let root = support::Scratch::create("synth-killed");
+    let reference = root.join("reference");
+    let start = std::time::Instant::now();
+    let o = bitnetc(&[
+        "synth",
+        "--preset",
+        "tiny",
+        "-o",
+        reference.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let whole = start.elapsed();
+    let expected = files(&reference);
+    let out = root.join("model");
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    for _ in 0..10 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let delay = whole.mul_f64((rng % 1000) as f64 / 1000.0 * 1.2);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bitnetc"))
+            .args(["synth", "--preset", "tiny", "-o", out.to_str().unwrap()])
+            .env("BITNETC_AUDIT_LOG", "off")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        let _ = child.wait();
+        if out.exists() {
+            assert_eq!(files(&out), expected, "a partial or different checkpoint");
+            std::fs::remove_dir_all(&out).unwrap();
+        }
+    }
+    let o = bitnetc(&["synth", "--preset", "tiny", "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(files(&out), expected);
+    let mut left: Vec<String> = std::fs::read_dir(&*root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["model", "reference"], "staging folders left behind");
+}

@@ -11,7 +11,10 @@ cc=${CC:-cc}
 prompt="Return a new sorted list from the items in iterable."
 n=16
 
-cargo build --locked -p bitnetc-capi -p bitnetc --bin bitnetc
+# Two builds: target flags apply to every package named, so `-p bitnetc-capi --bin bitnetc` would
+# not build (nor place) the library.
+cargo build --locked -p bitnetc-capi --lib
+cargo build --locked -p bitnetc --bin bitnetc
 work="$target/c-example"
 rm -rf "$work"
 mkdir -p "$work"

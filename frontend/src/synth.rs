@@ -434,11 +434,14 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<(), FrontendError> {
         .create_new(true)
         .open(path)
         .map_err(io)?;
-    f.write_all(bytes).map_err(io)
+    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io)
 }
 
 /// Writes `preset`'s checkpoint, drawn from `seed`, into `dir`: the folder is created (with its
-/// parents) or must be empty; nothing is ever overwritten.
+/// parents) or must be empty; nothing is ever overwritten. The files are written into a staging
+/// folder beside `dir` (`.NAME.PID.partial`), flushed to disk, and the folder is then renamed to
+/// `dir`, so `dir` never holds a part of a checkpoint: a killed process leaves only the staging
+/// folder, which the next synth beside it removes (when its process is gone).
 pub fn write_checkpoint(
     preset: &Preset,
     dir: &Path,
@@ -460,11 +463,68 @@ pub fn write_checkpoint(
                 ));
             }
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir).map_err(io(dir))?;
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io(dir)(e)),
     }
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| FrontendError::format(dir, "not a folder name"))?;
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(io(&parent))?;
+    remove_stale_staging(&parent, &name);
+    let staging = parent.join(format!(".{name}.{}.partial", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir(&staging).map_err(io(&staging))?;
+    let written = write_files(preset, &staging, seed).and_then(|()| {
+        // An empty `dir` is replaced by the rename (POSIX allows it for an empty folder).
+        std::fs::rename(&staging, dir).map_err(io(dir))
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    written?;
+    if let Ok(d) = std::fs::File::open(&parent) {
+        // Best effort: the folder is in place; a parent that cannot be synced loses nothing.
+        let _ = d.sync_all();
+    }
+    Ok(summary(preset))
+}
+
+/// Removes `.NAME.PID.partial` staging folders in `parent` whose process is gone (Linux: no
+/// `/proc/PID`), left by a synth killed while writing `NAME`.
+fn remove_stale_staging(parent: &Path, name: &str) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    let prefix = format!(".{name}.");
+    for e in entries.filter_map(Result::ok) {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = file
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(".partial"))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// Writes the checkpoint's files into the (new, empty) folder `dir`, each flushed to disk.
+fn write_files(preset: &Preset, dir: &Path, seed: u64) -> Result<(), FrontendError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| FrontendError::Io { path, source }
+    };
     let config = serde_json::json!({
         "architectures": ["BitNetForCausalLM"],
         "attention_bias": false,
@@ -522,8 +582,9 @@ pub fn write_checkpoint(
     for t in &table {
         write_tensor(&mut w, t, seed).map_err(io(&path))?;
     }
-    w.flush().map_err(io(&path))?;
-    Ok(summary(preset))
+    let file = w.into_inner().map_err(|e| io(&path)(e.into_error()))?;
+    file.sync_all().map_err(io(&path))?;
+    Ok(())
 }
 
 #[cfg(test)]
