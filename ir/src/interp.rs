@@ -99,6 +99,55 @@ pub fn run_function(
     inputs: &[Tensor],
     weights: &dyn WeightStore,
 ) -> Result<Vec<Tensor>, IrError> {
+    let env = evaluate(f, inputs, weights)?;
+    returned(f, inputs, &env)
+}
+
+/// The values `f` returns, from the values `evaluate` computed.
+pub fn returned(
+    f: &Function,
+    inputs: &[Tensor],
+    env: &[Option<Tensor>],
+) -> Result<Vec<Tensor>, IrError> {
+    // A value may be returned more than once (passes merge equal values), so results are cloned.
+    f.returns
+        .iter()
+        .map(|v| {
+            env.get(v.index())
+                .cloned()
+                .flatten()
+                .or_else(|| match f.value(*v).def {
+                    ValueDef::Arg(i) => inputs.get(i as usize).cloned(),
+                    ValueDef::OpResult { .. } | ValueDef::Undefined => None,
+                })
+                .ok_or_else(|| IrError::Eval {
+                    op: "return",
+                    at: "return".into(),
+                    message: "a returned value has no value".into(),
+                })
+        })
+        .collect()
+}
+
+/// Where op `op` of `f` is, for messages: its line, else its first result's name.
+pub fn op_location(f: &Function, op: &crate::module::Operation) -> String {
+    let names = crate::text::printer::Names::new(f);
+    match op.loc {
+        Some(l) => format!("line {}", l.line),
+        None => match op.results.first() {
+            Some(r) => format!("result %{}", names.get(*r)),
+            None => "no location".to_string(),
+        },
+    }
+}
+
+/// Runs `f` on `inputs` and keeps every value it computed, indexed by `ValueId` (arguments
+/// included): what a reverse sweep (`autodiff`) needs.
+pub fn evaluate(
+    f: &Function,
+    inputs: &[Tensor],
+    weights: &dyn WeightStore,
+) -> Result<Vec<Option<Tensor>>, IrError> {
     let diags = verify_function(f);
     if !diags.is_empty() {
         return Err(IrError::Invalid(diags));
@@ -175,21 +224,5 @@ pub fn run_function(
             env[r.index()] = Some(t);
         }
     }
-    // A value may be returned more than once (passes merge equal values), so results are cloned.
-    f.returns
-        .iter()
-        .map(|v| {
-            env[v.index()]
-                .clone()
-                .or_else(|| match f.value(*v).def {
-                    ValueDef::Arg(i) => inputs.get(i as usize).cloned(),
-                    ValueDef::OpResult { .. } | ValueDef::Undefined => None,
-                })
-                .ok_or_else(|| IrError::Eval {
-                    op: "return",
-                    at: "return".into(),
-                    message: "a returned value has no value".into(),
-                })
-        })
-        .collect()
+    Ok(env)
 }

@@ -4,9 +4,11 @@
 //! values are typed tensors whose dimensions are static or bounded symbols. Operations form a closed
 //! set (`ops::OpKind`): the `nn.*` dialect that importers produce and the `bit.*` ternary dialect that
 //! passes lower to. Three guarantees rest here: a deterministic text form (`text`), a verifier that finds
-//! every error (`verify`), and a reference interpreter that is the numerical oracle (`interp`).
+//! every error (`verify`), and a reference interpreter that is the numerical oracle (`interp`), whose
+//! reverse sweep (`autodiff`) differentiates a loss through every op's gradient rule.
 
 pub mod attr;
+pub mod autodiff;
 pub mod builder;
 pub mod diagnostic;
 pub mod error;

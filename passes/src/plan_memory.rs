@@ -145,7 +145,10 @@ pub fn bytes_of(f: &Function, ty: &TensorType) -> Result<u64, PassError> {
 
 /// Ops whose result is a view of their first operand (same bytes, no copy).
 fn is_view(kind: OpKind) -> bool {
-    matches!(kind, OpKind::Reshape | OpKind::Squeeze | OpKind::Unsqueeze)
+    matches!(
+        kind,
+        OpKind::Reshape | OpKind::Squeeze | OpKind::Unsqueeze | OpKind::StopGradient
+    )
 }
 
 /// Ops that may write their result over their first operand (elementwise or row by row) when that
@@ -200,7 +203,9 @@ fn may_write_in_place(kind: OpKind) -> bool {
         | OpKind::ActQuant
         | OpKind::TernaryMatmul
         | OpKind::RmsNormQuant
-        | OpKind::TernaryMatmulPacked => false,
+        | OpKind::TernaryMatmulPacked
+        | OpKind::StopGradient
+        | OpKind::CrossEntropy => false,
     }
 }
 

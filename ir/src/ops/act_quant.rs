@@ -88,3 +88,30 @@ pub fn eval(cx: &EvalCtx) -> EvalResult {
     let s = Tensor::new(sshape, Data::F32(scales)).ok_or("internal: act_quant scale shape")?;
     Ok(vec![q, s])
 }
+
+/// Gradient rule (the op's own math, not a straight-through estimator): `xq` is piecewise constant,
+/// so only the scale carries a gradient: `s = 127 / max(m, eps)` with `m = max_j |x_j|` gives
+/// `∂s/∂x_j = −s/m · sign(x_j)` at the element that holds the maximum (split among ties), when
+/// `m > eps`. Quantization-aware training states its estimator in the graph with `nn.stop_gradient`.
+pub fn vjp(cx: &super::VjpCtx) -> super::VjpResult {
+    let x = cx.input(0)?;
+    let eps = f64::from(cx.attrs.float_or("eps", DEFAULT_EPS) as f32);
+    let k = x.shape.last().copied().unwrap_or(1).max(1);
+    let v = x.data.to_f64();
+    let s = cx.output(1)?.data.to_f64();
+    let gs = cx.cotangent(1)?;
+    let mut gx = vec![0f64; v.len()];
+    for (r, (row, dst)) in v.chunks(k).zip(gx.chunks_mut(k)).enumerate() {
+        let m = row.iter().fold(0f64, |m, &a| m.max(a.abs()));
+        if m <= eps {
+            continue;
+        }
+        let ties = row.iter().filter(|a| a.abs() == m).count().max(1) as f64;
+        for (d, &a) in dst.iter_mut().zip(row) {
+            if a.abs() == m {
+                *d = gs[r] * -s[r] / m * a.signum() / ties;
+            }
+        }
+    }
+    Ok(vec![Some(gx)])
+}

@@ -171,3 +171,98 @@ pub fn eval(cx: &EvalCtx) -> EvalResult {
         mk(&vc.shape, vcache)?,
     ])
 }
+
+/// Gradient rule, in f64 over the updated caches `K`, `V` (rows `pos..pos+T` replaced by `k`, `v`):
+/// per query and head, with weights `w = softmax(s)`: `gV_j += w_j·go`, `gw_j = go·V_j`,
+/// `gs_j = w_j·(gw_j − Σ_i w_i·gw_i)`, `gq += scale·Σ_j gs_j·K_j`, `gK_j += scale·gs_j·q`. The
+/// cotangents of the updated caches (results 1 and 2) add to `gK` and `gV`; rows `pos..pos+T` of
+/// the sums go to `k` and `v`, the other rows to the cache operands (the replaced rows of the old
+/// caches get none). None for the position.
+pub fn vjp(cx: &super::VjpCtx) -> super::VjpResult {
+    let (q, k, kc) = (cx.input(0)?, cx.input(1)?, cx.input(3)?);
+    let p0 = cx
+        .input(5)?
+        .data
+        .to_i64()
+        .first()
+        .copied()
+        .ok_or("empty position tensor")?;
+    let pos = usize::try_from(p0).map_err(|_| format!("the position is negative ({p0})"))?;
+    let heads = cx.attrs.int_or("heads", 1).max(1) as usize;
+    let kv_heads = cx.attrs.int_or("kv_heads", 1).max(1) as usize;
+    let (t_len, qw) = (q.shape[0], q.shape[1]);
+    let d = qw / heads;
+    let kvw = d * kv_heads;
+    let ctx = kc.shape[0];
+    if pos.checked_add(t_len).is_none_or(|end| end > ctx) || k.shape[0] != t_len {
+        return Err(format!(
+            "context overflow: position {pos} + {t_len} tokens exceeds the cache length {ctx}"
+        ));
+    }
+    let scale = cx.attrs.float("scale").unwrap_or(1.0 / (d as f64).sqrt());
+    let kcache = cx.output(1)?.data.to_f64();
+    let vcache = cx.output(2)?.data.to_f64();
+    let qv = q.data.to_f64();
+    let go = cx.cotangent(0)?;
+    let mut gq = vec![0f64; qv.len()];
+    let mut gk = cx.cotangent(1)?.into_owned();
+    let mut gv = cx.cotangent(2)?.into_owned();
+    let group = heads / kv_heads;
+    let mut w = Vec::with_capacity(ctx);
+    let mut gw = Vec::with_capacity(ctx);
+    for t in 0..t_len {
+        let p = pos + t;
+        for h in 0..heads {
+            let g = h / group;
+            let qo = t * qw + h * d;
+            let qrow = &qv[qo..qo + d];
+            let grow = &go[qo..qo + d];
+            w.clear();
+            for j in 0..=p {
+                let krow = &kcache[j * kvw + g * d..j * kvw + g * d + d];
+                let dot: f64 = qrow.iter().zip(krow).map(|(a, b)| a * b).sum();
+                w.push(dot * scale);
+            }
+            let m = w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let sum: f64 = w.iter().map(|s| (s - m).exp()).sum();
+            for s in w.iter_mut() {
+                *s = (*s - m).exp() / sum;
+            }
+            gw.clear();
+            for (j, &wj) in w.iter().enumerate() {
+                let vo = j * kvw + g * d;
+                gw.push(
+                    grow.iter()
+                        .zip(&vcache[vo..vo + d])
+                        .map(|(a, b)| a * b)
+                        .sum::<f64>(),
+                );
+                for c in 0..d {
+                    gv[vo + c] += wj * grow[c];
+                }
+            }
+            let mix: f64 = w.iter().zip(&gw).map(|(a, b)| a * b).sum();
+            for (j, (&wj, &gwj)) in w.iter().zip(&gw).enumerate() {
+                let gs = wj * (gwj - mix) * scale;
+                let ko = j * kvw + g * d;
+                for c in 0..d {
+                    gq[qo + c] += gs * kcache[ko + c];
+                    gk[ko + c] += gs * qrow[c];
+                }
+            }
+        }
+    }
+    let rows = pos * kvw..(pos + t_len) * kvw;
+    let g_knew = gk[rows.clone()].to_vec();
+    let g_vnew = gv[rows.clone()].to_vec();
+    gk[rows.clone()].fill(0.0);
+    gv[rows].fill(0.0);
+    Ok(vec![
+        Some(gq),
+        Some(g_knew),
+        Some(g_vnew),
+        Some(gk),
+        Some(gv),
+        None,
+    ])
+}

@@ -170,3 +170,53 @@ pub fn eval(op: BinaryOp, cx: &EvalCtx) -> EvalResult {
     };
     one(out_shape, data)
 }
+
+/// Gradient rule: `∂(x+y) = (g, g)`, `∂(x−y) = (g, −g)`, `∂(x·y) = (g·y, g·x)`,
+/// `∂(x/y) = (g/y, −g·x/y²)`, `∂(xʸ) = (g·y·xʸ⁻¹, g·xʸ·ln x)` (no gradient to an integer exponent);
+/// max and min send `g` to the operand they chose, half to each on a tie (as torch does); equal has
+/// none. Broadcast operands get the cotangent summed over the broadcast axes.
+pub fn vjp(op: BinaryOp, cx: &super::VjpCtx) -> super::VjpResult {
+    use super::grad::{if_float, unbroadcast};
+    let (a, b) = (cx.input(0)?, cx.input(1)?);
+    if op == BinaryOp::Equal || !a.elem().is_float() {
+        return Ok(vec![None, None]);
+    }
+    let out = cx.output(0)?;
+    let g = cx.cotangent(0)?;
+    let ma = broadcast_index_map(&out.shape, &a.shape);
+    let mb = broadcast_index_map(&out.shape, &b.shape);
+    let (x, y, z) = (a.data.to_f64(), b.data.to_f64(), out.data.to_f64());
+    let n = g.len();
+    let (mut gx, mut gy) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for (k, (&i, &j)) in ma.iter().zip(&mb).enumerate() {
+        let (xv, yv, gv) = (x[i], y[j], g[k]);
+        let (dx, dy) = match op {
+            BinaryOp::Add => (gv, gv),
+            BinaryOp::Sub => (gv, -gv),
+            BinaryOp::Mul => (gv * yv, gv * xv),
+            BinaryOp::Div => (gv / yv, -gv * xv / (yv * yv)),
+            BinaryOp::Pow => (gv * yv * xv.powf(yv - 1.0), gv * z[k] * xv.ln()),
+            BinaryOp::Max | BinaryOp::Min => {
+                let x_wins = if op == BinaryOp::Max {
+                    xv > yv
+                } else {
+                    xv < yv
+                };
+                if xv == yv {
+                    (gv / 2.0, gv / 2.0)
+                } else if x_wins {
+                    (gv, 0.0)
+                } else {
+                    (0.0, gv)
+                }
+            }
+            BinaryOp::Equal => (0.0, 0.0),
+        };
+        gx.push(dx);
+        gy.push(dy);
+    }
+    Ok(vec![
+        if_float(a, unbroadcast(&gx, &out.shape, &a.shape)),
+        if_float(b, unbroadcast(&gy, &out.shape, &b.shape)),
+    ])
+}

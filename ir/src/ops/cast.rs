@@ -41,3 +41,14 @@ pub fn eval(cx: &EvalCtx) -> EvalResult {
     };
     one(&x.shape, data)
 }
+
+/// Gradient rule: a float-to-float cast passes the cotangent through (the rounding is the identity
+/// almost everywhere); no gradient crosses a cast from or to an integer or boolean type.
+pub fn vjp(cx: &super::VjpCtx) -> super::VjpResult {
+    let x = cx.input(0)?;
+    let to = cx.attrs.elem_type("to").ok_or("missing `to`")?;
+    if !(x.elem().is_float() && to.is_float()) {
+        return Ok(vec![None]);
+    }
+    Ok(vec![Some(cx.cotangent(0)?.into_owned())])
+}

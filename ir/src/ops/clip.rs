@@ -74,3 +74,25 @@ pub fn eval(cx: &EvalCtx) -> EvalResult {
     };
     one(&x.shape, data)
 }
+
+/// Gradient rule: `g` where `min ≤ x ≤ max` (bounds included, as torch's clamp), 0 outside; none for
+/// integers.
+pub fn vjp(cx: &super::VjpCtx) -> super::VjpResult {
+    let x = cx.input(0)?;
+    if !x.elem().is_float() {
+        return Ok(vec![None]);
+    }
+    let (lo, hi) = (cx.attrs.float("min"), cx.attrs.float("max"));
+    let g = cx.cotangent(0)?;
+    let gx = x
+        .data
+        .to_f64()
+        .iter()
+        .zip(g.iter())
+        .map(|(&v, &gv)| {
+            let inside = lo.is_none_or(|l| v >= l) && hi.is_none_or(|h| v <= h);
+            if inside { gv } else { 0.0 }
+        })
+        .collect();
+    Ok(vec![Some(gx)])
+}

@@ -75,3 +75,9 @@ pub fn eval(cx: &EvalCtx) -> EvalResult {
     };
     one(result_shape(cx, 0)?, data)
 }
+
+/// Gradient rule: each operand gets its own window of the cotangent (a data-movement rule).
+pub fn vjp(cx: &super::VjpCtx) -> super::VjpResult {
+    let all: Vec<usize> = (0..cx.inputs.len()).collect();
+    super::grad::vjp_data_movement(super::OpKind::Concat, cx, &all)
+}

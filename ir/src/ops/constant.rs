@@ -131,3 +131,14 @@ pub fn eval_weight(cx: &EvalCtx) -> EvalResult {
     }
     Ok(vec![t])
 }
+
+/// Gradient rule of `nn.constant`: it has no operands (a literal is not trained).
+pub fn vjp_constant(_cx: &super::VjpCtx) -> super::VjpResult {
+    Ok(Vec::new())
+}
+
+/// Gradient rule of `nn.weight`: it has no operands; the cotangent of its result is the gradient of
+/// the named weight, which the reverse sweep (`autodiff`) collects by name.
+pub fn vjp_weight(_cx: &super::VjpCtx) -> super::VjpResult {
+    Ok(Vec::new())
+}

@@ -103,3 +103,15 @@ pub fn eval_gather(cx: &EvalCtx) -> EvalResult {
 pub fn eval_embedding(cx: &EvalCtx) -> EvalResult {
     gather(cx, 0, false)
 }
+
+/// Gradient rule of `nn.gather`: scatter-add into the data (a row picked twice gets both
+/// cotangents); none for the indices.
+pub fn vjp_gather(cx: &super::VjpCtx) -> super::VjpResult {
+    super::grad::vjp_data_movement(super::OpKind::Gather, cx, &[0])
+}
+
+/// Gradient rule of `nn.embedding`: each token's cotangent added into its table row; none for the
+/// token ids.
+pub fn vjp_embedding(cx: &super::VjpCtx) -> super::VjpResult {
+    super::grad::vjp_data_movement(super::OpKind::Embedding, cx, &[0])
+}

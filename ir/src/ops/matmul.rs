@@ -60,12 +60,61 @@ pub fn eval(cx: &EvalCtx) -> EvalResult {
     for (&ba, &bb) in ia.iter().zip(&ib) {
         let xa = &x[ba * m * k..(ba + 1) * m * k];
         let yb = &y[bb * k * n..(bb + 1) * k * n];
-        for i in 0..m {
-            for j in 0..n {
-                let s: f64 = (0..k).map(|p| xa[i * k + p] * yb[p * n + j]).sum();
-                out.push(s);
+        out.extend(gemm(xa, yb, m, k, n));
+    }
+    one(result_shape(cx, 0)?, Data::from_f64(a.elem(), out))
+}
+
+/// `x [m, k] · y [k, n]` in f64. Each result sums its products in order of `k` from −0.0, exactly as
+/// `Iterator::sum` over them does; the loops run row by row so the inner one streams both operands.
+pub fn gemm(x: &[f64], y: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
+    let mut out = vec![-0.0f64; m * n];
+    for (xr, orow) in x.chunks_exact(k.max(1)).zip(out.chunks_exact_mut(n.max(1))) {
+        for (&xv, yr) in xr.iter().zip(y.chunks_exact(n.max(1))) {
+            for (o, &yv) in orow.iter_mut().zip(yr) {
+                *o += xv * yv;
             }
         }
     }
-    one(result_shape(cx, 0)?, Data::from_f64(a.elem(), out))
+    out
+}
+
+/// The transpose of a row-major `[rows, cols]` matrix.
+fn transposed(x: &[f64], rows: usize, cols: usize) -> Vec<f64> {
+    let mut t = vec![0f64; x.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = x[r * cols + c];
+        }
+    }
+    t
+}
+
+/// Gradient rule: `ga = g · bᵀ`, `gb = aᵀ · g` per batch, each summed over the batch axes its
+/// operand was broadcast along.
+pub fn vjp(cx: &super::VjpCtx) -> super::VjpResult {
+    let (a, b) = (cx.input(0)?, cx.input(1)?);
+    let g = cx.cotangent(0)?;
+    let (ra, rb) = (a.shape.len(), b.shape.len());
+    let (m, k, n) = (a.shape[ra - 2], a.shape[ra - 1], b.shape[rb - 1]);
+    let batch = broadcast_concrete(&a.shape[..ra - 2], &b.shape[..rb - 2])?;
+    let ia = broadcast_index_map(&batch, &a.shape[..ra - 2]);
+    let ib = broadcast_index_map(&batch, &b.shape[..rb - 2]);
+    let (x, y) = (a.data.to_f64(), b.data.to_f64());
+    let mut ga = vec![0f64; x.len()];
+    let mut gb = vec![0f64; y.len()];
+    for (o, (&ba, &bb)) in ia.iter().zip(&ib).enumerate() {
+        let go = &g[o * m * n..(o + 1) * m * n];
+        let xa = &x[ba * m * k..(ba + 1) * m * k];
+        let yb = &y[bb * k * n..(bb + 1) * k * n];
+        let da = gemm(go, &transposed(yb, k, n), m, n, k);
+        let db = gemm(&transposed(xa, m, k), go, k, m, n);
+        for (d, v) in ga[ba * m * k..(ba + 1) * m * k].iter_mut().zip(da) {
+            *d += v;
+        }
+        for (d, v) in gb[bb * k * n..(bb + 1) * k * n].iter_mut().zip(db) {
+            *d += v;
+        }
+    }
+    Ok(vec![Some(ga), Some(gb)])
 }

@@ -11,7 +11,9 @@ pub mod cast;
 pub mod clip;
 pub mod concat;
 pub mod constant;
+pub mod cross_entropy;
 pub mod gather;
+pub mod grad;
 pub mod matmul;
 pub mod norm;
 pub mod reduce;
@@ -22,6 +24,7 @@ pub mod rope;
 pub mod silu_mul;
 pub mod slice;
 pub mod softmax;
+pub mod stop_gradient;
 pub mod ternary_matmul;
 pub mod ternary_matmul_packed;
 pub mod transpose;
@@ -89,6 +92,8 @@ pub enum OpKind {
     Relu2Mul,
     TernaryMatmulPacked,
     SiluMul,
+    StopGradient,
+    CrossEntropy,
 }
 
 /// How many operands an op takes.
@@ -175,9 +180,53 @@ impl EvalCtx<'_> {
 /// One result, as `eval` returns it.
 pub type EvalResult = Result<Vec<Tensor>, String>;
 
+/// What a gradient rule (`vjp`) sees. Cotangents are f64, row-major, one per element of the value
+/// they belong to, whatever its element type: gradients are computed in f64 and narrowed by the caller.
+pub struct VjpCtx<'a> {
+    /// Operand tensors, as the forward pass saw them.
+    pub inputs: &'a [&'a Tensor],
+    /// The op's results, as the forward pass computed them.
+    pub outputs: &'a [&'a Tensor],
+    /// The cotangent of each result; `None` where nothing downstream depends on that result.
+    pub cotangents: &'a [Option<&'a [f64]>],
+    /// Attributes.
+    pub attrs: &'a Attrs,
+}
+
+impl VjpCtx<'_> {
+    /// Operand `i`.
+    pub fn input(&self, i: usize) -> Result<&Tensor, String> {
+        self.inputs
+            .get(i)
+            .copied()
+            .ok_or_else(|| format!("missing operand {i}"))
+    }
+
+    /// Result `i`.
+    pub fn output(&self, i: usize) -> Result<&Tensor, String> {
+        self.outputs
+            .get(i)
+            .copied()
+            .ok_or_else(|| format!("missing result {i}"))
+    }
+
+    /// The cotangent of result `i`, or zeros of its size when nothing depends on it.
+    pub fn cotangent(&self, i: usize) -> Result<std::borrow::Cow<'_, [f64]>, String> {
+        match self.cotangents.get(i) {
+            Some(Some(g)) => Ok(std::borrow::Cow::Borrowed(*g)),
+            Some(None) => Ok(std::borrow::Cow::Owned(vec![0.0; self.output(i)?.numel()])),
+            None => Err(format!("missing cotangent {i}")),
+        }
+    }
+}
+
+/// The cotangent of each operand, as a gradient rule returns it: `None` for an operand no gradient
+/// flows to (integers, booleans, positions, and operands the math does not depend on smoothly).
+pub type VjpResult = Result<Vec<Option<Vec<f64>>>, String>;
+
 impl OpKind {
     /// Every op, in declaration order.
-    pub const ALL: [OpKind; 49] = [
+    pub const ALL: [OpKind; 51] = [
         OpKind::Add,
         OpKind::Sub,
         OpKind::Mul,
@@ -227,6 +276,8 @@ impl OpKind {
         OpKind::Relu2Mul,
         OpKind::TernaryMatmulPacked,
         OpKind::SiluMul,
+        OpKind::StopGradient,
+        OpKind::CrossEntropy,
     ];
 
     /// The op's static description.
@@ -281,6 +332,8 @@ impl OpKind {
             OpKind::Relu2Mul => relu2_mul::SPEC,
             OpKind::SiluMul => silu_mul::SPEC,
             OpKind::TernaryMatmulPacked => ternary_matmul_packed::SPEC,
+            OpKind::StopGradient => stop_gradient::SPEC,
+            OpKind::CrossEntropy => cross_entropy::SPEC,
         }
     }
 
@@ -347,6 +400,8 @@ impl OpKind {
             OpKind::Relu2Mul => relu2_mul::infer(cx),
             OpKind::SiluMul => silu_mul::infer(cx),
             OpKind::TernaryMatmulPacked => ternary_matmul_packed::infer(cx),
+            OpKind::StopGradient => stop_gradient::infer(cx),
+            OpKind::CrossEntropy => cross_entropy::infer(cx),
         }
     }
 
@@ -400,6 +455,67 @@ impl OpKind {
             OpKind::Relu2Mul => relu2_mul::eval(cx),
             OpKind::SiluMul => silu_mul::eval(cx),
             OpKind::TernaryMatmulPacked => ternary_matmul_packed::eval(cx),
+            OpKind::StopGradient => stop_gradient::eval(cx),
+            OpKind::CrossEntropy => cross_entropy::eval(cx),
+        }
+    }
+
+    /// The op's gradient rule (vector-Jacobian product): given its operands, its results and the
+    /// cotangent of each result, the cotangent of each operand (see `VjpCtx`). Every op has a rule;
+    /// ops that cannot be differentiated say why.
+    pub fn vjp(self, cx: &VjpCtx) -> VjpResult {
+        match self {
+            OpKind::Add => binary::vjp(BinaryOp::Add, cx),
+            OpKind::Sub => binary::vjp(BinaryOp::Sub, cx),
+            OpKind::Mul => binary::vjp(BinaryOp::Mul, cx),
+            OpKind::Div => binary::vjp(BinaryOp::Div, cx),
+            OpKind::Pow => binary::vjp(BinaryOp::Pow, cx),
+            OpKind::Max => binary::vjp(BinaryOp::Max, cx),
+            OpKind::Min => binary::vjp(BinaryOp::Min, cx),
+            OpKind::Equal => binary::vjp(BinaryOp::Equal, cx),
+            OpKind::Neg => unary::vjp(UnaryOp::Neg, cx),
+            OpKind::Sqrt => unary::vjp(UnaryOp::Sqrt, cx),
+            OpKind::Reciprocal => unary::vjp(UnaryOp::Reciprocal, cx),
+            OpKind::Abs => unary::vjp(UnaryOp::Abs, cx),
+            OpKind::Round => unary::vjp(UnaryOp::Round, cx),
+            OpKind::Relu => unary::vjp(UnaryOp::Relu, cx),
+            OpKind::Relu2 => unary::vjp(UnaryOp::Relu2, cx),
+            OpKind::Silu => unary::vjp(UnaryOp::Silu, cx),
+            OpKind::Sigmoid => unary::vjp(UnaryOp::Sigmoid, cx),
+            OpKind::Tanh => unary::vjp(UnaryOp::Tanh, cx),
+            OpKind::Erf => unary::vjp(UnaryOp::Erf, cx),
+            OpKind::Exp => unary::vjp(UnaryOp::Exp, cx),
+            OpKind::Clip => clip::vjp(cx),
+            OpKind::Softmax => softmax::vjp(cx),
+            OpKind::RmsNorm => norm::vjp_rms(cx),
+            OpKind::LayerNorm => norm::vjp_layer(cx),
+            OpKind::ReduceMean => reduce::vjp(reduce::ReduceOp::Mean, cx),
+            OpKind::ReduceMax => reduce::vjp(reduce::ReduceOp::Max, cx),
+            OpKind::ReduceSum => reduce::vjp(reduce::ReduceOp::Sum, cx),
+            OpKind::Reshape | OpKind::Unsqueeze | OpKind::Squeeze => {
+                grad::vjp_data_movement(self, cx, &[0])
+            }
+            OpKind::Expand => grad::vjp_data_movement(self, cx, &[0]),
+            OpKind::Transpose => grad::vjp_data_movement(self, cx, &[0]),
+            OpKind::Concat => concat::vjp(cx),
+            OpKind::Slice => slice::vjp(cx),
+            OpKind::Gather => gather::vjp_gather(cx),
+            OpKind::Embedding => gather::vjp_embedding(cx),
+            OpKind::Cast => cast::vjp(cx),
+            OpKind::Where => where_select::vjp(cx),
+            OpKind::MatMul => matmul::vjp(cx),
+            OpKind::Rope => rope::vjp(cx),
+            OpKind::Attention => attention::vjp(cx),
+            OpKind::Constant => constant::vjp_constant(cx),
+            OpKind::Weight => constant::vjp_weight(cx),
+            OpKind::ActQuant => act_quant::vjp(cx),
+            OpKind::TernaryMatmul => ternary_matmul::vjp(cx),
+            OpKind::RmsNormQuant => rms_norm_quant::vjp(cx),
+            OpKind::Relu2Mul => relu2_mul::vjp(cx),
+            OpKind::SiluMul => silu_mul::vjp(cx),
+            OpKind::TernaryMatmulPacked => ternary_matmul_packed::vjp(cx),
+            OpKind::StopGradient => stop_gradient::vjp(cx),
+            OpKind::CrossEntropy => cross_entropy::vjp(cx),
         }
     }
 }

@@ -122,3 +122,67 @@ pub fn eval_rms(cx: &EvalCtx) -> EvalResult {
 pub fn eval_layer(cx: &EvalCtx) -> EvalResult {
     eval_norm(cx, false)
 }
+
+/// Gradient rule of both norms, in f64 over each row of `n` normalized elements with
+/// `r = 1/√(var + eps)` and `x̂ = (x − μ)·r` (μ = 0 for RMSNorm): `d = g ⊙ w`;
+/// RMSNorm `gx = r·d − x̂·mean(d ⊙ x̂)·r`; LayerNorm `gx = r·(d − mean(d) − x̂·mean(d ⊙ x̂))`;
+/// `gw = Σ_rows g ⊙ x̂`, `gb = Σ_rows g` (then summed to the parameters' own shapes).
+fn vjp_norm(cx: &super::VjpCtx, rms: bool) -> super::VjpResult {
+    use super::grad::{if_float, unbroadcast};
+    let x = cx.input(0)?;
+    let axis = normalize_axis(cx.attrs.int_or("axis", -1), x.shape.len())?;
+    let eps = f64::from(cx.attrs.float_or("eps", 0.0) as f32);
+    let inner_shape = &x.shape[axis..];
+    let n: usize = inner_shape.iter().product();
+    let wt = cx.input(1)?;
+    let w: Vec<f64> = expand_param(wt, inner_shape)
+        .into_iter()
+        .map(f64::from)
+        .collect();
+    let g = cx.cotangent(0)?;
+    let v = x.data.to_f64();
+    let mut gx = vec![0f64; v.len()];
+    let (mut gw, mut gb) = (vec![0f64; n], vec![0f64; n]);
+    if n > 0 {
+        for ((row, grow), dst) in v.chunks(n).zip(g.chunks(n)).zip(gx.chunks_mut(n)) {
+            let mean = if rms {
+                0.0
+            } else {
+                row.iter().sum::<f64>() / n as f64
+            };
+            let var = row.iter().map(|a| (a - mean) * (a - mean)).sum::<f64>() / n as f64;
+            let r = 1.0 / (var + eps).sqrt();
+            let xh: Vec<f64> = row.iter().map(|a| (a - mean) * r).collect();
+            let d: Vec<f64> = grow.iter().zip(&w).map(|(gv, wv)| gv * wv).collect();
+            let mean_dx = d.iter().zip(&xh).map(|(a, b)| a * b).sum::<f64>() / n as f64;
+            let mean_d = if rms {
+                0.0
+            } else {
+                d.iter().sum::<f64>() / n as f64
+            };
+            for k in 0..n {
+                dst[k] = r * (d[k] - mean_d - xh[k] * mean_dx);
+                gw[k] += grow[k] * xh[k];
+                gb[k] += grow[k];
+            }
+        }
+    }
+    let mut out = vec![
+        if_float(x, gx),
+        if_float(wt, unbroadcast(&gw, inner_shape, &wt.shape)),
+    ];
+    if let Some(bt) = cx.inputs.get(2) {
+        out.push(if_float(bt, unbroadcast(&gb, inner_shape, &bt.shape)));
+    }
+    Ok(out)
+}
+
+/// Gradient rule of `nn.rms_norm`.
+pub fn vjp_rms(cx: &super::VjpCtx) -> super::VjpResult {
+    vjp_norm(cx, true)
+}
+
+/// Gradient rule of `nn.layer_norm`.
+pub fn vjp_layer(cx: &super::VjpCtx) -> super::VjpResult {
+    vjp_norm(cx, false)
+}

@@ -157,3 +157,57 @@ fn min_of(elem: crate::types::ElemType) -> i64 {
         ElemType::I64 | ElemType::F32 | ElemType::F64 | ElemType::F16 | ElemType::BF16 => i64::MIN,
     }
 }
+
+/// Gradient rule: sum sends each result's cotangent to every element it summed, mean the same over
+/// the count; max sends it to the elements equal to the maximum, split evenly among ties (as torch's
+/// `amax`). None for integers.
+pub fn vjp(op: ReduceOp, cx: &super::VjpCtx) -> super::VjpResult {
+    let x = cx.input(0)?;
+    if !x.elem().is_float() {
+        return Ok(vec![None]);
+    }
+    let rank = x.shape.len();
+    let axes = axes_of(cx.attrs, rank)?;
+    let kept: Vec<usize> = (0..rank)
+        .map(|i| if axes.contains(&i) { 1 } else { x.shape[i] })
+        .collect();
+    let kept_strides = strides(&kept);
+    let count = x
+        .shape
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| axes.contains(i))
+        .map(|(_, &d)| d)
+        .product::<usize>();
+    let out_of = |idx: &[usize]| -> usize {
+        idx.iter()
+            .enumerate()
+            .filter(|(i, _)| !axes.contains(i))
+            .map(|(i, &v)| v * kept_strides[i])
+            .sum()
+    };
+    let g = cx.cotangent(0)?;
+    let v = x.data.to_f64();
+    let y = cx.output(0)?.data.to_f64();
+    let mut owner = Vec::with_capacity(v.len());
+    for_each_index(&x.shape, |idx| owner.push(out_of(idx)));
+    let mut ties = vec![0usize; y.len()];
+    if op == ReduceOp::Max {
+        for (k, &o) in owner.iter().enumerate() {
+            if v[k] == y[o] {
+                ties[o] += 1;
+            }
+        }
+    }
+    let gx = owner
+        .iter()
+        .enumerate()
+        .map(|(k, &o)| match op {
+            ReduceOp::Sum => g[o],
+            ReduceOp::Mean => g[o] / count as f64,
+            ReduceOp::Max if v[k] == y[o] => g[o] / ties[o] as f64,
+            ReduceOp::Max => 0.0,
+        })
+        .collect();
+    Ok(vec![Some(gx)])
+}

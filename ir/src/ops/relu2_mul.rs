@@ -57,3 +57,24 @@ pub fn eval(cx: &EvalCtx) -> EvalResult {
     let v: Vec<f64> = mg.iter().zip(&mu).map(|(&i, &j)| r[i] * uv[j]).collect();
     one(out_shape, Data::from_f64(elem, v))
 }
+
+/// Gradient rule, as `nn.mul(nn.relu2(g), u)`: `gg = go·u·2·max(g, 0)`, `gu = go·max(g, 0)²`, each
+/// summed to its operand's shape.
+pub fn vjp(cx: &super::VjpCtx) -> super::VjpResult {
+    use super::grad::unbroadcast;
+    let (g, u) = (cx.input(0)?, cx.input(1)?);
+    let out = cx.output(0)?;
+    let go = cx.cotangent(0)?;
+    let mg = broadcast_index_map(&out.shape, &g.shape);
+    let mu = broadcast_index_map(&out.shape, &u.shape);
+    let (gv, uv) = (g.data.to_f64(), u.data.to_f64());
+    let (mut dg, mut du) = (vec![0f64; go.len()], vec![0f64; go.len()]);
+    for (k, (&i, &j)) in mg.iter().zip(&mu).enumerate() {
+        dg[k] = go[k] * uv[j] * 2.0 * gv[i].max(0.0);
+        du[k] = go[k] * relu2(gv[i]);
+    }
+    Ok(vec![
+        Some(unbroadcast(&dg, &out.shape, &g.shape)),
+        Some(unbroadcast(&du, &out.shape, &u.shape)),
+    ])
+}

@@ -122,3 +122,14 @@ pub fn eval(cx: &EvalCtx) -> EvalResult {
     let s = Tensor::new(sshape, Data::F32(scales)).ok_or("internal: rms_norm_quant scale shape")?;
     Ok(vec![q, s])
 }
+
+/// Gradient rule: none. This fusion is made by the `fuse-norm-quant` pass for inference; training
+/// differentiates the graph before the passes run (`nn.rms_norm`, then `nn.stop_gradient` around the
+/// quantization).
+pub fn vjp(_cx: &super::VjpCtx) -> super::VjpResult {
+    Err(
+        "bit.rms_norm_quant has no gradient: it is an inference fusion made by -O; differentiate \
+         the nn.* graph, before the passes"
+            .into(),
+    )
+}

@@ -165,3 +165,44 @@ pub fn eval(cx: &EvalCtx) -> EvalResult {
     }
     one(&x.shape, Data::from_f32(x.elem(), out))
 }
+
+/// Gradient rule: the rotation is linear in `x`, so the cotangent is rotated back by the same angles
+/// (the transpose of each 2×2 rotation): `gx[i] = g[i]·cos a + g[i+d/2]·sin a`,
+/// `gx[i+d/2] = g[i+d/2]·cos a − g[i]·sin a`. None for the position.
+pub fn vjp(cx: &super::VjpCtx) -> super::VjpResult {
+    let x = cx.input(0)?;
+    let p0 = cx
+        .input(1)?
+        .data
+        .to_i64()
+        .first()
+        .copied()
+        .ok_or("empty position tensor")?;
+    let pos = usize::try_from(p0).map_err(|_| format!("the position is negative ({p0})"))?;
+    let d = cx.attrs.int_or("head_dim", 0) as usize;
+    let (t_len, width) = (x.shape[0], x.shape[1]);
+    let half = d / 2;
+    let inv_freq = inv_freq(cx.attrs);
+    if inv_freq.len() != half || d == 0 {
+        return Err(format!(
+            "inv_freq has {} values for head_dim {d}",
+            inv_freq.len()
+        ));
+    }
+    let g = cx.cotangent(0)?;
+    let mut gx = g.to_vec();
+    for t in 0..t_len {
+        let p = (pos + t) as f32;
+        for h in 0..width / d {
+            let base = t * width + h * d;
+            for i in 0..half {
+                let a = p * inv_freq[i];
+                let (s, c) = (f64::from(a.sin()), f64::from(a.cos()));
+                let (g0, g1) = (g[base + i], g[base + i + half]);
+                gx[base + i] = g0 * c + g1 * s;
+                gx[base + i + half] = g1 * c - g0 * s;
+            }
+        }
+    }
+    Ok(vec![Some(gx), None])
+}

@@ -51,3 +51,19 @@ pub fn eval(cx: &EvalCtx) -> EvalResult {
     let v: Vec<f64> = s.iter().zip(u.data.to_f64()).map(|(s, u)| s * u).collect();
     one(&g.shape, Data::from_f64(ElemType::F32, v))
 }
+
+/// Gradient rule, as `nn.mul(nn.silu(g), u)`: `gg = go·u·σ(g)·(1 + g·(1 − σ(g)))`,
+/// `gu = go·g·σ(g)`.
+pub fn vjp(cx: &super::VjpCtx) -> super::VjpResult {
+    let (g, u) = (cx.input(0)?, cx.input(1)?);
+    let go = cx.cotangent(0)?;
+    let (gv, uv) = (g.data.to_f64(), u.data.to_f64());
+    let mut dg = Vec::with_capacity(go.len());
+    let mut du = Vec::with_capacity(go.len());
+    for ((&x, &y), &gk) in gv.iter().zip(&uv).zip(go.iter()) {
+        let s = super::unary::sigmoid(x);
+        dg.push(gk * y * s * (1.0 + x * (1.0 - s)));
+        du.push(gk * silu(x));
+    }
+    Ok(vec![Some(dg), Some(du)])
+}

@@ -120,3 +120,8 @@ pub fn eval(cx: &EvalCtx) -> EvalResult {
     });
     one(result_shape(cx, 0)?, x.data.take(&idx))
 }
+
+/// Gradient rule: the cotangent scattered back into the kept positions, zeros elsewhere.
+pub fn vjp(cx: &super::VjpCtx) -> super::VjpResult {
+    super::grad::vjp_data_movement(super::OpKind::Slice, cx, &[0])
+}

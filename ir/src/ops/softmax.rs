@@ -53,3 +53,29 @@ pub fn eval(cx: &EvalCtx) -> EvalResult {
     }
     one(&x.shape, Data::from_f64(x.elem(), out))
 }
+
+/// Gradient rule: `gx = y ⊙ (g − Σ_k g_k y_k)` along the axis, with `y` recomputed in f64.
+pub fn vjp(cx: &super::VjpCtx) -> super::VjpResult {
+    let x = cx.input(0)?;
+    let axis = normalize_axis(cx.attrs.int_or("axis", -1), x.shape.len())?;
+    let (outer, len, inner) = split_axis(&x.shape, axis);
+    let v = x.data.to_f64();
+    let g = cx.cotangent(0)?;
+    let mut gx = vec![0f64; v.len()];
+    let mut y = vec![0f64; len];
+    for o in 0..outer {
+        for i in 0..inner {
+            let at = |k: usize| o * len * inner + k * inner + i;
+            let m = (0..len).map(|k| v[at(k)]).fold(f64::NEG_INFINITY, f64::max);
+            let sum: f64 = (0..len).map(|k| (v[at(k)] - m).exp()).sum();
+            for (k, yk) in y.iter_mut().enumerate() {
+                *yk = (v[at(k)] - m).exp() / sum;
+            }
+            let dot: f64 = (0..len).map(|k| g[at(k)] * y[k]).sum();
+            for (k, yk) in y.iter().enumerate() {
+                gx[at(k)] = yk * (g[at(k)] - dot);
+            }
+        }
+    }
+    Ok(vec![Some(gx)])
+}

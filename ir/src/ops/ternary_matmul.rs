@@ -135,3 +135,36 @@ pub fn eval(cx: &EvalCtx) -> EvalResult {
     let out = matmul_rows(&a, &scales, &t, n, k, ws, residual.as_deref());
     one(result_shape(cx, 0)?, Data::F32(out))
 }
+
+/// Gradient rule: with `a = f32(acc)` and `y = a / xs · ws (+ r)`: `gxs = −Σ_n g·a·ws / xs²` per row,
+/// `gws = Σ g·a / xs`, `gr = g`; none for the int8 activations and the ternary weights (integers:
+/// training differentiates the `nn.*` form, where they are still floats).
+pub fn vjp(cx: &super::VjpCtx) -> super::VjpResult {
+    let (xq, xs, w, ws) = (cx.input(0)?, cx.input(1)?, cx.input(2)?, cx.input(3)?);
+    let (n, k) = (w.shape[0], w.shape[1]);
+    let a = xq.data.to_i64();
+    let t = w.data.to_i64();
+    let scales = xs.data.to_f64();
+    let wsv = ws
+        .data
+        .to_f64()
+        .first()
+        .copied()
+        .ok_or("empty weight scale")?;
+    let g = cx.cotangent(0)?;
+    let mut gxs = vec![0f64; scales.len()];
+    let mut gws = 0f64;
+    for (m, (row, &s)) in a.chunks(k.max(1)).zip(&scales).enumerate() {
+        for (j, wrow) in t.chunks(k.max(1)).take(n).enumerate() {
+            let acc: i64 = row.iter().zip(wrow).map(|(&x, &y)| x * y).sum();
+            let gv = g[m * n + j] * acc as f64;
+            gxs[m] -= gv * wsv / (s * s);
+            gws += gv / s;
+        }
+    }
+    let mut out = vec![None, Some(gxs), None, Some(vec![gws; ws.numel()])];
+    if cx.inputs.len() > 4 {
+        out.push(Some(g.into_owned()));
+    }
+    Ok(out)
+}

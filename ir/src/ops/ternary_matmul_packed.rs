@@ -299,3 +299,13 @@ pub fn eval(cx: &EvalCtx) -> EvalResult {
     );
     one(result_shape(cx, 0)?, Data::F32(out))
 }
+
+/// Gradient rule: none. This op exists only after `pack-weights` has put the weights in a backend's
+/// layout at compile time; training differentiates the graph before it is compiled.
+pub fn vjp(_cx: &super::VjpCtx) -> super::VjpResult {
+    Err(
+        "bit.ternary_matmul_packed has no gradient: its weights are packed for a backend at \
+         compile time; differentiate the nn.* graph, before -O and pack-weights"
+            .into(),
+    )
+}

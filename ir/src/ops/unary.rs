@@ -167,3 +167,56 @@ pub fn eval(op: UnaryOp, cx: &EvalCtx) -> EvalResult {
     };
     one(&x.shape, data)
 }
+
+/// The derivative of `op` at `x`, where `y = op(x)`. Round's is 0 (it is piecewise constant: the
+/// straight-through estimator of quantization-aware training is stated in the graph with
+/// `nn.stop_gradient`, not hidden here); abs and relu take 0 at 0, as torch does.
+fn derivative(op: UnaryOp, x: f64, y: f64) -> f64 {
+    match op {
+        UnaryOp::Neg => -1.0,
+        UnaryOp::Sqrt => 0.5 / y,
+        UnaryOp::Reciprocal => -y * y,
+        UnaryOp::Abs => {
+            if x > 0.0 {
+                1.0
+            } else if x < 0.0 {
+                -1.0
+            } else {
+                0.0
+            }
+        }
+        UnaryOp::Round => 0.0,
+        UnaryOp::Relu => f64::from(u8::from(x > 0.0)),
+        UnaryOp::Relu2 => 2.0 * x.max(0.0),
+        UnaryOp::Silu => {
+            let s = sigmoid(x);
+            s * (1.0 + x * (1.0 - s))
+        }
+        UnaryOp::Sigmoid => {
+            let s = sigmoid(x);
+            s * (1.0 - s)
+        }
+        UnaryOp::Tanh => {
+            let t = x.tanh();
+            1.0 - t * t
+        }
+        UnaryOp::Erf => std::f64::consts::FRAC_2_SQRT_PI * (-x * x).exp(),
+        UnaryOp::Exp => x.exp(),
+    }
+}
+
+/// Gradient rule: `g · op'(x)` elementwise (see `derivative`); none for integer operands.
+pub fn vjp(op: UnaryOp, cx: &super::VjpCtx) -> super::VjpResult {
+    let x = cx.input(0)?;
+    if !x.elem().is_float() {
+        return Ok(vec![None]);
+    }
+    let g = cx.cotangent(0)?;
+    let xs = x.data.to_f64();
+    let gx = xs
+        .iter()
+        .zip(g.iter())
+        .map(|(&xv, &gv)| gv * derivative(op, xv, apply(op, xv)))
+        .collect();
+    Ok(vec![Some(gx)])
+}

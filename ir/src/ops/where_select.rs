@@ -50,3 +50,27 @@ pub fn eval(cx: &EvalCtx) -> EvalResult {
         .collect();
     one(shape, both.take(&idx))
 }
+
+/// Gradient rule: `g` goes to `a` where the condition holds and to `b` elsewhere (each summed to its
+/// own shape); none for the condition.
+pub fn vjp(cx: &super::VjpCtx) -> super::VjpResult {
+    use super::grad::{if_float, unbroadcast};
+    let (c, a, b) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
+    let out = cx.output(0)?;
+    let g = cx.cotangent(0)?;
+    let cond = c.data.to_i64();
+    let mc = crate::shape::broadcast_index_map(&out.shape, &c.shape);
+    let (mut ga, mut gb) = (vec![0f64; g.len()], vec![0f64; g.len()]);
+    for (k, &gv) in g.iter().enumerate() {
+        if cond[mc[k]] != 0 {
+            ga[k] = gv;
+        } else {
+            gb[k] = gv;
+        }
+    }
+    Ok(vec![
+        None,
+        if_float(a, unbroadcast(&ga, &out.shape, &a.shape)),
+        if_float(b, unbroadcast(&gb, &out.shape, &b.shape)),
+    ])
+}

@@ -73,7 +73,10 @@ const fn row_wise_kernel(lower: LowerFn, emits: &'static [KernelOp]) -> OpLoweri
 pub(super) fn lowering(op: OpKind) -> OpLowering {
     match op {
         OpKind::Weight | OpKind::Constant => OpLowering::Free,
-        OpKind::Reshape | OpKind::Squeeze | OpKind::Unsqueeze => OpLowering::View,
+        // `nn.stop_gradient` is the identity forward (it only matters to training's backward sweep).
+        OpKind::Reshape | OpKind::Squeeze | OpKind::Unsqueeze | OpKind::StopGradient => {
+            OpLowering::View
+        }
         OpKind::Embedding => kernel(ops::embedding, &[KernelOp::Embedding]),
         OpKind::RmsNormQuant => kernel(ops::rms_norm_quant, &[KernelOp::RmsNormQuant]),
         OpKind::ActQuant => kernel(ops::act_quant, &[KernelOp::ActQuant]),
@@ -131,6 +134,9 @@ pub(super) fn lowering(op: OpKind) -> OpLowering {
         ),
         OpKind::Softmax => OpLowering::Unsupported(
             "no cpu kernel yet (the softmax of attention runs inside nn.attention)",
+        ),
+        OpKind::CrossEntropy => OpLowering::Unsupported(
+            "a training loss: it runs in the reference training step (bitnetc train), not in inference",
         ),
         OpKind::Sigmoid | OpKind::Tanh | OpKind::Erf | OpKind::Exp | OpKind::LayerNorm => {
             OpLowering::Unsupported("no cpu kernel yet")
