@@ -70,6 +70,9 @@ enum Command {
     Audit(cli::audit::AuditArgs),
     /// Write a deterministic random BitNet b1.58 checkpoint (HF layout of microsoft/bitnet-b1.58-2B-4T).
     Synth(cli::synth::SynthArgs),
+    /// Train a BitNet b1.58 model with quantization-aware training (straight-through estimator,
+    /// AdamW) on a text; resumable checkpoints in the Hugging Face layout.
+    Train(cli::train::TrainArgs),
 }
 
 impl Command {
@@ -84,6 +87,7 @@ impl Command {
             Command::Validate(args) => Some(args.audit()),
             Command::Logits(args) => Some(args.audit()),
             Command::Compile(args) => Some(args.audit()),
+            Command::Train(args) => Some(args.audit()),
             Command::Check(_)
             | Command::Print(_)
             | Command::Eval(_)
@@ -122,6 +126,7 @@ impl Command {
             Command::Compile(args) => cli::compile::run(&args),
             Command::Audit(args) => cli::audit::run(&args),
             Command::Synth(args) => cli::synth::run(&args),
+            Command::Train(args) => cli::train::run(&args, audit),
             Command::Serve(args) => cli::serve::run(&args, log),
             Command::Compliance(args) => cli::compliance::run(&args, log.as_ref()),
         }

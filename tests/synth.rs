@@ -207,7 +207,7 @@ fn presets_grow_and_follow_the_rules() {
         for d in [p.hidden, p.intermediate, p.kv_heads * p.head_dim()] {
             assert_eq!(d % 4, 0, "{name}");
         }
-        if !matches!(*name, "tiny" | "small") {
+        if !matches!(*name, "micro" | "tiny" | "small") {
             assert_eq!(p.head_dim(), 128, "{name}");
         }
         let n = summary(&p).parameters;

@@ -15,6 +15,7 @@
 //! is added after the projection's own scaling, as transformers' `BitLinear` and `nn.Linear` do; scaled
 //! rope frequencies (Llama 3's `llama3` type) go into `nn.rope` as its `inv_freq` attribute. Each BitNet projection is one of the forms of formats.md §1.5:
 //! - online (master weights): activation fake-quant chain and the absmean weight chain, then matmul;
+//!   for training (`Qat`), each quantizer wrapped as `x + stop_gradient(q(x) − x)`;
 //! - offline `autobitlinear`: activation fake-quant, matmul with the ternary weight, times γ;
 //! - `bitlinear` (inverted scale): int8 activations, matmul with the ternary weight, ÷ (1/γ · s);
 //! - dense (Llama, or a BitNet GGUF whose projections are stored as f32 γ·t): matmul, with the activation
@@ -78,6 +79,13 @@ pub enum Linear {
     },
     /// Float master weights ternarized at run time (absmean per tensor).
     Online {
+        /// The master weight `[out, in]`.
+        master: String,
+    },
+    /// The online form as quantization-aware training computes it: the same forward values, with the
+    /// straight-through estimator of BitNet's recipe on both quantizers
+    /// (`x + stop_gradient(q(x) − x)`), so gradients reach the master weights and the activations.
+    Qat {
         /// The master weight `[out, in]`.
         master: String,
     },
@@ -261,6 +269,40 @@ impl<'a> Emitter<'a> {
         self.op(OpKind::Div, &[q, scale], Attrs::new())
     }
 
+    /// `s_w = 1 / clamp(mean|W|, 1e-5); Ŵ = clamp(round(W·s_w), -1, 1) / s_w` (absmean per tensor).
+    fn absmean_ternarize(&mut self, w: ValueId) -> Result<ValueId, String> {
+        let a = self.op(OpKind::Abs, &[w], Attrs::new())?;
+        let mean = self.op(
+            OpKind::ReduceMean,
+            &[a],
+            Attrs::new().with("keepdims", Attr::Bool(false)),
+        )?;
+        let mean = self.op(
+            OpKind::Clip,
+            &[mean],
+            Attrs::new().with("min", Attr::Float(1e-5)),
+        )?;
+        let one = self.scalar(1.0)?;
+        let sw = self.op(OpKind::Div, &[one, mean], Attrs::new())?;
+        let ws = self.op(OpKind::Mul, &[w, sw], Attrs::new())?;
+        let r = self.op(OpKind::Round, &[ws], Attrs::new())?;
+        let t = self.op(
+            OpKind::Clip,
+            &[r],
+            Attrs::new()
+                .with("min", Attr::Float(-1.0))
+                .with("max", Attr::Float(1.0)),
+        )?;
+        self.op(OpKind::Div, &[t, sw], Attrs::new())
+    }
+
+    /// `x + stop_gradient(q − x)`: `q` forward, the gradient of `x` backward.
+    fn straight_through(&mut self, x: ValueId, q: ValueId) -> Result<ValueId, String> {
+        let d = self.op(OpKind::Sub, &[q, x], Attrs::new())?;
+        let d = self.op(OpKind::StopGradient, &[d], Attrs::new())?;
+        self.op(OpKind::Add, &[x, d], Attrs::new())
+    }
+
     /// `x · Wᵀ` for a float `[out, in]` weight.
     fn matmul_t(&mut self, x: ValueId, w: ValueId) -> Result<ValueId, String> {
         let wt = self.op(
@@ -313,31 +355,16 @@ impl<'a> Emitter<'a> {
             Linear::Online { master } => {
                 let x = self.act_fake_quant(x)?;
                 let w = self.weight(master, f32_ty(vec![s(out), s(inp)]))?;
-                // s_w = 1 / clamp(mean|W|, 1e-5); Ŵ = clamp(round(W·s_w), -1, 1) / s_w.
-                let a = self.op(OpKind::Abs, &[w], Attrs::new())?;
-                let mean = self.op(
-                    OpKind::ReduceMean,
-                    &[a],
-                    Attrs::new().with("keepdims", Attr::Bool(false)),
-                )?;
-                let mean = self.op(
-                    OpKind::Clip,
-                    &[mean],
-                    Attrs::new().with("min", Attr::Float(1e-5)),
-                )?;
-                let one = self.scalar(1.0)?;
-                let sw = self.op(OpKind::Div, &[one, mean], Attrs::new())?;
-                let ws = self.op(OpKind::Mul, &[w, sw], Attrs::new())?;
-                let r = self.op(OpKind::Round, &[ws], Attrs::new())?;
-                let t = self.op(
-                    OpKind::Clip,
-                    &[r],
-                    Attrs::new()
-                        .with("min", Attr::Float(-1.0))
-                        .with("max", Attr::Float(1.0)),
-                )?;
-                let wq = self.op(OpKind::Div, &[t, sw], Attrs::new())?;
+                let wq = self.absmean_ternarize(w)?;
                 self.matmul_t(x, wq)
+            }
+            Linear::Qat { master } => {
+                let xq = self.act_fake_quant(x)?;
+                let x = self.straight_through(x, xq)?;
+                let w = self.weight(master, f32_ty(vec![s(out), s(inp)]))?;
+                let wq = self.absmean_ternarize(w)?;
+                let w = self.straight_through(w, wq)?;
+                self.matmul_t(x, w)
             }
             Linear::TernaryScaleMul { weight, scale } => {
                 let x = self.act_fake_quant(x)?;

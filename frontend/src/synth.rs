@@ -15,11 +15,12 @@ use std::io::Write;
 use std::path::Path;
 
 /// The preset names, smallest first.
-pub const PRESETS: &[&str] = &["tiny", "small", "base", "large", "xlarge", "2b4t"];
+pub const PRESETS: &[&str] = &["micro", "tiny", "small", "base", "large", "xlarge", "2b4t"];
 
 /// The RMSNorm epsilon and RoPE base every preset uses (those of 2B-4T).
-const RMS_EPS: f64 = 1e-5;
-const ROPE_THETA: f64 = 500000.0;
+pub const RMS_EPS: f64 = 1e-5;
+/// The RoPE base every preset uses (that of 2B-4T).
+pub const ROPE_THETA: f64 = 500000.0;
 /// The largest size a preset may use, as the HF importer accepts.
 const MAX_DIM: u64 = 1 << 20;
 /// Absmean ternarization of a Gaussian zeroes |w| < 0.5·E|w| ≈ 0.4σ, that is about 31% of the
@@ -102,6 +103,7 @@ impl Preset {
 pub fn preset(name: &str) -> Option<Preset> {
     // (vocab, hidden, intermediate, layers, heads, kv_heads, max_positions, bos, eos)
     let s = match name {
+        "micro" => (512, 64, 128, 2, 4, 2, 256, 1, 2),
         "tiny" => (1000, 256, 512, 4, 8, 4, 512, 1, 2),
         "small" => (32000, 512, 1536, 8, 8, 4, 2048, 1, 2),
         "base" => (32000, 1536, 4096, 24, 12, 4, 2048, 1, 2),

@@ -30,4 +30,5 @@ pub mod progress;
 pub mod run;
 pub mod serve;
 pub mod synth;
+pub mod train;
 pub mod validate;

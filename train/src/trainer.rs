@@ -1,0 +1,349 @@
+//! The training loop's state and its step: a batch of random windows through the training function's
+//! reverse sweep, the gradients averaged, clipped by their global norm, and AdamW applied to every
+//! master weight; the held-out loss over fixed windows.
+//!
+//! Everything that decides a step (the weights, the moments, the sampler's state, the step number and
+//! the options) is in the checkpoint, and the interpreter is deterministic, so a resumed run computes
+//! exactly what an uninterrupted one does.
+
+use crate::TrainError;
+use crate::checkpoint::{self, ModelShape, TrainerState};
+use crate::data::Corpus;
+use crate::graph::{qat_spec, step_inputs, training_function};
+use crate::optim::{AdamW, Moments, Schedule, clip};
+use crate::params::{ParamInfo, Rng, initialize, param_table};
+use bitnet_frontend::decoder::DecoderSpec;
+use bitnet_ir::autodiff::backward;
+use bitnet_ir::weights::{WeightError, WeightStore, finish_load};
+use bitnet_ir::{ElemType, Function, Tensor};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// A run's options.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainOptions {
+    /// Steps to run in all (a resumed run continues to this count).
+    pub steps: u64,
+    /// Sequences per step.
+    pub batch: usize,
+    /// Tokens per sequence.
+    pub seq: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Linear warmup steps.
+    pub warmup: u64,
+    /// The schedule after warmup.
+    pub schedule: Schedule,
+    /// AdamW's hyperparameters.
+    pub adamw: AdamW,
+    /// The global gradient norm is clipped to this.
+    pub clip: f64,
+    /// Seed of the initialization and of the sampler.
+    pub seed: u64,
+    /// Held-out windows per evaluation.
+    pub eval_windows: usize,
+}
+
+/// The losses of a run so far.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    /// (step, mean training loss of the step's batch).
+    pub train: Vec<(u64, f64)>,
+    /// (step, held-out loss).
+    pub heldout: Vec<(u64, f64)>,
+}
+
+/// What one step did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepReport {
+    /// The step's number (1-based).
+    pub step: u64,
+    /// The batch's mean loss before the update.
+    pub loss: f64,
+    /// The global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// The learning rate used.
+    pub lr: f64,
+    /// Tokens predicted in the step.
+    pub tokens: usize,
+}
+
+/// The master weights as the training function reads them (`nn.weight` by name).
+struct ParamStore<'a>(&'a BTreeMap<String, Tensor>);
+
+impl WeightStore for ParamStore<'_> {
+    fn describe(&self) -> String {
+        "the trained parameters".into()
+    }
+
+    fn load(&self, name: &str, elem: ElemType, shape: &[usize]) -> Result<Tensor, WeightError> {
+        let t = self
+            .0
+            .get(name)
+            .cloned()
+            .ok_or_else(|| WeightError::Missing {
+                name: name.to_string(),
+                store: self.describe(),
+            })?;
+        finish_load(self, name, t, elem, shape)
+    }
+}
+
+/// A run in progress.
+pub struct Trainer {
+    /// The model's sizes.
+    pub model: ModelShape,
+    /// The options.
+    pub options: TrainOptions,
+    /// The decoder in the `Qat` form.
+    pub spec: DecoderSpec,
+    /// Every parameter's shape and decay.
+    pub table: BTreeMap<String, ParamInfo>,
+    /// The master weights.
+    pub params: BTreeMap<String, Tensor>,
+    /// AdamW's moments.
+    pub moments: BTreeMap<String, Moments>,
+    /// Steps done.
+    pub step: u64,
+    /// The sampler.
+    pub rng: Rng,
+    /// Losses so far.
+    pub history: History,
+    function: Function,
+}
+
+fn check_options(model: &ModelShape, o: &TrainOptions) -> Result<(), TrainError> {
+    if o.seq == 0 || o.seq as u64 > model.max_positions {
+        return Err(TrainError::Options(format!(
+            "--seq {} must be between 1 and the model's {} positions",
+            o.seq, model.max_positions
+        )));
+    }
+    if o.batch == 0 {
+        return Err(TrainError::Options("--batch must be at least 1".into()));
+    }
+    if !(o.lr.is_finite() && o.lr > 0.0) {
+        return Err(TrainError::Options(format!(
+            "--lr {} must be positive",
+            o.lr
+        )));
+    }
+    if !(o.clip.is_finite() && o.clip > 0.0) {
+        return Err(TrainError::Options(format!(
+            "--clip {} must be positive",
+            o.clip
+        )));
+    }
+    Ok(())
+}
+
+impl Trainer {
+    /// A fresh run of `model` with `options` (parameters from the seed).
+    pub fn new(model: ModelShape, options: TrainOptions) -> Result<Trainer, TrainError> {
+        check_options(&model, &options)?;
+        let spec = qat_spec(model.decoder_config(options.seq as u64));
+        let table = param_table(&spec);
+        let params = initialize(&table, options.seed);
+        Trainer::assemble(model, options, spec, table, params, None, 0, None)
+    }
+
+    /// A run continued from the checkpoint `ckpt`, to `steps` steps in all.
+    pub fn resume(ckpt: checkpoint::Checkpoint, steps: u64) -> Result<Trainer, TrainError> {
+        let mut options = ckpt.state.options.clone();
+        options.steps = steps;
+        let model = ckpt.state.model.clone();
+        check_options(&model, &options)?;
+        let spec = qat_spec(model.decoder_config(options.seq as u64));
+        let table = param_table(&spec);
+        for (name, info) in &table {
+            match ckpt.params.get(name) {
+                Some(t) if t.shape == info.shape => {}
+                Some(t) => {
+                    return Err(TrainError::Options(format!(
+                        "the checkpoint's \"{name}\" is {:?}; the model needs {:?}",
+                        t.shape, info.shape
+                    )));
+                }
+                None => {
+                    return Err(TrainError::Options(format!(
+                        "the checkpoint has no \"{name}\""
+                    )));
+                }
+            }
+        }
+        Trainer::assemble(
+            model,
+            options,
+            spec,
+            table,
+            ckpt.params,
+            Some(ckpt.moments),
+            ckpt.state.step,
+            Some((Rng(ckpt.state.rng), ckpt.state.history)),
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        model: ModelShape,
+        options: TrainOptions,
+        spec: DecoderSpec,
+        table: BTreeMap<String, ParamInfo>,
+        params: BTreeMap<String, Tensor>,
+        moments: Option<BTreeMap<String, Moments>>,
+        step: u64,
+        sampler: Option<(Rng, History)>,
+    ) -> Result<Trainer, TrainError> {
+        let function = training_function(&spec)?;
+        let moments = moments.unwrap_or_else(|| {
+            params
+                .iter()
+                .map(|(n, t)| {
+                    let z = vec![0f32; t.numel()];
+                    (n.clone(), Moments { m: z.clone(), v: z })
+                })
+                .collect()
+        });
+        let (rng, history) = sampler.unwrap_or_else(|| {
+            (
+                Rng(options.seed ^ 0xD1B5_4A32_D192_ED03),
+                History::default(),
+            )
+        });
+        Ok(Trainer {
+            model,
+            options,
+            spec,
+            table,
+            params,
+            moments,
+            step,
+            rng,
+            history,
+            function,
+        })
+    }
+
+    /// The training function (for inspection and tests).
+    pub fn function(&self) -> &Function {
+        &self.function
+    }
+
+    /// The loss of one window and the gradient of every parameter.
+    pub fn gradients(
+        &self,
+        tokens: &[u32],
+        targets: &[u32],
+    ) -> Result<(f64, BTreeMap<String, Vec<f64>>), TrainError> {
+        let inputs = step_inputs(&self.spec.config, tokens, targets)?;
+        let g = backward(&self.function, &inputs, &ParamStore(&self.params), 0)
+            .map_err(|e| TrainError::Graph(format!("the training step: {e}")))?;
+        Ok((g.loss, g.weights))
+    }
+
+    /// The loss of one window (forward only).
+    pub fn loss(&self, tokens: &[u32], targets: &[u32]) -> Result<f64, TrainError> {
+        let inputs = step_inputs(&self.spec.config, tokens, targets)?;
+        let out =
+            bitnet_ir::interp::run_function(&self.function, &inputs, &ParamStore(&self.params))
+                .map_err(|e| TrainError::Graph(format!("the held-out loss: {e}")))?;
+        Ok(out
+            .first()
+            .and_then(|t| t.data.to_f64().first().copied())
+            .unwrap_or(f64::NAN))
+    }
+
+    /// Applies one update from `grads` (averaged over the batch): clipping, schedule, AdamW.
+    pub fn apply(&mut self, mut grads: BTreeMap<String, Vec<f64>>) -> (f64, f64) {
+        let norm = clip(&mut grads, self.options.clip);
+        let step = self.step + 1;
+        let o = &self.options;
+        let lr = o.schedule.lr(o.lr, step, o.steps, o.warmup);
+        for (name, param) in self.params.iter_mut() {
+            let decays = self.table.get(name).is_some_and(|i| i.decays);
+            let zeros;
+            let g = match grads.get(name) {
+                Some(g) => g.as_slice(),
+                None => {
+                    zeros = vec![0f64; param.numel()];
+                    &zeros
+                }
+            };
+            if let Some(state) = self.moments.get_mut(name) {
+                o.adamw.update(param, g, state, step, lr, decays);
+            }
+        }
+        self.step = step;
+        (norm, lr)
+    }
+
+    /// One training step on `batch` random windows of `corpus`.
+    pub fn train_step(&mut self, corpus: &Corpus) -> Result<StepReport, TrainError> {
+        let (batch, seq) = (self.options.batch, self.options.seq);
+        let mut total: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        let mut loss = 0f64;
+        for _ in 0..batch {
+            let (x, y) = corpus.sample(seq, &mut self.rng);
+            let (l, grads) = self.gradients(&x, &y)?;
+            loss += l;
+            for (name, g) in grads {
+                match total.get_mut(&name) {
+                    Some(acc) => acc.iter_mut().zip(&g).for_each(|(a, b)| *a += b),
+                    None => {
+                        total.insert(name, g);
+                    }
+                }
+            }
+        }
+        let scale = 1.0 / batch as f64;
+        for g in total.values_mut() {
+            g.iter_mut().for_each(|v| *v *= scale);
+        }
+        let loss = loss * scale;
+        let (grad_norm, lr) = self.apply(total);
+        self.history.train.push((self.step, loss));
+        Ok(StepReport {
+            step: self.step,
+            loss,
+            grad_norm,
+            lr,
+            tokens: batch * seq,
+        })
+    }
+
+    /// The mean loss over the held-out windows; recorded in the history.
+    pub fn evaluate(&mut self, corpus: &Corpus) -> Result<f64, TrainError> {
+        let windows = corpus.heldout_windows(self.options.seq, self.options.eval_windows);
+        let mut sum = 0f64;
+        for (x, y) in &windows {
+            sum += self.loss(x, y)?;
+        }
+        let l = sum / windows.len().max(1) as f64;
+        self.history.heldout.push((self.step, l));
+        Ok(l)
+    }
+
+    /// The state a checkpoint saves.
+    pub fn state(&self) -> TrainerState {
+        TrainerState {
+            format: 1,
+            step: self.step,
+            rng: self.rng.0,
+            model: self.model.clone(),
+            options: self.options.clone(),
+            history: self.history.clone(),
+        }
+    }
+
+    /// Writes a checkpoint of this run to `dir` (which must not exist).
+    pub fn save(&self, dir: &Path, tokenizer_json: &str) -> Result<(), TrainError> {
+        checkpoint::save(
+            dir,
+            &self.state(),
+            &self.params,
+            &self.moments,
+            tokenizer_json,
+        )
+    }
+}
