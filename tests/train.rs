@@ -128,3 +128,161 @@ fn one_training_step_matches_pytorch() {
         }
     }
 }
+
+fn bitnetc(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_bitnetc"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn temp(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("bitnetc-train-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// A short run on the micro preset: `steps` steps of 2×16 tokens (unless `extra` says otherwise),
+/// held-out loss every 4.
+fn train(out: &Path, steps: u64, extra: &[&str]) -> std::process::Output {
+    let steps = steps.to_string();
+    let seq = if extra.contains(&"--seq") {
+        None
+    } else {
+        Some("16")
+    };
+    let mut args = vec![
+        "train",
+        "--preset",
+        "micro",
+        "--steps",
+        &steps,
+        "--batch",
+        "2",
+        "--eval-every",
+        "4",
+        "--eval-windows",
+        "2",
+        "--lr",
+        "1e-2",
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    if let Some(seq) = seq {
+        args.extend(["--seq", seq]);
+    }
+    args.extend_from_slice(extra);
+    bitnetc(&args)
+}
+
+fn state(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("trainer_state.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn training_lowers_the_loss_and_resumes_bit_for_bit() {
+    // Uninterrupted: 16 steps, checkpoints every 8.
+    let full = temp("full");
+    let o = train(&full, 16, &["--checkpoint-every", "8"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s = state(&full);
+    let train: Vec<f64> = s["history"]["train"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[1].as_f64().unwrap())
+        .collect();
+    assert_eq!(train.len(), 16);
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    assert!(
+        mean(&train[12..]) < mean(&train[..4]) - 0.3,
+        "the training loss does not fall: {train:?}"
+    );
+    let heldout: Vec<f64> = s["history"]["heldout"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[1].as_f64().unwrap())
+        .collect();
+    assert_eq!(heldout.len(), 4, "held-out loss at steps 4, 8, 12 and 16");
+    assert!(heldout[3] < heldout[0], "held-out loss {heldout:?}");
+    // Resumed from the step-8 checkpoint to 16: the same weights, moments and history, bit for bit.
+    let resumed = temp("resumed");
+    let ckpt = full.join("checkpoint-8");
+    let o = bitnetc(&[
+        "train",
+        "--resume",
+        ckpt.to_str().unwrap(),
+        "--steps",
+        "16",
+        "--eval-every",
+        "4",
+        "-o",
+        resumed.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for file in [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "tokenizer.json",
+    ] {
+        assert!(
+            std::fs::read(full.join(file)).unwrap() == std::fs::read(resumed.join(file)).unwrap(),
+            "{file} differs between the uninterrupted and the resumed run"
+        );
+    }
+    assert_eq!(state(&full)["history"], state(&resumed)["history"]);
+    // The trained folder is a model: bitnetc runs it (online BitNet form, its own tokenizer).
+    let o = bitnetc(&[
+        "run",
+        full.to_str().unwrap(),
+        "--prompt",
+        "In the beginning",
+        "-n",
+        "4",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for d in [full, resumed] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+#[test]
+fn train_refuses_bad_flags_and_keeps_what_exists() {
+    let out = temp("exists");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("keep.txt"), "mine").unwrap();
+    let o = train(&out, 2, &[]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("already exists"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("keep.txt")).unwrap(),
+        "mine"
+    );
+    std::fs::remove_dir_all(&out).unwrap();
+    let fresh = temp("fresh");
+    let o = train(&fresh, 2, &["--seq", "100000"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--seq 100000"), "{err}");
+    let o = train(&fresh, 2, &["--text", "/nonexistent/text.txt"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("/nonexistent/text.txt"),
+        "{err}"
+    );
+    assert!(!fresh.exists(), "a refused run leaves no output folder");
+    let o = bitnetc(&[
+        "train",
+        "--resume",
+        "/nonexistent/ckpt",
+        "-o",
+        fresh.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("/nonexistent/ckpt"),
+        "{err}"
+    );
+}
