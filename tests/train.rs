@@ -55,6 +55,7 @@ fn one_training_step_matches_pytorch() {
         clip: step["clip"].as_f64().unwrap(),
         seed: 0,
         eval_windows: 1,
+        checkpoint_blocks: false,
     };
     let mut t = Trainer::new(model, options).unwrap();
     let init = f32_tensors(&dir.join("init.safetensors")).unwrap();
@@ -103,6 +104,31 @@ fn one_training_step_matches_pytorch() {
         assert!(rel(norm, want) < 1e-4, "{n}: |g| {norm} vs torch {want}");
     }
     eprintln!("largest gradient difference: {worst:.2e} of the tensor's largest element");
+    // Checkpointing per block recomputes instead of storing: the same gradients bit for bit, with
+    // fewer forward values held at once.
+    let ids: Vec<u32> = windows[0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| u(v) as u32)
+        .collect();
+    let stored = t.sweep(&ids[..seq], &ids[1..]).unwrap();
+    t.options.checkpoint_blocks = true;
+    let recomputed = t.sweep(&ids[..seq], &ids[1..]).unwrap();
+    t.options.checkpoint_blocks = false;
+    assert_eq!(stored.weights, recomputed.weights);
+    assert_eq!(stored.loss, recomputed.loss);
+    assert!(
+        recomputed.peak_value_bytes < stored.peak_value_bytes,
+        "checkpointing held {} bytes, storing {}",
+        recomputed.peak_value_bytes,
+        stored.peak_value_bytes
+    );
+    assert!(recomputed.ops_evaluated > stored.ops_evaluated);
+    eprintln!(
+        "forward values held: {} bytes stored, {} checkpointed per block",
+        stored.peak_value_bytes, recomputed.peak_value_bytes
+    );
     let (norm, _) = t.apply(total);
     let want = step["total_grad_norm"].as_f64().unwrap();
     assert!(rel(norm, want) < 1e-4, "global norm {norm} vs torch {want}");

@@ -13,8 +13,8 @@
 //! arithmetic) cost nothing.
 
 use crate::error::IrError;
-use crate::interp::{evaluate, op_location, returned};
-use crate::module::Function;
+use crate::interp::{eval_op, op_location, prepare, returned};
+use crate::module::{Function, OpId, ValueId};
 use crate::ops::VjpCtx;
 use crate::tensor::Tensor;
 use crate::weights::WeightStore;
@@ -31,20 +31,116 @@ pub struct Gradients {
     pub args: Vec<Option<Vec<f64>>>,
     /// The gradient of each weight the function reads and the loss depends on, by name.
     pub weights: BTreeMap<String, Vec<f64>>,
+    /// The most bytes of forward values held at once (the arguments included, cotangents not).
+    pub peak_value_bytes: u64,
+    /// Ops evaluated in all, recomputations included.
+    pub ops_evaluated: usize,
 }
 
 fn fail(op: &'static str, at: String, message: String) -> IrError {
     IrError::Eval { op, at, message }
 }
 
-/// The gradient of result `loss` of `f` (a float tensor of one element) at `inputs`.
+fn bytes_of(t: &Tensor) -> u64 {
+    (t.numel() as u64).saturating_mul(t.elem().bits().div_ceil(8))
+}
+
+/// The gradient of result `loss` of `f` (a float tensor of one element) at `inputs`, every forward
+/// value kept for the reverse sweep.
 pub fn backward(
     f: &Function,
     inputs: &[Tensor],
     weights: &dyn WeightStore,
     loss: usize,
 ) -> Result<Gradients, IrError> {
-    let env = evaluate(f, inputs, weights)?;
+    backward_checkpointed(f, inputs, weights, loss, &[])
+}
+
+/// `backward` with gradient checkpointing: the ops are cut into segments after each op that defines
+/// one of `boundaries` (a decoder's residual stream after each block); the forward pass keeps only
+/// the values a later segment reads (and the arguments and results), and the reverse sweep
+/// recomputes each segment's own values from them before sweeping it. The interpreter is
+/// deterministic, so the gradients are bit for bit those of `backward`; `peak_value_bytes` says
+/// what it saved.
+pub fn backward_checkpointed(
+    f: &Function,
+    inputs: &[Tensor],
+    weights: &dyn WeightStore,
+    loss: usize,
+    boundaries: &[ValueId],
+) -> Result<Gradients, IrError> {
+    let (bindings, mut env) = prepare(f, inputs)?;
+    let order: Vec<OpId> = f.op_order().collect();
+    let mut segments: Vec<Vec<OpId>> = Vec::new();
+    let mut current = Vec::new();
+    for &id in &order {
+        current.push(id);
+        if f.op(id).results.iter().any(|r| boundaries.contains(r)) {
+            segments.push(std::mem::take(&mut current));
+        }
+    }
+    if !current.is_empty() {
+        segments.push(current);
+    }
+    let segmented = segments.len() > 1;
+    // Which segment defines each value (arguments: none), and which values must outlive theirs.
+    let mut def_seg: Vec<Option<usize>> = vec![None; f.values.len()];
+    for (si, seg) in segments.iter().enumerate() {
+        for &id in seg {
+            for r in &f.op(id).results {
+                def_seg[r.index()] = Some(si);
+            }
+        }
+    }
+    let mut keep: Vec<bool> = def_seg.iter().map(Option::is_none).collect();
+    for r in &f.returns {
+        keep[r.index()] = true;
+    }
+    for (si, seg) in segments.iter().enumerate() {
+        for &id in seg {
+            for v in &f.op(id).operands {
+                if def_seg[v.index()] != Some(si) {
+                    keep[v.index()] = true;
+                }
+            }
+        }
+    }
+    let mut live: u64 = env.iter().flatten().map(bytes_of).sum();
+    let mut peak = live;
+    let mut evaluated = 0usize;
+    let mut run_segment = |env: &mut Vec<Option<Tensor>>, seg: &[OpId], live: &mut u64| {
+        for &id in seg {
+            for r in &f.op(id).results {
+                if let Some(old) = env[r.index()].take() {
+                    *live -= bytes_of(&old);
+                }
+            }
+            eval_op(f, id, env, &bindings, weights)?;
+            evaluated += 1;
+            for r in &f.op(id).results {
+                *live += env[r.index()].as_ref().map_or(0, bytes_of);
+            }
+            peak = peak.max(*live);
+        }
+        Ok::<(), IrError>(())
+    };
+    let drop_internal = |env: &mut Vec<Option<Tensor>>, seg: &[OpId], live: &mut u64| {
+        for &id in seg {
+            for r in &f.op(id).results {
+                if !keep[r.index()]
+                    && let Some(old) = env[r.index()].take()
+                {
+                    *live -= bytes_of(&old);
+                }
+            }
+        }
+    };
+    for seg in &segments {
+        run_segment(&mut env, seg, &mut live)?;
+        if segmented {
+            drop_internal(&mut env, seg, &mut live);
+        }
+    }
     let outputs = returned(f, inputs, &env)?;
     let bad_loss = |m: String| fail("return", "return".into(), m);
     let loss_value = *f
@@ -69,85 +165,15 @@ pub fn backward(
     let mut cot: Vec<Option<Vec<f64>>> = vec![None; f.values.len()];
     cot[loss_value.index()] = Some(vec![1.0]);
     let mut grads: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let order: Vec<_> = f.op_order().collect();
-    for &id in order.iter().rev() {
-        let op = f.op(id);
-        if op.results.iter().all(|r| cot[r.index()].is_none()) {
-            continue;
+    for seg in segments.iter().rev() {
+        if segmented {
+            run_segment(&mut env, seg, &mut live)?;
         }
-        let name = op.kind.name();
-        let at = || op_location(f, op);
-        if op.kind == crate::ops::OpKind::Weight {
-            let Some(g) = op.results.first().and_then(|r| cot[r.index()].take()) else {
-                continue;
-            };
-            let wname = op
-                .attrs
-                .str("name")
-                .ok_or_else(|| fail(name, at(), "nn.weight without a name".into()))?;
-            match grads.get_mut(wname) {
-                Some(acc) => acc.iter_mut().zip(&g).for_each(|(a, b)| *a += b),
-                None => {
-                    grads.insert(wname.to_string(), g);
-                }
-            }
-            continue;
+        for &id in seg.iter().rev() {
+            sweep_op(f, id, &env, &mut cot, &mut grads)?;
         }
-        let value = |v: crate::module::ValueId| {
-            env.get(v.index())
-                .and_then(Option::as_ref)
-                .ok_or_else(|| fail(name, at(), "a value has no value".into()))
-        };
-        let operands: Vec<&Tensor> = op
-            .operands
-            .iter()
-            .map(|&v| value(v))
-            .collect::<Result<_, _>>()?;
-        let results: Vec<&Tensor> = op
-            .results
-            .iter()
-            .map(|&v| value(v))
-            .collect::<Result<_, _>>()?;
-        let cotangents: Vec<Option<&[f64]>> = op
-            .results
-            .iter()
-            .map(|r| cot[r.index()].as_deref())
-            .collect();
-        let cx = VjpCtx {
-            inputs: &operands,
-            outputs: &results,
-            cotangents: &cotangents,
-            attrs: &op.attrs,
-        };
-        let input_grads = op.kind.vjp(&cx).map_err(|m| fail(name, at(), m))?;
-        if input_grads.len() != op.operands.len() {
-            return Err(fail(
-                name,
-                at(),
-                format!(
-                    "internal: the gradient rule gave {} cotangents for {} operands",
-                    input_grads.len(),
-                    op.operands.len()
-                ),
-            ));
-        }
-        for ((&v, t), g) in op.operands.iter().zip(&operands).zip(input_grads) {
-            let Some(g) = g else { continue };
-            if g.len() != t.numel() {
-                return Err(fail(
-                    name,
-                    at(),
-                    format!(
-                        "internal: a cotangent has {} elements for an operand of {}",
-                        g.len(),
-                        t.numel()
-                    ),
-                ));
-            }
-            match &mut cot[v.index()] {
-                Some(acc) => acc.iter_mut().zip(&g).for_each(|(a, b)| *a += b),
-                slot @ None => *slot = Some(g),
-            }
+        if segmented {
+            drop_internal(&mut env, seg, &mut live);
         }
     }
     let args = f.args.iter().map(|a| cot[a.index()].take()).collect();
@@ -156,5 +182,101 @@ pub fn backward(
         loss: loss_f64,
         args,
         weights: grads,
+        peak_value_bytes: peak,
+        ops_evaluated: evaluated,
     })
+}
+
+/// The reverse step of op `id`: its rule applied to the cotangents of its results, added into its
+/// operands' (or, for `nn.weight`, into the named weight's gradient).
+fn sweep_op(
+    f: &Function,
+    id: OpId,
+    env: &[Option<Tensor>],
+    cot: &mut [Option<Vec<f64>>],
+    grads: &mut BTreeMap<String, Vec<f64>>,
+) -> Result<(), IrError> {
+    let op = f.op(id);
+    if op.results.iter().all(|r| cot[r.index()].is_none()) {
+        return Ok(());
+    }
+    let name = op.kind.name();
+    let at = || op_location(f, op);
+    if op.kind == crate::ops::OpKind::Weight {
+        let Some(g) = op.results.first().and_then(|r| cot[r.index()].take()) else {
+            return Ok(());
+        };
+        let wname = op
+            .attrs
+            .str("name")
+            .ok_or_else(|| fail(name, at(), "nn.weight without a name".into()))?;
+        match grads.get_mut(wname) {
+            Some(acc) => acc.iter_mut().zip(&g).for_each(|(a, b)| *a += b),
+            None => {
+                grads.insert(wname.to_string(), g);
+            }
+        }
+        return Ok(());
+    }
+    let value = |v: ValueId| {
+        env.get(v.index())
+            .and_then(Option::as_ref)
+            .ok_or_else(|| fail(name, at(), "a value has no value".into()))
+    };
+    let operands: Vec<&Tensor> = op
+        .operands
+        .iter()
+        .map(|&v| value(v))
+        .collect::<Result<_, _>>()?;
+    let results: Vec<&Tensor> = op
+        .results
+        .iter()
+        .map(|&v| value(v))
+        .collect::<Result<_, _>>()?;
+    let cotangents: Vec<Option<&[f64]>> = op
+        .results
+        .iter()
+        .map(|r| cot[r.index()].as_deref())
+        .collect();
+    let cx = VjpCtx {
+        inputs: &operands,
+        outputs: &results,
+        cotangents: &cotangents,
+        attrs: &op.attrs,
+    };
+    let input_grads = op.kind.vjp(&cx).map_err(|m| fail(name, at(), m))?;
+    if input_grads.len() != op.operands.len() {
+        return Err(fail(
+            name,
+            at(),
+            format!(
+                "internal: the gradient rule gave {} cotangents for {} operands",
+                input_grads.len(),
+                op.operands.len()
+            ),
+        ));
+    }
+    for ((&v, t), g) in op.operands.iter().zip(&operands).zip(input_grads) {
+        let Some(g) = g else { continue };
+        if g.len() != t.numel() {
+            return Err(fail(
+                name,
+                at(),
+                format!(
+                    "internal: a cotangent has {} elements for an operand of {}",
+                    g.len(),
+                    t.numel()
+                ),
+            ));
+        }
+        match &mut cot[v.index()] {
+            Some(acc) => acc.iter_mut().zip(&g).for_each(|(a, b)| *a += b),
+            slot @ None => *slot = Some(g),
+        }
+    }
+    // The results' cotangents are spent.
+    for r in &op.results {
+        cot[r.index()] = None;
+    }
+    Ok(())
 }

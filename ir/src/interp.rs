@@ -148,6 +148,19 @@ pub fn evaluate(
     inputs: &[Tensor],
     weights: &dyn WeightStore,
 ) -> Result<Vec<Option<Tensor>>, IrError> {
+    let (bindings, mut env) = prepare(f, inputs)?;
+    for id in f.op_order() {
+        eval_op(f, id, &mut env, &bindings, weights)?;
+    }
+    Ok(env)
+}
+
+/// What evaluating `f` op by op needs: its symbols bound from `inputs` (after verifying it) and the
+/// value table with the arguments in place.
+pub type Prepared = (HashMap<String, u64>, Vec<Option<Tensor>>);
+
+/// Verifies `f`, binds its symbols from `inputs` and places them in a fresh value table.
+pub fn prepare(f: &Function, inputs: &[Tensor]) -> Result<Prepared, IrError> {
     let diags = verify_function(f);
     if !diags.is_empty() {
         return Err(IrError::Invalid(diags));
@@ -157,20 +170,25 @@ pub fn evaluate(
     for (&arg, t) in f.args.iter().zip(inputs) {
         env[arg.index()] = Some(t.clone());
     }
-    let names = crate::text::printer::Names::new(f);
-    for id in f.op_order() {
+    Ok((bindings, env))
+}
+
+/// Evaluates op `id` of `f` from the values in `env`, storing its results there (checked against
+/// their declared types).
+pub fn eval_op(
+    f: &Function,
+    id: crate::module::OpId,
+    env: &mut [Option<Tensor>],
+    bindings: &HashMap<String, u64>,
+    weights: &dyn WeightStore,
+) -> Result<(), IrError> {
+    {
         let op = f.op(id);
         let name = op.kind.name();
-        let at = match op.loc {
-            Some(l) => format!("line {}", l.line),
-            None => match op.results.first() {
-                Some(r) => format!("result %{}", names.get(*r)),
-                None => "no location".to_string(),
-            },
-        };
+        // The location is only worked out for an error (naming values walks the whole function).
         let fail = |message: String| IrError::Eval {
             op: name,
-            at: at.clone(),
+            at: op_location(f, op),
             message,
         };
         let inputs: Vec<&Tensor> = op
@@ -185,9 +203,7 @@ pub fn evaluate(
         let types: Vec<&TensorType> = op.results.iter().map(|r| f.ty(*r)).collect();
         let shapes: Vec<Vec<usize>> = types
             .iter()
-            .map(|t| {
-                concrete(t, &bindings).ok_or_else(|| fail(format!("cannot make {t} concrete")))
-            })
+            .map(|t| concrete(t, bindings).ok_or_else(|| fail(format!("cannot make {t} concrete"))))
             .collect::<Result<_, _>>()?;
         if let Some(big) = shapes
             .iter()
@@ -224,5 +240,5 @@ pub fn evaluate(
             env[r.index()] = Some(t);
         }
     }
-    Ok(env)
+    Ok(())
 }

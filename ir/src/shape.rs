@@ -39,24 +39,44 @@ pub fn broadcast_concrete(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String
 /// For each element of `out_shape` (row-major), the index of the element of a tensor of `in_shape`
 /// that broadcasts to it. `in_shape` must broadcast to `out_shape`.
 pub fn broadcast_index_map(out_shape: &[usize], in_shape: &[usize]) -> Vec<usize> {
+    let total: usize = out_shape.iter().product();
+    let in_total: usize = in_shape.iter().product();
+    // The common cases first: the same shape (identity) and one element (all zeros).
+    if in_total == total
+        && in_shape
+            .iter()
+            .filter(|&&d| d != 1)
+            .eq(out_shape.iter().filter(|&&d| d != 1))
+    {
+        return (0..total).collect();
+    }
+    if in_total == 1 {
+        return vec![0; total];
+    }
     let rank = out_shape.len();
     let offset = rank - in_shape.len().min(rank);
     let in_strides = crate::tensor::strides(in_shape);
-    let total: usize = out_shape.iter().product();
+    // The input stride of each output axis (0 where the input is broadcast along it).
+    let stride: Vec<usize> = (0..rank)
+        .map(|k| {
+            k.checked_sub(offset)
+                .filter(|&j| in_shape[j] != 1)
+                .map_or(0, |j| in_strides[j])
+        })
+        .collect();
     let mut map = Vec::with_capacity(total);
-    let mut idx = vec![0usize; rank];
-    for _ in 0..total {
-        let mut src = 0usize;
-        for (k, &i) in idx.iter().enumerate().skip(offset) {
-            let j = k - offset;
-            if in_shape[j] != 1 {
-                src += i * in_strides[j];
-            }
-        }
-        map.push(src);
-        for k in (0..rank).rev() {
+    let Some((&last, outer_shape)) = out_shape.split_last() else {
+        return vec![0; total];
+    };
+    let last_stride = stride[rank - 1];
+    let mut idx = vec![0usize; rank - 1];
+    let rows = total.checked_div(last).unwrap_or(0);
+    for _ in 0..rows {
+        let base: usize = idx.iter().zip(&stride).map(|(i, s)| i * s).sum();
+        map.extend((0..last).map(|i| base + i * last_stride));
+        for k in (0..outer_shape.len()).rev() {
             idx[k] += 1;
-            if idx[k] < out_shape[k] {
+            if idx[k] < outer_shape[k] {
                 break;
             }
             idx[k] = 0;
@@ -121,6 +141,53 @@ pub fn for_each_index(shape: &[usize], mut f: impl FnMut(&[usize])) {
                 break;
             }
             idx[k] = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod broadcast_tests {
+    use super::broadcast_index_map;
+
+    /// The definition: each output index, its trailing axes matched to the input's, broadcast axes
+    /// read at 0.
+    fn naive(out_shape: &[usize], in_shape: &[usize]) -> Vec<usize> {
+        let rank = out_shape.len();
+        let offset = rank - in_shape.len();
+        let strides = crate::tensor::strides(in_shape);
+        let mut map = Vec::new();
+        super::for_each_index(out_shape, |idx| {
+            let src = (offset..rank)
+                .filter(|&k| in_shape[k - offset] != 1)
+                .map(|k| idx[k] * strides[k - offset])
+                .sum();
+            map.push(src);
+        });
+        map
+    }
+
+    #[test]
+    fn the_fast_paths_give_the_definition() {
+        let cases: &[(&[usize], &[usize])] = &[
+            (&[3, 4], &[3, 4]),
+            (&[3, 4], &[4]),
+            (&[3, 4], &[3, 1]),
+            (&[3, 4], &[1]),
+            (&[3, 4], &[]),
+            (&[2, 3, 4], &[3, 1]),
+            (&[2, 3, 4], &[2, 1, 4]),
+            (&[2, 1, 4], &[1, 1, 4]),
+            (&[1, 5], &[5]),
+            (&[5, 1], &[5, 1]),
+            (&[], &[]),
+            (&[0, 3], &[3]),
+        ];
+        for (out, inp) in cases {
+            assert_eq!(
+                broadcast_index_map(out, inp),
+                naive(out, inp),
+                "{out:?} <- {inp:?}"
+            );
         }
     }
 }

@@ -68,6 +68,10 @@ pub struct TrainArgs {
     /// Held-out windows per measurement.
     #[arg(long, default_value_t = 8)]
     pub eval_windows: usize,
+    /// Gradient checkpointing per decoder block: keep only each block's input in the forward pass
+    /// and recompute the block in the backward pass (the same gradients, less memory, more time).
+    #[arg(long)]
+    pub checkpoint_blocks: bool,
     /// Write a checkpoint every K steps (0: only at the end).
     #[arg(long, default_value_t = 0)]
     pub checkpoint_every: u64,
@@ -91,6 +95,7 @@ impl TrainArgs {
                     "steps": self.steps, "batch": self.batch, "seq": self.seq, "lr": self.lr,
                     "warmup": self.warmup, "schedule": self.schedule,
                     "weight_decay": self.weight_decay, "clip": self.clip, "seed": self.seed,
+                    "checkpoint_blocks": self.checkpoint_blocks,
                     "output": self.output.display().to_string(),
                 },
             }),
@@ -194,6 +199,7 @@ pub fn run(args: &TrainArgs, audit: &mut serde_json::Value) -> Result<ExitCode> 
                 clip: args.clip,
                 seed: args.seed,
                 eval_windows: args.eval_windows,
+                checkpoint_blocks: args.checkpoint_blocks,
             };
             (Trainer::new(model, options)?, tk)
         }
@@ -243,10 +249,12 @@ pub fn run(args: &TrainArgs, audit: &mut serde_json::Value) -> Result<ExitCode> 
     let first_step = trainer.step;
     let mut tokens = 0usize;
     let mut last_loss = f64::NAN;
+    let mut peak_bytes = 0u64;
     while trainer.step < o.steps {
         let r = trainer.train_step(&corpus)?;
         tokens += r.tokens;
         last_loss = r.loss;
+        peak_bytes = peak_bytes.max(r.peak_value_bytes);
         let rate = tokens as f64 / started.elapsed().as_secs_f64().max(1e-9);
         bar.set_position(r.step);
         bar.set_message(format!(
@@ -281,10 +289,16 @@ pub fn run(args: &TrainArgs, audit: &mut serde_json::Value) -> Result<ExitCode> 
     let rate = tokens as f64 / secs.max(1e-9);
     println!(
         "trained {} steps ({}..{}) in {secs:.1} s, {rate:.0} tokens/s: loss {last_loss:.4}, held-out {heldout:.4} \
-         (unigram baseline {unigram:.4}); wrote {}",
+         (unigram baseline {unigram:.4}); forward values held at most {:.1} MiB per sequence{}; wrote {}",
         trainer.step - first_step,
         first_step,
         trainer.step,
+        peak_bytes as f64 / (1u64 << 20) as f64,
+        if o.checkpoint_blocks {
+            " (checkpointed per block)"
+        } else {
+            ""
+        },
         args.output.display()
     );
     audit["result"] = serde_json::json!({
@@ -294,6 +308,7 @@ pub fn run(args: &TrainArgs, audit: &mut serde_json::Value) -> Result<ExitCode> 
         "unigram_loss": unigram,
         "tokens_per_second": rate,
         "seconds": secs,
+        "peak_value_bytes": peak_bytes,
     });
     Ok(ExitCode::SUCCESS)
 }

@@ -13,7 +13,7 @@ use crate::graph::{qat_spec, step_inputs, training_function};
 use crate::optim::{AdamW, Moments, Schedule, clip};
 use crate::params::{ParamInfo, Rng, initialize, param_table};
 use bitnet_frontend::decoder::DecoderSpec;
-use bitnet_ir::autodiff::backward;
+use bitnet_ir::autodiff::backward_checkpointed;
 use bitnet_ir::weights::{WeightError, WeightStore, finish_load};
 use bitnet_ir::{ElemType, Function, Tensor};
 use serde::{Deserialize, Serialize};
@@ -43,6 +43,10 @@ pub struct TrainOptions {
     pub seed: u64,
     /// Held-out windows per evaluation.
     pub eval_windows: usize,
+    /// Gradient checkpointing per decoder block: keep only each block's input during the forward
+    /// pass and recompute the block's values in the reverse sweep (same gradients, less memory).
+    #[serde(default)]
+    pub checkpoint_blocks: bool,
 }
 
 /// The losses of a run so far.
@@ -67,6 +71,8 @@ pub struct StepReport {
     pub lr: f64,
     /// Tokens predicted in the step.
     pub tokens: usize,
+    /// The most bytes of forward values one sequence's sweep held at once.
+    pub peak_value_bytes: u64,
 }
 
 /// The master weights as the training function reads them (`nn.weight` by name).
@@ -111,6 +117,8 @@ pub struct Trainer {
     /// Losses so far.
     pub history: History,
     function: Function,
+    /// The residual stream after each block: where checkpointing cuts the sweep.
+    block_outputs: Vec<bitnet_ir::ValueId>,
 }
 
 fn check_options(model: &ModelShape, o: &TrainOptions) -> Result<(), TrainError> {
@@ -196,6 +204,15 @@ impl Trainer {
         sampler: Option<(Rng, History)>,
     ) -> Result<Trainer, TrainError> {
         let function = training_function(&spec)?;
+        let block_outputs = (0..function.values.len())
+            .map(|i| bitnet_ir::ValueId(i as u32))
+            .filter(|&v| {
+                function.value(v).name.as_deref().is_some_and(|n| {
+                    n.strip_prefix("h.")
+                        .is_some_and(|l| l.parse::<u64>().is_ok())
+                })
+            })
+            .collect();
         let moments = moments.unwrap_or_else(|| {
             params
                 .iter()
@@ -222,6 +239,7 @@ impl Trainer {
             rng,
             history,
             function,
+            block_outputs,
         })
     }
 
@@ -236,10 +254,30 @@ impl Trainer {
         tokens: &[u32],
         targets: &[u32],
     ) -> Result<(f64, BTreeMap<String, Vec<f64>>), TrainError> {
-        let inputs = step_inputs(&self.spec.config, tokens, targets)?;
-        let g = backward(&self.function, &inputs, &ParamStore(&self.params), 0)
-            .map_err(|e| TrainError::Graph(format!("the training step: {e}")))?;
+        let g = self.sweep(tokens, targets)?;
         Ok((g.loss, g.weights))
+    }
+
+    /// The reverse sweep of one window (checkpointed per block when the options say so).
+    pub fn sweep(
+        &self,
+        tokens: &[u32],
+        targets: &[u32],
+    ) -> Result<bitnet_ir::autodiff::Gradients, TrainError> {
+        let inputs = step_inputs(&self.spec.config, tokens, targets)?;
+        let boundaries: &[bitnet_ir::ValueId] = if self.options.checkpoint_blocks {
+            &self.block_outputs
+        } else {
+            &[]
+        };
+        backward_checkpointed(
+            &self.function,
+            &inputs,
+            &ParamStore(&self.params),
+            0,
+            boundaries,
+        )
+        .map_err(|e| TrainError::Graph(format!("the training step: {e}")))
     }
 
     /// The loss of one window (forward only).
@@ -283,11 +321,13 @@ impl Trainer {
         let (batch, seq) = (self.options.batch, self.options.seq);
         let mut total: BTreeMap<String, Vec<f64>> = BTreeMap::new();
         let mut loss = 0f64;
+        let mut peak = 0u64;
         for _ in 0..batch {
             let (x, y) = corpus.sample(seq, &mut self.rng);
-            let (l, grads) = self.gradients(&x, &y)?;
-            loss += l;
-            for (name, g) in grads {
+            let g = self.sweep(&x, &y)?;
+            loss += g.loss;
+            peak = peak.max(g.peak_value_bytes);
+            for (name, g) in g.weights {
                 match total.get_mut(&name) {
                     Some(acc) => acc.iter_mut().zip(&g).for_each(|(a, b)| *a += b),
                     None => {
@@ -309,6 +349,7 @@ impl Trainer {
             grad_norm,
             lr,
             tokens: batch * seq,
+            peak_value_bytes: peak,
         })
     }
 
