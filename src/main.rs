@@ -11,7 +11,7 @@ mod cli;
 #[derive(Parser)]
 #[command(name = "bitnetc", version, about)]
 struct Cli {
-    /// Append a record of `compile`, `run`, `chat`, `bench`, `validate`, `profile` and `logits`
+    /// Append a record of `compile`, `run`, `chat`, `bench`, `validate`, `profile`, `logits` and `export`
     /// (inputs and their sha256, flags, outputs, timings, errors), and of every request, load,
     /// compile and validation `serve` handles, to this hash-chained JSON-lines log (`off` turns
     /// logging off). Default: $BITNETC_AUDIT_LOG (`off` too), else audit.jsonl in bitnetc's folder
@@ -70,6 +70,9 @@ enum Command {
     Audit(cli::audit::AuditArgs),
     /// Write a deterministic random BitNet b1.58 checkpoint (HF layout of microsoft/bitnet-b1.58-2B-4T).
     Synth(cli::synth::SynthArgs),
+    /// Write a model as an HF folder in BitNet's packed form (transformers loads it) or as a GGUF
+    /// with TQ2_0 or I2_S projections and the tokenizer metadata.
+    Export(cli::export::ExportArgs),
 }
 
 impl Command {
@@ -84,6 +87,7 @@ impl Command {
             Command::Validate(args) => Some(args.audit()),
             Command::Logits(args) => Some(args.audit()),
             Command::Compile(args) => Some(args.audit()),
+            Command::Export(args) => Some(args.audit()),
             Command::Check(_)
             | Command::Print(_)
             | Command::Eval(_)
@@ -122,6 +126,7 @@ impl Command {
             Command::Compile(args) => cli::compile::run(&args),
             Command::Audit(args) => cli::audit::run(&args),
             Command::Synth(args) => cli::synth::run(&args),
+            Command::Export(args) => cli::export::run(&args, audit),
             Command::Serve(args) => cli::serve::run(&args, log),
             Command::Compliance(args) => cli::compliance::run(&args, log.as_ref()),
         }

@@ -6,6 +6,7 @@
 //! passes lower to. Three guarantees rest here: a deterministic text form (`text`), a verifier that finds
 //! every error (`verify`), and a reference interpreter that is the numerical oracle (`interp`).
 
+pub mod absmean;
 pub mod attr;
 pub mod builder;
 pub mod diagnostic;
