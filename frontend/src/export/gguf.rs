@@ -189,10 +189,15 @@ pub fn gguf_file(src: &Source, ty: GgufTernary) -> Result<(Vec<u8>, ExportSummar
     }
     let (tok, tok_notes) = super::vocab::tokenizer_metadata(src, v)?;
     notes.extend(tok_notes);
-    let name = src
-        .path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
+    // The source GGUF's name, else the source's file or folder name.
+    let name = crate::gguf::GgufFile::open(&src.path)
+        .ok()
+        .and_then(|f| f.get_str("general.name").ok().map(str::to_string))
+        .or_else(|| {
+            src.path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+        })
         .unwrap_or_default();
     let u = |x: u64| GgufValue::U32(u32::try_from(x).unwrap_or(u32::MAX));
     let k = |key: &str| format!("{arch}.{key}");

@@ -86,6 +86,18 @@ pub fn hf(
     } else {
         "autobitlinear"
     };
+    let biased = spec.layers.iter().any(|l| {
+        l.bias.q.is_some() || l.bias.k.is_some() || l.bias.v.is_some() || l.bias.o.is_some()
+    });
+    if biased && !all_div {
+        return Err(FrontendError::format(
+            &src.path,
+            "a model with attention biases is written in BitNet's packed form only as `bitlinear` \
+             (scales stored as 1/γ), which keeps its scales exact only when the source stores 1/γ; \
+             this one stores γ (or master weights), and `autobitlinear` with biases is not a form \
+             the importers accept",
+        ));
+    }
     let mut notes = Vec::new();
     let any_div = spec.layers.iter().any(|l| {
         layer_projections(l)

@@ -209,6 +209,18 @@ impl Source {
         })
     }
 
+    /// Every projection, layer by layer in `q, k, v, o, gate, up, down` order, as `export` writes it.
+    pub fn projections(&self) -> Result<Vec<TernaryProjection>, FrontendError> {
+        let sizes = self.sizes();
+        let mut out = Vec::new();
+        for l in &self.spec.layers {
+            for (p, &(o, i)) in layer_projections(l).iter().zip(&sizes) {
+                out.push(self.projection(p, o, i)?);
+            }
+        }
+        Ok(out)
+    }
+
     /// The `[out, in]` sizes of the seven projections of a layer, in `ROLES` order.
     pub(crate) fn sizes(&self) -> [(usize, usize); 7] {
         let c = &self.spec.config;

@@ -263,5 +263,8 @@ fn from_hf(
     if let Some(t) = template {
         kv.push(("tokenizer.chat_template".into(), GgufValue::String(t)));
     }
+    // Sorted by key, as a GGUF source's keys are copied, so that exporting an exported GGUF gives
+    // the same bytes.
+    kv.sort_by(|a, b| a.0.cmp(&b.0));
     Ok((kv, Vec::new()))
 }
