@@ -120,7 +120,7 @@ pub fn gguf_bytes(
             ty => {
                 let (block, size) = ty.block_layout();
                 let block = block.max(1);
-                if !t.dims.first().is_some_and(|ne0| ne0 % block == 0) {
+                if t.dims.first().is_none_or(|ne0| ne0 % block != 0) {
                     return Err(format!(
                         "tensor \"{}\": ne0 of dims {:?} is not a multiple of {}'s block of {block}",
                         t.name,

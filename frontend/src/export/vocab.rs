@@ -15,6 +15,9 @@ const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L
 /// Qwen2's (GGUF pre-tokenizer `qwen2`).
 const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// Metadata key/values, in the order written.
+pub(super) type Metadata = Vec<(String, GgufValue)>;
+
 /// GGUF token types.
 const NORMAL: i32 = 1;
 const CONTROL: i32 = 3;
@@ -25,7 +28,7 @@ const UNUSED: i32 = 5;
 pub(super) fn tokenizer_metadata(
     src: &Source,
     vocab: usize,
-) -> Result<(Vec<(String, GgufValue)>, Vec<String>), FrontendError> {
+) -> Result<(Metadata, Vec<String>), FrontendError> {
     match src.format {
         ModelFormat::Gguf => {
             let file = GgufFile::open(&src.path)?;
@@ -97,7 +100,7 @@ fn id_of(v: Option<&Value>) -> Option<u32> {
 fn from_hf(
     dir: &Path,
     vocab: usize,
-) -> Result<(Vec<(String, GgufValue)>, Vec<String>), FrontendError> {
+) -> Result<(Metadata, Vec<String>), FrontendError> {
     let path = dir.join("tokenizer.json");
     let Some(tok) = read_json(&path)? else {
         return Ok((
