@@ -11,11 +11,9 @@ mod cli;
 #[derive(Parser)]
 #[command(name = "bitnetc", version, about)]
 struct Cli {
-    /// Append a record of `compile`, `run`, `chat`, `bench`, `validate`, `profile`, `logits` and `export`
-    /// (inputs and their sha256, flags, outputs, timings, errors), and of every request, load,
-    /// compile and validation `serve` handles, to this hash-chained JSON-lines log (`off` turns
-    /// logging off). Default: $BITNETC_AUDIT_LOG (`off` too), else audit.jsonl in bitnetc's folder
-    /// of the user's data directory.
+    /// Append a record of `compile`, `run`, `chat`, `bench`, `validate`, `profile`, `logits`, `export`
+    /// (inputs, sha256, flags, outputs, timings, errors) and what `serve` handles to this hash-chained
+    /// log (`off`: none; default $BITNETC_AUDIT_LOG, else audit.jsonl in bitnetc's data folder).
     #[arg(long, global = true, value_name = "PATH")]
     audit_log: Option<PathBuf>,
     #[command(subcommand)]
@@ -70,8 +68,7 @@ enum Command {
     Audit(cli::audit::AuditArgs),
     /// Write a deterministic random BitNet b1.58 checkpoint (HF layout of microsoft/bitnet-b1.58-2B-4T).
     Synth(cli::synth::SynthArgs),
-    /// Write a model as an HF folder in BitNet's packed form (transformers loads it) or as a GGUF
-    /// with TQ2_0 or I2_S projections and the tokenizer metadata.
+    /// Write a model as an HF folder in BitNet's packed form or a GGUF (TQ2_0, I2_S) with its vocabulary.
     Export(cli::export::ExportArgs),
 }
 

@@ -97,10 +97,7 @@ fn id_of(v: Option<&Value>) -> Option<u32> {
     v.as_u64().and_then(|x| u32::try_from(x).ok())
 }
 
-fn from_hf(
-    dir: &Path,
-    vocab: usize,
-) -> Result<(Metadata, Vec<String>), FrontendError> {
+fn from_hf(dir: &Path, vocab: usize) -> Result<(Metadata, Vec<String>), FrontendError> {
     let path = dir.join("tokenizer.json");
     let Some(tok) = read_json(&path)? else {
         return Ok((
