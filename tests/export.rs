@@ -472,3 +472,51 @@ fn export_is_audited() {
     assert!(body.contains("output_sha256"), "{body}");
     assert!(body.contains("\"projections\":28"), "{body}");
 }
+
+#[test]
+fn a_failure_while_writing_leaves_no_folder_and_no_staging() {
+    // A packed checkpoint whose last projection holds a 2-bit code 3: the importer accepts the
+    // folder (shapes are right) and the error comes while the export is being written.
+    let scratch = Scratch::create("export-midway");
+    let src = fixture("hf-tiny/packed");
+    let bad = scratch.join("bad");
+    std::fs::create_dir(&bad).unwrap();
+    for f in [
+        "config.json",
+        "generation_config.json",
+        "tokenizer.json",
+        "model.safetensors",
+    ] {
+        std::fs::copy(src.join(f), bad.join(f)).unwrap();
+    }
+    let path = bad.join("model.safetensors");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let name = "model.layers.3.mlp.up_proj.weight";
+    let start = header[name]["data_offsets"][0].as_u64().unwrap() as usize;
+    bytes[8 + n + start] = 0xFF;
+    std::fs::write(&path, bytes).unwrap();
+    let out = scratch.join("out");
+    let err = fails(&[
+        "export",
+        bad.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--format",
+        "hf",
+    ]);
+    assert!(err.contains(name) && err.contains("code 3"), "{err}");
+    only(&scratch, &["bad"]);
+    let gguf = scratch.join("out.gguf");
+    let err = fails(&[
+        "export",
+        bad.to_str().unwrap(),
+        "-o",
+        gguf.to_str().unwrap(),
+        "--format",
+        "gguf",
+    ]);
+    assert!(err.contains(name), "{err}");
+    only(&scratch, &["bad"]);
+}
