@@ -166,6 +166,14 @@ fn synth_tiny_round_trips() {
         model.to_str().unwrap(),
     ]);
     round_trip(&model, &scratch, "synth");
+    // A packed checkpoint written back as HF is the same file: dtypes kept, tensors in name order.
+    for f in ["model.safetensors", "config.json", "generation_config.json"] {
+        let (a, b) = (
+            std::fs::read(model.join(f)).unwrap(),
+            std::fs::read(scratch.join("synth-hf").join(f)).unwrap(),
+        );
+        assert!(a == b, "{f} differs from the synth checkpoint's");
+    }
 }
 
 #[test]
