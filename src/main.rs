@@ -11,11 +11,9 @@ mod cli;
 #[derive(Parser)]
 #[command(name = "bitnetc", version, about)]
 struct Cli {
-    /// Append a record of `compile`, `run`, `chat`, `bench`, `validate`, `profile` and `logits`
-    /// (inputs and their sha256, flags, outputs, timings, errors), and of every request, load,
-    /// compile and validation `serve` handles, to this hash-chained JSON-lines log (`off` turns
-    /// logging off). Default: $BITNETC_AUDIT_LOG (`off` too), else audit.jsonl in bitnetc's folder
-    /// of the user's data directory.
+    /// Append a record of `compile`, `run`, `chat`, `bench`, `validate`, `profile`, `logits`, `export`
+    /// (inputs, sha256, flags, outputs, timings, errors) and what `serve` handles to this hash-chained
+    /// log (`off`: none; default $BITNETC_AUDIT_LOG, else audit.jsonl in bitnetc's data folder).
     #[arg(long, global = true, value_name = "PATH")]
     audit_log: Option<PathBuf>,
     #[command(subcommand)]
@@ -73,6 +71,8 @@ enum Command {
     /// Train a BitNet b1.58 model with quantization-aware training (straight-through estimator,
     /// AdamW) on a text; resumable checkpoints in the Hugging Face layout.
     Train(cli::train::TrainArgs),
+    /// Write a model as an HF folder in BitNet's packed form or a GGUF (TQ2_0, I2_S) with its vocabulary.
+    Export(cli::export::ExportArgs),
 }
 
 impl Command {
@@ -88,6 +88,7 @@ impl Command {
             Command::Logits(args) => Some(args.audit()),
             Command::Compile(args) => Some(args.audit()),
             Command::Train(args) => Some(args.audit()),
+            Command::Export(args) => Some(args.audit()),
             Command::Check(_)
             | Command::Print(_)
             | Command::Eval(_)
@@ -127,6 +128,7 @@ impl Command {
             Command::Audit(args) => cli::audit::run(&args),
             Command::Synth(args) => cli::synth::run(&args),
             Command::Train(args) => cli::train::run(&args, audit),
+            Command::Export(args) => cli::export::run(&args, audit),
             Command::Serve(args) => cli::serve::run(&args, log),
             Command::Compliance(args) => cli::compliance::run(&args, log.as_ref()),
         }

@@ -87,6 +87,7 @@ impl OpenOptions {
             module,
             weights,
             summary,
+            ..
         } = imported;
         Ok(Model {
             module,

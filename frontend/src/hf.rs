@@ -378,6 +378,7 @@ pub fn import_hf(dir: &Path, opts: &ImportOptions) -> Result<ImportedModel, Fron
             entries,
         }),
         summary,
+        decoder: Some(spec),
     })
 }
 

@@ -41,9 +41,54 @@ pub fn unpack(
     Ok(w)
 }
 
+/// Packs rows `r, r + R, r + 2R, r + 3R` (`quarters`, code `t + 1` in bits `2k..2k+1`; a missing or
+/// short row packs as zeros) into packed row `r`: one step of `pack`.
+pub fn pack_group(quarters: &[&[i8]; 4], out: &mut [u8]) {
+    for (c, byte) in out.iter_mut().enumerate() {
+        *byte = quarters.iter().enumerate().fold(0u8, |b, (k, row)| {
+            let code = row.get(c).map_or(1, |&t| (t + 1) as u8 & 3);
+            b | (code << (2 * k))
+        });
+    }
+}
+
+/// Packs an `out × cols` ternary matrix into uint8 `[ceil(out/4), cols]`: the inverse of `unpack`.
+/// Values outside {-1, 0, +1} are an error naming the first one.
+pub fn pack(w: &[i8], out: usize, cols: usize) -> Result<Vec<u8>, String> {
+    if Some(w.len()) != out.checked_mul(cols) {
+        return Err(format!("{} values for a [{out}, {cols}] matrix", w.len()));
+    }
+    if let Some(i) = w.iter().position(|t| !(-1..=1).contains(t)) {
+        return Err(format!(
+            "element [{}, {}] is {}, not ternary",
+            i / cols.max(1),
+            i % cols.max(1),
+            w[i]
+        ));
+    }
+    let rows = out.div_ceil(4);
+    let mut packed = vec![0u8; rows * cols];
+    let row = |r: usize| -> &[i8] { w.get(r * cols..(r + 1) * cols).unwrap_or(&[]) };
+    for (r, dst) in packed.chunks_mut(cols.max(1)).enumerate().take(rows) {
+        let quarters = [row(r), row(r + rows), row(r + 2 * rows), row(r + 3 * rows)];
+        pack_group(&quarters, dst);
+    }
+    Ok(packed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pack_inverts_unpack() {
+        // [7, 3]: out not a multiple of 4, every value in every quarter.
+        let w: Vec<i8> = (0..21).map(|i| (i * 7 % 3) as i8 - 1).collect();
+        let p = pack(&w, 7, 3).unwrap();
+        assert_eq!(p.len(), 2 * 3);
+        assert_eq!(unpack(&p, 2, 3, 7).unwrap(), w);
+        assert!(pack(&[2], 1, 1).unwrap_err().contains("not ternary"));
+    }
 
     #[test]
     fn docstring_example() {

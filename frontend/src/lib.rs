@@ -4,6 +4,7 @@
 pub mod decoder;
 pub mod detect;
 pub mod error;
+pub mod export;
 pub mod gguf;
 pub mod hf;
 mod hf_config;
@@ -13,6 +14,8 @@ pub mod model;
 pub mod npy;
 pub mod onnx;
 pub mod safetensors_store;
+pub mod safetensors_writer;
+pub mod staging;
 pub mod synth;
 pub mod ternarize;
 
@@ -92,5 +95,6 @@ fn import_onnx_model(
         module: m.module,
         weights: Box::new(m.weights),
         summary,
+        decoder: None,
     })
 }

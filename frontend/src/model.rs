@@ -82,4 +82,7 @@ pub struct ImportedModel {
     pub weights: Box<dyn WeightStore>,
     /// The description.
     pub summary: ModelSummary,
+    /// The decoder the IR was emitted from (HF and GGUF decoders; `None` for ONNX graphs): where
+    /// each weight lives and in which form, for `export`.
+    pub decoder: Option<crate::decoder::DecoderSpec>,
 }

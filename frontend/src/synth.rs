@@ -11,6 +11,9 @@
 
 use crate::decoder::{Activation, DecoderConfig};
 use crate::error::FrontendError;
+use crate::hf_packing::pack_group;
+use crate::safetensors_writer::{TensorEntry, header, write_safetensors};
+use crate::staging::{write_folder, write_new};
 use std::io::Write;
 use std::path::Path;
 
@@ -272,34 +275,22 @@ pub fn tensor_table(preset: &Preset) -> Vec<SynthTensor> {
     v
 }
 
-/// The safetensors header (padded with spaces to a multiple of 8 bytes) and the data size.
-fn header(table: &[SynthTensor]) -> (String, u64) {
-    use std::fmt::Write as _;
-    let mut h = String::from("{\"__metadata__\":{\"format\":\"pt\"}");
-    let mut offset = 0u64;
-    for t in table {
-        let end = offset.saturating_add(t.bytes());
-        let shape: Vec<String> = t.shape.iter().map(u64::to_string).collect();
-        let _ = write!(
-            h,
-            ",\"{}\":{{\"dtype\":\"{}\",\"shape\":[{}],\"data_offsets\":[{offset},{end}]}}",
-            t.name,
-            t.dtype,
-            shape.join(",")
-        );
-        offset = end;
-    }
-    h.push('}');
-    while !h.len().is_multiple_of(8) {
-        h.push(' ');
-    }
-    (h, offset)
+/// The table as the safetensors writer lists it.
+fn entries(table: &[SynthTensor]) -> Vec<TensorEntry> {
+    table
+        .iter()
+        .map(|t| TensorEntry {
+            name: t.name.clone(),
+            dtype: t.dtype,
+            shape: t.shape.clone(),
+        })
+        .collect()
 }
 
 /// What `write_checkpoint` would write for `preset`, without writing it.
 pub fn summary(preset: &Preset) -> SynthSummary {
     let table = tensor_table(preset);
-    let (h, data) = header(&table);
+    let (h, data) = header(&entries(&table));
     SynthSummary {
         tensors: table.len(),
         bytes: 8u64.saturating_add(h.len() as u64).saturating_add(data),
@@ -364,19 +355,8 @@ fn ternary_row(rng: &mut SplitMix64, out: &mut [i8]) {
     }
 }
 
-/// Packs rows `r, r + R, r + 2R, r + 3R` (`quarters`, code `t + 1` in bits `2k..2k+1`) into packed row
-/// `r` (formats.md §1.6): the inverse of `hf_packing::unpack`.
-fn pack_group(quarters: &[Vec<i8>; 4], out: &mut [u8]) {
-    for (c, byte) in out.iter_mut().enumerate() {
-        *byte = quarters.iter().enumerate().fold(0u8, |b, (k, row)| {
-            let code = row.get(c).map_or(1, |&t| (t + 1) as u8 & 3);
-            b | (code << (2 * k))
-        });
-    }
-}
-
 /// Writes one tensor's bytes.
-fn write_tensor(w: &mut impl Write, t: &SynthTensor, seed: u64) -> std::io::Result<()> {
+fn write_tensor(w: &mut dyn Write, t: &SynthTensor, seed: u64) -> std::io::Result<()> {
     let bf16 = |x: f32| half::bf16::from_f32(x).to_bits().to_le_bytes();
     match t.fill {
         Fill::Packed { out, inp } => {
@@ -393,7 +373,8 @@ fn write_tensor(w: &mut impl Write, t: &SynthTensor, seed: u64) -> std::io::Resu
                         ternary_row(&mut SplitMix64::stream(seed, &t.name, row), q);
                     }
                 }
-                pack_group(&quarters, &mut bytes);
+                let [a, b, c, d] = &quarters;
+                pack_group(&[a, b, c, d], &mut bytes);
                 w.write_all(&bytes)?;
             }
         }
@@ -425,20 +406,6 @@ fn write_tensor(w: &mut impl Write, t: &SynthTensor, seed: u64) -> std::io::Resu
     Ok(())
 }
 
-/// Creates `path` (which must not exist) and writes `bytes`.
-fn write_new(path: &Path, bytes: &[u8]) -> Result<(), FrontendError> {
-    let io = |source| FrontendError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(io)?;
-    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io)
-}
-
 /// Writes `preset`'s checkpoint, drawn from `seed`, into `dir`: the folder is created (with its
 /// parents) or must be empty; nothing is ever overwritten. The files are written into a staging
 /// folder beside `dir` (`.NAME.PID.partial`), flushed to disk, and the folder is then renamed to
@@ -452,81 +419,17 @@ pub fn write_checkpoint(
     preset
         .validate()
         .map_err(|m| FrontendError::format(dir, format!("preset \"{}\": {m}", preset.name)))?;
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| FrontendError::Io { path, source }
-    };
-    match std::fs::read_dir(dir) {
-        Ok(mut entries) => {
-            if entries.next().is_some() {
-                return Err(FrontendError::format(
-                    dir,
-                    "the folder exists and is not empty (bitnetc synth does not overwrite files)",
-                ));
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io(dir)(e)),
-    }
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .ok_or_else(|| FrontendError::format(dir, "not a folder name"))?;
-    let parent = match dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent).map_err(io(&parent))?;
-    remove_stale_staging(&parent, &name);
-    let staging = parent.join(format!(".{name}.{}.partial", std::process::id()));
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir(&staging).map_err(io(&staging))?;
-    let written = write_files(preset, &staging, seed).and_then(|()| {
-        // An empty `dir` is replaced by the rename (POSIX allows it for an empty folder).
-        std::fs::rename(&staging, dir).map_err(io(dir))
-    });
-    if written.is_err() {
-        let _ = std::fs::remove_dir_all(&staging);
-    }
-    written?;
-    if let Ok(d) = std::fs::File::open(&parent) {
-        // Best effort: the folder is in place; a parent that cannot be synced loses nothing.
-        let _ = d.sync_all();
-    }
+    write_folder(
+        dir,
+        false,
+        "bitnetc synth does not overwrite files",
+        |staging| write_files(preset, staging, seed),
+    )?;
     Ok(summary(preset))
-}
-
-/// Removes `.NAME.PID.partial` staging folders in `parent` whose process is gone (Linux: no
-/// `/proc/PID`), left by a synth killed while writing `NAME`.
-fn remove_stale_staging(parent: &Path, name: &str) {
-    if !Path::new("/proc/self").exists() {
-        return;
-    }
-    let Ok(entries) = std::fs::read_dir(parent) else {
-        return;
-    };
-    let prefix = format!(".{name}.");
-    for e in entries.filter_map(Result::ok) {
-        let file = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = file
-            .strip_prefix(&prefix)
-            .and_then(|rest| rest.strip_suffix(".partial"))
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
 }
 
 /// Writes the checkpoint's files into the (new, empty) folder `dir`, each flushed to disk.
 fn write_files(preset: &Preset, dir: &Path, seed: u64) -> Result<(), FrontendError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| FrontendError::Io { path, source }
-    };
     let config = serde_json::json!({
         "architectures": ["BitNetForCausalLM"],
         "attention_bias": false,
@@ -569,43 +472,21 @@ fn write_files(preset: &Preset, dir: &Path, seed: u64) -> Result<(), FrontendErr
             .map_err(|e| FrontendError::format(&dir.join(name), e.to_string()))?;
         write_new(&dir.join(name), format!("{text}\n").as_bytes())?;
     }
-    let path = dir.join("model.safetensors");
     let table = tensor_table(preset);
-    let (head, _) = header(&table);
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .map_err(io(&path))?;
-    let mut w = std::io::BufWriter::with_capacity(8 << 20, file);
-    w.write_all(&(head.len() as u64).to_le_bytes())
-        .and_then(|()| w.write_all(head.as_bytes()))
-        .map_err(io(&path))?;
-    for t in &table {
-        write_tensor(&mut w, t, seed).map_err(io(&path))?;
-    }
-    let file = w.into_inner().map_err(|e| io(&path)(e.into_error()))?;
-    file.sync_all().map_err(io(&path))?;
+    let path = dir.join("model.safetensors");
+    write_safetensors(&path, &entries(&table), |i, w| match table.get(i) {
+        Some(t) => write_tensor(w, t, seed).map_err(|source| FrontendError::Io {
+            path: path.clone(),
+            source,
+        }),
+        None => Ok(()),
+    })?;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hf_packing::unpack;
-
-    #[test]
-    fn pack_group_inverts_unpack() {
-        // An [8, 3] ternary matrix (R = 2) covering every value in every quarter.
-        let w: Vec<i8> = (0..24).map(|i| (i * 7 % 3) as i8 - 1).collect();
-        let quarter = |k: usize, r: usize| w[(r + 2 * k) * 3..(r + 2 * k + 1) * 3].to_vec();
-        let mut packed = vec![0u8; 6];
-        for r in 0..2 {
-            let q = [quarter(0, r), quarter(1, r), quarter(2, r), quarter(3, r)];
-            pack_group(&q, &mut packed[r * 3..(r + 1) * 3]);
-        }
-        assert_eq!(unpack(&packed, 2, 3, 8).unwrap(), w);
-    }
 
     #[test]
     fn ternary_rows_have_the_intended_distribution() {

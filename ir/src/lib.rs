@@ -7,6 +7,7 @@
 //! every error (`verify`), and a reference interpreter that is the numerical oracle (`interp`), whose
 //! reverse sweep (`autodiff`) differentiates a loss through every op's gradient rule.
 
+pub mod absmean;
 pub mod attr;
 pub mod autodiff;
 pub mod builder;

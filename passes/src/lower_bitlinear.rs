@@ -600,18 +600,9 @@ fn ternarize(
                 g,
             )
         }
-        Some(eps) => {
-            // s_w = 1 / clip(mean|W|, eps); T = clip(round(W·s_w), -1, 1); γ = 1/s_w (as the
-            // interpreter computes the chain: the mean summed in f64 and rounded to f32).
-            let mean =
-                (v.iter().map(|&x| f64::from(x.abs())).sum::<f64>() / v.len().max(1) as f64) as f32;
-            let sw = 1.0 / mean.max(eps as f32);
-            let t = v
-                .iter()
-                .map(|&x| (x * sw).round_ties_even().clamp(-1.0, 1.0) as i8)
-                .collect();
-            (t, 1.0 / sw)
-        }
+        // s_w = 1 / clip(mean|W|, eps); T = clip(round(W·s_w), -1, 1); γ = 1/s_w, as the
+        // interpreter computes the chain (`bitnet_ir::absmean`).
+        Some(eps) => bitnet_ir::absmean::absmean_ternarize(&v, eps as f32),
     };
     if transposed {
         // [K, N] → [N, K].

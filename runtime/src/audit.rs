@@ -6,7 +6,7 @@
 //! - `seq` counts records from 0;
 //! - `time` is the RFC 3339 UTC time of the append, to the millisecond;
 //! - `kind` is one of [`KINDS`] (`compile`, `load`, `run`, `error`, the server's `request` and
-//!   `unload`, and `start`);
+//!   `unload`, `start`, and `export` (`bitnetc export`: a model written in another format));
 //! - `prev` is the sha256 (hex) of the previous record's line, without its newline, or 64 zeros;
 //! - `hash` is the sha256 (hex) of the canonical JSON of the record without its `hash` key.
 //!
@@ -33,8 +33,8 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The record kinds.
-pub const KINDS: [&str; 7] = [
-    "compile", "load", "run", "error", "request", "unload", "start",
+pub const KINDS: [&str; 8] = [
+    "compile", "load", "run", "error", "request", "unload", "start", "export",
 ];
 
 /// The `prev` of the first record.

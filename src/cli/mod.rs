@@ -15,6 +15,7 @@ pub mod check;
 pub mod compile;
 pub mod compliance;
 pub mod eval;
+pub mod export;
 pub mod flags;
 pub mod import;
 pub mod inspect;

@@ -254,3 +254,87 @@ pub fn decode_i2_s(bytes: &[u8], n: usize) -> Result<(Vec<i8>, f32), String> {
     let scale = f32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
     Ok((values, scale))
 }
+
+/// Checks that `values` are ternary and a whole number of `block`-element blocks (`what` names the
+/// type in the message).
+fn check_ternary(values: &[i8], block: usize, what: &str) -> Result<(), String> {
+    if !values.len().is_multiple_of(block) {
+        return Err(format!(
+            "{what}: {} elements are not a whole number of {block}-element blocks",
+            values.len()
+        ));
+    }
+    match values.iter().position(|t| !(-1..=1).contains(t)) {
+        Some(i) => Err(format!("{what}: element {i} is {}, not ternary", values[i])),
+        None => Ok(()),
+    }
+}
+
+/// Ternary values (flattened, ne0 fastest) to TQ2_0 blocks, every block with scale `d`: the inverse
+/// of `decode_tq2_0` (code `t + 1`, element `128h + 32k + m` in bits `2k` of `qs[32h + m]`).
+pub fn encode_tq2_0(values: &[i8], d: f16) -> Result<Vec<u8>, String> {
+    check_ternary(values, QK_K, "TQ2_0")?;
+    let mut out = Vec::with_capacity(values.len() / QK_K * TQ2_0_BYTES);
+    for block in values.chunks_exact(QK_K) {
+        let mut qs = [0u8; 64];
+        for (e, &t) in block.iter().enumerate() {
+            let (h, k, m) = (e / 128, (e % 128) / 32, e % 32);
+            qs[32 * h + m] |= ((t + 1) as u8) << (2 * k);
+        }
+        out.extend_from_slice(&qs);
+        out.extend_from_slice(&d.to_le_bytes());
+    }
+    Ok(out)
+}
+
+/// Ternary values (flattened, ne0 fastest; ne0 a multiple of 128) to I2_S in the x86
+/// `ACT_PARALLEL` layout with the f32 `scale` in the trailer: the inverse of `decode_i2_s`.
+pub fn encode_i2_s(values: &[i8], scale: f32) -> Result<Vec<u8>, String> {
+    check_ternary(values, QK_I2_S, "I2_S")?;
+    let mut out = Vec::with_capacity(values.len() / 4 + I2_S_TRAILER);
+    for block in values.chunks_exact(QK_I2_S) {
+        let mut b = [0u8; 32];
+        for (j, &t) in block.iter().enumerate() {
+            b[j % 32] |= ((t + 1) as u8) << (6 - 2 * (j / 32));
+        }
+        out.extend_from_slice(&b);
+    }
+    let mut trailer = [0u8; I2_S_TRAILER];
+    trailer[..4].copy_from_slice(&scale.to_le_bytes());
+    out.extend_from_slice(&trailer);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod encode_tests {
+    use super::*;
+
+    fn values(n: usize) -> Vec<i8> {
+        (0..n).map(|i| ((i * 7 + i / 5) % 3) as i8 - 1).collect()
+    }
+
+    #[test]
+    fn tq2_0_encoding_decodes_back() {
+        let v = values(512);
+        let d = f16::from_f32(0.37);
+        let bytes = encode_tq2_0(&v, d).unwrap();
+        assert_eq!(bytes.len(), 2 * TQ2_0_BYTES);
+        let tb = decode_tq2_0(&bytes, 512).unwrap();
+        assert_eq!(tb.values, v);
+        assert_eq!(tb.scales, vec![d, d]);
+        assert!(encode_tq2_0(&v[..100], d).is_err());
+    }
+
+    #[test]
+    fn i2_s_encoding_decodes_back() {
+        let v = values(384);
+        let bytes = encode_i2_s(&v, 0.123_456_79).unwrap();
+        assert_eq!(bytes.len(), 384 / 4 + I2_S_TRAILER);
+        assert_eq!(decode_i2_s(&bytes, 384).unwrap(), (v, 0.123_456_79));
+        assert!(
+            encode_i2_s(&[2; 128], 1.0)
+                .unwrap_err()
+                .contains("not ternary")
+        );
+    }
+}

@@ -231,7 +231,7 @@ fn tq_scale(tb: TernaryBlocks) -> (Vec<i8>, TernaryScale) {
 }
 
 /// Float values that are exactly {-g, 0, +g} as ternary values and g.
-fn float_ternary(v: &[f32]) -> Result<(Vec<i8>, f32), String> {
+pub(crate) fn float_ternary(v: &[f32]) -> Result<(Vec<i8>, f32), String> {
     let first = v.iter().position(|&x| x != 0.0 || x.is_nan());
     let Some(first) = first else {
         return Ok((vec![0; v.len()], 0.0));

@@ -377,6 +377,7 @@ pub fn import_gguf(path: &Path, opts: &ImportOptions) -> Result<ImportedModel, F
         module,
         weights: Box::new(GgufWeights { file, entries }),
         summary,
+        decoder: Some(spec),
     })
 }
 

@@ -38,6 +38,7 @@ pub mod tokenizer;
 pub mod value;
 
 pub use decode::TernaryScale;
+pub(crate) use decode::float_ternary;
 pub use ggml_type::GgmlType;
 pub use import::{GgufWeights, import_gguf};
 pub use tokenizer::GgufTokenizer;

@@ -1,0 +1,126 @@
+//! `bitnetc export`: write a model bitnetc imports as an HF folder in BitNet's packed form or as a
+//! GGUF file with ternary projections (`bitnet_frontend::export`), whole or not at all.
+
+use super::audit_log::input_digests;
+use super::flags::parse_quantize;
+use anyhow::{Result, bail};
+use bitnet_frontend::export::{self, GgufTernary, Source};
+use bitnet_frontend::model::PostQuantize;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// The arguments of `bitnetc export`.
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    /// The model: an HF folder (BitNet in any form, or a BitNet-quantized Llama) or a BitNet GGUF.
+    pub model: PathBuf,
+    /// Where to write: a folder (`--format hf`) or a file (`--format gguf`); it must not exist
+    /// unless --force.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// The output format.
+    #[arg(long, value_parser = ["hf", "gguf"])]
+    pub format: String,
+    /// The ggml type of the ternary projections in a GGUF: tq2_0 (γ rounded to f16) or i2_s
+    /// (bitnet.cpp; γ in f32).
+    #[arg(long, value_parser = ["tq2_0", "i2_s"])]
+    pub gguf_type: Option<String>,
+    /// Also write the f32 master weights of an online (full-precision) source, for training to go
+    /// on elsewhere (`master_weights.safetensors` in the HF folder, under transformers' names).
+    #[arg(long)]
+    pub with_masters: bool,
+    /// Ternarize a dense model's projections first (absmean; lossy), as `--quantize ternary` does
+    /// at import.
+    #[arg(long, value_parser = parse_quantize)]
+    pub quantize: Option<PostQuantize>,
+    /// Replace an existing output (only once the new one is complete).
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl ExportArgs {
+    /// What the audit log records before the command runs.
+    pub fn audit(&self) -> (&'static str, serde_json::Value) {
+        (
+            "export",
+            serde_json::json!({
+                "command": "export",
+                "inputs": input_digests(&self.model),
+                "model": self.model.display().to_string(),
+                "output": self.output.display().to_string(),
+                "flags": {
+                    "format": self.format,
+                    "gguf_type": self.gguf_type,
+                    "with_masters": self.with_masters,
+                    "quantize": self.quantize.map(PostQuantize::name),
+                    "force": self.force,
+                },
+            }),
+        )
+    }
+}
+
+/// Runs the command.
+pub fn run(args: &ExportArgs, audit: &mut serde_json::Value) -> Result<ExitCode> {
+    let ExportArgs {
+        model,
+        output,
+        format,
+        gguf_type,
+        with_masters,
+        quantize,
+        force,
+    } = args;
+    let hf = match format.as_str() {
+        "hf" => true,
+        "gguf" => false,
+        other => bail!("--format {other}: expected hf or gguf"),
+    };
+    if hf && gguf_type.is_some() {
+        bail!("--gguf-type applies to --format gguf");
+    }
+    if !hf && *with_masters {
+        bail!(
+            "--with-masters applies to --format hf (GGUF readers reject tensors the architecture \
+             does not name)"
+        );
+    }
+    if output.exists() && !force {
+        let empty_folder = hf
+            && std::fs::read_dir(output)
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(false);
+        if !empty_folder {
+            bail!("{}: exists; --force replaces it", output.display());
+        }
+    }
+    let src = Source::open(model, *quantize)?;
+    let (what, summary) = if hf {
+        let s = export::hf(&src, output, *with_masters, *force)?;
+        ("hf folder".to_string(), s)
+    } else {
+        let ty = gguf_type
+            .as_deref()
+            .map_or(Some(GgufTernary::Tq2_0), GgufTernary::parse)
+            .ok_or_else(|| anyhow::anyhow!("--gguf-type: expected tq2_0 or i2_s"))?;
+        let (bytes, mut s) = export::gguf_file(&src, ty)?;
+        super::output::write_atomic(output, &bytes, *force)?;
+        s.files.push(output.clone());
+        (format!("GGUF, {}", ty.name().to_uppercase()), s)
+    };
+    println!(
+        "wrote {} ({what}): {} ternary projections from {}",
+        output.display(),
+        summary.projections,
+        model.display()
+    );
+    for f in &summary.files {
+        println!("  {}", f.display());
+    }
+    for n in &summary.notes {
+        println!("note: {n}");
+    }
+    audit["projections"] = summary.projections.into();
+    audit["notes"] = summary.notes.clone().into();
+    Ok(ExitCode::SUCCESS)
+}
