@@ -312,3 +312,109 @@ fn train_refuses_bad_flags_and_keeps_what_exists() {
         "{err}"
     );
 }
+
+/// The f32 tensors of a safetensors file.
+fn tensors(path: &Path) -> BTreeMap<String, Vec<f32>> {
+    f32_tensors(path)
+        .unwrap()
+        .into_iter()
+        .map(|(n, t)| (n, t.data.to_f32()))
+        .collect()
+}
+
+#[test]
+fn init_starts_from_a_models_weights() {
+    // A trained folder (online master weights) as the starting point: a step with a negligible
+    // learning rate leaves its weights where they were.
+    let first = temp("init-first");
+    let o = train(&first, 2, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let again = temp("init-again");
+    let o = bitnetc(&[
+        "train",
+        "--init",
+        first.to_str().unwrap(),
+        "--steps",
+        "1",
+        "--seq",
+        "16",
+        "--batch",
+        "1",
+        "--lr",
+        "1e-12",
+        "--eval-windows",
+        "1",
+        "-o",
+        again.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (a, b) = (
+        tensors(&first.join("model.safetensors")),
+        tensors(&again.join("model.safetensors")),
+    );
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (n, v) in &a {
+        let d = v
+            .iter()
+            .zip(&b[n])
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(d < 1e-6, "{n} moved by {d}");
+    }
+    assert_eq!(
+        std::fs::read(first.join("tokenizer.json")).unwrap(),
+        std::fs::read(again.join("tokenizer.json")).unwrap(),
+        "the init model's tokenizer is kept"
+    );
+    // A packed checkpoint (bitnetc synth): its projections start at γ·t, three values each.
+    let packed = temp("init-packed");
+    let o = bitnetc(&["synth", "--preset", "micro", "-o", packed.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let from_packed = temp("init-from-packed");
+    let tk = first.join("tokenizer.json");
+    let o = bitnetc(&[
+        "train",
+        "--init",
+        packed.to_str().unwrap(),
+        "--tokenizer",
+        tk.to_str().unwrap(),
+        "--steps",
+        "1",
+        "--seq",
+        "16",
+        "--batch",
+        "1",
+        "--lr",
+        "1e-12",
+        "--eval-windows",
+        "1",
+        "-o",
+        from_packed.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let w = tensors(&from_packed.join("model.safetensors"));
+    let q = &w["model.layers.0.self_attn.q_proj.weight"];
+    let gamma = q.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert!(gamma > 0.0);
+    for v in q {
+        let near = [-gamma, 0.0, gamma].iter().any(|c| (v - c).abs() < 1e-6);
+        assert!(near, "{v} is not one of ±{gamma} or 0");
+    }
+    // Without a tokenizer, a folder that has none is refused by name.
+    let o = bitnetc(&[
+        "train",
+        "--init",
+        packed.to_str().unwrap(),
+        "--steps",
+        "1",
+        "-o",
+        temp("init-none").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("tokenizer.json"),
+        "{err}"
+    );
+    for d in [first, again, packed, from_packed] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}

@@ -22,8 +22,13 @@ use std::time::Instant;
 #[derive(clap::Args)]
 pub struct TrainArgs {
     /// Train a fresh model of this preset's sizes (see `bitnetc synth`).
-    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(bitnet_frontend::synth::PRESETS.iter().copied()), conflicts_with = "resume", required_unless_present = "resume")]
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(bitnet_frontend::synth::PRESETS.iter().copied()), conflicts_with_all = ["resume", "init"], required_unless_present_any = ["resume", "init"])]
     pub preset: Option<String>,
+    /// Start from this model's weights (a Hugging Face BitNet b1.58 folder in any of its forms: online
+    /// master weights as they are, ternary projections as γ·t); its tokenizer.json unless
+    /// --tokenizer is given.
+    #[arg(long, conflicts_with = "resume")]
+    pub init: Option<PathBuf>,
     /// Continue the run saved in this checkpoint folder (its options, weights, optimizer state and
     /// sampler), to `--steps` steps in all.
     #[arg(long)]
@@ -87,7 +92,7 @@ impl TrainArgs {
             "run",
             serde_json::json!({
                 "command": "train",
-                "model": self.resume.as_ref().map(|p| p.display().to_string()),
+                "model": self.resume.as_ref().or(self.init.as_ref()).map(|p| p.display().to_string()),
                 "flags": {
                     "preset": self.preset,
                     "text": self.text.as_ref().map(|p| p.display().to_string()),
@@ -116,6 +121,35 @@ fn text_of(args: &TrainArgs) -> Result<(String, PathBuf)> {
             PathBuf::from("<bundled kjv-genesis.txt>"),
         )),
     }
+}
+
+/// The model at `path` (an HF folder) as a starting point, imported for sequences of `seq` tokens.
+fn init_from(path: &Path, seq: u64) -> Result<bitnet_train::init::Init> {
+    let config = path.join("config.json");
+    if !config.is_file() {
+        bail!(
+            "{}: --init takes a Hugging Face BitNet folder (config.json, model.safetensors)",
+            path.display()
+        );
+    }
+    let text = std::fs::read_to_string(&config)
+        .with_context(|| format!("reading {}", config.display()))?;
+    let cfg: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: malformed JSON", config.display()))?;
+    let field = |k: &str, default: u64| cfg[k].as_u64().unwrap_or(default);
+    let max_positions = field("max_position_embeddings", seq);
+    let opts = bitnet_frontend::model::ImportOptions {
+        context: Some(seq.min(max_positions)),
+        quantize: None,
+    };
+    let model = bitnet_frontend::import_model(path, &opts)?;
+    Ok(bitnet_train::init::from_model(
+        path,
+        &model,
+        max_positions,
+        field("bos_token_id", 1),
+        field("eos_token_id", 2),
+    )?)
 }
 
 /// Links (or copies) every file of the finished checkpoint `from` into `out`, config.json last.
@@ -162,25 +196,43 @@ pub fn run(args: &TrainArgs, audit: &mut serde_json::Value) -> Result<ExitCode> 
             (Trainer::resume(ckpt, args.steps)?, tk)
         }
         None => {
-            let name = args.preset.as_deref().unwrap_or("micro");
-            let p = bitnet_frontend::synth::preset(name)
-                .with_context(|| format!("--preset {name}: no such preset"))?;
-            let model = ModelShape {
-                vocab: p.vocab,
-                hidden: p.hidden,
-                intermediate: p.intermediate,
-                layers: p.layers,
-                heads: p.heads,
-                kv_heads: p.kv_heads,
-                max_positions: p.max_positions,
-                rms_eps: bitnet_frontend::synth::RMS_EPS,
-                rope_theta: bitnet_frontend::synth::ROPE_THETA,
-                bos: p.bos,
-                eos: p.eos,
+            let (model, params) = match &args.init {
+                Some(path) => {
+                    let init = init_from(path, args.seq as u64)?;
+                    (init.model, Some(init.params))
+                }
+                None => {
+                    let name = args.preset.as_deref().unwrap_or("micro");
+                    let p = bitnet_frontend::synth::preset(name)
+                        .with_context(|| format!("--preset {name}: no such preset"))?;
+                    let model = ModelShape {
+                        vocab: p.vocab,
+                        hidden: p.hidden,
+                        intermediate: p.intermediate,
+                        layers: p.layers,
+                        heads: p.heads,
+                        kv_heads: p.kv_heads,
+                        max_positions: p.max_positions,
+                        rms_eps: bitnet_frontend::synth::RMS_EPS,
+                        rope_theta: bitnet_frontend::synth::ROPE_THETA,
+                        bos: p.bos,
+                        eos: p.eos,
+                    };
+                    (model, None)
+                }
             };
-            let tokenizer = match &args.tokenizer {
-                Some(path) => load_tokenizer(path)?,
-                None => train_bpe(&text, &text_path, p.vocab as usize)?,
+            let init_tokenizer = args
+                .init
+                .as_ref()
+                .map(|d| d.join("tokenizer.json"))
+                .filter(|p| p.is_file());
+            let tokenizer = match (&args.tokenizer, init_tokenizer.as_ref(), &args.init) {
+                (Some(path), _, _) | (None, Some(path), _) => load_tokenizer(path)?,
+                (None, None, Some(init)) => bail!(
+                    "{}: has no tokenizer.json; give one with --tokenizer",
+                    init.display()
+                ),
+                (None, None, None) => train_bpe(&text, &text_path, model.vocab as usize)?,
             };
             let tk = tokenizer
                 .to_string(false)
@@ -201,7 +253,11 @@ pub fn run(args: &TrainArgs, audit: &mut serde_json::Value) -> Result<ExitCode> 
                 eval_windows: args.eval_windows,
                 checkpoint_blocks: args.checkpoint_blocks,
             };
-            (Trainer::new(model, options)?, tk)
+            let trainer = match params {
+                Some(params) => Trainer::with_params(model, options, params)?,
+                None => Trainer::new(model, options)?,
+            };
+            (trainer, tk)
         }
     };
     let tokenizer: bitnet_train::data::Tokenizer = tokenizer_json

@@ -16,6 +16,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod graph;
+pub mod init;
 pub mod optim;
 pub mod params;
 pub mod trainer;

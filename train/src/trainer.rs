@@ -146,6 +146,29 @@ fn check_options(model: &ModelShape, o: &TrainOptions) -> Result<(), TrainError>
     Ok(())
 }
 
+/// Every parameter of `table` is in `params` with its shape (`what` names the source).
+fn check_params(
+    table: &BTreeMap<String, ParamInfo>,
+    params: &BTreeMap<String, Tensor>,
+    what: &str,
+) -> Result<(), TrainError> {
+    for (name, info) in table {
+        match params.get(name) {
+            Some(t) if t.shape == info.shape => {}
+            Some(t) => {
+                return Err(TrainError::Options(format!(
+                    "{what}'s \"{name}\" is {:?}; the model needs {:?}",
+                    t.shape, info.shape
+                )));
+            }
+            None => {
+                return Err(TrainError::Options(format!("{what} has no \"{name}\"")));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Trainer {
     /// A fresh run of `model` with `options` (parameters from the seed).
     pub fn new(model: ModelShape, options: TrainOptions) -> Result<Trainer, TrainError> {
@@ -153,6 +176,20 @@ impl Trainer {
         let spec = qat_spec(model.decoder_config(options.seq as u64));
         let table = param_table(&spec);
         let params = initialize(&table, options.seed);
+        Trainer::assemble(model, options, spec, table, params, None, 0, None)
+    }
+
+    /// A fresh run of `model` from the parameters `params` (`--init`): every parameter the training
+    /// graph reads must be there with its shape.
+    pub fn with_params(
+        model: ModelShape,
+        options: TrainOptions,
+        params: BTreeMap<String, Tensor>,
+    ) -> Result<Trainer, TrainError> {
+        check_options(&model, &options)?;
+        let spec = qat_spec(model.decoder_config(options.seq as u64));
+        let table = param_table(&spec);
+        check_params(&table, &params, "the initial model")?;
         Trainer::assemble(model, options, spec, table, params, None, 0, None)
     }
 
@@ -164,22 +201,7 @@ impl Trainer {
         check_options(&model, &options)?;
         let spec = qat_spec(model.decoder_config(options.seq as u64));
         let table = param_table(&spec);
-        for (name, info) in &table {
-            match ckpt.params.get(name) {
-                Some(t) if t.shape == info.shape => {}
-                Some(t) => {
-                    return Err(TrainError::Options(format!(
-                        "the checkpoint's \"{name}\" is {:?}; the model needs {:?}",
-                        t.shape, info.shape
-                    )));
-                }
-                None => {
-                    return Err(TrainError::Options(format!(
-                        "the checkpoint has no \"{name}\""
-                    )));
-                }
-            }
-        }
+        check_params(&table, &ckpt.params, "the checkpoint")?;
         Trainer::assemble(
             model,
             options,
