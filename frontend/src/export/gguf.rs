@@ -120,7 +120,12 @@ pub fn gguf_file(src: &Source, ty: GgufTernary) -> Result<(Vec<u8>, ExportSummar
             name: out.to_string(),
             dims: shape.iter().rev().map(|&d| d as u64).collect(),
             ggml_type: GgmlType::F32,
-            data: vals.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            data: {
+                let mut data = Vec::with_capacity(vals.len() * 4);
+                vals.iter()
+                    .for_each(|x| data.extend_from_slice(&x.to_le_bytes()));
+                data
+            },
         })
     };
     tensors.push(float("token_embd.weight", &spec.embed, vec![v, h])?);

@@ -339,16 +339,21 @@ fn write_payload(
         path: file.to_path_buf(),
         source,
     };
+    // Converted and written in bounded chunks.
     let floats = |v: &[f32], w: &mut dyn Write| -> std::io::Result<()> {
-        let mut buf = Vec::with_capacity(v.len() * 4);
-        for &x in v {
-            match e.dtype {
-                "BF16" => buf.extend_from_slice(&half::bf16::from_f32(x).to_le_bytes()),
-                "F16" => buf.extend_from_slice(&half::f16::from_f32(x).to_le_bytes()),
-                _ => buf.extend_from_slice(&x.to_le_bytes()),
+        let mut buf = Vec::with_capacity(4 << 16);
+        for chunk in v.chunks(1 << 16) {
+            buf.clear();
+            for &x in chunk {
+                match e.dtype {
+                    "BF16" => buf.extend_from_slice(&half::bf16::from_f32(x).to_le_bytes()),
+                    "F16" => buf.extend_from_slice(&half::f16::from_f32(x).to_le_bytes()),
+                    _ => buf.extend_from_slice(&x.to_le_bytes()),
+                }
             }
+            w.write_all(&buf)?;
         }
-        w.write_all(&buf)
+        Ok(())
     };
     match p {
         Payload::Float { name, shape } | Payload::Master { name, shape } => {

@@ -142,7 +142,11 @@ impl Source {
             .weights
             .load(name, ElemType::F32, shape)
             .map_err(|e| self.err(name, e.to_string()))?;
-        Ok(t.data.to_f32())
+        // The store widens to f32; taking the vector avoids a copy of a large embedding.
+        Ok(match t.data {
+            Data::F32(v) => v,
+            other => other.to_f32(),
+        })
     }
 
     fn err(&self, name: &str, m: String) -> FrontendError {
