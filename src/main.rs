@@ -11,9 +11,9 @@ mod cli;
 #[derive(Parser)]
 #[command(name = "bitnetc", version, about)]
 struct Cli {
-    /// Append a record of `compile`, `run`, `chat`, `bench`, `validate`, `profile`, `logits`, `export`
-    /// (inputs, sha256, flags, outputs, timings, errors) and what `serve` handles to this hash-chained
-    /// log (`off`: none; default $BITNETC_AUDIT_LOG, else audit.jsonl in bitnetc's data folder).
+    /// Append a record of compile, run, chat, bench, validate, profile, logits, export and train, and
+    /// of what `serve` handles, to this hash-chained log (`off`: none; default $BITNETC_AUDIT_LOG,
+    /// else audit.jsonl in bitnetc's data folder).
     #[arg(long, global = true, value_name = "PATH")]
     audit_log: Option<PathBuf>,
     #[command(subcommand)]
@@ -36,13 +36,11 @@ enum Command {
     /// Profile a prefill and decode steps launch by launch and layer by layer: percentiles, threads'
     /// busy share, memory, a Chrome trace, and a regression check against a saved profile.
     Profile(cli::profile::ProfileArgs),
-    /// Say whether a compiled model is good enough to ship: memory, speed and accuracy (perplexity,
-    /// KL divergence, same top-1) against a reference in the same run, judged by gates (exit 1 when
-    /// one fails).
+    /// Say whether a compiled model is good enough to ship: memory, speed and accuracy against a
+    /// reference in the same run, judged by gates (exit 1 when one fails).
     Validate(cli::validate::ValidateArgs),
-    /// Report checked facts about an artifact (hashes, a byte-identical rebuild), the audit log's
-    /// chain, input validation, the source tree (unsafe, panics) and test evidence (coverage,
-    /// fuzzing, licences), with a score; exit 1 when the level is not met.
+    /// Report checked facts about an artifact, the audit chain, input validation, the source tree
+    /// and test evidence, with a score; exit 1 when the level is not met.
     Compliance(cli::compliance::ComplianceArgs),
     /// Parse and verify a .bir file; print every error (exit 1) or a one-line summary.
     Check(cli::check::CheckArgs),
@@ -61,15 +59,13 @@ enum Command {
     Inspect(cli::inspect::InspectArgs),
     /// Run a prompt through a model and print or save the logits of every position.
     Logits(cli::logits::LogitsArgs),
-    /// Compile a model ahead of time for the CPU into an artifact (.bnx) that `bitnetc logits` and the
-    /// runtime load without the compiler.
+    /// Compile a model ahead of time into an artifact (.bnx) the runtime loads without the compiler.
     Compile(cli::compile::CompileArgs),
     /// Work with audit logs (see --audit-log).
     Audit(cli::audit::AuditArgs),
     /// Write a deterministic random BitNet b1.58 checkpoint (HF layout of microsoft/bitnet-b1.58-2B-4T).
     Synth(cli::synth::SynthArgs),
-    /// Train a BitNet b1.58 model with quantization-aware training (straight-through estimator,
-    /// AdamW) on a text; resumable checkpoints in the Hugging Face layout.
+    /// Train a BitNet b1.58 model on a text (quantization-aware, resumable; docs/training.md).
     Train(cli::train::TrainArgs),
     /// Write a model as an HF folder in BitNet's packed form or a GGUF (TQ2_0, I2_S) with its vocabulary.
     Export(cli::export::ExportArgs),
