@@ -27,8 +27,7 @@ enum Command {
     /// Serve models over HTTP with OpenAI's API (chat and text completions, streamed or not),
     /// several requests at once per model; /health and /metrics for operations.
     Serve(cli::serve::ServeArgs),
-    /// Talk with a model: each line of input is a message, the reply streams back; /reset starts
-    /// over, /exit quits.
+    /// Talk with a model: each input line is a message, the reply streams back (/reset, /exit).
     Chat(cli::chat::ChatArgs),
     /// Measure prefill and decode speed, latency, memory and compile time on this machine, against
     /// the same model compiled with full-precision weights in the same run.
