@@ -209,20 +209,20 @@ fn state(dir: &Path) -> serde_json::Value {
 fn training_lowers_the_loss_and_resumes_bit_for_bit() {
     // Uninterrupted: 16 steps, checkpoints every 8.
     let full = temp("full");
-    let o = train(&full, 16, &["--checkpoint-every", "8"]);
+    let o = train(&full, 16, &["--checkpoint-every", "8", "--threads", "2"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let s = state(&full);
-    let train: Vec<f64> = s["history"]["train"]
+    let losses: Vec<f64> = s["history"]["train"]
         .as_array()
         .unwrap()
         .iter()
         .map(|p| p[1].as_f64().unwrap())
         .collect();
-    assert_eq!(train.len(), 16);
+    assert_eq!(losses.len(), 16);
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     assert!(
-        mean(&train[12..]) < mean(&train[..4]) - 0.3,
-        "the training loss does not fall: {train:?}"
+        mean(&losses[12..]) < mean(&losses[..4]) - 0.3,
+        "the training loss does not fall: {losses:?}"
     );
     let heldout: Vec<f64> = s["history"]["heldout"]
         .as_array()
@@ -232,6 +232,16 @@ fn training_lowers_the_loss_and_resumes_bit_for_bit() {
         .collect();
     assert_eq!(heldout.len(), 4, "held-out loss at steps 4, 8, 12 and 16");
     assert!(heldout[3] < heldout[0], "held-out loss {heldout:?}");
+    // One thread or several: the same run, bit for bit.
+    let single = temp("single");
+    let o = train(&single, 16, &["--threads", "1"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        std::fs::read(full.join("model.safetensors")).unwrap()
+            == std::fs::read(single.join("model.safetensors")).unwrap(),
+        "the weights depend on the thread count"
+    );
+    std::fs::remove_dir_all(&single).unwrap();
     // Resumed from the step-8 checkpoint to 16: the same weights, moments and history, bit for bit.
     let resumed = temp("resumed");
     let ckpt = full.join("checkpoint-8");

@@ -77,6 +77,10 @@ pub struct TrainArgs {
     /// and recompute the block in the backward pass (the same gradients, less memory, more time).
     #[arg(long)]
     pub checkpoint_blocks: bool,
+    /// Threads that sweep a batch's sequences side by side (default: the cores here); the results
+    /// do not depend on it.
+    #[arg(long, value_parser = super::flags::threads)]
+    pub threads: Option<usize>,
     /// Write a checkpoint every K steps (0: only at the end).
     #[arg(long, default_value_t = 0)]
     pub checkpoint_every: u64,
@@ -100,7 +104,7 @@ impl TrainArgs {
                     "steps": self.steps, "batch": self.batch, "seq": self.seq, "lr": self.lr,
                     "warmup": self.warmup, "schedule": self.schedule,
                     "weight_decay": self.weight_decay, "clip": self.clip, "seed": self.seed,
-                    "checkpoint_blocks": self.checkpoint_blocks,
+                    "checkpoint_blocks": self.checkpoint_blocks, "threads": self.threads,
                     "output": self.output.display().to_string(),
                 },
             }),
@@ -260,6 +264,9 @@ pub fn run(args: &TrainArgs, audit: &mut serde_json::Value) -> Result<ExitCode> 
             (trainer, tk)
         }
     };
+    trainer.threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |c| c.get()));
     let tokenizer: bitnet_train::data::Tokenizer = tokenizer_json
         .parse()
         .map_err(|e| anyhow::anyhow!("the run's tokenizer: {e}"))?;

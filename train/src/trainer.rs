@@ -119,6 +119,8 @@ pub struct Trainer {
     function: Function,
     /// The residual stream after each block: where checkpointing cuts the sweep.
     block_outputs: Vec<bitnet_ir::ValueId>,
+    /// Threads that sweep a batch's windows side by side (results do not depend on it).
+    pub threads: usize,
 }
 
 fn check_options(model: &ModelShape, o: &TrainOptions) -> Result<(), TrainError> {
@@ -262,6 +264,7 @@ impl Trainer {
             history,
             function,
             block_outputs,
+            threads: 1,
         })
     }
 
@@ -341,12 +344,15 @@ impl Trainer {
     /// One training step on `batch` random windows of `corpus`.
     pub fn train_step(&mut self, corpus: &Corpus) -> Result<StepReport, TrainError> {
         let (batch, seq) = (self.options.batch, self.options.seq);
+        let windows: Vec<(Vec<u32>, Vec<u32>)> = (0..batch)
+            .map(|_| corpus.sample(seq, &mut self.rng))
+            .collect();
+        let sweeps = self.each_window(&windows, |t, x, y| t.sweep(x, y))?;
+        // Summed in window order whatever the threads, so the step does not depend on them.
         let mut total: BTreeMap<String, Vec<f64>> = BTreeMap::new();
         let mut loss = 0f64;
         let mut peak = 0u64;
-        for _ in 0..batch {
-            let (x, y) = corpus.sample(seq, &mut self.rng);
-            let g = self.sweep(&x, &y)?;
+        for g in sweeps {
             loss += g.loss;
             peak = peak.max(g.peak_value_bytes);
             for (name, g) in g.weights {
@@ -378,13 +384,45 @@ impl Trainer {
     /// The mean loss over the held-out windows; recorded in the history.
     pub fn evaluate(&mut self, corpus: &Corpus) -> Result<f64, TrainError> {
         let windows = corpus.heldout_windows(self.options.seq, self.options.eval_windows);
-        let mut sum = 0f64;
-        for (x, y) in &windows {
-            sum += self.loss(x, y)?;
-        }
+        let losses = self.each_window(&windows, |t, x, y| t.loss(x, y))?;
+        let sum: f64 = losses.iter().sum();
         let l = sum / windows.len().max(1) as f64;
         self.history.heldout.push((self.step, l));
         Ok(l)
+    }
+
+    /// `f` of every window, in order, on up to `self.threads` threads (contiguous shares).
+    fn each_window<T: Send>(
+        &self,
+        windows: &[(Vec<u32>, Vec<u32>)],
+        f: impl Fn(&Trainer, &[u32], &[u32]) -> Result<T, TrainError> + Sync,
+    ) -> Result<Vec<T>, TrainError> {
+        let threads = self.threads.clamp(1, windows.len().max(1));
+        if threads == 1 {
+            return windows.iter().map(|(x, y)| f(self, x, y)).collect();
+        }
+        let share = windows.len().div_ceil(threads);
+        let f = &f;
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = windows
+                .chunks(share)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|(x, y)| f(self, x, y))
+                            .collect::<Result<Vec<T>, TrainError>>()
+                    })
+                })
+                .collect();
+            let mut out = Vec::with_capacity(windows.len());
+            for h in handles {
+                let part = h
+                    .join()
+                    .map_err(|_| TrainError::Graph("a training thread panicked".into()))??;
+                out.extend(part);
+            }
+            Ok(out)
+        })
     }
 
     /// The state a checkpoint saves.
