@@ -409,6 +409,52 @@ fn init_starts_from_a_models_weights() {
         let near = [-gamma, 0.0, gamma].iter().any(|c| (v - c).abs() < 1e-6);
         assert!(near, "{v} is not one of ±{gamma} or 0");
     }
+    // Exported with its master weights (`export --with-masters`), the trained folder restarts from
+    // them, not from γ·t: a negligible step leaves them in place.
+    let exported = temp("init-exported");
+    let o = bitnetc(&[
+        "export",
+        first.to_str().unwrap(),
+        "-o",
+        exported.to_str().unwrap(),
+        "--format",
+        "hf",
+        "--with-masters",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let from_masters = temp("init-from-masters");
+    let o = bitnetc(&[
+        "train",
+        "--init",
+        exported.to_str().unwrap(),
+        "--steps",
+        "1",
+        "--seq",
+        "16",
+        "--batch",
+        "1",
+        "--lr",
+        "1e-12",
+        "--eval-windows",
+        "1",
+        "-o",
+        from_masters.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let m = tensors(&from_masters.join("model.safetensors"));
+    for (n, v) in &a {
+        let d = v
+            .iter()
+            .zip(&m[n])
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(
+            d < 1e-6,
+            "{n} moved by {d} through export --with-masters and --init"
+        );
+    }
+    for d in [exported, from_masters] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
     // Without a tokenizer, a folder that has none is refused by name.
     let o = bitnetc(&[
         "train",

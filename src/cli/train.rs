@@ -25,8 +25,8 @@ pub struct TrainArgs {
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(bitnet_frontend::synth::PRESETS.iter().copied()), conflicts_with_all = ["resume", "init"], required_unless_present_any = ["resume", "init"])]
     pub preset: Option<String>,
     /// Start from this model's weights (a Hugging Face BitNet b1.58 folder in any of its forms: online
-    /// master weights as they are, ternary projections as γ·t); its tokenizer.json unless
-    /// --tokenizer is given.
+    /// master weights as they are, ternary projections as γ·t, or the master_weights.safetensors that
+    /// `export --with-masters` keeps); its tokenizer.json unless --tokenizer is given.
     #[arg(long, conflicts_with = "resume")]
     pub init: Option<PathBuf>,
     /// Continue the run saved in this checkpoint folder (its options, weights, optimizer state and
@@ -147,13 +147,31 @@ fn init_from(path: &Path, seq: u64) -> Result<bitnet_train::init::Init> {
         quantize: None,
     };
     let model = bitnet_frontend::import_model(path, &opts)?;
-    Ok(bitnet_train::init::from_model(
+    let mut init = bitnet_train::init::from_model(
         path,
         &model,
         max_positions,
         field("bos_token_id", 1),
         field("eos_token_id", 2),
-    )?)
+    )?;
+    // `bitnetc export --with-masters` keeps the latent weights beside the packed ones: start from them.
+    let masters = path.join(bitnet_frontend::export::MASTERS_FILE);
+    if masters.is_file() {
+        for (name, t) in bitnet_train::checkpoint::f32_tensors(&masters)? {
+            match init.params.get(&name) {
+                Some(p) if p.shape == t.shape => {
+                    init.params.insert(name, t);
+                }
+                _ => bail!(
+                    "{}: tensor \"{name}\" {:?} is not one of the model's weights",
+                    masters.display(),
+                    t.shape
+                ),
+            }
+        }
+        eprintln!("starting from the master weights in {}", masters.display());
+    }
+    Ok(init)
 }
 
 /// Links (or copies) every file of the finished checkpoint `from` into `out`, config.json last.
