@@ -268,6 +268,20 @@ fn training_lowers_the_loss_and_resumes_bit_for_bit() {
         );
     }
     assert_eq!(state(&full)["history"], state(&resumed)["history"]);
+    // A resumed run keeps the checkpoint's options: giving one again is refused, not ignored.
+    let o = bitnetc(&[
+        "train",
+        "--resume",
+        ckpt.to_str().unwrap(),
+        "--steps",
+        "16",
+        "--lr",
+        "1e-3",
+        "-o",
+        temp("resumed-lr").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--lr"), "{err}");
     // The trained folder is a model: bitnetc runs it (online BitNet form, its own tokenizer).
     let o = bitnetc(&[
         "run",

@@ -30,7 +30,8 @@ pub struct TrainArgs {
     #[arg(long, conflicts_with = "resume")]
     pub init: Option<PathBuf>,
     /// Continue the run saved in this checkpoint folder (its options, weights, optimizer state and
-    /// sampler), to `--steps` steps in all.
+    /// sampler), to `--steps` steps in all; the options that shape the run (batch, seq, lr, schedule,
+    /// decay, clipping, seed) are the checkpoint's and cannot be given again.
     #[arg(long)]
     pub resume: Option<PathBuf>,
     /// The training text (UTF-8); default: the bundled book of Genesis (KJV, public domain).
@@ -44,34 +45,34 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 200)]
     pub steps: u64,
     /// Sequences per step.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, conflicts_with = "resume", default_value_t = 4)]
     pub batch: usize,
     /// Tokens per sequence.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, conflicts_with = "resume", default_value_t = 64)]
     pub seq: usize,
     /// Peak learning rate.
-    #[arg(long, default_value_t = 2e-3)]
+    #[arg(long, conflicts_with = "resume", default_value_t = 2e-3)]
     pub lr: f64,
     /// Warmup steps (default: a tenth of --steps).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     pub warmup: Option<u64>,
     /// The schedule after warmup.
-    #[arg(long, default_value = "cosine", value_parser = ["cosine", "constant"])]
+    #[arg(long, conflicts_with = "resume", default_value = "cosine", value_parser = ["cosine", "constant"])]
     pub schedule: String,
     /// AdamW's decoupled weight decay (matrices only).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, conflicts_with = "resume", default_value_t = 0.1)]
     pub weight_decay: f64,
     /// The global gradient norm is clipped to this.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, conflicts_with = "resume", default_value_t = 1.0)]
     pub clip: f64,
     /// Seed of the initialization and of the sampler.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, conflicts_with = "resume", default_value_t = 0)]
     pub seed: u64,
     /// Measure the held-out loss every K steps (and at the end).
     #[arg(long, default_value_t = 50)]
     pub eval_every: u64,
     /// Held-out windows per measurement.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, conflicts_with = "resume", default_value_t = 8)]
     pub eval_windows: usize,
     /// Gradient checkpointing per decoder block: keep only each block's input in the forward pass
     /// and recompute the block in the backward pass (the same gradients, less memory, more time).
