@@ -488,3 +488,60 @@ fn init_starts_from_a_models_weights() {
         std::fs::remove_dir_all(d).unwrap();
     }
 }
+
+#[test]
+fn a_killed_run_leaves_only_whole_checkpoints() {
+    // A checkpoint every step, the process killed mid-run: every checkpoint folder there is
+    // complete and loads; what was being written is at most a hidden staging folder.
+    let out = temp("killed");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bitnetc"))
+        .args([
+            "--audit-log",
+            "off",
+            "train",
+            "--preset",
+            "micro",
+            "--steps",
+            "1000",
+            "--batch",
+            "1",
+            "--seq",
+            "16",
+            "--eval-every",
+            "0",
+            "--checkpoint-every",
+            "1",
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for the first checkpoint (however slow the machine), then kill a little later.
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(120)
+        && !std::fs::read_dir(&out).is_ok_and(|mut d| {
+            d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("checkpoint-")))
+        })
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut whole = 0;
+    for e in std::fs::read_dir(&out).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        assert!(name.starts_with("checkpoint-"), "unexpected {name}");
+        let ckpt = bitnet_train::checkpoint::load(&e.path())
+            .unwrap_or_else(|err| panic!("{name} is not a whole checkpoint: {err}"));
+        assert_eq!(format!("checkpoint-{}", ckpt.state.step), name);
+        whole += 1;
+    }
+    assert!(whole > 0, "no checkpoint was written before the kill");
+    std::fs::remove_dir_all(&out).unwrap();
+}

@@ -7,8 +7,9 @@
 //!   (the step, the sampler's state, the options, the model's sizes and the loss history), from which
 //!   a run resumes bit for bit.
 //!
-//! A folder is written whole: into a staging folder beside it (`.NAME.PID.partial`), each file
-//! synced, then renamed into place; a folder that exists is never replaced.
+//! A folder is written whole: into a staging folder beside it (`.NAME.PID.partial`, see
+//! `bitnet_frontend::staging`), each file synced, then renamed into place; a folder that holds
+//! anything is never replaced.
 
 use crate::TrainError;
 use crate::optim::Moments;
@@ -17,7 +18,6 @@ use bitnet_ir::{Data, Tensor};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The sizes of the trained decoder (BitNet b1.58: relu², sub-norms, tied head), as saved.
@@ -150,15 +150,7 @@ fn hf_config(m: &ModelShape) -> serde_json::Value {
 }
 
 fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), TrainError> {
-    let path = dir.join(name);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .map_err(|e| TrainError::io(&path, e))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| TrainError::io(&path, e))
+    Ok(bitnet_frontend::staging::write_new(&dir.join(name), bytes)?)
 }
 
 fn json_text(v: &impl Serialize, path: &Path) -> Result<String, TrainError> {
@@ -167,7 +159,9 @@ fn json_text(v: &impl Serialize, path: &Path) -> Result<String, TrainError> {
         .map_err(|e| TrainError::format(path, e.to_string()))
 }
 
-/// Writes a checkpoint to `dir`, which must not exist, whole or not at all.
+/// Writes a checkpoint to `dir`, which must not exist (or be empty), whole or not at all (the
+/// frontend's staging folders, shared with `synth` and `export`: a killed run leaves only a
+/// staging folder, which the next write beside it removes).
 pub fn save(
     dir: &Path,
     state: &TrainerState,
@@ -175,35 +169,25 @@ pub fn save(
     moments: &BTreeMap<String, Moments>,
     tokenizer_json: &str,
 ) -> Result<(), TrainError> {
-    if dir.exists() {
-        return Err(TrainError::format(
-            dir,
-            "already exists; a checkpoint never replaces a folder",
-        ));
+    // The staging writer speaks the frontend's errors; a training error inside is carried out whole.
+    let mut inner: Option<TrainError> = None;
+    let written = bitnet_frontend::staging::write_folder(
+        dir,
+        false,
+        "a checkpoint never replaces a folder",
+        |staging| {
+            write_into(staging, state, params, moments, tokenizer_json).map_err(|e| {
+                let message = e.to_string();
+                inner = Some(e);
+                bitnet_frontend::FrontendError::format(staging, message)
+            })
+        },
+    );
+    match (written, inner) {
+        (Ok(()), _) => Ok(()),
+        (Err(_), Some(e)) => Err(e),
+        (Err(e), None) => Err(e.into()),
     }
-    let parent = dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = dir
-        .file_name()
-        .ok_or_else(|| TrainError::format(dir, "names no folder"))?
-        .to_string_lossy();
-    let staging = parent.join(format!(".{name}.{}.partial", std::process::id()));
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging).map_err(|e| TrainError::io(&staging, e))?;
-    }
-    std::fs::create_dir_all(&staging).map_err(|e| TrainError::io(&staging, e))?;
-    let written = write_into(&staging, state, params, moments, tokenizer_json)
-        .and_then(|()| std::fs::rename(&staging, dir).map_err(|e| TrainError::io(dir, e)));
-    if written.is_err() {
-        let _ = std::fs::remove_dir_all(&staging);
-    }
-    written?;
-    if let Ok(d) = std::fs::File::open(parent) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }
 
 fn write_into(
