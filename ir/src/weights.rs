@@ -116,14 +116,25 @@ impl WeightStore for MemoryWeights {
     }
 
     fn load(&self, name: &str, elem: ElemType, shape: &[usize]) -> Result<Tensor, WeightError> {
-        let t = self
-            .tensors
-            .get(name)
-            .cloned()
-            .ok_or_else(|| WeightError::Missing {
-                name: name.to_string(),
-                store: self.describe(),
-            })?;
-        finish_load(self, name, t, elem, shape)
+        load_from_map(self, &self.tensors, name, elem, shape)
     }
+}
+
+/// `store`'s load from tensors it holds in a map (`MemoryWeights`, or a map another store borrows):
+/// a missing name is `Missing`, the rest as `finish_load`.
+pub fn load_from_map(
+    store: &dyn WeightStore,
+    tensors: &BTreeMap<String, Tensor>,
+    name: &str,
+    elem: ElemType,
+    shape: &[usize],
+) -> Result<Tensor, WeightError> {
+    let t = tensors
+        .get(name)
+        .cloned()
+        .ok_or_else(|| WeightError::Missing {
+            name: name.to_string(),
+            store: store.describe(),
+        })?;
+    finish_load(store, name, t, elem, shape)
 }

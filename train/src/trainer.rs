@@ -14,7 +14,7 @@ use crate::optim::{AdamW, Moments, Schedule, clip};
 use crate::params::{ParamInfo, Rng, initialize, param_table};
 use bitnet_frontend::decoder::DecoderSpec;
 use bitnet_ir::autodiff::backward_checkpointed;
-use bitnet_ir::weights::{WeightError, WeightStore, finish_load};
+use bitnet_ir::weights::{WeightError, WeightStore, load_from_map};
 use bitnet_ir::{ElemType, Function, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -84,15 +84,7 @@ impl WeightStore for ParamStore<'_> {
     }
 
     fn load(&self, name: &str, elem: ElemType, shape: &[usize]) -> Result<Tensor, WeightError> {
-        let t = self
-            .0
-            .get(name)
-            .cloned()
-            .ok_or_else(|| WeightError::Missing {
-                name: name.to_string(),
-                store: self.describe(),
-            })?;
-        finish_load(self, name, t, elem, shape)
+        load_from_map(self, self.0, name, elem, shape)
     }
 }
 

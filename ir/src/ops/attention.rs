@@ -180,14 +180,7 @@ pub fn eval(cx: &EvalCtx) -> EvalResult {
 /// caches get none). None for the position.
 pub fn vjp(cx: &super::VjpCtx) -> super::VjpResult {
     let (q, k, kc) = (cx.input(0)?, cx.input(1)?, cx.input(3)?);
-    let p0 = cx
-        .input(5)?
-        .data
-        .to_i64()
-        .first()
-        .copied()
-        .ok_or("empty position tensor")?;
-    let pos = usize::try_from(p0).map_err(|_| format!("the position is negative ({p0})"))?;
+    let pos = super::rope::position_of(cx.input(5)?)?;
     let heads = cx.attrs.int_or("heads", 1).max(1) as usize;
     let kv_heads = cx.attrs.int_or("kv_heads", 1).max(1) as usize;
     let (t_len, qw) = (q.shape[0], q.shape[1]);

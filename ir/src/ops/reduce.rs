@@ -70,31 +70,49 @@ pub fn infer(op: ReduceOp, cx: &InferCtx) -> Result<Vec<TensorType>, String> {
     Ok(vec![TensorType::new(dims, x.elem)])
 }
 
+/// Where each element of a reduced tensor goes: its result's index (in the keepdims layout, which
+/// has the result's order), the number of results and how many elements each one reduces.
+struct Reduction {
+    owner: Vec<usize>,
+    n_out: usize,
+    count: usize,
+}
+
+impl Reduction {
+    fn of(shape: &[usize], attrs: &crate::attr::Attrs) -> Result<Reduction, String> {
+        let rank = shape.len();
+        let axes = axes_of(attrs, rank)?;
+        let kept: Vec<usize> = (0..rank)
+            .map(|i| if axes.contains(&i) { 1 } else { shape[i] })
+            .collect();
+        let kept_strides = strides(&kept);
+        let count = (0..rank)
+            .filter(|i| axes.contains(i))
+            .map(|i| shape[i])
+            .product::<usize>();
+        let mut owner = Vec::with_capacity(shape.iter().product());
+        for_each_index(shape, |idx| {
+            owner.push(
+                idx.iter()
+                    .enumerate()
+                    .filter(|(i, _)| !axes.contains(i))
+                    .map(|(i, &v)| v * kept_strides[i])
+                    .sum(),
+            )
+        });
+        Ok(Reduction {
+            owner,
+            n_out: kept.iter().product(),
+            count,
+        })
+    }
+}
+
 /// Reference evaluation.
 pub fn eval(op: ReduceOp, cx: &EvalCtx) -> EvalResult {
     let x = cx.input(0)?;
-    let rank = x.shape.len();
-    let axes = axes_of(cx.attrs, rank)?;
     // Accumulate into the keepdims shape, then reshape to the declared result shape.
-    let kept: Vec<usize> = (0..rank)
-        .map(|i| if axes.contains(&i) { 1 } else { x.shape[i] })
-        .collect();
-    let kept_strides = strides(&kept);
-    let n_out: usize = kept.iter().product();
-    let count = x
-        .shape
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| axes.contains(i))
-        .map(|(_, &d)| d)
-        .product::<usize>();
-    let out_of = |idx: &[usize]| -> usize {
-        idx.iter()
-            .enumerate()
-            .filter(|(i, _)| !axes.contains(i))
-            .map(|(i, &v)| v * kept_strides[i])
-            .sum()
-    };
+    let r = Reduction::of(&x.shape, cx.attrs)?;
     let elem = x.elem();
     let data = if elem.is_float() {
         let v = x.data.to_f64();
@@ -104,12 +122,9 @@ pub fn eval(op: ReduceOp, cx: &EvalCtx) -> EvalResult {
             } else {
                 0.0
             };
-            n_out
+            r.n_out
         ];
-        let mut k = 0;
-        for_each_index(&x.shape, |idx| {
-            let o = out_of(idx);
-            let a = v[k];
+        for (&o, &a) in r.owner.iter().zip(&v) {
             acc[o] = match op {
                 ReduceOp::Max => {
                     if a.is_nan() || acc[o].is_nan() {
@@ -120,27 +135,23 @@ pub fn eval(op: ReduceOp, cx: &EvalCtx) -> EvalResult {
                 }
                 ReduceOp::Mean | ReduceOp::Sum => acc[o] + a,
             };
-            k += 1;
-        });
+        }
         if op == ReduceOp::Mean {
             for a in &mut acc {
-                *a /= count as f64;
+                *a /= r.count as f64;
             }
         }
         Data::from_f64(elem, acc)
     } else {
         let v = x.data.to_i64();
         let init = if op == ReduceOp::Max { min_of(elem) } else { 0 };
-        let mut acc = vec![init; n_out];
-        let mut k = 0;
-        for_each_index(&x.shape, |idx| {
-            let o = out_of(idx);
+        let mut acc = vec![init; r.n_out];
+        for (&o, &a) in r.owner.iter().zip(&v) {
             acc[o] = match op {
-                ReduceOp::Max => acc[o].max(v[k]),
-                ReduceOp::Mean | ReduceOp::Sum => acc[o].wrapping_add(v[k]),
+                ReduceOp::Max => acc[o].max(a),
+                ReduceOp::Mean | ReduceOp::Sum => acc[o].wrapping_add(a),
             };
-            k += 1;
-        });
+        }
         Data::from_i64(elem, acc)
     };
     one(result_shape(cx, 0)?, data)
@@ -166,31 +177,10 @@ pub fn vjp(op: ReduceOp, cx: &super::VjpCtx) -> super::VjpResult {
     if !x.elem().is_float() {
         return Ok(vec![None]);
     }
-    let rank = x.shape.len();
-    let axes = axes_of(cx.attrs, rank)?;
-    let kept: Vec<usize> = (0..rank)
-        .map(|i| if axes.contains(&i) { 1 } else { x.shape[i] })
-        .collect();
-    let kept_strides = strides(&kept);
-    let count = x
-        .shape
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| axes.contains(i))
-        .map(|(_, &d)| d)
-        .product::<usize>();
-    let out_of = |idx: &[usize]| -> usize {
-        idx.iter()
-            .enumerate()
-            .filter(|(i, _)| !axes.contains(i))
-            .map(|(i, &v)| v * kept_strides[i])
-            .sum()
-    };
+    let Reduction { owner, count, .. } = Reduction::of(&x.shape, cx.attrs)?;
     let g = cx.cotangent(0)?;
     let v = x.data.to_f64();
     let y = cx.output(0)?.data.to_f64();
-    let mut owner = Vec::with_capacity(v.len());
-    for_each_index(&x.shape, |idx| owner.push(out_of(idx)));
     let mut ties = vec![0usize; y.len()];
     if op == ReduceOp::Max {
         for (k, &o) in owner.iter().enumerate() {

@@ -124,8 +124,12 @@ pub fn infer(cx: &InferCtx) -> Result<Vec<TensorType>, String> {
 
 /// The scalar position operand as an index.
 pub(crate) fn position(cx: &EvalCtx, i: usize) -> Result<usize, String> {
-    let p = cx
-        .input(i)?
+    position_of(cx.input(i)?)
+}
+
+/// A scalar position tensor as an index (an error for an empty or negative one).
+pub(crate) fn position_of(t: &crate::tensor::Tensor) -> Result<usize, String> {
+    let p = t
         .data
         .to_i64()
         .first()
@@ -171,14 +175,7 @@ pub fn eval(cx: &EvalCtx) -> EvalResult {
 /// `gx[i+d/2] = g[i+d/2]·cos a − g[i]·sin a`. None for the position.
 pub fn vjp(cx: &super::VjpCtx) -> super::VjpResult {
     let x = cx.input(0)?;
-    let p0 = cx
-        .input(1)?
-        .data
-        .to_i64()
-        .first()
-        .copied()
-        .ok_or("empty position tensor")?;
-    let pos = usize::try_from(p0).map_err(|_| format!("the position is negative ({p0})"))?;
+    let pos = position_of(cx.input(1)?)?;
     let d = cx.attrs.int_or("head_dim", 0) as usize;
     let (t_len, width) = (x.shape[0], x.shape[1]);
     let half = d / 2;
