@@ -346,18 +346,11 @@ fn tensors(path: &Path) -> BTreeMap<String, Vec<f32>> {
         .collect()
 }
 
-#[test]
-fn init_starts_from_a_models_weights() {
-    // A trained folder (online master weights) as the starting point: a step with a negligible
-    // learning rate leaves its weights where they were.
-    let first = temp("init-first");
-    let o = train(&first, 2, &[]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let again = temp("init-again");
-    let o = bitnetc(&[
-        "train",
-        "--init",
-        first.to_str().unwrap(),
+/// One step of negligible learning rate from `init` (`--init`), written to `out`.
+fn step_from(init: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["train", "--init", init.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    args.extend([
         "--steps",
         "1",
         "--seq",
@@ -369,8 +362,20 @@ fn init_starts_from_a_models_weights() {
         "--eval-windows",
         "1",
         "-o",
-        again.to_str().unwrap(),
+        out.to_str().unwrap(),
     ]);
+    bitnetc(&args)
+}
+
+#[test]
+fn init_starts_from_a_models_weights() {
+    // A trained folder (online master weights) as the starting point: a step with a negligible
+    // learning rate leaves its weights where they were.
+    let first = temp("init-first");
+    let o = train(&first, 2, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let again = temp("init-again");
+    let o = step_from(&first, &again, &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let (a, b) = (
         tensors(&first.join("model.safetensors")),
@@ -395,25 +400,11 @@ fn init_starts_from_a_models_weights() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let from_packed = temp("init-from-packed");
     let tk = first.join("tokenizer.json");
-    let o = bitnetc(&[
-        "train",
-        "--init",
-        packed.to_str().unwrap(),
-        "--tokenizer",
-        tk.to_str().unwrap(),
-        "--steps",
-        "1",
-        "--seq",
-        "16",
-        "--batch",
-        "1",
-        "--lr",
-        "1e-12",
-        "--eval-windows",
-        "1",
-        "-o",
-        from_packed.to_str().unwrap(),
-    ]);
+    let o = step_from(
+        &packed,
+        &from_packed,
+        &["--tokenizer", tk.to_str().unwrap()],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let w = tensors(&from_packed.join("model.safetensors"));
     let q = &w["model.layers.0.self_attn.q_proj.weight"];
@@ -437,23 +428,7 @@ fn init_starts_from_a_models_weights() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let from_masters = temp("init-from-masters");
-    let o = bitnetc(&[
-        "train",
-        "--init",
-        exported.to_str().unwrap(),
-        "--steps",
-        "1",
-        "--seq",
-        "16",
-        "--batch",
-        "1",
-        "--lr",
-        "1e-12",
-        "--eval-windows",
-        "1",
-        "-o",
-        from_masters.to_str().unwrap(),
-    ]);
+    let o = step_from(&exported, &from_masters, &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let m = tensors(&from_masters.join("model.safetensors"));
     for (n, v) in &a {

@@ -14,9 +14,11 @@
 use crate::TrainError;
 use crate::optim::Moments;
 use bitnet_frontend::decoder::{Activation, DecoderConfig};
+use bitnet_frontend::safetensors_writer::{TensorEntry, write_safetensors};
 use bitnet_ir::{Data, Tensor};
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -98,23 +100,30 @@ pub struct Checkpoint {
     pub tokenizer_json: String,
 }
 
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
+/// One tensor to write: its name, shape and f32 values.
+type F32Tensor<'a> = (String, Vec<usize>, Cow<'a, [f32]>);
 
-fn safetensors_bytes(
-    tensors: &BTreeMap<String, (Vec<usize>, Vec<u8>)>,
-    path: &Path,
-) -> Result<Vec<u8>, TrainError> {
-    let views = tensors
+/// Writes `tensors` as the safetensors file `path`, tensor by tensor
+/// through the frontend's writer (sizes checked, flushed to disk).
+fn write_f32_safetensors(path: &Path, tensors: &[F32Tensor<'_>]) -> Result<(), TrainError> {
+    let entries: Vec<TensorEntry> = tensors
         .iter()
-        .map(|(name, (shape, bytes))| {
-            TensorView::new(Dtype::F32, shape.clone(), bytes)
-                .map(|v| (name.clone(), v))
-                .map_err(|e| TrainError::format(path, format!("tensor \"{name}\": {e}")))
+        .map(|(name, shape, _)| TensorEntry {
+            name: name.clone(),
+            dtype: "F32",
+            shape: shape.iter().map(|&d| d as u64).collect(),
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    safetensors::serialize(views, None).map_err(|e| TrainError::format(path, e.to_string()))
+        .collect();
+    Ok(write_safetensors(path, &entries, |i, w| {
+        let values = tensors.get(i).map_or(&[][..], |t| &t.2[..]);
+        values
+            .iter()
+            .try_for_each(|v| w.write_all(&v.to_le_bytes()))
+            .map_err(|source| bitnet_frontend::FrontendError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+    })?)
 }
 
 /// The HF `config.json` of the online BitNet form for `m`.
@@ -209,28 +218,18 @@ fn write_into(
         "generation_config.json",
         json_text(&generation, dir)?.as_bytes(),
     )?;
-    let weights: BTreeMap<String, (Vec<usize>, Vec<u8>)> = params
+    let weights: Vec<_> = params
         .iter()
-        .map(|(n, t)| (n.clone(), (t.shape.clone(), f32_bytes(&t.data.to_f32()))))
+        .map(|(n, t)| (n.clone(), t.shape.clone(), Cow::Owned(t.data.to_f32())))
         .collect();
-    let path = dir.join("model.safetensors");
-    write_file(
-        dir,
-        "model.safetensors",
-        &safetensors_bytes(&weights, &path)?,
-    )?;
-    let mut opt = BTreeMap::new();
+    write_f32_safetensors(&dir.join("model.safetensors"), &weights)?;
+    let mut opt = Vec::with_capacity(2 * moments.len());
     for (n, mo) in moments {
         let shape = params.get(n).map_or(vec![mo.m.len()], |t| t.shape.clone());
-        opt.insert(format!("m.{n}"), (shape.clone(), f32_bytes(&mo.m)));
-        opt.insert(format!("v.{n}"), (shape, f32_bytes(&mo.v)));
+        opt.push((format!("m.{n}"), shape.clone(), Cow::Borrowed(&mo.m[..])));
+        opt.push((format!("v.{n}"), shape, Cow::Borrowed(&mo.v[..])));
     }
-    let path = dir.join("optimizer.safetensors");
-    write_file(
-        dir,
-        "optimizer.safetensors",
-        &safetensors_bytes(&opt, &path)?,
-    )?;
+    write_f32_safetensors(&dir.join("optimizer.safetensors"), &opt)?;
     write_file(dir, "tokenizer.json", tokenizer_json.as_bytes())?;
     write_file(
         dir,
