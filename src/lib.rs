@@ -31,7 +31,7 @@ pub mod validate;
 
 pub use bir::{load_bir, parse_bir};
 pub use bitnet_runtime::sampling::SamplingParams;
-pub use bitnet_runtime::session::{GenerateParams, Generation, Session, StopReason};
+pub use bitnet_runtime::session::{Cancel, GenerateParams, Generation, Session, StopReason};
 pub use cpu::{
     ArtifactOptions, CompiledObject, CpuOptions, compile_cpu, compile_cpu_object, cpu_pack_layout,
     cpu_pipeline,

@@ -199,6 +199,26 @@ fn stop_tokens_strings_and_context_limits() {
     let full = r["text_greedy_decoded"].as_str().unwrap();
     assert_eq!(out.text, full[..full.find("ormal").unwrap()]);
     assert_eq!(streamed, out.text);
+    // A raised cancel flag stops generation before the next step; what was made stays.
+    s.reset();
+    let cancel = bitnetc::Cancel::new();
+    let params = GenerateParams {
+        max_tokens: 16,
+        cancel: Some(cancel.clone()),
+        ..GenerateParams::default()
+    };
+    let mut seen = 0;
+    let out = s
+        .generate(&prompt, &params, &mut |id, _| {
+            seen += usize::from(id.is_some());
+            if seen == 3 {
+                cancel.cancel();
+            }
+        })
+        .unwrap();
+    assert_eq!(out.stop, StopReason::Cancelled);
+    assert_eq!(out.tokens, greedy[..3]);
+    assert_eq!(s.tokens().len(), prompt.len() + 3);
     // The context (40) fills after 16 + 24 tokens: the 25th token comes from the last position.
     s.reset();
     let params = GenerateParams {

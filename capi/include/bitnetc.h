@@ -37,6 +37,8 @@ typedef enum BitnetcStop {
   BITNETC_STOP_STOP_STRING = 2,
   // The context is full.
   BITNETC_STOP_CONTEXT_FULL = 3,
+  // The callback returned non-zero.
+  BITNETC_STOP_CANCELLED = 4,
 } BitnetcStop;
 
 // An opened model (opaque). Made by `bitnetc_model_open`, freed by `bitnetc_model_free`.
@@ -74,10 +76,12 @@ typedef struct BitnetcSessionOptions {
 // Called by `bitnetc_generate` for each new token with the text it completed, then once with
 // `token` -1 for text held back until the end (only if there is some). `text` is `text_len` bytes
 // of UTF-8 followed by a NUL; it belongs to the library and is valid during the call only.
-typedef void (*BitnetcTokenCallback)(void *user_data,
-                                     int64_t token,
-                                     const char *text,
-                                     size_t text_len);
+// Return 0 to go on; non-zero stops the generation before its next step (`BITNETC_STOP_CANCELLED`;
+// the tokens so far stay in the context). The value returned for the final call is ignored.
+typedef int32_t (*BitnetcTokenCallback)(void *user_data,
+                                        int64_t token,
+                                        const char *text,
+                                        size_t text_len);
 
 #ifdef __cplusplus
 extern "C" {
@@ -215,7 +219,8 @@ enum BitnetcStatus bitnetc_forward(struct BitnetcSession *session,
 
 // Runs `n_prompt` prompt tokens after the context, then samples (with the session's options) and
 // feeds one token at a time until `max_tokens` new tokens, an end-of-sequence token or a full
-// context. `callback` (may be NULL) is called with each token and its text as it comes. If
+// context, or until `callback` returns non-zero. `callback` (may be NULL) is called with each
+// token and its text as it comes. If
 // `out_tokens` is not NULL it receives the new tokens and must have room for `max_tokens` of them
 // (`out_capacity`); `*out_len` (if not NULL) is their number and `*out_stop` (if not NULL) why it
 // stopped. The last sampled token is run at the start of the next call, so a session continues

@@ -5,7 +5,7 @@
 
 use crate::error::{BitnetcStatus, Fail, guard, guard_free, non_null};
 use crate::model::{BitnetcModel, naming};
-use bitnetc::{GenerateParams, SamplingParams, StopReason};
+use bitnetc::{Cancel, GenerateParams, SamplingParams, StopReason};
 use std::ffi::{CStr, CString, c_char, c_void};
 
 /// A session (opaque): the KV cache, the context so far, the tokenizer and the sampling choices.
@@ -46,13 +46,22 @@ pub enum BitnetcStop {
     StopString = 2,
     /// The context is full.
     ContextFull = 3,
+    /// The callback returned non-zero.
+    Cancelled = 4,
 }
 
 /// Called by `bitnetc_generate` for each new token with the text it completed, then once with
 /// `token` -1 for text held back until the end (only if there is some). `text` is `text_len` bytes
 /// of UTF-8 followed by a NUL; it belongs to the library and is valid during the call only.
+/// Return 0 to go on; non-zero stops the generation before its next step (`BITNETC_STOP_CANCELLED`;
+/// the tokens so far stay in the context). The value returned for the final call is ignored.
 pub type BitnetcTokenCallback = Option<
-    unsafe extern "C" fn(user_data: *mut c_void, token: i64, text: *const c_char, text_len: usize),
+    unsafe extern "C" fn(
+        user_data: *mut c_void,
+        token: i64,
+        text: *const c_char,
+        text_len: usize,
+    ) -> i32,
 >;
 
 /// The default session options: greedy decoding, no penalty, seed 0, stop at end-of-sequence.
@@ -339,7 +348,8 @@ pub unsafe extern "C" fn bitnetc_forward(
 
 /// Runs `n_prompt` prompt tokens after the context, then samples (with the session's options) and
 /// feeds one token at a time until `max_tokens` new tokens, an end-of-sequence token or a full
-/// context. `callback` (may be NULL) is called with each token and its text as it comes. If
+/// context, or until `callback` returns non-zero. `callback` (may be NULL) is called with each
+/// token and its text as it comes. If
 /// `out_tokens` is not NULL it receives the new tokens and must have room for `max_tokens` of them
 /// (`out_capacity`); `*out_len` (if not NULL) is their number and `*out_stop` (if not NULL) why it
 /// stopped. The last sampled token is run at the start of the next call, so a session continues
@@ -379,10 +389,12 @@ pub unsafe extern "C" fn bitnetc_generate(
                 format!("{F}: out_capacity {out_capacity} is less than max_tokens {max_tokens}"),
             ));
         }
+        let cancel = Cancel::new();
         let params = GenerateParams {
             max_tokens,
             sampling: s.sampling.clone(),
             ignore_eos: s.ignore_eos,
+            cancel: Some(cancel.clone()),
             ..GenerateParams::default()
         };
         let mut piece = Vec::new();
@@ -396,7 +408,10 @@ pub unsafe extern "C" fn bitnetc_generate(
                     let token = id.map_or(-1, i64::from);
                     // SAFETY: the callback is safe to call with `user_data` (the caller's
                     // contract); `piece` is `text.len()` bytes and a NUL, alive during the call.
-                    unsafe { cb(user_data, token, piece.as_ptr().cast(), text.len()) };
+                    let stop = unsafe { cb(user_data, token, piece.as_ptr().cast(), text.len()) };
+                    if stop != 0 {
+                        cancel.cancel();
+                    }
                 }
             })
             .map_err(|e| Fail::new(BitnetcStatus::Runtime, format!("{F}: {e}")))?;
@@ -416,6 +431,7 @@ pub unsafe extern "C" fn bitnetc_generate(
                 StopReason::StopToken(_) => BitnetcStop::StopToken,
                 StopReason::StopString(_) => BitnetcStop::StopString,
                 StopReason::ContextFull => BitnetcStop::ContextFull,
+                StopReason::Cancelled => BitnetcStop::Cancelled,
             };
             // SAFETY: non-null and writable (the caller's contract).
             unsafe { *out_stop = stop };

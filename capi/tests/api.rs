@@ -73,14 +73,20 @@ fn tokenize(session: *mut BitnetcSession, text: &str) -> Vec<u32> {
     ids
 }
 
-/// What the callback saw: tokens and text.
+/// What the callback saw: tokens and text; it asks to stop once it has seen `stop_after` tokens.
 #[derive(Default)]
 struct Streamed {
     tokens: Vec<i64>,
     text: Vec<u8>,
+    stop_after: Option<usize>,
 }
 
-unsafe extern "C" fn on_token(user: *mut c_void, token: i64, text: *const c_char, len: usize) {
+unsafe extern "C" fn on_token(
+    user: *mut c_void,
+    token: i64,
+    text: *const c_char,
+    len: usize,
+) -> i32 {
     // SAFETY: `user` is the `Streamed` the test passed; `text` is `len` bytes and a NUL.
     let (streamed, bytes) = unsafe {
         (
@@ -91,6 +97,8 @@ unsafe extern "C" fn on_token(user: *mut c_void, token: i64, text: *const c_char
     assert_eq!(bytes[len], 0, "the text is NUL-terminated");
     streamed.tokens.push(token);
     streamed.text.extend_from_slice(&bytes[..len]);
+    let seen = streamed.tokens.iter().filter(|&&t| t >= 0).count();
+    i32::from(streamed.stop_after.is_some_and(|n| seen >= n))
 }
 
 /// Greedy generation through the C API: (tokens, streamed text, stop).
@@ -99,7 +107,20 @@ fn generate(
     prompt: &[u32],
     max: usize,
 ) -> (Vec<u32>, String, BitnetcStop) {
-    let mut streamed = Streamed::default();
+    generate_stopping(session, prompt, max, None)
+}
+
+/// As `generate`, with a callback that asks to stop after `stop_after` tokens.
+fn generate_stopping(
+    session: *mut BitnetcSession,
+    prompt: &[u32],
+    max: usize,
+    stop_after: Option<usize>,
+) -> (Vec<u32>, String, BitnetcStop) {
+    let mut streamed = Streamed {
+        stop_after,
+        ..Streamed::default()
+    };
     let mut out = vec![0u32; max];
     let (mut n, mut stop) = (usize::MAX, BitnetcStop::ContextFull);
     // SAFETY: valid pointers and sizes; the callback reads `Streamed`.
@@ -153,6 +174,14 @@ fn same_as_facade(path: &Path) {
     assert_eq!(stop, BitnetcStop::MaxTokens);
     // Continuing with no prompt runs the pending token first, as the facade does.
     assert_eq!(generate(s, &[], 2).0.len(), 2);
+    // A callback that returns non-zero stops the generation before its next step.
+    // SAFETY: a live session.
+    assert_eq!(unsafe { bitnetc_session_reset(s) }, BitnetcStatus::Ok);
+    let (cut, _, stop) = generate_stopping(s, &ids, 16, Some(3));
+    assert_eq!(
+        (&cut[..], stop),
+        (&want.tokens[..3], BitnetcStop::Cancelled)
+    );
 
     let mut detok = null_mut();
     // SAFETY: valid ids and out pointer; the string is freed below.

@@ -17,14 +17,16 @@ static int fail(const char *what) {
   return 1;
 }
 
-/* The streaming callback: prints each piece of text as it comes. */
-static void on_token(void *user_data, int64_t token, const char *text, size_t text_len) {
+/* The streaming callback: prints each piece of text as it comes; returns 0 to go on (non-zero
+ * would stop the generation). */
+static int32_t on_token(void *user_data, int64_t token, const char *text, size_t text_len) {
   size_t *count = user_data;
   if (token >= 0) {
     *count += 1;
   }
   fwrite(text, 1, text_len, stdout);
   fflush(stdout);
+  return 0;
 }
 
 int main(int argc, char **argv) {

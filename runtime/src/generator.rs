@@ -6,11 +6,43 @@
 //! `GenerateParams` says what to do and `StopReason` why it stopped (both also under `session`).
 //! The stop conditions are the session's (see `session`): `max_tokens` new tokens; a stop token
 //! (kept in the tokens, not in the text); a stop string in the text (cut from it, never streamed:
-//! text is held back while it could still be the start of one); a full context.
+//! text is held back while it could still be the start of one); a full context; a `Cancel` flag
+//! raised by another thread (or by the caller's own token callback), seen before the next step.
 
 use crate::error::RuntimeError;
 use crate::sampling::{Sampler, SamplingParams};
 use crate::tokenizer::{DecodeStream, Tokenizer};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// A flag that stops a generation before its next step (`StopReason::Cancelled`): clones share
+/// it, so one is kept by the caller and one given in `GenerateParams::cancel`. Two flags are equal
+/// when they are the same flag.
+#[derive(Clone, Debug, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    /// A flag not raised yet.
+    pub fn new() -> Cancel {
+        Cancel::default()
+    }
+
+    /// Raises the flag: the generation stops before its next step.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the flag was raised.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl PartialEq for Cancel {
+    fn eq(&self, other: &Cancel) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
 
 /// What a generation should do (`Session::generate`, `Generator::new`).
 #[derive(Clone, Debug, PartialEq)]
@@ -25,6 +57,8 @@ pub struct GenerateParams {
     pub stop_strings: Vec<String>,
     /// Do not stop at the model's end-of-sequence ids.
     pub ignore_eos: bool,
+    /// Stops the generation before its next step once raised (`StopReason::Cancelled`).
+    pub cancel: Option<Cancel>,
 }
 
 impl Default for GenerateParams {
@@ -36,6 +70,7 @@ impl Default for GenerateParams {
             stop_tokens: Vec::new(),
             stop_strings: Vec::new(),
             ignore_eos: false,
+            cancel: None,
         }
     }
 }
@@ -51,16 +86,20 @@ pub enum StopReason {
     StopString(String),
     /// The context is full.
     ContextFull,
+    /// The caller raised `GenerateParams::cancel`.
+    Cancelled,
 }
 
 impl StopReason {
-    /// A short name for logs and JSON: `max_tokens`, `stop_token`, `stop_string`, `context_full`.
+    /// A short name for logs and JSON: `max_tokens`, `stop_token`, `stop_string`, `context_full`,
+    /// `cancelled`.
     pub fn name(&self) -> &'static str {
         match self {
             StopReason::MaxTokens => "max_tokens",
             StopReason::StopToken(_) => "stop_token",
             StopReason::StopString(_) => "stop_string",
             StopReason::ContextFull => "context_full",
+            StopReason::Cancelled => "cancelled",
         }
     }
 }
@@ -70,6 +109,7 @@ pub struct Generator<'t> {
     sampler: Sampler,
     stop_tokens: Vec<u32>,
     max_tokens: usize,
+    cancel: Option<Cancel>,
     tokens: Vec<u32>,
     text: TextOut<'t>,
 }
@@ -103,15 +143,18 @@ impl<'t> Generator<'t> {
             sampler,
             stop_tokens,
             max_tokens: params.max_tokens,
+            cancel: params.cancel.clone(),
             tokens: Vec::new(),
             text: TextOut::new(tokenizer, params.stop_strings.clone()),
         })
     }
 
-    /// Why generation must stop before another step, if it must: `max_tokens` are out, or the
-    /// cache already holds `fed` = `context` tokens.
+    /// Why generation must stop before another step, if it must: the caller cancelled it,
+    /// `max_tokens` are out, or the cache already holds `fed` = `context` tokens.
     pub fn stop_before_step(&self, fed: usize, context: usize) -> Option<StopReason> {
-        if self.tokens.len() >= self.max_tokens {
+        if self.cancel.as_ref().is_some_and(Cancel::is_cancelled) {
+            Some(StopReason::Cancelled)
+        } else if self.tokens.len() >= self.max_tokens {
             Some(StopReason::MaxTokens)
         } else if fed >= context {
             Some(StopReason::ContextFull)

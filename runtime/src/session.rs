@@ -22,7 +22,7 @@
 use crate::error::RuntimeError;
 use crate::executor::Executor;
 use crate::generator::Generator;
-pub use crate::generator::{GenerateParams, StopReason};
+pub use crate::generator::{Cancel, GenerateParams, StopReason};
 use crate::tokenizer::Tokenizer;
 use std::time::{Duration, Instant};
 

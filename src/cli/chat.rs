@@ -204,6 +204,7 @@ fn stats(prompt: usize, reused: usize, out: &Generation) -> String {
         StopReason::MaxTokens => "; cut at the token limit (-n)".into(),
         StopReason::StopString(s) => format!("; stopped at {s:?}"),
         StopReason::ContextFull => "; the context is full: /reset to start over".into(),
+        StopReason::Cancelled => "; cancelled".into(),
     };
     format!(
         "[{prompt} prompt tokens ({reused} reused), {} new{speed}{end}]",

@@ -134,6 +134,7 @@ pub fn run(args: &RunArgs, audit: &mut serde_json::Value) -> Result<ExitCode> {
         stop_tokens: args.stop_tokens.clone(),
         stop_strings: args.stop.clone(),
         ignore_eos: args.ignore_eos,
+        cancel: None,
     };
     let prompt: Vec<u32> = match (&args.tokens, &args.prompt) {
         (Some(ids), _) => ids.clone(),
@@ -216,7 +217,9 @@ fn json(prompt: &[u32], out: &Generation) -> serde_json::Value {
     let stop_detail = match &out.stop {
         StopReason::StopToken(id) => serde_json::json!(id),
         StopReason::StopString(s) => serde_json::json!(s),
-        StopReason::MaxTokens | StopReason::ContextFull => serde_json::Value::Null,
+        StopReason::MaxTokens | StopReason::ContextFull | StopReason::Cancelled => {
+            serde_json::Value::Null
+        }
     };
     serde_json::json!({
         "prompt_tokens": prompt,
@@ -237,6 +240,7 @@ fn summary(out: &Generation) -> String {
         StopReason::StopToken(id) => format!("stop token {id}"),
         StopReason::StopString(s) => format!("stop string {s:?}"),
         StopReason::ContextFull => "a full context (raise --context)".to_string(),
+        StopReason::Cancelled => "cancellation".to_string(),
     };
     if out.tokens.is_empty() {
         // Nothing was generated, so there is no first-token time to report.

@@ -219,6 +219,8 @@ async fn start(
         stop_tokens,
         stop_strings: common.stop.clone(),
         ignore_eos: false,
+        // A request whose client goes away is dropped by the engine between steps.
+        cancel: None,
     };
     let (events, rx) = tokio::sync::mpsc::unbounded_channel();
     let prompt_ids = common.return_token_ids.then(|| prompt.clone());

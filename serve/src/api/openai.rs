@@ -28,6 +28,8 @@ pub fn finish_reason(stop: &StopReason) -> &'static str {
     match stop {
         StopReason::StopToken(_) | StopReason::StopString(_) => "stop",
         StopReason::MaxTokens | StopReason::ContextFull => "length",
+        // The server cancels a request only when its client has gone: nobody reads this.
+        StopReason::Cancelled => "stop",
     }
 }
 
