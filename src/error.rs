@@ -62,4 +62,8 @@ pub enum Error {
     /// that does not parse, a reference that does not fit the model.
     #[error("{0}")]
     Validate(String),
+    /// `profile` could not measure or compare what it was asked to: a baseline that is not a
+    /// saved profile or profiles another program, arguments out of range.
+    #[error("{0}")]
+    Profile(String),
 }

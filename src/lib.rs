@@ -13,6 +13,7 @@ pub use bitnet_ir as ir;
 pub use bitnet_passes as passes;
 pub use bitnet_runtime as runtime;
 
+pub mod alloc_count;
 mod artifact_inputs;
 pub mod artifact_weights;
 mod bir;
@@ -24,6 +25,7 @@ pub mod jit;
 pub mod machine;
 mod model;
 mod optimize;
+pub mod profile;
 mod prompt_logits;
 pub mod speed;
 pub mod tokenizer;

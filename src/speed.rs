@@ -32,6 +32,15 @@ impl Speed {
     }
 }
 
+/// The `p`th percentile of `sorted` latencies in milliseconds (NaN when there are none).
+pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    let n = sorted.len();
+    let i = ((p / 100.0) * n.saturating_sub(1) as f64).round() as usize;
+    sorted
+        .get(i.min(n.saturating_sub(1)))
+        .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
+}
+
 /// Measures `session`: `repeat` times, a prefill of `prompt_len` ids and `steps` decode steps
 /// (the context must hold `prompt_len + steps + 1` tokens). The session is left reset.
 pub fn measure(

@@ -1,16 +1,16 @@
 //! The Python package `bitnetc` (PyO3, abi3): `compile` a model to a `.bnx` artifact, `load` one
 //! (or compile a model in memory), make a `Session`, stream `generate`'s text, read `logits` as
-//! NumPy arrays and `validate`'s report as a dict. Every call goes through the Rust facade
+//! NumPy arrays, and `validate`'s and `profile`'s reports as dicts. Every call goes through the Rust facade
 //! (`bitnetc::compile`, `Compiled::session`, `Session::{encode, forward, generate, reset}`); every
 //! failure is a `bitnetc.Error` whose message names the file or argument.
 
-use bitnetc::{GenerateParams, SamplingParams};
+use bitnetc::{Cancel, GenerateParams, SamplingParams};
 use numpy::{PyArray1, PyArrayMethods};
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::PyAny;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, channel};
+use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pyo3::create_exception!(
@@ -34,6 +34,10 @@ fn naming(path: &Path, message: impl std::fmt::Display) -> PyErr {
         error(format!("{path}: {message}"))
     }
 }
+
+/// Counts heap allocations while `bitnetc::profile` asks it to (allocations per decode token).
+#[global_allocator]
+static GLOBAL: bitnetc::alloc_count::CountingAllocator = bitnetc::alloc_count::CountingAllocator;
 
 /// Locks `m`, a poisoned lock (a panic elsewhere) being taken as it is.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -173,8 +177,10 @@ impl Session {
 
     /// Runs `prompt` (text or ids) after the context and generates up to `max_tokens` tokens;
     /// returns an iterator over the text as it is generated (its `tokens` and `stop` fill in as it
-    /// goes). Generation runs on a thread of its own; the session waits for it before its next
-    /// call.
+    /// goes). Generation runs on a thread of its own, at most a few tokens ahead of the reader;
+    /// the session waits for it before its next call. `Stream.cancel()`, or dropping the
+    /// iterator, stops it before its next step (`stop` is then `"cancelled"`); the tokens made so
+    /// far stay in the context.
     #[pyo3(signature = (prompt, max_tokens=64, ignore_eos=false, stop=Vec::new()))]
     fn generate(
         &self,
@@ -193,17 +199,24 @@ impl Session {
             sampling: self.sampling.clone(),
             stop_strings: stop,
             ignore_eos,
+            cancel: Some(Cancel::new()),
             ..GenerateParams::default()
         };
-        let (tx, rx) = channel();
+        let cancel = params.cancel.clone().unwrap_or_default();
+        // Bounded: the thread runs at most `AHEAD` tokens ahead of the reader, so a reader that
+        // stops reading (or cancels) costs at most that much more work.
+        let (tx, rx) = sync_channel(AHEAD);
         let inner = Arc::clone(&self.inner);
+        let flag = cancel.clone();
         std::thread::Builder::new()
             .name("bitnetc-generate".into())
             .spawn(move || {
                 let mut s = lock(&inner);
-                // A closed channel (the iterator was dropped) only stops the sending.
+                // A closed channel (the iterator was dropped) cancels the generation.
                 let done = s.generate(&ids, &params, &mut |id, text| {
-                    let _ = tx.send(Event::Token(id, text.to_string()));
+                    if tx.send(Event::Token(id, text.to_string())).is_err() {
+                        flag.cancel();
+                    }
                 });
                 let _ = tx.send(Event::Done(
                     done.map(|g| g.stop.name()).map_err(|e| e.to_string()),
@@ -211,12 +224,16 @@ impl Session {
             })
             .map_err(|e| error(format!("could not start the generation thread: {e}")))?;
         Ok(Stream {
+            cancel,
             rx: Mutex::new(rx),
             tokens: Mutex::new(Vec::new()),
             stop: Mutex::new(None),
         })
     }
 }
+
+/// How many events the generation thread may send before the reader takes them.
+const AHEAD: usize = 4;
 
 /// What the generation thread sends.
 enum Event {
@@ -227,6 +244,7 @@ enum Event {
 /// The text of a generation as it comes; `tokens` and `stop` are filled in as it goes.
 #[pyclass(module = "bitnetc", frozen)]
 struct Stream {
+    cancel: Cancel,
     rx: Mutex<Receiver<Event>>,
     tokens: Mutex<Vec<u32>>,
     stop: Mutex<Option<&'static str>>,
@@ -260,17 +278,30 @@ impl Stream {
         }
     }
 
+    /// Stops the generation before its next step; the text already made can still be read, and
+    /// `stop` becomes `"cancelled"` unless it had stopped already.
+    fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
     /// The new token ids so far.
     #[getter]
     fn tokens(&self) -> Vec<u32> {
         lock(&self.tokens).clone()
     }
 
-    /// Why generation stopped (`max_tokens`, `stop_token`, `stop_string`, `context_full`), once it
-    /// has; `None` before.
+    /// Why generation stopped (`max_tokens`, `stop_token`, `stop_string`, `context_full`,
+    /// `cancelled`), once it has; `None` before.
     #[getter]
     fn stop(&self) -> Option<&'static str> {
         *lock(&self.stop)
+    }
+}
+
+impl Drop for Stream {
+    /// A stream dropped before its end (the reader broke out of the loop) stops the generation.
+    fn drop(&mut self) {
+        self.cancel.cancel();
     }
 }
 
@@ -374,6 +405,70 @@ fn validate<'py>(
     json_to_python(py, &report.json())
 }
 
+/// Profiles the model at `path` (as `bitnetc profile`): one prefill of `prompt_len` tokens and
+/// `steps` greedy decode steps, per launch, kernel group and layer, with the memory it holds and
+/// the heap allocations per decode token; returns the report as a dict (what
+/// `bitnetc profile --json` prints). `trace=True` adds the Chrome trace under `"trace"`.
+/// `baseline` (a saved profile's path, or an earlier report as a dict) adds `"regressions"`: what
+/// got slower than `threshold` (a fraction; 0.10 is 10%).
+#[pyfunction]
+#[pyo3(signature = (path, prompt_len=64, steps=32, threads=None, trace=false, baseline=None, threshold=0.10))]
+#[allow(clippy::too_many_arguments)]
+fn profile<'py>(
+    py: Python<'py>,
+    path: PathBuf,
+    prompt_len: usize,
+    steps: usize,
+    threads: Option<usize>,
+    trace: bool,
+    baseline: Option<Bound<'py, PyAny>>,
+    threshold: f64,
+) -> PyResult<Bound<'py, PyAny>> {
+    use bitnetc::profile::{ProfileSettings, baseline as saved};
+    let base = match baseline {
+        None => None,
+        Some(b) if b.is_instance_of::<pyo3::types::PyDict>() => {
+            let text: String = py
+                .import("json")?
+                .call_method1("dumps", (b,))?
+                .extract()?;
+            let value: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| error(format!("baseline: not a profile report: {e}")))?;
+            saved::check_format(&value, "baseline").map_err(error)?;
+            Some((value, "baseline".to_string()))
+        }
+        Some(b) => {
+            let p: PathBuf = b.extract().map_err(|_| {
+                error("baseline: give a saved profile's path or an earlier report (a dict)")
+            })?;
+            let value = saved::read(&p).map_err(error)?;
+            Some((value, p.display().to_string()))
+        }
+    };
+    let mut settings = ProfileSettings {
+        prompt_len,
+        steps,
+        trace,
+        ..ProfileSettings::default()
+    };
+    if let Some(t) = threads {
+        if t == 0 {
+            return Err(error("threads=0: give at least 1"));
+        }
+        settings.compile.cpu.threads = t;
+    }
+    let mut measured = py
+        .detach(|| bitnetc::profile::profile(&path, &settings))
+        .map_err(|e| naming(&path, e))?;
+    if let Some((value, source)) = &base {
+        saved::annotate(&mut measured.report, value, source, threshold).map_err(error)?;
+    }
+    if let Some(t) = measured.trace {
+        measured.report["trace"] = t;
+    }
+    json_to_python(py, &measured.report)
+}
+
 /// A JSON value as the Python object `json.loads` makes of it.
 fn json_to_python<'py>(py: Python<'py>, value: &serde_json::Value) -> PyResult<Bound<'py, PyAny>> {
     py.import("json")?
@@ -392,5 +487,6 @@ fn bitnetc_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(load, m)?)?;
     m.add_function(wrap_pyfunction!(compile, m)?)?;
     m.add_function(wrap_pyfunction!(validate, m)?)?;
+    m.add_function(wrap_pyfunction!(profile, m)?)?;
     Ok(())
 }

@@ -1,7 +1,7 @@
 """The Python package on the hf-tiny fixture: an artifact compiled with bitnetc.compile generates
 transformers' greedy tokens (the fixture's reference) and `bitnetc run`'s (when BITNETC_BIN names
 the binary), streams text, gives logits as NumPy arrays close to transformers', returns
-validate's report as a dict, and raises bitnetc.Error with a message naming the file or argument."""
+validate's and profile's reports as dicts, stops a generation when asked or dropped, and raises bitnetc.Error with a message naming the file or argument."""
 
 import json
 import os
@@ -73,6 +73,35 @@ def test_generate_streams_chunks_and_continues(artifact):
     assert len(more.tokens) == 2
 
 
+def test_cancel_stops_generation(artifact):
+    model = bitnetc.load(str(artifact), threads=2)
+    session = model.session()
+    prompt = session.encode(PROMPT)
+    # Enough tokens to fill the context: only cancelling can stop it early.
+    stream = session.generate(prompt, max_tokens=model.context, ignore_eos=True)
+    first = next(stream)
+    stream.cancel()
+    rest = list(stream)
+    assert stream.stop == "cancelled"
+    assert 1 <= len(stream.tokens) < model.context - len(prompt)
+    # The tokens made stay in the context and are the greedy ones.
+    assert isinstance(first, str) and all(isinstance(c, str) for c in rest)
+    n = min(len(stream.tokens), len(REFERENCE["text_greedy_new_tokens"]))
+    assert stream.tokens[:n] == REFERENCE["text_greedy_new_tokens"][:n]
+
+
+def test_dropping_the_stream_cancels_generation(artifact):
+    model = bitnetc.load(str(artifact), threads=2)
+    session = model.session()
+    stream = session.generate(PROMPT, max_tokens=model.context, ignore_eos=True)
+    next(stream)
+    del stream
+    # Had the dropped generation gone on, the context would now be full.
+    more = session.generate([], max_tokens=1)
+    list(more)
+    assert more.stop == "max_tokens" and len(more.tokens) == 1
+
+
 def test_logits_are_numpy_and_match_transformers(artifact):
     session = bitnetc.load(str(artifact), threads=2).session()
     ids = REFERENCE["prompt_ids"]
@@ -102,6 +131,29 @@ def test_validate_report_is_a_dict():
     assert "model" in report and "reference" in report
     assert report["accuracy"]["ppl"] > 0
     assert {g["gate"] for g in report["gates"]} >= {"max_kl_mean"}
+
+
+def test_profile_report_is_a_dict(artifact, tmp_path):
+    report = bitnetc.profile(str(artifact), prompt_len=6, steps=3, threads=2, trace=True)
+    assert isinstance(report, dict) and report["format"] == "bitnetc-profile/1"
+    assert report["phases"]["decode"]["steps"] == 3
+    assert report["phases"]["prefill"]["tokens"] == 6
+    # The module's allocator counts: the decode steps allocate nothing.
+    assert report["memory"]["allocations"]["count"] == 0
+    events = report.pop("trace")["traceEvents"]
+    assert any(e.get("ph") == "X" for e in events)
+    # Against itself as the baseline (a dict, or the file saved from it): the same program.
+    again = bitnetc.profile(str(artifact), prompt_len=6, steps=3, threads=2, baseline=report,
+                            threshold=1000.0)
+    assert again["regressions"] == []
+    saved = tmp_path / "profile.json"
+    saved.write_text(json.dumps(report))
+    assert bitnetc.profile(str(artifact), prompt_len=6, steps=3, threads=2,
+                           baseline=str(saved), threshold=1000.0)["regressions"] == []
+    with pytest.raises(bitnetc.Error, match="prompt"):
+        bitnetc.profile(str(artifact), prompt_len=7, steps=3, baseline=report)
+    with pytest.raises(bitnetc.Error, match="not a profile"):
+        bitnetc.profile(str(artifact), prompt_len=6, steps=3, baseline={"format": "x"})
 
 
 def test_missing_file_raises_with_its_name(tmp_path):

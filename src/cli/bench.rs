@@ -9,12 +9,13 @@
 //! main build's decode is also measured with several sequences per step (`bench_batch`).
 
 use super::audit_log::input_digests;
-use super::bench_batch::{BatchResult, measure_batches, percentile_ms, print_batches};
+use super::bench_batch::{BatchResult, measure_batches, print_batches};
 use super::progress::Progress;
 use anyhow::{Context, Result, bail};
 use bitnet_backends::cpu::HeadDtype;
 use bitnet_frontend::model::PostQuantize;
 use bitnetc::machine;
+use bitnetc::speed::percentile_ms;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};

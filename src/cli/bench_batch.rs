@@ -9,6 +9,7 @@
 use anyhow::{Context, Result, bail};
 use bitnet_runtime::sampling::{Rng, argmax};
 use bitnet_runtime::{Executor, SeqFeed};
+use bitnetc::speed::percentile_ms;
 use std::time::{Duration, Instant};
 
 /// What one batch size measured.
@@ -36,15 +37,6 @@ impl BatchResult {
             "vs_batch_1": one.map(|o| self.decode_tok_s / o.decode_tok_s),
         })
     }
-}
-
-/// The `p`th percentile of `sorted` latencies in milliseconds (NaN when there are none).
-pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
-    let n = sorted.len();
-    let i = ((p / 100.0) * n.saturating_sub(1) as f64).round() as usize;
-    sorted
-        .get(i.min(n.saturating_sub(1)))
-        .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
 }
 
 /// Measures every size of `sizes` on the program of `exec` (see the module doc).

@@ -1,10 +1,14 @@
 //! The commands of the `bitnetc` binary, one module per command (its clap arguments, its body and
 //! its audit record), and the pieces several commands share: reading `.bir` files with diagnostics
 //! (`bir_file`), writing outputs (`output`), flag parsers (`flags`), the progress spinner
-//! (`progress`), errors as one line (`message`), the audit log (`audit_log`), the `--preset` checkpoints (`preset`) and the binary's
-//! counting allocator (`alloc_count`).
+//! (`progress`), errors as one line (`message`), the audit log (`audit_log`) and the `--preset`
+//! checkpoints (`preset`). The binary's global allocator is the library's counting one, so that
+//! `profile` can count the allocations of its decode steps.
 
-pub mod alloc_count;
+/// Counts heap allocations while `bitnetc::alloc_count::count_allocations` asks it to.
+#[global_allocator]
+static GLOBAL: bitnetc::alloc_count::CountingAllocator = bitnetc::alloc_count::CountingAllocator;
+
 pub mod audit;
 pub mod audit_log;
 pub mod bench;

@@ -2,24 +2,18 @@
 //! launch, with the memory the model holds, a Chrome trace (`--trace`), and a regression check
 //! against a saved profile (`--save`, `--baseline`; exit 1 when something got slower).
 //!
-//! The model is compiled (or its artifact loaded) as `bench` does; after a warm-up step, the
-//! executor's profile (`Executor::start_profile`, event buffers sized for the run) records one
-//! prefill of `--prompt-len` tokens and `--steps` greedy decode steps. The binary's counting
-//! allocator (`alloc_count`) counts the heap allocations of every thread during the decode steps.
-//! The report is `report`'s, the trace `trace`'s, the comparison `baseline`'s.
+//! The measuring is the library's (`bitnetc::profile`, which the module doc there describes);
+//! this module reads the flags, writes the files, prints the table (`table`) and says whether the
+//! run regressed.
 
-pub mod baseline;
-mod report;
-mod trace;
+mod table;
 
-use super::alloc_count::count_allocations;
 use super::audit_log::input_digests;
 use super::output::write_atomic;
 use super::progress::Progress;
 use anyhow::{Context, Result, bail};
-use bitnet_runtime::executor::{PlantedDelay, ProfileOptions};
-use bitnet_runtime::sampling::{Rng, argmax};
-use bitnetc::machine;
+use bitnet_runtime::executor::PlantedDelay;
+use bitnetc::profile::{Measured, ProfileSettings, baseline, profile};
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -107,103 +101,6 @@ impl ProfileArgs {
     }
 }
 
-/// A profiled run: the report (what `--json` prints and `--save` writes) and, when asked, the
-/// Chrome trace.
-pub struct Measured {
-    /// The report.
-    pub report: serde_json::Value,
-    /// The trace, when asked for.
-    pub trace: Option<serde_json::Value>,
-}
-
-/// Compiles (or loads) `model` with `options` (its context is set here), and profiles one prefill
-/// of `prompt_len` tokens and `steps` greedy decode steps (see the module doc).
-pub fn measure(
-    model: &std::path::Path,
-    mut options: bitnetc::Options,
-    prompt_len: usize,
-    steps: usize,
-    plant: Option<PlantedDelay>,
-    want_trace: bool,
-) -> Result<Measured> {
-    let rss_reset = machine::reset_peak_rss();
-    options.context = Some((prompt_len + steps + 1) as u64);
-    let threads = options.cpu.threads;
-    let compiled = bitnetc::compile(model, &options).with_context(|| model.display().to_string());
-    let mut exec = compiled?.into_executor();
-    let program_launches = exec.program().launches.len();
-    let vocab = exec.program().vocab;
-    let mut rng = Rng::new(0);
-    // Ids from the upper part of the vocabulary, clear of the special tokens at its start.
-    let prompt: Vec<i64> = (0..prompt_len)
-        .map(|_| (vocab / 2 + rng.next_u64() % (vocab - vocab / 2)) as i64)
-        .collect();
-    // Warm-up: the first step touches the arena, the cache and the pool's threads.
-    let first = argmax(exec.forward_last(&prompt, 0)?);
-    exec.forward_last(&[i64::from(first)], prompt.len() as u64)?;
-    exec.reset();
-    exec.start_profile(&ProfileOptions {
-        launch_events: program_launches * (steps + 1),
-        step_events: steps + 1,
-        plant,
-    });
-    let mut next = argmax(exec.forward_last(&prompt, 0)?);
-    let busy_prefill = exec
-        .profile()
-        .map(|p| p.busy_ns.clone())
-        .unwrap_or_default();
-    let (decoded, allocations) = count_allocations(|| -> Result<()> {
-        for pos in prompt.len()..prompt.len() + steps {
-            next = argmax(exec.forward_last(&[i64::from(next)], pos as u64)?);
-        }
-        Ok(())
-    });
-    decoded?;
-    let profile = exec
-        .stop_profile()
-        .context("internal: the profile was switched off during the run")?;
-    let peak_rss = machine::peak_rss().filter(|_| rss_reset);
-    let program = exec.program();
-    let busy_decode: Vec<u64> = profile
-        .busy_ns
-        .iter()
-        .zip(busy_prefill.iter().chain(std::iter::repeat(&0)))
-        .map(|(end, pre)| end.saturating_sub(*pre))
-        .collect();
-    let report = json!({
-        "format": baseline::FORMAT,
-        "model": model.display().to_string(),
-        "threads": threads,
-        "prompt_len": prompt_len,
-        "steps": steps,
-        "program": {"launches": program_launches, "kernels": program.kernels.len()},
-        "labels": program.launches.iter().map(|l| l.label.as_str()).collect::<Vec<_>>(),
-        "memory": {
-            "arena_bytes": exec.arena_bytes(),
-            "kv_bytes": exec.kv_slot_bytes(),
-            "weights_bytes": exec.weight_bytes(),
-            "weights": if exec.weights_mapped() { "mapped" } else { "owned" },
-            "peak_rss_bytes": peak_rss,
-            "allocations": {
-                "decode_steps": steps,
-                "count": allocations,
-                "per_token": allocations as f64 / steps as f64,
-                "how": "the bitnetc binary's counting global allocator, every thread, during the profiled decode steps",
-            },
-        },
-        "phases": {
-            "prefill": report::phase(program, &profile, "prefill", &busy_prefill),
-            "decode": report::phase(program, &profile, "decode", &busy_decode),
-        },
-        "dropped_events": profile.dropped,
-    });
-    let trace = want_trace.then(|| {
-        let title = format!("bitnetc profile {}", model.display());
-        trace::chrome_trace(program, &profile, &title)
-    });
-    Ok(Measured { report, trace })
-}
-
 /// Runs the command; adds the results to `audit`. Exit 1 when `--baseline` finds a regression.
 pub fn run(args: &ProfileArgs, audit: &mut serde_json::Value) -> Result<ExitCode> {
     if args.prompt_len == 0 || args.steps == 0 {
@@ -247,16 +144,16 @@ pub fn run(args: &ProfileArgs, audit: &mut serde_json::Value) -> Result<ExitCode
     args.precision.apply(&mut options);
     let progress = Progress::start(&model);
     options.on_stage = Some(progress.stage_callback());
-    let measured = measure(
-        &model,
-        options,
-        args.prompt_len,
-        args.steps,
+    let settings = ProfileSettings {
+        compile: options,
+        prompt_len: args.prompt_len,
+        steps: args.steps,
         plant,
-        args.trace.is_some(),
-    );
+        trace: args.trace.is_some(),
+    };
+    let measured = profile(&model, &settings);
     progress.finish();
-    let Measured { mut report, trace } = measured?;
+    let Measured { mut report, trace } = measured.with_context(|| model.display().to_string())?;
     if let (Some(path), Some(trace)) = (&args.trace, &trace) {
         write_atomic(path, serde_json::to_string(trace)?.as_bytes(), args.force)?;
         eprintln!("; wrote the trace to {}", path.display());
@@ -270,12 +167,14 @@ pub fn run(args: &ProfileArgs, audit: &mut serde_json::Value) -> Result<ExitCode
         eprintln!("; saved the profile to {}", path.display());
     }
     let regressions = match (&base, &args.baseline) {
-        (Some(base), Some(path)) => Some(baseline::compare(&report, base, path, args.threshold)?),
+        (Some(base), Some(path)) => Some(baseline::annotate(
+            &mut report,
+            base,
+            &path.display().to_string(),
+            args.threshold,
+        )?),
         _ => None,
     };
-    if let Some(found) = &regressions {
-        report["regressions"] = found.iter().map(baseline::Regression::json).collect();
-    }
     audit["profile"] = json!({
         "memory": report["memory"],
         "prefill_step_ms": report["phases"]["prefill"]["step"]["mean_ms"],
@@ -285,7 +184,7 @@ pub fn run(args: &ProfileArgs, audit: &mut serde_json::Value) -> Result<ExitCode
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        report::print_table(&report, 12);
+        table::print_table(&report, 12);
     }
     match regressions {
         Some(found) if !found.is_empty() => {

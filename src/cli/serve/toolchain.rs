@@ -14,6 +14,7 @@ use bitnet_serve::{
     CompileRequest, Compiled, ComplianceRequest, LoadedModel, ModelInfo, ProfileRequest, SlotBatch,
     Toolchain, ValidateRequest,
 };
+use bitnetc::profile::{ProfileSettings, baseline, profile};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
@@ -205,28 +206,23 @@ impl Toolchain for CliToolchain {
         let base = request
             .baseline
             .as_deref()
-            .map(crate::cli::profile::baseline::read)
+            .map(baseline::read)
             .transpose()
-            .map_err(|e| format!("{e:#}"))?;
-        let mut options = self.options.clone();
-        options.on_stage = None;
-        let measured = crate::cli::profile::measure(
-            &request.model,
-            options,
-            size(request.prompt_len, 64)?,
-            size(request.steps, 32)?,
-            None,
-            false,
-        )
-        .map_err(|e| at(&e))?;
-        let mut report = measured.report;
+            .map_err(|e| e.to_string())?;
+        let mut compile = self.options.clone();
+        compile.on_stage = None;
+        let settings = ProfileSettings {
+            compile,
+            prompt_len: size(request.prompt_len, 64)?,
+            steps: size(request.steps, 32)?,
+            ..ProfileSettings::default()
+        };
+        let mut report = profile(&request.model, &settings)
+            .map_err(|e| at(&e))?
+            .report;
         if let (Some(base), Some(path)) = (&base, &request.baseline) {
-            let found = crate::cli::profile::baseline::compare(&report, base, path, threshold)
-                .map_err(|e| format!("{e:#}"))?;
-            report["regressions"] = found
-                .iter()
-                .map(crate::cli::profile::baseline::Regression::json)
-                .collect();
+            baseline::annotate(&mut report, base, &path.display().to_string(), threshold)
+                .map_err(|e| e.to_string())?;
         }
         Ok(report)
     }

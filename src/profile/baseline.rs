@@ -1,4 +1,4 @@
-//! `bitnetc profile --baseline`: this run against a saved profile (`--save`).
+//! A profile against a saved one (`bitnetc profile --baseline`, the report `--save` wrote).
 //!
 //! Both must profile the same program (the same launch labels, in order) with the same prompt
 //! length; anything else is an error, not a comparison. Per phase, the step, every kernel group
@@ -8,7 +8,7 @@
 //! of a percent of the step is not reported, but a launch that grows to matter is.
 
 use super::report::PHASES;
-use anyhow::{Context, Result, bail};
+use crate::Error;
 use serde_json::{Value, json};
 use std::path::Path;
 
@@ -60,27 +60,38 @@ impl Regression {
 }
 
 /// Reads a saved profile, checking that it is one.
-pub fn read(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{}: cannot read the baseline", path.display()))?;
-    let value: Value = serde_json::from_str(&text).with_context(|| {
-        format!(
-            "{}: not JSON (a baseline is a `profile --save` file)",
-            path.display()
-        )
+pub fn read(path: &Path) -> Result<Value, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::Profile(format!("{}: cannot read the baseline: {e}", path.display()))
     })?;
-    if value["format"].as_str() != Some(FORMAT) {
-        bail!(
-            "{}: field `format` is {}, not {FORMAT:?}: not a profile saved by `bitnetc profile --save`",
-            path.display(),
-            value["format"]
-        );
-    }
+    let value: Value = serde_json::from_str(&text).map_err(|e| {
+        Error::Profile(format!(
+            "{}: not JSON (a baseline is a `profile --save` file): {e}",
+            path.display()
+        ))
+    })?;
+    check_format(&value, &path.display().to_string())?;
     Ok(value)
 }
 
-/// Compares `now` against `base` (read from `path`), as the module doc says.
-pub fn compare(now: &Value, base: &Value, path: &Path, threshold: f64) -> Result<Vec<Regression>> {
+/// Checks that `value` (from `source`) is a saved profile.
+pub fn check_format(value: &Value, source: &str) -> Result<(), Error> {
+    if value["format"].as_str() != Some(FORMAT) {
+        return Err(Error::Profile(format!(
+            "{source}: field `format` is {}, not {FORMAT:?}: not a profile saved by `bitnetc profile --save`",
+            value["format"]
+        )));
+    }
+    Ok(())
+}
+
+/// Compares `now` against `base` (read from `source`), as the module doc says.
+pub fn compare(
+    now: &Value,
+    base: &Value,
+    source: &str,
+    threshold: f64,
+) -> Result<Vec<Regression>, Error> {
     let labels = |v: &Value| -> Vec<String> {
         v["labels"]
             .as_array()
@@ -98,23 +109,20 @@ pub fn compare(now: &Value, base: &Value, path: &Path, threshold: f64) -> Result
             Some(i) => format!("launch {i} is {:?} here and {:?} there", ours[i], theirs[i]),
             None => "one launch plan is a prefix of the other".to_string(),
         };
-        bail!(
-            "{}: the baseline profiles another program ({} launches, model {}), this run {} launches \
-             of {}; {detail}. Compare profiles of the same model and build flags",
-            path.display(),
+        return Err(Error::Profile(format!(
+            "{source}: the baseline profiles another program ({} launches, model {}), this run {} \
+             launches of {}; {detail}. Compare profiles of the same model and build flags",
             theirs.len(),
             base["model"],
             ours.len(),
             now["model"]
-        );
+        )));
     }
     if now["prompt_len"] != base["prompt_len"] {
-        bail!(
-            "{}: the baseline's prefill ran {} tokens, this run {}: give the same --prompt-len",
-            path.display(),
-            base["prompt_len"],
-            now["prompt_len"]
-        );
+        return Err(Error::Profile(format!(
+            "{source}: the baseline's prefill ran {} tokens, this run {}: give the same prompt length (--prompt-len)",
+            base["prompt_len"], now["prompt_len"]
+        )));
     }
     let mut found = Vec::new();
     for phase in PHASES {
@@ -164,5 +172,23 @@ pub fn compare(now: &Value, base: &Value, path: &Path, threshold: f64) -> Result
             }
         }
     }
+    Ok(found)
+}
+
+/// Compares `report` against `base` (read from `source`) and adds what regressed to it, as
+/// `regressions` (the report's JSON of each); returns them.
+pub fn annotate(
+    report: &mut Value,
+    base: &Value,
+    source: &str,
+    threshold: f64,
+) -> Result<Vec<Regression>, Error> {
+    if !(threshold.is_finite() && threshold >= 0.0) {
+        return Err(Error::Profile(format!(
+            "threshold {threshold}: give a fraction of at least 0 (0.10 is 10%)"
+        )));
+    }
+    let found = compare(report, base, source, threshold)?;
+    report["regressions"] = found.iter().map(Regression::json).collect();
     Ok(found)
 }
