@@ -428,10 +428,7 @@ fn profile<'py>(
     let base = match baseline {
         None => None,
         Some(b) if b.is_instance_of::<pyo3::types::PyDict>() => {
-            let text: String = py
-                .import("json")?
-                .call_method1("dumps", (b,))?
-                .extract()?;
+            let text: String = py.import("json")?.call_method1("dumps", (b,))?.extract()?;
             let value: serde_json::Value = serde_json::from_str(&text)
                 .map_err(|e| error(format!("baseline: not a profile report: {e}")))?;
             saved::check_format(&value, "baseline").map_err(error)?;
