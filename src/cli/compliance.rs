@@ -23,7 +23,7 @@ pub struct ComplianceArgs {
     /// the current folder when it holds bitnetc's Cargo.toml).
     #[arg(long)]
     pub source: Option<PathBuf>,
-    /// cargo-llvm-cov's JSON summary (`cargo llvm-cov --json --summary-only`).
+    /// llvm-cov's JSON summary (`scripts/coverage.sh`, or `cargo llvm-cov --json --summary-only`).
     #[arg(long)]
     pub coverage: Option<PathBuf>,
     /// A fuzzing campaign's summary: `{"targets": {"NAME": {"runs": N, "crashes": N}}}`.

@@ -1,11 +1,11 @@
-//! Checks on evidence other tools wrote: line coverage from cargo-llvm-cov's JSON summary, a
+//! Checks on evidence other tools wrote: line coverage from llvm-cov's JSON summary, a
 //! fuzzing campaign's crash count, and cargo-deny's licence check. Without the file, the check did
 //! not run and is not counted.
 
 use super::Check;
 use std::path::Path;
 
-const COVERAGE: &str = "line coverage of the test suite (cargo-llvm-cov)";
+const COVERAGE: &str = "line coverage of the test suite (llvm-cov)";
 const FUZZING: &str = "the last fuzzing campaign found no crash";
 const LICENCES: &str = "every dependency's licence is allowed (cargo-deny)";
 
@@ -21,8 +21,7 @@ pub fn coverage(path: Option<&Path>, percent: f64) -> Check {
         return Check::not_run(
             "coverage",
             COVERAGE,
-            "no coverage summary given (--coverage FILE from `cargo llvm-cov --json --summary-only`)"
-                .into(),
+            "no coverage summary given (--coverage FILE from scripts/coverage.sh)".into(),
         );
     };
     let totals = read_json(path).and_then(|v| {

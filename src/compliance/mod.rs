@@ -152,7 +152,7 @@ pub struct ComplianceOptions {
     pub audit_log: Option<PathBuf>,
     /// The bitnetc source tree (for the source scans and the malformed-input corpus).
     pub source: Option<PathBuf>,
-    /// cargo-llvm-cov's JSON summary (`cargo llvm-cov --json --summary-only`).
+    /// llvm-cov's JSON summary (`scripts/coverage.sh`, or `cargo llvm-cov --json --summary-only`).
     pub coverage: Option<PathBuf>,
     /// A fuzzing campaign's summary (JSON: `{"targets": {name: {"runs": n, "crashes": n}}}`).
     pub fuzz: Option<PathBuf>,
