@@ -76,6 +76,16 @@ pub enum RuntimeError {
         /// The slots asked for.
         slots: usize,
     },
+    /// The system would not map an executor's arena or KV cache.
+    #[error("cannot reserve {bytes} bytes for the executor's {what}: {reason}")]
+    OutOfMemory {
+        /// The arena or the KV cache.
+        what: &'static str,
+        /// The bytes asked for.
+        bytes: u64,
+        /// Why not.
+        reason: String,
+    },
     /// A feed names a KV slot the executor does not have.
     #[error("KV slot {slot} does not exist (the executor has {slots})")]
     BadSlot {

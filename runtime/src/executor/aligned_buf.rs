@@ -1,54 +1,69 @@
 //! `Aligned`: the executor's 64-byte aligned, zeroed buffers (the arena and the KV caches).
 
-/// A 64-byte aligned, zeroed byte buffer. It comes from the allocator's zeroed memory, so pages
-/// never written (the rows past the longest step so far, the cache past the longest context so
-/// far) take no memory.
+use crate::error::RuntimeError;
+
+/// A page-aligned (so 64-byte aligned), zeroed byte buffer: an anonymous memory mapping, whose
+/// pages the kernel supplies zeroed on first touch, so pages never written (the rows past the
+/// longest step so far, the cache past the longest context so far) take no memory. (The global
+/// allocator's `alloc_zeroed` with a 64-byte alignment writes every byte, which made a 2B model's
+/// whole prefill arena and 4k-token KV cache resident at load.)
 pub(super) struct Aligned {
-    ptr: std::ptr::NonNull<u8>,
+    map: memmap2::MmapMut,
     len: usize,
 }
 
 impl Aligned {
-    pub(super) fn zeroed(len: u64) -> Aligned {
-        let lines = usize::try_from(len.div_ceil(64)).unwrap_or(usize::MAX);
-        let len = lines.saturating_mul(64);
-        let ptr = match std::alloc::Layout::from_size_align(len.max(64), 64) {
-            // SAFETY: the layout has a non-zero size.
-            Ok(layout) => std::ptr::NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }),
-            Err(_) => None,
+    /// `len` zeroed bytes (rounded up to whole 64-byte lines) for the `what` of an executor.
+    pub(super) fn zeroed(len: u64, what: &'static str) -> Result<Aligned, RuntimeError> {
+        let too_big = |reason: String| RuntimeError::OutOfMemory {
+            what,
+            bytes: len,
+            reason,
         };
-        match ptr {
-            Some(ptr) => Aligned { ptr, len },
-            None => std::alloc::handle_alloc_error(
-                std::alloc::Layout::from_size_align(len.max(64), 64)
-                    .unwrap_or(std::alloc::Layout::new::<u8>()),
-            ),
-        }
+        let len = usize::try_from(len.div_ceil(64).saturating_mul(64))
+            .map_err(|_| too_big("beyond the address space".into()))?;
+        // A mapping cannot be empty: an empty buffer maps one line it never uses.
+        let map = memmap2::MmapMut::map_anon(len.max(64)).map_err(|e| too_big(e.to_string()))?;
+        Ok(Aligned { map, len })
     }
 
     pub(super) fn ptr(&mut self) -> *mut u8 {
-        self.ptr.as_ptr()
+        self.map.as_mut_ptr()
     }
 
     pub(super) fn bytes_mut(&mut self) -> &mut [u8] {
-        // SAFETY: `ptr` is `len` initialized (zeroed) bytes this buffer owns.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+        &mut self.map[..self.len]
     }
 
     pub(super) fn bytes(&self) -> &[u8] {
-        // SAFETY: as in `bytes_mut`.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+        &self.map[..self.len]
     }
 }
 
-impl Drop for Aligned {
-    fn drop(&mut self) {
-        if let Ok(layout) = std::alloc::Layout::from_size_align(self.len.max(64), 64) {
-            // SAFETY: allocated in `zeroed` with this layout.
-            unsafe { std::alloc::dealloc(self.ptr.as_ptr(), layout) };
-        }
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::Aligned;
+
+    #[test]
+    fn zeroed_buffers_are_zero_line_aligned_and_writable() {
+        let mut a = Aligned::zeroed(100, "arena").unwrap();
+        assert_eq!(a.bytes().len(), 128);
+        assert!(a.bytes().iter().all(|&b| b == 0));
+        assert_eq!(a.ptr().align_offset(64), 0);
+        a.bytes_mut()[127] = 7;
+        assert_eq!(a.bytes()[127], 7);
+        // An empty buffer (a program without KV cache) is fine too.
+        assert!(Aligned::zeroed(0, "KV cache").unwrap().bytes().is_empty());
+    }
+
+    #[test]
+    fn a_buffer_beyond_the_address_space_is_an_error_naming_it() {
+        let err = match Aligned::zeroed(u64::MAX, "KV cache") {
+            Ok(_) => panic!("mapped u64::MAX bytes"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("KV cache"), "{err}");
     }
 }
-
-// SAFETY: `Aligned` owns its allocation like a `Vec<u8>`.
-unsafe impl Send for Aligned {}

@@ -122,8 +122,8 @@ impl Executor {
             .checked_mul(slots)
             .filter(|_| slots > 0)
             .ok_or(RuntimeError::BadSlots { slots })?;
-        let mut arena = Aligned::zeroed(program.arena_bytes);
-        let mut kv = Aligned::zeroed(kv_total as u64);
+        let mut arena = Aligned::zeroed(program.arena_bytes, "arena")?;
+        let mut kv = Aligned::zeroed(kv_total as u64, "KV cache")?;
         let addresses = resolve(program, &shared.weights, &mut arena, &mut kv)?;
         let most_bufs = program.launches.iter().map(|l| l.bufs.len()).max();
         Ok(Executor {
