@@ -149,11 +149,29 @@ impl Data {
     }
 
     /// The elements as f32 (f16/bf16 widen exactly, f64 rounds to nearest; integers, booleans and
-    /// ternary convert by value).
+    /// ternary convert by value, rounding to nearest once).
     pub fn to_f32(&self) -> Vec<f32> {
         match self {
             Data::F32(v) => v.clone(),
+            // Exact in f32: widened directly, without an f64 copy of the tensor.
+            Data::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
+            Data::BF16(v) => v.iter().map(|x| x.to_f32()).collect(),
+            Data::I8(v) | Data::Ternary(v) => v.iter().map(|&x| f32::from(x)).collect(),
+            Data::I16(v) => v.iter().map(|&x| f32::from(x)).collect(),
+            Data::U8(v) => v.iter().map(|&x| f32::from(x)).collect(),
+            Data::U16(v) => v.iter().map(|&x| f32::from(x)).collect(),
+            Data::Bool(v) => v.iter().map(|&x| f32::from(u8::from(x))).collect(),
+            // Exact in f64, then one rounding to f32 (i64/u64 beyond 2^53 round twice, as before).
             other => other.to_f64().into_iter().map(|x| x as f32).collect(),
+        }
+    }
+
+    /// The elements as f32, as `to_f32` converts them, reusing the storage of f32 data (a weight
+    /// the size of the model's embedding is not copied to be read as f32).
+    pub fn into_f32(self) -> Vec<f32> {
+        match self {
+            Data::F32(v) => v,
+            other => other.to_f32(),
         }
     }
 
@@ -297,20 +315,44 @@ impl Data {
 impl Data {
     /// The elements as little-endian bytes (the inverse of `from_le_bytes`).
     pub fn to_le_bytes(&self) -> Vec<u8> {
+        let mut out = vec![0u8; self.le_byte_len()];
+        self.write_le_bytes(&mut out);
+        out
+    }
+
+    /// The number of bytes `to_le_bytes` gives.
+    pub fn le_byte_len(&self) -> usize {
+        let width = match self.elem() {
+            ElemType::F64 | ElemType::I64 | ElemType::U64 => 8,
+            ElemType::F32 | ElemType::I32 | ElemType::U32 => 4,
+            ElemType::F16 | ElemType::BF16 | ElemType::I16 | ElemType::U16 => 2,
+            ElemType::I8 | ElemType::U8 | ElemType::Bool | ElemType::Ternary => 1,
+        };
+        self.len() * width
+    }
+
+    /// Writes the elements as little-endian bytes into `out`, in place (a large tensor is placed
+    /// without a byte copy of it); `out` must be `le_byte_len()` long (shorter stops early).
+    pub fn write_le_bytes(&self, out: &mut [u8]) {
+        fn put<const N: usize, T: Copy>(v: &[T], out: &mut [u8], le: impl Fn(T) -> [u8; N]) {
+            for (x, dst) in v.iter().zip(out.chunks_exact_mut(N)) {
+                dst.copy_from_slice(&le(*x));
+            }
+        }
         match self {
-            Data::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            Data::F64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            Data::F16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            Data::BF16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            Data::I8(v) | Data::Ternary(v) => v.iter().map(|&x| x as u8).collect(),
-            Data::I16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            Data::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            Data::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            Data::U8(v) => v.clone(),
-            Data::U16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            Data::U32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            Data::U64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            Data::Bool(v) => v.iter().map(|&b| u8::from(b)).collect(),
+            Data::F32(v) => put(v, out, f32::to_le_bytes),
+            Data::F64(v) => put(v, out, f64::to_le_bytes),
+            Data::F16(v) => put(v, out, f16::to_le_bytes),
+            Data::BF16(v) => put(v, out, bf16::to_le_bytes),
+            Data::I8(v) | Data::Ternary(v) => put(v, out, i8::to_le_bytes),
+            Data::I16(v) => put(v, out, i16::to_le_bytes),
+            Data::I32(v) => put(v, out, i32::to_le_bytes),
+            Data::I64(v) => put(v, out, i64::to_le_bytes),
+            Data::U8(v) => put(v, out, u8::to_le_bytes),
+            Data::U16(v) => put(v, out, u16::to_le_bytes),
+            Data::U32(v) => put(v, out, u32::to_le_bytes),
+            Data::U64(v) => put(v, out, u64::to_le_bytes),
+            Data::Bool(v) => put(v, out, |b| [u8::from(b)]),
         }
     }
 }

@@ -81,19 +81,26 @@ impl AlignedBytes {
     /// Appends `data` at the next 64-byte boundary (zero padding before it) and returns its offset.
     /// A mapped buffer is first copied into owned storage.
     pub fn push(&mut self, data: &[u8]) -> u64 {
+        self.push_with(data.len(), |dst| dst.copy_from_slice(data))
+    }
+
+    /// Appends `len` bytes written in place by `fill` (given them zeroed) at the next 64-byte
+    /// boundary, and returns their offset: a large tensor is converted straight into the buffer,
+    /// without a byte copy of it first.
+    pub fn push_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) -> u64 {
         if let Storage::Mapped { .. } = self.storage {
             let owned = AlignedBytes::from_slice(self);
             *self = owned;
         }
         let offset = self.len.div_ceil(64) * 64;
-        let end = offset + data.len();
+        let end = offset + len;
         if let Storage::Owned(lines) = &mut self.storage {
             lines.resize(end.div_ceil(64), Line([0; 64]));
             // SAFETY: `lines` holds at least `end` initialized bytes (`Line` is plain bytes).
             let all = unsafe {
                 std::slice::from_raw_parts_mut(lines.as_mut_ptr().cast::<u8>(), lines.len() * 64)
             };
-            all[offset..end].copy_from_slice(data);
+            fill(&mut all[offset..end]);
         }
         self.len = end;
         offset as u64
@@ -187,5 +194,19 @@ mod tests {
         assert_eq!(a[192], 5);
         assert_eq!(a.clone(), a);
         assert_eq!(AlignedBytes::zeroed(5).as_slice(), &[0; 5]);
+    }
+
+    #[test]
+    fn push_with_writes_in_place_after_zero_padding() {
+        let mut a = AlignedBytes::new();
+        a.push(&[9; 3]);
+        let at = a.push_with(5, |dst| {
+            assert_eq!(dst, &[0; 5], "the bytes handed out are zeroed");
+            dst.copy_from_slice(&[1, 2, 3, 4, 5]);
+        });
+        assert_eq!(at, 64);
+        assert_eq!(a.len(), 69);
+        assert!(a[3..64].iter().all(|&b| b == 0));
+        assert_eq!(&a[64..], &[1, 2, 3, 4, 5]);
     }
 }

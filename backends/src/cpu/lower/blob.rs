@@ -12,7 +12,7 @@ use crate::BackendError;
 use bitnet_ir::module::{Function, ValueDef};
 use bitnet_ir::{Data, ElemType, OpKind, Tensor, ValueId, WeightStore};
 use bitnet_runtime::{AlignedBytes, BufRef, Region};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Where a named weight (an `nn.weight`, original or derived) is in the weights blob.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,6 +36,9 @@ pub(super) struct Blob<'a> {
     placed: BTreeMap<String, BufRef>,
     /// Each `nn.weight` name placed, with the first placement of it.
     pub(super) weights: BTreeMap<String, PlacedWeight>,
+    /// The derived forms found not to apply to a weight (`derived`'s keys), so that a weight is not
+    /// evaluated again to find it out again (the embedding and a tied lm_head both ask).
+    pub(super) inapplicable: BTreeSet<String>,
     store: &'a dyn WeightStore,
 }
 
@@ -47,6 +50,7 @@ impl<'a> Blob<'a> {
             bytes: AlignedBytes::with_capacity(capacity(f, context)),
             placed: BTreeMap::new(),
             weights: BTreeMap::new(),
+            inapplicable: BTreeSet::new(),
             store,
         }
     }
@@ -58,14 +62,24 @@ impl<'a> Blob<'a> {
 
     /// Places `data` under `key`, unless something was placed under it before (then that).
     pub(super) fn push(&mut self, key: String, data: &[u8]) -> BufRef {
+        self.push_with(key, data.len(), |dst| dst.copy_from_slice(data))
+    }
+
+    /// Places `data`'s elements, little endian, under `key` (as `push`), converted straight into
+    /// the blob: no byte copy of a large weight is made first.
+    pub(super) fn push_data(&mut self, key: String, data: &Data) -> BufRef {
+        self.push_with(key, data.le_byte_len(), |dst| data.write_le_bytes(dst))
+    }
+
+    fn push_with(&mut self, key: String, len: usize, fill: impl FnOnce(&mut [u8])) -> BufRef {
         if let Some(b) = self.placed.get(&key) {
             return *b;
         }
-        let offset = self.bytes.push(data);
+        let offset = self.bytes.push_with(len, fill);
         let b = BufRef {
             region: Region::Weights,
             offset,
-            bytes: data.len() as u64,
+            bytes: len as u64,
         };
         self.placed.insert(key, b);
         b
@@ -91,13 +105,14 @@ impl<'a> Blob<'a> {
         if let Some(b) = self.placed.get(&key) {
             return Ok(*b);
         }
+        // The evaluated tensor is consumed: an f32 weight is placed from its own storage.
         let tensor = self.evaluate(f, v, &shape)?;
         let data = match elem {
-            ElemType::F32 => Data::F32(tensor.data.to_f32()),
-            ElemType::U8 | ElemType::I32 => tensor.data.clone(),
+            ElemType::F32 => Data::F32(tensor.data.into_f32()),
+            ElemType::U8 | ElemType::I32 => tensor.data,
             // Only when exact: every value must be a bf16 (the low half of its f32 bits zero).
             ElemType::BF16 => {
-                let v = tensor.data.to_f32();
+                let v = tensor.data.into_f32();
                 if v.iter().any(|x| x.to_bits() & 0xffff != 0) {
                     return Err(input("not every value is exactly a bf16"));
                 }
@@ -118,7 +133,7 @@ impl<'a> Blob<'a> {
                 )));
             }
         };
-        let buf = self.push(key, &data.to_le_bytes());
+        let buf = self.push_data(key, &data);
         if let Some(name) = name {
             self.record(name, buf, data.elem(), &shape, false);
         }
@@ -173,7 +188,7 @@ impl<'a> Blob<'a> {
                 .store
                 .load(name, ty.elem, &shape)
                 .map_err(|e| input(format!("loading weight \"{name}\": {e}")))?;
-            let buf = self.push(format!("w:{name}:{}", ty.elem), &tensor.data.to_le_bytes());
+            let buf = self.push_data(format!("w:{name}:{}", ty.elem), &tensor.data);
             self.record(name, buf, tensor.data.elem(), &shape, false);
         }
         Ok(())

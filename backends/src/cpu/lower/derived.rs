@@ -13,7 +13,7 @@ use crate::BackendError;
 use crate::cpu::kernels::matmul_i8;
 use crate::kernel::layout::{HalfFormat, bf16_layout_exact, layout};
 use bitnet_ir::module::Function;
-use bitnet_ir::{ElemType, OpKind, ValueId};
+use bitnet_ir::{Data, ElemType, OpKind, ValueId};
 use bitnet_runtime::BufRef;
 
 /// The tag of a weight's exactly-bf16 copy in `layout` order: the embedding and the bf16 lm_head
@@ -31,14 +31,17 @@ const HEAD_I8: &str = "head-i8";
 
 impl Blob<'_> {
     /// Derived forms of a constant `v` (`[rows, cols]` as f32, row-major), made by `make` and placed
-    /// under `tag`, each once; `None` when `make` finds they do not apply.
+    /// under `tag` (each part's elements little endian), each once; `None` when `make` finds they
+    /// do not apply, which is remembered. The f32 values are `make`'s to consume, and each part is
+    /// converted straight into the blob, so the largest weight (an embedding table) is held as f32
+    /// once, not copied.
     fn derived(
         &mut self,
         f: &Function,
         v: ValueId,
         tag: &str,
         count: usize,
-        make: impl FnOnce(Vec<f32>) -> Result<Option<Vec<Vec<u8>>>, BackendError>,
+        make: impl FnOnce(Vec<f32>) -> Result<Option<Vec<Data>>, BackendError>,
     ) -> Result<Option<Vec<BufRef>>, BackendError> {
         let base = match f.def_op(v).map(|o| f.op(o)) {
             Some(op) if op.kind == OpKind::Weight => {
@@ -51,8 +54,13 @@ impl Blob<'_> {
         if let Some(bufs) = cached {
             return Ok(Some(bufs));
         }
-        let values = self.evaluate(f, v, &static_shape(f, v)?)?.data.to_f32();
+        let first = keys.first().cloned().unwrap_or_default();
+        if self.inapplicable.contains(&first) {
+            return Ok(None);
+        }
+        let values = self.evaluate(f, v, &static_shape(f, v)?)?.data.into_f32();
         let Some(parts) = make(values)? else {
+            self.inapplicable.insert(first);
             return Ok(None);
         };
         if parts.len() != count {
@@ -63,7 +71,7 @@ impl Blob<'_> {
         Ok(Some(
             keys.into_iter()
                 .zip(parts)
-                .map(|(k, bytes)| self.push(k, &bytes))
+                .map(|(k, data)| self.push_data(k, &data))
                 .collect(),
         ))
     }
@@ -79,8 +87,7 @@ impl Blob<'_> {
     ) -> Result<Option<BufRef>, BackendError> {
         let buf = self
             .derived(f, v, BF16_PAIRS, 1, |w| {
-                Ok(bf16_layout_exact(&w, k)
-                    .map(|bits| vec![bits.iter().flat_map(|h| h.to_le_bytes()).collect()]))
+                Ok(bf16_layout_exact(&w, k).map(|bits| vec![Data::U16(bits)]))
             })?
             .and_then(|b| b.first().copied());
         if let Some(buf) = buf
@@ -123,9 +130,7 @@ impl Blob<'_> {
                     ),
                 )
             })?;
-            Ok(Some(vec![
-                bits.iter().flat_map(|h| h.to_le_bytes()).collect(),
-            ]))
+            Ok(Some(vec![Data::U16(bits)]))
         })?
         .and_then(|b| b.first().copied())
         .ok_or_else(|| input("internal: a 16-bit matmul weight was not placed"))
@@ -142,10 +147,7 @@ impl Blob<'_> {
         let bufs = self
             .derived(f, v, HEAD_I8, 2, |w| {
                 let (q, s) = matmul_i8::quantize_rows(&w, k);
-                Ok(Some(vec![
-                    q,
-                    s.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                ]))
+                Ok(Some(vec![Data::U8(q), Data::F32(s)]))
             })?
             .unwrap_or_default();
         let (Some(&q), Some(&s)) = (bufs.first(), bufs.get(1)) else {
