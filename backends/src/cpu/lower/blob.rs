@@ -105,6 +105,10 @@ impl<'a> Blob<'a> {
         if let Some(b) = self.placed.get(&key) {
             return Ok(*b);
         }
+        let inexact = inexact_bf16_key(f, v);
+        if elem == ElemType::BF16 && self.inapplicable.contains(&inexact) {
+            return Err(input("not every value is exactly a bf16"));
+        }
         // The evaluated tensor is consumed: an f32 weight is placed from its own storage.
         let tensor = self.evaluate(f, v, &shape)?;
         let data = match elem {
@@ -114,6 +118,7 @@ impl<'a> Blob<'a> {
             ElemType::BF16 => {
                 let v = tensor.data.into_f32();
                 if v.iter().any(|x| x.to_bits() & 0xffff != 0) {
+                    self.inapplicable.insert(inexact);
                     return Err(input("not every value is exactly a bf16"));
                 }
                 Data::from_f32(ElemType::BF16, v)
@@ -257,6 +262,21 @@ impl<'a> Blob<'a> {
         } else {
             Err(input("missing constant result"))
         }
+    }
+}
+
+/// The key under which `Blob::inapplicable` remembers that constant `v` is not exactly bf16: one
+/// fact shared by its bf16 pairs and its bf16 placement, so a tied embedding and lm_head read an
+/// inexact table once to find it out, not once per form.
+pub(super) fn inexact_bf16_key(f: &Function, v: ValueId) -> String {
+    match f.def_op(v).map(|o| f.op(o)) {
+        Some(op) if op.kind == OpKind::Weight => {
+            format!(
+                "inexact-bf16:w:{}",
+                op.attrs.str("name").unwrap_or_default()
+            )
+        }
+        Some(_) | None => format!("inexact-bf16:c:{}", v.0),
     }
 }
 

@@ -7,7 +7,7 @@
 //!   rounded to nearest even;
 //! - int8 rows and their f32 scales (`Blob::i8_rows`): a `HeadDtype::I8` matmul weight.
 
-use super::blob::{Blob, static_shape};
+use super::blob::{Blob, inexact_bf16_key, static_shape};
 use super::{input, unsupported};
 use crate::BackendError;
 use crate::cpu::kernels::matmul_i8;
@@ -85,11 +85,18 @@ impl Blob<'_> {
         v: ValueId,
         k: usize,
     ) -> Result<Option<BufRef>, BackendError> {
+        let inexact = inexact_bf16_key(f, v);
+        if self.inapplicable.contains(&inexact) {
+            return Ok(None);
+        }
         let buf = self
             .derived(f, v, BF16_PAIRS, 1, |w| {
                 Ok(bf16_layout_exact(&w, k).map(|bits| vec![Data::U16(bits)]))
             })?
             .and_then(|b| b.first().copied());
+        if buf.is_none() {
+            self.inapplicable.insert(inexact);
+        }
         if let Some(buf) = buf
             && let Some(op) = f.def_op(v).map(|o| f.op(o))
             && op.kind == OpKind::Weight
