@@ -232,14 +232,30 @@ impl CompiledObject {
     /// Links the object with `linker` (default: `cc`, or `<arch>-linux-gnu-gcc` for another
     /// architecture) and returns the artifact's bytes.
     pub fn link(&self, linker: Option<&str>) -> Result<Vec<u8>, Error> {
+        let library = self.shared_library(linker)?;
+        let mut out = Vec::new();
+        self.write_artifact(&library, &mut out)?;
+        Ok(out)
+    }
+
+    /// The kernels linked into a shared library by `linker` (the C compiler driver; default: the
+    /// target's), the first half of `link`.
+    pub fn shared_library(&self, linker: Option<&str>) -> Result<Vec<u8>, Error> {
         use bitnet_backends::cpu::aot;
         let linker = linker.map_or_else(|| aot::default_linker(&self.code.target), str::to_string);
-        let library = aot::link_shared(&self.code.object, &linker)?;
-        Ok(aot::write_artifact(
+        Ok(aot::link_shared(&self.code.object, &linker)?)
+    }
+
+    /// The artifact, with `library` (from `shared_library`) as its code, written to `w` as it
+    /// goes: the second half of `link`, which does not hold the whole file in memory. Returns the
+    /// bytes written.
+    pub fn write_artifact(&self, library: &[u8], w: &mut dyn std::io::Write) -> Result<u64, Error> {
+        Ok(bitnet_backends::cpu::aot::write_artifact_to(
             &self.parts,
             &self.code,
-            &library,
+            library,
             &self.provenance,
+            w,
         )?)
     }
 }

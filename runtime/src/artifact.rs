@@ -354,6 +354,18 @@ fn align(n: u64) -> u64 {
 /// Writes an artifact: the header, `manifest` (with `format_version` and `sections` filled in here) and
 /// `sections` (name, bytes) in order. The same arguments give the same bytes.
 pub fn encode(manifest: &Manifest, sections: &[(&str, &[u8])]) -> Result<Vec<u8>, ArtifactProblem> {
+    let mut out = Vec::new();
+    encode_to(manifest, sections, &mut out)?;
+    Ok(out)
+}
+
+/// `encode`, written to `w` as it goes (a model's weights are not copied into one buffer with the
+/// rest of the file first); returns the bytes written.
+pub fn encode_to(
+    manifest: &Manifest,
+    sections: &[(&str, &[u8])],
+    w: &mut dyn std::io::Write,
+) -> Result<u64, ArtifactProblem> {
     let mut m = manifest.clone();
     m.format_version = FORMAT_VERSION;
     m.sections.clear();
@@ -367,7 +379,7 @@ pub fn encode(manifest: &Manifest, sections: &[(&str, &[u8])]) -> Result<Vec<u8>
         });
         offset = align(offset + bytes.len() as u64);
     }
-    encode_manifest(&m, sections)
+    encode_manifest_to(&m, sections, w)
 }
 
 /// Writes an artifact exactly as `manifest` describes it (sections at its recorded offsets, its
@@ -376,28 +388,48 @@ pub fn encode_manifest(
     manifest: &Manifest,
     sections: &[(&str, &[u8])],
 ) -> Result<Vec<u8>, ArtifactProblem> {
+    let mut out = Vec::new();
+    encode_manifest_to(manifest, sections, &mut out)?;
+    Ok(out)
+}
+
+/// `encode_manifest`, written to `w`; returns the bytes written.
+fn encode_manifest_to(
+    manifest: &Manifest,
+    sections: &[(&str, &[u8])],
+    w: &mut dyn std::io::Write,
+) -> Result<u64, ArtifactProblem> {
     let json = serde_json::to_vec_pretty(manifest)
         .map_err(|e| ArtifactProblem::Manifest(e.to_string()))?;
     let data_start = align((HEADER_BYTES + json.len()) as u64);
-    let mut out = Vec::with_capacity(HEADER_BYTES + json.len());
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&manifest.format_version.to_le_bytes());
-    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
-    out.extend_from_slice(&Sha256::digest(&json));
-    out.extend_from_slice(&json);
+    let mut header = Vec::with_capacity(HEADER_BYTES + json.len());
+    header.extend_from_slice(&MAGIC);
+    header.extend_from_slice(&manifest.format_version.to_le_bytes());
+    header.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    header.extend_from_slice(&Sha256::digest(&json));
+    header.extend_from_slice(&json);
+    w.write_all(&header)?;
+    let mut written = header.len() as u64;
     for (s, (_, bytes)) in manifest.sections.iter().zip(sections) {
-        let at = usize::try_from(data_start + s.offset)
-            .map_err(|_| ArtifactProblem::Manifest("section offset too large".into()))?;
-        if out.len() > at {
+        let at = data_start
+            .checked_add(s.offset)
+            .ok_or_else(|| ArtifactProblem::Manifest("section offset too large".into()))?;
+        if written > at {
             return Err(ArtifactProblem::Manifest(format!(
                 "section {} overlaps the one before it",
                 s.name
             )));
         }
-        out.resize(at, 0);
-        out.extend_from_slice(bytes);
+        // Zero padding up to the section (at most 4096 bytes a write).
+        while written < at {
+            let n = (at - written).min(4096) as usize;
+            w.write_all(&[0u8; 4096][..n])?;
+            written += n as u64;
+        }
+        w.write_all(bytes)?;
+        written += bytes.len() as u64;
     }
-    Ok(out)
+    Ok(written)
 }
 
 /// A parsed and checked artifact: its manifest and where each section is in `bytes`.

@@ -32,5 +32,5 @@ pub use server::{GatewayConfig, ServeConfig, Server};
 pub use state::Phase;
 pub use toolchain::{
     CompileRequest, Compiled, ComplianceRequest, LoadedModel, Loader, ModelInfo, ModelSource,
-    ProfileRequest, Toolchain, ValidateRequest, write_new_atomic,
+    ProfileRequest, Toolchain, ValidateRequest, write_new_atomic, write_new_atomic_with,
 };

@@ -165,6 +165,16 @@ pub trait Toolchain: Send + Sync {
 /// crash. On any error the temporary is removed and `path` is untouched. Temporaries that killed
 /// processes left beside `path` are removed first.
 pub fn write_new_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    write_new_atomic_with(path, |w| w.write_all(bytes).map_err(|e| e.to_string()))
+}
+
+/// `write_new_atomic` with the contents written by `write` into the (buffered) temporary file as
+/// they are made, so a large file is never held in memory whole: an error from `write` leaves
+/// `path` untouched and removes the temporary, like any other.
+pub fn write_new_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut dyn std::io::Write) -> Result<(), String>,
+) -> Result<(), String> {
     use std::io::Write;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -187,12 +197,16 @@ pub fn write_new_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
     remove_stale_temporaries(&dir, &name);
     let tmp = dir.join(format!(".{name}.{}.partial", std::process::id()));
     let written = (|| {
-        let mut f = std::fs::OpenOptions::new()
+        let f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()
+            .open(&tmp)
+            .map_err(|e| e.to_string())?;
+        let mut buffered = std::io::BufWriter::with_capacity(1 << 20, f);
+        write(&mut buffered)?;
+        buffered.flush().map_err(|e| e.to_string())?;
+        let f = buffered.into_inner().map_err(|e| e.error().to_string())?;
+        f.sync_all().map_err(|e| e.to_string())
     })();
     let linked = written
         .map_err(|e| format!("{}: cannot write: {e}", path.display()))
@@ -250,7 +264,7 @@ fn remove_stale_temporaries(dir: &Path, name: &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::write_new_atomic;
+    use super::{write_new_atomic, write_new_atomic_with};
 
     #[test]
     fn writes_a_new_file_and_never_overwrites_one() {
@@ -266,6 +280,41 @@ mod tests {
             .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
             .unwrap_or_default();
         assert_eq!(left.len(), 1, "{left:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_streamed_write_that_fails_leaves_nothing() {
+        let dir = std::env::temp_dir().join(format!("bitnet-serve-stream-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_default();
+        let path = dir.join("out.bnx");
+        let _ = std::fs::remove_file(&path);
+        // Part of the file is written, then the producer fails: no file, no temporary.
+        let failed = write_new_atomic_with(&path, |w| {
+            w.write_all(&[7; 3 << 20]).map_err(|e| e.to_string())?;
+            Err("the encoder gave up".into())
+        });
+        assert!(failed.is_err_and(|e| e.contains("the encoder gave up") && e.contains("out.bnx")));
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{left:?}");
+        // A producer that succeeds writes every byte, past the buffer's size.
+        let ok = write_new_atomic_with(&path, |w| {
+            for i in 0..5u8 {
+                w.write_all(&[i; 1 << 20]).map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        });
+        assert_eq!(ok, Ok(()));
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        assert_eq!(bytes.len(), 5 << 20);
+        assert!(
+            bytes
+                .chunks(1 << 20)
+                .enumerate()
+                .all(|(i, c)| c.iter().all(|&b| b == i as u8))
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -10,6 +10,15 @@ pub fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
     bitnet_serve::toolchain::write_new_atomic(path, bytes).map_err(anyhow::Error::msg)
 }
 
+/// `write_new` with the contents written by `write` as they are made (a large file is never held
+/// in memory whole); the same guarantees.
+pub fn write_new_with(
+    path: &Path,
+    write: impl FnOnce(&mut dyn std::io::Write) -> Result<(), String>,
+) -> Result<()> {
+    bitnet_serve::toolchain::write_new_atomic_with(path, write).map_err(anyhow::Error::msg)
+}
+
 /// Writes a file so that `path` never holds a part of it (a temporary file beside it, flushed to
 /// disk, then moved into place). An existing file is an error unless `force`, and is then replaced.
 pub fn write_atomic(path: &Path, bytes: &[u8], force: bool) -> Result<()> {

@@ -513,6 +513,20 @@ pub fn write_artifact(
     library: &[u8],
     provenance: &Provenance,
 ) -> Result<Vec<u8>, AotError> {
+    let mut out = Vec::new();
+    write_artifact_to(parts, code, library, provenance, &mut out)?;
+    Ok(out)
+}
+
+/// `write_artifact` written to `w` as it goes, so the weights are not copied into a buffer holding
+/// the whole file; returns the bytes written.
+pub fn write_artifact_to(
+    parts: &ProgramParts,
+    code: &ObjectCode,
+    library: &[u8],
+    provenance: &Provenance,
+    w: &mut dyn std::io::Write,
+) -> Result<u64, AotError> {
     let manifest = Manifest {
         compiler: provenance.compiler.clone(),
         flags: code.flags.clone(),
@@ -573,5 +587,5 @@ pub fn write_artifact(
         sections.push(("chat_template", t));
     }
     sections.push(("ir", provenance.ir.as_bytes()));
-    Ok(artifact::encode(&manifest, &sections)?)
+    Ok(artifact::encode_to(&manifest, &sections, w)?)
 }

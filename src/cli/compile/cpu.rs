@@ -3,7 +3,7 @@
 //! object (and the other side files) and says the artifact was not written.
 
 use super::{CompileArgs, Outputs};
-use crate::cli::output::write_new;
+use crate::cli::output::{write_new, write_new_with};
 use anyhow::{Context, Result, bail};
 
 /// Side files `--emit` may ask for with a CPU target: kind → extension.
@@ -72,13 +72,20 @@ pub fn compile(args: &CompileArgs) -> Result<()> {
         write_new(&side(ext), bytes)?;
         println!("wrote {}", side(ext).display());
     }
-    match compiled.link(linker.as_deref()) {
-        Ok(bytes) => {
-            write_new(output, &bytes)?;
+    match compiled.shared_library(linker.as_deref()) {
+        Ok(library) => {
+            // Written as it is made: the weights are not copied into a buffer of the whole file.
+            let mut bytes = 0u64;
+            write_new_with(output, |w| {
+                bytes = compiled
+                    .write_artifact(&library, w)
+                    .map_err(|e| e.to_string())?;
+                Ok(())
+            })?;
             println!(
                 "wrote {} ({} bytes: {} kernels, {} launches, {} bytes of weights; target {})",
                 output.display(),
-                bytes.len(),
+                bytes,
                 compiled.parts.kinds.len(),
                 compiled.parts.launches.len(),
                 compiled.parts.weights.len(),

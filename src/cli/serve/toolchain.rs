@@ -138,17 +138,23 @@ impl Toolchain for CliToolchain {
             ..bitnetc::ArtifactOptions::default()
         };
         let compiled = bitnetc::compile_cpu_object(&mut m, &options).map_err(|e| at(&e))?;
-        let bytes = compiled.link(None).map_err(|e| at(&e))?;
-        bitnet_serve::write_new_atomic(&request.output, &bytes)?;
+        let library = compiled.shared_library(None).map_err(|e| at(&e))?;
+        // Written as it is made: the weights are not copied into a buffer of the whole file.
+        let mut bytes = 0u64;
+        bitnet_serve::write_new_atomic_with(&request.output, |w| {
+            bytes = compiled
+                .write_artifact(&library, w)
+                .map_err(|e| e.to_string())?;
+            Ok(())
+        })?;
         eprintln!(
-            "compiled {} into {} ({} bytes)",
+            "compiled {} into {} ({bytes} bytes)",
             model.display(),
             request.output.display(),
-            bytes.len()
         );
         Ok(Compiled {
             output: request.output.clone(),
-            bytes: bytes.len() as u64,
+            bytes,
         })
     }
 
