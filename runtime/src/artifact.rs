@@ -420,12 +420,11 @@ fn encode_manifest_to(
                 s.name
             )));
         }
-        // Zero padding up to the section (at most 4096 bytes a write).
-        while written < at {
-            let n = (at - written).min(4096) as usize;
-            w.write_all(&[0u8; 4096][..n])?;
-            written += n as u64;
-        }
+        // Zero padding up to the section.
+        written += std::io::copy(
+            &mut std::io::Read::take(std::io::repeat(0), at - written),
+            w,
+        )?;
         w.write_all(bytes)?;
         written += bytes.len() as u64;
     }

@@ -36,7 +36,7 @@ pub(super) struct Blob<'a> {
     placed: BTreeMap<String, BufRef>,
     /// Each `nn.weight` name placed, with the first placement of it.
     pub(super) weights: BTreeMap<String, PlacedWeight>,
-    /// The derived forms found not to apply to a weight (`derived`'s keys), so that a weight is not
+    /// The constants found not to be exactly bf16 (`inexact_bf16_key`), so that a table is not
     /// evaluated again to find it out again (the embedding and a tied lm_head both ask).
     pub(super) inapplicable: BTreeSet<String>,
     store: &'a dyn WeightStore,
@@ -105,8 +105,11 @@ impl<'a> Blob<'a> {
         if let Some(b) = self.placed.get(&key) {
             return Ok(*b);
         }
-        let inexact = inexact_bf16_key(f, v);
-        if elem == ElemType::BF16 && self.inapplicable.contains(&inexact) {
+        let inexact = (elem == ElemType::BF16).then(|| inexact_bf16_key(f, v));
+        if inexact
+            .as_ref()
+            .is_some_and(|k| self.inapplicable.contains(k))
+        {
             return Err(input("not every value is exactly a bf16"));
         }
         // The evaluated tensor is consumed: an f32 weight is placed from its own storage.
@@ -118,7 +121,7 @@ impl<'a> Blob<'a> {
             ElemType::BF16 => {
                 let v = tensor.data.into_f32();
                 if v.iter().any(|x| x.to_bits() & 0xffff != 0) {
-                    self.inapplicable.insert(inexact);
+                    self.inapplicable.extend(inexact);
                     return Err(input("not every value is exactly a bf16"));
                 }
                 Data::from_f32(ElemType::BF16, v)

@@ -32,7 +32,7 @@ const HEAD_I8: &str = "head-i8";
 impl Blob<'_> {
     /// Derived forms of a constant `v` (`[rows, cols]` as f32, row-major), made by `make` and placed
     /// under `tag` (each part's elements little endian), each once; `None` when `make` finds they
-    /// do not apply, which is remembered. The f32 values are `make`'s to consume, and each part is
+    /// do not apply. The f32 values are `make`'s to consume, and each part is
     /// converted straight into the blob, so the largest weight (an embedding table) is held as f32
     /// once, not copied.
     fn derived(
@@ -54,13 +54,8 @@ impl Blob<'_> {
         if let Some(bufs) = cached {
             return Ok(Some(bufs));
         }
-        let first = keys.first().cloned().unwrap_or_default();
-        if self.inapplicable.contains(&first) {
-            return Ok(None);
-        }
         let values = self.evaluate(f, v, &static_shape(f, v)?)?.data.into_f32();
         let Some(parts) = make(values)? else {
-            self.inapplicable.insert(first);
             return Ok(None);
         };
         if parts.len() != count {
