@@ -170,11 +170,11 @@ pub fn write_new_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
 
 /// `write_new_atomic` with the contents written by `write` into the (buffered) temporary file as
 /// they are made, so a large file is never held in memory whole: an error from `write` leaves
-/// `path` untouched and removes the temporary, like any other.
-pub fn write_new_atomic_with(
+/// `path` untouched and removes the temporary, like any other. Returns what `write` returned.
+pub fn write_new_atomic_with<T>(
     path: &Path,
-    write: impl FnOnce(&mut dyn std::io::Write) -> Result<(), String>,
-) -> Result<(), String> {
+    write: impl FnOnce(&mut dyn std::io::Write) -> Result<T, String>,
+) -> Result<T, String> {
     use std::io::Write;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -196,22 +196,23 @@ pub fn write_new_atomic_with(
     }
     remove_stale_temporaries(&dir, &name);
     let tmp = dir.join(format!(".{name}.{}.partial", std::process::id()));
-    let written = (|| {
+    let written = (|| -> Result<T, String> {
         let f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&tmp)
             .map_err(|e| e.to_string())?;
         let mut buffered = std::io::BufWriter::with_capacity(1 << 20, f);
-        write(&mut buffered)?;
+        let made = write(&mut buffered)?;
         buffered.flush().map_err(|e| e.to_string())?;
         let f = buffered.into_inner().map_err(|e| e.error().to_string())?;
-        f.sync_all().map_err(|e| e.to_string())
+        f.sync_all().map_err(|e| e.to_string())?;
+        Ok(made)
     })();
     let linked = written
         .map_err(|e| format!("{}: cannot write: {e}", path.display()))
-        .and_then(|()| {
-            std::fs::hard_link(&tmp, path).map_err(|e| {
+        .and_then(|made| {
+            std::fs::hard_link(&tmp, path).map(|()| made).map_err(|e| {
                 if e.kind() == std::io::ErrorKind::AlreadyExists {
                     already_exists(path)
                 } else {
@@ -265,48 +266,57 @@ fn remove_stale_temporaries(dir: &Path, name: &str) {
 #[cfg(test)]
 mod tests {
     use super::{write_new_atomic, write_new_atomic_with};
+    use std::path::{Path, PathBuf};
+
+    /// An empty scratch folder for test `tag` (emptied if an earlier run left it).
+    fn scratch(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("bitnet-serve-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_default();
+        dir
+    }
+
+    /// The names of the files in `dir`.
+    fn files_in(dir: &Path) -> Vec<std::ffi::OsString> {
+        std::fs::read_dir(dir)
+            .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+            .unwrap_or_default()
+    }
 
     #[test]
     fn writes_a_new_file_and_never_overwrites_one() {
-        let dir = std::env::temp_dir().join(format!("bitnet-serve-atomic-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap_or_default();
+        let dir = scratch("atomic");
         let path = dir.join("out.bnx");
-        let _ = std::fs::remove_file(&path);
         assert_eq!(write_new_atomic(&path, b"first"), Ok(()));
         let again = write_new_atomic(&path, b"second");
         assert!(again.is_err_and(|e| e.contains("already exists")));
         assert_eq!(std::fs::read(&path).ok().as_deref(), Some(&b"first"[..]));
-        let left: Vec<_> = std::fs::read_dir(&dir)
-            .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
-            .unwrap_or_default();
+        let left = files_in(&dir);
         assert_eq!(left.len(), 1, "{left:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn a_streamed_write_that_fails_leaves_nothing() {
-        let dir = std::env::temp_dir().join(format!("bitnet-serve-stream-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap_or_default();
+        let dir = scratch("stream");
         let path = dir.join("out.bnx");
-        let _ = std::fs::remove_file(&path);
         // Part of the file is written, then the producer fails: no file, no temporary.
-        let failed = write_new_atomic_with(&path, |w| {
+        let failed = write_new_atomic_with(&path, |w| -> Result<(), String> {
             w.write_all(&[7; 3 << 20]).map_err(|e| e.to_string())?;
             Err("the encoder gave up".into())
         });
         assert!(failed.is_err_and(|e| e.contains("the encoder gave up") && e.contains("out.bnx")));
-        let left: Vec<_> = std::fs::read_dir(&dir)
-            .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
-            .unwrap_or_default();
+        let left = files_in(&dir);
         assert!(left.is_empty(), "{left:?}");
-        // A producer that succeeds writes every byte, past the buffer's size.
+        // A producer that succeeds writes every byte, past the buffer's size, and its result is
+        // returned.
         let ok = write_new_atomic_with(&path, |w| {
             for i in 0..5u8 {
                 w.write_all(&[i; 1 << 20]).map_err(|e| e.to_string())?;
             }
-            Ok(())
+            Ok(5u8)
         });
-        assert_eq!(ok, Ok(()));
+        assert_eq!(ok, Ok(5));
         let bytes = std::fs::read(&path).unwrap_or_default();
         assert_eq!(bytes.len(), 5 << 20);
         assert!(

@@ -10,13 +10,20 @@ pub fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
     bitnet_serve::toolchain::write_new_atomic(path, bytes).map_err(anyhow::Error::msg)
 }
 
-/// `write_new` with the contents written by `write` as they are made (a large file is never held
-/// in memory whole); the same guarantees.
-pub fn write_new_with(
+/// Writes `compiled`'s artifact, with `library` (its linked kernels) as its code, to the new file
+/// `path` as it is made (the weights are not copied into a buffer of the whole file first), with
+/// `write_new`'s guarantees; returns its bytes. `bitnetc compile` and the server's compile jobs
+/// both write artifacts so.
+pub fn write_new_artifact(
     path: &Path,
-    write: impl FnOnce(&mut dyn std::io::Write) -> Result<(), String>,
-) -> Result<()> {
-    bitnet_serve::toolchain::write_new_atomic_with(path, write).map_err(anyhow::Error::msg)
+    compiled: &bitnetc::CompiledObject,
+    library: &[u8],
+) -> std::result::Result<u64, String> {
+    bitnet_serve::write_new_atomic_with(path, |w| {
+        compiled
+            .write_artifact(library, w)
+            .map_err(|e| e.to_string())
+    })
 }
 
 /// Writes a file so that `path` never holds a part of it (a temporary file beside it, flushed to

@@ -3,7 +3,7 @@
 //! object (and the other side files) and says the artifact was not written.
 
 use super::{CompileArgs, Outputs};
-use crate::cli::output::{write_new, write_new_with};
+use crate::cli::output::{write_new, write_new_artifact};
 use anyhow::{Context, Result, bail};
 
 /// Side files `--emit` may ask for with a CPU target: kind → extension.
@@ -74,14 +74,8 @@ pub fn compile(args: &CompileArgs) -> Result<()> {
     }
     match compiled.shared_library(linker.as_deref()) {
         Ok(library) => {
-            // Written as it is made: the weights are not copied into a buffer of the whole file.
-            let mut bytes = 0u64;
-            write_new_with(output, |w| {
-                bytes = compiled
-                    .write_artifact(&library, w)
-                    .map_err(|e| e.to_string())?;
-                Ok(())
-            })?;
+            let bytes =
+                write_new_artifact(output, &compiled, &library).map_err(anyhow::Error::msg)?;
             println!(
                 "wrote {} ({} bytes: {} kernels, {} launches, {} bytes of weights; target {})",
                 output.display(),

@@ -139,14 +139,7 @@ impl Toolchain for CliToolchain {
         };
         let compiled = bitnetc::compile_cpu_object(&mut m, &options).map_err(|e| at(&e))?;
         let library = compiled.shared_library(None).map_err(|e| at(&e))?;
-        // Written as it is made: the weights are not copied into a buffer of the whole file.
-        let mut bytes = 0u64;
-        bitnet_serve::write_new_atomic_with(&request.output, |w| {
-            bytes = compiled
-                .write_artifact(&library, w)
-                .map_err(|e| e.to_string())?;
-            Ok(())
-        })?;
+        let bytes = crate::cli::output::write_new_artifact(&request.output, &compiled, &library)?;
         eprintln!(
             "compiled {} into {} ({bytes} bytes)",
             model.display(),
