@@ -41,6 +41,16 @@ pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
         .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
 }
 
+/// `len` token ids drawn by `rng` from the upper half of a `vocab`-token vocabulary, clear of the
+/// special tokens at its start (a vocabulary under 2 is taken as 2): the prompts `bench`,
+/// `bench --batch`, `validate`'s speed figures and `profile` measure with.
+pub fn synthetic_prompt(rng: &mut Rng, vocab: u64, len: usize) -> Vec<u32> {
+    let vocab = vocab.max(2);
+    (0..len)
+        .map(|_| (vocab / 2 + rng.next_u64() % (vocab - vocab / 2)) as u32)
+        .collect()
+}
+
 /// Measures `session`: `repeat` times, a prefill of `prompt_len` ids and `steps` decode steps
 /// (the context must hold `prompt_len + steps + 1` tokens). The session is left reset.
 pub fn measure(
@@ -49,11 +59,7 @@ pub fn measure(
     steps: usize,
     repeat: usize,
 ) -> Result<Speed, Error> {
-    let vocab = session.vocab().max(2);
-    let mut rng = Rng::new(0);
-    let prompt: Vec<u32> = (0..prompt_len)
-        .map(|_| (vocab / 2 + rng.next_u64() % (vocab - vocab / 2)) as u32)
-        .collect();
+    let prompt = synthetic_prompt(&mut Rng::new(0), session.vocab(), prompt_len);
     let params = GenerateParams {
         max_tokens: steps + 1,
         sampling: SamplingParams::greedy(),

@@ -9,7 +9,7 @@
 use anyhow::{Context, Result, bail};
 use bitnet_runtime::sampling::{Rng, argmax};
 use bitnet_runtime::{Executor, SeqFeed};
-use bitnetc::speed::percentile_ms;
+use bitnetc::speed::{percentile_ms, synthetic_prompt};
 use std::time::{Duration, Instant};
 
 /// What one batch size measured.
@@ -60,11 +60,11 @@ pub fn measure_batches(
         let mut rng = Rng::new(b as u64);
         let mut latencies = Vec::with_capacity(steps * repeat);
         for _ in 0..repeat {
-            // Prompts from the upper part of the vocabulary, clear of the special tokens.
             let mut next = Vec::with_capacity(b);
             for slot in 0..b {
-                let prompt: Vec<i64> = (0..prompt_len)
-                    .map(|_| (vocab / 2 + rng.next_u64() % (vocab - vocab / 2)) as i64)
+                let prompt: Vec<i64> = synthetic_prompt(&mut rng, vocab, prompt_len)
+                    .into_iter()
+                    .map(i64::from)
                     .collect();
                 let feed = SeqFeed {
                     slot,

@@ -15,6 +15,7 @@ pub mod report;
 pub mod trace;
 
 use crate::alloc_count::count_allocations;
+use crate::speed::synthetic_prompt;
 use crate::{Error, Options, machine};
 use bitnet_runtime::executor::{PlantedDelay, ProfileOptions};
 use bitnet_runtime::sampling::{Rng, argmax};
@@ -73,11 +74,9 @@ pub fn profile(model: &Path, settings: &ProfileSettings) -> Result<Measured, Err
     let threads = options.cpu.threads;
     let mut exec = crate::compile(model, &options)?.into_executor();
     let program_launches = exec.program().launches.len();
-    let vocab = exec.program().vocab;
-    let mut rng = Rng::new(0);
-    // Ids from the upper part of the vocabulary, clear of the special tokens at its start.
-    let prompt: Vec<i64> = (0..prompt_len)
-        .map(|_| (vocab / 2 + rng.next_u64() % (vocab - vocab / 2)) as i64)
+    let prompt: Vec<i64> = synthetic_prompt(&mut Rng::new(0), exec.program().vocab, prompt_len)
+        .into_iter()
+        .map(i64::from)
         .collect();
     // Warm-up: the first step touches the arena, the cache and the pool's threads.
     let first = argmax(exec.forward_last(&prompt, 0)?);
