@@ -194,15 +194,15 @@ impl Session {
             Prompt::Ids(ids) => ids,
             Prompt::Text(text) => self.encode(py, &text)?,
         };
+        let cancel = Cancel::new();
         let params = GenerateParams {
             max_tokens,
             sampling: self.sampling.clone(),
             stop_strings: stop,
             ignore_eos,
-            cancel: Some(Cancel::new()),
+            cancel: Some(cancel.clone()),
             ..GenerateParams::default()
         };
-        let cancel = params.cancel.clone().unwrap_or_default();
         // Bounded: the thread runs at most `AHEAD` tokens ahead of the reader, so a reader that
         // stops reading (or cancels) costs at most that much more work.
         let (tx, rx) = sync_channel(AHEAD);
