@@ -17,6 +17,7 @@ use bitnet_backends::cpu::lower::{LowerOptions, ProgramParts, plan_program};
 use bitnet_backends::cuda::{CudaArch, CudaCode};
 use bitnet_ir::text;
 use bitnet_runtime::artifact::{self, TargetInfo, sha256_hex};
+use bitnet_runtime::gpu::{GpuLaunch, GpuProgram};
 use std::collections::BTreeMap;
 
 /// How to compile a model for CUDA.
@@ -90,11 +91,47 @@ pub fn compile_cuda(model: &mut Model, options: &CudaOptions) -> Result<CudaComp
 }
 
 impl CudaCompiled {
+    /// The program to run in this process (`bitnet_runtime::gpu`), without writing an artifact:
+    /// what loading the artifact would give.
+    pub fn gpu_program(&self) -> Result<GpuProgram, Error> {
+        let launches = self
+            .parts
+            .launches
+            .iter()
+            .map(|l| {
+                let grid = self.code.launches.get(l.kernel).copied().ok_or_else(|| {
+                    Error::CudaArtifact(format!("launch {:?} names no kernel", l.label))
+                })?;
+                Ok(GpuLaunch {
+                    launch: l.clone(),
+                    grid,
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(GpuProgram {
+            ptx: self.code.ptx.clone(),
+            arch: self.code.arch.name().to_string(),
+            kernels: self.parts.kinds.iter().map(|k| k.symbol()).collect(),
+            launches,
+            arena_bytes: self.parts.arena_bytes,
+            kv_bytes: self.parts.kv_bytes,
+            weights: bitnet_runtime::AlignedBytes::from_slice(self.parts.weights.as_slice()),
+            context: self.parts.context,
+            vocab: self.parts.vocab,
+            tokens: self.parts.tokens,
+            logits: self.parts.logits,
+        })
+    }
+
     /// The artifact's bytes: the CPU container with the PTX as its code and every launch's grid.
     pub fn artifact(&self) -> Result<Vec<u8>, Error> {
         let flags = BTreeMap::from([
             ("bitnetc_target".to_string(), "cuda".to_string()),
             ("cuda_arch".to_string(), self.code.arch.name().to_string()),
+            (
+                bitnet_runtime::cuda::CUDA_ABI_FLAG.to_string(),
+                bitnet_runtime::cuda::CUDA_ABI.to_string(),
+            ),
         ]);
         let object = ObjectCode {
             object: Vec::new(),

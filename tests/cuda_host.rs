@@ -1,8 +1,10 @@
-//! The CUDA kernels' arithmetic, checked on the host: the kernels are built by the same code as the
-//! PTX but for this CPU (`bitnet_backends::cuda::host`), the launch plan of `compile_cuda` runs them
-//! block by block, and the logits must match the CPU backend's (same plan, f16 lm_head) on every
-//! hf-tiny form and hf-llama variant, for a prefill and greedy decode steps, with the same greedy
-//! tokens (on hf-llama: transformers' 16).
+//! The CUDA kernels' arithmetic and the GPU executor, checked on the host: the kernels are built by
+//! the same code as the PTX but for this CPU (`bitnet_backends::cuda::host`), the runtime's GPU
+//! executor (`bitnet_runtime::gpu::GpuExecutor`) runs the launch plan of `compile_cuda` on them
+//! (`HostDevice`: host memory, scalars read through memory, the decode step captured once and
+//! replayed), and the logits must match the CPU backend's (same plan, f16 lm_head) on every hf-tiny
+//! form and hf-llama variant, for a prefill and greedy decode steps, with the same greedy tokens (on
+//! hf-llama: transformers' 16). A CUDA artifact written to a file and loaded back runs the same.
 //!
 //! What this cannot check (see `cuda::host`): 32-lane shuffles, multi-warp reductions, `ex2.approx`
 //! and the GPU memory model. The tolerance covers the kernels' f32 attention and summation order
@@ -14,84 +16,11 @@
 mod support;
 
 use bitnet_backends::cpu::HeadDtype;
-use bitnet_backends::cpu::lower::ProgramParts;
-use bitnet_backends::cuda::host::{HostKernels, with_host_kernels};
-use bitnet_runtime::Region;
+use bitnet_backends::cuda::host::{HostDevice, with_host_kernels};
+use bitnet_runtime::gpu::GpuExecutor;
+use bitnet_runtime::gpu::load::load_gpu_program;
 use bitnetc::CpuOptions;
 use bitnetc::cuda::{CudaOptions, compile_cuda};
-
-/// 64-byte aligned bytes (the kernels load 16-byte vectors).
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct Line([u8; 64]);
-
-struct Mem(Vec<Line>);
-
-impl Mem {
-    fn new(bytes: u64) -> Mem {
-        Mem(vec![Line([0; 64]); (bytes as usize).div_ceil(64) + 1])
-    }
-    fn ptr(&mut self) -> *mut u8 {
-        self.0.as_mut_ptr().cast()
-    }
-}
-
-/// Runs the launch plan of `parts` with the host kernels: a tiny CUDA executor.
-struct HostRun<'a> {
-    parts: &'a ProgramParts,
-    arena: Mem,
-    kv: Mem,
-    weights: Mem,
-}
-
-impl<'a> HostRun<'a> {
-    fn new(parts: &'a ProgramParts) -> HostRun<'a> {
-        let mut weights = Mem::new(parts.weights.len() as u64);
-        // SAFETY: `weights` has at least `parts.weights.len()` bytes.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                parts.weights.as_ptr(),
-                weights.ptr(),
-                parts.weights.len(),
-            )
-        };
-        HostRun {
-            parts,
-            arena: Mem::new(parts.arena_bytes),
-            kv: Mem::new(parts.kv_bytes),
-            weights,
-        }
-    }
-
-    fn forward(&mut self, hk: &HostKernels, tokens: &[i64], pos: u64) -> Vec<f32> {
-        let t = tokens.len() as u64;
-        assert!(pos + t <= self.parts.context);
-        let (arena, kv, weights) = (self.arena.ptr(), self.kv.ptr(), self.weights.ptr());
-        let at = |b: bitnet_runtime::BufRef| -> *mut u8 {
-            let base = match b.region {
-                Region::Arena => arena,
-                Region::Kv => kv,
-                Region::Weights => weights,
-            };
-            // SAFETY: every offset is inside its region (the plan's sizes).
-            unsafe { base.add(b.offset as usize) }
-        };
-        let ids = at(self.parts.tokens).cast::<i64>();
-        for (i, &id) in tokens.iter().enumerate() {
-            // SAFETY: the tokens buffer holds `context` ids.
-            unsafe { ids.add(i).write(id) };
-        }
-        for l in &self.parts.launches {
-            let bufs: Vec<*mut u8> = l.bufs.iter().map(|&b| at(b)).collect();
-            // SAFETY: the buffers are the plan's, sized for `context` tokens.
-            unsafe { hk.launch(l.kernel, &bufs, l.rows.count(t), t as i64, pos as i64) }.unwrap();
-        }
-        let n = (t * self.parts.vocab) as usize;
-        let logits = at(self.parts.logits).cast::<f32>();
-        // SAFETY: the logits buffer holds `T × vocab` f32.
-        unsafe { std::slice::from_raw_parts(logits, n) }.to_vec()
-    }
-}
 
 fn max_rel(a: &[f32], b: &[f32]) -> f32 {
     let scale = b.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
@@ -118,8 +47,9 @@ fn check_against_cpu(name: &str, dir: &std::path::Path, prompt: &[i64], steps: u
     let vocab = compiled.parts.vocab as usize;
     let mut tokens = Vec::new();
     with_host_kernels(&compiled.parts.kinds, |hk| {
-        let mut run = HostRun::new(&compiled.parts);
-        let ours = run.forward(hk, prompt, 0);
+        let mut run =
+            GpuExecutor::new(compiled.gpu_program().unwrap(), HostDevice::new(hk)).unwrap();
+        let ours = run.forward(prompt, 0).unwrap().to_vec();
         let theirs = cpu.forward(prompt, 0).unwrap().to_vec();
         let err = max_rel(&ours, &theirs);
         println!(
@@ -133,14 +63,22 @@ fn check_against_cpu(name: &str, dir: &std::path::Path, prompt: &[i64], steps: u
         tokens.push(next);
         for step in 0..steps {
             let pos = (prompt.len() + step) as u64;
-            let ours = run.forward(hk, &[next], pos);
+            // Decode steps through the captured graph (forward_last with one token).
+            let ours = run.forward_last(&[next], pos).unwrap().to_vec();
             let theirs = cpu.forward(&[next], pos).unwrap().to_vec();
-            let err = max_rel(&ours, &theirs);
+            let err = max_rel(&ours, &theirs[theirs.len() - vocab..]);
             assert!(err < 1e-3, "{name} step {step}: logits differ by {err}");
             let (a, b) = (last(&ours), last(&theirs));
             assert_eq!(a, b, "{name} step {step}: greedy tokens differ");
             next = a;
             tokens.push(next);
+        }
+        if steps > 0 {
+            assert_eq!(
+                run.device().replays,
+                steps as u64,
+                "{name}: one replay per decode step"
+            );
         }
     })
     .unwrap();
@@ -178,4 +116,60 @@ fn host_built_cuda_kernels_give_transformers_greedy_tokens_on_hf_llama() {
         );
         assert_eq!(got, want, "hf-llama/{variant}: transformers' greedy tokens");
     }
+}
+
+#[test]
+fn the_gpu_executor_runs_the_last_token_alone_as_the_full_step_does() {
+    let dir = support::root().join("tests/fixtures/hf-tiny/packed");
+    let mut m = bitnetc::Model::open(&dir).unwrap();
+    let compiled = compile_cuda(&mut m, &CudaOptions::default()).unwrap();
+    let vocab = compiled.parts.vocab as usize;
+    let prompt: Vec<i64> = vec![1, 17, 230, 5, 999];
+    with_host_kernels(&compiled.parts.kinds, |hk| {
+        let mut a = GpuExecutor::new(compiled.gpu_program().unwrap(), HostDevice::new(hk)).unwrap();
+        let all = a.forward(&prompt, 0).unwrap().to_vec();
+        let mut b = GpuExecutor::new(compiled.gpu_program().unwrap(), HostDevice::new(hk)).unwrap();
+        let last = b.forward_last(&prompt, 0).unwrap().to_vec();
+        assert_eq!(&all[all.len() - vocab..], &last[..], "bit for bit");
+        // Without graphs, decode steps give the same logits as with them.
+        let mut c = GpuExecutor::new(compiled.gpu_program().unwrap(), HostDevice::new(hk)).unwrap();
+        c.set_graphs(false);
+        c.forward_last(&prompt, 0).unwrap();
+        for (i, tok) in [7i64, 300, 12].into_iter().enumerate() {
+            let pos = (prompt.len() + i) as u64;
+            let with = b.forward_last(&[tok], pos).unwrap().to_vec();
+            let without = c.forward_last(&[tok], pos).unwrap().to_vec();
+            assert_eq!(with, without, "decode step {i}");
+        }
+        assert_eq!(b.device().replays, 3);
+        assert_eq!(c.device().replays, 0);
+        // Bad input is an error, not a launch.
+        assert!(b.forward_last(&[], 0).is_err());
+        assert!(b.forward_last(&[vocab as i64], 0).is_err());
+        assert!(b.forward_last(&[1], compiled.parts.context).is_err());
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_cuda_artifact_loads_and_runs_as_compiled() {
+    let dir = support::root().join("tests/fixtures/hf-tiny/packed");
+    let mut m = bitnetc::Model::open(&dir).unwrap();
+    let compiled = compile_cuda(&mut m, &CudaOptions::default()).unwrap();
+    let tmp = support::Scratch::create("cuda-host-artifact");
+    let path = tmp.join("tiny.cuda.bnx");
+    std::fs::write(&path, compiled.artifact().unwrap()).unwrap();
+    let loaded = load_gpu_program(&path).unwrap();
+    assert_eq!(loaded.program.arch, "sm_80");
+    assert!(loaded.tokenizer.is_some());
+    let prompt: Vec<i64> = vec![1, 17, 230, 5, 999];
+    with_host_kernels(&compiled.parts.kinds, |hk| {
+        let mut a = GpuExecutor::new(loaded.program, HostDevice::new(hk)).unwrap();
+        let mut b = GpuExecutor::new(compiled.gpu_program().unwrap(), HostDevice::new(hk)).unwrap();
+        assert_eq!(
+            a.forward(&prompt, 0).unwrap().to_vec(),
+            b.forward(&prompt, 0).unwrap().to_vec()
+        );
+    })
+    .unwrap();
 }

@@ -8,7 +8,9 @@
 //! with an error that names the target.
 //!
 //! Kernel ABI: one `.entry` per kernel, taking one global pointer per buffer (in the launch's order,
-//! each already advanced to the buffer's offset in its region) then `T` and `pos` as 64-bit integers.
+//! each already advanced to the buffer's offset in its region) then one global pointer to the
+//! step's scalars `[T, pos]` (two i64, read at the kernel's entry), so that a captured CUDA graph
+//! runs every step with the same arguments while the runtime rewrites the scalars (`crate::gpu`).
 //! A launch of `rows` rows (`Rows::count(T)`) runs `ceil(rows / rows_per_block)` blocks of `block`
 //! threads with `shared_bytes` of dynamic shared memory.
 
@@ -20,6 +22,10 @@ pub const CUDA_OS: &str = "cuda";
 pub const CUDA_ARCH: &str = "nvptx64";
 /// The triple a CUDA artifact's target records.
 pub const CUDA_TRIPLE: &str = "nvptx64-nvidia-cuda";
+/// The manifest flag naming the kernels' calling convention.
+pub const CUDA_ABI_FLAG: &str = "cuda_abi";
+/// The calling convention of this runtime's kernels: buffers, then a pointer to `[T, pos]`.
+pub const CUDA_ABI: &str = "buffers+scalars-pointer";
 
 /// How one launch maps onto a CUDA grid (fields in alphabetical order: the manifest's JSON keys).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -119,6 +119,10 @@ pub enum RuntimeError {
     /// An empty prompt.
     #[error("no tokens to run")]
     Empty,
+    /// A GPU could not do what was asked: no driver or device, an artifact for another device, a
+    /// failed allocation, copy or launch (`crate::gpu`).
+    #[error("CUDA: {0}")]
+    Gpu(String),
     /// Sampling parameters out of range, or logits nothing can be chosen from.
     #[error("sampling: {0}")]
     Sampling(String),

@@ -4,7 +4,8 @@
 //! `program` describes what a backend produces (kernels with one C ABI, a launch plan, sizes, weights);
 //! `executor` runs it: arena and KV cache allocated once, buffers resolved once, rows split across a
 //! persistent thread pool, nothing allocated per step; `math` holds the math symbols generated code calls; `aligned` the 64-byte aligned weights buffer;
-//! `artifact` writes, checks and loads compiled models (`.bnx`).
+//! `artifact` writes, checks and loads compiled models (`.bnx`); `gpu` runs a CUDA artifact's launch
+//! plan on a device (the CUDA driver behind the `cuda` feature, loaded at run time).
 
 pub mod aligned;
 pub mod artifact;
@@ -14,6 +15,7 @@ pub mod cuda;
 pub mod error;
 pub mod executor;
 pub mod generator;
+pub mod gpu;
 pub mod math;
 pub mod program;
 pub mod sampling;

@@ -1,5 +1,7 @@
 //! Building NVPTX kernels with inkwell: the kernel signature (one global pointer per buffer, then
-//! `T` and `pos` as i64), special registers, loops and branches, stack variables (promoted to
+//! one global pointer to the step's scalars `[T, pos]` as two i64, read once at entry: a captured
+//! CUDA graph replays the same arguments while the runtime rewrites the scalars in device memory),
+//! special registers, loops and branches, stack variables (promoted to
 //! registers by the optimizer), warp and block reductions, and the NVVM intrinsics the kernels use.
 //!
 //! The same kernels also build for the host (a module whose triple is not NVPTX; see `super::host`),
@@ -63,6 +65,8 @@ pub struct Kb<'a, 'ctx> {
     pub host: bool,
     /// On the host, the buffer pointers loaded from the table parameter.
     host_bufs: Vec<PointerValue<'ctx>>,
+    /// On NVPTX, `T` and `pos` loaded at entry from the scalars pointer (the last parameter).
+    scalars: Option<(IntValue<'ctx>, IntValue<'ctx>)>,
     /// The entry block, where stack variables go.
     entry: BasicBlock<'ctx>,
 }
@@ -91,9 +95,8 @@ impl<'a, 'ctx> Kb<'a, 'ctx> {
             m.add_function(name, cx.void_type().fn_type(&params, false), None)
         } else {
             let ptr = cx.ptr_type(AddressSpace::from(GLOBAL));
-            let mut params: Vec<_> = (0..bufs).map(|_| ptr.into()).collect();
-            params.push(i64t.into());
-            params.push(i64t.into());
+            // The buffers, then the scalars `[T, pos]`.
+            let params: Vec<_> = (0..=bufs).map(|_| ptr.into()).collect();
             let f = m.add_function(name, cx.void_type().fn_type(&params, false), None);
             f.set_call_conventions(PTX_KERNEL_CC);
             f
@@ -102,6 +105,19 @@ impl<'a, 'ctx> Kb<'a, 'ctx> {
         let body = cx.append_basic_block(f, "body");
         b.position_at_end(entry);
         let mut host_bufs = Vec::new();
+        let mut scalars = None;
+        if !host {
+            let table = f
+                .get_nth_param(bufs)
+                .ok_or_else(|| Cg("no scalars pointer".into()))?
+                .into_pointer_value();
+            let t = b.build_load(i64t, table, "T")?.into_int_value();
+            let one = i64t.const_int(1, false);
+            // SAFETY: an LLVM `getelementptr` to the second of the two scalars the runtime passes.
+            let p = unsafe { b.build_gep(i64t, table, &[one], "pos_slot") }?;
+            let pos = b.build_load(i64t, p, "pos")?.into_int_value();
+            scalars = Some((t, pos));
+        }
         if host {
             let table = f
                 .get_nth_param(0)
@@ -125,6 +141,7 @@ impl<'a, 'ctx> Kb<'a, 'ctx> {
             bufs,
             host,
             host_bufs,
+            scalars,
             entry,
         })
     }
@@ -152,12 +169,18 @@ impl<'a, 'ctx> Kb<'a, 'ctx> {
 
     /// The token count of this call.
     pub fn t(&self) -> R<IntValue<'ctx>> {
-        self.param_i64(if self.host { 1 } else { self.bufs })
+        match self.scalars {
+            Some((t, _)) => Ok(t),
+            None => self.param_i64(1),
+        }
     }
 
     /// The position of token 0.
     pub fn pos(&self) -> R<IntValue<'ctx>> {
-        self.param_i64(if self.host { 2 } else { self.bufs + 1 })
+        match self.scalars {
+            Some((_, pos)) => Ok(pos),
+            None => self.param_i64(2),
+        }
     }
 
     fn param_i64(&self, i: u32) -> R<IntValue<'ctx>> {

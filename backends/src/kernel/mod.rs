@@ -11,8 +11,8 @@
 //!   `extern "C" fn(bufs: *const *mut u8, scalars: *const i64, row_begin: i64, row_end: i64)` with
 //!   `scalars = [T, pos]`; the runtime splits the row range across threads, so a kernel computes
 //!   exactly the rows `row_begin..row_end`.
-//! - CUDA (`crate::cuda`): one NVPTX `.entry` taking one global pointer per buffer, then T and pos
-//!   (i64); a launch of `rows` rows runs `ceil(rows / rows_per_block)` blocks (`CudaLaunch`), and a
+//! - CUDA (`crate::cuda`): one NVPTX `.entry` taking one global pointer per buffer, then a global
+//!   pointer to `[T, pos]` (two i64); a launch of `rows` rows runs `ceil(rows / rows_per_block)` blocks (`CudaLaunch`), and a
 //!   kernel computes exactly the rows of its block.
 //!
 //! Numerics: each kernel computes what the op's reference `eval` in `bitnet_ir::ops` computes. Where

@@ -3,7 +3,7 @@
 //! each kind runs on. One file per kind, named as in `cpu/kernels/` (`KernelOp::file_stem`); `build`
 //! is the one place that looks at the variant, and each file's `build` receives its params struct.
 //!
-//! Every kernel takes one global pointer per buffer, then `T` and `pos` (i64). A launch of `rows`
+//! Every kernel takes one global pointer per buffer, then a pointer to `[T, pos]` (two i64). A launch of `rows`
 //! rows runs `ceil(rows / rows_per_block)` blocks (`Geometry`); a kernel computes exactly the rows
 //! of its block and writes nothing else. Numerics per kernel are in each file's header: integer
 //! parts are exact; element-wise f32 parts round as the interpreter does (no contraction); sums run
