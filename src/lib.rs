@@ -20,6 +20,8 @@ mod bir;
 pub mod compliance;
 mod cpu;
 pub mod cuda;
+#[cfg(feature = "cuda-runtime")]
+pub mod gpu;
 mod error;
 pub mod jit;
 pub mod machine;

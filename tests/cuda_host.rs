@@ -173,3 +173,22 @@ fn a_cuda_artifact_loads_and_runs_as_compiled() {
     })
     .unwrap();
 }
+
+#[test]
+fn backend_cuda_without_a_driver_is_a_clear_error() {
+    if bitnet_runtime::gpu::driver::driver_present() {
+        return;
+    }
+    let dir = support::root().join("tests/fixtures/hf-tiny/packed");
+    let dir = dir.to_str().unwrap();
+    for args in [
+        vec!["run", dir, "--tokens", "1,2,3", "--backend", "cuda"],
+        vec!["logits", dir, "--tokens", "1,2,3", "--backend", "cuda"],
+    ] {
+        let out = support::bitnetc(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("no CUDA driver"), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}

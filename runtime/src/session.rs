@@ -22,6 +22,7 @@
 use crate::error::RuntimeError;
 use crate::executor::Executor;
 use crate::generator::Generator;
+use crate::gpu::DeviceStep;
 pub use crate::generator::{Cancel, GenerateParams, StopReason};
 use crate::tokenizer::Tokenizer;
 use std::time::{Duration, Instant};
@@ -43,9 +44,54 @@ pub struct Generation {
     pub decode: Vec<Duration>,
 }
 
+/// Where a session's steps run.
+enum Engine {
+    /// The CPU executor.
+    Cpu(Executor),
+    /// Another device (`crate::gpu`).
+    Device(Box<dyn DeviceStep>),
+}
+
+impl Engine {
+    fn context(&self) -> u64 {
+        match self {
+            Engine::Cpu(e) => e.program().context,
+            Engine::Device(d) => d.context(),
+        }
+    }
+
+    fn vocab(&self) -> u64 {
+        match self {
+            Engine::Cpu(e) => e.program().vocab,
+            Engine::Device(d) => d.vocab(),
+        }
+    }
+
+    fn reset(&mut self) {
+        match self {
+            Engine::Cpu(e) => e.reset(),
+            Engine::Device(d) => d.reset(),
+        }
+    }
+
+    fn forward(&mut self, tokens: &[i64], pos: u64) -> Result<&[f32], RuntimeError> {
+        match self {
+            Engine::Cpu(e) => e.forward(tokens, pos),
+            Engine::Device(d) => d.forward(tokens, pos),
+        }
+    }
+
+    fn forward_last(&mut self, tokens: &[i64], pos: u64) -> Result<&[f32], RuntimeError> {
+        match self {
+            Engine::Cpu(e) => e.forward_last(tokens, pos),
+            Engine::Device(d) => d.forward_last(tokens, pos),
+        }
+    }
+}
+
 /// A compiled model ready to run, with its context so far.
 pub struct Session {
-    exec: Executor,
+    exec: Engine,
     tokenizer: Option<Tokenizer>,
     /// Every token in the context, fed or not.
     tokens: Vec<u32>,
@@ -58,6 +104,15 @@ pub struct Session {
 impl Session {
     /// A session over `exec`; `tokenizer` is needed for text in and out.
     pub fn new(exec: Executor, tokenizer: Option<Tokenizer>) -> Session {
+        Session::over(Engine::Cpu(exec), tokenizer)
+    }
+
+    /// A session whose steps run on another device (`crate::gpu::GpuExecutor`).
+    pub fn on_device(device: Box<dyn DeviceStep>, tokenizer: Option<Tokenizer>) -> Session {
+        Session::over(Engine::Device(device), tokenizer)
+    }
+
+    fn over(exec: Engine, tokenizer: Option<Tokenizer>) -> Session {
         Session {
             exec,
             tokenizer,
@@ -72,19 +127,30 @@ impl Session {
         self.tokenizer.as_ref()
     }
 
-    /// The executor (for its program's sizes).
-    pub fn executor(&self) -> &Executor {
-        &self.exec
+    /// The CPU executor (for its program's sizes); `None` for a session on another device.
+    pub fn executor(&self) -> Option<&Executor> {
+        match &self.exec {
+            Engine::Cpu(e) => Some(e),
+            Engine::Device(_) => None,
+        }
+    }
+
+    /// The device a session on another device runs on (to switch its graphs, say).
+    pub fn device_mut(&mut self) -> Option<&mut (dyn DeviceStep + 'static)> {
+        match &mut self.exec {
+            Engine::Cpu(_) => None,
+            Engine::Device(d) => Some(d.as_mut()),
+        }
     }
 
     /// The context length.
     pub fn context(&self) -> u64 {
-        self.exec.program().context
+        self.exec.context()
     }
 
     /// The vocabulary size.
     pub fn vocab(&self) -> u64 {
-        self.exec.program().vocab
+        self.exec.vocab()
     }
 
     /// Every token in the context so far.
@@ -146,7 +212,7 @@ impl Session {
             return Err(RuntimeError::Empty);
         }
         self.tokens.extend_from_slice(tokens);
-        let vocab = self.exec.program().vocab as usize;
+        let vocab = self.exec.vocab() as usize;
         let n = self.tokens.len() - self.fed;
         let all = feed(
             &mut self.exec,
@@ -167,7 +233,7 @@ impl Session {
         params: &GenerateParams,
         on_token: &mut dyn FnMut(Option<u32>, &str),
     ) -> Result<Generation, RuntimeError> {
-        check_stops(params, self.exec.program().vocab)?;
+        check_stops(params, self.exec.vocab())?;
         let mut generator = Generator::new(params, self.tokenizer.as_ref())?;
         let context = self.context() as usize;
         let prompt_tokens = self.tokens.len() - self.fed + prompt.len();
@@ -245,7 +311,7 @@ fn check_stops(params: &GenerateParams, vocab: u64) -> Result<(), RuntimeError> 
 /// Feeds every token of `tokens` not yet in the cache (`fed` of them are); returns the logits of the
 /// last one (`last`) or of all. On an error nothing ran, and the unfed tokens are dropped.
 fn feed<'e>(
-    exec: &'e mut Executor,
+    exec: &'e mut Engine,
     ids: &mut Vec<i64>,
     tokens: &mut Vec<u32>,
     fed: &mut usize,

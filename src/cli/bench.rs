@@ -54,6 +54,11 @@ pub struct BenchArgs {
     pub json: bool,
     #[command(flatten)]
     pub precision: super::flags::PrecisionArgs,
+    /// Where to run: `cpu` (the default) or `cuda` (CUDA device 0: prefill, decode with and without
+    /// the CUDA graph, each ternary matmul kernel against the device's copy bandwidth; needs the
+    /// `cuda-runtime` feature for `--target cuda` artifacts, `cuda` for models and presets).
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
+    pub backend: String,
 }
 
 impl BenchArgs {
@@ -74,6 +79,7 @@ impl BenchArgs {
                     "repeat": self.repeat,
                     "batch": self.batch,
                     "no_baseline": self.no_baseline,
+                    "backend": self.backend,
                 },
             }),
         )
@@ -136,6 +142,9 @@ pub fn run(args: &BenchArgs, audit: &mut serde_json::Value) -> Result<ExitCode> 
         (None, None) => bail!("give a model or --preset NAME"),
     };
     audit["model"] = model.display().to_string().into();
+    if args.backend == "cuda" {
+        return cuda(args, &model, audit);
+    }
     let context = (args.prompt_len + args.steps + 1) as u64;
     let bandwidth = machine::read_bandwidth(1 << 30, threads, 3);
     let main = Build {
@@ -256,7 +265,9 @@ fn measure(
         Vec::new()
     } else {
         measure_batches(
-            session.executor(),
+            session
+                .executor()
+                .context("batched decode is measured on the CPU executor")?,
             &args.batch,
             args.prompt_len,
             args.steps,
@@ -342,4 +353,14 @@ fn print_table(report: &serde_json::Value, builds: &[BuildResult], bandwidth: f6
                 .map_or_else(|| "n/a".to_string(), |x| format!("{x:.2}x smaller")),
         );
     }
+}
+
+#[cfg(feature = "cuda-runtime")]
+fn cuda(args: &BenchArgs, model: &Path, audit: &mut serde_json::Value) -> Result<ExitCode> {
+    super::bench_cuda::run(args, model, audit)
+}
+
+#[cfg(not(feature = "cuda-runtime"))]
+fn cuda(_args: &BenchArgs, _model: &Path, _audit: &mut serde_json::Value) -> Result<ExitCode> {
+    bail!("--backend cuda: this bitnetc is built without the CUDA runtime (build it with --features cuda-runtime, or cuda to compile models too)")
 }

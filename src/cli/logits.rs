@@ -26,8 +26,9 @@ pub struct LogitsArgs {
     #[arg(short, long)]
     pub output: Option<PathBuf>,
     /// Where to run: `interp` (the reference interpreter; the default for models; on a .bnx
-    /// artifact it runs the compiled IR and weights the artifact carries) or `cpu` (Cranelift JIT
-    /// for models; the default for .bnx artifacts).
+    /// artifact it runs the compiled IR and weights the artifact carries), `cpu` (Cranelift JIT
+    /// for models; the default for .bnx artifacts) or `cuda` (CUDA device 0: a `--target cuda`
+    /// artifact, or a model compiled for the device; needs the `cuda-runtime` or `cuda` feature).
     #[arg(long)]
     pub backend: Option<String>,
     /// Run the default pass pipeline first (lowering BitLinear to bit.* ops).
@@ -80,12 +81,17 @@ pub fn run(args: &LogitsArgs) -> Result<ExitCode> {
     } = args;
     let artifact = bitnet_runtime::artifact::is_artifact(model);
     let backend = args.backend();
-    if backend != "interp" && backend != "cpu" {
+    if backend != "interp" && backend != "cpu" && backend != "cuda" {
         bail!(
-            "--backend {backend}: expected `interp` (the reference interpreter) or `cpu` (Cranelift, JIT)"
+            "--backend {backend}: expected `interp` (the reference interpreter), `cpu` (Cranelift, JIT) or `cuda`"
         );
     }
-    let logits = if artifact {
+    let logits = if backend == "cuda" {
+        if *optimize || pipeline.is_some() {
+            bail!("--backend cuda runs the CUDA pipeline; -O and --passes apply to the interpreter");
+        }
+        cuda_logits(model, tokens)?
+    } else if artifact {
         if *optimize || pipeline.is_some() {
             bail!(
                 "{}: a compiled artifact is already optimized; -O and --passes apply to models",
@@ -162,4 +168,25 @@ fn print_logits(t: &Tensor) {
             );
         println!("position {pos}: argmax {arg} (logit {max:.4})");
     }
+}
+
+/// Every position's logits from CUDA device 0.
+#[cfg(feature = "cuda-runtime")]
+fn cuda_logits(model: &std::path::Path, tokens: &[i64]) -> Result<Tensor> {
+    let options = bitnetc::jit::Options {
+        context: Some(tokens.len() as u64),
+        ..Default::default()
+    };
+    let mut m = bitnetc::gpu::open_gpu(model, &options, 0)
+        .with_context(|| format!("{}", model.display()))?;
+    let v = m.executor.forward(tokens, 0)?.to_vec();
+    let vocab = v.len() / tokens.len().max(1);
+    Ok(Tensor::new(vec![1, tokens.len(), vocab], bitnet_ir::Data::F32(v))
+        .with_context(|| "logits shape".to_string())?)
+}
+
+/// `--backend cuda` in a bitnetc built without the CUDA runtime.
+#[cfg(not(feature = "cuda-runtime"))]
+fn cuda_logits(_model: &std::path::Path, _tokens: &[i64]) -> Result<Tensor> {
+    bail!("--backend cuda: this bitnetc is built without the CUDA runtime (build it with --features cuda-runtime, or cuda to compile models too)")
 }

@@ -13,6 +13,8 @@ pub mod audit;
 pub mod audit_log;
 pub mod bench;
 pub mod bench_batch;
+#[cfg(feature = "cuda-runtime")]
+pub mod bench_cuda;
 pub mod bir_file;
 pub mod chat;
 pub mod check;

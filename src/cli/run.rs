@@ -56,6 +56,11 @@ pub struct RunArgs {
     pub context: Option<u64>,
     #[command(flatten)]
     pub precision: super::flags::PrecisionArgs,
+    /// Where to run: `cpu` (the default) or `cuda` (CUDA device 0: a `--target cuda` artifact, or a
+    /// model compiled for the device here; needs a bitnetc built with `--features cuda-runtime`,
+    /// or `cuda` for models).
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
+    pub backend: String,
 }
 
 impl RunArgs {
@@ -76,6 +81,7 @@ impl RunArgs {
                     "stop": self.stop,
                     "stop_tokens": self.stop_tokens,
                     "ignore_eos": self.ignore_eos,
+                    "backend": self.backend,
                 },
             }),
         )
@@ -95,38 +101,40 @@ pub fn run(args: &RunArgs, audit: &mut serde_json::Value) -> Result<ExitCode> {
     let mut options = args.precision.run_options(args.context, args.threads)?;
     let progress = Progress::start(&args.model);
     options.on_stage = Some(progress.stage_callback());
-    let model = bitnetc::compile(&args.model, &options)
-        .with_context(|| format!("{}", args.model.display()));
-    progress.finish();
-    let model = model?;
-    audit["origin"] = format!("{:?}", model.origin).to_lowercase().into();
-    audit["compile_s"] = model.compile_time.as_secs_f64().into();
-    // Taken before the session consumes the model; a template that cannot be read matters only here.
-    let template = if args.chat {
-        model
-            .chat_template()
-            .with_context(|| format!("{}", args.model.display()))?
-            .cloned()
+    let (mut session, template) = if args.backend == "cuda" {
+        open_cuda(args, &options, audit, &progress)?
     } else {
-        None
-    };
-    let mut session = if args.tokens.is_some() {
-        // Token ids need no tokenizer: one that cannot be read only takes away the text and the
-        // model's end-of-sequence ids.
-        match model.tokenizer().err() {
-            None => model.session()?,
-            Some(e) => {
-                eprintln!(
-                    "warning: {}: {e}; running on token ids alone (no text, no end-of-sequence stop)",
-                    args.model.display()
-                );
-                model.token_session()
+        let model = bitnetc::compile(&args.model, &options)
+            .with_context(|| format!("{}", args.model.display()));
+        progress.finish();
+        let model = model?;
+        audit["origin"] = format!("{:?}", model.origin).to_lowercase().into();
+        audit["compile_s"] = model.compile_time.as_secs_f64().into();
+        // Taken before the session consumes the model; a template that cannot be read matters only here.
+        let template = if args.chat {
+            model
+                .chat_template()
+                .with_context(|| format!("{}", args.model.display()))?
+                .cloned()
+        } else {
+            None
+        };
+        let session = if args.tokens.is_some() {
+            // Token ids need no tokenizer: one that cannot be read only takes away the text and the
+            // model's end-of-sequence ids.
+            match model.tokenizer().err() {
+                None => model.session()?,
+                Some(e) => {
+                    warn_no_tokenizer(args, &e);
+                    model.token_session()
+                }
             }
-        }
-    } else {
-        model
-            .session()
-            .with_context(|| format!("{}", args.model.display()))?
+        } else {
+            model
+                .session()
+                .with_context(|| format!("{}", args.model.display()))?
+        };
+        (session, template)
     };
     let mut params = GenerateParams {
         max_tokens: args.max_tokens,
@@ -191,6 +199,64 @@ pub fn run(args: &RunArgs, audit: &mut serde_json::Value) -> Result<ExitCode> {
         eprintln!("{}", summary(&out));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn warn_no_tokenizer(args: &RunArgs, e: &dyn std::fmt::Display) {
+    eprintln!(
+        "warning: {}: {e}; running on token ids alone (no text, no end-of-sequence stop)",
+        args.model.display()
+    );
+}
+
+/// The session and chat template of `--backend cuda`.
+#[cfg(feature = "cuda-runtime")]
+fn open_cuda(
+    args: &RunArgs,
+    options: &bitnetc::jit::Options,
+    audit: &mut serde_json::Value,
+    progress: &Progress,
+) -> Result<(bitnet_runtime::session::Session, Option<bitnet_runtime::chat::ChatTemplate>)> {
+    let model = bitnetc::gpu::open_gpu(&args.model, options, 0)
+        .with_context(|| format!("{}", args.model.display()));
+    progress.finish();
+    let model = model?;
+    audit["origin"] = format!("{:?}", model.origin).to_lowercase().into();
+    audit["compile_s"] = model.compile_time.as_secs_f64().into();
+    audit["device"] = bitnet_runtime::gpu::Device::name(model.executor.device()).into();
+    let template = if args.chat {
+        model
+            .chat_template()
+            .with_context(|| format!("{}", args.model.display()))?
+            .cloned()
+    } else {
+        None
+    };
+    let session = if args.tokens.is_some() {
+        match model.tokenizer().err() {
+            None => model.session()?,
+            Some(e) => {
+                warn_no_tokenizer(args, &e);
+                model.token_session()
+            }
+        }
+    } else {
+        model
+            .session()
+            .with_context(|| format!("{}", args.model.display()))?
+    };
+    Ok((session, template))
+}
+
+/// `--backend cuda` in a bitnetc built without the CUDA runtime.
+#[cfg(not(feature = "cuda-runtime"))]
+fn open_cuda(
+    _args: &RunArgs,
+    _options: &bitnetc::jit::Options,
+    _audit: &mut serde_json::Value,
+    progress: &Progress,
+) -> Result<(bitnet_runtime::session::Session, Option<bitnet_runtime::chat::ChatTemplate>)> {
+    progress.finish();
+    bail!("--backend cuda: this bitnetc is built without the CUDA runtime (build it with --features cuda-runtime, or cuda to compile models too)")
 }
 
 /// Token ids as little-endian u32 bytes (what the audit log hashes).

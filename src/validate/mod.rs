@@ -372,8 +372,10 @@ fn measure(
     let (master, stored) = projection_bytes(&compiled);
     let weight_bytes = compiled.weight_bytes;
     let mut session = compiled.token_session();
-    let program = session.executor().program();
-    let (arena_bytes, kv_bytes) = (program.arena_bytes, session.executor().kv_slot_bytes());
+    let exec = session
+        .executor()
+        .ok_or_else(|| Error::Validate("validate measures CPU builds only".into()))?;
+    let (arena_bytes, kv_bytes) = (exec.program().arena_bytes, exec.kv_slot_bytes());
     let speed = speed::measure(&mut session, o.prompt_len, o.steps, o.repeat)?;
     let peak_rss = machine::peak_rss().filter(|_| rss);
     let scores = score::score(&mut session, windows, against.is_none(), against)?;

@@ -47,6 +47,42 @@ fn sm_number(arch: &str) -> Option<i32> {
     arch.strip_prefix("sm_")?.parse().ok()
 }
 
+/// Initializes the driver and returns device `ordinal`'s handle and name.
+fn device(ordinal: usize) -> Result<(sys::CUdevice, String), RuntimeError> {
+    if !driver_present() {
+        return Err(RuntimeError::Gpu(
+            "no CUDA driver: libcuda.so could not be loaded (is an NVIDIA driver installed? if only libcuda.so.1 exists, link libcuda.so to it in a folder on LD_LIBRARY_PATH)".into(),
+        ));
+    }
+    result::init().map_err(|e| err("initializing the driver", e))?;
+    let count = result::device::get_count().map_err(|e| err("counting devices", e))?;
+    if ordinal >= count.max(0) as usize {
+        return Err(RuntimeError::Gpu(format!(
+            "device {ordinal} does not exist: the driver sees {count} CUDA device(s)"
+        )));
+    }
+    let dev = result::device::get(ordinal as i32).map_err(|e| err("opening the device", e))?;
+    let name = result::device::get_name(dev).map_err(|e| err("reading its name", e))?;
+    Ok((dev, name))
+}
+
+fn device_capability(dev: sys::CUdevice) -> Result<(i32, i32), RuntimeError> {
+    let attr = |a| {
+        // SAFETY: `dev` is a valid device handle.
+        unsafe { result::device::get_attribute(dev, a) }
+            .map_err(|e| err("reading its compute capability", e))
+    };
+    Ok((
+        attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?,
+        attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?,
+    ))
+}
+
+/// Device `ordinal`'s compute capability (major, minor), to compile for it.
+pub fn capability(ordinal: usize) -> Result<(i32, i32), RuntimeError> {
+    device_capability(device(ordinal)?.0)
+}
+
 impl CudaDevice {
     /// Opens device `ordinal`, checks that it can run code for `arch` (`sm_80`: PTX runs on that
     /// architecture and later ones) and loads `ptx` with its kernels `kernels` (entry names).
@@ -56,29 +92,8 @@ impl CudaDevice {
         ptx: &str,
         kernels: &[String],
     ) -> Result<CudaDevice, RuntimeError> {
-        if !driver_present() {
-            return Err(RuntimeError::Gpu(
-                "no CUDA driver: libcuda.so could not be loaded (is an NVIDIA driver installed? if only libcuda.so.1 exists, link libcuda.so to it in a folder on LD_LIBRARY_PATH)".into(),
-            ));
-        }
-        result::init().map_err(|e| err("initializing the driver", e))?;
-        let count = result::device::get_count().map_err(|e| err("counting devices", e))?;
-        if ordinal >= count.max(0) as usize {
-            return Err(RuntimeError::Gpu(format!(
-                "device {ordinal} does not exist: the driver sees {count} CUDA device(s)"
-            )));
-        }
-        let dev = result::device::get(ordinal as i32).map_err(|e| err("opening the device", e))?;
-        let name = result::device::get_name(dev).map_err(|e| err("reading its name", e))?;
-        let attr = |a| {
-            // SAFETY: `dev` is a valid device handle.
-            unsafe { result::device::get_attribute(dev, a) }
-                .map_err(|e| err("reading its compute capability", e))
-        };
-        let capability = (
-            attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?,
-            attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?,
-        );
+        let (dev, name) = device(ordinal)?;
+        let capability = device_capability(dev)?;
         let sm = capability.0 * 10 + capability.1;
         let want = sm_number(arch).ok_or_else(|| {
             RuntimeError::Gpu(format!("the artifact's architecture {arch:?} is not sm_NN"))

@@ -29,6 +29,10 @@ pub trait DeviceStep: Send {
     fn vocab(&self) -> u64;
     /// Forgets the context (see the module doc: nothing on the device needs clearing).
     fn reset(&mut self);
+    /// Turns the decode graph on or off (where the device has one).
+    fn set_graphs(&mut self, on: bool);
+    /// The device's name, for reports.
+    fn device_name(&self) -> String;
     /// Runs `tokens` at positions `pos..pos + T`; every token's logits (`T × vocab`).
     fn forward(&mut self, tokens: &[i64], pos: u64) -> Result<&[f32], RuntimeError>;
     /// Runs `tokens` like `forward`; the last token's logits only.
@@ -39,6 +43,7 @@ pub trait DeviceStep: Send {
 pub struct GpuExecutor<D: Device> {
     device: D,
     launches: Vec<GpuLaunch>,
+    kernels: Vec<String>,
     context: u64,
     vocab: u64,
     tokens: BufRef,
@@ -101,6 +106,7 @@ impl<D: Device> GpuExecutor<D> {
             logits: vec![0.0; program.vocab as usize],
             token_bytes: Vec::new(),
             logit_bytes: Vec::new(),
+            kernels: program.kernels,
             launches: program.launches,
             context: program.context,
             vocab: program.vocab,
@@ -136,6 +142,11 @@ impl<D: Device> GpuExecutor<D> {
         &self.launches
     }
 
+    /// The kernels' entry names, by index.
+    pub fn kernels(&self) -> &[String] {
+        &self.kernels
+    }
+
     /// Bytes of weights on the device.
     pub fn weight_bytes(&self) -> u64 {
         self.weight_bytes
@@ -155,14 +166,20 @@ impl<D: Device> GpuExecutor<D> {
         Ok(&self.logits[..n])
     }
 
-    /// Queues launch `index` `reps` times at T = 1, pos = 0 and returns the device's seconds per
-    /// launch (for measuring one kernel: it rewrites the scalars, so the next step starts fresh).
-    pub fn time_launch(&mut self, index: usize, reps: u32) -> Result<f64, RuntimeError> {
+    /// Queues launches `indices` in order, `reps` times over, at T = 1, pos = 0, and returns the
+    /// device's seconds per round (for measuring kernels: launches of different layers read
+    /// different weights, so a round of them is not served from the cache the way one launch
+    /// repeated is). It rewrites the scalars, so the next step starts fresh.
+    pub fn time_launches(&mut self, indices: &[usize], reps: u32) -> Result<f64, RuntimeError> {
         self.write_scalars(1, 0)?;
-        self.queue(index, 1, false)?;
+        for &i in indices {
+            self.queue(i, 1, false)?;
+        }
         self.device.start_timer()?;
         for _ in 0..reps {
-            self.queue(index, 1, false)?;
+            for &i in indices {
+                self.queue(i, 1, false)?;
+            }
         }
         Ok(self.device.stop_timer()? / f64::from(reps.max(1)))
     }
@@ -286,6 +303,14 @@ impl<D: Device + Send> DeviceStep for GpuExecutor<D> {
     }
 
     fn reset(&mut self) {}
+
+    fn set_graphs(&mut self, on: bool) {
+        GpuExecutor::set_graphs(self, on);
+    }
+
+    fn device_name(&self) -> String {
+        self.device.name()
+    }
 
     fn forward(&mut self, tokens: &[i64], pos: u64) -> Result<&[f32], RuntimeError> {
         GpuExecutor::forward(self, tokens, pos)
