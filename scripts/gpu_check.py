@@ -113,10 +113,13 @@ def check_artifact(bin, tmp):
             "pass": got == r["greedy_new_tokens"]}
 
 
-def bench(bin, preset, prompt_len, steps, repeat):
-    p, secs = sh([bin, "bench", "--preset", preset, "--backend", "cuda", "--json",
-                  "--prompt-len", str(prompt_len), "--steps", str(steps), "--repeat", str(repeat)],
-                 480)
+def bench(bin, preset, prompt_len, steps, repeat, timeout):
+    try:
+        p, secs = sh([bin, "bench", "--preset", preset, "--backend", "cuda", "--json",
+                      "--prompt-len", str(prompt_len), "--steps", str(steps), "--repeat", str(repeat)],
+                     timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"not finished within the {timeout:.0f} s left"}
     if p.returncode != 0:
         return {"error": p.stderr.strip()[-800:]}
     out = json.loads(p.stdout)
@@ -174,7 +177,10 @@ def main():
     ap.add_argument("--steps", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--skip-bench", action="store_true")
+    ap.add_argument("--deadline", type=float, default=460,
+                    help="seconds from the start by which the benchmark must end")
     a = ap.parse_args()
+    t0 = time.time()
     os.makedirs(a.out, exist_ok=True)
     res = {"date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
            "version": subprocess.run([a.bin, "--version"], capture_output=True, text=True).stdout.strip()}
@@ -201,7 +207,7 @@ def main():
             res["artifact"] = {"error": repr(e)}
         print(json.dumps(res["artifact"]), flush=True)
     res["bench"] = {"error": "skipped"} if a.skip_bench else bench(
-        a.bin, a.preset, a.prompt_len, a.steps, a.repeat)
+        a.bin, a.preset, a.prompt_len, a.steps, a.repeat, max(a.deadline - (time.time() - t0), 30))
     print(json.dumps(res["bench"]), flush=True)
     with open(os.path.join(a.out, "gpu.json"), "w") as f:
         json.dump(res, f, indent=1)

@@ -5,9 +5,9 @@
 //! (`bitnet_runtime::gpu::GpuExecutor` on `CudaDevice`), and a `Session` runs it as it runs a CPU
 //! model: the same generation, sampling and stops.
 
+use crate::Error;
 use crate::jit::{Options, Origin};
 use crate::tokenizer::{LazyTokenizer, TokenizerSource};
-use crate::Error;
 use bitnet_runtime::chat::{ChatError, ChatTemplate};
 use bitnet_runtime::gpu::driver::CudaDevice;
 use bitnet_runtime::gpu::load::load_gpu_program;

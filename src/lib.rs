@@ -20,9 +20,9 @@ mod bir;
 pub mod compliance;
 mod cpu;
 pub mod cuda;
+mod error;
 #[cfg(feature = "cuda-runtime")]
 pub mod gpu;
-mod error;
 pub mod jit;
 pub mod machine;
 mod model;

@@ -22,8 +22,8 @@
 use crate::error::RuntimeError;
 use crate::executor::Executor;
 use crate::generator::Generator;
-use crate::gpu::DeviceStep;
 pub use crate::generator::{Cancel, GenerateParams, StopReason};
+use crate::gpu::DeviceStep;
 use crate::tokenizer::Tokenizer;
 use std::time::{Duration, Instant};
 

@@ -362,5 +362,7 @@ fn cuda(args: &BenchArgs, model: &Path, audit: &mut serde_json::Value) -> Result
 
 #[cfg(not(feature = "cuda-runtime"))]
 fn cuda(_args: &BenchArgs, _model: &Path, _audit: &mut serde_json::Value) -> Result<ExitCode> {
-    bail!("--backend cuda: this bitnetc is built without the CUDA runtime (build it with --features cuda-runtime, or cuda to compile models too)")
+    bail!(
+        "--backend cuda: this bitnetc is built without the CUDA runtime (build it with --features cuda-runtime, or cuda to compile models too)"
+    )
 }

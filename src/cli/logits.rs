@@ -88,7 +88,9 @@ pub fn run(args: &LogitsArgs) -> Result<ExitCode> {
     }
     let logits = if backend == "cuda" {
         if *optimize || pipeline.is_some() {
-            bail!("--backend cuda runs the CUDA pipeline; -O and --passes apply to the interpreter");
+            bail!(
+                "--backend cuda runs the CUDA pipeline; -O and --passes apply to the interpreter"
+            );
         }
         cuda_logits(model, tokens)?
     } else if artifact {
@@ -181,12 +183,16 @@ fn cuda_logits(model: &std::path::Path, tokens: &[i64]) -> Result<Tensor> {
         .with_context(|| format!("{}", model.display()))?;
     let v = m.executor.forward(tokens, 0)?.to_vec();
     let vocab = v.len() / tokens.len().max(1);
-    Ok(Tensor::new(vec![1, tokens.len(), vocab], bitnet_ir::Data::F32(v))
-        .with_context(|| "logits shape".to_string())?)
+    Ok(
+        Tensor::new(vec![1, tokens.len(), vocab], bitnet_ir::Data::F32(v))
+            .with_context(|| "logits shape".to_string())?,
+    )
 }
 
 /// `--backend cuda` in a bitnetc built without the CUDA runtime.
 #[cfg(not(feature = "cuda-runtime"))]
 fn cuda_logits(_model: &std::path::Path, _tokens: &[i64]) -> Result<Tensor> {
-    bail!("--backend cuda: this bitnetc is built without the CUDA runtime (build it with --features cuda-runtime, or cuda to compile models too)")
+    bail!(
+        "--backend cuda: this bitnetc is built without the CUDA runtime (build it with --features cuda-runtime, or cuda to compile models too)"
+    )
 }

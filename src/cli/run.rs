@@ -215,7 +215,10 @@ fn open_cuda(
     options: &bitnetc::jit::Options,
     audit: &mut serde_json::Value,
     progress: &Progress,
-) -> Result<(bitnet_runtime::session::Session, Option<bitnet_runtime::chat::ChatTemplate>)> {
+) -> Result<(
+    bitnet_runtime::session::Session,
+    Option<bitnet_runtime::chat::ChatTemplate>,
+)> {
     let model = bitnetc::gpu::open_gpu(&args.model, options, 0)
         .with_context(|| format!("{}", args.model.display()));
     progress.finish();
@@ -254,9 +257,14 @@ fn open_cuda(
     _options: &bitnetc::jit::Options,
     _audit: &mut serde_json::Value,
     progress: &Progress,
-) -> Result<(bitnet_runtime::session::Session, Option<bitnet_runtime::chat::ChatTemplate>)> {
+) -> Result<(
+    bitnet_runtime::session::Session,
+    Option<bitnet_runtime::chat::ChatTemplate>,
+)> {
     progress.finish();
-    bail!("--backend cuda: this bitnetc is built without the CUDA runtime (build it with --features cuda-runtime, or cuda to compile models too)")
+    bail!(
+        "--backend cuda: this bitnetc is built without the CUDA runtime (build it with --features cuda-runtime, or cuda to compile models too)"
+    )
 }
 
 /// Token ids as little-endian u32 bytes (what the audit log hashes).
