@@ -45,6 +45,8 @@ pub struct Generation {
 }
 
 /// Where a session's steps run.
+// One per session, never moved in a loop: the CPU executor's size does not matter here.
+#[allow(clippy::large_enum_variant)]
 enum Engine {
     /// The CPU executor.
     Cpu(Executor),

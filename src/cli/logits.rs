@@ -183,10 +183,8 @@ fn cuda_logits(model: &std::path::Path, tokens: &[i64]) -> Result<Tensor> {
         .with_context(|| format!("{}", model.display()))?;
     let v = m.executor.forward(tokens, 0)?.to_vec();
     let vocab = v.len() / tokens.len().max(1);
-    Ok(
-        Tensor::new(vec![1, tokens.len(), vocab], bitnet_ir::Data::F32(v))
-            .with_context(|| "logits shape".to_string())?,
-    )
+    Tensor::new(vec![1, tokens.len(), vocab], bitnet_ir::Data::F32(v))
+        .with_context(|| "logits shape".to_string())
 }
 
 /// `--backend cuda` in a bitnetc built without the CUDA runtime.
