@@ -357,7 +357,13 @@ fn print_table(report: &serde_json::Value, builds: &[BuildResult], bandwidth: f6
 
 #[cfg(feature = "cuda-runtime")]
 fn cuda(args: &BenchArgs, model: &Path, audit: &mut serde_json::Value) -> Result<ExitCode> {
-    super::bench_cuda::run(args, model, audit)
+    let bench = super::bench_cuda::CudaBench {
+        prompt_len: args.prompt_len,
+        steps: args.steps,
+        repeat: args.repeat,
+        json: args.json,
+    };
+    super::bench_cuda::run(&bench, model, audit)
 }
 
 #[cfg(not(feature = "cuda-runtime"))]

@@ -10,7 +10,6 @@
 //! step replayed as a CUDA graph and then with every launch queued by the host. Times are the
 //! device's (CUDA events) for the kernels and the copy, wall clock for prefill and decode.
 
-use super::bench::BenchArgs;
 use anyhow::{Context, Result};
 use bitnet_runtime::gpu::Device;
 use bitnet_runtime::program::Region;
@@ -37,8 +36,20 @@ struct KernelSpeed {
     seconds: f64,
 }
 
+/// What `bench --backend cuda` measures.
+pub struct CudaBench {
+    /// Prompt length for the prefill measurement.
+    pub prompt_len: usize,
+    /// Decode steps measured after the prefill.
+    pub steps: usize,
+    /// Prefill and decode runs (the fastest prefill counts; decode latencies pool).
+    pub repeat: usize,
+    /// Print JSON instead of text.
+    pub json: bool,
+}
+
 /// Runs the measurement on `model`; adds the results to `audit`.
-pub fn run(args: &BenchArgs, model: &Path, audit: &mut serde_json::Value) -> Result<ExitCode> {
+pub fn run(args: &CudaBench, model: &Path, audit: &mut serde_json::Value) -> Result<ExitCode> {
     let options = bitnetc::jit::Options {
         context: Some((args.prompt_len + args.steps + 1) as u64),
         ..Default::default()
