@@ -160,7 +160,9 @@ fn same_inputs_give_identical_bytes() {
     assert!(m.inputs.iter().any(|i| i.name == "model.safetensors"));
     assert!(m.inputs.iter().any(|i| i.name == "config.json"));
     assert_eq!(m.program.context, 8);
-    assert_eq!(m.imports.len(), 1);
+    // Every runtime symbol gets a slot: the math functions and the micro-kernels.
+    let symbols: Vec<&str> = m.imports.iter().map(|i| i.symbol.as_str()).collect();
+    assert_eq!(symbols, ["bitnet_rt_exp_f64", "bitnet_rt_ternary_matmul"]);
     assert_eq!(m.target.arch, std::env::consts::ARCH);
     let names: Vec<&str> = m.sections.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(

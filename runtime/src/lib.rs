@@ -17,6 +17,7 @@ pub mod executor;
 pub mod generator;
 pub mod gpu;
 pub mod math;
+pub mod native;
 pub mod program;
 pub mod sampling;
 pub mod session;

@@ -1,5 +1,6 @@
 //! Math functions generated code calls by symbol, so JIT code, AOT shared libraries and the reference
-//! interpreter all use the same implementation (Rust's, on this platform).
+//! interpreter all use the same implementation (Rust's, on this platform); `symbols` also lists the
+//! micro-kernels of `crate::native`, which generated kernels call the same way.
 
 /// The symbol name of `exp_f64`.
 pub const EXP_F64: &str = "bitnet_rt_exp_f64";
@@ -9,7 +10,20 @@ pub extern "C" fn exp_f64(x: f64) -> f64 {
     x.exp()
 }
 
-/// Every math symbol with its address, for registering with a JIT or a dynamic loader.
+/// Every runtime symbol (math functions and micro-kernels) with its address, for registering with
+/// a JIT or a dynamic loader.
 pub fn symbols() -> Vec<(&'static str, *const u8)> {
-    vec![(EXP_F64, exp_f64 as *const u8)]
+    vec![
+        (EXP_F64, exp_f64 as *const u8),
+        (
+            crate::native::TERNARY_MATMUL,
+            crate::native::ternary_matmul as *const u8,
+        ),
+    ]
+}
+
+/// For a micro-kernel symbol, its number of static parameters (its signature is the kernel ABI
+/// followed by that many i64); `None` for a math function (`f64 → f64`).
+pub fn micro_kernel_params(symbol: &str) -> Option<usize> {
+    (symbol == crate::native::TERNARY_MATMUL).then_some(3)
 }

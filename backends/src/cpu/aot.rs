@@ -295,13 +295,20 @@ pub fn slot_name(symbol: &str) -> String {
     )
 }
 
-/// Defines `symbol` (f64 → f64) as a hidden trampoline through the exported slot `slot_name(symbol)`.
+/// Defines `symbol` (f64 → f64, or a micro-kernel's signature: `math::micro_kernel_params`) as a
+/// hidden trampoline through the exported slot `slot_name(symbol)`.
 fn define_math_trampoline(module: &mut dyn Module, symbol: &str) -> Result<Import, BackendError> {
     let slot = slot_name(symbol);
     let err = |e: cranelift_module::ModuleError| codegen_err(symbol, e);
-    let mut sig = module.make_signature();
-    sig.params.push(AbiParam::new(types::F64));
-    sig.returns.push(AbiParam::new(types::F64));
+    let sig = match bitnet_runtime::math::micro_kernel_params(symbol) {
+        Some(params) => crate::cpu::emit::micro_kernel_signature(module.isa(), params),
+        None => {
+            let mut sig = module.make_signature();
+            sig.params.push(AbiParam::new(types::F64));
+            sig.returns.push(AbiParam::new(types::F64));
+            sig
+        }
+    };
     let fid = module
         .declare_function(symbol, Linkage::Hidden, &sig)
         .map_err(err)?;
@@ -325,12 +332,12 @@ fn define_math_trampoline(module: &mut dyn Module, symbol: &str) -> Result<Impor
         b.append_block_params_for_function_params(block);
         b.switch_to_block(block);
         b.seal_block(block);
-        let x = b.block_params(block)[0];
+        let args = b.block_params(block).to_vec();
         let addr = b.ins().symbol_value(ptr, gv);
         let f = b.ins().load(ptr, MemFlagsData::trusted(), addr, 0);
-        let call = b.ins().call_indirect(sig_ref, f, &[x]);
-        let r = b.inst_results(call)[0];
-        b.ins().return_(&[r]);
+        let call = b.ins().call_indirect(sig_ref, f, &args);
+        let results = b.inst_results(call).to_vec();
+        b.ins().return_(&results);
         b.finalize(module.target_config());
     }
     module.define_function(fid, &mut ctx).map_err(err)?;

@@ -107,6 +107,15 @@ pub fn kernel_signature(isa: &dyn TargetIsa) -> Signature {
     sig
 }
 
+/// The signature of a micro-kernel symbol with `params` static parameters (see
+/// `bitnet_runtime::native`): the kernel signature, then `params` i64.
+pub fn micro_kernel_signature(isa: &dyn TargetIsa, params: usize) -> Signature {
+    let mut sig = kernel_signature(isa);
+    sig.params
+        .extend(std::iter::repeat_n(AbiParam::new(I64), params));
+    sig
+}
+
 /// The entry values of a kernel.
 pub(crate) struct Entry {
     /// `bufs`: the buffer addresses.
@@ -137,6 +146,14 @@ impl Entry {
     /// Loads pos, the position of token 0.
     pub fn pos(&self, b: &mut FunctionBuilder) -> Value {
         b.ins().load(I64, self.tables, self.scalars, 8)
+    }
+
+    /// Calls micro-kernel `f` (an import with `micro_kernel_signature`) with this kernel's own
+    /// arguments followed by `params` (see `bitnet_runtime::native`).
+    pub fn call_micro_kernel(&self, b: &mut FunctionBuilder, f: FuncRef, params: &[i64]) {
+        let mut args = vec![self.bufs, self.scalars, self.row_begin, self.row_end];
+        args.extend(params.iter().map(|&v| b.ins().iconst(I64, v)));
+        b.ins().call(f, &args);
     }
 
     /// Import `i` of the kernel (see `define_kernel`), or an error naming `kernel`.

@@ -40,8 +40,8 @@ use crate::cpu::emit::simd::{
     dot_i8, hsum_i32x4, splat_i8, widen_pairs_i16, zero_i16x8, zero_i32x4,
 };
 use crate::cpu::emit::{
-    Entry, LANES_LE, MEM, TableLoads, bad_params, define_kernel, disassemble_kernel, imm64, off32,
-    size,
+    Entry, LANES_LE, MEM, TableLoads, bad_params, define_kernel, disassemble_kernel, imm64,
+    micro_kernel_signature, off32, size,
 };
 use crate::kernel::TernaryMatmulParams;
 use cranelift_codegen::ir::condcodes::IntCC;
@@ -51,7 +51,7 @@ use cranelift_codegen::ir::{
 };
 use cranelift_codegen::isa::TargetIsa;
 use cranelift_frontend::{FunctionBuilder, Variable};
-use cranelift_module::{FuncId, Module};
+use cranelift_module::{FuncId, Linkage, Module};
 
 /// Flags of the loads of activations and weights: besides `emit::MEM`, the kernel never writes them
 /// (they cannot alias `out`, whose type differs), so the loads are pure and Cranelift places each
@@ -154,7 +154,52 @@ impl DotStrategy {
 /// Defines the kernel `p` in `module`, with the module ISA's best `DotStrategy`.
 pub fn build(module: &mut dyn Module, p: &TernaryMatmulParams) -> Result<FuncId, BackendError> {
     let strategy = DotStrategy::for_isa(module.isa());
+    if uses_micro_kernel(module.isa()) {
+        return build_micro_kernel_call(module, p, strategy);
+    }
     build_with(module, p, strategy)
+}
+
+/// Whether the kernel on `isa` calls the runtime's AVX-512 VNNI micro-kernel
+/// (`bitnet_runtime::native::ternary_matmul`: 512-bit dot products, four tokens per decoded
+/// weight block; the same results) instead of the code generated here: x86-64 with AVX-512 F, VL,
+/// DQ and VNNI (every such CPU also has BW, which the micro-kernel checks itself).
+pub fn uses_micro_kernel(isa: &dyn TargetIsa) -> bool {
+    let flags = isa.isa_flags();
+    let flag = |name: &str| {
+        flags
+            .iter()
+            .any(|v| v.name == name && v.as_bool() == Some(true))
+    };
+    isa.name() == "x64"
+        && ["has_avx512f", "has_avx512vl", "has_avx512dq", "has_avx512vnni"]
+            .iter()
+            .all(|f| flag(f))
+}
+
+/// Defines kernel `p` as a call of the runtime's micro-kernel with `k`, `n` and `residual`.
+fn build_micro_kernel_call(
+    module: &mut dyn Module,
+    p: &TernaryMatmulParams,
+    strategy: DotStrategy,
+) -> Result<FuncId, BackendError> {
+    let name = &p.symbol();
+    // The same parameter checks as the generated kernel.
+    let plan = Plan::new(name, p, strategy)?;
+    let sig = micro_kernel_signature(module.isa(), 3);
+    let id = module
+        .declare_function(
+            bitnet_runtime::native::TERNARY_MATMUL,
+            Linkage::Import,
+            &sig,
+        )
+        .map_err(|e| crate::cpu::emit::codegen_err(name, e))?;
+    define_kernel(module, name, TableLoads::Fixed, &[id], |b, entry| {
+        let f = entry.import(name, 0)?;
+        let params = [plan.k as i64, plan.n as i64, i64::from(plan.residual)];
+        entry.call_micro_kernel(b, f, &params);
+        Ok(())
+    })
 }
 
 /// Defines the kernel `p` in `module` with `strategy` (which the module's ISA must support).

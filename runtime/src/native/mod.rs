@@ -1,0 +1,51 @@
+//! Micro-kernels written in Rust (`std::arch`), which generated kernels call by symbol like the
+//! math functions (`crate::math::symbols`): the JIT binds the symbol to the function, an AOT
+//! artifact's library calls it through a slot the loader fills. Each kernel checks the CPU itself
+//! and falls back to a portable version with the same results.
+//!
+//! The calling convention of a micro-kernel symbol: the kernel ABI (`crate::program::KernelFn`:
+//! buffers, scalars `[T, pos]`, row range) followed by the kernel's static parameters as i64.
+
+mod ternary_matmul;
+
+/// The symbol of the ternary matmul micro-kernel.
+pub const TERNARY_MATMUL: &str = "bitnet_rt_ternary_matmul";
+
+/// `KernelKind::TernaryMatmul` with `k`, `n` and `residual` (0 or 1) as arguments (see the module
+/// doc and `ternary_matmul`).
+///
+/// # Safety
+/// `bufs` and `scalars` are a kernel call's (the generated trampoline passes its own), the buffers
+/// those of a ternary matmul of these shapes, and `row_begin..row_end` within `0..n`.
+pub unsafe extern "C" fn ternary_matmul(
+    bufs: *const *mut u8,
+    scalars: *const i64,
+    row_begin: i64,
+    row_end: i64,
+    k: i64,
+    n: i64,
+    residual: i64,
+) {
+    // SAFETY: the caller's table has the kernel's buffers (5, or 6 with a residual) and [T, pos].
+    unsafe {
+        let buf = |i: usize| *bufs.add(i);
+        let with_residual = residual != 0;
+        let call = ternary_matmul::Call {
+            xq: buf(0).cast_const().cast(),
+            xs: buf(1).cast_const().cast(),
+            w: buf(2).cast_const(),
+            ws: *buf(3).cast_const().cast::<f32>(),
+            residual: if with_residual {
+                buf(4).cast_const().cast()
+            } else {
+                std::ptr::null()
+            },
+            out: buf(if with_residual { 5 } else { 4 }).cast(),
+            k: k as usize,
+            n: n as usize,
+            t: *scalars as usize,
+            rows: row_begin as usize..row_end as usize,
+        };
+        ternary_matmul::run(&call);
+    }
+}

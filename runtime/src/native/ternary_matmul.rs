@@ -1,0 +1,363 @@
+//! The ternary matmul micro-kernel (`KernelKind::TernaryMatmul`'s contract, exact): AVX-512 VNNI
+//! on x86-64 when the CPU has it, else a portable version with the same results.
+//!
+//! Weights are packed as `backends::kernel::layout` says (64-element blocks of 16 bytes: element j
+//! of a block in byte j % 16 at bits 6 − 2·(j / 16), code t + 1). Per block the 16 code bytes are
+//! broadcast to the four 128-bit lanes of a 512-bit register, lane q shifted right by 6 − 2q (as
+//! 16-bit lanes: the bits that cross into a byte are masked off) and masked with 3: lane q then
+//! holds the codes of elements 16q..16q + 15, in the order of one 64-byte load of activations, and
+//! one `vpdpbusd` (u8 codes × i8 activations) adds the block's 64 products into 16 i32 lanes.
+//! `acc = Σ code·x − Σ x` is exact in i32 (the true value fits for K ≤ `MAX_K`, and the wrapping
+//! intermediate sums cannot change it); then `y = f32(acc) / xs[t] · ws[0]` (+ `residual[t, n]`),
+//! in that order, as the reference.
+//!
+//! Loop order: row tiles of about `TILE_BYTES` of weights; in each tile, tokens in groups of
+//! `GROUP` (then one at a time), every row of the tile for each group, so one decoded block serves
+//! `GROUP` tokens and the tile stays in cache across groups. One token (decode) runs two
+//! accumulator chains over even and odd blocks. A K that is not a multiple of 64 runs its last block
+//! on a zero-padded copy of each token's last activations (the padding codes meet zeros).
+
+/// Weight bytes per row tile.
+const TILE_BYTES: usize = 256 * 1024;
+/// Tokens per group.
+const GROUP: usize = 4;
+/// Elements per packed block.
+const BLOCK: usize = 64;
+
+/// The shapes and buffers of one call (rows `rows` of `n`, all `t` tokens).
+pub(crate) struct Call {
+    pub(crate) xq: *const i8,
+    pub(crate) xs: *const f32,
+    pub(crate) w: *const u8,
+    pub(crate) ws: f32,
+    pub(crate) residual: *const f32,
+    pub(crate) out: *mut f32,
+    pub(crate) k: usize,
+    pub(crate) n: usize,
+    pub(crate) t: usize,
+    pub(crate) rows: std::ops::Range<usize>,
+}
+
+impl Call {
+    fn row_bytes(&self) -> usize {
+        self.k.div_ceil(BLOCK) * BLOCK / 4
+    }
+
+    /// Writes `out[t, row]` from the exact integer `acc`.
+    ///
+    /// # Safety
+    /// `t` and `row` are within the call's buffers.
+    unsafe fn store(&self, t: usize, row: usize, acc: i32) {
+        // SAFETY: the caller's indices are within `xs` (T) and `out`/`residual` (T × n).
+        unsafe {
+            let mut y = acc as f32 / *self.xs.add(t) * self.ws;
+            if !self.residual.is_null() {
+                y += *self.residual.add(t * self.n + row);
+            }
+            *self.out.add(t * self.n + row) = y;
+        }
+    }
+
+    /// Σ xq[t, ..K].
+    ///
+    /// # Safety
+    /// `t` is below the call's T.
+    unsafe fn xsum(&self, t: usize) -> i32 {
+        // SAFETY: row t of `xq` has K bytes.
+        let x = unsafe { std::slice::from_raw_parts(self.xq.add(t * self.k), self.k) };
+        x.iter().map(|&v| i32::from(v)).sum()
+    }
+}
+
+/// Runs `call` (see the module doc).
+///
+/// # Safety
+/// Every pointer is valid for the kernel's buffers at T tokens (the `KernelKind::TernaryMatmul`
+/// contract); `rows` is within `0..n`; `residual` is null or a `[T, n]` buffer.
+pub(crate) unsafe fn run(call: &Call) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if avx512::available() {
+            // SAFETY: the CPU has the features; the buffers are the caller's.
+            unsafe { avx512::run(call) };
+            return;
+        }
+    }
+    // SAFETY: the buffers are the caller's.
+    unsafe { portable(call) }
+}
+
+/// The code of element `j` of a packed row (0, 1 or 2).
+///
+/// # Safety
+/// `j` is below the padded K of the row at `row`.
+unsafe fn code(row: *const u8, j: usize) -> i32 {
+    let (block, e) = (j / BLOCK, j % BLOCK);
+    // SAFETY: byte e % 16 of block `block` is within the row.
+    let byte = unsafe { *row.add(block * 16 + e % 16) };
+    i32::from((byte >> (6 - 2 * (e / 16))) & 3)
+}
+
+/// The same results without SIMD.
+///
+/// # Safety
+/// As `run`.
+unsafe fn portable(call: &Call) {
+    let row_bytes = call.row_bytes();
+    for row in call.rows.clone() {
+        // SAFETY: row `row` of the packed weights has `row_bytes` bytes.
+        let wr = unsafe { call.w.add(row * row_bytes) };
+        for t in 0..call.t {
+            let mut acc = 0i32;
+            for j in 0..call.k {
+                // SAFETY: j < K and row t of `xq` has K bytes.
+                let (c, x) = unsafe { (code(wr, j), i32::from(*call.xq.add(t * call.k + j))) };
+                acc = acc.wrapping_add(c.wrapping_mul(x));
+            }
+            // SAFETY: t < T and row < n.
+            unsafe { call.store(t, row, acc.wrapping_sub(call.xsum(t))) };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{BLOCK, Call, GROUP, TILE_BYTES};
+    use std::arch::x86_64::*;
+
+    /// Whether this CPU runs the AVX-512 VNNI kernel.
+    pub(super) fn available() -> bool {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+    }
+
+    /// Per 16-bit lane of a 512-bit register, the right shift of its 128-bit lane q: 6 − 2q.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn shifts() -> __m512i {
+        // Arguments from the top 64-bit element down: lane 3 (0), lane 2 (2), lane 1 (4), lane 0 (6).
+        let s = |v: i64| v * 0x0001_0001_0001_0001;
+        _mm512_set_epi64(s(0), s(0), s(2), s(2), s(4), s(4), s(6), s(6))
+    }
+
+    /// The 64 codes of block `b` of the row at `wr`, in activation order (see the module doc).
+    ///
+    /// # Safety
+    /// Block `b` is within the row.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn codes(wr: *const u8, b: usize, sh: __m512i, three: __m512i) -> __m512i {
+        // SAFETY: 16 bytes of block `b`.
+        let c = unsafe { _mm_loadu_si128(wr.add(b * 16).cast()) };
+        _mm512_and_si512(_mm512_srlv_epi16(_mm512_broadcast_i32x4(c), sh), three)
+    }
+
+    /// 64 activations of block `b` of token row `x` (the last block from `tail`, when K has one).
+    ///
+    /// # Safety
+    /// Block `b` is a whole block of the row, or the tail block with `tail` holding it.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn acts(x: *const i8, b: usize, full: usize, tail: &[i8; BLOCK]) -> __m512i {
+        // SAFETY: a whole block of K bytes, or the padded copy of the last one.
+        unsafe {
+            if b < full {
+                _mm512_loadu_si512(x.add(b * BLOCK).cast())
+            } else {
+                _mm512_loadu_si512(tail.as_ptr().cast())
+            }
+        }
+    }
+
+    /// The zero-padded last partial block of token row `x` (zeros when K has none).
+    ///
+    /// # Safety
+    /// `x` has K bytes.
+    unsafe fn tail_of(x: *const i8, k: usize) -> [i8; BLOCK] {
+        let mut t = [0i8; BLOCK];
+        let full = k / BLOCK * BLOCK;
+        // SAFETY: bytes full..k of the row.
+        unsafe { std::ptr::copy_nonoverlapping(x.add(full), t.as_mut_ptr(), k - full) };
+        t
+    }
+
+    /// `G` tokens from `t0` over rows `rows`.
+    ///
+    /// # Safety
+    /// As `super::run`; `t0 + G ≤ T`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn group<const G: usize>(call: &Call, t0: usize, rows: std::ops::Range<usize>) {
+        let blocks = call.k.div_ceil(BLOCK);
+        let full = call.k / BLOCK;
+        let row_bytes = call.row_bytes();
+        let (sh, three) = (shifts(), _mm512_set1_epi8(3));
+        // SAFETY: tokens t0..t0 + G are below T; their rows have K bytes.
+        let xs: [*const i8; G] = std::array::from_fn(|g| unsafe { call.xq.add((t0 + g) * call.k) });
+        let tails: [[i8; BLOCK]; G] = std::array::from_fn(|g| unsafe { tail_of(xs[g], call.k) });
+        let sums: [i32; G] = std::array::from_fn(|g| unsafe { call.xsum(t0 + g) });
+        for row in rows {
+            // SAFETY: row `row` of the packed weights.
+            let wr = unsafe { call.w.add(row * row_bytes) };
+            let mut acc = [_mm512_setzero_si512(); G];
+            for b in 0..blocks {
+                // SAFETY: block b of the row; each token's block b.
+                unsafe {
+                    let c = codes(wr, b, sh, three);
+                    for g in 0..G {
+                        acc[g] = _mm512_dpbusd_epi32(acc[g], c, acts(xs[g], b, full, &tails[g]));
+                    }
+                }
+            }
+            for g in 0..G {
+                let dot = _mm512_reduce_add_epi32(acc[g]);
+                // SAFETY: token t0 + g and row `row` are within the call.
+                unsafe { call.store(t0 + g, row, dot.wrapping_sub(sums[g])) };
+            }
+        }
+    }
+
+    /// One token (`t`) over rows `rows`, with two accumulator chains (even and odd blocks).
+    ///
+    /// # Safety
+    /// As `super::run`; `t < T`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn single(call: &Call, t: usize, rows: std::ops::Range<usize>) {
+        let blocks = call.k.div_ceil(BLOCK);
+        let full = call.k / BLOCK;
+        let row_bytes = call.row_bytes();
+        let (sh, three) = (shifts(), _mm512_set1_epi8(3));
+        // SAFETY: token t's row has K bytes.
+        let x = unsafe { call.xq.add(t * call.k) };
+        let tail = unsafe { tail_of(x, call.k) };
+        let sum = unsafe { call.xsum(t) };
+        for row in rows {
+            // SAFETY: row `row` of the packed weights.
+            let wr = unsafe { call.w.add(row * row_bytes) };
+            let (mut a0, mut a1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+            let mut b = 0;
+            // SAFETY: blocks b and b + 1 of the row and of the token's activations.
+            unsafe {
+                while b + 1 < blocks {
+                    a0 = _mm512_dpbusd_epi32(a0, codes(wr, b, sh, three), acts(x, b, full, &tail));
+                    a1 = _mm512_dpbusd_epi32(
+                        a1,
+                        codes(wr, b + 1, sh, three),
+                        acts(x, b + 1, full, &tail),
+                    );
+                    b += 2;
+                }
+                if b < blocks {
+                    a0 = _mm512_dpbusd_epi32(a0, codes(wr, b, sh, three), acts(x, b, full, &tail));
+                }
+            }
+            let dot = _mm512_reduce_add_epi32(_mm512_add_epi32(a0, a1));
+            // SAFETY: token t and row `row` are within the call.
+            unsafe { call.store(t, row, dot.wrapping_sub(sum)) };
+        }
+    }
+
+    /// Runs `call` (see the module doc).
+    ///
+    /// # Safety
+    /// As `super::run`, on a CPU with the features (`available`).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) unsafe fn run(call: &Call) {
+        let tile = (TILE_BYTES / call.row_bytes().max(1)).max(1);
+        let mut start = call.rows.start;
+        while start < call.rows.end {
+            let end = (start + tile).min(call.rows.end);
+            let mut t = 0;
+            // SAFETY: the caller's buffers; every token group is within T.
+            unsafe {
+                while t + GROUP <= call.t {
+                    group::<GROUP>(call, t, start..end);
+                    t += GROUP;
+                }
+                while t < call.t {
+                    single(call, t, start..end);
+                    t += 1;
+                }
+            }
+            start = end;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    /// A random packed row set, activations and scales; runs both versions and compares bit for bit.
+    fn check(k: usize, n: usize, t: usize, residual: bool, seed: u64) {
+        let mut s = seed;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let row_bytes = k.div_ceil(BLOCK) * BLOCK / 4;
+        let mut w: Vec<u8> = (0..n * row_bytes).map(|_| 0).collect();
+        for row in 0..n {
+            for j in 0..k.div_ceil(BLOCK) * BLOCK {
+                // Codes 0..=2 within K, 1 (zero weight) in the padding.
+                let c = if j < k { (next() % 3) as u8 } else { 1 };
+                let (block, e) = (j / BLOCK, j % BLOCK);
+                w[row * row_bytes + block * 16 + e % 16] |= c << (6 - 2 * (e / 16));
+            }
+        }
+        let xq: Vec<i8> = (0..t * k).map(|_| (next() % 255) as i8).collect();
+        let xs: Vec<f32> = (0..t).map(|i| 1.0 + i as f32 * 0.37).collect();
+        let res: Vec<f32> = (0..t * n).map(|i| (i % 7) as f32 * 0.25 - 0.5).collect();
+        let run_with = |simd: bool| {
+            let mut out = vec![0f32; t * n];
+            let call = Call {
+                xq: xq.as_ptr(),
+                xs: xs.as_ptr(),
+                w: w.as_ptr(),
+                ws: 0.731,
+                residual: if residual { res.as_ptr() } else { std::ptr::null() },
+                out: out.as_mut_ptr(),
+                k,
+                n,
+                t,
+                rows: 1.min(n)..n,
+            };
+            // SAFETY: the buffers above have the call's shapes.
+            unsafe {
+                if simd {
+                    run(&call)
+                } else {
+                    portable(&call)
+                }
+            };
+            out
+        };
+        let (a, b) = (run_with(true), run_with(false));
+        assert_eq!(
+            a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            b.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "k {k} n {n} t {t} residual {residual}"
+        );
+        // Row 0 is outside the call: untouched.
+        assert!((0..t).all(|i| a[i * n] == 0.0));
+    }
+
+    #[test]
+    fn the_simd_kernel_equals_the_portable_one_at_awkward_shapes() {
+        for (k, n, t) in [
+            (64, 3, 1),
+            (128, 5, 4),
+            (100, 7, 5),
+            (1, 2, 3),
+            (2560, 9, 9),
+            (6912, 3, 2),
+            (200, 300, 6),
+        ] {
+            check(k, n, t, false, (k * 31 + n * 7 + t) as u64);
+            check(k, n, t, true, (k * 17 + n * 3 + t) as u64 + 1);
+        }
+    }
+}
