@@ -13,8 +13,8 @@
 //!
 //! Loop order: row tiles of about `TILE_BYTES` of weights; in each tile, tokens in groups of
 //! `GROUP` (then one at a time), every row of the tile for each group, so one decoded block serves
-//! `GROUP` tokens and the tile stays in cache across groups. One token (decode) runs two
-//! accumulator chains over even and odd blocks. A K that is not a multiple of 64 runs its last block
+//! `GROUP` tokens and the tile stays in cache across groups. One token (decode) runs four
+//! accumulator chains and prefetches the weights two rows ahead. A K that is not a multiple of 64 runs its last block
 //! on a zero-padded copy of each token's last activations (the padding codes meet zeros).
 
 /// Weight bytes per row tile.
@@ -23,6 +23,8 @@ const TILE_BYTES: usize = 256 * 1024;
 const GROUP: usize = 4;
 /// Elements per packed block.
 const BLOCK: usize = 64;
+/// Rows ahead whose weights one token's loop prefetches.
+const PREFETCH_ROWS: usize = 2;
 
 /// The shapes and buffers of one call (rows `rows` of `n`, all `t` tokens).
 pub(crate) struct Call {
@@ -122,7 +124,7 @@ unsafe fn portable(call: &Call) {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{BLOCK, Call, GROUP, TILE_BYTES};
+    use super::{BLOCK, Call, GROUP, PREFETCH_ROWS, TILE_BYTES};
     use std::arch::x86_64::*;
 
     /// Whether this CPU runs the AVX-512 VNNI kernel.
@@ -216,7 +218,8 @@ mod avx512 {
         }
     }
 
-    /// One token (`t`) over rows `rows`, with two accumulator chains (even and odd blocks).
+    /// One token (`t`) over rows `rows`, with four accumulator chains (blocks modulo 4), each row
+    /// prefetching the row `PREFETCH_ROWS` on.
     ///
     /// # Safety
     /// As `super::run`; `t < T`.
@@ -230,27 +233,41 @@ mod avx512 {
         let x = unsafe { call.xq.add(t * call.k) };
         let tail = unsafe { tail_of(x, call.k) };
         let sum = unsafe { call.xsum(t) };
+        let last_row = call.rows.end;
         for row in rows {
             // SAFETY: row `row` of the packed weights.
             let wr = unsafe { call.w.add(row * row_bytes) };
-            let (mut a0, mut a1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
-            let mut b = 0;
-            // SAFETY: blocks b and b + 1 of the row and of the token's activations.
-            unsafe {
-                while b + 1 < blocks {
-                    a0 = _mm512_dpbusd_epi32(a0, codes(wr, b, sh, three), acts(x, b, full, &tail));
-                    a1 = _mm512_dpbusd_epi32(
-                        a1,
-                        codes(wr, b + 1, sh, three),
-                        acts(x, b + 1, full, &tail),
-                    );
-                    b += 2;
-                }
-                if b < blocks {
-                    a0 = _mm512_dpbusd_epi32(a0, codes(wr, b, sh, three), acts(x, b, full, &tail));
+            if row + PREFETCH_ROWS < last_row {
+                // SAFETY: a prefetch of the call's own rows (no access happens).
+                let ahead = unsafe { wr.add(PREFETCH_ROWS * row_bytes) };
+                let mut line = 0;
+                while line < row_bytes {
+                    // SAFETY: within the row `PREFETCH_ROWS` on.
+                    unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.add(line).cast()) };
+                    line += 64;
                 }
             }
-            let dot = _mm512_reduce_add_epi32(_mm512_add_epi32(a0, a1));
+            let mut a = [_mm512_setzero_si512(); 4];
+            let mut b = 0;
+            // SAFETY: blocks b..b + 4 of the row and of the token's activations.
+            unsafe {
+                while b + 4 <= blocks {
+                    for (i, acc) in a.iter_mut().enumerate() {
+                        *acc = _mm512_dpbusd_epi32(
+                            *acc,
+                            codes(wr, b + i, sh, three),
+                            acts(x, b + i, full, &tail),
+                        );
+                    }
+                    b += 4;
+                }
+                while b < blocks {
+                    a[0] = _mm512_dpbusd_epi32(a[0], codes(wr, b, sh, three), acts(x, b, full, &tail));
+                    b += 1;
+                }
+            }
+            let both = _mm512_add_epi32(_mm512_add_epi32(a[0], a[1]), _mm512_add_epi32(a[2], a[3]));
+            let dot = _mm512_reduce_add_epi32(both);
             // SAFETY: token t and row `row` are within the call.
             unsafe { call.store(t, row, dot.wrapping_sub(sum)) };
         }
