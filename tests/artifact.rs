@@ -162,7 +162,14 @@ fn same_inputs_give_identical_bytes() {
     assert_eq!(m.program.context, 8);
     // Every runtime symbol gets a slot: the math functions and the micro-kernels.
     let symbols: Vec<&str> = m.imports.iter().map(|i| i.symbol.as_str()).collect();
-    assert_eq!(symbols, ["bitnet_rt_exp_f64", "bitnet_rt_ternary_matmul"]);
+    assert_eq!(
+        symbols,
+        [
+            "bitnet_rt_exp_f64",
+            "bitnet_rt_ternary_matmul",
+            "bitnet_rt_matmul_nt_half"
+        ]
+    );
     assert_eq!(m.target.arch, std::env::consts::ARCH);
     let names: Vec<&str> = m.sections.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(

@@ -6,6 +6,7 @@
 //! The calling convention of a micro-kernel symbol: the kernel ABI (`crate::program::KernelFn`:
 //! buffers, scalars `[T, pos]`, row range) followed by the kernel's static parameters as i64.
 
+mod matmul_half;
 mod ternary_matmul;
 
 /// The symbol of the ternary matmul micro-kernel.
@@ -47,5 +48,39 @@ pub unsafe extern "C" fn ternary_matmul(
             rows: row_begin as usize..row_end as usize,
         };
         ternary_matmul::run(&call);
+    }
+}
+
+/// The symbol of the 16-bit float matmul micro-kernel.
+pub const MATMUL_NT_HALF: &str = "bitnet_rt_matmul_nt_half";
+
+/// `KernelKind::MatmulNtHalf` with `k`, `n` and the format (0: bf16, 1: f16) as arguments (see
+/// the module doc and `matmul_half`).
+///
+/// # Safety
+/// `bufs` and `scalars` are a kernel call's, the buffers those of a 16-bit float matmul of these
+/// shapes and format, and `row_begin..row_end` within `0..n`.
+pub unsafe extern "C" fn matmul_nt_half(
+    bufs: *const *mut u8,
+    scalars: *const i64,
+    row_begin: i64,
+    row_end: i64,
+    k: i64,
+    n: i64,
+    f16: i64,
+) {
+    // SAFETY: the caller's table has the kernel's three buffers and [T, pos].
+    unsafe {
+        let call = matmul_half::Call {
+            x: (*bufs).cast_const().cast(),
+            w: (*bufs.add(1)).cast_const().cast(),
+            out: (*bufs.add(2)).cast(),
+            k: k as usize,
+            n: n as usize,
+            t: *scalars as usize,
+            f16: f16 != 0,
+            rows: row_begin as usize..row_end as usize,
+        };
+        matmul_half::run(&call);
     }
 }

@@ -116,6 +116,23 @@ pub fn micro_kernel_signature(isa: &dyn TargetIsa, params: usize) -> Signature {
     sig
 }
 
+/// Whether kernels on `isa` call the runtime's AVX-512 micro-kernels (`bitnet_runtime::native`:
+/// the ternary matmul and the 16-bit float lm_head) instead of code generated here: x86-64 with
+/// AVX-512 F, VL, DQ and VNNI (every such CPU also has BW and F16C, which the micro-kernels check
+/// themselves, falling back to portable code with the same results).
+pub fn uses_micro_kernels(isa: &dyn TargetIsa) -> bool {
+    let flags = isa.isa_flags();
+    let flag = |name: &str| {
+        flags
+            .iter()
+            .any(|v| v.name == name && v.as_bool() == Some(true))
+    };
+    isa.name() == "x64"
+        && ["has_avx512f", "has_avx512vl", "has_avx512dq", "has_avx512vnni"]
+            .iter()
+            .all(|f| flag(f))
+}
+
 /// The entry values of a kernel.
 pub(crate) struct Entry {
     /// `bufs`: the buffer addresses.

@@ -15,6 +15,10 @@
 //!   by 2^112 (exact) gives the weight. Infinities and NaN do not survive (`layout` refuses weights
 //!   that overflow f16).
 //!
+//! On x86-64 with AVX-512 (`emit::uses_micro_kernels`) the kernel calls the runtime's
+//! micro-kernel instead (`bitnet_runtime::native::matmul_nt_half`: 512-bit lanes, four tokens per
+//! widened weight chunk, its own fixed order of sums, the same for any number of tokens).
+//!
 //! With f16, each row first touches one byte per cache line of the next row's weights (loads whose
 //! values are unused), so that row is on its way from memory while this one is computed.
 //!
@@ -215,6 +219,28 @@ pub fn build(module: &mut dyn Module, p: &MatmulNtHalfParams) -> Result<FuncId, 
     let MatmulNtHalfParams { k, n, format } = *p;
     if k == 0 {
         return Err(bad_params(name, "k must be at least 1"));
+    }
+    if crate::cpu::emit::uses_micro_kernels(module.isa()) {
+        // The runtime's AVX-512 micro-kernel (`bitnet_runtime::native::matmul_nt_half`).
+        let sig = crate::cpu::emit::micro_kernel_signature(module.isa(), 3);
+        let id = module
+            .declare_function(
+                bitnet_runtime::native::MATMUL_NT_HALF,
+                cranelift_module::Linkage::Import,
+                &sig,
+            )
+            .map_err(|e| crate::cpu::emit::codegen_err(name, e))?;
+        let params = [
+            i64::try_from(k).map_err(|_| bad_params(name, "k beyond i64"))?,
+            i64::try_from(n).map_err(|_| bad_params(name, "n beyond i64"))?,
+            i64::from(format == HalfFormat::F16),
+        ];
+        off32(name, mul(name, k, 4)?)?;
+        return define_kernel(module, name, TableLoads::Fixed, &[id], |b, e| {
+            let f = e.import(name, 0)?;
+            e.call_micro_kernel(b, f, &params);
+            Ok(())
+        });
     }
     let fma = has_fma(module);
     let row_bytes = imm64(name, mul(name, k, 4)?)?;

@@ -154,27 +154,10 @@ impl DotStrategy {
 /// Defines the kernel `p` in `module`, with the module ISA's best `DotStrategy`.
 pub fn build(module: &mut dyn Module, p: &TernaryMatmulParams) -> Result<FuncId, BackendError> {
     let strategy = DotStrategy::for_isa(module.isa());
-    if uses_micro_kernel(module.isa()) {
+    if crate::cpu::emit::uses_micro_kernels(module.isa()) {
         return build_micro_kernel_call(module, p, strategy);
     }
     build_with(module, p, strategy)
-}
-
-/// Whether the kernel on `isa` calls the runtime's AVX-512 VNNI micro-kernel
-/// (`bitnet_runtime::native::ternary_matmul`: 512-bit dot products, four tokens per decoded
-/// weight block; the same results) instead of the code generated here: x86-64 with AVX-512 F, VL,
-/// DQ and VNNI (every such CPU also has BW, which the micro-kernel checks itself).
-pub fn uses_micro_kernel(isa: &dyn TargetIsa) -> bool {
-    let flags = isa.isa_flags();
-    let flag = |name: &str| {
-        flags
-            .iter()
-            .any(|v| v.name == name && v.as_bool() == Some(true))
-    };
-    isa.name() == "x64"
-        && ["has_avx512f", "has_avx512vl", "has_avx512dq", "has_avx512vnni"]
-            .iter()
-            .all(|f| flag(f))
 }
 
 /// Defines kernel `p` as a call of the runtime's micro-kernel with `k`, `n` and `residual`.
