@@ -7,7 +7,7 @@
 //! follow in order. One 64-byte load holds four groups (32 weights): the low halves widen to the
 //! f32 weights 8g + l, the high halves to 8g + 4 + l (bf16: a shift or a mask; f16: `vcvtph2ps`,
 //! exact), and the activations are gathered into the same order by two permutes of two 64-byte
-//! loads.
+//! loads: once per call into a stack buffer when K ≤ 4096, else for every row.
 //!
 //! The order of the f32 sums is fixed per output element, whatever the number of tokens in the call
 //! or the rows another thread takes: chunk c of 32 weights adds its low products into accumulator
@@ -24,6 +24,8 @@ const GROUP: usize = 4;
 const PREFETCH_ROWS: usize = 2;
 /// Weights per chunk (one 64-byte load).
 const CHUNK: usize = 32;
+/// Half the most activations per token gathered once into the weights' order (on the stack).
+const PERMUTED_MAX: usize = 2048;
 
 /// The shapes and buffers of one call (rows `rows` of `n`, all `t` tokens).
 pub(crate) struct Call {
@@ -113,7 +115,8 @@ unsafe fn dot_portable(x: *const f32, wr: *const u16, k: usize, f16: bool) -> f3
         for j in k / 8 * 8..k {
             s = (*x.add(j)).mul_add(widen(*wr.add(j), f16), s);
         }
-        let v: [f32; 16] = std::array::from_fn(|i| (acc[0][i] + acc[1][i]) + (acc[2][i] + acc[3][i]));
+        let v: [f32; 16] =
+            std::array::from_fn(|i| (acc[0][i] + acc[1][i]) + (acc[2][i] + acc[3][i]));
         reduce16(&v) + s
     }
 }
@@ -149,7 +152,7 @@ unsafe fn portable(call: &Call) {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{CHUNK, Call, GROUP, PREFETCH_ROWS};
+    use super::{CHUNK, Call, GROUP, PERMUTED_MAX, PREFETCH_ROWS};
     use std::arch::x86_64::*;
 
     /// Whether this CPU runs the AVX-512 kernel (for f16 weights: also F16C).
@@ -192,6 +195,24 @@ mod avx512 {
         let hi_idx = _mm512_setr_epi32(4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
         // SAFETY: tokens t0..t0 + G are below T.
         let xs: [*const f32; G] = std::array::from_fn(|g| unsafe { call.x.add((t0 + g) * k) });
+        // Each token's chunks gathered once into the weights' order (low lanes, then high), when
+        // they fit the stack buffer; else gathered per row (the same values, the same sums).
+        let mut gathered = [[0f32; PERMUTED_MAX * 2]; G];
+        let pre = chunks * CHUNK <= PERMUTED_MAX * 2;
+        if pre {
+            for g in 0..G {
+                for c in 0..chunks {
+                    // SAFETY: chunk c of token g's row; 32 floats of its buffer.
+                    unsafe {
+                        let x0 = _mm512_loadu_ps(xs[g].add(c * CHUNK));
+                        let x1 = _mm512_loadu_ps(xs[g].add(c * CHUNK + 16));
+                        let dst = gathered[g].as_mut_ptr().add(c * CHUNK);
+                        _mm512_storeu_ps(dst, _mm512_permutex2var_ps(x0, lo_idx, x1));
+                        _mm512_storeu_ps(dst.add(16), _mm512_permutex2var_ps(x0, hi_idx, x1));
+                    }
+                }
+            }
+        }
         let last_row = call.rows.end;
         for row in rows {
             // SAFETY: row `row` of the weights.
@@ -207,24 +228,47 @@ mod avx512 {
                     line += 64;
                 }
             }
-            let mut acc = [[_mm512_setzero_ps(); 4]; G];
-            for c in 0..chunks {
-                // SAFETY: chunk c of the row and of each token's row.
-                unsafe {
-                    let (wl, wh) = weights(wr.add(c * CHUNK), call.f16);
-                    let (a, b) = ((2 * c) % 4, (2 * c + 1) % 4);
-                    for g in 0..G {
-                        let x0 = _mm512_loadu_ps(xs[g].add(c * CHUNK));
-                        let x1 = _mm512_loadu_ps(xs[g].add(c * CHUNK + 16));
-                        let xl = _mm512_permutex2var_ps(x0, lo_idx, x1);
-                        let xh = _mm512_permutex2var_ps(x0, hi_idx, x1);
-                        acc[g][a] = _mm512_fmadd_ps(xl, wl, acc[g][a]);
-                        acc[g][b] = _mm512_fmadd_ps(xh, wh, acc[g][b]);
+            // Four accumulators per token, each indexed statically so that they stay in registers:
+            // even chunks into 0 and 1, odd ones into 2 and 3.
+            let mut acc0 = [_mm512_setzero_ps(); G];
+            let mut acc1 = [_mm512_setzero_ps(); G];
+            let mut acc2 = [_mm512_setzero_ps(); G];
+            let mut acc3 = [_mm512_setzero_ps(); G];
+            macro_rules! chunk {
+                ($c:expr, $lo:ident, $hi:ident) => {{
+                    let c = $c;
+                    // SAFETY: chunk c of the row and of each token's row (or its gathered copy).
+                    unsafe {
+                        let (wl, wh) = weights(wr.add(c * CHUNK), call.f16);
+                        for g in 0..G {
+                            let (xl, xh) = if pre {
+                                let src = gathered[g].as_ptr().add(c * CHUNK);
+                                (_mm512_loadu_ps(src), _mm512_loadu_ps(src.add(16)))
+                            } else {
+                                let x0 = _mm512_loadu_ps(xs[g].add(c * CHUNK));
+                                let x1 = _mm512_loadu_ps(xs[g].add(c * CHUNK + 16));
+                                (
+                                    _mm512_permutex2var_ps(x0, lo_idx, x1),
+                                    _mm512_permutex2var_ps(x0, hi_idx, x1),
+                                )
+                            };
+                            $lo[g] = _mm512_fmadd_ps(xl, wl, $lo[g]);
+                            $hi[g] = _mm512_fmadd_ps(xh, wh, $hi[g]);
+                        }
                     }
-                }
+                }};
+            }
+            let mut c = 0;
+            while c + 2 <= chunks {
+                chunk!(c, acc0, acc1);
+                chunk!(c + 1, acc2, acc3);
+                c += 2;
+            }
+            if c < chunks {
+                chunk!(c, acc0, acc1);
             }
             for g in 0..G {
-                let [a0, a1, a2, a3] = acc[g];
+                let (a0, a1, a2, a3) = (acc0[g], acc1[g], acc2[g], acc3[g]);
                 let v = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
                 let mut lanes = [0f32; 16];
                 // SAFETY: 16 lanes into 16 floats.
@@ -320,18 +364,16 @@ mod tests {
                 rows,
             };
             // SAFETY: the buffers have the call's shapes.
-            unsafe {
-                if simd {
-                    run(&call)
-                } else {
-                    portable(&call)
-                }
-            };
+            unsafe { if simd { run(&call) } else { portable(&call) } };
             out
         };
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         let all = go(true, t, 0..n);
-        assert_eq!(bits(&all), bits(&go(false, t, 0..n)), "k {k} n {n} t {t} f16 {f16}");
+        assert_eq!(
+            bits(&all),
+            bits(&go(false, t, 0..n)),
+            "k {k} n {n} t {t} f16 {f16}"
+        );
         // The last token alone gives its row of the full call, bit for bit.
         let last = go(true, 1, 0..n);
         assert_eq!(bits(&last), bits(&all[..n]), "token 0 alone");
@@ -348,7 +390,15 @@ mod tests {
 
     #[test]
     fn the_simd_kernel_equals_the_portable_one_at_awkward_shapes() {
-        for (k, n, t) in [(32, 3, 1), (64, 5, 5), (100, 7, 9), (7, 2, 3), (2560, 9, 4), (45, 300, 6)] {
+        for (k, n, t) in [
+            (32, 3, 1),
+            (64, 5, 5),
+            (100, 7, 9),
+            (7, 2, 3),
+            (2560, 9, 4),
+            (45, 300, 6),
+            (4100, 3, 5),
+        ] {
             check(k, n, t, false, (k * 31 + n) as u64);
             check(k, n, t, true, (k * 17 + t) as u64);
         }

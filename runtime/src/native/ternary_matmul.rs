@@ -262,7 +262,8 @@ mod avx512 {
                     b += 4;
                 }
                 while b < blocks {
-                    a[0] = _mm512_dpbusd_epi32(a[0], codes(wr, b, sh, three), acts(x, b, full, &tail));
+                    a[0] =
+                        _mm512_dpbusd_epi32(a[0], codes(wr, b, sh, three), acts(x, b, full, &tail));
                     b += 1;
                 }
             }
@@ -335,7 +336,11 @@ mod tests {
                 xs: xs.as_ptr(),
                 w: w.as_ptr(),
                 ws: 0.731,
-                residual: if residual { res.as_ptr() } else { std::ptr::null() },
+                residual: if residual {
+                    res.as_ptr()
+                } else {
+                    std::ptr::null()
+                },
                 out: out.as_mut_ptr(),
                 k,
                 n,
@@ -343,13 +348,7 @@ mod tests {
                 rows: 1.min(n)..n,
             };
             // SAFETY: the buffers above have the call's shapes.
-            unsafe {
-                if simd {
-                    run(&call)
-                } else {
-                    portable(&call)
-                }
-            };
+            unsafe { if simd { run(&call) } else { portable(&call) } };
             out
         };
         let (a, b) = (run_with(true), run_with(false));

@@ -128,9 +128,14 @@ pub fn uses_micro_kernels(isa: &dyn TargetIsa) -> bool {
             .any(|v| v.name == name && v.as_bool() == Some(true))
     };
     isa.name() == "x64"
-        && ["has_avx512f", "has_avx512vl", "has_avx512dq", "has_avx512vnni"]
-            .iter()
-            .all(|f| flag(f))
+        && [
+            "has_avx512f",
+            "has_avx512vl",
+            "has_avx512dq",
+            "has_avx512vnni",
+        ]
+        .iter()
+        .all(|f| flag(f))
 }
 
 /// The entry values of a kernel.
