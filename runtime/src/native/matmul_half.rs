@@ -93,7 +93,8 @@ unsafe fn dot_portable(x: *const f32, wr: *const u16, k: usize, f16: bool) -> f3
     unsafe {
         let chunks = k / CHUNK;
         let mut acc = [[0f32; 16]; 4];
-        #[allow(clippy::needless_range_loop)] // i is the lane; it also picks the weights and activations
+        #[allow(clippy::needless_range_loop)]
+        // i is the lane; it also picks the weights and activations
         for c in 0..chunks {
             for i in 0..16 {
                 let (g, l) = (c * 4 + i / 4, i % 4);
