@@ -7,7 +7,7 @@
 
 use crate::Error;
 use crate::jit::{Options, Origin};
-use crate::tokenizer::{LazyTokenizer, TokenizerSource};
+use crate::tokenizer::LazyTokenizer;
 use bitnet_runtime::chat::{ChatError, ChatTemplate};
 use bitnet_runtime::gpu::driver::CudaDevice;
 use bitnet_runtime::gpu::load::load_gpu_program;
@@ -74,23 +74,17 @@ pub fn open_gpu(path: &Path, options: &Options, ordinal: usize) -> Result<GpuMod
         let start = Instant::now();
         let loaded = load_gpu_program(path)?;
         let import_time = start.elapsed();
-        let tokenizer = match loaded.tokenizer {
-            Some(json) => TokenizerSource::Artifact {
-                path: path.to_path_buf(),
-                json,
-                special: loaded.tokenizer_special,
-            },
-            None => TokenizerSource::None,
-        };
-        let chat_template = loaded
-            .chat_template
-            .map(|bytes| ChatTemplate::from_section(&bytes, &path.display().to_string()))
-            .transpose();
+        let (tokenizer, chat_template) = crate::jit::artifact_text(
+            path,
+            loaded.tokenizer,
+            loaded.tokenizer_special,
+            loaded.chat_template,
+        );
         let start = Instant::now();
         let executor = on_device(loaded.program, ordinal)?;
         return Ok(GpuModel {
             executor,
-            tokenizer: LazyTokenizer::new(tokenizer),
+            tokenizer,
             chat_template,
             source: path.to_path_buf(),
             origin: Origin::Artifact,

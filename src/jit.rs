@@ -176,6 +176,28 @@ impl Compiled {
     }
 }
 
+/// The tokenizer (built on first use) and chat template of the artifact at `path`, from its
+/// `tokenizer`, `tokenizer_special` and `chat_template` sections (CPU and CUDA artifacts alike).
+pub(crate) fn artifact_text(
+    path: &Path,
+    tokenizer: Option<Vec<u8>>,
+    special: Option<Vec<u8>>,
+    chat_template: Option<Vec<u8>>,
+) -> (LazyTokenizer, Result<Option<ChatTemplate>, ChatError>) {
+    let source = match tokenizer {
+        Some(json) => TokenizerSource::Artifact {
+            path: path.to_path_buf(),
+            json,
+            special,
+        },
+        None => TokenizerSource::None,
+    };
+    let template = chat_template
+        .map(|bytes| ChatTemplate::from_section(&bytes, &path.display().to_string()))
+        .transpose();
+    (LazyTokenizer::new(source), template)
+}
+
 /// Compiles the model at `path` for this CPU, or loads it if it is a `.bnx` artifact.
 pub fn compile(path: &Path, options: &Options) -> Result<Compiled, Error> {
     let stage = |name: &str| {
@@ -189,22 +211,16 @@ pub fn compile(path: &Path, options: &Options) -> Result<Compiled, Error> {
         let loaded = bitnet_runtime::artifact::load_program(path)
             .map_err(bitnet_runtime::RuntimeError::from)?;
         let weight_bytes = loaded.program.weights.len() as u64;
-        let tokenizer = match loaded.tokenizer {
-            Some(json) => TokenizerSource::Artifact {
-                path: path.to_path_buf(),
-                json,
-                special: loaded.tokenizer_special,
-            },
-            None => TokenizerSource::None,
-        };
-        let chat_template = loaded
-            .chat_template
-            .map(|bytes| ChatTemplate::from_section(&bytes, &path.display().to_string()))
-            .transpose();
+        let (tokenizer, chat_template) = artifact_text(
+            path,
+            loaded.tokenizer,
+            loaded.tokenizer_special,
+            loaded.chat_template,
+        );
         let exec = bitnet_runtime::Executor::new(loaded.program, options.cpu.threads)?;
         return Ok(Compiled {
             exec,
-            tokenizer: LazyTokenizer::new(tokenizer),
+            tokenizer,
             chat_template,
             source: path.to_path_buf(),
             origin: Origin::Artifact,

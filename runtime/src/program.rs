@@ -76,6 +76,65 @@ pub struct Launch {
     pub per_sequence: Option<Vec<u64>>,
 }
 
+impl Launch {
+    /// Checks that every buffer of this launch (number `index` of its plan) lies within its
+    /// region; `sizes` are the bytes of the arena, the weights and the KV cache.
+    pub fn check_buffers(&self, index: usize, sizes: [u64; 3]) -> Result<(), crate::RuntimeError> {
+        for (bi, b) in self.bufs.iter().enumerate() {
+            let size = match b.region {
+                Region::Arena => sizes[0],
+                Region::Weights => sizes[1],
+                Region::Kv => sizes[2],
+            };
+            if b.offset.checked_add(b.bytes).is_none_or(|end| end > size) {
+                return Err(crate::RuntimeError::BadBuffer {
+                    launch: index,
+                    label: self.label.clone(),
+                    index: bi,
+                    region: b.region,
+                    offset: b.offset,
+                    bytes: b.bytes,
+                    size,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that this launch's strides (`what`: last-token or per-sequence) name every buffer
+    /// and that `context` rows of each stride fit in its buffer (so any token's row does, for
+    /// T ≤ context).
+    pub fn check_strides(
+        &self,
+        index: usize,
+        what: &str,
+        strides: &[u64],
+        context: u64,
+    ) -> Result<(), crate::RuntimeError> {
+        let bad = |detail: String| crate::RuntimeError::BadStrides {
+            launch: index,
+            label: self.label.clone(),
+            detail: format!("{what} strides: {detail}"),
+        };
+        if strides.len() != self.bufs.len() {
+            return Err(bad(format!(
+                "{} strides for {} buffers",
+                strides.len(),
+                self.bufs.len()
+            )));
+        }
+        for (bi, (b, &stride)) in self.bufs.iter().zip(strides).enumerate() {
+            if stride.checked_mul(context).is_none_or(|end| end > b.bytes) {
+                return Err(bad(format!(
+                    "buffer {bi}: {context} rows of {stride} bytes exceed its {} bytes",
+                    b.bytes
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A compiled model step: `tokens[T] → logits[T, vocab]`, updating the KV cache at `pos`.
 pub struct Program {
     /// The kernels, by index: their symbol names and entry points.

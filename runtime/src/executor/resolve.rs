@@ -5,7 +5,7 @@
 use super::aligned_buf::Aligned;
 use crate::AlignedBytes;
 use crate::error::RuntimeError;
-use crate::program::{Launch, Program, Region};
+use crate::program::{Program, Region};
 
 /// Every launch's buffer addresses in `arena`, the weights and `kv` (the first KV slot), and the
 /// addresses the `last_token` launches start from.
@@ -38,34 +38,24 @@ pub(super) fn resolve(
                 count: program.kernels.len(),
             });
         }
+        l.check_buffers(li, sizes)?;
         let mut ptrs = Vec::with_capacity(l.bufs.len());
-        for (bi, b) in l.bufs.iter().enumerate() {
-            let (base, size) = match b.region {
-                Region::Arena => (arena.ptr(), sizes[0]),
-                Region::Weights => (weights_ptr, sizes[1]),
-                Region::Kv => (kv.ptr(), sizes[2]),
+        for b in &l.bufs {
+            let base = match b.region {
+                Region::Arena => arena.ptr(),
+                Region::Weights => weights_ptr,
+                Region::Kv => kv.ptr(),
             };
-            if b.offset.checked_add(b.bytes).is_none_or(|end| end > size) {
-                return Err(RuntimeError::BadBuffer {
-                    launch: li,
-                    label: l.label.clone(),
-                    index: bi,
-                    region: b.region,
-                    offset: b.offset,
-                    bytes: b.bytes,
-                    size,
-                });
-            }
-            // SAFETY: offset + bytes is within the region (checked above).
+            // SAFETY: offset + bytes is within the region (`check_buffers`).
             ptrs.push(unsafe { base.add(b.offset as usize) });
         }
         if let Some(strides) = &l.per_sequence {
-            check_strides(li, l, "per-sequence", strides, program.context)?;
+            l.check_strides(li, "per-sequence", strides, program.context)?;
         }
         last.push(match &l.last_token {
             None => Vec::new(),
             Some(strides) => {
-                check_strides(li, l, "last-token", strides, program.context)?;
+                l.check_strides(li, "last-token", strides, program.context)?;
                 ptrs.clone()
             }
         });
@@ -85,38 +75,6 @@ pub(super) fn resolve(
         }
     }
     Ok(Addresses { launches, last })
-}
-
-/// Checks that launch `li`'s strides (`what`: last-token or per-sequence) name every buffer and
-/// that `context` rows of each stride fit in its buffer (so any token's row does, for T ≤ context).
-fn check_strides(
-    li: usize,
-    l: &Launch,
-    what: &str,
-    strides: &[u64],
-    context: u64,
-) -> Result<(), RuntimeError> {
-    let bad = |detail: String| RuntimeError::BadStrides {
-        launch: li,
-        label: l.label.clone(),
-        detail: format!("{what} strides: {detail}"),
-    };
-    if strides.len() != l.bufs.len() {
-        return Err(bad(format!(
-            "{} strides for {} buffers",
-            strides.len(),
-            l.bufs.len()
-        )));
-    }
-    for (bi, (b, &stride)) in l.bufs.iter().zip(strides).enumerate() {
-        if stride.checked_mul(context).is_none_or(|end| end > b.bytes) {
-            return Err(bad(format!(
-                "buffer {bi}: {context} rows of {stride} bytes exceed its {} bytes",
-                b.bytes
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// The launches only the logits need, when they end the plan: a batched step with sequences of

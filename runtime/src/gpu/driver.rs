@@ -26,6 +26,10 @@ pub struct CudaDevice {
     timer: (sys::CUevent, sys::CUevent),
     name: String,
     capability: (i32, i32),
+    /// A launch's argument values and the pointers to them the driver reads (reused: a step
+    /// allocates nothing).
+    arg_values: Vec<DevicePtr>,
+    arg_ptrs: Vec<*mut c_void>,
 }
 
 // SAFETY: the handles are the driver's, valid on any thread once the context is current, which
@@ -125,6 +129,8 @@ impl CudaDevice {
             timer: (start, stop),
             name: format!("{name}, sm_{sm}"),
             capability,
+            arg_values: Vec::new(),
+            arg_ptrs: Vec::new(),
         };
         device.module = load_ptx(ptx)?;
         for k in kernels {
@@ -254,11 +260,15 @@ impl Device for CudaDevice {
             .ok_or_else(|| RuntimeError::Gpu(format!("no kernel {kernel}")))?;
         let blocks = u32::try_from(grid.grid(rows))
             .map_err(|_| RuntimeError::Gpu(format!("{rows} rows: too many blocks")))?;
-        let mut values: Vec<DevicePtr> = args.to_vec();
-        let mut params: Vec<*mut c_void> = values
-            .iter_mut()
-            .map(|v| (v as *mut DevicePtr).cast())
-            .collect();
+        self.arg_values.clear();
+        self.arg_values.extend_from_slice(args);
+        self.arg_ptrs.clear();
+        let values = &mut self.arg_values;
+        self.arg_ptrs.extend(
+            values
+                .iter_mut()
+                .map(|v| (v as *mut DevicePtr).cast::<c_void>()),
+        );
         self.current()?;
         // SAFETY: the kernel takes exactly these pointers (the artifact's ABI, checked at load);
         // the driver copies the parameter values before returning.
@@ -269,7 +279,7 @@ impl Device for CudaDevice {
                 (grid.block, 1, 1),
                 grid.shared_bytes,
                 self.stream,
-                &mut params,
+                &mut self.arg_ptrs,
             )
         }
         .map_err(|e| err("launching", e))

@@ -334,41 +334,9 @@ fn check_plan(program: &GpuProgram, sizes: [u64; 3]) -> Result<(), RuntimeError>
                 count: program.kernels.len(),
             });
         }
-        for (bi, b) in l.bufs.iter().enumerate() {
-            let size = match b.region {
-                Region::Arena => sizes[0],
-                Region::Weights => sizes[1],
-                Region::Kv => sizes[2],
-            };
-            if b.offset.checked_add(b.bytes).is_none_or(|end| end > size) {
-                return Err(RuntimeError::BadBuffer {
-                    launch: li,
-                    label: l.label.clone(),
-                    index: bi,
-                    region: b.region,
-                    offset: b.offset,
-                    bytes: b.bytes,
-                    size,
-                });
-            }
-        }
+        l.check_buffers(li, sizes)?;
         if let Some(strides) = &l.last_token {
-            let fits = strides.len() == l.bufs.len()
-                && l.bufs.iter().zip(strides).all(|(b, &s)| {
-                    s.checked_mul(program.context)
-                        .is_some_and(|end| end <= b.bytes)
-                });
-            if !fits {
-                return Err(RuntimeError::BadStrides {
-                    launch: li,
-                    label: l.label.clone(),
-                    detail: format!(
-                        "last-token strides {strides:?} do not fit its {} buffers at {} tokens",
-                        l.bufs.len(),
-                        program.context
-                    ),
-                });
-            }
+            l.check_strides(li, "last-token", strides, program.context)?;
         }
     }
     let logits_bytes = program

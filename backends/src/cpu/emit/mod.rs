@@ -107,6 +107,27 @@ pub fn kernel_signature(isa: &dyn TargetIsa) -> Signature {
     sig
 }
 
+/// Defines kernel `kernel` in `module` as one call of the runtime's micro-kernel `symbol`
+/// (`bitnet_runtime::native`) with the kernel's own arguments followed by `params`.
+pub(crate) fn define_micro_kernel_call(
+    module: &mut dyn Module,
+    kernel: &str,
+    symbol: &str,
+    params: &[i64],
+) -> Result<FuncId, BackendError> {
+    let sig = micro_kernel_signature(module.isa(), params.len());
+    let id = module
+        .declare_function(symbol, Linkage::Import, &sig)
+        .map_err(|e| codegen_err(kernel, e))?;
+    define_kernel(module, kernel, TableLoads::Fixed, &[id], |b, entry| {
+        let f = entry.import(kernel, 0)?;
+        let mut args = vec![entry.bufs, entry.scalars, entry.row_begin, entry.row_end];
+        args.extend(params.iter().map(|&v| b.ins().iconst(I64, v)));
+        b.ins().call(f, &args);
+        Ok(())
+    })
+}
+
 /// The signature of a micro-kernel symbol with `params` static parameters (see
 /// `bitnet_runtime::native`): the kernel signature, then `params` i64.
 pub fn micro_kernel_signature(isa: &dyn TargetIsa, params: usize) -> Signature {
@@ -168,14 +189,6 @@ impl Entry {
     /// Loads pos, the position of token 0.
     pub fn pos(&self, b: &mut FunctionBuilder) -> Value {
         b.ins().load(I64, self.tables, self.scalars, 8)
-    }
-
-    /// Calls micro-kernel `f` (an import with `micro_kernel_signature`) with this kernel's own
-    /// arguments followed by `params` (see `bitnet_runtime::native`).
-    pub fn call_micro_kernel(&self, b: &mut FunctionBuilder, f: FuncRef, params: &[i64]) {
-        let mut args = vec![self.bufs, self.scalars, self.row_begin, self.row_end];
-        args.extend(params.iter().map(|&v| b.ins().iconst(I64, v)));
-        b.ins().call(f, &args);
     }
 
     /// Import `i` of the kernel (see `define_kernel`), or an error naming `kernel`.

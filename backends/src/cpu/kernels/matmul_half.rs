@@ -222,25 +222,18 @@ pub fn build(module: &mut dyn Module, p: &MatmulNtHalfParams) -> Result<FuncId, 
     }
     if crate::cpu::emit::uses_micro_kernels(module.isa()) {
         // The runtime's AVX-512 micro-kernel (`bitnet_runtime::native::matmul_nt_half`).
-        let sig = crate::cpu::emit::micro_kernel_signature(module.isa(), 3);
-        let id = module
-            .declare_function(
-                bitnet_runtime::native::MATMUL_NT_HALF,
-                cranelift_module::Linkage::Import,
-                &sig,
-            )
-            .map_err(|e| crate::cpu::emit::codegen_err(name, e))?;
         let params = [
             i64::try_from(k).map_err(|_| bad_params(name, "k beyond i64"))?,
             i64::try_from(n).map_err(|_| bad_params(name, "n beyond i64"))?,
             i64::from(format == HalfFormat::F16),
         ];
         off32(name, mul(name, k, 4)?)?;
-        return define_kernel(module, name, TableLoads::Fixed, &[id], |b, e| {
-            let f = e.import(name, 0)?;
-            e.call_micro_kernel(b, f, &params);
-            Ok(())
-        });
+        return crate::cpu::emit::define_micro_kernel_call(
+            module,
+            name,
+            bitnet_runtime::native::MATMUL_NT_HALF,
+            &params,
+        );
     }
     let fma = has_fma(module);
     let row_bytes = imm64(name, mul(name, k, 4)?)?;

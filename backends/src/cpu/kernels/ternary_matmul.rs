@@ -40,8 +40,8 @@ use crate::cpu::emit::simd::{
     dot_i8, hsum_i32x4, splat_i8, widen_pairs_i16, zero_i16x8, zero_i32x4,
 };
 use crate::cpu::emit::{
-    Entry, LANES_LE, MEM, TableLoads, bad_params, define_kernel, disassemble_kernel, imm64,
-    micro_kernel_signature, off32, size,
+    Entry, LANES_LE, MEM, TableLoads, bad_params, define_kernel, define_micro_kernel_call,
+    disassemble_kernel, imm64, off32, size,
 };
 use crate::kernel::TernaryMatmulParams;
 use cranelift_codegen::ir::condcodes::IntCC;
@@ -51,7 +51,7 @@ use cranelift_codegen::ir::{
 };
 use cranelift_codegen::isa::TargetIsa;
 use cranelift_frontend::{FunctionBuilder, Variable};
-use cranelift_module::{FuncId, Linkage, Module};
+use cranelift_module::{FuncId, Module};
 
 /// Flags of the loads of activations and weights: besides `emit::MEM`, the kernel never writes them
 /// (they cannot alias `out`, whose type differs), so the loads are pure and Cranelift places each
@@ -169,20 +169,13 @@ fn build_micro_kernel_call(
     let name = &p.symbol();
     // The same parameter checks as the generated kernel.
     let plan = Plan::new(name, p, strategy)?;
-    let sig = micro_kernel_signature(module.isa(), 3);
-    let id = module
-        .declare_function(
-            bitnet_runtime::native::TERNARY_MATMUL,
-            Linkage::Import,
-            &sig,
-        )
-        .map_err(|e| crate::cpu::emit::codegen_err(name, e))?;
-    define_kernel(module, name, TableLoads::Fixed, &[id], |b, entry| {
-        let f = entry.import(name, 0)?;
-        let params = [plan.k as i64, plan.n as i64, i64::from(plan.residual)];
-        entry.call_micro_kernel(b, f, &params);
-        Ok(())
-    })
+    let params = [plan.k as i64, plan.n as i64, i64::from(plan.residual)];
+    define_micro_kernel_call(
+        module,
+        name,
+        bitnet_runtime::native::TERNARY_MATMUL,
+        &params,
+    )
 }
 
 /// Defines the kernel `p` in `module` with `strategy` (which the module's ISA must support).
