@@ -223,3 +223,28 @@ fn a_baseline_of_another_model_is_an_error() {
         stderr(&o)
     );
 }
+
+#[test]
+fn a_batched_profile_runs_every_sequence_in_each_decode_step_without_allocating() {
+    let o = profile(&fixture("hf-tiny/packed"), &["--batch", "3", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["batch"], 3);
+    let steps = STEPS.parse::<u64>().unwrap();
+    let decode = &report["phases"]["decode"];
+    assert_eq!(decode["steps"], steps);
+    assert_eq!(decode["tokens"], 3 * steps, "{decode}");
+    // The prefill phase is the first sequence's prompt alone.
+    assert_eq!(
+        report["phases"]["prefill"]["tokens"],
+        PROMPT_LEN.parse::<u64>().unwrap()
+    );
+    assert_eq!(
+        report["memory"]["allocations"]["count"], 0,
+        "{}",
+        report["memory"]
+    );
+    let o = profile(&fixture("hf-tiny/packed"), &["--batch", "0"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--batch"), "{}", stderr(&o));
+}

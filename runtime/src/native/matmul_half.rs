@@ -6,26 +6,37 @@
 //! holds weight l in its low half and weight 4 + l in its high half; the last `k mod 8` weights
 //! follow in order. One 64-byte load holds four groups (32 weights): the low halves widen to the
 //! f32 weights 8g + l, the high halves to 8g + 4 + l (bf16: a shift or a mask; f16: `vcvtph2ps`,
-//! exact), and the activations are gathered into the same order by two permutes of two 64-byte
-//! loads: once per call into a stack buffer when K ≤ 4096, else for every row.
+//! exact), and the activations are put into the same order by two permutes of two 64-byte loads
+//! (in registers: the kernel allocates nothing, as every step of the runtime).
+//!
+//! Loop order: row tiles of about `TILE_BYTES` of weights; in each tile, tokens in groups of
+//! `GROUP` (then one at a time), every row of the tile for each group, so the weights stream from
+//! memory once per call whatever the number of tokens (a batched decode step reads the head once),
+//! and one widened chunk serves `GROUP` tokens.
 //!
 //! The order of the f32 sums is fixed per output element, whatever the number of tokens in the call
-//! or the rows another thread takes: chunk c of 32 weights adds its low products into accumulator
-//! 2c mod 4 and its high ones into 2c + 1 mod 4 (fused multiply-adds, 16 lanes each); the rest of
-//! the row's whole groups, then its last `k mod 8` weights, go into one scalar sum in order
-//! (fused); the result is `reduce(((a0 + a1) + (a2 + a3))) + scalar`. So a token's logits are the
-//! same alone, in a batch or in a prefill (the runtime's batch invariance), and `forward_last`'s
-//! equal `forward`'s last row. They differ from the interpreter's f64 sum within `MatmulNt`'s
-//! tolerance, as the generated kernel's do.
+//! or the rows another thread takes: one 16-lane accumulator per output element takes, chunk after
+//! chunk, the low products then the high ones (fused multiply-adds); the rest of the row's whole
+//! groups, then its last `k mod 8` weights, go into one scalar sum in order (fused); the result is
+//! `reduce(acc) + scalar`. So a token's logits are the same alone, in a batch or in a prefill (the
+//! runtime's batch invariance), and `forward_last`'s equal `forward`'s last row. They differ from
+//! the interpreter's f64 sum within `MatmulNt`'s tolerance, as the generated kernel's do.
+//!
+//! One accumulator per output leaves the registers to a block of `ROWS` rows × `GROUP` tokens: each
+//! widened weight chunk serves `GROUP` tokens and each activation chunk `ROWS` rows, which keeps the
+//! loop on the FMA units rather than on the cache (a block of one row streamed 64 bytes of
+//! activations per multiply-add).
 
 /// Tokens per group (one widened weight chunk serves this many tokens).
 const GROUP: usize = 4;
-/// Rows ahead whose weights are prefetched.
-const PREFETCH_ROWS: usize = 2;
+/// Rows per block of a group (one activation chunk serves this many rows).
+const ROWS: usize = 3;
+/// Rows per block of a single token (independent chains while the weights stream).
+const SINGLE_ROWS: usize = 8;
 /// Weights per chunk (one 64-byte load).
 const CHUNK: usize = 32;
-/// Half the most activations per token gathered once into the weights' order (on the stack).
-const PERMUTED_MAX: usize = 2048;
+/// Weight bytes per row tile (the tile stays in cache while every token group runs over it).
+const TILE_BYTES: usize = 256 * 1024;
 
 /// The shapes and buffers of one call (rows `rows` of `n`, all `t` tokens).
 pub(crate) struct Call {
@@ -91,22 +102,29 @@ fn half_to_f32(h: u16) -> f32 {
 unsafe fn dot_portable(x: *const f32, wr: *const u16, k: usize, f16: bool) -> f32 {
     // SAFETY: indices below k.
     unsafe {
-        let chunks = k / CHUNK;
-        let mut acc = [[0f32; 16]; 4];
-        #[allow(clippy::needless_range_loop)]
-        // i is the lane; it also picks the weights and activations
-        for c in 0..chunks {
-            for i in 0..16 {
+        let mut acc = [0f32; 16];
+        for c in 0..k / CHUNK {
+            for (i, a) in acc.iter_mut().enumerate() {
                 let (g, l) = (c * 4 + i / 4, i % 4);
                 let lo = *wr.add(c * CHUNK + 2 * i);
+                *a = (*x.add(8 * g + l)).mul_add(widen(lo, f16), *a);
                 let hi = *wr.add(c * CHUNK + 2 * i + 1);
-                let (a, b) = ((2 * c) % 4, (2 * c + 1) % 4);
-                acc[a][i] = (*x.add(8 * g + l)).mul_add(widen(lo, f16), acc[a][i]);
-                acc[b][i] = (*x.add(8 * g + 4 + l)).mul_add(widen(hi, f16), acc[b][i]);
+                *a = (*x.add(8 * g + 4 + l)).mul_add(widen(hi, f16), *a);
             }
         }
-        let mut s = 0f32;
-        for g in chunks * 4..k / 8 {
+        reduce16(&acc) + tail(x, wr, k, f16)
+    }
+}
+
+/// The scalar part of a row's dot (whole groups after the chunks, then the last `k mod 8`).
+///
+/// # Safety
+/// `x` has k values and `wr` k weights.
+unsafe fn tail(x: *const f32, wr: *const u16, k: usize, f16: bool) -> f32 {
+    let mut s = 0f32;
+    // SAFETY: indices below k.
+    unsafe {
+        for g in k / CHUNK * 4..k / 8 {
             for l in 0..4 {
                 let lo = *wr.add(8 * g + 2 * l);
                 let hi = *wr.add(8 * g + 2 * l + 1);
@@ -117,10 +135,8 @@ unsafe fn dot_portable(x: *const f32, wr: *const u16, k: usize, f16: bool) -> f3
         for j in k / 8 * 8..k {
             s = (*x.add(j)).mul_add(widen(*wr.add(j), f16), s);
         }
-        let v: [f32; 16] =
-            std::array::from_fn(|i| (acc[0][i] + acc[1][i]) + (acc[2][i] + acc[3][i]));
-        reduce16(&v) + s
     }
+    s
 }
 
 /// The sum of 16 lanes in the order of `_mm512_reduce_add_ps` (halves added pairwise: 8, 4, 2, 1).
@@ -154,7 +170,7 @@ unsafe fn portable(call: &Call) {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{CHUNK, Call, GROUP, PERMUTED_MAX, PREFETCH_ROWS};
+    use super::{CHUNK, Call, GROUP, ROWS, SINGLE_ROWS, TILE_BYTES};
     use std::arch::x86_64::*;
 
     /// Whether this CPU runs the AVX-512 kernel (for f16 weights: also F16C).
@@ -184,45 +200,32 @@ mod avx512 {
         }
     }
 
-    /// `G` tokens from `t0` over rows `rows`.
+    /// Rows `row0..row0 + R` for the `G` tokens from `t0`. With `ahead` > 0, the weights of the `R` rows
+    /// `ahead` rows on (those of the call) are fetched into the cache on the way.
     ///
     /// # Safety
-    /// As `super::run`; `t0 + G ≤ T`.
+    /// As `super::run`; `t0 + G ≤ T`, `row0 + R ≤ n`.
+    #[inline]
     #[target_feature(enable = "avx512f,avx512bw,f16c")]
-    unsafe fn group<const G: usize>(call: &Call, t0: usize, rows: std::ops::Range<usize>) {
+    unsafe fn block<const R: usize, const G: usize, const F16: bool>(
+        call: &Call,
+        t0: usize,
+        row0: usize,
+        ahead: usize,
+    ) {
         let k = call.k;
         let chunks = k / CHUNK;
+        // SAFETY: rows row0..row0 + R of the weights, tokens t0..t0 + G of the activations.
+        let wr: [*const u16; R] = std::array::from_fn(|r| unsafe { call.w.add((row0 + r) * k) });
+        let xs: [*const f32; G] = std::array::from_fn(|g| unsafe { call.x.add((t0 + g) * k) });
         // Lane i of the low weights is weight 8(i / 4) + i % 4 of the chunk; of the high, + 4.
         let lo_idx = _mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27);
         let hi_idx = _mm512_setr_epi32(4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
-        // SAFETY: tokens t0..t0 + G are below T.
-        let xs: [*const f32; G] = std::array::from_fn(|g| unsafe { call.x.add((t0 + g) * k) });
-        // Each token's chunks gathered once into the weights' order (low lanes, then high), when
-        // they fit the stack buffer; else gathered per row (the same values, the same sums).
-        let mut gathered = [[0f32; PERMUTED_MAX * 2]; G];
-        let pre = chunks * CHUNK <= PERMUTED_MAX * 2;
-        if pre {
-            for g in 0..G {
-                for c in 0..chunks {
-                    // SAFETY: chunk c of token g's row; 32 floats of its buffer.
-                    unsafe {
-                        let x0 = _mm512_loadu_ps(xs[g].add(c * CHUNK));
-                        let x1 = _mm512_loadu_ps(xs[g].add(c * CHUNK + 16));
-                        let dst = gathered[g].as_mut_ptr().add(c * CHUNK);
-                        _mm512_storeu_ps(dst, _mm512_permutex2var_ps(x0, lo_idx, x1));
-                        _mm512_storeu_ps(dst.add(16), _mm512_permutex2var_ps(x0, hi_idx, x1));
-                    }
-                }
-            }
-        }
-        let last_row = call.rows.end;
-        for row in rows {
-            // SAFETY: row `row` of the weights.
-            let wr = unsafe { call.w.add(row * k) };
-            if row + PREFETCH_ROWS < last_row {
-                let bytes = k * 2;
-                // SAFETY: a prefetch within the row `PREFETCH_ROWS` on (no access happens).
-                let ahead = unsafe { wr.add(PREFETCH_ROWS * k).cast::<u8>() };
+        let bytes = k * 2;
+        for (r, row) in wr.iter().enumerate() {
+            if ahead > 0 && row0 + r + ahead < call.rows.end {
+                // SAFETY: a prefetch of a row of the call (no access happens).
+                let ahead = unsafe { row.add(ahead * k).cast::<u8>() };
                 let mut line = 0;
                 while line < bytes {
                     // SAFETY: as above.
@@ -230,101 +233,115 @@ mod avx512 {
                     line += 64;
                 }
             }
-            // Four accumulators per token, each indexed statically so that they stay in registers:
-            // even chunks into 0 and 1, odd ones into 2 and 3.
-            let mut acc0 = [_mm512_setzero_ps(); G];
-            let mut acc1 = [_mm512_setzero_ps(); G];
-            let mut acc2 = [_mm512_setzero_ps(); G];
-            let mut acc3 = [_mm512_setzero_ps(); G];
-            macro_rules! chunk {
-                ($c:expr, $lo:ident, $hi:ident) => {{
-                    let c = $c;
-                    // SAFETY: chunk c of the row and of each token's row (or its gathered copy).
-                    unsafe {
-                        let (wl, wh) = weights(wr.add(c * CHUNK), call.f16);
-                        for g in 0..G {
-                            let (xl, xh) = if pre {
-                                let src = gathered[g].as_ptr().add(c * CHUNK);
-                                (_mm512_loadu_ps(src), _mm512_loadu_ps(src.add(16)))
-                            } else {
-                                let x0 = _mm512_loadu_ps(xs[g].add(c * CHUNK));
-                                let x1 = _mm512_loadu_ps(xs[g].add(c * CHUNK + 16));
-                                (
-                                    _mm512_permutex2var_ps(x0, lo_idx, x1),
-                                    _mm512_permutex2var_ps(x0, hi_idx, x1),
-                                )
-                            };
-                            $lo[g] = _mm512_fmadd_ps(xl, wl, $lo[g]);
-                            $hi[g] = _mm512_fmadd_ps(xh, wh, $hi[g]);
-                        }
+        }
+        let mut acc = [[_mm512_setzero_ps(); G]; R];
+        for c in 0..chunks {
+            // SAFETY: chunk c of each row and of each token's row.
+            unsafe {
+                let w: [(__m512, __m512); R] =
+                    std::array::from_fn(|r| weights(wr[r].add(c * CHUNK), F16));
+                for g in 0..G {
+                    let src = xs[g].add(c * CHUNK);
+                    let (x0, x1) = (_mm512_loadu_ps(src), _mm512_loadu_ps(src.add(16)));
+                    let xl = _mm512_permutex2var_ps(x0, lo_idx, x1);
+                    let xh = _mm512_permutex2var_ps(x0, hi_idx, x1);
+                    for r in 0..R {
+                        acc[r][g] = _mm512_fmadd_ps(xl, w[r].0, acc[r][g]);
+                        acc[r][g] = _mm512_fmadd_ps(xh, w[r].1, acc[r][g]);
                     }
-                }};
+                }
             }
-            let mut c = 0;
-            while c + 2 <= chunks {
-                chunk!(c, acc0, acc1);
-                chunk!(c + 1, acc2, acc3);
-                c += 2;
-            }
-            if c < chunks {
-                chunk!(c, acc0, acc1);
-            }
-            for g in 0..G {
-                let (a0, a1, a2, a3) = (acc0[g], acc1[g], acc2[g], acc3[g]);
-                let v = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
-                let mut lanes = [0f32; 16];
-                // SAFETY: 16 lanes into 16 floats.
-                unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), v) };
-                // SAFETY: the rest of the row and of token t0 + g's row (scalar, as the portable
-                // kernel orders it), then the output element.
+        }
+        // Reduced in a loop without calls, so that the accumulators stay in registers.
+        let sums: [[f32; G]; R] =
+            std::array::from_fn(|r| std::array::from_fn(|g| _mm512_reduce_add_ps(acc[r][g])));
+        for (r, row_sums) in sums.iter().enumerate() {
+            for (g, sum) in row_sums.iter().enumerate() {
+                // SAFETY: the rest of row row0 + r and of token t0 + g's row (scalar, as the
+                // portable kernel orders it), then the output element.
                 unsafe {
-                    let s = tail(xs[g], wr, k, call.f16);
-                    *call.out.add((t0 + g) * call.n + row) = super::reduce16(&lanes) + s;
+                    let s = super::tail(xs[g], wr[r], k, call.f16);
+                    *call.out.add((t0 + g) * call.n + row0 + r) = sum + s;
                 }
             }
         }
     }
 
-    /// The scalar part of a row's dot (whole groups after the chunks, then the last `k mod 8`).
+    /// One token over rows `rows`: blocks of `SINGLE_ROWS` rows over whole rows, each fetching
+    /// the weights of the next block (the weights stream from memory; nothing else matters).
     ///
     /// # Safety
-    /// `x` has k values and `wr` k weights.
-    unsafe fn tail(x: *const f32, wr: *const u16, k: usize, f16: bool) -> f32 {
-        let mut s = 0f32;
-        // SAFETY: indices below k.
+    /// As `block`, for every row of `rows`.
+    #[target_feature(enable = "avx512f,avx512bw,f16c")]
+    unsafe fn single<const F16: bool>(call: &Call, t: usize, rows: std::ops::Range<usize>) {
+        let mut row = rows.start;
+        // SAFETY: every block is within `rows`.
         unsafe {
-            for g in k / CHUNK * 4..k / 8 {
-                for l in 0..4 {
-                    let lo = *wr.add(8 * g + 2 * l);
-                    let hi = *wr.add(8 * g + 2 * l + 1);
-                    s = (*x.add(8 * g + l)).mul_add(super::widen(lo, f16), s);
-                    s = (*x.add(8 * g + 4 + l)).mul_add(super::widen(hi, f16), s);
-                }
+            while row + SINGLE_ROWS <= rows.end {
+                block::<SINGLE_ROWS, 1, F16>(call, t, row, SINGLE_ROWS);
+                row += SINGLE_ROWS;
             }
-            for j in k / 8 * 8..k {
-                s = (*x.add(j)).mul_add(super::widen(*wr.add(j), f16), s);
+            while row < rows.end {
+                block::<1, 1, F16>(call, t, row, 1);
+                row += 1;
             }
         }
-        s
     }
 
-    /// Runs `call`: groups of `GROUP` tokens, then one at a time (the same arithmetic).
+    /// `GROUP` tokens from `t0` over rows `rows` (a tile, in cache after the first group): blocks of
+    /// `ROWS` rows, then single rows (the hardware prefetcher streams the first group's weights;
+    /// software prefetching measured slower here).
+    ///
+    /// # Safety
+    /// As `block`, for every row of `rows`.
+    #[target_feature(enable = "avx512f,avx512bw,f16c")]
+    unsafe fn group<const F16: bool>(call: &Call, t0: usize, rows: std::ops::Range<usize>) {
+        let mut row = rows.start;
+        // SAFETY: every block is within `rows`.
+        unsafe {
+            while row + ROWS <= rows.end {
+                block::<ROWS, GROUP, F16>(call, t0, row, 0);
+                row += ROWS;
+            }
+            while row < rows.end {
+                block::<1, GROUP, F16>(call, t0, row, 0);
+                row += 1;
+            }
+        }
+    }
+
+    /// Runs `call` (see the module doc: row tiles, then groups of `GROUP` tokens, then one at a
+    /// time; the same arithmetic for each).
     ///
     /// # Safety
     /// As `super::run`, on a CPU with the features (`available`).
     #[target_feature(enable = "avx512f,avx512bw,f16c")]
     pub(super) unsafe fn run(call: &Call) {
-        let mut t = 0;
-        // SAFETY: the caller's buffers; every group is within T.
-        unsafe {
-            while t + GROUP <= call.t {
-                group::<GROUP>(call, t, call.rows.clone());
-                t += GROUP;
+        let tile = (TILE_BYTES / (call.k * 2).max(1)).max(1);
+        let mut start = call.rows.start;
+        while start < call.rows.end {
+            let end = (start + tile).min(call.rows.end);
+            let mut t = 0;
+            // SAFETY: the caller's buffers; every group is within T.
+            unsafe {
+                while t + GROUP <= call.t {
+                    if call.f16 {
+                        group::<true>(call, t, start..end);
+                    } else {
+                        group::<false>(call, t, start..end);
+                    }
+                    t += GROUP;
+                }
+                while t < call.t {
+                    if call.f16 {
+                        single::<true>(call, t, start..end);
+                    } else {
+                        single::<false>(call, t, start..end);
+                    }
+                    t += 1;
+                }
             }
-            while t < call.t {
-                group::<1>(call, t, call.rows.clone());
-                t += 1;
-            }
+            start = end;
         }
     }
 }
@@ -400,6 +417,7 @@ mod tests {
             (2560, 9, 4),
             (45, 300, 6),
             (4100, 3, 5),
+            (2560, 120, 9),
         ] {
             check(k, n, t, false, (k * 31 + n) as u64);
             check(k, n, t, true, (k * 17 + t) as u64);

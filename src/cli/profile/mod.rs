@@ -37,6 +37,10 @@ pub struct ProfileArgs {
     /// Greedy decode steps profiled after it.
     #[arg(long, default_value_t = 32)]
     pub steps: usize,
+    /// Sequences sharing each profiled decode step (a batched step, as `serve` runs with that
+    /// many active requests); the prefill profiled is the first sequence's.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
     /// Write the profiled steps as a Chrome trace (JSON) that Perfetto and chrome://tracing open.
     #[arg(long, value_name = "PATH")]
     pub trace: Option<PathBuf>,
@@ -90,6 +94,7 @@ impl ProfileArgs {
                     "threads": self.threads,
                     "prompt_len": self.prompt_len,
                     "steps": self.steps,
+                    "batch": self.batch,
                     "trace": self.trace,
                     "save": self.save,
                     "baseline": self.baseline,
@@ -103,8 +108,8 @@ impl ProfileArgs {
 
 /// Runs the command; adds the results to `audit`. Exit 1 when `--baseline` finds a regression.
 pub fn run(args: &ProfileArgs, audit: &mut serde_json::Value) -> Result<ExitCode> {
-    if args.prompt_len == 0 || args.steps == 0 {
-        bail!("--prompt-len and --steps must be at least 1");
+    if args.prompt_len == 0 || args.steps == 0 || args.batch == 0 {
+        bail!("--prompt-len, --steps and --batch must be at least 1");
     }
     if !(args.threshold.is_finite() && args.threshold >= 0.0) {
         bail!(
@@ -148,6 +153,7 @@ pub fn run(args: &ProfileArgs, audit: &mut serde_json::Value) -> Result<ExitCode
         compile: options,
         prompt_len: args.prompt_len,
         steps: args.steps,
+        batch: args.batch,
         plant,
         trace: args.trace.is_some(),
     };

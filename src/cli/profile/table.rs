@@ -10,12 +10,13 @@ use serde_json::Value;
 pub fn print_table(report: &Value, top: usize) {
     let mem = &report["memory"];
     println!(
-        "model {}  threads {}  launches {}  prompt {} tokens  decode {} steps",
+        "model {}  threads {}  launches {}  prompt {} tokens  decode {} steps × {} sequences",
         report["model"].as_str().unwrap_or("?"),
         report["threads"],
         report["program"]["launches"],
         report["prompt_len"],
         report["steps"],
+        report["batch"].as_u64().unwrap_or(1),
     );
     let mb = |v: &Value| {
         v.as_f64()
