@@ -12,15 +12,19 @@
 //! in that order, as the reference.
 //!
 //! Loop order: row tiles of about `TILE_BYTES` of weights; in each tile, tokens in groups of
-//! `GROUP` (then one at a time), every row of the tile for each group, so one decoded block serves
-//! `GROUP` tokens and the tile stays in cache across groups. One token (decode) runs four
-//! accumulator chains and prefetches the weights two rows ahead. A K that is not a multiple of 64 runs its last block
-//! on a zero-padded copy of each token's last activations (the padding codes meet zeros).
+//! `GROUP` (then one at a time), every row of the tile for each group in blocks of `ROWS` rows, so
+//! one decoded block serves `GROUP` tokens, one activation load `ROWS` rows, the `ROWS` × `GROUP`
+//! accumulators are independent chains, and the tile stays in cache across groups. One token
+//! (decode) runs four accumulator chains and prefetches the weights two rows ahead. A K that is not
+//! a multiple of 64 runs its last block on a zero-padded copy of each token's last activations (the
+//! padding codes meet zeros).
 
 /// Weight bytes per row tile.
 const TILE_BYTES: usize = 256 * 1024;
 /// Tokens per group.
 const GROUP: usize = 4;
+/// Rows per block of a group (one activation load serves this many rows).
+const ROWS: usize = 2;
 /// Elements per packed block.
 const BLOCK: usize = 64;
 /// Rows ahead whose weights one token's loop prefetches.
@@ -124,7 +128,7 @@ unsafe fn portable(call: &Call) {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{BLOCK, Call, GROUP, PREFETCH_ROWS, TILE_BYTES};
+    use super::{BLOCK, Call, GROUP, PREFETCH_ROWS, ROWS, TILE_BYTES};
     use std::arch::x86_64::*;
 
     /// Whether this CPU runs the AVX-512 VNNI kernel.
@@ -183,37 +187,73 @@ mod avx512 {
         t
     }
 
-    /// `G` tokens from `t0` over rows `rows`.
+    /// `G` tokens from `t0` over rows `rows`: blocks of `ROWS` rows, then single rows.
     ///
     /// # Safety
     /// As `super::run`; `t0 + G ≤ T`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     unsafe fn group<const G: usize>(call: &Call, t0: usize, rows: std::ops::Range<usize>) {
-        let blocks = call.k.div_ceil(BLOCK);
-        let full = call.k / BLOCK;
-        let row_bytes = call.row_bytes();
-        let (sh, three) = (shifts(), _mm512_set1_epi8(3));
         // SAFETY: tokens t0..t0 + G are below T; their rows have K bytes.
         let xs: [*const i8; G] = std::array::from_fn(|g| unsafe { call.xq.add((t0 + g) * call.k) });
         let tails: [[i8; BLOCK]; G] = std::array::from_fn(|g| unsafe { tail_of(xs[g], call.k) });
         let sums: [i32; G] = std::array::from_fn(|g| unsafe { call.xsum(t0 + g) });
-        for row in rows {
-            // SAFETY: row `row` of the packed weights.
-            let wr = unsafe { call.w.add(row * row_bytes) };
-            let mut acc = [_mm512_setzero_si512(); G];
-            for b in 0..blocks {
-                // SAFETY: block b of the row; each token's block b.
-                unsafe {
-                    let c = codes(wr, b, sh, three);
-                    for g in 0..G {
-                        acc[g] = _mm512_dpbusd_epi32(acc[g], c, acts(xs[g], b, full, &tails[g]));
+        let mut row = rows.start;
+        // SAFETY: every block of rows is within `rows`.
+        unsafe {
+            while row + ROWS <= rows.end {
+                block::<ROWS, G>(call, t0, row, &xs, &tails, &sums);
+                row += ROWS;
+            }
+            while row < rows.end {
+                block::<1, G>(call, t0, row, &xs, &tails, &sums);
+                row += 1;
+            }
+        }
+    }
+
+    /// Rows `row0..row0 + R` for the `G` tokens from `t0` (their rows `xs`, padded last blocks
+    /// `tails` and activation sums `sums`): one decoded block per row serves `G` tokens, one
+    /// activation load `R` rows, and the R × G accumulators are independent chains.
+    ///
+    /// # Safety
+    /// As `super::run`; `t0 + G ≤ T`, `row0 + R ≤ n`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn block<const R: usize, const G: usize>(
+        call: &Call,
+        t0: usize,
+        row0: usize,
+        xs: &[*const i8; G],
+        tails: &[[i8; BLOCK]; G],
+        sums: &[i32; G],
+    ) {
+        let blocks = call.k.div_ceil(BLOCK);
+        let full = call.k / BLOCK;
+        let row_bytes = call.row_bytes();
+        let (sh, three) = (shifts(), _mm512_set1_epi8(3));
+        // SAFETY: rows row0..row0 + R of the packed weights.
+        let wr: [*const u8; R] =
+            std::array::from_fn(|r| unsafe { call.w.add((row0 + r) * row_bytes) });
+        let mut acc = [[_mm512_setzero_si512(); G]; R];
+        for b in 0..blocks {
+            // SAFETY: block b of each row; each token's block b.
+            unsafe {
+                let c: [__m512i; R] = std::array::from_fn(|r| codes(wr[r], b, sh, three));
+                for g in 0..G {
+                    let x = acts(xs[g], b, full, &tails[g]);
+                    for r in 0..R {
+                        acc[r][g] = _mm512_dpbusd_epi32(acc[r][g], c[r], x);
                     }
                 }
             }
-            for g in 0..G {
-                let dot = _mm512_reduce_add_epi32(acc[g]);
-                // SAFETY: token t0 + g and row `row` are within the call.
-                unsafe { call.store(t0 + g, row, dot.wrapping_sub(sums[g])) };
+        }
+        // Reduced in a loop without calls, so that the accumulators stay in registers.
+        let dots: [[i32; G]; R] =
+            std::array::from_fn(|r| std::array::from_fn(|g| _mm512_reduce_add_epi32(acc[r][g])));
+        for (r, row_dots) in dots.iter().enumerate() {
+            for (g, dot) in row_dots.iter().enumerate() {
+                // SAFETY: token t0 + g and row row0 + r are within the call.
+                unsafe { call.store(t0 + g, row0 + r, dot.wrapping_sub(sums[g])) };
             }
         }
     }
