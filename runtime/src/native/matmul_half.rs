@@ -58,7 +58,7 @@ pub(crate) struct Call {
 pub(crate) unsafe fn run(call: &Call) {
     #[cfg(target_arch = "x86_64")]
     {
-        if avx512::available(call.f16) {
+        if super::allowed(super::Isa::Avx512) && avx512::available(call.f16) {
             // SAFETY: the CPU has the features; the buffers are the caller's.
             unsafe { avx512::run(call) };
             return;

@@ -6,8 +6,59 @@
 //! The calling convention of a micro-kernel symbol: the kernel ABI (`crate::program::KernelFn`:
 //! buffers, scalars `[T, pos]`, row range) followed by the kernel's static parameters as i64.
 
+//!
+//! `BITNETC_ISA` caps the instruction sets the micro-kernels may use, so that every variant can be
+//! run (and compared) on one machine: `amx` (the default: everything the CPU has), `avx512`
+//! (no AMX) or `portable` (no SIMD). Each variant gives the same results bit for bit.
+
 mod matmul_half;
 mod ternary_matmul;
+
+/// Instruction set families of the micro-kernels, from the least to the most capable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Isa {
+    /// Plain Rust, no SIMD.
+    Portable,
+    /// AVX-512 (F, BW, VNNI; F16C for the f16 matmul).
+    Avx512,
+    /// AVX-512 and AMX (AMX-TILE, AMX-INT8).
+    Amx,
+}
+
+impl Isa {
+    /// The family named `name` (`portable`, `avx512` or `amx`).
+    pub fn parse(name: &str) -> Option<Isa> {
+        match name {
+            "portable" => Some(Isa::Portable),
+            "avx512" => Some(Isa::Avx512),
+            "amx" => Some(Isa::Amx),
+            _ => None,
+        }
+    }
+}
+
+/// The environment variable that caps the micro-kernels' instruction sets.
+pub const ISA_ENV: &str = "BITNETC_ISA";
+
+/// The cap `BITNETC_ISA` sets (read once; unset: `Isa::Amx`). An unknown value is reported once
+/// on standard error and leaves no cap.
+pub fn isa_cap() -> Isa {
+    static CAP: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+    *CAP.get_or_init(|| match std::env::var(ISA_ENV) {
+        Err(_) => Isa::Amx,
+        Ok(value) => Isa::parse(&value).unwrap_or_else(|| {
+            eprintln!(
+                "warning: {ISA_ENV}={value:?} is not one of portable, avx512, amx; using every instruction set the CPU has"
+            );
+            Isa::Amx
+        }),
+    })
+}
+
+/// Whether kernels of family `isa` may run under the cap.
+fn allowed(isa: Isa) -> bool {
+    isa <= isa_cap()
+}
 
 /// The symbol of the ternary matmul micro-kernel.
 pub const TERNARY_MATMUL: &str = "bitnet_rt_ternary_matmul";

@@ -19,6 +19,12 @@
 //! a multiple of 64 runs its last block on a zero-padded copy of each token's last activations (the
 //! padding codes meet zeros).
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
+
+/// The fewest tokens a call runs on AMX (`amx`) when the CPU has it: below, AMX's fixed
+/// cost per block of 16 rows loses to the AVX-512 kernel.
+const AMX_MIN_TOKENS: usize = 4;
 /// Weight bytes per row tile.
 const TILE_BYTES: usize = 256 * 1024;
 /// Tokens per group.
@@ -83,7 +89,12 @@ impl Call {
 pub(crate) unsafe fn run(call: &Call) {
     #[cfg(target_arch = "x86_64")]
     {
-        if avx512::available() {
+        if call.t >= AMX_MIN_TOKENS && super::allowed(super::Isa::Amx) && amx::available() {
+            // SAFETY: the process may use AMX; the buffers are the caller's.
+            unsafe { amx::run(call) };
+            return;
+        }
+        if super::allowed(super::Isa::Avx512) && avx512::available() {
             // SAFETY: the CPU has the features; the buffers are the caller's.
             unsafe { avx512::run(call) };
             return;
@@ -349,6 +360,19 @@ mod tests {
 
     /// A random packed row set, activations and scales; runs both versions and compares bit for bit.
     fn check(k: usize, n: usize, t: usize, residual: bool, seed: u64) {
+        // SAFETY: `run` takes the caller's buffers.
+        check_variant(k, n, t, residual, seed, |call| unsafe { run(call) });
+    }
+
+    /// As `check`, with `variant` in place of `run`.
+    fn check_variant(
+        k: usize,
+        n: usize,
+        t: usize,
+        residual: bool,
+        seed: u64,
+        variant: impl Fn(&Call),
+    ) {
         let mut s = seed;
         let mut next = || {
             s ^= s << 13;
@@ -387,8 +411,12 @@ mod tests {
                 t,
                 rows: 1.min(n)..n,
             };
-            // SAFETY: the buffers above have the call's shapes.
-            unsafe { if simd { run(&call) } else { portable(&call) } };
+            if simd {
+                variant(&call);
+            } else {
+                // SAFETY: the buffers above have the call's shapes.
+                unsafe { portable(&call) };
+            }
             out
         };
         let (a, b) = (run_with(true), run_with(false));
@@ -414,6 +442,33 @@ mod tests {
         ] {
             check(k, n, t, false, (k * 31 + n * 7 + t) as u64);
             check(k, n, t, true, (k * 17 + n * 3 + t) as u64 + 1);
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_amx_kernel_equals_the_portable_one_at_awkward_shapes() {
+        if !amx::available() {
+            eprintln!("skipped: this CPU or OS does not give AMX to this process");
+            return;
+        }
+        // T = 1…17 (a tail tile of tokens), rows not a multiple of 16 and more than a group or a
+        // row tile (K 6912: 144 rows per tile), K not a multiple of 64, K under one block.
+        let mut shapes = vec![
+            (64, 3, 1),
+            (100, 7, 5),
+            (1, 2, 3),
+            (6912, 300, 4),
+            (130, 65, 16),
+        ];
+        shapes.extend((1..=17).map(|t| (2560, 37, t)));
+        shapes.extend([(200, 300, 6), (2560, 100, 40), (320, 129, 33)]);
+        for (k, n, t) in shapes {
+            for residual in [false, true] {
+                let seed = (k * 13 + n * 5 + t) as u64 + u64::from(residual);
+                // SAFETY: the process may use AMX (checked); the buffers are `check_variant`'s.
+                check_variant(k, n, t, residual, seed, |call| unsafe { amx::run(call) });
+            }
         }
     }
 }
