@@ -13,13 +13,15 @@
 //! then four shift-and-mask per dword (`unpack`). The codes go to a 1 KiB stack buffer that the B
 //! tile is loaded from. `acc = C − Σ x` as the AVX-512 kernel.
 //!
-//! Loop order: row tiles of about `TILE_BYTES` of weights; in each, tokens in tiles of 16 (the A
-//! and C tiles have as many rows as the tile has tokens); in each, rows in groups of
-//! `GROUP_BLOCKS` blocks of 16, whose sums stay in tiles `tmm2..` across the whole K while one A
-//! tile per 64 elements serves the group. Rows past the end of the call are zero codes whose sums
-//! are not stored; a K that is not a multiple of 64 takes its last A tile from a zero-padded copy.
-//! Tile registers are configured at the start of a call and released at its end, so nothing of the
-//! AMX state outlives a call.
+//! Loop order: row tiles of about `TILE_BYTES` of weights; in each, tokens in tiles of 16 taken
+//! one or two at a time (the A and sum tiles have as many rows as the token tile has tokens): two
+//! token tiles share each unpacked B tile, so the unpacking, the costly part, is done once per 32
+//! tokens. Rows go in groups of blocks of 16 (four with one token tile, two with two) whose sums stay
+//! in tiles `tmm2..tmm5` across the whole K, while one A tile per token tile and 64 elements serves
+//! the group. Rows past the end of the call are zero codes whose sums are not stored; a K that is
+//! not a multiple of 64 takes its last A tiles from zero-padded copies. Tile registers are
+//! configured at the start of a call and released at its end, so nothing of the AMX state outlives
+//! a call.
 //!
 //! Linux gives a process the AMX tile data state only on request (`arch_prctl(ARCH_REQ_XCOMP_PERM,
 //! XFEATURE_XTILEDATA)`); `available` asks once, and answers false when the CPU, the OS or the
@@ -33,10 +35,8 @@ use std::arch::x86_64::*;
 const BLOCK: usize = 64;
 /// Weight bytes per row tile.
 const TILE_BYTES: usize = 256 * 1024;
-/// Blocks of 16 rows whose sums are live at once (tiles `tmm2..tmm2 + GROUP_BLOCKS`).
-const GROUP_BLOCKS: usize = 4;
-// `token_tile` names the sum tiles tmm2..tmm5 one by one.
-const _: () = assert!(GROUP_BLOCKS == 4);
+/// Sum tiles (`tmm2..tmm5`): blocks of 16 rows × token tiles live at once.
+const SUM_TILES: usize = 4;
 /// Blocks ahead of the one in use whose weights a group prefetches (every fourth block: one line).
 const PREFETCH_BLOCKS: usize = 8;
 
@@ -107,18 +107,59 @@ fn request_tile_data() -> bool {
     false
 }
 
-/// A tile configuration (palette 1): tmm0 activations (`tokens` × 64 bytes), tmm1 codes (16 × 64
-/// bytes), tmm2.. sums (`tokens` × 16 i32).
+/// What a pass over a row tile takes at once: `tiles` (1 or 2) token tiles of `rows[i]` tokens.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Shape {
+    tiles: usize,
+    rows: [usize; 2],
+}
+
+impl Shape {
+    /// The next pass for `left` (≥ 1) tokens.
+    fn for_tokens(left: usize) -> Self {
+        if left > 16 {
+            Shape {
+                tiles: 2,
+                rows: [16, (left - 16).min(16)],
+            }
+        } else {
+            Shape {
+                tiles: 1,
+                rows: [left, 0],
+            }
+        }
+    }
+
+    /// Blocks of 16 rows per group (their sums fill the sum tiles).
+    fn blocks(self) -> usize {
+        SUM_TILES / self.tiles
+    }
+}
+
+/// A tile configuration (palette 1): tmm0 and tmm6 the activations of token tiles 0 and 1 (tokens
+/// × 64 bytes), tmm1 codes (16 × 64 bytes), tmm2 + i·blocks + b the sums of token tile i and row
+/// block b (tokens × 16 i32).
 #[repr(C, align(64))]
 struct TileConfig([u8; 64]);
 
 impl TileConfig {
-    fn new(tokens: u8) -> Self {
+    fn new(shape: Shape) -> Self {
         let mut c = [0u8; 64];
         c[0] = 1;
-        for tile in 0..2 + GROUP_BLOCKS {
+        let mut set = |tile: usize, rows: usize| {
             c[16 + 2 * tile] = 64;
-            c[48 + tile] = if tile == 1 { 16 } else { tokens };
+            c[48 + tile] = rows as u8;
+        };
+        set(0, shape.rows[0]);
+        set(1, 16);
+        let per = shape.blocks();
+        for i in 0..shape.tiles {
+            for b in 0..per {
+                set(2 + i * per + b, shape.rows[i]);
+            }
+        }
+        if shape.tiles == 2 {
+            set(6, shape.rows[1]);
         }
         TileConfig(c)
     }
@@ -193,29 +234,141 @@ unsafe fn unpack(w: *const u8, row_bytes: usize, valid: usize, b: usize, out: &m
     }
 }
 
-/// Loads the B tile at `$b` (64-byte rows) and adds A × B into sum tile `$acc`.
-macro_rules! multiply_add {
-    ($acc:literal, $b:expr) => {
+/// Loads the B tile (tmm1) from `b` (64-byte rows).
+///
+/// # Safety
+/// AMX is configured; `b` holds 1 KiB.
+#[inline]
+unsafe fn load_codes(b: *const u8) {
+    // SAFETY: the caller's.
+    unsafe {
         asm!(
             "tileloadd tmm1, [{p} + {s}*1]",
-            concat!("tdpbsud tmm", $acc, ", tmm0, tmm1"),
-            p = in(reg) $b,
+            p = in(reg) b,
             s = in(reg) 64usize,
             options(nostack, readonly, preserves_flags)
         )
     };
 }
 
-/// Stores sum tile `$acc` to `$p` (64-byte rows).
-macro_rules! store_sums {
-    ($acc:literal, $p:expr) => {
-        asm!(
-            concat!("tilestored [{p} + {s}*1], tmm", $acc),
-            p = in(reg) $p,
-            s = in(reg) 64usize,
-            options(nostack, preserves_flags)
-        )
+/// Loads the A tile of token tile `second` (tmm6 if true, else tmm0) from `x` with row stride
+/// `stride`.
+///
+/// # Safety
+/// AMX is configured; the tile's rows of 64 bytes at `x` are readable.
+#[inline]
+unsafe fn load_activations(second: bool, x: *const i8, stride: usize) {
+    // SAFETY: the caller's.
+    unsafe {
+        if second {
+            asm!("tileloadd tmm6, [{p} + {s}*1]", p = in(reg) x, s = in(reg) stride, options(nostack, readonly, preserves_flags));
+        } else {
+            asm!("tileloadd tmm0, [{p} + {s}*1]", p = in(reg) x, s = in(reg) stride, options(nostack, readonly, preserves_flags));
+        }
+    }
+}
+
+/// Sum tile `2 + acc` += A (tmm6 if `second`, else tmm0) × B (tmm1).
+///
+/// # Safety
+/// AMX is configured for the tiles named.
+#[inline]
+unsafe fn multiply_add(acc: usize, second: bool) {
+    // SAFETY: the caller's.
+    unsafe {
+        match (acc, second) {
+            (0, false) => asm!(
+                "tdpbsud tmm2, tmm0, tmm1",
+                options(nostack, nomem, preserves_flags)
+            ),
+            (1, false) => asm!(
+                "tdpbsud tmm3, tmm0, tmm1",
+                options(nostack, nomem, preserves_flags)
+            ),
+            (2, false) => asm!(
+                "tdpbsud tmm4, tmm0, tmm1",
+                options(nostack, nomem, preserves_flags)
+            ),
+            (_, false) => asm!(
+                "tdpbsud tmm5, tmm0, tmm1",
+                options(nostack, nomem, preserves_flags)
+            ),
+            (0, true) => asm!(
+                "tdpbsud tmm2, tmm6, tmm1",
+                options(nostack, nomem, preserves_flags)
+            ),
+            (1, true) => asm!(
+                "tdpbsud tmm3, tmm6, tmm1",
+                options(nostack, nomem, preserves_flags)
+            ),
+            (2, true) => asm!(
+                "tdpbsud tmm4, tmm6, tmm1",
+                options(nostack, nomem, preserves_flags)
+            ),
+            (_, true) => asm!(
+                "tdpbsud tmm5, tmm6, tmm1",
+                options(nostack, nomem, preserves_flags)
+            ),
+        }
+    }
+}
+
+/// Stores sum tile `2 + acc` to `p` (64-byte rows).
+///
+/// # Safety
+/// AMX is configured; `p` has room for the tile's rows.
+#[inline]
+unsafe fn store_sums(acc: usize, p: *mut i32) {
+    // SAFETY: the caller's.
+    unsafe {
+        match acc {
+            0 => {
+                asm!("tilestored [{p} + {s}*1], tmm2", p = in(reg) p, s = in(reg) 64usize, options(nostack, preserves_flags))
+            }
+            1 => {
+                asm!("tilestored [{p} + {s}*1], tmm3", p = in(reg) p, s = in(reg) 64usize, options(nostack, preserves_flags))
+            }
+            2 => {
+                asm!("tilestored [{p} + {s}*1], tmm4", p = in(reg) p, s = in(reg) 64usize, options(nostack, preserves_flags))
+            }
+            _ => {
+                asm!("tilestored [{p} + {s}*1], tmm5", p = in(reg) p, s = in(reg) 64usize, options(nostack, preserves_flags))
+            }
+        }
+    }
+}
+
+/// Writes `out[t, first..first + valid]` from the exact sums `acc[..valid]` less `sum`: the
+/// operations of `Call::store` in the same order, 16 lanes at once (the same roundings lane by lane).
+///
+/// # Safety
+/// Token `t` and rows `first..first + valid` (`valid` ≤ 16) are within the call; `acc` has 16
+/// elements.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn store_row(call: &Call, t: usize, first: usize, valid: usize, acc: &[i32], sum: i32) {
+    let mask: __mmask16 = if valid >= 16 {
+        0xFFFF
+    } else {
+        (1u16 << valid) - 1
     };
+    // SAFETY: the caller's bounds; masked lanes are not accessed.
+    unsafe {
+        let dots = _mm512_sub_epi32(
+            _mm512_loadu_si512(acc.as_ptr().cast()),
+            _mm512_set1_epi32(sum),
+        );
+        let scale = _mm512_set1_ps(*call.xs.add(t));
+        let mut y = _mm512_mul_ps(
+            _mm512_div_ps(_mm512_cvtepi32_ps(dots), scale),
+            _mm512_set1_ps(call.ws),
+        );
+        let at = t * call.n + first;
+        if !call.residual.is_null() {
+            y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(mask, call.residual.add(at)));
+        }
+        _mm512_mask_storeu_ps(call.out.add(at), mask, y);
+    }
 }
 
 /// Runs `call` (see the module doc).
@@ -224,29 +377,26 @@ macro_rules! store_sums {
 /// As `super::run`, and `available()` is true.
 #[target_feature(enable = "avx512f,avx512bw")]
 pub(super) unsafe fn run(call: &Call) {
-    let k = call.k;
-    let blocks = k.div_ceil(BLOCK);
-    let full = k / BLOCK;
     let row_bytes = call.row_bytes();
     let tile_rows = (TILE_BYTES / row_bytes.max(1)).max(16) / 16 * 16;
-    let mut configured = 0;
+    let mut configured = None;
     let mut start = call.rows.start;
     while start < call.rows.end {
         let end = (start + tile_rows).min(call.rows.end);
         let mut t0 = 0;
         while t0 < call.t {
-            let tokens = (call.t - t0).min(16);
-            if tokens != configured {
-                let config = TileConfig::new(tokens as u8);
+            let shape = Shape::for_tokens(call.t - t0);
+            if configured != Some(shape) {
+                let config = TileConfig::new(shape);
                 // SAFETY: a valid palette-1 configuration; AMX is available.
                 unsafe {
                     asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, readonly, preserves_flags))
                 };
-                configured = tokens;
+                configured = Some(shape);
             }
-            // SAFETY: tokens t0..t0 + tokens are within T; rows start..end within the call.
-            unsafe { token_tile(call, t0, tokens, start..end, blocks, full) };
-            t0 += tokens;
+            // SAFETY: the shape's tokens from t0 are within T; rows start..end within the call.
+            unsafe { pass(call, t0, shape, start..end) };
+            t0 += shape.rows[0] + shape.rows[1];
         }
         start = end;
     }
@@ -254,52 +404,49 @@ pub(super) unsafe fn run(call: &Call) {
     unsafe { asm!("tilerelease", options(nostack, nomem, preserves_flags)) };
 }
 
-/// Tokens `t0..t0 + tokens` (≤ 16, the tiles configured for them) over `rows`.
+/// The tokens of `shape` from `t0` (the tiles configured for it) over `rows`.
 ///
 /// # Safety
-/// As `run`; the tile configuration has `tokens` rows for A and the sums.
+/// As `run`; the tile configuration is `shape`'s.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn token_tile(
-    call: &Call,
-    t0: usize,
-    tokens: usize,
-    rows: std::ops::Range<usize>,
-    blocks: usize,
-    full: usize,
-) {
+unsafe fn pass(call: &Call, t0: usize, shape: Shape, rows: std::ops::Range<usize>) {
     let k = call.k;
+    let blocks = k.div_ceil(BLOCK);
+    let full = k / BLOCK;
     let row_bytes = call.row_bytes();
+    let per = shape.blocks();
+    let tokens = shape.rows[0] + shape.rows[1];
     // SAFETY: the tokens are below T.
-    let sums: [i32; 16] = std::array::from_fn(|i| {
+    let sums: [i32; 32] = std::array::from_fn(|i| {
         if i < tokens {
             unsafe { call.xsum(t0 + i) }
         } else {
             0
         }
     });
-    let mut tail = TileBytes::zeroed();
+    let mut tails = [TileBytes::zeroed(), TileBytes::zeroed()];
     if full < blocks {
         for i in 0..tokens {
-            // SAFETY: the last k − 64·full bytes of token t0 + i's row, into row i of `tail`.
+            // SAFETY: the last k − 64·full bytes of token t0 + i's row, into row i % 16 of the
+            // tail of its token tile.
             unsafe {
                 let src = call.xq.add((t0 + i) * k + full * BLOCK).cast::<u8>();
-                std::ptr::copy_nonoverlapping(
-                    src,
-                    tail.0.as_mut_ptr().add(i * 64),
-                    k - full * BLOCK,
-                );
+                let dst = tails[i / 16].0.as_mut_ptr().add(i % 16 * 64);
+                std::ptr::copy_nonoverlapping(src, dst, k - full * BLOCK);
             }
         }
     }
-    // SAFETY: token t0's row.
-    let x = unsafe { call.xq.add(t0 * k) };
-    let mut codes: [[TileBytes; GROUP_BLOCKS]; 2] =
+    // SAFETY: the first token's row of each token tile (the second only read when it exists).
+    let x = [unsafe { call.xq.add(t0 * k) }, unsafe {
+        call.xq.add((t0 + 16).min(call.t) * k)
+    }];
+    let mut codes: [[TileBytes; SUM_TILES]; 2] =
         std::array::from_fn(|_| std::array::from_fn(|_| TileBytes::zeroed()));
-    let mut out = [[0i32; 256]; GROUP_BLOCKS];
+    let mut out = [[0i32; 256]; SUM_TILES];
     let mut row = rows.start;
     while row < rows.end {
-        let group = (rows.end - row).div_ceil(16).min(GROUP_BLOCKS);
+        let group = (rows.end - row).div_ceil(16).min(per);
         let group_rows = (rows.end - row).min(16 * group);
         // SAFETY: AMX is available; the sum tiles are configured.
         unsafe {
@@ -312,22 +459,14 @@ unsafe fn token_tile(
             )
         };
         for b in 0..blocks {
-            // SAFETY: block b of the group's rows and of the tokens' rows (or the padded tail).
+            // SAFETY: block b of the group's rows and of the tokens' rows (or the padded tails).
             unsafe {
-                if b < full {
-                    asm!(
-                        "tileloadd tmm0, [{p} + {s}*1]",
-                        p = in(reg) x.add(b * BLOCK),
-                        s = in(reg) k,
-                        options(nostack, readonly, preserves_flags)
-                    );
-                } else {
-                    asm!(
-                        "tileloadd tmm0, [{p} + {s}*1]",
-                        p = in(reg) tail.0.as_ptr(),
-                        s = in(reg) 64usize,
-                        options(nostack, readonly, preserves_flags)
-                    );
+                for (i, (&xi, tail)) in x.iter().zip(&tails).enumerate().take(shape.tiles) {
+                    if b < full {
+                        load_activations(i == 1, xi.add(b * BLOCK), k);
+                    } else {
+                        load_activations(i == 1, tail.0.as_ptr().cast(), 64);
+                    }
                 }
                 if b % 4 == 0 && b + PREFETCH_BLOCKS < blocks {
                     let ahead = call.w.add(row * row_bytes + (b + PREFETCH_BLOCKS) * 16);
@@ -338,42 +477,43 @@ unsafe fn token_tile(
                 // Two sets of buffers: a block's codes are written while the previous block's
                 // tiles may still be loading.
                 let set = &mut codes[b % 2];
-                for (i, buffer) in set.iter_mut().enumerate().take(group) {
-                    let first = row + 16 * i;
+                for (j, buffer) in set.iter_mut().enumerate().take(group) {
+                    let first = row + 16 * j;
                     let valid = (rows.end - first).min(16);
                     unpack(call.w.add(first * row_bytes), row_bytes, valid, b, buffer);
                 }
-                for (i, buffer) in set.iter().enumerate().take(group) {
-                    let p = buffer.0.as_ptr();
-                    match i {
-                        0 => multiply_add!("2", p),
-                        1 => multiply_add!("3", p),
-                        2 => multiply_add!("4", p),
-                        _ => multiply_add!("5", p),
+                for (j, buffer) in set.iter().enumerate().take(group) {
+                    load_codes(buffer.0.as_ptr());
+                    for i in 0..shape.tiles {
+                        multiply_add(i * per + j, i == 1);
                     }
                 }
             }
         }
-        // SAFETY: 1 KiB buffers for tiles of at most 16 rows of 64 bytes.
-        unsafe {
-            store_sums!("2", out[0].as_mut_ptr());
-            if group > 1 {
-                store_sums!("3", out[1].as_mut_ptr());
-            }
-            if group > 2 {
-                store_sums!("4", out[2].as_mut_ptr());
-            }
-            if group > 3 {
-                store_sums!("5", out[3].as_mut_ptr());
+        for i in 0..shape.tiles {
+            for j in 0..group {
+                // SAFETY: 1 KiB buffers for tiles of at most 16 rows of 64 bytes.
+                unsafe { store_sums(i * per + j, out[i * per + j].as_mut_ptr()) };
             }
         }
-        for (i, sums_of_block) in out.iter().enumerate().take(group) {
-            let first = row + 16 * i;
-            for n in 0..(rows.end - first).min(16) {
-                for (t, sum) in sums.iter().enumerate().take(tokens) {
-                    let acc = sums_of_block[t * 16 + n].wrapping_sub(*sum);
-                    // SAFETY: token t0 + t and row first + n are within the call.
-                    unsafe { call.store(t0 + t, first + n, acc) };
+        for i in 0..shape.tiles {
+            for j in 0..group {
+                let first = row + 16 * j;
+                let valid = (rows.end - first).min(16);
+                for t in 0..shape.rows[i] {
+                    let token = 16 * i + t;
+                    // SAFETY: row t of the stored tile; token t0 + token and rows first..first +
+                    // valid are within the call.
+                    unsafe {
+                        store_row(
+                            call,
+                            t0 + token,
+                            first,
+                            valid,
+                            &out[i * per + j][t * 16..],
+                            sums[token],
+                        )
+                    };
                 }
             }
         }
