@@ -23,13 +23,19 @@ pub fn symbols() -> Vec<(&'static str, *const u8)> {
             crate::native::MATMUL_NT_HALF,
             crate::native::matmul_nt_half as *const u8,
         ),
+        (
+            crate::native::MATMUL_I8,
+            crate::native::matmul_i8 as *const u8,
+        ),
     ]
 }
 
 /// For a micro-kernel symbol, its number of static parameters (its signature is the kernel ABI
 /// followed by that many i64); `None` for a math function (`f64 → f64`).
 pub fn micro_kernel_params(symbol: &str) -> Option<usize> {
-    [crate::native::TERNARY_MATMUL, crate::native::MATMUL_NT_HALF]
-        .contains(&symbol)
-        .then_some(3)
+    match symbol {
+        crate::native::TERNARY_MATMUL | crate::native::MATMUL_NT_HALF => Some(3),
+        crate::native::MATMUL_I8 => Some(2),
+        _ => None,
+    }
 }

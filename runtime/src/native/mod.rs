@@ -12,7 +12,10 @@
 //! (no AMX) or `portable` (no SIMD). Each variant gives the same results bit for bit.
 
 mod matmul_half;
+mod matmul_i8;
 mod ternary_matmul;
+#[cfg(target_arch = "x86_64")]
+mod tiles;
 
 /// Instruction set families of the micro-kernels, from the least to the most capable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -133,5 +136,39 @@ pub unsafe extern "C" fn matmul_nt_half(
             rows: row_begin as usize..row_end as usize,
         };
         matmul_half::run(&call);
+    }
+}
+
+/// The symbol of the int8 matmul micro-kernel.
+pub const MATMUL_I8: &str = "bitnet_rt_matmul_i8";
+
+/// `KernelKind::MatmulI8` with `k` and `n` as arguments (see the module doc and `matmul_i8`).
+///
+/// # Safety
+/// `bufs` and `scalars` are a kernel call's, the buffers those of an int8 matmul of these shapes,
+/// and `row_begin..row_end` within `0..n`.
+pub unsafe extern "C" fn matmul_i8(
+    bufs: *const *mut u8,
+    scalars: *const i64,
+    row_begin: i64,
+    row_end: i64,
+    k: i64,
+    n: i64,
+) {
+    // SAFETY: the caller's table has the kernel's five buffers and [T, pos].
+    unsafe {
+        let buf = |i: usize| *bufs.add(i);
+        let call = matmul_i8::Call {
+            xq: buf(0).cast_const().cast(),
+            xs: buf(1).cast_const().cast(),
+            w: buf(2).cast_const(),
+            ws: buf(3).cast_const().cast(),
+            out: buf(4).cast(),
+            k: k as usize,
+            n: n as usize,
+            t: *scalars as usize,
+            rows: row_begin as usize..row_end as usize,
+        };
+        matmul_i8::run(&call);
     }
 }
