@@ -353,13 +353,7 @@ mod tests {
     use super::*;
 
     fn check(k: usize, n: usize, t: usize, f16: bool, seed: u64) {
-        let mut s = seed | 1;
-        let mut next = || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s
-        };
+        let mut next = crate::native::test_support::xorshift(seed | 1);
         // Finite weights of either format (f16: exponent below 31).
         let w: Vec<u16> = (0..n * k)
             .map(|_| {
@@ -386,7 +380,7 @@ mod tests {
             unsafe { if simd { run(&call) } else { portable(&call) } };
             out
         };
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let bits = crate::native::test_support::bits;
         let all = go(true, t, 0..n);
         assert_eq!(
             bits(&all),

@@ -74,7 +74,7 @@ pub(crate) unsafe fn run(call: &Call) {
         if call.t >= AMX_MIN_TOKENS && super::allowed(super::Isa::Amx) && super::tiles::available()
         {
             // SAFETY: the process may use AMX; the buffers are the caller's.
-            unsafe { amx::run(call) };
+            unsafe { super::tiles::run(call) };
             return;
         }
         if super::allowed(super::Isa::Avx512) && avx512::available() {
@@ -237,10 +237,22 @@ mod avx512 {
 #[cfg(target_arch = "x86_64")]
 mod amx {
     use super::{BLOCK, Call};
-    use crate::native::tiles::{self, Activations, TileBytes, TileSource};
+    use crate::native::tiles::{Activations, TileBytes, TileSource};
     use std::arch::x86_64::*;
 
     impl TileSource for Call {
+        fn activations(&self) -> Activations {
+            Activations {
+                xq: self.xq,
+                k: self.k,
+                t: self.t,
+            }
+        }
+
+        fn rows(&self) -> std::ops::Range<usize> {
+            self.rows.clone()
+        }
+
         fn weights(&self) -> *const u8 {
             self.w
         }
@@ -334,21 +346,6 @@ mod amx {
             }
         }
     }
-
-    /// Runs `call` on AMX.
-    ///
-    /// # Safety
-    /// As `super::run`, and `tiles::available()` is true.
-    #[target_feature(enable = "avx512f,avx512bw")]
-    pub(super) unsafe fn run(call: &Call) {
-        let x = Activations {
-            xq: call.xq,
-            k: call.k,
-            t: call.t,
-        };
-        // SAFETY: the caller's.
-        unsafe { tiles::run(call, &x, call.rows.clone()) };
-    }
 }
 
 #[cfg(test)]
@@ -359,13 +356,7 @@ mod tests {
 
     /// Random weights, activations and scales; `variant` against the portable kernel, bit for bit.
     fn check(k: usize, n: usize, t: usize, seed: u64, variant: impl Fn(&Call)) {
-        let mut s = seed | 1;
-        let mut next = || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s
-        };
+        let mut next = crate::native::test_support::xorshift(seed | 1);
         // Bytes q + 128 with q in −127..=127.
         let w: Vec<u8> = (0..n * k).map(|_| (next() % 255) as u8 + 1).collect();
         let xq: Vec<i8> = (0..t * k).map(|_| (next() % 255) as i8).collect();
@@ -394,8 +385,8 @@ mod tests {
         };
         let (a, b) = (run_with(true), run_with(false));
         assert_eq!(
-            a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-            b.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            crate::native::test_support::bits(&a),
+            crate::native::test_support::bits(&b),
             "k {k} n {n} t {t}"
         );
         // Row 0 is outside the call: untouched.
@@ -452,7 +443,7 @@ mod tests {
         for (k, n, t) in shapes() {
             // SAFETY: the process may use AMX; the buffers are `check`'s.
             check(k, n, t, (k * 13 + n * 5 + t) as u64, |call| unsafe {
-                amx::run(call)
+                crate::native::tiles::run(call)
             });
         }
     }

@@ -14,6 +14,8 @@
 mod matmul_half;
 mod matmul_i8;
 mod ternary_matmul;
+#[cfg(test)]
+mod test_support;
 #[cfg(target_arch = "x86_64")]
 mod tiles;
 

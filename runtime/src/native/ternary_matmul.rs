@@ -89,9 +89,10 @@ impl Call {
 pub(crate) unsafe fn run(call: &Call) {
     #[cfg(target_arch = "x86_64")]
     {
-        if call.t >= AMX_MIN_TOKENS && super::allowed(super::Isa::Amx) && amx::available() {
+        if call.t >= AMX_MIN_TOKENS && super::allowed(super::Isa::Amx) && super::tiles::available()
+        {
             // SAFETY: the process may use AMX; the buffers are the caller's.
-            unsafe { amx::run(call) };
+            unsafe { super::tiles::run(call) };
             return;
         }
         if super::allowed(super::Isa::Avx512) && avx512::available() {
@@ -373,13 +374,7 @@ mod tests {
         seed: u64,
         variant: impl Fn(&Call),
     ) {
-        let mut s = seed;
-        let mut next = || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s
-        };
+        let mut next = crate::native::test_support::xorshift(seed);
         let row_bytes = k.div_ceil(BLOCK) * BLOCK / 4;
         let mut w: Vec<u8> = (0..n * row_bytes).map(|_| 0).collect();
         for row in 0..n {
@@ -421,8 +416,8 @@ mod tests {
         };
         let (a, b) = (run_with(true), run_with(false));
         assert_eq!(
-            a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-            b.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            crate::native::test_support::bits(&a),
+            crate::native::test_support::bits(&b),
             "k {k} n {n} t {t} residual {residual}"
         );
         // Row 0 is outside the call: untouched.
@@ -448,7 +443,7 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn the_amx_kernel_equals_the_portable_one_at_awkward_shapes() {
-        if !amx::available() {
+        if !crate::native::tiles::available() {
             eprintln!("skipped: this CPU or OS does not give AMX to this process");
             return;
         }
@@ -467,7 +462,9 @@ mod tests {
             for residual in [false, true] {
                 let seed = (k * 13 + n * 5 + t) as u64 + u64::from(residual);
                 // SAFETY: the process may use AMX (checked); the buffers are `check_variant`'s.
-                check_variant(k, n, t, residual, seed, |call| unsafe { amx::run(call) });
+                check_variant(k, n, t, residual, seed, |call| unsafe {
+                    crate::native::tiles::run(call)
+                });
             }
         }
     }

@@ -35,8 +35,12 @@ const SUM_TILES: usize = 4;
 /// Blocks ahead of the one in use whose weights a group prefetches (every fourth block).
 const PREFETCH_BLOCKS: usize = 8;
 
-/// The weights of a kernel, as the driver needs them.
+/// A kernel call, as the driver needs it: its activations, rows and weights.
 pub(super) trait TileSource {
+    /// The call's activations.
+    fn activations(&self) -> Activations;
+    /// The rows the call computes.
+    fn rows(&self) -> std::ops::Range<usize>;
     /// The weights' first byte.
     fn weights(&self) -> *const u8;
     /// Bytes per row of weights.
@@ -315,13 +319,14 @@ unsafe fn store_sums(acc: usize, p: *mut i32) {
     }
 }
 
-/// Multiplies the activations `x` by rows `rows` of `source` (see the module doc).
+/// Runs the call `source` (see the module doc): its activations times its rows of weights.
 ///
 /// # Safety
-/// `available()` is true; `x` and `source` describe valid buffers of a call of `x.t` tokens, and
-/// `rows` are rows of the source.
+/// `available()` is true; `source` describes valid buffers of a call.
 #[target_feature(enable = "avx512f,avx512bw")]
-pub(super) unsafe fn run<S: TileSource>(source: &S, x: &Activations, rows: std::ops::Range<usize>) {
+pub(super) unsafe fn run<S: TileSource>(source: &S) {
+    let x = &source.activations();
+    let rows = source.rows();
     let row_bytes = source.row_bytes();
     let tile_rows = (TILE_BYTES / row_bytes.max(1)).max(16) / 16 * 16;
     let mut configured = None;

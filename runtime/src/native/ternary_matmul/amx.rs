@@ -10,10 +10,8 @@
 //! per dword (`unpack`). `acc = C − Σ x` as the AVX-512 kernel.
 
 use super::Call;
-use crate::native::tiles::{self, Activations, TileBytes, TileSource};
+use crate::native::tiles::{Activations, TileBytes, TileSource};
 use std::arch::x86_64::*;
-
-pub(super) use tiles::available;
 
 /// Writes block `b` of the `valid` (≤ 16) rows from `w` (row stride `row_bytes`) into `out` as a
 /// B tile (see the module doc); rows from `valid` on are zero codes.
@@ -31,26 +29,11 @@ unsafe fn unpack(w: *const u8, row_bytes: usize, valid: usize, b: usize, out: &m
         z[n / 4] = _mm512_mask_broadcast_i32x4(z[n / 4], 0xF << (4 * (n % 4)), block);
     }
     let three = _mm512_set1_epi8(3);
+    // Position n of (z0 | z1), n < 8, and of (z2 | z3), n ≥ 8: dword 0 of row n's block (dword d
+    // is d further).
+    let first_dwords = _mm512_set_epi32(28, 24, 20, 16, 12, 8, 4, 0, 28, 24, 20, 16, 12, 8, 4, 0);
     for d in 0..4 {
-        // Position n of (z0 | z1), n < 8, and of (z2 | z3), n ≥ 8: dword d of row n's block.
-        let idx = _mm512_set_epi32(
-            28 + d,
-            24 + d,
-            20 + d,
-            16 + d,
-            12 + d,
-            8 + d,
-            4 + d,
-            d,
-            28 + d,
-            24 + d,
-            20 + d,
-            16 + d,
-            12 + d,
-            8 + d,
-            4 + d,
-            d,
-        );
+        let idx = _mm512_add_epi32(first_dwords, _mm512_set1_epi32(d));
         let low = _mm512_permutex2var_epi32(z[0], idx, z[1]);
         let high = _mm512_permutex2var_epi32(z[2], idx, z[3]);
         let dwords = _mm512_mask_blend_epi32(0xFF00, low, high);
@@ -108,6 +91,18 @@ unsafe fn store_row(call: &Call, t: usize, first: usize, valid: usize, acc: &[i3
 }
 
 impl TileSource for Call {
+    fn activations(&self) -> Activations {
+        Activations {
+            xq: self.xq,
+            k: self.k,
+            t: self.t,
+        }
+    }
+
+    fn rows(&self) -> std::ops::Range<usize> {
+        self.rows.clone()
+    }
+
     fn weights(&self) -> *const u8 {
         self.w
     }
@@ -134,19 +129,4 @@ impl TileSource for Call {
         // SAFETY: the caller's.
         unsafe { store_row(self, t, first, valid, acc, xsum) };
     }
-}
-
-/// Runs `call` on AMX.
-///
-/// # Safety
-/// As `super::run`, and `available()` is true.
-#[target_feature(enable = "avx512f,avx512bw")]
-pub(super) unsafe fn run(call: &Call) {
-    let x = Activations {
-        xq: call.xq,
-        k: call.k,
-        t: call.t,
-    };
-    // SAFETY: the caller's.
-    unsafe { tiles::run(call, &x, call.rows.clone()) };
 }
