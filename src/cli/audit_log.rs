@@ -70,9 +70,36 @@ pub fn open(target: &Target) -> anyhow::Result<Option<bitnet_runtime::audit::Aud
 
 /// What a record says about a command's input: each file's size and sha256. An unreadable input is
 /// recorded as such; the command then fails and its error is logged too.
-pub fn input_digests(path: &Path) -> serde_json::Value {
+fn input_digests(path: &Path) -> serde_json::Value {
     bitnet_runtime::audit::input_digests(path)
         .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }))
+}
+
+/// The digests of a record's `model` (`null` without one), on a thread of their own while the
+/// command runs: hashing a 1 GB model takes seconds that the compile need not wait for. Nothing is
+/// hashed when no log is written.
+enum Digests {
+    Ready(serde_json::Value),
+    Hashing(std::thread::JoinHandle<serde_json::Value>),
+}
+
+impl Digests {
+    fn start(model: Option<PathBuf>, now: bool) -> Digests {
+        match model {
+            None => Digests::Ready(serde_json::Value::Null),
+            Some(m) if now => Digests::Ready(input_digests(&m)),
+            Some(m) => Digests::Hashing(std::thread::spawn(move || input_digests(&m))),
+        }
+    }
+
+    fn finish(self) -> serde_json::Value {
+        match self {
+            Digests::Ready(v) => v,
+            Digests::Hashing(h) => h.join().unwrap_or_else(
+                |_| serde_json::json!({ "error": "the thread hashing the input failed" }),
+            ),
+        }
+    }
 }
 
 /// Runs `command` and appends its record to the log at `target`: `record` (the kind and what the
@@ -99,20 +126,27 @@ pub fn run_logged(
     start["pid"] = std::process::id().into();
     log.append("start", start)?;
     fields["op"] = op.into();
-    if let Some(model) = fields["model"].as_str().map(PathBuf::from)
-        && bitnet_runtime::artifact::is_artifact(&model)
-    {
+    let model = fields["model"].as_str().map(PathBuf::from);
+    let artifact = model
+        .as_deref()
+        .is_some_and(bitnet_runtime::artifact::is_artifact);
+    // An artifact's load record names its digests before the command runs.
+    let mut digests = Digests::start(model.clone(), artifact);
+    if let (true, Some(model)) = (artifact, &model) {
+        let inputs = digests.finish();
         log.append(
             "load",
             serde_json::json!({
                 "artifact": model.display().to_string(),
-                "inputs": fields["inputs"].clone(),
+                "inputs": inputs.clone(),
             }),
         )?;
+        digests = Digests::Ready(inputs);
     }
     let started = std::time::Instant::now();
     let result = command(&mut extra);
     fields["wall_s"] = started.elapsed().as_secs_f64().into();
+    fields["inputs"] = digests.finish();
     if let (Some(f), serde_json::Value::Object(extra)) = (fields.as_object_mut(), extra) {
         f.extend(extra);
     }

@@ -8,7 +8,6 @@
 //! first, gives the decode ceiling: bandwidth ÷ weight bytes read per token. With `--batch`, the
 //! main build's decode is also measured with several sequences per step (`bench_batch`).
 
-use super::audit_log::input_digests;
 use super::bench_batch::{BatchResult, measure_batches, print_batches};
 use super::progress::Progress;
 use anyhow::{Context, Result, bail};
@@ -68,7 +67,6 @@ impl BenchArgs {
             "run",
             serde_json::json!({
                 "command": "bench",
-                "inputs": self.model.as_deref().map_or(serde_json::Value::Null, input_digests),
                 "model": self.model.as_ref().map(|m| m.display().to_string()),
                 "flags": {
                     "preset": self.preset,

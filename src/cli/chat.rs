@@ -9,7 +9,6 @@
 //! quits. Prompts and per-turn statistics go to stderr; `--json` prints one JSON object per turn
 //! instead of the text.
 
-use super::audit_log::input_digests;
 use super::progress::Progress;
 use anyhow::{Context, Result, bail};
 use bitnet_runtime::chat::{ChatFormat, ChatTemplate, Message};
@@ -53,7 +52,6 @@ impl ChatArgs {
             "chat",
             serde_json::json!({
                 "command": "chat",
-                "inputs": input_digests(&self.model),
                 "model": self.model.display().to_string(),
                 "flags": {
                     "max_tokens": self.max_tokens,

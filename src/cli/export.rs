@@ -1,7 +1,6 @@
 //! `bitnetc export`: write a model bitnetc imports as an HF folder in BitNet's packed form or as a
 //! GGUF file with ternary projections (`bitnet_frontend::export`), whole or not at all.
 
-use super::audit_log::input_digests;
 use super::flags::parse_quantize;
 use anyhow::{Result, bail};
 use bitnet_frontend::export::{self, GgufTernary, Source};
@@ -45,7 +44,6 @@ impl ExportArgs {
             "export",
             serde_json::json!({
                 "command": "export",
-                "inputs": input_digests(&self.model),
                 "model": self.model.display().to_string(),
                 "output": self.output.display().to_string(),
                 "flags": {

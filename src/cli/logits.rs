@@ -1,7 +1,6 @@
 //! `bitnetc logits MODEL --tokens …`: run a prompt through a model (the reference interpreter or the
 //! CPU backend) or an artifact and print each position's argmax, or save the logits as `.npy`.
 
-use super::audit_log::input_digests;
 use super::output::write_new;
 use anyhow::{Context, Result, bail};
 use bitnet_frontend::npy;
@@ -58,7 +57,6 @@ impl LogitsArgs {
             "run",
             serde_json::json!({
                 "command": "logits",
-                "inputs": input_digests(&self.model),
                 "model": self.model.display().to_string(),
                 "tokens": self.tokens.len(),
                 "output": self.output.as_ref().map(|p| p.display().to_string()),

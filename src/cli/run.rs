@@ -4,7 +4,6 @@
 //! why it stopped) goes to stderr. `--json` prints one JSON object instead, for scripts. Without a
 //! tokenizer, or with `--tokens`, the ids are what matters: they are printed as they come.
 
-use super::audit_log::input_digests;
 use super::progress::Progress;
 use anyhow::{Context, Result, bail};
 use bitnet_runtime::chat::Message;
@@ -70,7 +69,6 @@ impl RunArgs {
             "run",
             serde_json::json!({
                 "command": "run",
-                "inputs": input_digests(&self.model),
                 "model": self.model.display().to_string(),
                 "flags": {
                     "max_tokens": self.max_tokens,

@@ -3,7 +3,6 @@
 //! when a gate fails, so a build pipeline can stop on it. The measuring is `bitnetc::validate`'s;
 //! this module holds the flags, the table and the audit record.
 
-use super::audit_log::input_digests;
 use super::progress::Progress;
 use anyhow::{Context, Result, bail};
 use bitnetc::validate::{Gates, Reference, Report, ValidateOptions, gates::Bound};
@@ -65,7 +64,6 @@ impl ValidateArgs {
             "run",
             serde_json::json!({
                 "command": "validate",
-                "inputs": self.model.as_deref().map_or(serde_json::Value::Null, input_digests),
                 "model": self.model.as_ref().map(|m| m.display().to_string()),
                 "flags": {
                     "preset": self.preset,

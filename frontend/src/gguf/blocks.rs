@@ -200,20 +200,58 @@ pub fn decode_tq1_0(bytes: &[u8], n: usize) -> Result<TernaryBlocks, String> {
 }
 
 /// TQ2_0 blocks to values in {-1, 0, +1} (or +2 for the unused code 3) and block scales.
+///
+/// Byte `i` of a block's 64 code bytes holds elements `128·(i/32) + 32·k + i%32` for k = 0…3 at
+/// bits 2k; the loop writes each element in place (no per-element push), which the compiler vectorizes.
 pub fn decode_tq2_0(bytes: &[u8], n: usize) -> Result<TernaryBlocks, String> {
     let nb = check_len(bytes, n, QK_K, TQ2_0_BYTES, "TQ2_0")?;
-    let mut values = Vec::with_capacity(n);
+    let mut values = vec![0i8; n];
     let mut scales = Vec::with_capacity(nb);
-    for b in blocks_of::<TQ2_0_BYTES>(bytes) {
+    for (b, out) in bytes
+        .chunks_exact(TQ2_0_BYTES)
+        .zip(values.chunks_exact_mut(QK_K))
+    {
         let (qs, d) = b.split_at(64);
-        for group in qs.chunks_exact(32) {
-            for k in 0..4 {
-                values.extend(group.iter().map(|&q| ((q >> (2 * k)) & 3) as i8 - 1));
+        for (group, out) in qs.chunks_exact(32).zip(out.chunks_exact_mut(128)) {
+            for (k, out) in out.chunks_exact_mut(32).enumerate() {
+                for (o, &q) in out.iter_mut().zip(group) {
+                    *o = ((q >> (2 * k)) & 3) as i8 - 1;
+                }
             }
         }
         scales.push(f16::from_le_bytes([d[0], d[1]]));
     }
     Ok(TernaryBlocks { values, scales })
+}
+
+/// One TQ2_0 block read without decoding its values.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Tq2Block {
+    /// The block's scale.
+    pub d: f16,
+    /// Whether a code byte differs from 0x55 (four zeros): the block holds a nonzero value.
+    pub nonzero: bool,
+    /// Whether a code is 3, which is not a ternary code.
+    pub code3: bool,
+}
+
+/// Each TQ2_0 block's scale and flags, from the code bytes alone (no decoded copy).
+pub fn tq2_0_blocks(bytes: &[u8], n: usize) -> Result<Vec<Tq2Block>, String> {
+    check_len(bytes, n, QK_K, TQ2_0_BYTES, "TQ2_0")?;
+    Ok(bytes
+        .chunks_exact(TQ2_0_BYTES)
+        .map(|b| {
+            let (qs, d) = b.split_at(64);
+            let (diff, three) = qs.iter().fold((0u8, 0u8), |(diff, three), &q| {
+                (diff | (q ^ 0x55), three | (q & (q >> 1) & 0x55))
+            });
+            Tq2Block {
+                d: f16::from_le_bytes([d[0], d[1]]),
+                nonzero: diff != 0,
+                code3: three != 0,
+            }
+        })
+        .collect())
 }
 
 /// I2_S (x86 `ACT_PARALLEL` layout) to ternary values and the tensor's f32 scale. Needs

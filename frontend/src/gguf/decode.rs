@@ -88,8 +88,11 @@ impl GgufFile {
         let (values, scale) = match info.ggml_type {
             GgmlType::TQ1_0 => tq_scale(blocks::decode_tq1_0(bytes, n).map_err(ctx)?),
             GgmlType::TQ2_0 => {
+                let flags = blocks::tq2_0_blocks(bytes, n).map_err(ctx)?;
                 let tb = blocks::decode_tq2_0(bytes, n).map_err(ctx)?;
-                if let Some(i) = tb.values.iter().position(|&v| v == 2) {
+                if flags.iter().any(|b| b.code3)
+                    && let Some(i) = tb.values.iter().position(|&v| v == 2)
+                {
                     return Err(ctx(format!(
                         "TQ2_0: element {i} (block {}, position {}) has code 3, which is not a \
                          ternary code",
@@ -97,7 +100,7 @@ impl GgufFile {
                         i % QK_K
                     )));
                 }
-                tq_scale(tb)
+                (tb.values, tq2_scale(&flags))
             }
             GgmlType::I2_S => {
                 let (t, scale) = self.i2_s(info, bytes)?;
@@ -117,6 +120,21 @@ impl GgufFile {
             }
         };
         Ok((self.tensor(info, Data::Ternary(values))?, scale))
+    }
+
+    /// The scale `ternary(name)` gives, without keeping the decoded values: TQ2_0 reads only each
+    /// block's `d` and code bytes (and decodes in full only to name a code 3); the other types decode.
+    pub fn ternary_scale(&self, name: &str) -> Result<TernaryScale, FrontendError> {
+        let info = self.tensor_info(name)?;
+        if info.ggml_type == GgmlType::TQ2_0 {
+            let bytes = self.tensor_bytes(info);
+            let flags = blocks::tq2_0_blocks(bytes, info.numel)
+                .map_err(|e| self.err(format!("tensor '{name}': {e}")))?;
+            if !flags.iter().any(|b| b.code3) {
+                return Ok(tq2_scale(&flags));
+            }
+        }
+        Ok(self.ternary(name)?.1)
     }
 
     /// An unquantized tensor's elements as f32 (f16/bf16 widen exactly, f64 rounds to nearest,
@@ -202,15 +220,15 @@ fn scale_blocks(tb: TernaryBlocks) -> Vec<f32> {
 
 /// Per-tensor when every block that holds a nonzero value has the same `d` (blocks of zeros may carry
 /// any `d`: the quantizer writes 0 for them), else per-block.
-fn tq_scale(tb: TernaryBlocks) -> (Vec<i8>, TernaryScale) {
-    let mut common = None;
+fn common_scale(blocks: impl Iterator<Item = (f16, bool)> + Clone) -> TernaryScale {
+    let mut common: Option<f16> = None;
     let mut uniform = true;
-    for (vals, d) in tb.values.chunks(QK_K).zip(&tb.scales) {
-        if vals.iter().all(|&v| v == 0) {
+    for (d, nonzero) in blocks.clone() {
+        if !nonzero {
             continue;
         }
         match common {
-            None => common = Some(*d),
+            None => common = Some(d),
             Some(c) if c.to_bits() == d.to_bits() => {}
             Some(_) => {
                 uniform = false;
@@ -218,15 +236,30 @@ fn tq_scale(tb: TernaryBlocks) -> (Vec<i8>, TernaryScale) {
             }
         }
     }
-    let scale = if uniform {
-        let d = common.or_else(|| tb.scales.first().copied());
+    if uniform {
+        let d = common.or_else(|| blocks.clone().next().map(|(d, _)| d));
         TernaryScale::PerTensor(d.map_or(0.0, |d| d.to_f32()))
     } else {
         TernaryScale::PerBlock {
             block: QK_K,
-            scales: tb.scales.iter().map(|d| d.to_f32()).collect(),
+            scales: blocks.map(|(d, _)| d.to_f32()).collect(),
         }
-    };
+    }
+}
+
+/// `common_scale` of TQ2_0 blocks read by `tq2_0_blocks`.
+fn tq2_scale(flags: &[blocks::Tq2Block]) -> TernaryScale {
+    common_scale(flags.iter().map(|b| (b.d, b.nonzero)))
+}
+
+/// `common_scale` of decoded blocks (TQ1_0).
+fn tq_scale(tb: TernaryBlocks) -> (Vec<i8>, TernaryScale) {
+    let scale = common_scale(
+        tb.values
+            .chunks(QK_K)
+            .zip(&tb.scales)
+            .map(|(vals, d)| (*d, vals.iter().any(|&v| v != 0))),
+    );
     (tb.values, scale)
 }
 

@@ -104,7 +104,7 @@ impl WeightStore for GgufWeights {
                     .ok_or_else(|| fail(FrontendError::format(self.file.path(), "shape")))?
             }
             Read::Ternary => self.file.ternary(tensor).map_err(fail)?.0,
-            Read::Scale => match self.file.ternary(tensor).map_err(fail)?.1 {
+            Read::Scale => match self.file.ternary_scale(tensor).map_err(fail)? {
                 TernaryScale::PerTensor(s) => Tensor::new(vec![1], Data::F32(vec![s]))
                     .ok_or_else(|| fail(FrontendError::format(self.file.path(), "scale")))?,
                 TernaryScale::PerBlock { .. } => {
@@ -161,7 +161,7 @@ impl Collector<'_> {
     ) -> Result<Linear, FrontendError> {
         let ty = self.check(name, &[out, inp])?;
         let ternary = matches!(ty, GgmlType::TQ1_0 | GgmlType::TQ2_0 | GgmlType::I2_S);
-        if ternary && matches!(self.file.ternary(name)?.1, TernaryScale::PerTensor(_)) {
+        if ternary && matches!(self.file.ternary_scale(name)?, TernaryScale::PerTensor(_)) {
             let scale = format!("{name}{SCALE_SUFFIX}");
             self.entries
                 .insert(name.to_string(), (name.to_string(), Read::Ternary));

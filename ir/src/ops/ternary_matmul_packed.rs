@@ -112,13 +112,46 @@ pub fn code_slot(j: usize, block: usize, order: PackOrder) -> (usize, u32) {
 }
 
 /// Packs one row of ternary values into `out` (`padded_k(t.len(), block) / 4` bytes).
+///
+/// Whole blocks (I2_S) and whole bytes (low-first) are packed by straight-line loops over slices, which
+/// the compiler vectorizes; the padded tail goes element by element through `code_slot`.
 pub fn pack_row(t: &[i8], block: usize, order: PackOrder, out: &mut [u8]) {
+    fn code(v: i8) -> u8 {
+        (v.clamp(-1, 1) + 1) as u8
+    }
     out.fill(0);
-    for j in 0..out.len() * 4 {
-        let code = t.get(j).map_or(1, |&v| (v.clamp(-1, 1) + 1) as u8);
+    let g = block / 4;
+    let done = match order {
+        PackOrder::I2s if g > 0 => {
+            let whole = (t.len() / block).min(out.len() / g);
+            for (tb, ob) in t
+                .chunks_exact(block)
+                .zip(out.chunks_exact_mut(g))
+                .take(whole)
+            {
+                let (q0, rest) = tb.split_at(g);
+                let (q1, rest) = rest.split_at(g);
+                let (q2, q3) = rest.split_at(g);
+                for (i, o) in ob.iter_mut().enumerate() {
+                    *o = code(q0[i]) << 6 | code(q1[i]) << 4 | code(q2[i]) << 2 | code(q3[i]);
+                }
+            }
+            whole * block
+        }
+        PackOrder::LowFirst => {
+            let whole = (t.len() / 4).min(out.len());
+            for (c, o) in t.chunks_exact(4).zip(out.iter_mut()).take(whole) {
+                *o = code(c[0]) | code(c[1]) << 2 | code(c[2]) << 4 | code(c[3]) << 6;
+            }
+            whole * 4
+        }
+        PackOrder::I2s => 0,
+    };
+    for j in done..out.len() * 4 {
+        let c = t.get(j).map_or(1, |&v| code(v));
         let (byte, shift) = code_slot(j, block, order);
         if let Some(o) = out.get_mut(byte) {
-            *o |= code << shift;
+            *o |= c << shift;
         }
     }
 }

@@ -7,7 +7,6 @@ mod cpu;
 mod cuda;
 mod profile;
 
-use super::audit_log::input_digests;
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -57,7 +56,6 @@ impl CompileArgs {
             "compile",
             serde_json::json!({
                 "command": "compile",
-                "inputs": input_digests(&s.model),
                 "model": s.model.display().to_string(),
                 "output": s.output.display().to_string(),
                 "flags": {

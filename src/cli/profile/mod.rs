@@ -8,7 +8,6 @@
 
 mod table;
 
-use super::audit_log::input_digests;
 use super::output::write_atomic;
 use super::progress::Progress;
 use anyhow::{Context, Result, bail};
@@ -86,7 +85,6 @@ impl ProfileArgs {
             "run",
             json!({
                 "command": "profile",
-                "inputs": self.model.as_deref().map_or(serde_json::Value::Null, input_digests),
                 "model": self.model.as_ref().map(|m| m.display().to_string()),
                 "flags": {
                     "preset": self.preset,
