@@ -278,6 +278,8 @@ fn fixture_projections_agree_across_formats() {
                     fp16_gamma
                 };
                 assert_eq!(scale, TernaryScale::PerTensor(want), "{file} {name}");
+                // The scale read without decoding (TQ2_0: block headers) is the same.
+                assert_eq!(g.ternary_scale(&name).unwrap(), scale, "{file} {name}");
                 // dequantize() is the same values times the scale.
                 let deq = g.dequantize(&name).unwrap();
                 assert_eq!(deq.shape, t.shape);
@@ -533,6 +535,8 @@ fn reference_file_every_type() {
     let (t2, s2) = g.ternary("tq2").unwrap();
     assert_eq!(ternary_values(&t2), t256);
     assert_eq!(s2, TernaryScale::PerTensor(0.5));
+    assert_eq!(g.ternary_scale("tq2").unwrap(), s2);
+    assert_eq!(g.ternary_scale("tq1").unwrap(), s1);
     let (t3, s3) = g.ternary("i2s").unwrap();
     assert_eq!(
         (t3.shape.clone(), ternary_values(&t3).to_vec()),

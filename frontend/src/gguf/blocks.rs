@@ -364,6 +364,21 @@ mod encode_tests {
     }
 
     #[test]
+    fn tq2_0_block_flags_read_without_decoding() {
+        // Block 0 nonzero, block 1 all zeros, block 2 with one code 3 planted.
+        let mut v = values(768);
+        v[256..512].fill(0);
+        let d = f16::from_f32(0.25);
+        let mut bytes = encode_tq2_0(&v, d).unwrap();
+        bytes[2 * TQ2_0_BYTES + 5] |= 0b1100_0000;
+        let flags = tq2_0_blocks(&bytes, 768).unwrap();
+        let got: Vec<(bool, bool)> = flags.iter().map(|b| (b.nonzero, b.code3)).collect();
+        assert_eq!(got, [(true, false), (false, false), (true, true)]);
+        assert!(flags.iter().all(|b| b.d == d));
+        assert!(tq2_0_blocks(&bytes[1..], 768).is_err());
+    }
+
+    #[test]
     fn i2_s_encoding_decodes_back() {
         let v = values(384);
         let bytes = encode_i2_s(&v, 0.123_456_79).unwrap();
