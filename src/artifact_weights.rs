@@ -100,7 +100,12 @@ mod tests {
             let w: Vec<f32> = (0..3 * k)
                 .map(|i| f32::from_bits((i as u32 + 1) << 16))
                 .collect();
-            let paired = bitnet_backends::kernel::layout::bf16_layout_exact(&w, k).unwrap();
+            let paired = bitnet_backends::kernel::layout::layout_exact(
+                &w,
+                k,
+                bitnet_backends::kernel::HalfFormat::Bf16,
+            )
+            .unwrap();
             let bytes: Vec<u8> = paired.iter().flat_map(|h| h.to_le_bytes()).collect();
             let back = super::unpair_rows(&bytes, k, 2).unwrap();
             let want: Vec<u8> = w

@@ -37,7 +37,7 @@ pub struct CpuOptions {
     /// on dequantized weights with unquantized activations (`bitnet_passes::DENSE_BASELINE_PIPELINE`).
     /// For benchmarks only; its numerics are not BitNet's.
     pub full_precision: bool,
-    /// How the lm_head stores its weights (`auto`: bf16 when exactly bf16, else f32; `f16`; `i8`).
+    /// How the lm_head stores its weights (`auto`: bf16 or f16 when exact, else f32; `f16`; `i8`).
     pub head: HeadDtype,
     /// How every other dense projection stores its weights (`auto`: as they are; `bf16`, `f16`;
     /// `i8`: per-row scale with activations quantized per token).
@@ -162,6 +162,9 @@ pub(crate) fn with_cpu_plan<T>(
         .collect();
     cx.derived
         .tensors
+        .retain(|name, _| named.contains(name.as_str()));
+    cx.derived
+        .lazy
         .retain(|name, _| named.contains(name.as_str()));
     let plan = cx
         .plans

@@ -734,3 +734,84 @@ fn compile_profiles_preset_the_flags() {
         text(&o.stderr)
     );
 }
+
+/// A GGUF whose embedding, tied to the lm_head, is F16 (gguf-py's copy of tiny-tq2_0 with that one
+/// tensor converted, `scripts/fixtures/make_gguf_f16_embedding.py`): the JIT and the artifact keep
+/// the table as f16 (the embedding kernel `…_f16`, one copy shared with the head that
+/// `--head-dtype auto` reads as f16; the artifact's weight index lists it once, f16, 2 bytes per
+/// entry); and both give the interpreter's logits on the GGUF (≤ 1e-3 · max|logit|, the same
+/// argmax at every position), the interpreter on the artifact's own weights (f16 pairs read back
+/// in index order) within 1e-5.
+#[test]
+fn an_f16_embedding_stays_f16_and_gives_the_interpreters_logits() {
+    if !support::have_cc("an_f16_embedding_stays_f16_and_gives_the_interpreters_logits") {
+        return;
+    }
+    let dir = root().join("tests/fixtures/gguf-tiny");
+    let model = dir.join("tiny-tq2_0-f16emb.gguf");
+    let prompt = ids(&support::reference(&dir)["prompt_ids"]);
+    let context = prompt.len() as u64 + 2;
+    let open = |path: &Path| {
+        bitnetc::OpenOptions {
+            context: Some(context),
+            ..Default::default()
+        }
+        .open(path)
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let reference = open(&model);
+    let want = bitnetc::prompt_logits(&reference.module, reference.weights.as_ref(), &prompt)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .data
+        .to_f32();
+
+    let options = bitnetc::CpuOptions::with_threads(2);
+    let mut jit =
+        bitnetc::compile_cpu(&mut open(&model), &options).unwrap_or_else(|e| panic!("{e}"));
+    let program = jit.program();
+    let vocab = program.vocab as usize;
+    let symbols: Vec<&str> = program.kernels.iter().map(|(s, _)| s.as_str()).collect();
+    let embedding = format!("bitnet_embedding_{vocab}x");
+    let hidden: usize = symbols
+        .iter()
+        .find_map(|s| s.strip_prefix(embedding.as_str())?.strip_suffix("_f16"))
+        .unwrap_or_else(|| panic!("no f16 embedding kernel: {symbols:?}"))
+        .parse()
+        .unwrap();
+    let head = format!("bitnet_matmul_nt_{vocab}x{hidden}_f16_pairs");
+    assert!(
+        symbols.contains(&head.as_str()),
+        "the tied head reads the f16 table: {symbols:?}"
+    );
+    let ours = jit.forward(&prompt, 0).unwrap().to_vec();
+    check_logits("f16 embedding (jit)", &ours, &want, vocab, 1e-3);
+
+    let scratch = support::Scratch::create("artifact-f16-embedding");
+    let path = scratch.join("model.bnx");
+    std::fs::write(&path, compile(&model, context, "native")).unwrap();
+    // The artifact's weight index: the table once, as f16 in the paired row order.
+    let (_, index, _) = artifact::read_ir(&path).unwrap_or_else(|e| panic!("{e}"));
+    let tables: Vec<_> = index
+        .iter()
+        .filter(|(_, w)| w.shape == [vocab as u64, hidden as u64])
+        .collect();
+    assert_eq!(tables.len(), 1, "{tables:?}");
+    let (_, table) = tables[0];
+    assert_eq!(
+        (table.elem.as_str(), table.bytes, table.layout.as_deref()),
+        (
+            "f16",
+            2 * (vocab * hidden) as u64,
+            Some(artifact::PAIRED_LAYOUT)
+        ),
+        "{table:?}"
+    );
+    let mut aot = artifact::load(&path, 2).unwrap_or_else(|e| panic!("{e}"));
+    let cpu = aot.forward(&prompt, 0).unwrap().to_vec();
+    assert_eq!(cpu, ours, "the artifact computes what the JIT does");
+    let interp = bitnetc::artifact_prompt_logits(&path, &prompt)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .data
+        .to_f32();
+    support::check_logits_within("interpreter on the artifact", &interp, &want, 1e-5);
+}

@@ -182,12 +182,26 @@ fn derived_bytes(pipeline: &str, marker: &str) -> usize {
     PassManager::new(parse_pipeline(pipeline).unwrap())
         .run(&mut module, &mut cx)
         .unwrap_or_else(|e| panic!("{e}"));
-    cx.derived
+    // Held tensors, and the lazy ones (the model's packed projections) made as the backend would.
+    let held: usize = cx
+        .derived
         .tensors
         .iter()
         .filter(|(name, _)| name.contains(marker))
         .map(|(_, t)| t.data.to_le_bytes().len())
-        .sum()
+        .sum();
+    let weights = cx.weights_after();
+    let made: usize = cx
+        .derived
+        .lazy
+        .iter()
+        .filter(|(name, _)| name.contains(marker))
+        .map(|(name, make)| {
+            let t = (make.0)(&weights).unwrap_or_else(|e| panic!("{name}: {e}"));
+            t.data.to_le_bytes().len()
+        })
+        .sum();
+    held + made
 }
 
 #[test]

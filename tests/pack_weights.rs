@@ -128,8 +128,8 @@ proptest! {
         prop_assert_eq!(f.op_order().filter(|&o| f.op(o).kind == OpKind::TernaryMatmul).count(), 0);
         let packed_name = format!("w#packed.{}", layout.name);
         let sums_name = format!("w#rowsum.{}", layout.name);
-        prop_assert!(cx.derived.tensors.contains_key(&packed_name));
-        prop_assert_eq!(cx.derived.tensors.contains_key(&sums_name), layout.rowsum.is_some());
+        prop_assert!(cx.derived.contains(&packed_name));
+        prop_assert_eq!(cx.derived.contains(&sums_name), layout.rowsum.is_some());
         let weights = Overlay { derived: &cx.derived, base: Some(&store) };
         let after = interp::run(&m, "main", &inputs, &weights).unwrap();
         prop_assert!(before[0].data.to_le_bytes() == after[0].data.to_le_bytes());

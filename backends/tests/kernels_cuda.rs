@@ -5,7 +5,7 @@
 //! byte that no row writes may have changed, nor any input or guard byte, and the outputs must
 //! match the interpreter's as `Written::cuda` says (the CUDA kernels sum in a fixed tree order, so
 //! norms, attention and the float matmuls compare within stated bounds). The kinds the contract
-//! gives no CUDA kernel (the int8 lm_head, a bf16 embedding table) must be refused by `cuda::kernels::geometry` with
+//! gives no CUDA kernel (the int8 lm_head, a 16-bit embedding table) must be refused by `cuda::kernels::geometry` with
 //! `BackendError::Unsupported`. What the host build cannot check (32-lane shuffles, multi-warp
 //! reductions, `ex2.approx`, the GPU's memory model) is listed in `cuda::host`.
 
@@ -22,10 +22,10 @@ use bitnet_backends::cuda::supports;
 use bitnet_backends::kernel::{KernelKind, KernelOp};
 use harness::{Backend, Case, Memory, cases, distinct_kinds};
 
-/// Whether the `KernelKind` contract gives `kind` no CUDA kernel: the int8 lm_head, and a bf16
+/// Whether the `KernelKind` contract gives `kind` no CUDA kernel: the int8 lm_head, and a 16-bit
 /// embedding table (the CUDA kernel reads an f32 table).
 fn refused(kind: &KernelKind) -> bool {
-    !supports(kind.op()) || matches!(kind, KernelKind::Embedding(p) if p.bf16)
+    !supports(kind.op()) || matches!(kind, KernelKind::Embedding(p) if p.half.is_some())
 }
 
 /// Runs every case of `op` on the CUDA kernels built for the host; checks that the backend refuses

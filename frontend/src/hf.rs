@@ -49,6 +49,14 @@ impl WeightStore for HfWeights {
         self.dir.display().to_string()
     }
 
+    fn stored_elem(&self, name: &str) -> Option<ElemType> {
+        let entry = self.entries.get(name)?;
+        match entry.packing {
+            Packing::Plain => self.shards.get(entry.shard)?.stored_elem(name),
+            Packing::Packed2Bit => None,
+        }
+    }
+
     fn load(&self, name: &str, elem: ElemType, shape: &[usize]) -> Result<Tensor, WeightError> {
         let missing = || WeightError::Missing {
             name: name.to_string(),

@@ -230,6 +230,10 @@ impl WeightStore for SafetensorsStore {
         self.path.display().to_string()
     }
 
+    fn stored_elem(&self, name: &str) -> Option<ElemType> {
+        self.tensors.get(name).and_then(|info| info.elem)
+    }
+
     fn load(&self, name: &str, elem: ElemType, shape: &[usize]) -> Result<Tensor, WeightError> {
         let t = self.read(name)?;
         finish_load(self, name, t, elem, shape)

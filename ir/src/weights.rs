@@ -6,6 +6,7 @@
 use crate::tensor::Tensor;
 use crate::types::ElemType;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Why a weight could not be loaded.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -59,6 +60,14 @@ pub trait WeightStore {
 
     /// Loads tensor `name` as `elem` with `shape`, converting as `Tensor::convert_for_load` allows.
     fn load(&self, name: &str, elem: ElemType, shape: &[usize]) -> Result<Tensor, WeightError>;
+
+    /// The element type tensor `name` is stored in, when `load` with that type hands over the
+    /// stored values themselves, unconverted (an f16 table read as f16, not widened to f32 first);
+    /// `None` when the store does not say, or transforms the tensor as it reads it (dequantizing,
+    /// unpacking, permuting).
+    fn stored_elem(&self, _name: &str) -> Option<ElemType> {
+        None
+    }
 }
 
 /// Checks the shape of a tensor a store read and converts it to the declared element type.
@@ -103,11 +112,51 @@ impl WeightStore for NoWeights {
     }
 }
 
-/// Tensors held in memory, by name.
+/// A tensor made from other weights each time it is loaded: a derived form (a packed layout)
+/// computed where it is needed, straight from its source, instead of held beside it from the pass
+/// that derived it until the backend copies it. The function reads its sources from the store it
+/// is given (the one the tensor is loaded through, so a source may itself be derived).
+#[derive(Clone)]
+pub struct LazyTensor(pub Arc<MakeTensor>);
+
+/// How a `LazyTensor` is made, from the store it is loaded through.
+pub type MakeTensor = dyn Fn(&dyn WeightStore) -> Result<Tensor, WeightError> + Send + Sync;
+
+impl std::fmt::Debug for LazyTensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LazyTensor(..)")
+    }
+}
+
+/// Tensors held in memory, by name, and tensors made on loading (`LazyTensor`).
 #[derive(Clone, Debug, Default)]
 pub struct MemoryWeights {
     /// The tensors.
     pub tensors: BTreeMap<String, Tensor>,
+    /// The tensors made when loaded, from the store they are loaded through.
+    pub lazy: BTreeMap<String, LazyTensor>,
+}
+
+impl MemoryWeights {
+    /// Whether `name` is held or made here.
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name) || self.lazy.contains_key(name)
+    }
+
+    /// Loads `name` as `load` does, a lazy tensor made from the sources `via` holds (`via` is the
+    /// store the caller loads through: this one, or an overlay of it on a model's weights).
+    pub fn load_via(
+        &self,
+        via: &dyn WeightStore,
+        name: &str,
+        elem: ElemType,
+        shape: &[usize],
+    ) -> Result<Tensor, WeightError> {
+        match self.lazy.get(name) {
+            Some(make) => finish_load(via, name, (make.0)(via)?, elem, shape),
+            None => load_from_map(via, &self.tensors, name, elem, shape),
+        }
+    }
 }
 
 impl WeightStore for MemoryWeights {
@@ -116,7 +165,11 @@ impl WeightStore for MemoryWeights {
     }
 
     fn load(&self, name: &str, elem: ElemType, shape: &[usize]) -> Result<Tensor, WeightError> {
-        load_from_map(self, &self.tensors, name, elem, shape)
+        self.load_via(self, name, elem, shape)
+    }
+
+    fn stored_elem(&self, name: &str) -> Option<ElemType> {
+        self.tensors.get(name).map(Tensor::elem)
     }
 }
 

@@ -102,8 +102,8 @@ impl WeightStore for Overlay<'_> {
         elem: bitnet_ir::ElemType,
         shape: &[usize],
     ) -> Result<bitnet_ir::Tensor, bitnet_ir::WeightError> {
-        if self.derived.tensors.contains_key(name) {
-            return self.derived.load(name, elem, shape);
+        if self.derived.contains(name) {
+            return self.derived.load_via(self, name, elem, shape);
         }
         match self.base {
             Some(b) => b.load(name, elem, shape),
@@ -112,6 +112,13 @@ impl WeightStore for Overlay<'_> {
                 store: self.describe(),
             }),
         }
+    }
+
+    fn stored_elem(&self, name: &str) -> Option<bitnet_ir::ElemType> {
+        if self.derived.contains(name) {
+            return self.derived.stored_elem(name);
+        }
+        self.base.and_then(|b| b.stored_elem(name))
     }
 }
 

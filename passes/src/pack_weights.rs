@@ -9,8 +9,10 @@
 //! Guarantees: results are bit-identical, because `bit.ternary_matmul_packed` unpacks by its attributes
 //! and then computes exactly what `bit.ternary_matmul` does. Packed bytes go into
 //! `PassContext::derived` as `<name>#packed.<layout>` (`[N, Kp/4]` u8) and, when the layout asks for
-//! them, per-row sums as `<name>#rowsum.<layout>` (`[N]` i32), computed here at compile time; a
-//! weight shared by several matmuls is packed once. Not in the default pipeline: a backend adds it with
+//! them, per-row sums as `<name>#rowsum.<layout>` (`[N]` i32); a weight shared by several matmuls is
+//! packed once. A weight earlier passes derived is packed here; one of the model's own weights is
+//! packed when the packed form is loaded (`MemoryWeights::lazy`: the backend reads it once, into
+//! its weight blob), so no packed copy of the whole model is held beside the backend's. Not in the default pipeline: a backend adds it with
 //! its own layout.
 //!
 //! Before → after (`tests/filetests/passes/pack_weights.bir`, default layout `i2s-128`):
@@ -23,13 +25,17 @@
 
 use crate::{Pass, PassContext, PassError};
 use bitnet_ir::attr::{Attr, Attrs};
-use bitnet_ir::module::{Function, Module, OpId};
+use bitnet_ir::module::{Function, Module, OpId, Operation};
 use bitnet_ir::ops::EvalCtx;
 use bitnet_ir::ops::ternary_matmul_packed::{
     PackOrder, RowSum, pack_row, padded_k, row_sum, unpack_row,
 };
-use bitnet_ir::{Data, ElemType, NoWeights, OpKind, Tensor, TensorType, ValueId, WeightStore};
+use bitnet_ir::weights::LazyTensor;
+use bitnet_ir::{
+    Data, ElemType, NoWeights, OpKind, Tensor, TensorType, ValueId, WeightError, WeightStore,
+};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// How long a block is along K.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -118,12 +124,17 @@ impl PackLayout {
         (k > 0 && padded_k(k, block).is_some()).then_some(block)
     }
 
-    /// Packs `t` (`n` rows of `k` values in {-1, 0, 1}).
-    pub fn pack(&self, t: &[i8], n: usize, k: usize) -> Result<Packed, String> {
+    /// The block length and the packed bytes of a row of `k`.
+    pub fn row_bytes(&self, k: usize) -> Result<(usize, usize), String> {
         let block = self
             .block_for(k)
             .ok_or_else(|| format!("layout {} cannot pack rows of {k}", self.name))?;
-        let row_bytes = padded_k(k, block).map(|p| p / 4).unwrap_or(0);
+        Ok((block, padded_k(k, block).map(|p| p / 4).unwrap_or(0)))
+    }
+
+    /// Packs `t` (`n` rows of `k` values in {-1, 0, 1}).
+    pub fn pack(&self, t: &[i8], n: usize, k: usize) -> Result<Packed, String> {
+        let (block, row_bytes) = self.row_bytes(k)?;
         if t.len() != n * k || t.iter().any(|v| !(-1..=1).contains(v)) {
             return Err(format!("not {n}×{k} ternary values"));
         }
@@ -186,11 +197,17 @@ fn fail(message: String) -> PassError {
 
 /// Where a weight's values come from.
 enum Source {
+    /// A weight passes derived (held in memory): packed now, and the source dropped later.
     Named(String),
+    /// One of the model's own weights: packed when the backend loads the packed form
+    /// (`MemoryWeights::lazy`), straight from the model's file, so no packed copy of the whole
+    /// model is held beside the backend's.
+    Model(String),
     Literal,
 }
 
-/// The values of weight `w` (`[n, k]` ternary), if it is an `nn.weight` or `nn.constant`.
+/// The values of weight `w` (`[n, k]` ternary), if it is an `nn.weight` or `nn.constant`; none
+/// (and `Source::Model`) for one of the model's weights, which is packed when loaded.
 fn weight_values(
     f: &Function,
     cx: &PassContext,
@@ -202,6 +219,9 @@ fn weight_values(
     };
     let op = f.op(def);
     let (source, tensor) = match (op.kind, op.attrs.str("name")) {
+        (OpKind::Weight, Some(name)) if !cx.derived.contains(name) && cx.weights.is_some() => {
+            return Ok(Some((Source::Model(name.to_string()), Vec::new())));
+        }
         (OpKind::Weight, Some(name)) => {
             let t = cx
                 .weights_after()
@@ -251,6 +271,67 @@ fn provide(
     f.insert_op_before(anchor, kind, Vec::new(), attrs, vec![ty])[0]
 }
 
+/// Inserts an `nn.weight` of type `ty` named `name`, made by `make` when loaded.
+fn provide_lazy(
+    f: &mut Function,
+    cx: &mut PassContext,
+    anchor: OpId,
+    name: &str,
+    make: LazyTensor,
+    ty: TensorType,
+) -> ValueId {
+    cx.derived.lazy.insert(name.to_string(), make);
+    let attrs = Attrs::new().with("name", Attr::Str(name.to_string()));
+    f.insert_op_before(anchor, OpKind::Weight, Vec::new(), attrs, vec![ty])[0]
+}
+
+/// Model weight `name` (`[n, k]` ternary) packed in `layout` when loaded: the packed bytes
+/// `[n, row_bytes]`, or with `rowsum` the row sums `[n]`.
+fn lazy_pack(name: &str, layout: PackLayout, n: usize, k: usize, rowsum: bool) -> LazyTensor {
+    let name = name.to_string();
+    LazyTensor(Arc::new(move |store: &dyn WeightStore| {
+        let failed = |reason: String| WeightError::Read {
+            name: format!("{name}#packed.{}", layout.name),
+            store: store.describe(),
+            reason,
+        };
+        let t = store.load(&name, ElemType::Ternary, &[n, k])?;
+        let Data::Ternary(values) = t.data else {
+            return Err(failed(format!("weight \"{name}\" is not ternary")));
+        };
+        let p = layout.pack(&values, n, k).map_err(failed)?;
+        drop(values);
+        let packed = match (rowsum, p.rowsum) {
+            (false, _) => Tensor::new(vec![n, p.row_bytes], Data::U8(p.bytes)),
+            (true, Some(sums)) => Tensor::new(vec![n], Data::I32(sums)),
+            (true, None) => None,
+        };
+        packed.ok_or_else(|| failed("internal: packed shape".into()))
+    }))
+}
+
+/// Replaces matmul `mm` (`op`) by its packed form over `entry`.
+fn rewrite(f: &mut Function, mm: OpId, op: &Operation, entry: PackedWeight, layout: PackLayout) {
+    let (wp, rs, block, k) = entry;
+    let Some(&y) = op.results.first() else {
+        return;
+    };
+    let mut operands = vec![op.operands[0], op.operands[1], wp, op.operands[3]];
+    let mut attrs = Attrs::new()
+        .with("block", Attr::Int(block as i64))
+        .with("k", Attr::Int(k as i64))
+        .with("order", Attr::Str(layout.order.name().to_string()));
+    if let (Some(rs), Some(kind)) = (rs, layout.rowsum) {
+        operands.push(rs);
+        attrs = attrs.with("rowsum", Attr::Str(kind.name().to_string()));
+    }
+    operands.extend(op.operands.get(4).copied());
+    let ty: TensorType = f.ty(y).clone();
+    let new = f.insert_op_before(mm, OpKind::TernaryMatmulPacked, operands, attrs, vec![ty]);
+    f.replace_uses(y, new[0]);
+    f.values[new[0].index()].name = f.values[y.index()].name.take();
+}
+
 /// A value's name for notes (its text name, or its number).
 fn display_name(f: &Function, v: ValueId) -> String {
     f.value(v).name.clone().unwrap_or_else(|| v.0.to_string())
@@ -295,15 +376,42 @@ fn pack_function(f: &mut Function, cx: &mut PassContext) -> Result<bool, PassErr
                     ));
                     continue;
                 };
-                let p = layout.pack(&values, n, k).map_err(fail)?;
-                bytes += p.bytes.len();
                 let (pname, sname) = match &source {
-                    Source::Named(name) => (
+                    Source::Named(name) | Source::Model(name) => (
                         Some(format!("{name}#packed.{}", layout.name)),
                         Some(format!("{name}#rowsum.{}", layout.name)),
                     ),
                     Source::Literal => (None, None),
                 };
+                if let (Source::Model(name), Some(pname), Some(sname)) = (&source, &pname, &sname) {
+                    let (block, row_bytes) = layout.row_bytes(k).map_err(fail)?;
+                    bytes += n * row_bytes;
+                    let wp = provide_lazy(
+                        f,
+                        cx,
+                        mm,
+                        pname,
+                        lazy_pack(name, layout, n, k, false),
+                        TensorType::of(&[n as u64, row_bytes as u64], ElemType::U8),
+                    );
+                    let rs = layout.rowsum.map(|_| {
+                        provide_lazy(
+                            f,
+                            cx,
+                            mm,
+                            sname,
+                            lazy_pack(name, layout, n, k, true),
+                            TensorType::of(&[n as u64], ElemType::I32),
+                        )
+                    });
+                    let e = (wp, rs, block, k);
+                    packed.insert(w, e);
+                    rewrite(f, mm, &op, e, layout);
+                    rewritten += 1;
+                    continue;
+                }
+                let p = layout.pack(&values, n, k).map_err(fail)?;
+                bytes += p.bytes.len();
                 let pt = Tensor::new(vec![n, p.row_bytes], Data::U8(p.bytes))
                     .ok_or_else(|| fail("internal: packed shape".into()))?;
                 let wp = provide(f, cx, mm, pname, pt);
@@ -320,21 +428,7 @@ fn pack_function(f: &mut Function, cx: &mut PassContext) -> Result<bool, PassErr
                 e
             }
         };
-        let (wp, rs, block, k) = entry;
-        let mut operands = vec![op.operands[0], op.operands[1], wp, op.operands[3]];
-        let mut attrs = Attrs::new()
-            .with("block", Attr::Int(block as i64))
-            .with("k", Attr::Int(k as i64))
-            .with("order", Attr::Str(layout.order.name().to_string()));
-        if let (Some(rs), Some(kind)) = (rs, layout.rowsum) {
-            operands.push(rs);
-            attrs = attrs.with("rowsum", Attr::Str(kind.name().to_string()));
-        }
-        operands.extend(op.operands.get(4).copied());
-        let ty: TensorType = f.ty(y).clone();
-        let new = f.insert_op_before(mm, OpKind::TernaryMatmulPacked, operands, attrs, vec![ty]);
-        f.replace_uses(y, new[0]);
-        f.values[new[0].index()].name = f.values[y.index()].name.take();
+        rewrite(f, mm, &op, entry, layout);
         rewritten += 1;
     }
     if rewritten == 0 {

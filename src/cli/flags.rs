@@ -7,8 +7,9 @@ use bitnet_runtime::sampling::SamplingParams;
 
 /// Parses `--head-dtype` and `--dense-dtype` (`auto`, `bf16`, `f16`, `i8`).
 pub fn parse_head_dtype(s: &str) -> Result<HeadDtype, String> {
-    HeadDtype::parse(s)
-        .ok_or_else(|| format!("{s:?}: expected auto (bf16 when exact, else f32), bf16, f16 or i8"))
+    HeadDtype::parse(s).ok_or_else(|| {
+        format!("{s:?}: expected auto (bf16 or f16 when exact, else f32), bf16, f16 or i8")
+    })
 }
 
 /// Parses `--quantize` (`ternary`).
@@ -19,8 +20,8 @@ pub fn parse_quantize(s: &str) -> Result<PostQuantize, String> {
 /// How the weights of dense matmuls are stored, and whether a dense model is ternarized.
 #[derive(clap::Args, Clone, Debug)]
 pub struct PrecisionArgs {
-    /// How the lm_head stores its weights: auto (bf16 when the weights are exactly bf16, else
-    /// f32), bf16 or f16 (rounded to nearest even), or i8 (per-row scale, activations quantized
+    /// How the lm_head stores its weights: auto (bf16 when the weights are exactly bf16, f16 when
+    /// they are exactly f16, else f32), bf16 or f16 (rounded to nearest even), or i8 (per-row scale, activations quantized
     /// per token). Ignored for artifacts.
     #[arg(long, default_value = "auto", value_parser = parse_head_dtype)]
     pub head_dtype: HeadDtype,

@@ -15,8 +15,9 @@ pub use crate::kernel::layout::{PACK_BLOCK, PACK_ORDER};
 /// logits) by `LowerOptions::head`, every other dense projection by `LowerOptions::dense`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum HeadDtype {
-    /// bf16 when every weight is exactly a bf16 value (a bf16 checkpoint: lossless;
-    /// `KernelKind::MatmulNtHalf`), else f32 (`KernelKind::MatmulNt`).
+    /// Lossless: bf16 when every weight is exactly a bf16 value (a bf16 checkpoint), else f16 when
+    /// every weight is exactly an f16 (a GGUF's F16 tensor; `KernelKind::MatmulNtHalf` for both,
+    /// shared with a tied embedding), else f32 (`KernelKind::MatmulNt`).
     #[default]
     Auto,
     /// f16, rounded to nearest even (`KernelKind::MatmulNtHalf`): half the bytes of f32; lossy for

@@ -79,27 +79,85 @@ pub fn layout(w: &[f32], k: usize, format: HalfFormat) -> Option<Vec<u16>> {
     (!overflow).then_some(bits)
 }
 
-/// The bf16 bits of `w` (rows of `k`) in `layout` order when every value is exactly a bf16 (the
-/// low half of its f32 bits zero), else `None`. The bits are the high halves themselves, so every
-/// value, NaN payloads included, widens back to the same f32 bits.
-pub fn bf16_layout_exact(w: &[f32], k: usize) -> Option<Vec<u16>> {
-    if w.iter().any(|x| x.to_bits() & 0xffff != 0) {
-        return None;
+/// The `format` bits of `w` (rows of `k`) in `layout` order when every value is exactly such a
+/// number, else `None`: the kernels widen these bits back to the same f32 bits.
+///
+/// - bf16: every value's low 16 bits zero; the bits are the high halves themselves, so every value,
+///   NaN payloads included, widens back exactly;
+/// - f16: every value finite and exactly an f16 (`f16_exact`); an embedding kept in a GGUF's or a
+///   checkpoint's f16 is stored in half the bytes of f32, bit for bit.
+pub fn layout_exact(w: &[f32], k: usize, format: HalfFormat) -> Option<Vec<u16>> {
+    match format {
+        HalfFormat::Bf16 => in_pair_order(w, k, |x| {
+            let bits = x.to_bits();
+            (bits & 0xffff == 0).then_some((bits >> 16) as u16)
+        }),
+        HalfFormat::F16 => in_pair_order(w, k, |x| f16_exact(x.to_bits())),
     }
+}
+
+/// 16-bit float bits `h` (rows of `k`) in `layout` order when every value is one the kernels widen
+/// exactly (bf16: any; f16: finite), else `None`: a table stored in that format, reordered without
+/// ever being widened to f32.
+pub fn stored_layout(h: &[u16], k: usize, format: HalfFormat) -> Option<Vec<u16>> {
+    match format {
+        HalfFormat::Bf16 => in_pair_order(h, k, Some),
+        HalfFormat::F16 => in_pair_order(h, k, |h| (h & 0x7c00 != 0x7c00).then_some(h)),
+    }
+}
+
+/// `w` (rows of `k`) through `bits`, in `layout` order; `None` as soon as `bits` gives `None`.
+fn in_pair_order<T: Copy>(w: &[T], k: usize, bits: impl Fn(T) -> Option<u16>) -> Option<Vec<u16>> {
     let k = k.max(1);
-    let high = |x: &f32| (x.to_bits() >> 16) as u16;
     let mut out = Vec::with_capacity(w.len());
     for row in w.chunks(k) {
         let groups = row.len() / 8;
         for g in row.chunks_exact(8) {
             for l in 0..4 {
-                out.push(high(&g[l]));
-                out.push(high(&g[4 + l]));
+                out.push(bits(g[l])?);
+                out.push(bits(g[4 + l])?);
             }
         }
-        out.extend(row[groups * 8..].iter().map(high));
+        for &x in &row[groups * 8..] {
+            out.push(bits(x)?);
+        }
     }
     Some(out)
+}
+
+/// The f16 bits of the f32 with bits `x` when that value is finite and exactly an f16 (a zero of
+/// either sign, a normal f16, or a subnormal one: a multiple of 2⁻²⁴ below 2⁻¹⁴), else `None`.
+/// Integer arithmetic only: no rounding is ever needed, and it is fast enough for a 128k-row table.
+pub fn f16_exact(x: u32) -> Option<u16> {
+    let sign = ((x >> 16) & 0x8000) as u16;
+    let biased = ((x >> 23) & 0xff) as i32;
+    let mant = x & 0x7f_ffff;
+    if biased == 0 {
+        // Zero, or an f32 subnormal (below 2⁻¹²⁶: never an f16 but zero).
+        return (mant == 0).then_some(sign);
+    }
+    let e = biased - 127;
+    if (-14..=15).contains(&e) {
+        // A normal f16: the 13 low mantissa bits must be zero.
+        return (mant & 0x1fff == 0)
+            .then(|| sign | (((e + 15) as u16) << 10) | (mant >> 13) as u16);
+    }
+    if (-24..-14).contains(&e) {
+        // A subnormal f16 j·2⁻²⁴: the value M·2^(e−23), M = 1.mant in 24 bits, so j = M >> −(e+1)
+        // when that shift drops no set bit.
+        let m = (1u32 << 23) | mant;
+        let shift = (-(e + 1)) as u32;
+        return (m.trailing_zeros() >= shift).then(|| sign | (m >> shift) as u16);
+    }
+    None
+}
+
+/// The f32 value of finite f16 bits `h`, as the f16 embedding kernel computes it: the exponent
+/// and mantissa moved into an f32's fields (`(h & 0x7fff) << 13`) and scaled by 2¹¹², exact for
+/// normal and subnormal f16 alike, then the sign.
+pub fn f16_widen(h: u16) -> f32 {
+    let scaled = f32::from_bits(u32::from(h & 0x7fff) << 13) * f32::from_bits(0x7780_0000);
+    f32::from_bits(scaled.to_bits() | (u32::from(h & 0x8000) << 16))
 }
 
 /// Where storage index `s` of a row (of `k`) puts its element, in `layout` order (the inverse of
@@ -114,7 +172,9 @@ pub fn pair_element(s: u64, k: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::{HalfFormat, layout, pair_element};
+    use super::{
+        HalfFormat, f16_exact, f16_widen, layout, layout_exact, pair_element, stored_layout,
+    };
 
     /// `pair_element` inverts `layout` at awkward K (groups and a tail).
     #[test]
@@ -127,5 +187,77 @@ mod tests {
                 assert_eq!(HalfFormat::F16.value(b), e as f32, "k {k} storage {s}");
             }
         }
+    }
+
+    /// Every finite f16 narrows back from its f32 value to itself, and `f16_widen` gives that
+    /// value; infinities and NaNs are never exact.
+    #[test]
+    fn every_finite_f16_round_trips() {
+        for h in 0..=u16::MAX {
+            let v = half::f16::from_bits(h);
+            let x = v.to_f32();
+            if v.is_finite() {
+                assert_eq!(f16_exact(x.to_bits()), Some(h), "{h:#06x}");
+                assert_eq!(f16_widen(h).to_bits(), x.to_bits(), "{h:#06x}");
+            } else {
+                assert_eq!(f16_exact(x.to_bits()), None, "{h:#06x}");
+            }
+        }
+    }
+
+    /// An f32 is exact exactly when half's rounding gives back the same bits: sampled across every
+    /// exponent, with mantissas near the f16 grid and off it.
+    #[test]
+    fn f16_exact_agrees_with_rounding() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..200_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let r = state as u32;
+            // Keep few low mantissa bits half the time, so exact values are common.
+            let x = if r & 1 == 0 { r & !0x1fff } else { r };
+            let v = f32::from_bits(x);
+            let h = half::f16::from_f32(v);
+            let round_trips = h.is_finite() && h.to_f32().to_bits() == x;
+            assert_eq!(f16_exact(x).is_some(), round_trips, "{x:#010x}");
+            if round_trips {
+                assert_eq!(f16_exact(x), Some(h.to_bits()), "{x:#010x}");
+            }
+        }
+    }
+
+    /// `layout_exact` refuses a table with one inexact value, and orders what it accepts as
+    /// `layout` does.
+    #[test]
+    fn exact_layouts_match_the_rounded_ones() {
+        let w: Vec<f32> = (0..37).map(|i| (i as f32 - 18.0) * 0.25).collect();
+        for format in [HalfFormat::F16, HalfFormat::Bf16] {
+            assert_eq!(layout_exact(&w, 13, format), layout(&w, 13, format));
+            let mut off = w.clone();
+            off[20] = 1.0 + f32::EPSILON;
+            assert_eq!(layout_exact(&off, 13, format), None);
+        }
+        assert_eq!(layout_exact(&[65536.0], 1, HalfFormat::F16), None);
+        assert_eq!(layout_exact(&[f32::INFINITY], 1, HalfFormat::F16), None);
+    }
+
+    /// A stored 16-bit table reorders to the bits `layout_exact` gives for its f32 values; an f16
+    /// table with an infinity or a NaN is refused.
+    #[test]
+    fn stored_tables_reorder_as_their_values() {
+        // Finite f16s of both signs, subnormals among them.
+        let h: Vec<u16> = (0..45u16)
+            .map(|i| ((i * 0x2f1) % 0x7c00) | if i % 3 == 0 { 0x8000 } else { 0 })
+            .collect();
+        for format in [HalfFormat::F16, HalfFormat::Bf16] {
+            let values: Vec<f32> = h.iter().map(|&b| format.value(b)).collect();
+            let stored = stored_layout(&h, 9, format);
+            assert!(stored.is_some(), "{format:?}");
+            assert_eq!(stored, layout_exact(&values, 9, format), "{format:?}");
+        }
+        assert!(stored_layout(&[0x3c00, 0x7c00], 2, HalfFormat::F16).is_none());
+        assert!(stored_layout(&[0x3c00, 0x7e01], 2, HalfFormat::F16).is_none());
+        assert!(stored_layout(&[0x3c00, 0x7f80], 2, HalfFormat::Bf16).is_some());
     }
 }

@@ -48,10 +48,11 @@ pub use params::{
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum KernelKind {
     /// `nn.embedding`. Buffers: `[table [vocab, hidden], ids i64 [T], out f32 [T, hidden]]`, the
-    /// table f32, or with `bf16` u16 rows in `layout::layout` order (the bf16 lm_head's layout, so
-    /// a tied head shares it). Rows: T (one token each). Exact on both backends (a copy; bf16 widens
-    /// exactly). Ids are validated by the runtime before the launch (`0..vocab`). CUDA: the kernel
-    /// reads an f32 table (the CUDA lowering keeps the embedding f32).
+    /// table f32, or with `half` u16 rows of that format in `layout::layout` order (the 16-bit
+    /// lm_head's layout, so a tied head shares it). Rows: T (one token each). Exact on both
+    /// backends (a copy; bf16 and finite f16 widen exactly). Ids are validated by the runtime
+    /// before the launch (`0..vocab`). CUDA: the kernel reads an f32 table only (the CUDA lowering
+    /// keeps the embedding f32; a 16-bit table is refused when the kernel is built).
     Embedding(EmbeddingParams),
     /// `bit.rms_norm_quant` (f32): `act_quant(rms_norm(x, w))` per row. Buffers:
     /// `[x f32 [T, k], w f32 [k], q i8 [T, k], s f32 [T]]`. Rows: T. Nothing but `q` and `s` is
@@ -217,7 +218,7 @@ mod tests {
                 KernelKind::Embedding(EmbeddingParams {
                     vocab: 10,
                     hidden: 4,
-                    bf16: true,
+                    half: Some(HalfFormat::Bf16),
                 }),
                 "bitnet_embedding_10x4_bf16",
             ),

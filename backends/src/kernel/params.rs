@@ -10,15 +10,37 @@ fn suffix(flag: bool, suffix: &'static str) -> &'static str {
 }
 
 /// The parameters of `KernelKind::Embedding`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EmbeddingParams {
     /// Rows of the table.
     pub vocab: u64,
     /// Row width.
     pub hidden: u64,
-    /// The table is bf16 in `layout::layout` order; the lowering chooses it, when the caller allows
-    /// it (`LowerOptions::bf16_embedding`), where every value is exactly a bf16.
-    pub bf16: bool,
+    /// The table's 16-bit format, rows in `layout::layout` order (`None`: f32 rows in index order);
+    /// the lowering chooses it, when the caller allows it (`LowerOptions::half_embedding`), where
+    /// every value is exactly such a number (`layout::layout_exact`).
+    pub half: Option<HalfFormat>,
+}
+
+/// The manifest text artifacts have always stored (`KernelKind::describe`): an f32 table
+/// `bf16: false`, a bf16 one `bf16: true`, an f16 one (added later) `f16: true`.
+impl std::fmt::Debug for EmbeddingParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let EmbeddingParams {
+            vocab,
+            hidden,
+            half,
+        } = self;
+        let table = match half {
+            None => "bf16: false",
+            Some(HalfFormat::Bf16) => "bf16: true",
+            Some(HalfFormat::F16) => "f16: true",
+        };
+        write!(
+            f,
+            "EmbeddingParams {{ vocab: {vocab}, hidden: {hidden}, {table} }}"
+        )
+    }
 }
 
 impl EmbeddingParams {
@@ -27,12 +49,10 @@ impl EmbeddingParams {
         let EmbeddingParams {
             vocab,
             hidden,
-            bf16,
+            half,
         } = self;
-        format!(
-            "bitnet_embedding_{vocab}x{hidden}{}",
-            suffix(*bf16, "_bf16")
-        )
+        let half = half.map(|h| format!("_{}", h.name())).unwrap_or_default();
+        format!("bitnet_embedding_{vocab}x{hidden}{half}")
     }
 }
 

@@ -8,8 +8,9 @@ use super::norm::rows;
 use super::reference::{eval_f32, f32_bytes, i64_bytes, tensor, tensor_of, u16_bytes, unwritten};
 use super::{Buffer, Case, Compare, Owner, Written};
 use crate::support::Rng;
-use bitnet_backends::cpu::kernels::matmul_half::bf16_layout_exact;
+use bitnet_backends::cpu::kernels::matmul_half::layout_exact;
 use bitnet_backends::cpu::kernels::rope::rope_table;
+use bitnet_backends::kernel::HalfFormat;
 use bitnet_backends::kernel::{
     AddParams, BiasAddParams, EmbeddingParams, KernelKind, Relu2MulParams, RopeParams,
     SiluMulParams,
@@ -18,12 +19,30 @@ use bitnet_ir::ops::rope;
 use bitnet_ir::{Attr, Attrs, Data, OpKind};
 
 /// One `Embedding` case.
-fn embedding_case(rng: &mut Rng, vocab: usize, hidden: usize, t: usize, bf16: bool) -> Case {
-    // Random bit patterns (NaN payloads included): a copy must move bits.
+fn embedding_case(
+    rng: &mut Rng,
+    vocab: usize,
+    hidden: usize,
+    t: usize,
+    half: Option<HalfFormat>,
+) -> Case {
+    // Random bit patterns (NaN payloads included): a copy must move bits. An f16 table: every
+    // finite f16, subnormals and both zeros included.
     let table: Vec<f32> = (0..vocab * hidden)
         .map(|_| {
             let bits = rng.next() as u32;
-            f32::from_bits(if bf16 { bits & 0xffff_0000 } else { bits })
+            match half {
+                None => f32::from_bits(bits),
+                Some(HalfFormat::Bf16) => f32::from_bits(bits & 0xffff_0000),
+                Some(HalfFormat::F16) => {
+                    let h = half::f16::from_bits(bits as u16);
+                    if h.is_finite() {
+                        h.to_f32()
+                    } else {
+                        half::f16::from_bits(bits as u16 & 0x83ff).to_f32()
+                    }
+                }
+            }
         })
         .collect();
     let mut ids: Vec<i64> = (0..t).map(|_| rng.range(0, vocab - 1) as i64).collect();
@@ -40,16 +59,15 @@ fn embedding_case(rng: &mut Rng, vocab: usize, hidden: usize, t: usize, bf16: bo
         &Attrs::new(),
         vec![t, hidden],
     );
-    let table = if bf16 {
-        u16_bytes(&bf16_layout_exact(&table, hidden).expect("exact bf16 values"))
-    } else {
-        f32_bytes(&table)
+    let table = match half {
+        Some(format) => u16_bytes(&layout_exact(&table, hidden, format).expect("exact values")),
+        None => f32_bytes(&table),
     };
     Case {
         kind: KernelKind::Embedding(EmbeddingParams {
             vocab: vocab as u64,
             hidden: hidden as u64,
-            bf16,
+            half,
         }),
         t,
         pos: 0,
@@ -67,7 +85,7 @@ fn embedding_case(rng: &mut Rng, vocab: usize, hidden: usize, t: usize, bf16: bo
                 ),
             ),
         ],
-        note: format!("bf16 {bf16}"),
+        note: format!("table {}", half.map_or("f32", HalfFormat::name)),
     }
 }
 
@@ -88,8 +106,8 @@ pub fn embedding(rng: &mut Rng) -> Vec<Case> {
         (3, 100, 37),
         (6, 2560, 2),
     ] {
-        for bf16 in [false, true] {
-            cases.push(embedding_case(rng, vocab, hidden, t, bf16));
+        for half in [None, Some(HalfFormat::Bf16), Some(HalfFormat::F16)] {
+            cases.push(embedding_case(rng, vocab, hidden, t, half));
         }
     }
     for i in 0..240 {
@@ -98,7 +116,8 @@ pub fn embedding(rng: &mut Rng) -> Vec<Case> {
         let hidden = rng.pick(&opts);
         let opts = [1, 2, 37, rng.range(1, 12)];
         let t = rng.pick(&opts);
-        cases.push(embedding_case(rng, vocab, hidden, t, i % 2 == 1));
+        let formats = [None, Some(HalfFormat::Bf16), Some(HalfFormat::F16)];
+        cases.push(embedding_case(rng, vocab, hidden, t, formats[i % 3]));
     }
     cases
 }

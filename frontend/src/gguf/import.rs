@@ -72,6 +72,19 @@ impl WeightStore for GgufWeights {
         self.file.path().display().to_string()
     }
 
+    /// A dense F32, F16 or BF16 tensor read as it is (`GgufFile::read_stored`).
+    fn stored_elem(&self, name: &str) -> Option<ElemType> {
+        match self.entries.get(name)? {
+            (tensor, Read::Dense) => match self.file.tensor_info(tensor).ok()?.ggml_type {
+                GgmlType::F32 => Some(ElemType::F32),
+                GgmlType::F16 => Some(ElemType::F16),
+                GgmlType::BF16 => Some(ElemType::BF16),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     fn load(&self, name: &str, elem: ElemType, shape: &[usize]) -> Result<Tensor, WeightError> {
         let (tensor, read) = self.entries.get(name).ok_or_else(|| WeightError::Missing {
             name: name.to_string(),
@@ -83,6 +96,9 @@ impl WeightStore for GgufWeights {
             reason: e.to_string(),
         };
         let t = match read {
+            Read::Dense if self.stored_elem(name) == Some(elem) => {
+                self.file.read_stored(tensor).map_err(fail)?
+            }
             Read::Dense => self.file.dequantize(tensor).map_err(fail)?,
             Read::DenseUnpermute { heads } => {
                 let t = self.file.dequantize(tensor).map_err(fail)?;
@@ -116,6 +132,7 @@ impl WeightStore for GgufWeights {
                 }
             },
         };
+        self.file.release(tensor);
         finish_load(self, name, t, elem, shape)
     }
 }
@@ -161,7 +178,12 @@ impl Collector<'_> {
     ) -> Result<Linear, FrontendError> {
         let ty = self.check(name, &[out, inp])?;
         let ternary = matches!(ty, GgmlType::TQ1_0 | GgmlType::TQ2_0 | GgmlType::I2_S);
-        if ternary && matches!(self.file.ternary_scale(name)?, TernaryScale::PerTensor(_)) {
+        let per_tensor =
+            ternary && matches!(self.file.ternary_scale(name)?, TernaryScale::PerTensor(_));
+        if ternary {
+            self.file.release(name);
+        }
+        if per_tensor {
             let scale = format!("{name}{SCALE_SUFFIX}");
             self.entries
                 .insert(name.to_string(), (name.to_string(), Read::Ternary));

@@ -197,6 +197,33 @@ impl GgufFile {
             .unwrap_or(&[])
     }
 
+    /// Drops this process's pages of tensor `name`'s bytes, once they have been read (a mapped
+    /// file only; nothing happens otherwise or on failure). The kernel keeps them in its page
+    /// cache and a later read maps them again, so a model compiled tensor by tensor does not keep
+    /// the whole file in its resident memory on top of what it made of it.
+    pub fn release(&self, name: &str) {
+        #[cfg(unix)]
+        if let (Bytes::Map(map), Ok(info)) = (&self.bytes, self.tensor_info(name))
+            && info
+                .start
+                .checked_add(info.n_bytes)
+                .is_some_and(|end| end <= map.len())
+        {
+            // SAFETY: the map is read-only and file-backed (`open`), so `MADV_DONTNEED` only drops
+            // this process's copies of pages whose contents stay in the file: a later access,
+            // through any slice still borrowed from the map, faults them in again with the same
+            // bytes (the file's, as `open`'s SAFETY note says). The range is inside the map
+            // (checked above); memmap2 widens it to whole pages, which neighbours then refault.
+            let _ = unsafe {
+                map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    info.start,
+                    info.n_bytes,
+                )
+            };
+        }
+    }
+
     /// A format error about this file.
     fn err(&self, message: impl Into<String>) -> FrontendError {
         FrontendError::format(&self.path, message)

@@ -33,7 +33,7 @@ use crate::BackendError;
 use crate::cpu::emit::loops::emit_for_unsigned;
 use crate::cpu::emit::{MEM, RO, TableLoads, bad_params, define_kernel, imm64, mul, off32};
 use crate::kernel::MatmulNtHalfParams;
-pub use crate::kernel::layout::{HalfFormat, bf16_layout_exact, layout};
+pub use crate::kernel::layout::{HalfFormat, layout, layout_exact};
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
 use cranelift_frontend::FunctionBuilder;
 use cranelift_module::{FuncId, Module};

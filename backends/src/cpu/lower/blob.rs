@@ -9,6 +9,7 @@
 
 use super::{input, unsupported};
 use crate::BackendError;
+use crate::kernel::HalfFormat;
 use bitnet_ir::module::{Function, ValueDef};
 use bitnet_ir::{Data, ElemType, OpKind, Tensor, ValueId, WeightStore};
 use bitnet_runtime::{AlignedBytes, BufRef, Region};
@@ -36,10 +37,10 @@ pub(super) struct Blob<'a> {
     placed: BTreeMap<String, BufRef>,
     /// Each `nn.weight` name placed, with the first placement of it.
     pub(super) weights: BTreeMap<String, PlacedWeight>,
-    /// The constants found not to be exactly bf16 (`inexact_bf16_key`), so that a table is not
+    /// The constants found not to be exactly bf16 or f16 (`inexact_key`), so that a table is not
     /// evaluated again to find it out again (the embedding and a tied lm_head both ask).
     pub(super) inapplicable: BTreeSet<String>,
-    store: &'a dyn WeightStore,
+    pub(super) store: &'a dyn WeightStore,
 }
 
 impl<'a> Blob<'a> {
@@ -105,7 +106,7 @@ impl<'a> Blob<'a> {
         if let Some(b) = self.placed.get(&key) {
             return Ok(*b);
         }
-        let inexact = (elem == ElemType::BF16).then(|| inexact_bf16_key(f, v));
+        let inexact = (elem == ElemType::BF16).then(|| inexact_key(f, v, HalfFormat::Bf16));
         if inexact
             .as_ref()
             .is_some_and(|k| self.inapplicable.contains(k))
@@ -268,18 +269,19 @@ impl<'a> Blob<'a> {
     }
 }
 
-/// The key under which `Blob::inapplicable` remembers that constant `v` is not exactly bf16: one
-/// fact shared by its bf16 pairs and its bf16 placement, so a tied embedding and lm_head read an
-/// inexact table once to find it out, not once per form.
-pub(super) fn inexact_bf16_key(f: &Function, v: ValueId) -> String {
+/// The key under which `Blob::inapplicable` remembers that constant `v` is not exactly a `format`
+/// number: one fact shared by its pairs and (bf16) its index-order placement, so a tied embedding
+/// and lm_head read an inexact table once to find it out, not once per form.
+pub(super) fn inexact_key(f: &Function, v: ValueId, format: HalfFormat) -> String {
+    let format = format.name();
     match f.def_op(v).map(|o| f.op(o)) {
         Some(op) if op.kind == OpKind::Weight => {
             format!(
-                "inexact-bf16:w:{}",
+                "inexact-{format}:w:{}",
                 op.attrs.str("name").unwrap_or_default()
             )
         }
-        Some(_) | None => format!("inexact-bf16:c:{}", v.0),
+        Some(_) | None => format!("inexact-{format}:c:{}", v.0),
     }
 }
 

@@ -1,24 +1,29 @@
 //! Derived weights: forms of a constant `[rows, k]` that a kernel reads instead of its f32 values,
 //! made at compile time and placed in the blob once per weight and form.
 //!
-//! - bf16 pairs (`Blob::bf16_pairs`): exactly-bf16 rows in `layout` order, read by the bf16
-//!   embedding and the bf16 lm_head alike, so a tied pair is stored once;
+//! - exact pairs (`Blob::exact_pairs`): rows that are exactly bf16 (or exactly f16) in `layout`
+//!   order, read by the 16-bit embedding and the 16-bit lm_head alike, so a tied pair is stored
+//!   once;
 //! - f16 or bf16 rows (`Blob::half_rows`): a `HeadDtype::F16` or `HeadDtype::Bf16` matmul weight,
 //!   rounded to nearest even;
 //! - int8 rows and their f32 scales (`Blob::i8_rows`): a `HeadDtype::I8` matmul weight.
 
-use super::blob::{Blob, inexact_bf16_key, static_shape};
+use super::blob::{Blob, inexact_key, static_shape};
 use super::{input, unsupported};
 use crate::BackendError;
 use crate::cpu::kernels::matmul_i8;
-use crate::kernel::layout::{HalfFormat, bf16_layout_exact, layout};
+use crate::kernel::layout::{HalfFormat, layout, layout_exact, stored_layout};
 use bitnet_ir::module::Function;
 use bitnet_ir::{Data, ElemType, OpKind, ValueId};
 use bitnet_runtime::BufRef;
+use half::slice::HalfFloatSliceExt;
 
 /// The tag of a weight's exactly-bf16 copy in `layout` order: the embedding and the bf16 lm_head
 /// read the same bytes, so a tied pair is placed once.
 const BF16_PAIRS: &str = "bf16-pairs";
+
+/// The tag of a weight's exactly-f16 copy in `layout` order, shared as `BF16_PAIRS` is.
+const F16_PAIRS: &str = "f16-pairs";
 
 /// The tag of a matmul weight's f16 rows.
 const HEAD_F16: &str = "head-f16";
@@ -43,13 +48,7 @@ impl Blob<'_> {
         count: usize,
         make: impl FnOnce(Vec<f32>) -> Result<Option<Vec<Data>>, BackendError>,
     ) -> Result<Option<Vec<BufRef>>, BackendError> {
-        let base = match f.def_op(v).map(|o| f.op(o)) {
-            Some(op) if op.kind == OpKind::Weight => {
-                format!("w:{}", op.attrs.str("name").unwrap_or_default())
-            }
-            Some(_) | None => format!("c:{}", v.0),
-        };
-        let keys: Vec<String> = (0..count).map(|i| format!("{tag}.{i}:{base}")).collect();
+        let keys: Vec<String> = (0..count).map(|i| derived_key(f, v, tag, i)).collect();
         let cached: Option<Vec<BufRef>> = keys.iter().map(|k| self.placed(k)).collect();
         if let Some(bufs) = cached {
             return Ok(Some(bufs));
@@ -71,42 +70,105 @@ impl Blob<'_> {
         ))
     }
 
-    /// Weight `v` (`[rows, k]`) as exactly-bf16 rows in `layout` order, placed once per weight for
-    /// every launch that reads it so (the embedding, the bf16 lm_head); `None` when not every value
-    /// is exactly a bf16. A named weight is recorded in that layout unless it was recorded before.
-    pub(super) fn bf16_pairs(
+    /// Weight `v` (`[rows, k]`) as exactly-`format` rows in `layout` order for the first of
+    /// `formats` whose numbers hold every value exactly (`layout_exact`), with that format; placed
+    /// once per weight and format for every launch that reads it so (the embedding, the 16-bit
+    /// lm_head), and the weight evaluated at most once per call. `None` when no format is exact.
+    /// A named weight is recorded in that layout unless it was recorded before.
+    pub(super) fn exact_pairs(
         &mut self,
         f: &Function,
         v: ValueId,
         k: usize,
-    ) -> Result<Option<BufRef>, BackendError> {
-        let inexact = inexact_bf16_key(f, v);
-        if self.inapplicable.contains(&inexact) {
+        formats: &[HalfFormat],
+    ) -> Result<Option<(BufRef, HalfFormat)>, BackendError> {
+        let candidates: Vec<HalfFormat> = formats
+            .iter()
+            .copied()
+            .filter(|&format| !self.inapplicable.contains(&inexact_key(f, v, format)))
+            .collect();
+        for &format in &candidates {
+            if let Some(buf) = self.placed(&derived_key(f, v, pairs_tag(format), 0)) {
+                return Ok(Some((buf, format)));
+            }
+        }
+        if candidates.is_empty() {
             return Ok(None);
         }
-        let buf = self
-            .derived(f, v, BF16_PAIRS, 1, |w| {
-                Ok(bf16_layout_exact(&w, k).map(|bits| vec![Data::U16(bits)]))
-            })?
-            .and_then(|b| b.first().copied());
-        if buf.is_none() {
-            self.inapplicable.insert(inexact);
+        if let Some((bits, format)) = self.stored_pairs(f, v, k, &candidates)? {
+            return self.place_pairs(f, v, bits, format).map(Some);
         }
-        if let Some(buf) = buf
-            && let Some(op) = f.def_op(v).map(|o| f.op(o))
+        let values = self.evaluate(f, v, &static_shape(f, v)?)?.data.into_f32();
+        for format in candidates {
+            let Some(bits) = layout_exact(&values, k, format) else {
+                self.inapplicable.insert(inexact_key(f, v, format));
+                continue;
+            };
+            drop(values);
+            return self.place_pairs(f, v, bits, format).map(Some);
+        }
+        Ok(None)
+    }
+
+    /// Weight `v`'s pairs read straight from its store's 16-bit values, when the store keeps it in
+    /// one of `candidates`' formats and every value widens exactly (`stored_layout`): the table is
+    /// never widened to f32 (a 128k × 2560 f16 embedding would take 1.3 GB so).
+    fn stored_pairs(
+        &self,
+        f: &Function,
+        v: ValueId,
+        k: usize,
+        candidates: &[HalfFormat],
+    ) -> Result<Option<(Vec<u16>, HalfFormat)>, BackendError> {
+        let Some(op) = f.def_op(v).map(|o| f.op(o)) else {
+            return Ok(None);
+        };
+        if op.kind != OpKind::Weight {
+            return Ok(None);
+        }
+        let name = op.attrs.str("name").unwrap_or_default();
+        let (elem, format) = match self.store.stored_elem(name) {
+            Some(ElemType::F16) => (ElemType::F16, HalfFormat::F16),
+            Some(ElemType::BF16) => (ElemType::BF16, HalfFormat::Bf16),
+            Some(_) | None => return Ok(None),
+        };
+        if !candidates.contains(&format) {
+            return Ok(None);
+        }
+        let stored = self
+            .store
+            .load(name, elem, &static_shape(f, v)?)
+            .map_err(|e| input(format!("loading weight \"{name}\": {e}")))?;
+        let bits = match &stored.data {
+            Data::F16(h) => stored_layout(h.reinterpret_cast(), k, format),
+            Data::BF16(h) => stored_layout(h.reinterpret_cast(), k, format),
+            _ => None,
+        };
+        Ok(bits.map(|b| (b, format)))
+    }
+
+    /// Places `bits`, weight `v`'s pairs in `format`, under their key, and records a named weight
+    /// in that layout unless it was recorded before.
+    fn place_pairs(
+        &mut self,
+        f: &Function,
+        v: ValueId,
+        bits: Vec<u16>,
+        format: HalfFormat,
+    ) -> Result<(BufRef, HalfFormat), BackendError> {
+        let buf = self.push_data(derived_key(f, v, pairs_tag(format), 0), &Data::U16(bits));
+        if let Some(op) = f.def_op(v).map(|o| f.op(o))
             && op.kind == OpKind::Weight
         {
-            let shape: Vec<usize> = f
-                .ty(v)
-                .static_shape()
-                .unwrap_or_default()
-                .into_iter()
-                .map(|d| d as usize)
-                .collect();
+            let elem = match format {
+                HalfFormat::Bf16 => ElemType::BF16,
+                HalfFormat::F16 => ElemType::F16,
+            };
+            let shape = static_shape(f, v)?;
             let name = op.attrs.str("name").unwrap_or_default();
-            self.record(name, buf, ElemType::BF16, &shape, true);
+            self.record(name, buf, elem, &shape, true);
         }
-        Ok(buf)
+        Ok((buf, format))
     }
 
     /// Weight `v` (`[rows, k]`) as `format` rows in `layout` order, rounded to nearest even; an
@@ -156,5 +218,24 @@ impl Blob<'_> {
             return Err(input("internal: an int8 matmul weight was not placed"));
         };
         Ok((q, s))
+    }
+}
+
+/// The tag of a weight's exact pairs in `format`.
+fn pairs_tag(format: HalfFormat) -> &'static str {
+    match format {
+        HalfFormat::Bf16 => BF16_PAIRS,
+        HalfFormat::F16 => F16_PAIRS,
+    }
+}
+
+/// The blob key of part `i` of constant `v`'s derived form `tag`: a weight by its name, another
+/// constant by its value.
+fn derived_key(f: &Function, v: ValueId, tag: &str, i: usize) -> String {
+    match f.def_op(v).map(|o| f.op(o)) {
+        Some(op) if op.kind == OpKind::Weight => {
+            format!("{tag}.{i}:w:{}", op.attrs.str("name").unwrap_or_default())
+        }
+        Some(_) | None => format!("{tag}.{i}:c:{}", v.0),
     }
 }

@@ -4,11 +4,12 @@
 //!
 //! | matmul | weight in the blob | kernel |
 //! |---|---|---|
-//! | the lm_head, `HeadDtype::Auto`, every weight exactly a bf16 | bf16 pairs (shared with a tied bf16 embedding) | `MatmulNtHalf` (bf16) |
+//! | the lm_head, `HeadDtype::Auto`, every weight exactly a bf16 | bf16 pairs (shared with a tied 16-bit embedding) | `MatmulNtHalf` (bf16) |
+//! | the lm_head, `HeadDtype::Auto`, else every weight exactly an f16 | f16 pairs (shared likewise) | `MatmulNtHalf` (f16) |
 //! | the lm_head, `HeadDtype::Auto`, otherwise | f32 | `MatmulNt` |
 //! | another matmul, `HeadDtype::Auto` | bf16 when every weight is exactly a bf16, else f32 | `MatmulNt` |
 //! | any, `HeadDtype::Bf16` | bf16 rows, rounded to nearest even (the bf16 pairs when exact) | `MatmulNtHalf` (bf16) |
-//! | any, `HeadDtype::F16` | f16 rows (an error beyond f16's range) | `MatmulNtHalf` (f16) |
+//! | any, `HeadDtype::F16` | f16 rows (the f16 pairs when exact; an error beyond f16's range) | `MatmulNtHalf` (f16) |
 //! | any, `HeadDtype::I8` | int8 rows and f32 row scales | `ActQuant` into scratch (one per `k`), then `MatmulI8` |
 
 use super::blob::Blob;
@@ -43,30 +44,36 @@ pub(super) fn head_weight(
     dtype: Option<HeadDtype>,
 ) -> Result<HeadWeight, BackendError> {
     match dtype {
-        Some(HeadDtype::Auto) => match blob.bf16_pairs(f, w, k)? {
-            Some(w) => Ok(HeadWeight::Half {
-                w,
-                format: HalfFormat::Bf16,
-            }),
-            None => wide(blob, f, w),
-        },
-        Some(HeadDtype::Bf16) => Ok(HeadWeight::Half {
-            w: match blob.bf16_pairs(f, w, k)? {
-                Some(w) => w,
-                None => blob.half_rows(f, w, k, HalfFormat::Bf16)?,
-            },
-            format: HalfFormat::Bf16,
-        }),
-        Some(HeadDtype::F16) => Ok(HeadWeight::Half {
-            w: blob.half_rows(f, w, k, HalfFormat::F16)?,
-            format: HalfFormat::F16,
-        }),
+        Some(HeadDtype::Auto) => {
+            match blob.exact_pairs(f, w, k, &[HalfFormat::Bf16, HalfFormat::F16])? {
+                Some((w, format)) => Ok(HeadWeight::Half { w, format }),
+                None => wide(blob, f, w),
+            }
+        }
+        Some(HeadDtype::Bf16) => half(blob, f, w, k, HalfFormat::Bf16),
+        Some(HeadDtype::F16) => half(blob, f, w, k, HalfFormat::F16),
         Some(HeadDtype::I8) => {
             let (rows, scales) = blob.i8_rows(f, w, k)?;
             Ok(HeadWeight::Int8 { rows, scales })
         }
         None => wide(blob, f, w),
     }
+}
+
+/// Weight `w` as `format` rows: its exact pairs when every value is exactly such a number (shared
+/// with a tied embedding), else rounded to nearest even.
+fn half(
+    blob: &mut Blob<'_>,
+    f: &Function,
+    w: ValueId,
+    k: usize,
+    format: HalfFormat,
+) -> Result<HeadWeight, BackendError> {
+    let w = match blob.exact_pairs(f, w, k, &[format])? {
+        Some((w, _)) => w,
+        None => blob.half_rows(f, w, k, format)?,
+    };
+    Ok(HeadWeight::Half { w, format })
 }
 
 /// Weight `w` in index order: bf16 when every value is exactly a bf16 (the same values in half the

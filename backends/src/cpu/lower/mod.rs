@@ -46,21 +46,21 @@ pub struct LowerOptions {
     /// How every other dense `x·Wᵀ` projection (a dense checkpoint's q/k/v/o, gate/up/down) stores
     /// its weights; `Auto` keeps them as they are (bf16 when exactly bf16, else f32).
     pub dense: HeadDtype,
-    /// Store an embedding table whose values are all exactly bf16 as bf16 in `layout` order
-    /// (`KernelKind::Embedding` with `bf16: true`): half the bytes, and with an lm_head tied to it
-    /// and read as bf16 (`HeadDtype::Auto`), one copy for both. Off, the table stays f32, for a
-    /// backend whose embedding kernel reads only that.
-    pub bf16_embedding: bool,
+    /// Store an embedding table whose values are all exactly bf16 (else all exactly f16) in that
+    /// format in `layout` order (`KernelKind::Embedding` with `half`): half the bytes, and with an
+    /// lm_head tied to it and read in the same format (`HeadDtype::Auto` picks it), one copy for
+    /// both. Off, the table stays f32, for a backend whose embedding kernel reads only that.
+    pub half_embedding: bool,
 }
 
 impl LowerOptions {
-    /// The CPU backend's options (JIT and AOT): the lm_head as `head` says, a bf16 embedding
+    /// The CPU backend's options (JIT and AOT): the lm_head as `head` says, a 16-bit embedding
     /// where exact.
     pub fn cpu(head: HeadDtype) -> LowerOptions {
         LowerOptions {
             head,
             dense: HeadDtype::Auto,
-            bf16_embedding: true,
+            half_embedding: true,
         }
     }
 
@@ -75,7 +75,7 @@ impl LowerOptions {
         LowerOptions {
             head: HeadDtype::F16,
             dense: HeadDtype::Auto,
-            bf16_embedding: false,
+            half_embedding: false,
         }
     }
 }

@@ -9,9 +9,9 @@ use crate::BackendError;
 use crate::cpu::kernels::rope::rope_table;
 use crate::cpu::{HeadDtype, PACK_BLOCK, PACK_ORDER};
 use crate::kernel::{
-    ActQuantParams, AddParams, AttentionParams, BiasAddParams, EmbeddingParams, KernelKind,
-    KvStoreParams, Relu2MulParams, RmsNormParams, RmsNormQuantParams, RopeParams, SiluMulParams,
-    TernaryMatmulParams,
+    ActQuantParams, AddParams, AttentionParams, BiasAddParams, EmbeddingParams, HalfFormat,
+    KernelKind, KvStoreParams, Relu2MulParams, RmsNormParams, RmsNormQuantParams, RopeParams,
+    SiluMulParams, TernaryMatmulParams,
 };
 use bitnet_ir::{Dim, ElemType, OpKind, TensorType};
 use bitnet_runtime::Rows;
@@ -24,8 +24,9 @@ pub(super) fn last_dim(ty: &TensorType) -> Result<u64, BackendError> {
         .ok_or_else(|| input(format!("{ty} has no static last dimension")))
 }
 
-/// `nn.embedding(table, ids)`: the table f32, or exactly-bf16 pairs when the options allow it and
-/// every value is a bf16 (then shared with a tied bf16 lm_head).
+/// `nn.embedding(table, ids)`: the table f32, or exact pairs when the options allow it and every
+/// value is exactly a bf16, else exactly an f16 (then shared with a tied 16-bit lm_head of that
+/// format): an f16 GGUF's or checkpoint's table stays in half the bytes.
 pub(super) fn embedding(lw: &mut Lowering<'_>, site: &Site<'_>) -> Result<(), BackendError> {
     let f = site.f;
     let (table, ids, out) = (site.operand(0)?, site.operand(1)?, site.result(0)?);
@@ -40,20 +41,21 @@ pub(super) fn embedding(lw: &mut Lowering<'_>, site: &Site<'_>) -> Result<(), Ba
             "the table is not [vocab, hidden]",
         ));
     };
-    let paired = if lw.options.bf16_embedding {
-        lw.blob.bf16_pairs(f, table, hidden as usize)?
+    let paired = if lw.options.half_embedding {
+        let formats = [HalfFormat::Bf16, HalfFormat::F16];
+        lw.blob.exact_pairs(f, table, hidden as usize, &formats)?
     } else {
         None
     };
     let table_buf = match paired {
-        Some(b) => b,
+        Some((b, _)) => b,
         None => lw.blob.constant(f, table, ElemType::F32)?,
     };
     let bufs = vec![table_buf, lw.arena(ids)?, lw.arena(out)?];
     let kind = KernelKind::Embedding(EmbeddingParams {
         vocab,
         hidden,
-        bf16: paired.is_some(),
+        half: paired.map(|(_, format)| format),
     });
     lw.launch(kind, bufs, Rows::PerToken(1), site.label.clone())
 }

@@ -24,7 +24,7 @@ pub mod ternary_matmul;
 
 use super::emit::{Cg, Kb};
 use crate::BackendError;
-use crate::kernel::KernelKind;
+use crate::kernel::{EmbeddingParams, KernelKind};
 use bitnet_runtime::cuda::CudaLaunch;
 use inkwell::context::Context;
 use inkwell::module::Module;
@@ -49,10 +49,15 @@ pub fn geometry(kind: &KernelKind) -> Result<CudaLaunch, BackendError> {
         shared_bytes: 0,
     };
     Ok(match kind {
-        KernelKind::Embedding(p) if p.bf16 => {
+        KernelKind::Embedding(EmbeddingParams {
+            half: Some(format), ..
+        }) => {
             return Err(unsupported(
                 kind,
-                "a bf16 table (the CUDA kernel reads an f32 table; the CUDA lowering keeps the embedding f32)",
+                &format!(
+                    "a {} table (the CUDA kernel reads an f32 table; the CUDA lowering keeps the embedding f32)",
+                    format.name()
+                ),
             ));
         }
         KernelKind::Embedding(_)
