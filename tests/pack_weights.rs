@@ -268,3 +268,42 @@ fn opt_packs_with_the_default_or_the_named_layout() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A weight large enough to be packed by several threads (≥ 2²⁰ values, rows not a multiple of
+/// the thread count) packs to the bytes and row sums each row packed alone gives, in every
+/// provided layout; a value outside {-1, 0, 1} anywhere (the last one here) is refused.
+#[test]
+fn large_weights_pack_as_their_rows_do() {
+    use bitnet_ir::ops::ternary_matmul_packed::{pack_row, row_sum};
+    let (n, k) = (1031usize, 1030usize);
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let t: Vec<i8> = (0..n * k)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % 3) as i8 - 1
+        })
+        .collect();
+    for layout in PackLayout::ALL {
+        let packed = layout.pack(&t, n, k).unwrap();
+        let (block, row_bytes) = layout.row_bytes(k).unwrap();
+        assert_eq!(packed.row_bytes, row_bytes);
+        let mut want = vec![0u8; n * row_bytes];
+        for (row, out) in t.chunks(k).zip(want.chunks_mut(row_bytes)) {
+            pack_row(row, block, layout.order, out);
+        }
+        assert!(packed.bytes == want, "{}", layout.name);
+        let sums = layout.rowsum.map(|kind| {
+            t.chunks(k)
+                .map(|row| row_sum(row, kind))
+                .collect::<Vec<_>>()
+        });
+        assert_eq!(packed.rowsum, sums, "{}", layout.name);
+        let mut bad = t.clone();
+        *bad.last_mut().unwrap() = 2;
+        assert!(layout.pack(&bad, n, k).is_err(), "{}", layout.name);
+        bad[n * k - 1] = -2;
+        assert!(layout.pack(&bad, n, k).is_err(), "{}", layout.name);
+    }
+}

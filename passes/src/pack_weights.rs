@@ -135,12 +135,38 @@ impl PackLayout {
     /// Packs `t` (`n` rows of `k` values in {-1, 0, 1}).
     pub fn pack(&self, t: &[i8], n: usize, k: usize) -> Result<Packed, String> {
         let (block, row_bytes) = self.row_bytes(k)?;
-        if t.len() != n * k || t.iter().any(|v| !(-1..=1).contains(v)) {
+        // Every value in {-1, 0, 1}: the largest v + 1 (as u8, so -1 is 0 and -2 is 255) at most
+        // 2. A fold without an early exit, so it vectorizes.
+        let largest = t
+            .iter()
+            .fold(0u8, |acc, &v| acc.max((v as u8).wrapping_add(1)));
+        if t.len() != n * k || largest > 2 {
             return Err(format!("not {n}×{k} ternary values"));
         }
         let mut bytes = vec![0u8; n * row_bytes];
-        for (row, out) in t.chunks(k).zip(bytes.chunks_mut(row_bytes)) {
-            pack_row(row, block, self.order, out);
+        let pack_rows = |t: &[i8], bytes: &mut [u8]| {
+            for (row, out) in t.chunks(k.max(1)).zip(bytes.chunks_mut(row_bytes.max(1))) {
+                pack_row(row, block, self.order, out);
+            }
+        };
+        // A large weight is packed by as many threads as the machine has (up to 8), each a run of
+        // whole rows: the same bytes, in a fraction of the time.
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |p| p.get())
+            .clamp(1, 8)
+            .min(n.max(1));
+        if threads > 1 && n * k >= 1 << 20 {
+            let rows = n.div_ceil(threads);
+            std::thread::scope(|s| {
+                for (t, bytes) in t
+                    .chunks(rows * k.max(1))
+                    .zip(bytes.chunks_mut(rows * row_bytes.max(1)))
+                {
+                    s.spawn(move || pack_rows(t, bytes));
+                }
+            });
+        } else {
+            pack_rows(t, &mut bytes);
         }
         let rowsum = self
             .rowsum

@@ -100,10 +100,22 @@ pub fn layout_exact(w: &[f32], k: usize, format: HalfFormat) -> Option<Vec<u16>>
 /// exactly (bf16: any; f16: finite), else `None`: a table stored in that format, reordered without
 /// ever being widened to f32.
 pub fn stored_layout(h: &[u16], k: usize, format: HalfFormat) -> Option<Vec<u16>> {
-    match format {
-        HalfFormat::Bf16 => in_pair_order(h, k, Some),
-        HalfFormat::F16 => in_pair_order(h, k, |h| (h & 0x7c00 != 0x7c00).then_some(h)),
+    // An f16 is an infinity or a NaN when its exponent bits are all set. A fold without an early
+    // exit, and then straight copies: both vectorize (a 128k × 2560 table takes a fraction of a
+    // second).
+    if format == HalfFormat::F16 && h.iter().fold(false, |any, &x| any | (x & 0x7c00 == 0x7c00)) {
+        return None;
     }
+    let k = k.max(1);
+    let mut out = vec![0u16; h.len()];
+    for (row, dst) in h.chunks(k).zip(out.chunks_mut(k)) {
+        let groups = row.len() / 8 * 8;
+        for (g, o) in row.chunks_exact(8).zip(dst.chunks_exact_mut(8)) {
+            o.copy_from_slice(&[g[0], g[4], g[1], g[5], g[2], g[6], g[3], g[7]]);
+        }
+        dst[groups..].copy_from_slice(&row[groups..]);
+    }
+    Some(out)
 }
 
 /// `w` (rows of `k`) through `bits`, in `layout` order; `None` as soon as `bits` gives `None`.

@@ -33,8 +33,9 @@ enum Read {
     DenseUnpermute { heads: usize },
     /// Ternary values.
     Ternary,
-    /// The per-tensor scale of a ternary tensor, as f32 `[1]`.
-    Scale,
+    /// The per-tensor scale of a ternary tensor, as f32 `[1]`: found when the model was imported
+    /// (which had to read it to know the tensor has one), so loading it reads nothing.
+    Scale(f32),
 }
 
 /// The weights of a GGUF file, by IR name.
@@ -120,17 +121,11 @@ impl WeightStore for GgufWeights {
                     .ok_or_else(|| fail(FrontendError::format(self.file.path(), "shape")))?
             }
             Read::Ternary => self.file.ternary(tensor).map_err(fail)?.0,
-            Read::Scale => match self.file.ternary_scale(tensor).map_err(fail)? {
-                TernaryScale::PerTensor(s) => Tensor::new(vec![1], Data::F32(vec![s]))
-                    .ok_or_else(|| fail(FrontendError::format(self.file.path(), "scale")))?,
-                TernaryScale::PerBlock { .. } => {
-                    return Err(WeightError::Read {
-                        name: name.to_string(),
-                        store: self.describe(),
-                        reason: "the tensor has one scale per block, not one per tensor".into(),
-                    });
-                }
-            },
+            Read::Scale(s) => {
+                let t = Tensor::new(vec![1], Data::F32(vec![*s]))
+                    .ok_or_else(|| fail(FrontendError::format(self.file.path(), "scale")))?;
+                return finish_load(self, name, t, elem, shape);
+            }
         };
         self.file.release(tensor);
         finish_load(self, name, t, elem, shape)
@@ -178,17 +173,19 @@ impl Collector<'_> {
     ) -> Result<Linear, FrontendError> {
         let ty = self.check(name, &[out, inp])?;
         let ternary = matches!(ty, GgmlType::TQ1_0 | GgmlType::TQ2_0 | GgmlType::I2_S);
-        let per_tensor =
-            ternary && matches!(self.file.ternary_scale(name)?, TernaryScale::PerTensor(_));
+        let mut per_tensor = None;
         if ternary {
+            if let TernaryScale::PerTensor(s) = self.file.ternary_scale(name)? {
+                per_tensor = Some(s);
+            }
             self.file.release(name);
         }
-        if per_tensor {
+        if let Some(s) = per_tensor {
             let scale = format!("{name}{SCALE_SUFFIX}");
             self.entries
                 .insert(name.to_string(), (name.to_string(), Read::Ternary));
             self.entries
-                .insert(scale.clone(), (name.to_string(), Read::Scale));
+                .insert(scale.clone(), (name.to_string(), Read::Scale(s)));
             return Ok(Linear::TernaryScaleMul {
                 weight: name.to_string(),
                 scale,
