@@ -49,11 +49,16 @@ impl WeightStore for HfWeights {
         self.dir.display().to_string()
     }
 
-    fn stored_elem(&self, name: &str) -> Option<ElemType> {
-        let entry = self.entries.get(name)?;
-        match entry.packing {
-            Packing::Plain => self.shards.get(entry.shard)?.stored_elem(name),
-            Packing::Packed2Bit => None,
+    fn visit_stored(&self, name: &str, f: &mut dyn FnMut(ElemType, &[u8])) -> bool {
+        match self.entries.get(name) {
+            Some(Entry {
+                shard,
+                packing: Packing::Plain,
+            }) => self
+                .shards
+                .get(*shard)
+                .is_some_and(|s| s.visit_stored(name, f)),
+            Some(_) | None => false,
         }
     }
 

@@ -230,8 +230,24 @@ impl WeightStore for SafetensorsStore {
         self.path.display().to_string()
     }
 
-    fn stored_elem(&self, name: &str) -> Option<ElemType> {
-        self.tensors.get(name).and_then(|info| info.elem)
+    fn visit_stored(&self, name: &str, f: &mut dyn FnMut(ElemType, &[u8])) -> bool {
+        let Some(info) = self.tensors.get(name) else {
+            return false;
+        };
+        let (Some(elem), Some(bytes)) = (info.elem, self.map.get(info.range.clone())) else {
+            return false;
+        };
+        let whole = info
+            .shape
+            .iter()
+            .try_fold(elem.bits().div_ceil(8) as usize, |acc, &d| {
+                acc.checked_mul(d)
+            });
+        if whole != Some(bytes.len()) {
+            return false;
+        }
+        f(elem, bytes);
+        true
     }
 
     fn load(&self, name: &str, elem: ElemType, shape: &[usize]) -> Result<Tensor, WeightError> {

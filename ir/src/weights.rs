@@ -61,12 +61,14 @@ pub trait WeightStore {
     /// Loads tensor `name` as `elem` with `shape`, converting as `Tensor::convert_for_load` allows.
     fn load(&self, name: &str, elem: ElemType, shape: &[usize]) -> Result<Tensor, WeightError>;
 
-    /// The element type tensor `name` is stored in, when `load` with that type hands over the
-    /// stored values themselves, unconverted (an f16 table read as f16, not widened to f32 first);
-    /// `None` when the store does not say, or transforms the tensor as it reads it (dequantizing,
-    /// unpacking, permuting).
-    fn stored_elem(&self, _name: &str) -> Option<ElemType> {
-        None
+    /// Calls `f` with tensor `name`'s element type and its stored bytes (little endian, in index
+    /// order, exactly `shape`'s elements), when the store holds it so (a mapped file's F16 table):
+    /// a caller that only re-lays the values out reads them where they are, with no copy and no
+    /// widening. Returns whether it called `f`; never for a tensor the store transforms as it
+    /// reads it (dequantizing, unpacking, permuting). The store may release the bytes' pages once
+    /// `f` returns.
+    fn visit_stored(&self, _name: &str, _f: &mut dyn FnMut(ElemType, &[u8])) -> bool {
+        false
     }
 }
 
@@ -166,10 +168,6 @@ impl WeightStore for MemoryWeights {
 
     fn load(&self, name: &str, elem: ElemType, shape: &[usize]) -> Result<Tensor, WeightError> {
         self.load_via(self, name, elem, shape)
-    }
-
-    fn stored_elem(&self, name: &str) -> Option<ElemType> {
-        self.tensors.get(name).map(Tensor::elem)
     }
 }
 

@@ -114,11 +114,8 @@ impl WeightStore for Overlay<'_> {
         }
     }
 
-    fn stored_elem(&self, name: &str) -> Option<bitnet_ir::ElemType> {
-        if self.derived.contains(name) {
-            return self.derived.stored_elem(name);
-        }
-        self.base.and_then(|b| b.stored_elem(name))
+    fn visit_stored(&self, name: &str, f: &mut dyn FnMut(bitnet_ir::ElemType, &[u8])) -> bool {
+        !self.derived.contains(name) && self.base.is_some_and(|b| b.visit_stored(name, f))
     }
 }
 

@@ -96,26 +96,36 @@ pub fn layout_exact(w: &[f32], k: usize, format: HalfFormat) -> Option<Vec<u16>>
     }
 }
 
-/// 16-bit float bits `h` (rows of `k`) in `layout` order when every value is one the kernels widen
-/// exactly (bf16: any; f16: finite), else `None`: a table stored in that format, reordered without
-/// ever being widened to f32.
-pub fn stored_layout(h: &[u16], k: usize, format: HalfFormat) -> Option<Vec<u16>> {
-    // An f16 is an infinity or a NaN when its exponent bits are all set. A fold without an early
-    // exit, and then straight copies: both vectorize (a 128k × 2560 table takes a fraction of a
-    // second).
-    if format == HalfFormat::F16 && h.iter().fold(false, |any, &x| any | (x & 0x7c00 == 0x7c00)) {
-        return None;
+/// Whether every 16-bit float of `bytes` (little endian) is one the kernels widen exactly: any
+/// bf16; a finite f16 (its exponent bits not all set). A fold without an early exit, so it
+/// vectorizes.
+pub fn stored_exact(bytes: &[u8], format: HalfFormat) -> bool {
+    match format {
+        HalfFormat::Bf16 => bytes.len().is_multiple_of(2),
+        HalfFormat::F16 => {
+            let (h, rest) = bytes.as_chunks::<2>();
+            rest.is_empty()
+                && !h
+                    .iter()
+                    .fold(false, |any, &[_, hi]| any | (hi & 0x7c == 0x7c))
+        }
     }
+}
+
+/// 16-bit values stored little endian in `src` (rows of `k`) copied into `dst` (as long) in
+/// `layout` order, by straight copies of each group of eight.
+pub fn pairs_into(src: &[u8], k: usize, dst: &mut [u8]) {
     let k = k.max(1);
-    let mut out = vec![0u16; h.len()];
-    for (row, dst) in h.chunks(k).zip(out.chunks_mut(k)) {
+    let (src, _) = src.as_chunks::<2>();
+    let (dst, _) = dst.as_chunks_mut::<2>();
+    for (row, out) in src.chunks(k).zip(dst.chunks_mut(k)) {
         let groups = row.len() / 8 * 8;
-        for (g, o) in row.chunks_exact(8).zip(dst.chunks_exact_mut(8)) {
+        for (g, o) in row.chunks_exact(8).zip(out.chunks_exact_mut(8)) {
             o.copy_from_slice(&[g[0], g[4], g[1], g[5], g[2], g[6], g[3], g[7]]);
         }
-        dst[groups..].copy_from_slice(&row[groups..]);
+        let tail = out.len().min(row.len());
+        out[groups..tail].copy_from_slice(&row[groups..tail]);
     }
-    Some(out)
 }
 
 /// `w` (rows of `k`) through `bits`, in `layout` order; `None` as soon as `bits` gives `None`.
@@ -185,7 +195,8 @@ pub fn pair_element(s: u64, k: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::{
-        HalfFormat, f16_exact, f16_widen, layout, layout_exact, pair_element, stored_layout,
+        HalfFormat, f16_exact, f16_widen, layout, layout_exact, pair_element, pairs_into,
+        stored_exact,
     };
 
     /// `pair_element` inverts `layout` at awkward K (groups and a tail).
@@ -258,6 +269,16 @@ mod tests {
     /// table with an infinity or a NaN is refused.
     #[test]
     fn stored_tables_reorder_as_their_values() {
+        let stored_layout = |h: &[u16], k: usize, format: HalfFormat| {
+            let bytes: Vec<u8> = h.iter().flat_map(|x| x.to_le_bytes()).collect();
+            stored_exact(&bytes, format).then(|| {
+                let mut out = vec![0u8; bytes.len()];
+                pairs_into(&bytes, k, &mut out);
+                out.chunks(2)
+                    .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                    .collect::<Vec<u16>>()
+            })
+        };
         // Finite f16s of both signs, subnormals among them.
         let h: Vec<u16> = (0..45u16)
             .map(|i| ((i * 0x2f1) % 0x7c00) | if i % 3 == 0 { 0x8000 } else { 0 })

@@ -11,7 +11,7 @@ use super::ggml_type::GgmlType;
 use super::kquants;
 use super::{GgufFile, GgufTensorInfo};
 use crate::error::FrontendError;
-use bitnet_ir::{Data, ElemType, Tensor};
+use bitnet_ir::{Data, Tensor};
 use half::{bf16, f16};
 
 /// The scale that multiplies a ternary tensor's values.
@@ -139,36 +139,6 @@ impl GgufFile {
 
     /// An unquantized tensor's elements as f32 (f16/bf16 widen exactly, f64 rounds to nearest,
     /// integers convert by value), converted straight from the bytes without an intermediate copy.
-    /// Tensor `name`, an F32, F16 or BF16 one, in its own element type (the bytes, not widened):
-    /// what `GgufWeights` hands over for a weight read as it is stored.
-    pub fn read_stored(&self, name: &str) -> Result<Tensor, FrontendError> {
-        let info = self.tensor_info(name)?;
-        let bytes = self.tensor_bytes(info);
-        let elem = match info.ggml_type {
-            GgmlType::F32 => ElemType::F32,
-            GgmlType::F16 => ElemType::F16,
-            GgmlType::BF16 => ElemType::BF16,
-            other => {
-                return Err(self.err(format!(
-                    "tensor '{name}': internal: {} is not read as stored",
-                    other.name()
-                )));
-            }
-        };
-        let (_, size) = info.ggml_type.block_layout();
-        let data = Data::from_le_bytes(elem, bytes)
-            .filter(|_| info.numel.checked_mul(size as usize) == Some(bytes.len()))
-            .ok_or_else(|| {
-                self.err(format!(
-                    "tensor '{name}' ({}): {} bytes do not hold {} elements",
-                    info.ggml_type.name(),
-                    bytes.len(),
-                    info.numel
-                ))
-            })?;
-        self.tensor(info, data)
-    }
-
     fn plain(&self, info: &GgufTensorInfo, bytes: &[u8]) -> Result<Vec<f32>, FrontendError> {
         fn conv<const N: usize>(b: &[u8], f: impl Fn([u8; N]) -> f32) -> Vec<f32> {
             b.chunks_exact(N)

@@ -73,17 +73,28 @@ impl WeightStore for GgufWeights {
         self.file.path().display().to_string()
     }
 
-    /// A dense F32, F16 or BF16 tensor read as it is (`GgufFile::read_stored`).
-    fn stored_elem(&self, name: &str) -> Option<ElemType> {
-        match self.entries.get(name)? {
-            (tensor, Read::Dense) => match self.file.tensor_info(tensor).ok()?.ggml_type {
-                GgmlType::F32 => Some(ElemType::F32),
-                GgmlType::F16 => Some(ElemType::F16),
-                GgmlType::BF16 => Some(ElemType::BF16),
-                _ => None,
-            },
-            _ => None,
+    /// A dense F32, F16 or BF16 tensor's bytes in the map, its pages released afterwards.
+    fn visit_stored(&self, name: &str, f: &mut dyn FnMut(ElemType, &[u8])) -> bool {
+        let Some((tensor, Read::Dense)) = self.entries.get(name) else {
+            return false;
+        };
+        let Ok(info) = self.file.tensor_info(tensor) else {
+            return false;
+        };
+        let elem = match info.ggml_type {
+            GgmlType::F32 => ElemType::F32,
+            GgmlType::F16 => ElemType::F16,
+            GgmlType::BF16 => ElemType::BF16,
+            _ => return false,
+        };
+        let bytes = self.file.tensor_bytes(info);
+        let size = elem.bits().div_ceil(8) as usize;
+        if info.numel.checked_mul(size) != Some(bytes.len()) {
+            return false;
         }
+        f(elem, bytes);
+        self.file.release(tensor);
+        true
     }
 
     fn load(&self, name: &str, elem: ElemType, shape: &[usize]) -> Result<Tensor, WeightError> {
@@ -97,9 +108,6 @@ impl WeightStore for GgufWeights {
             reason: e.to_string(),
         };
         let t = match read {
-            Read::Dense if self.stored_elem(name) == Some(elem) => {
-                self.file.read_stored(tensor).map_err(fail)?
-            }
             Read::Dense => self.file.dequantize(tensor).map_err(fail)?,
             Read::DenseUnpermute { heads } => {
                 let t = self.file.dequantize(tensor).map_err(fail)?;

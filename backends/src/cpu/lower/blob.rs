@@ -72,7 +72,13 @@ impl<'a> Blob<'a> {
         self.push_with(key, data.le_byte_len(), |dst| data.write_le_bytes(dst))
     }
 
-    fn push_with(&mut self, key: String, len: usize, fill: impl FnOnce(&mut [u8])) -> BufRef {
+    /// Places `len` bytes that `fill` writes in place under `key` (as `push`).
+    pub(super) fn push_with(
+        &mut self,
+        key: String,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> BufRef {
         if let Some(b) = self.placed.get(&key) {
             return *b;
         }

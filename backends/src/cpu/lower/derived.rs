@@ -12,11 +12,10 @@ use super::blob::{Blob, inexact_key, static_shape};
 use super::{input, unsupported};
 use crate::BackendError;
 use crate::cpu::kernels::matmul_i8;
-use crate::kernel::layout::{HalfFormat, layout, layout_exact, stored_layout};
+use crate::kernel::layout::{HalfFormat, layout, layout_exact, pairs_into, stored_exact};
 use bitnet_ir::module::Function;
 use bitnet_ir::{Data, ElemType, OpKind, ValueId};
 use bitnet_runtime::BufRef;
-use half::slice::HalfFloatSliceExt;
 
 /// The tag of a weight's exactly-bf16 copy in `layout` order: the embedding and the bf16 lm_head
 /// read the same bytes, so a tied pair is placed once.
@@ -95,8 +94,9 @@ impl Blob<'_> {
         if candidates.is_empty() {
             return Ok(None);
         }
-        if let Some((bits, format)) = self.stored_pairs(f, v, k, &candidates)? {
-            return self.place_pairs(f, v, bits, format).map(Some);
+        if let Some((buf, format)) = self.stored_pairs(f, v, k, &candidates)? {
+            self.record_pairs(f, v, buf, format)?;
+            return Ok(Some((buf, format)));
         }
         let values = self.evaluate(f, v, &static_shape(f, v)?)?.data.into_f32();
         for format in candidates {
@@ -105,21 +105,24 @@ impl Blob<'_> {
                 continue;
             };
             drop(values);
-            return self.place_pairs(f, v, bits, format).map(Some);
+            let buf = self.push_data(derived_key(f, v, pairs_tag(format), 0), &Data::U16(bits));
+            self.record_pairs(f, v, buf, format)?;
+            return Ok(Some((buf, format)));
         }
         Ok(None)
     }
 
-    /// Weight `v`'s pairs read straight from its store's 16-bit values, when the store keeps it in
-    /// one of `candidates`' formats and every value widens exactly (`stored_layout`): the table is
-    /// never widened to f32 (a 128k × 2560 f16 embedding would take 1.3 GB so).
+    /// Weight `v`'s pairs copied straight from its store's 16-bit bytes into the blob
+    /// (`WeightStore::visit_stored`), when the store keeps it in one of `candidates`' formats and
+    /// every value widens exactly (`stored_exact`): the table is never copied out of the file nor
+    /// widened to f32 (a 128k × 2560 f16 embedding would take 1.3 GB so).
     fn stored_pairs(
-        &self,
+        &mut self,
         f: &Function,
         v: ValueId,
         k: usize,
         candidates: &[HalfFormat],
-    ) -> Result<Option<(Vec<u16>, HalfFormat)>, BackendError> {
+    ) -> Result<Option<(BufRef, HalfFormat)>, BackendError> {
         let Some(op) = f.def_op(v).map(|o| f.op(o)) else {
             return Ok(None);
         };
@@ -127,36 +130,38 @@ impl Blob<'_> {
             return Ok(None);
         }
         let name = op.attrs.str("name").unwrap_or_default();
-        let (elem, format) = match self.store.stored_elem(name) {
-            Some(ElemType::F16) => (ElemType::F16, HalfFormat::F16),
-            Some(ElemType::BF16) => (ElemType::BF16, HalfFormat::Bf16),
-            Some(_) | None => return Ok(None),
-        };
-        if !candidates.contains(&format) {
-            return Ok(None);
-        }
-        let stored = self
-            .store
-            .load(name, elem, &static_shape(f, v)?)
-            .map_err(|e| input(format!("loading weight \"{name}\": {e}")))?;
-        let bits = match &stored.data {
-            Data::F16(h) => stored_layout(h.reinterpret_cast(), k, format),
-            Data::BF16(h) => stored_layout(h.reinterpret_cast(), k, format),
-            _ => None,
-        };
-        Ok(bits.map(|b| (b, format)))
+        let numel = static_shape(f, v)?
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d));
+        let store = self.store;
+        let mut placed = None;
+        store.visit_stored(name, &mut |elem, bytes| {
+            let format = match elem {
+                ElemType::F16 => HalfFormat::F16,
+                ElemType::BF16 => HalfFormat::Bf16,
+                _ => return,
+            };
+            if !candidates.contains(&format)
+                || numel.and_then(|n| n.checked_mul(2)) != Some(bytes.len())
+                || !stored_exact(bytes, format)
+            {
+                return;
+            }
+            let key = derived_key(f, v, pairs_tag(format), 0);
+            let buf = self.push_with(key, bytes.len(), |dst| pairs_into(bytes, k, dst));
+            placed = Some((buf, format));
+        });
+        Ok(placed)
     }
 
-    /// Places `bits`, weight `v`'s pairs in `format`, under their key, and records a named weight
-    /// in that layout unless it was recorded before.
-    fn place_pairs(
+    /// Records weight `v`, placed as `buf` in `format` pairs, unless it was recorded before.
+    fn record_pairs(
         &mut self,
         f: &Function,
         v: ValueId,
-        bits: Vec<u16>,
+        buf: BufRef,
         format: HalfFormat,
-    ) -> Result<(BufRef, HalfFormat), BackendError> {
-        let buf = self.push_data(derived_key(f, v, pairs_tag(format), 0), &Data::U16(bits));
+    ) -> Result<(), BackendError> {
         if let Some(op) = f.def_op(v).map(|o| f.op(o))
             && op.kind == OpKind::Weight
         {
@@ -168,7 +173,7 @@ impl Blob<'_> {
             let name = op.attrs.str("name").unwrap_or_default();
             self.record(name, buf, elem, &shape, true);
         }
-        Ok((buf, format))
+        Ok(())
     }
 
     /// Weight `v` (`[rows, k]`) as `format` rows in `layout` order, rounded to nearest even; an
