@@ -462,3 +462,61 @@ fn siblings_interleaved_give_the_tokens_each_gives_alone() {
     .unwrap();
     assert_eq!(got, want_short, "a sibling's sibling, on another thread");
 }
+
+/// A store that hands over tensors only through `load` (never `visit_stored`), so the backend
+/// takes its f32 path for every weight.
+struct LoadOnly(Box<dyn bitnet_ir::WeightStore>);
+
+impl bitnet_ir::WeightStore for LoadOnly {
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+
+    fn load(
+        &self,
+        name: &str,
+        elem: bitnet_ir::ElemType,
+        shape: &[usize],
+    ) -> Result<bitnet_ir::Tensor, bitnet_ir::WeightError> {
+        self.0.load(name, elem, shape)
+    }
+}
+
+/// The weights the backend makes straight from a file's 16-bit bytes (the f16 embedding's pairs,
+/// the int8 head quantized row by row) are byte for byte the ones it makes from the same values
+/// loaded as f32, for every head dtype, and so are the logits.
+#[test]
+fn weights_made_from_the_files_bytes_equal_the_f32_path() {
+    let dir = root().join("tests/fixtures/gguf-tiny");
+    let model = dir.join("tiny-tq2_0-f16emb.gguf");
+    let prompt = ids(&support::reference(&dir)["prompt_ids"]);
+    for head in HeadDtype::ALL {
+        let options = bitnetc::CpuOptions {
+            head,
+            ..bitnetc::CpuOptions::with_threads(2)
+        };
+        let open = || {
+            bitnetc::OpenOptions {
+                context: Some(prompt.len() as u64),
+                ..Default::default()
+            }
+            .open(&model)
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let mut direct = open();
+        let mut loaded = open();
+        let store = std::mem::replace(&mut loaded.weights, Box::new(bitnet_ir::NoWeights));
+        loaded.weights = Box::new(LoadOnly(store));
+        let mut a = bitnetc::compile_cpu(&mut direct, &options).unwrap_or_else(|e| panic!("{e}"));
+        let mut b = bitnetc::compile_cpu(&mut loaded, &options).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            a.program().weights.as_slice() == b.program().weights.as_slice(),
+            "{head:?}: the weight blobs differ"
+        );
+        let (x, y) = (
+            a.forward(&prompt, 0).unwrap().to_vec(),
+            b.forward(&prompt, 0).unwrap().to_vec(),
+        );
+        assert!(x == y, "{head:?}: logits differ");
+    }
+}

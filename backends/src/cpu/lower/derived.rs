@@ -213,6 +213,9 @@ impl Blob<'_> {
         v: ValueId,
         k: usize,
     ) -> Result<(BufRef, BufRef), BackendError> {
+        if let Some(placed) = self.stored_i8_rows(f, v, k)? {
+            return Ok(placed);
+        }
         let bufs = self
             .derived(f, v, HEAD_I8, 2, |w| {
                 let (q, s) = matmul_i8::quantize_rows(&w, k);
@@ -223,6 +226,65 @@ impl Blob<'_> {
             return Err(input("internal: an int8 matmul weight was not placed"));
         };
         Ok((q, s))
+    }
+}
+
+impl Blob<'_> {
+    /// `i8_rows` of a weight the store holds as f16, bf16 or f32 (`WeightStore::visit_stored`):
+    /// each row widened from the file's bytes and quantized straight into the blob, so the table
+    /// is never held as f32 (1.3 GB for a 128k × 2560 head). The values, and so the bytes and
+    /// scales, are those of the f32 path. `None` when the store does not hold it so.
+    fn stored_i8_rows(
+        &mut self,
+        f: &Function,
+        v: ValueId,
+        k: usize,
+    ) -> Result<Option<(BufRef, BufRef)>, BackendError> {
+        let Some(op) = f.def_op(v).map(|o| f.op(o)) else {
+            return Ok(None);
+        };
+        if op.kind != OpKind::Weight {
+            return Ok(None);
+        }
+        let keys = [derived_key(f, v, HEAD_I8, 0), derived_key(f, v, HEAD_I8, 1)];
+        if let (Some(q), Some(s)) = (self.placed(&keys[0]), self.placed(&keys[1])) {
+            return Ok(Some((q, s)));
+        }
+        let name = op.attrs.str("name").unwrap_or_default();
+        let numel = static_shape(f, v)?
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d));
+        let k = k.max(1);
+        let store = self.store;
+        let mut placed = None;
+        store.visit_stored(name, &mut |elem, bytes| {
+            let Some(numel) = numel.filter(|n| n % k == 0) else {
+                return;
+            };
+            let widen: fn(&[u8]) -> f32 = match elem {
+                ElemType::F16 => |b| half::f16::from_le_bytes([b[0], b[1]]).to_f32(),
+                ElemType::BF16 => |b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32(),
+                ElemType::F32 => |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+                _ => return,
+            };
+            let size = (elem.bits() / 8) as usize;
+            if numel.checked_mul(size) != Some(bytes.len()) {
+                return;
+            }
+            let mut scales = Vec::with_capacity(numel / k);
+            let mut row = vec![0f32; k];
+            let q = self.push_with(keys[0].clone(), numel, |dst| {
+                for (src, out) in bytes.chunks(k * size).zip(dst.chunks_mut(k)) {
+                    for (x, b) in row.iter_mut().zip(src.chunks_exact(size)) {
+                        *x = widen(b);
+                    }
+                    scales.push(matmul_i8::quantize_row(&row, out));
+                }
+            });
+            let s = self.push_data(keys[1].clone(), &Data::F32(scales));
+            placed = Some((q, s));
+        });
+        Ok(placed)
     }
 }
 
