@@ -815,3 +815,43 @@ fn an_f16_embedding_stays_f16_and_gives_the_interpreters_logits() {
         .to_f32();
     support::check_logits_within("interpreter on the artifact", &interp, &want, 1e-5);
 }
+
+/// `bitnetc compile` says how the lm_head is stored: what `--head-dtype auto` picked (f16 for the
+/// exactly-f16 tied table, bf16 for hf-tiny's bf16 one), or the dtype asked for.
+#[test]
+fn compile_says_which_head_it_stored() {
+    if !support::have_cc("compile_says_which_head_it_stored") {
+        return;
+    }
+    let dir = support::Scratch::create("artifact-head-storage");
+    let f16emb = root().join("tests/fixtures/gguf-tiny/tiny-tq2_0-f16emb.gguf");
+    let hf = root().join("tests/fixtures/hf-tiny/packed");
+    for (i, (model, head, said)) in [
+        (&f16emb, "auto", "lm_head f16;"),
+        (&f16emb, "i8", "lm_head i8;"),
+        (&hf, "auto", "lm_head bf16;"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = dir.join(format!("{i}.bnx"));
+        let o = bitnetc_cmd(&[
+            "compile",
+            model.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--context",
+            "8",
+            "--head-dtype",
+            head,
+            "--audit-log",
+            "off",
+        ]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        assert!(
+            text(&o.stdout).contains(said),
+            "{head}: {}",
+            text(&o.stdout)
+        );
+    }
+}

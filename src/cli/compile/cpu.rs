@@ -77,12 +77,13 @@ pub fn compile(args: &CompileArgs) -> Result<()> {
             let bytes =
                 write_new_artifact(output, &compiled, &library).map_err(anyhow::Error::msg)?;
             println!(
-                "wrote {} ({} bytes: {} kernels, {} launches, {} bytes of weights; target {})",
+                "wrote {} ({} bytes: {} kernels, {} launches, {} bytes of weights; lm_head {}; target {})",
                 output.display(),
                 bytes,
                 compiled.parts.kinds.len(),
                 compiled.parts.launches.len(),
                 compiled.parts.weights.len(),
+                compiled.parts.head_storage().unwrap_or("none"),
                 compiled.code.target.triple
             );
         }

@@ -137,6 +137,21 @@ pub struct ProgramParts {
 }
 
 impl ProgramParts {
+    /// How the lm_head's weight is stored (`f16`, `bf16`, `f32` or `i8`), read off the kernel of
+    /// the matmul that writes the logits (its output is its last buffer): what `--head-dtype auto`
+    /// picked, for `compile` to say. `None` for a program whose logits no matmul writes.
+    pub fn head_storage(&self) -> Option<&'static str> {
+        self.launches
+            .iter()
+            .filter(|l| l.bufs.last() == Some(&self.logits))
+            .find_map(|l| match self.kinds.get(l.kernel)? {
+                KernelKind::MatmulNtHalf(p) => Some(p.format.name()),
+                KernelKind::MatmulNt(p) => Some(if p.bf16 { "bf16" } else { "f32" }),
+                KernelKind::MatmulI8(_) => Some("i8"),
+                _ => None,
+            })
+    }
+
     /// The `Program` running these parts with `fns` (one entry point per kind, in order), keeping
     /// `code` alive as long as the program.
     pub fn into_program(
