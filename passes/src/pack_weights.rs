@@ -221,19 +221,24 @@ fn fail(message: String) -> PassError {
     }
 }
 
-/// Where a weight's values come from.
+/// Where a weight's values come from (one the passes hold or a literal; a model's own weight is
+/// `model_weight`'s).
 enum Source {
-    /// A weight passes derived (held in memory): packed now, and the source dropped later.
     Named(String),
-    /// One of the model's own weights: packed when the backend loads the packed form
-    /// (`MemoryWeights::lazy`), straight from the model's file, so no packed copy of the whole
-    /// model is held beside the backend's.
-    Model(String),
     Literal,
 }
 
-/// The values of weight `w` (`[n, k]` ternary), if it is an `nn.weight` or `nn.constant`; none
-/// (and `Source::Model`) for one of the model's weights, which is packed when loaded.
+/// The name of weight `w` when it is one of the model's own (an `nn.weight` that no earlier pass
+/// derived): it is packed when the backend loads the packed form (`MemoryWeights::lazy`), straight
+/// from the model's file, so no packed copy of the whole model is held beside the backend's.
+fn model_weight<'f>(f: &'f Function, cx: &PassContext, w: ValueId) -> Option<&'f str> {
+    let op = f.op(f.def_op(w)?);
+    let name = op.attrs.str("name")?;
+    (op.kind == OpKind::Weight && !cx.derived.contains(name) && cx.weights.is_some())
+        .then_some(name)
+}
+
+/// The values of weight `w` (`[n, k]` ternary), if it is an `nn.weight` or `nn.constant`.
 fn weight_values(
     f: &Function,
     cx: &PassContext,
@@ -245,9 +250,6 @@ fn weight_values(
     };
     let op = f.op(def);
     let (source, tensor) = match (op.kind, op.attrs.str("name")) {
-        (OpKind::Weight, Some(name)) if !cx.derived.contains(name) && cx.weights.is_some() => {
-            return Ok(Some((Source::Model(name.to_string()), Vec::new())));
-        }
         (OpKind::Weight, Some(name)) => {
             let t = cx
                 .weights_after()
@@ -309,6 +311,77 @@ fn provide_lazy(
     cx.derived.lazy.insert(name.to_string(), make);
     let attrs = Attrs::new().with("name", Attr::Str(name.to_string()));
     f.insert_op_before(anchor, OpKind::Weight, Vec::new(), attrs, vec![ty])[0]
+}
+
+/// A weight's values (`[n, k]`, with their source) packed now, as derived `nn.weight`s (a
+/// literal: as `nn.constant`s), with the row sums when the layout has them; adds the packed bytes
+/// to `bytes`.
+fn provide_pack(
+    f: &mut Function,
+    cx: &mut PassContext,
+    mm: OpId,
+    (source, values): (Source, Vec<i8>),
+    n: usize,
+    k: usize,
+    bytes: &mut usize,
+) -> Result<PackedWeight, PassError> {
+    let layout = cx.pack_layout;
+    let (pname, sname) = match &source {
+        Source::Named(name) => (
+            Some(format!("{name}#packed.{}", layout.name)),
+            Some(format!("{name}#rowsum.{}", layout.name)),
+        ),
+        Source::Literal => (None, None),
+    };
+    let p = layout.pack(&values, n, k).map_err(fail)?;
+    *bytes += p.bytes.len();
+    let pt = Tensor::new(vec![n, p.row_bytes], Data::U8(p.bytes))
+        .ok_or_else(|| fail("internal: packed shape".into()))?;
+    let wp = provide(f, cx, mm, pname, pt);
+    let rs = match p.rowsum {
+        Some(sums) => {
+            let st = Tensor::new(vec![n], Data::I32(sums))
+                .ok_or_else(|| fail("internal: row-sum shape".into()))?;
+            Some(provide(f, cx, mm, sname, st))
+        }
+        None => None,
+    };
+    Ok((wp, rs, p.block, k))
+}
+
+/// The packed form (and row sums, when the layout has them) of model weight `name` (`[n, k]`), as
+/// `nn.weight`s made when loaded (`lazy_pack`); adds the packed bytes to `bytes`.
+fn provide_lazy_pack(
+    f: &mut Function,
+    cx: &mut PassContext,
+    mm: OpId,
+    name: &str,
+    n: usize,
+    k: usize,
+    bytes: &mut usize,
+) -> Result<PackedWeight, PassError> {
+    let layout = cx.pack_layout;
+    let (block, row_bytes) = layout.row_bytes(k).map_err(fail)?;
+    *bytes += n * row_bytes;
+    let wp = provide_lazy(
+        f,
+        cx,
+        mm,
+        &format!("{name}#packed.{}", layout.name),
+        lazy_pack(name, layout, n, k, false),
+        TensorType::of(&[n as u64, row_bytes as u64], ElemType::U8),
+    );
+    let rs = layout.rowsum.map(|_| {
+        provide_lazy(
+            f,
+            cx,
+            mm,
+            &format!("{name}#rowsum.{}", layout.name),
+            lazy_pack(name, layout, n, k, true),
+            TensorType::of(&[n as u64], ElemType::I32),
+        )
+    });
+    Ok((wp, rs, block, k))
 }
 
 /// Model weight `name` (`[n, k]` ternary) packed in `layout` when loaded: the packed bytes
@@ -394,62 +467,20 @@ fn pack_function(f: &mut Function, cx: &mut PassContext) -> Result<bool, PassErr
                         continue;
                     }
                 };
-                let Some((source, values)) = weight_values(f, cx, w, &[n, k])? else {
-                    cx.notes.push(format!(
-                        "pack-weights @{}: matmul %{}'s weight is neither nn.weight nor nn.constant; left unpacked",
-                        f.name,
-                        display_name(f, y)
-                    ));
-                    continue;
-                };
-                let (pname, sname) = match &source {
-                    Source::Named(name) | Source::Model(name) => (
-                        Some(format!("{name}#packed.{}", layout.name)),
-                        Some(format!("{name}#rowsum.{}", layout.name)),
-                    ),
-                    Source::Literal => (None, None),
-                };
-                if let (Source::Model(name), Some(pname), Some(sname)) = (&source, &pname, &sname) {
-                    let (block, row_bytes) = layout.row_bytes(k).map_err(fail)?;
-                    bytes += n * row_bytes;
-                    let wp = provide_lazy(
-                        f,
-                        cx,
-                        mm,
-                        pname,
-                        lazy_pack(name, layout, n, k, false),
-                        TensorType::of(&[n as u64, row_bytes as u64], ElemType::U8),
-                    );
-                    let rs = layout.rowsum.map(|_| {
-                        provide_lazy(
-                            f,
-                            cx,
-                            mm,
-                            sname,
-                            lazy_pack(name, layout, n, k, true),
-                            TensorType::of(&[n as u64], ElemType::I32),
-                        )
-                    });
-                    let e = (wp, rs, block, k);
-                    packed.insert(w, e);
-                    rewrite(f, mm, &op, e, layout);
-                    rewritten += 1;
-                    continue;
-                }
-                let p = layout.pack(&values, n, k).map_err(fail)?;
-                bytes += p.bytes.len();
-                let pt = Tensor::new(vec![n, p.row_bytes], Data::U8(p.bytes))
-                    .ok_or_else(|| fail("internal: packed shape".into()))?;
-                let wp = provide(f, cx, mm, pname, pt);
-                let rs = match p.rowsum {
-                    Some(sums) => {
-                        let st = Tensor::new(vec![n], Data::I32(sums))
-                            .ok_or_else(|| fail("internal: row-sum shape".into()))?;
-                        Some(provide(f, cx, mm, sname, st))
+                let e = match model_weight(f, cx, w).map(str::to_string) {
+                    Some(name) => provide_lazy_pack(f, cx, mm, &name, n, k, &mut bytes)?,
+                    None => {
+                        let Some(held) = weight_values(f, cx, w, &[n, k])? else {
+                            cx.notes.push(format!(
+                                "pack-weights @{}: matmul %{}'s weight is neither nn.weight nor nn.constant; left unpacked",
+                                f.name,
+                                display_name(f, y)
+                            ));
+                            continue;
+                        };
+                        provide_pack(f, cx, mm, held, n, k, &mut bytes)?
                     }
-                    None => None,
                 };
-                let e = (wp, rs, p.block, k);
                 packed.insert(w, e);
                 e
             }

@@ -13,6 +13,7 @@
 //! in its low half and weight 4 + l in its high half, then the last `k mod 8` weights in order.
 //! One 16-byte load then gives both halves of a group without a shuffle.
 
+use bitnet_ir::ElemType;
 use bitnet_ir::ops::ternary_matmul_packed::PackOrder;
 
 /// Elements per packed block along K.
@@ -38,6 +39,14 @@ impl HalfFormat {
         }
     }
 
+    /// The IR element type of this format.
+    pub fn elem(self) -> ElemType {
+        match self {
+            HalfFormat::F16 => ElemType::F16,
+            HalfFormat::Bf16 => ElemType::BF16,
+        }
+    }
+
     /// The bits of `x` in this format, rounded to nearest even.
     pub fn bits(self, x: f32) -> u16 {
         match self {
@@ -59,24 +68,16 @@ impl HalfFormat {
 /// kernel's order: per row, groups of eight with weights `8j + l` and `8j + 4 + l` side by side
 /// (l < 4), then the last `k mod 8` in order. Returns `None` if a finite weight overflows.
 pub fn layout(w: &[f32], k: usize, format: HalfFormat) -> Option<Vec<u16>> {
-    let k = k.max(1);
-    let mut out = Vec::with_capacity(w.len());
-    for row in w.chunks(k) {
-        let groups = row.len() / 8;
-        for g in row.chunks_exact(8) {
-            for l in 0..4 {
-                out.push(g[l]);
-                out.push(g[4 + l]);
-            }
-        }
-        out.extend_from_slice(&row[groups * 8..]);
-    }
-    let bits: Vec<u16> = out.iter().map(|&x| format.bits(x)).collect();
-    let overflow = out
+    let mut bits: Vec<u16> = w.iter().map(|&x| format.bits(x)).collect();
+    let overflow = w
         .iter()
         .zip(&bits)
         .any(|(x, &h)| x.is_finite() && !format.value(h).is_finite());
-    (!overflow).then_some(bits)
+    if overflow {
+        return None;
+    }
+    pair_in_place(&mut bits, k);
+    Some(bits)
 }
 
 /// The `format` bits of `w` (rows of `k`) in `layout` order when every value is exactly such a
@@ -87,13 +88,16 @@ pub fn layout(w: &[f32], k: usize, format: HalfFormat) -> Option<Vec<u16>> {
 /// - f16: every value finite and exactly an f16 (`f16_exact`); an embedding kept in a GGUF's or a
 ///   checkpoint's f16 is stored in half the bytes of f32, bit for bit.
 pub fn layout_exact(w: &[f32], k: usize, format: HalfFormat) -> Option<Vec<u16>> {
-    match format {
-        HalfFormat::Bf16 => in_pair_order(w, k, |x| {
+    let exact = |x: &f32| match format {
+        HalfFormat::Bf16 => {
             let bits = x.to_bits();
             (bits & 0xffff == 0).then_some((bits >> 16) as u16)
-        }),
-        HalfFormat::F16 => in_pair_order(w, k, |x| f16_exact(x.to_bits())),
-    }
+        }
+        HalfFormat::F16 => f16_exact(x.to_bits()),
+    };
+    let mut bits = w.iter().map(exact).collect::<Option<Vec<u16>>>()?;
+    pair_in_place(&mut bits, k);
+    Some(bits)
 }
 
 /// Whether every 16-bit float of `bytes` (little endian) is one the kernels widen exactly: any
@@ -112,39 +116,24 @@ pub fn stored_exact(bytes: &[u8], format: HalfFormat) -> bool {
     }
 }
 
-/// 16-bit values stored little endian in `src` (rows of `k`) copied into `dst` (as long) in
-/// `layout` order, by straight copies of each group of eight.
+/// 16-bit values stored little endian in `src` (rows of `k`) copied into `dst` (as long; the
+/// shorter of the two bounds the copy) in `layout` order.
 pub fn pairs_into(src: &[u8], k: usize, dst: &mut [u8]) {
-    let k = k.max(1);
-    let (src, _) = src.as_chunks::<2>();
-    let (dst, _) = dst.as_chunks_mut::<2>();
-    for (row, out) in src.chunks(k).zip(dst.chunks_mut(k)) {
-        let groups = row.len() / 8 * 8;
-        for (g, o) in row.chunks_exact(8).zip(out.chunks_exact_mut(8)) {
-            o.copy_from_slice(&[g[0], g[4], g[1], g[5], g[2], g[6], g[3], g[7]]);
-        }
-        let tail = out.len().min(row.len());
-        out[groups..tail].copy_from_slice(&row[groups..tail]);
-    }
+    let n = src.len().min(dst.len());
+    dst[..n].copy_from_slice(&src[..n]);
+    pair_in_place(dst.as_chunks_mut::<2>().0, k);
 }
 
-/// `w` (rows of `k`) through `bits`, in `layout` order; `None` as soon as `bits` gives `None`.
-fn in_pair_order<T: Copy>(w: &[T], k: usize, bits: impl Fn(T) -> Option<u16>) -> Option<Vec<u16>> {
-    let k = k.max(1);
-    let mut out = Vec::with_capacity(w.len());
-    for row in w.chunks(k) {
-        let groups = row.len() / 8;
-        for g in row.chunks_exact(8) {
-            for l in 0..4 {
-                out.push(bits(g[l])?);
-                out.push(bits(g[4 + l])?);
-            }
-        }
-        for &x in &row[groups * 8..] {
-            out.push(bits(x)?);
+/// Rows of `k` values, in index order, put in `layout` order where they are: the order only moves
+/// values within each group of eight (`8j + l` and `8j + 4 + l` side by side), and the last
+/// `k mod 8` of a row stay.
+fn pair_in_place<T: Copy>(v: &mut [T], k: usize) {
+    for row in v.chunks_mut(k.max(1)) {
+        for g in row.chunks_exact_mut(8) {
+            let [a0, a1, a2, a3, b0, b1, b2, b3] = [g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]];
+            g.copy_from_slice(&[a0, b0, a1, b1, a2, b2, a3, b3]);
         }
     }
-    Some(out)
 }
 
 /// The f16 bits of the f32 with bits `x` when that value is finite and exactly an f16 (a zero of

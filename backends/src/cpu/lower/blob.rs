@@ -279,16 +279,22 @@ impl<'a> Blob<'a> {
 /// number: one fact shared by its pairs and (bf16) its index-order placement, so a tied embedding
 /// and lm_head read an inexact table once to find it out, not once per form.
 pub(super) fn inexact_key(f: &Function, v: ValueId, format: HalfFormat) -> String {
-    let format = format.name();
-    match f.def_op(v).map(|o| f.op(o)) {
-        Some(op) if op.kind == OpKind::Weight => {
-            format!(
-                "inexact-{format}:w:{}",
-                op.attrs.str("name").unwrap_or_default()
-            )
-        }
-        Some(_) | None => format!("inexact-{format}:c:{}", v.0),
+    format!("inexact-{}:{}", format.name(), constant_id(f, v))
+}
+
+/// How blob keys name constant `v`: `w:<name>` for an `nn.weight` (one placement per weight,
+/// whichever value reads it), `c:<value>` for any other constant.
+pub(super) fn constant_id(f: &Function, v: ValueId) -> String {
+    match weight_name(f, v) {
+        Some(name) => format!("w:{name}"),
+        None => format!("c:{}", v.0),
     }
+}
+
+/// The name of the `nn.weight` that defines `v`, if one does.
+pub(super) fn weight_name(f: &Function, v: ValueId) -> Option<&str> {
+    let op = f.op(f.def_op(v)?);
+    (op.kind == OpKind::Weight).then(|| op.attrs.str("name").unwrap_or_default())
 }
 
 /// The static shape of constant `v`.

@@ -8,13 +8,13 @@
 //!   rounded to nearest even;
 //! - int8 rows and their f32 scales (`Blob::i8_rows`): a `HeadDtype::I8` matmul weight.
 
-use super::blob::{Blob, inexact_key, static_shape};
+use super::blob::{Blob, constant_id, inexact_key, static_shape, weight_name};
 use super::{input, unsupported};
 use crate::BackendError;
 use crate::cpu::kernels::matmul_i8;
 use crate::kernel::layout::{HalfFormat, layout, layout_exact, pairs_into, stored_exact};
 use bitnet_ir::module::Function;
-use bitnet_ir::{Data, ElemType, OpKind, ValueId};
+use bitnet_ir::{Data, ElemType, ValueId};
 use bitnet_runtime::BufRef;
 
 /// The tag of a weight's exactly-bf16 copy in `layout` order: the embedding and the bf16 lm_head
@@ -123,26 +123,19 @@ impl Blob<'_> {
         k: usize,
         candidates: &[HalfFormat],
     ) -> Result<Option<(BufRef, HalfFormat)>, BackendError> {
-        let Some(op) = f.def_op(v).map(|o| f.op(o)) else {
+        let Some(name) = weight_name(f, v) else {
             return Ok(None);
         };
-        if op.kind != OpKind::Weight {
-            return Ok(None);
-        }
-        let name = op.attrs.str("name").unwrap_or_default();
         let numel = static_shape(f, v)?
             .iter()
             .try_fold(1usize, |acc, &d| acc.checked_mul(d));
         let store = self.store;
         let mut placed = None;
         store.visit_stored(name, &mut |elem, bytes| {
-            let format = match elem {
-                ElemType::F16 => HalfFormat::F16,
-                ElemType::BF16 => HalfFormat::Bf16,
-                _ => return,
+            let Some(&format) = candidates.iter().find(|c| c.elem() == elem) else {
+                return;
             };
-            if !candidates.contains(&format)
-                || numel.and_then(|n| n.checked_mul(2)) != Some(bytes.len())
+            if numel.and_then(|n| n.checked_mul(2)) != Some(bytes.len())
                 || !stored_exact(bytes, format)
             {
                 return;
@@ -162,16 +155,9 @@ impl Blob<'_> {
         buf: BufRef,
         format: HalfFormat,
     ) -> Result<(), BackendError> {
-        if let Some(op) = f.def_op(v).map(|o| f.op(o))
-            && op.kind == OpKind::Weight
-        {
-            let elem = match format {
-                HalfFormat::Bf16 => ElemType::BF16,
-                HalfFormat::F16 => ElemType::F16,
-            };
+        if let Some(name) = weight_name(f, v) {
             let shape = static_shape(f, v)?;
-            let name = op.attrs.str("name").unwrap_or_default();
-            self.record(name, buf, elem, &shape, true);
+            self.record(name, buf, format.elem(), &shape, true);
         }
         Ok(())
     }
@@ -240,17 +226,13 @@ impl Blob<'_> {
         v: ValueId,
         k: usize,
     ) -> Result<Option<(BufRef, BufRef)>, BackendError> {
-        let Some(op) = f.def_op(v).map(|o| f.op(o)) else {
+        let Some(name) = weight_name(f, v) else {
             return Ok(None);
         };
-        if op.kind != OpKind::Weight {
-            return Ok(None);
-        }
         let keys = [derived_key(f, v, HEAD_I8, 0), derived_key(f, v, HEAD_I8, 1)];
         if let (Some(q), Some(s)) = (self.placed(&keys[0]), self.placed(&keys[1])) {
             return Ok(Some((q, s)));
         }
-        let name = op.attrs.str("name").unwrap_or_default();
         let numel = static_shape(f, v)?
             .iter()
             .try_fold(1usize, |acc, &d| acc.checked_mul(d));
@@ -299,10 +281,5 @@ fn pairs_tag(format: HalfFormat) -> &'static str {
 /// The blob key of part `i` of constant `v`'s derived form `tag`: a weight by its name, another
 /// constant by its value.
 fn derived_key(f: &Function, v: ValueId, tag: &str, i: usize) -> String {
-    match f.def_op(v).map(|o| f.op(o)) {
-        Some(op) if op.kind == OpKind::Weight => {
-            format!("{tag}.{i}:w:{}", op.attrs.str("name").unwrap_or_default())
-        }
-        Some(_) | None => format!("{tag}.{i}:c:{}", v.0),
-    }
+    format!("{tag}.{i}:{}", constant_id(f, v))
 }
