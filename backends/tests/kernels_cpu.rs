@@ -10,17 +10,22 @@
 mod harness;
 mod support;
 
-use bitnet_backends::cpu::jit::compile_kernels;
+use bitnet_backends::cpu::jit::{compile_generated_kernels, compile_kernels};
 use bitnet_backends::kernel::{KernelKind, KernelOp};
 use harness::{Backend, Memory, cases, distinct_kinds};
 use support::{Rng, splits};
 
 /// Runs every case of `op` on the CPU kernels.
 fn run(op: KernelOp) {
+    run_with(op, compile_kernels);
+}
+
+/// Runs every case of `op` on the kernels `compile` makes.
+fn run_with(op: KernelOp, compile: Compile) {
     let cases = cases(op);
     assert!(!cases.is_empty(), "{op:?} has no cases");
     let (kinds, index) = distinct_kinds(&cases);
-    let (_module, fns) = compile_kernels(&kinds).expect("the kernels compile");
+    let (_module, fns) = compile(&kinds).expect("the kernels compile");
     let mut rng = Rng(0x0063_7075 ^ op as u64);
     for (case, &f) in cases.iter().zip(&index) {
         let f = fns[f];
@@ -45,7 +50,40 @@ fn run(op: KernelOp) {
     }
 }
 
+type Compile = fn(
+    &[KernelKind],
+) -> Result<
+    (cranelift_jit::JITModule, Vec<bitnet_runtime::KernelFn>),
+    bitnet_backends::BackendError,
+>;
+
 harness_tests!(run);
+
+/// The kernels that call a micro-kernel on an AVX-512 host, generated instead (as on a CPU without
+/// it): the same cases.
+mod generated {
+    use super::{KernelOp, compile_generated_kernels, run_with};
+
+    #[test]
+    fn attention() {
+        run_with(KernelOp::Attention, compile_generated_kernels);
+    }
+
+    #[test]
+    fn ternary_matmul() {
+        run_with(KernelOp::TernaryMatmul, compile_generated_kernels);
+    }
+
+    #[test]
+    fn matmul_nt_half() {
+        run_with(KernelOp::MatmulNtHalf, compile_generated_kernels);
+    }
+
+    #[test]
+    fn matmul_i8() {
+        run_with(KernelOp::MatmulI8, compile_generated_kernels);
+    }
+}
 
 /// Every op has cases, and each case's kind is of its op.
 #[test]

@@ -16,6 +16,11 @@ fn codegen_err(kernel: &str, e: impl std::fmt::Display) -> BackendError {
 
 /// A JIT module for the host, with the runtime's math symbols registered.
 pub fn new_module() -> Result<JITModule, BackendError> {
+    module_with(&[])
+}
+
+/// A JIT module for the host with the ISA flags `disabled` turned off.
+fn module_with(disabled: &[&str]) -> Result<JITModule, BackendError> {
     let mut flags = settings::builder();
     flags
         .set("opt_level", "speed")
@@ -23,8 +28,12 @@ pub fn new_module() -> Result<JITModule, BackendError> {
     flags
         .set("is_pic", "false")
         .map_err(|e| codegen_err("settings", e))?;
-    let isa = cranelift_native::builder()
-        .map_err(|e| codegen_err("host ISA", e))?
+    let mut isa = cranelift_native::builder().map_err(|e| codegen_err("host ISA", e))?;
+    for flag in disabled {
+        isa.set(flag, "false")
+            .map_err(|e| codegen_err("host ISA", e))?;
+    }
+    let isa = isa
         .finish(settings::Flags::new(flags))
         .map_err(|e| codegen_err("host ISA", e))?;
     let mut builder = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
@@ -37,7 +46,27 @@ pub fn new_module() -> Result<JITModule, BackendError> {
 /// JIT-compiles `kinds`; returns the module (which must outlive the functions) and one entry point
 /// per kind, in order.
 pub fn compile_kernels(kinds: &[KernelKind]) -> Result<(JITModule, Vec<KernelFn>), BackendError> {
-    let mut module = new_module()?;
+    compile_in(new_module()?, kinds)
+}
+
+/// `compile_kernels` with every kernel generated here, none calling the runtime's micro-kernels
+/// (the host without AVX-512, as on a CPU that lacks it): how the generated versions of the
+/// kernels that micro-kernels replace are tested on a machine that has it.
+pub fn compile_generated_kernels(
+    kinds: &[KernelKind],
+) -> Result<(JITModule, Vec<KernelFn>), BackendError> {
+    let module = if cfg!(target_arch = "x86_64") {
+        module_with(&["has_avx512f"])?
+    } else {
+        new_module()?
+    };
+    compile_in(module, kinds)
+}
+
+fn compile_in(
+    mut module: JITModule,
+    kinds: &[KernelKind],
+) -> Result<(JITModule, Vec<KernelFn>), BackendError> {
     let mut ids = Vec::with_capacity(kinds.len());
     for kind in kinds {
         ids.push(build_kernel(&mut module, kind)?);

@@ -11,6 +11,7 @@
 //! run (and compared) on one machine: `amx` (the default: everything the CPU has), `avx512`
 //! (no AMX) or `portable` (no SIMD). Each variant gives the same results bit for bit.
 
+pub mod attention;
 mod matmul_half;
 mod matmul_i8;
 mod ternary_matmul;
@@ -172,5 +173,44 @@ pub unsafe extern "C" fn matmul_i8(
             rows: row_begin as usize..row_end as usize,
         };
         matmul_i8::run(&call);
+    }
+}
+
+/// The symbol of the attention micro-kernel.
+pub const ATTENTION: &str = "bitnet_rt_attention";
+
+/// `KernelKind::Attention` with `heads`, `kv_heads`, `head_dim` and the scale's f64 bits as
+/// arguments (see the module doc and `attention`; the builder calls it only when
+/// `attention::supports` the shapes).
+///
+/// # Safety
+/// `bufs` and `scalars` are a kernel call's, the buffers those of an attention of these shapes
+/// with `pos + T` within the caches, and `row_begin..row_end` within `0..T·heads`.
+pub unsafe extern "C" fn attention(
+    bufs: *const *mut u8,
+    scalars: *const i64,
+    row_begin: i64,
+    row_end: i64,
+    heads: i64,
+    kv_heads: i64,
+    head_dim: i64,
+    scale_bits: i64,
+) {
+    // SAFETY: the caller's table has the kernel's four buffers and [T, pos].
+    unsafe {
+        let buf = |i: usize| *bufs.add(i);
+        let call = attention::Call {
+            q: buf(0).cast_const().cast(),
+            kc: buf(1).cast_const().cast(),
+            vc: buf(2).cast_const().cast(),
+            out: buf(3).cast(),
+            heads: heads as usize,
+            kv_heads: kv_heads as usize,
+            d: head_dim as usize,
+            scale: f64::from_bits(scale_bits as u64),
+            pos: *scalars.add(1) as usize,
+            rows: row_begin as usize..row_end as usize,
+        };
+        attention::run(&call);
     }
 }

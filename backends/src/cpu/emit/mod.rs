@@ -138,7 +138,8 @@ pub fn micro_kernel_signature(isa: &dyn TargetIsa, params: usize) -> Signature {
 }
 
 /// Whether kernels on `isa` call the runtime's AVX-512 micro-kernels (`bitnet_runtime::native`:
-/// the ternary matmul and the 16-bit float lm_head) instead of code generated here: x86-64 with
+/// the ternary matmul, the 16-bit float and int8 lm_heads, and attention) instead of code generated
+/// here: x86-64 with
 /// AVX-512 F, VL, DQ and VNNI (every such CPU also has BW and F16C, which the micro-kernels check
 /// themselves, falling back to portable code with the same results).
 pub fn uses_micro_kernels(isa: &dyn TargetIsa) -> bool {

@@ -24,6 +24,11 @@
 //! stack probes (`enable_probestack`) or on enough stack below the caller; the executor's workers
 //! (`std::thread::spawn`, 2 MiB) and the main thread have far more.
 //!
+//! On x86-64 with AVX-512 (`emit::uses_micro_kernels`) and a head size up to
+//! `bitnet_runtime::native::attention::MAX_HEAD_DIM`, the kernel calls the runtime's micro-kernel
+//! instead (`bitnet_runtime::native::attention`: the same values bit for bit, keys in the lanes of
+//! 512-bit vectors, the query heads of a KV head sharing each pass over the cache).
+//!
 //! `out` may alias `q` (each row reads its q row before it writes its out row, the same place).
 //! The caches are loaded as read-only memory: nothing may write them during the launch.
 
@@ -74,6 +79,27 @@ pub fn build(module: &mut dyn Module, p: &AttentionParams) -> Result<FuncId, Bac
     let kvw_bytes = mul(name, mul(name, kv_heads, head_dim)?, 4)?;
     off32(name, mul(name, kvw_bytes, KEY_BLOCK as u64)?)?;
     off32(name, mul(name, head_dim, 8)?)?;
+    if crate::cpu::emit::uses_micro_kernels(module.isa())
+        && bitnet_runtime::native::attention::supports(heads, kv_heads, head_dim)
+    {
+        // The runtime's AVX-512 micro-kernel (`bitnet_runtime::native::attention`: the same
+        // values, bit for bit).
+        let param = |v: u64, what: &str| {
+            i64::try_from(v).map_err(|_| bad_params(name, &format!("{what} beyond i64")))
+        };
+        let params = [
+            param(heads, "heads")?,
+            param(kv_heads, "kv_heads")?,
+            param(head_dim, "head_dim")?,
+            scale_bits as i64,
+        ];
+        return crate::cpu::emit::define_micro_kernel_call(
+            module,
+            name,
+            bitnet_runtime::native::ATTENTION,
+            &params,
+        );
+    }
     let on_stack = context <= SCORES_ON_STACK_MAX_CONTEXT;
     let geo = Geometry {
         heads: imm64(name, heads)?,
