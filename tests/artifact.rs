@@ -168,7 +168,8 @@ fn same_inputs_give_identical_bytes() {
             "bitnet_rt_exp_f64",
             "bitnet_rt_ternary_matmul",
             "bitnet_rt_matmul_nt_half",
-            "bitnet_rt_matmul_i8"
+            "bitnet_rt_matmul_i8",
+            "bitnet_rt_attention"
         ]
     );
     assert_eq!(m.target.arch, std::env::consts::ARCH);
