@@ -533,6 +533,6 @@ fn head_dtype_flags_reach_the_compiler() {
     );
     let out = run_json(&["run", b, "--tokens", &prompt, "-n", "16", "--json"]);
     assert_eq!(u32s(&out["tokens"]), u32s(&r["greedy_new_tokens"]));
-    let bad = bitnetc(&["run", d, "--tokens", "1", "--head-dtype", "q4"]);
+    let bad = bitnetc(&["run", d, "--tokens", "1", "--head-dtype", "q3"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("expected auto"));
 }

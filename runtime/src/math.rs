@@ -31,6 +31,10 @@ pub fn symbols() -> Vec<(&'static str, *const u8)> {
             crate::native::ATTENTION,
             crate::native::attention as *const u8,
         ),
+        (
+            crate::native::MATMUL_Q4,
+            crate::native::matmul_q4 as *const u8,
+        ),
     ]
 }
 
@@ -39,7 +43,7 @@ pub fn symbols() -> Vec<(&'static str, *const u8)> {
 pub fn micro_kernel_params(symbol: &str) -> Option<usize> {
     match symbol {
         crate::native::TERNARY_MATMUL | crate::native::MATMUL_NT_HALF => Some(3),
-        crate::native::MATMUL_I8 => Some(2),
+        crate::native::MATMUL_I8 | crate::native::MATMUL_Q4 => Some(2),
         crate::native::ATTENTION => Some(4),
         _ => None,
     }

@@ -85,6 +85,7 @@ SYSTEMS = {
     "bnc_f16_auto": bnc("synth-2b4t-tq2_0-embf16.gguf", "auto", "TQ2_0 gguf, F16 embd"),
     "bnc_f16_f16": bnc("synth-2b4t-tq2_0-embf16.gguf", "f16", "TQ2_0 gguf, F16 embd"),
     "bnc_f16_i8": bnc("synth-2b4t-tq2_0-embf16.gguf", "i8", "TQ2_0 gguf, F16 embd"),
+    "bnc_f16_q4": bnc("synth-2b4t-tq2_0-embf16.gguf", "q4", "TQ2_0 gguf, F16 embd"),
     "bnc_q8_auto": bnc("synth-2b4t-tq2_0-embq8.gguf", "auto", "TQ2_0 gguf, Q8_0 embd"),
     "bnc_q8_i8": bnc("synth-2b4t-tq2_0-embq8.gguf", "i8", "TQ2_0 gguf, Q8_0 embd"),
 }

@@ -5,10 +5,10 @@ use bitnet_backends::cpu::HeadDtype;
 use bitnet_frontend::model::PostQuantize;
 use bitnet_runtime::sampling::SamplingParams;
 
-/// Parses `--head-dtype` and `--dense-dtype` (`auto`, `bf16`, `f16`, `i8`).
+/// Parses `--head-dtype` and `--dense-dtype` (`auto`, `bf16`, `f16`, `i8`, `q4`).
 pub fn parse_head_dtype(s: &str) -> Result<HeadDtype, String> {
     HeadDtype::parse(s).ok_or_else(|| {
-        format!("{s:?}: expected auto (bf16 or f16 when exact, else f32), bf16, f16 or i8")
+        format!("{s:?}: expected auto (bf16 or f16 when exact, else f32), bf16, f16, i8 or q4")
     })
 }
 
@@ -21,8 +21,10 @@ pub fn parse_quantize(s: &str) -> Result<PostQuantize, String> {
 #[derive(clap::Args, Clone, Debug)]
 pub struct PrecisionArgs {
     /// How the lm_head stores its weights: auto (bf16 when the weights are exactly bf16, f16 when
-    /// they are exactly f16, else f32), bf16 or f16 (rounded to nearest even), or i8 (per-row scale, activations quantized
-    /// per token). Ignored for artifacts.
+    /// they are exactly f16, else f32), bf16 or f16 (rounded to nearest even), i8 (per-row scale,
+    /// activations quantized per token) or q4 (4-bit weights in groups of 32 with 6-bit group
+    /// multipliers of a per-row scale, 4.25 bits per weight, activations quantized per token; lossy:
+    /// `validate` measures its cost). Ignored for artifacts.
     #[arg(long, default_value = "auto", value_parser = parse_head_dtype)]
     pub head_dtype: HeadDtype,
     /// How the other dense projections (a dense checkpoint's attention and MLP) store their

@@ -29,24 +29,30 @@ pub enum HeadDtype {
     /// int8 per row with an f32 scale (absmax / 127, round half to even), activations quantized to
     /// int8 per token (absmax), an exact i32 dot (`KernelKind::MatmulI8`): a quarter of f32's bytes.
     I8,
+    /// 4-bit weights in groups of 32, each group with a 6-bit multiplier of the row's f32 scale
+    /// (4.25 bits per weight), activations quantized to int8 per token, an exact i32 dot
+    /// (`KernelKind::MatmulQ4`): lossy, half of i8's bytes.
+    Q4,
 }
 
 impl HeadDtype {
     /// Every dtype, in the order the CLI lists them.
-    pub const ALL: [HeadDtype; 4] = [
+    pub const ALL: [HeadDtype; 5] = [
         HeadDtype::Auto,
         HeadDtype::Bf16,
         HeadDtype::F16,
         HeadDtype::I8,
+        HeadDtype::Q4,
     ];
 
-    /// The name the CLI spells (`auto`, `bf16`, `f16`, `i8`).
+    /// The name the CLI spells (`auto`, `bf16`, `f16`, `i8`, `q4`).
     pub fn name(self) -> &'static str {
         match self {
             HeadDtype::Auto => "auto",
             HeadDtype::Bf16 => "bf16",
             HeadDtype::F16 => "f16",
             HeadDtype::I8 => "i8",
+            HeadDtype::Q4 => "q4",
         }
     }
 

@@ -40,7 +40,7 @@ pub fn supports(op: KernelOp) -> bool {
         | KernelOp::MatmulNt
         | KernelOp::MatmulNtHalf
         | KernelOp::SiluMul => true,
-        KernelOp::MatmulI8 => false,
+        KernelOp::MatmulI8 | KernelOp::MatmulQ4 => false,
     }
 }
 

@@ -37,8 +37,8 @@ pub use layout::HalfFormat;
 pub use op::KernelOp;
 pub use params::{
     ActQuantParams, AddParams, AttentionParams, BiasAddParams, EmbeddingParams, KvStoreParams,
-    MatmulI8Params, MatmulNtHalfParams, MatmulNtParams, Relu2MulParams, RmsNormParams,
-    RmsNormQuantParams, RopeParams, SiluMulParams, TernaryMatmulParams,
+    MatmulI8Params, MatmulNtHalfParams, MatmulNtParams, MatmulQ4Params, Relu2MulParams,
+    RmsNormParams, RmsNormQuantParams, RopeParams, SiluMulParams, TernaryMatmulParams,
 };
 
 /// What a kernel computes, with every static parameter. Buffers are listed in ABI order.
@@ -134,6 +134,13 @@ pub enum KernelKind {
     /// `[x f32 [T, n], b f32 [n], out f32 [T, n]]`. Rows: T. Exact on both backends:
     /// `out[t] = x[t] + b` in f32. `out` may be `x` itself.
     BiasAdd(BiasAddParams),
+    /// The 4-bit lm_head (`HeadDtype::Q4`), CPU only: buffers `[xq i8 [T, k], xs f32 [T], w u8
+    /// [n, kp / 2] (nibbles), m u8 [n, kp / 32] (group multipliers), ws f32 [n], corr i32 [n],
+    /// out f32 [T, n]]` (`kp` = k rounded up to 128; the layout is
+    /// `bitnet_runtime::native::matmul_q4`'s), `xq`/`xs` as `ActQuant` makes them. Rows: n. Exact:
+    /// `acc = Σ_g m[n, g]·Σ_{i∈g} q[n, i]·xq[t, i]` in i32, `y = f32(acc) / xs[t] · ws[n]`. Only
+    /// `out` is written.
+    MatmulQ4(MatmulQ4Params),
 }
 
 impl KernelKind {
@@ -155,6 +162,7 @@ impl KernelKind {
             KernelKind::MatmulI8(p) => p.symbol(),
             KernelKind::SiluMul(p) => p.symbol(),
             KernelKind::BiasAdd(p) => p.symbol(),
+            KernelKind::MatmulQ4(p) => p.symbol(),
         }
     }
 
@@ -178,6 +186,7 @@ impl KernelKind {
             KernelKind::MatmulI8(p) => format!("{p:?}"),
             KernelKind::SiluMul(p) => format!("{p:?}"),
             KernelKind::BiasAdd(p) => format!("{p:?}"),
+            KernelKind::MatmulQ4(p) => format!("{p:?}"),
         };
         // The params struct of variant `V` is `VParams`, so its `Debug` text starts with `VParams {`;
         // dropping the suffix gives `V { .. }`.
@@ -202,6 +211,7 @@ impl KernelKind {
             KernelKind::MatmulI8(_) => KernelOp::MatmulI8,
             KernelKind::SiluMul(_) => KernelOp::SiluMul,
             KernelKind::BiasAdd(_) => KernelOp::BiasAdd,
+            KernelKind::MatmulQ4(_) => KernelOp::MatmulQ4,
         }
     }
 }
@@ -305,6 +315,10 @@ mod tests {
                 KernelKind::BiasAdd(BiasAddParams { n: 7 }),
                 "bitnet_bias_add_7",
             ),
+            (
+                KernelKind::MatmulQ4(MatmulQ4Params { k: 3, n: 2 }),
+                "bitnet_matmul_q4_2x3",
+            ),
         ]
     }
 
@@ -331,6 +345,7 @@ mod tests {
                 "MatmulI8 { k: 3, n: 2 }",
                 "SiluMul { n: 5 }",
                 "BiasAdd { n: 7 }",
+                "MatmulQ4 { k: 3, n: 2 }",
             ]
         );
     }

@@ -34,11 +34,13 @@ pub enum KernelOp {
     SiluMul,
     /// `KernelKind::BiasAdd`.
     BiasAdd,
+    /// `KernelKind::MatmulQ4`.
+    MatmulQ4,
 }
 
 impl KernelOp {
     /// Every op, in `KernelKind`'s variant order.
-    pub const ALL: [KernelOp; 15] = [
+    pub const ALL: [KernelOp; 16] = [
         KernelOp::Embedding,
         KernelOp::RmsNormQuant,
         KernelOp::ActQuant,
@@ -54,6 +56,7 @@ impl KernelOp {
         KernelOp::MatmulI8,
         KernelOp::SiluMul,
         KernelOp::BiasAdd,
+        KernelOp::MatmulQ4,
     ];
 
     /// Whether this kind's rows depend on the sequence, not only on each token's own rows: the
@@ -74,7 +77,8 @@ impl KernelOp {
             | KernelOp::MatmulNtHalf
             | KernelOp::MatmulI8
             | KernelOp::SiluMul
-            | KernelOp::BiasAdd => false,
+            | KernelOp::BiasAdd
+            | KernelOp::MatmulQ4 => false,
         }
     }
 
@@ -96,6 +100,7 @@ impl KernelOp {
             KernelOp::MatmulI8 => "matmul_i8",
             KernelOp::SiluMul => "silu_mul",
             KernelOp::BiasAdd => "bias_add",
+            KernelOp::MatmulQ4 => "matmul_q4",
         }
     }
 
@@ -116,6 +121,7 @@ impl KernelOp {
             KernelOp::MatmulI8 => "matmul_i8",
             KernelOp::SiluMul => "silu_mul",
             KernelOp::BiasAdd => "bias_add",
+            KernelOp::MatmulQ4 => "matmul_q4",
         }
     }
 }

@@ -322,3 +322,20 @@ impl MatmulI8Params {
         format!("bitnet_matmul_i8_{n}x{k}")
     }
 }
+
+/// The parameters of `KernelKind::MatmulQ4`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MatmulQ4Params {
+    /// Inner dimension.
+    pub k: u64,
+    /// Output features.
+    pub n: u64,
+}
+
+impl MatmulQ4Params {
+    /// The kernel's symbol (see `KernelKind::symbol`).
+    pub fn symbol(&self) -> String {
+        let MatmulQ4Params { k, n } = self;
+        format!("bitnet_matmul_q4_{n}x{k}")
+    }
+}

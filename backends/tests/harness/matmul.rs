@@ -9,10 +9,11 @@ use super::reference::{eval_f32, f32_bytes, i8_bytes, tensor, tensor_of, u16_byt
 use super::{Buffer, Case, Owner, Written};
 use crate::support::Rng;
 use bitnet_backends::cpu::kernels::matmul_half::{self, HalfFormat};
-use bitnet_backends::cpu::kernels::matmul_i8;
+use bitnet_backends::cpu::kernels::{matmul_i8, matmul_q4};
 use bitnet_backends::cpu::{PACK_BLOCK, PACK_ORDER};
 use bitnet_backends::kernel::{
-    KernelKind, MatmulI8Params, MatmulNtHalfParams, MatmulNtParams, TernaryMatmulParams,
+    KernelKind, MatmulI8Params, MatmulNtHalfParams, MatmulNtParams, MatmulQ4Params,
+    TernaryMatmulParams,
 };
 use bitnet_ir::ops::ternary_matmul_packed::{pack_row, padded_k};
 use bitnet_ir::{Attr, Attrs, Data, OpKind};
@@ -407,5 +408,124 @@ pub fn matmul_i8(rng: &mut Rng) -> Vec<Case> {
     let mut wq = vec![1u8; n * k]; // q = −127
     wq[k..2 * k].iter_mut().for_each(|b| *b = 255); // q = 127
     cases.push(i8_case(rng, xq, (wq, vec![1.0; n]), (t, k, n)));
+    cases
+}
+
+/// One `MatmulQ4` case: activations `xq` (scales drawn) and weights `w` (`[n, k]`) quantized per row
+/// by `matmul_q4::quantize_row`.
+fn q4_case(rng: &mut Rng, xq: Vec<i8>, w: &[f32], (t, k, n): (usize, usize, usize)) -> Case {
+    use bitnet_runtime::native::matmul_q4::{GROUP, multipliers, nibble_bytes};
+    let (nb, mb) = (nibble_bytes(k), multipliers(k));
+    let mut nibbles = vec![0u8; n * nb];
+    let mut mults = vec![0u8; n * mb];
+    let mut scales = Vec::with_capacity(n);
+    let mut corrections = Vec::with_capacity(n);
+    for (r, row) in w.chunks(k).enumerate() {
+        let q = matmul_q4::quantize_row(
+            row,
+            &mut nibbles[r * nb..][..nb],
+            &mut mults[r * mb..][..mb],
+        );
+        scales.push(q.scale);
+        corrections.push(q.correction);
+    }
+    let xs: Vec<f32> = (0..t).map(|_| 127.0 / (rng.unit().abs() + 0.01)).collect();
+    // The integer weights m_g·q (at most 504 in magnitude: exact in f32), so the interpreter's
+    // matmul sums the integer products exactly in f64 and rounds once, as the kernel's i32 → f32.
+    let effective: Vec<f32> = (0..n * k)
+        .map(|e| {
+            let (r, i) = (e / k, e % k);
+            let (nib, m) = (&nibbles[r * nb..][..nb], &mults[r * mb..][..mb]);
+            let q = matmul_q4::dequantize(nib, m, 1.0, i) / f32::from(m[i / GROUP]);
+            f32::from(m[i / GROUP]) * q
+        })
+        .collect();
+    let xf: Vec<f32> = xq.iter().map(|&v| f32::from(v)).collect();
+    let products = matmul_reference(&xf, &effective, (t, k, n));
+    let acc = eval_f32(
+        OpKind::Add,
+        &[&tensor(vec![t, n], &products), &tensor(vec![1], &[0.0])],
+        &Attrs::new(),
+        vec![t, n],
+    );
+    let scaled = eval_f32(
+        OpKind::Div,
+        &[&tensor(vec![t, n], &acc), &tensor(vec![t, 1], &xs)],
+        &Attrs::new(),
+        vec![t, n],
+    );
+    let want = eval_f32(
+        OpKind::Mul,
+        &[&tensor(vec![t, n], &scaled), &tensor(vec![n], &scales)],
+        &Attrs::new(),
+        vec![t, n],
+    );
+    let corr_bytes: Vec<u8> = corrections.iter().flat_map(|c| c.to_le_bytes()).collect();
+    Case {
+        kind: KernelKind::MatmulQ4(MatmulQ4Params {
+            k: k as u64,
+            n: n as u64,
+        }),
+        t,
+        pos: 0,
+        rows: n,
+        buffers: vec![
+            Buffer::input(i8_bytes(&xq)),
+            Buffer::input(f32_bytes(&xs)),
+            Buffer::input(nibbles),
+            Buffer::input(mults),
+            Buffer::input(f32_bytes(&scales)),
+            Buffer::input(corr_bytes),
+            Buffer::output(
+                unwritten(4 * t * n),
+                // The CUDA backend has no 4-bit lm_head: its runner checks the refusal instead.
+                Written::exact_f32(&want, Owner::Columns { n })
+                    .compared(Compare::Exact, Compare::Exact),
+            ),
+        ],
+        note: String::new(),
+    }
+}
+
+/// `MatmulQ4` cases: the head shapes, random shapes (K across and within chunks of 128 and groups
+/// of 32), and the largest products at a large K.
+pub fn matmul_q4(rng: &mut Rng) -> Vec<Case> {
+    let mut cases = Vec::new();
+    let random = |rng: &mut Rng, (k, n, t): (usize, usize, usize)| {
+        let mut xq: Vec<i8> = (0..t * k).map(|_| rng.range(0, 255) as u8 as i8).collect();
+        if t * k > 2 {
+            xq[0] = -128;
+            xq[1] = 127;
+        }
+        let w = rng.values(n * k);
+        q4_case(rng, xq, &w, (t, k, n))
+    };
+    for &shape in HEAD_SHAPES {
+        cases.push(random(rng, shape));
+    }
+    for _ in 0..60 {
+        let opts = [
+            1,
+            32,
+            127,
+            128,
+            129,
+            2560,
+            rng.range(1, 40),
+            rng.range(1, 600),
+        ];
+        let k = rng.pick(&opts);
+        let n = rng.range(1, 40);
+        let opts = [1, 2, 37, rng.range(1, 6)];
+        let t = rng.pick(&opts);
+        cases.push(random(rng, (k, n, t)));
+    }
+    // Rows whose weights all quantize to ±7 at the largest multiplier, against ±128 activations.
+    let (k, n, t) = (8192usize, 2usize, 2usize);
+    let mut xq = vec![-128i8; t * k];
+    xq[k..].iter_mut().for_each(|x| *x = 127);
+    let mut w = vec![1.0f32; n * k];
+    w[k..].iter_mut().for_each(|x| *x = -1.0);
+    cases.push(q4_case(rng, xq, &w, (t, k, n)));
     cases
 }

@@ -196,6 +196,7 @@ pub fn cases(op: KernelOp) -> Vec<Case> {
         KernelOp::MatmulI8 => matmul::matmul_i8(&mut rng),
         KernelOp::SiluMul => elementwise::silu_mul(&mut rng),
         KernelOp::BiasAdd => elementwise::bias_add(&mut rng),
+        KernelOp::MatmulQ4 => matmul::matmul_q4(&mut rng),
     }
 }
 
@@ -251,6 +252,7 @@ macro_rules! harness_tests {
             matmul_i8 => MatmulI8,
             silu_mul => SiluMul,
             bias_add => BiasAdd,
+            matmul_q4 => MatmulQ4,
         }
     };
 }

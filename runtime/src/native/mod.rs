@@ -14,6 +14,7 @@
 pub mod attention;
 mod matmul_half;
 mod matmul_i8;
+pub mod matmul_q4;
 mod ternary_matmul;
 #[cfg(test)]
 mod test_support;
@@ -212,5 +213,41 @@ pub unsafe extern "C" fn attention(
             rows: row_begin as usize..row_end as usize,
         };
         attention::run(&call);
+    }
+}
+
+/// The symbol of the 4-bit matmul micro-kernel.
+pub const MATMUL_Q4: &str = "bitnet_rt_matmul_q4";
+
+/// `KernelKind::MatmulQ4` with `k` and `n` as arguments (see the module doc and `matmul_q4`).
+///
+/// # Safety
+/// `bufs` and `scalars` are a kernel call's, the buffers those of a 4-bit matmul of these shapes,
+/// `0 < k ≤ matmul_q4::MAX_K` and `row_begin..row_end` within `0..n`.
+pub unsafe extern "C" fn matmul_q4(
+    bufs: *const *mut u8,
+    scalars: *const i64,
+    row_begin: i64,
+    row_end: i64,
+    k: i64,
+    n: i64,
+) {
+    // SAFETY: the caller's table has the kernel's seven buffers and [T, pos].
+    unsafe {
+        let buf = |i: usize| *bufs.add(i);
+        let call = matmul_q4::Call {
+            xq: buf(0).cast_const().cast(),
+            xs: buf(1).cast_const().cast(),
+            w: buf(2).cast_const(),
+            m: buf(3).cast_const(),
+            ws: buf(4).cast_const().cast(),
+            corr: buf(5).cast_const().cast(),
+            out: buf(6).cast(),
+            k: k as usize,
+            n: n as usize,
+            t: *scalars as usize,
+            rows: row_begin as usize..row_end as usize,
+        };
+        matmul_q4::run(&call);
     }
 }

@@ -16,6 +16,7 @@ pub mod kv_store;
 pub mod matmul;
 pub mod matmul_half;
 pub mod matmul_i8;
+pub mod matmul_q4;
 pub mod norm;
 pub mod relu2_mul;
 pub mod rope;
@@ -44,5 +45,6 @@ pub fn build_kernel(module: &mut dyn Module, kind: &KernelKind) -> Result<FuncId
         KernelKind::MatmulI8(p) => matmul_i8::build(module, p),
         KernelKind::SiluMul(p) => silu_mul::build(module, p),
         KernelKind::BiasAdd(p) => bias_add::build(module, p),
+        KernelKind::MatmulQ4(p) => matmul_q4::build(module, p),
     }
 }

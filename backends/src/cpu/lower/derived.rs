@@ -6,16 +6,19 @@
 //!   once;
 //! - f16 or bf16 rows (`Blob::half_rows`): a `HeadDtype::F16` or `HeadDtype::Bf16` matmul weight,
 //!   rounded to nearest even;
-//! - int8 rows and their f32 scales (`Blob::i8_rows`): a `HeadDtype::I8` matmul weight.
+//! - int8 rows and their f32 scales (`Blob::i8_rows`): a `HeadDtype::I8` matmul weight;
+//! - 4-bit rows, group multipliers, row scales and corrections (`Blob::q4_rows`): a
+//!   `HeadDtype::Q4` matmul weight.
 
 use super::blob::{Blob, constant_id, inexact_key, static_shape, weight_name};
 use super::{input, unsupported};
 use crate::BackendError;
-use crate::cpu::kernels::matmul_i8;
+use crate::cpu::kernels::{matmul_i8, matmul_q4};
 use crate::kernel::layout::{HalfFormat, layout, layout_exact, pairs_into, stored_exact};
 use bitnet_ir::module::Function;
 use bitnet_ir::{Data, ElemType, ValueId};
 use bitnet_runtime::BufRef;
+use bitnet_runtime::native::matmul_q4 as q4;
 
 /// The tag of a weight's exactly-bf16 copy in `layout` order: the embedding and the bf16 lm_head
 /// read the same bytes, so a tied pair is placed once.
@@ -32,6 +35,9 @@ const HEAD_BF16: &str = "head-bf16";
 
 /// The tag of a matmul weight's int8 rows and scales.
 const HEAD_I8: &str = "head-i8";
+
+/// The tag of a matmul weight's 4-bit rows, multipliers, scales and corrections.
+const HEAD_Q4: &str = "head-q4";
 
 impl Blob<'_> {
     /// Derived forms of a constant `v` (`[rows, cols]` as f32, row-major), made by `make` and placed
@@ -216,6 +222,50 @@ impl Blob<'_> {
 }
 
 impl Blob<'_> {
+    /// Weight `v` (`[rows, k]`) in the 4-bit row form (`matmul_q4::quantize_row`): the buffers
+    /// `[nibbles, multipliers, scales, corrections]`.
+    pub(super) fn q4_rows(
+        &mut self,
+        f: &Function,
+        v: ValueId,
+        k: usize,
+    ) -> Result<[BufRef; 4], BackendError> {
+        let keys: [String; 4] = std::array::from_fn(|i| derived_key(f, v, HEAD_Q4, i));
+        let placed: Option<Vec<BufRef>> = keys.iter().map(|key| self.placed(key)).collect();
+        if let Some([w, m, s, c]) = placed.as_deref() {
+            return Ok([*w, *m, *s, *c]);
+        }
+        let k = k.max(1);
+        let mb = q4::multipliers(k);
+        let mut mults = Vec::new();
+        let mut quantize = |row: &[f32], nibbles: &mut [u8]| {
+            let start = mults.len();
+            mults.resize(start + mb, 0);
+            matmul_q4::quantize_row(row, nibbles, &mut mults[start..])
+        };
+        let rows = match self.stored_rows(f, v, k, &keys[0], q4::nibble_bytes(k), &mut quantize)? {
+            Some(placed) => placed,
+            None => {
+                let w = self.evaluate(f, v, &static_shape(f, v)?)?.data.into_f32();
+                let n = w.len() / k;
+                let mut done = Vec::with_capacity(n);
+                let nibbles = self.push_with(keys[0].clone(), n * q4::nibble_bytes(k), |dst| {
+                    for (row, out) in w.chunks(k).zip(dst.chunks_mut(q4::nibble_bytes(k))) {
+                        done.push(quantize(row, out));
+                    }
+                });
+                (nibbles, done)
+            }
+        };
+        let (nibbles, done) = rows;
+        let m = self.push(keys[1].clone(), &mults);
+        let scales = Data::F32(done.iter().map(|q| q.scale).collect());
+        let corrections = Data::I32(done.iter().map(|q| q.correction).collect());
+        let s = self.push_data(keys[2].clone(), &scales);
+        let c = self.push_data(keys[3].clone(), &corrections);
+        Ok([nibbles, m, s, c])
+    }
+
     /// `i8_rows` of a weight the store holds as f16, bf16 or f32 (`WeightStore::visit_stored`):
     /// each row widened from the file's bytes and quantized straight into the blob, so the table
     /// is never held as f32 (1.3 GB for a 128k × 2560 head). The values, and so the bytes and
@@ -226,17 +276,39 @@ impl Blob<'_> {
         v: ValueId,
         k: usize,
     ) -> Result<Option<(BufRef, BufRef)>, BackendError> {
-        let Some(name) = weight_name(f, v) else {
-            return Ok(None);
-        };
         let keys = [derived_key(f, v, HEAD_I8, 0), derived_key(f, v, HEAD_I8, 1)];
         if let (Some(q), Some(s)) = (self.placed(&keys[0]), self.placed(&keys[1])) {
             return Ok(Some((q, s)));
         }
+        let k = k.max(1);
+        let Some((q, scales)) =
+            self.stored_rows(f, v, k, &keys[0], k, &mut matmul_i8::quantize_row)?
+        else {
+            return Ok(None);
+        };
+        let s = self.push_data(keys[1].clone(), &Data::F32(scales));
+        Ok(Some((q, s)))
+    }
+
+    /// The rows of weight `v` (`[rows, k]`) that the store holds as f16, bf16 or f32
+    /// (`WeightStore::visit_stored`), each widened from the file's bytes into one f32 row and handed
+    /// to `quantize` with its `row_bytes` bytes of the blob under `key`; returns that buffer and
+    /// what `quantize` returned per row. `None` when the store does not hold the weight so.
+    fn stored_rows<R>(
+        &mut self,
+        f: &Function,
+        v: ValueId,
+        k: usize,
+        key: &str,
+        row_bytes: usize,
+        quantize: &mut dyn FnMut(&[f32], &mut [u8]) -> R,
+    ) -> Result<Option<(BufRef, Vec<R>)>, BackendError> {
+        let Some(name) = weight_name(f, v) else {
+            return Ok(None);
+        };
         let numel = static_shape(f, v)?
             .iter()
             .try_fold(1usize, |acc, &d| acc.checked_mul(d));
-        let k = k.max(1);
         let store = self.store;
         let mut placed = None;
         store.visit_stored(name, &mut |elem, bytes| {
@@ -253,18 +325,20 @@ impl Blob<'_> {
             if numel.checked_mul(size) != Some(bytes.len()) {
                 return;
             }
-            let mut scales = Vec::with_capacity(numel / k);
+            let Some(total) = (numel / k).checked_mul(row_bytes) else {
+                return;
+            };
+            let mut results = Vec::with_capacity(numel / k);
             let mut row = vec![0f32; k];
-            let q = self.push_with(keys[0].clone(), numel, |dst| {
-                for (src, out) in bytes.chunks(k * size).zip(dst.chunks_mut(k)) {
+            let buf = self.push_with(key.to_string(), total, |dst| {
+                for (src, out) in bytes.chunks(k * size).zip(dst.chunks_mut(row_bytes)) {
                     for (x, b) in row.iter_mut().zip(src.chunks_exact(size)) {
                         *x = widen(b);
                     }
-                    scales.push(matmul_i8::quantize_row(&row, out));
+                    results.push(quantize(&row, out));
                 }
             });
-            let s = self.push_data(keys[1].clone(), &Data::F32(scales));
-            placed = Some((q, s));
+            placed = Some((buf, results));
         });
         Ok(placed)
     }

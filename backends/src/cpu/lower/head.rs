@@ -11,6 +11,7 @@
 //! | any, `HeadDtype::Bf16` | bf16 rows, rounded to nearest even (the bf16 pairs when exact) | `MatmulNtHalf` (bf16) |
 //! | any, `HeadDtype::F16` | f16 rows (the f16 pairs when exact; an error beyond f16's range) | `MatmulNtHalf` (f16) |
 //! | any, `HeadDtype::I8` | int8 rows and f32 row scales | `ActQuant` into scratch (one per `k`), then `MatmulI8` |
+//! | any, `HeadDtype::Q4` | 4-bit rows, group multipliers, f32 row scales and corrections | `ActQuant` into scratch, then `MatmulQ4` |
 
 use super::blob::Blob;
 use super::{Lowering, Site};
@@ -18,6 +19,7 @@ use crate::BackendError;
 use crate::cpu::HeadDtype;
 use crate::kernel::{
     ActQuantParams, HalfFormat, KernelKind, MatmulI8Params, MatmulNtHalfParams, MatmulNtParams,
+    MatmulQ4Params,
 };
 use bitnet_ir::module::Function;
 use bitnet_ir::{ElemType, ValueId};
@@ -31,6 +33,9 @@ pub(super) enum HeadWeight {
     Wide { w: BufRef, bf16: bool },
     /// int8 rows and one f32 scale per row (`MatmulI8`, after an `ActQuant` of `x`).
     Int8 { rows: BufRef, scales: BufRef },
+    /// 4-bit rows (`MatmulQ4`, after an `ActQuant` of `x`): `[nibbles, multipliers, scales,
+    /// corrections]`.
+    Q4 { parts: [BufRef; 4] },
 }
 
 /// Places weight `w` (`[n, k]`) as the policy says: `dtype` is the requested `HeadDtype` (the lm_head,
@@ -55,6 +60,17 @@ pub(super) fn head_weight(
         Some(HeadDtype::I8) => {
             let (rows, scales) = blob.i8_rows(f, w, k)?;
             Ok(HeadWeight::Int8 { rows, scales })
+        }
+        Some(HeadDtype::Q4) => {
+            if k > bitnet_runtime::native::matmul_q4::MAX_K {
+                return Err(BackendError::Input(format!(
+                    "nn.matmul: the q4 dtype takes rows of at most {} weights, not {k} (use i8)",
+                    bitnet_runtime::native::matmul_q4::MAX_K
+                )));
+            }
+            Ok(HeadWeight::Q4 {
+                parts: blob.q4_rows(f, w, k)?,
+            })
         }
         None => wide(blob, f, w),
     }
@@ -110,23 +126,42 @@ pub(super) fn launch(
             lw.launch(kind, bufs, Rows::Static(n), site.label.clone())
         }
         HeadWeight::Int8 { rows, scales } => {
-            // The activations quantized per token, in scratch after the planned arena.
-            let (xq, xs) = lw.act_scratch(k);
-            let quant = KernelKind::ActQuant(ActQuantParams {
-                k,
-                eps_bits: 1e-5f32.to_bits(),
-                reciprocal: false,
-            });
-            let bufs = vec![lw.arena(x)?, xq, xs];
-            lw.launch(
-                quant,
-                bufs,
-                Rows::PerToken(1),
-                format!("{} (activation quant)", site.label),
-            )?;
+            let (xq, xs) = quantize_activations(lw, site, x, k)?;
             let kind = KernelKind::MatmulI8(MatmulI8Params { k, n });
             let bufs = vec![xq, xs, rows, scales, lw.arena(out)?];
             lw.launch(kind, bufs, Rows::Static(n), site.label.clone())
         }
+        HeadWeight::Q4 { parts } => {
+            let (xq, xs) = quantize_activations(lw, site, x, k)?;
+            let kind = KernelKind::MatmulQ4(MatmulQ4Params { k, n });
+            let mut bufs = vec![xq, xs];
+            bufs.extend(parts);
+            bufs.push(lw.arena(out)?);
+            lw.launch(kind, bufs, Rows::Static(n), site.label.clone())
+        }
     }
+}
+
+/// Appends the `ActQuant` of `x` into scratch after the planned arena (one per `k`) that an
+/// integer matmul reads: the buffers `(xq, xs)`.
+fn quantize_activations(
+    lw: &mut Lowering<'_>,
+    site: &Site<'_>,
+    x: ValueId,
+    k: u64,
+) -> Result<(BufRef, BufRef), BackendError> {
+    let (xq, xs) = lw.act_scratch(k);
+    let quant = KernelKind::ActQuant(ActQuantParams {
+        k,
+        eps_bits: 1e-5f32.to_bits(),
+        reciprocal: false,
+    });
+    let bufs = vec![lw.arena(x)?, xq, xs];
+    lw.launch(
+        quant,
+        bufs,
+        Rows::PerToken(1),
+        format!("{} (activation quant)", site.label),
+    )?;
+    Ok((xq, xs))
 }

@@ -148,6 +148,7 @@ impl ProgramParts {
                 KernelKind::MatmulNtHalf(p) => Some(p.format.name()),
                 KernelKind::MatmulNt(p) => Some(if p.bf16 { "bf16" } else { "f32" }),
                 KernelKind::MatmulI8(_) => Some("i8"),
+                KernelKind::MatmulQ4(_) => Some("q4"),
                 _ => None,
             })
     }

@@ -87,8 +87,8 @@ pub(super) fn lowering(op: OpKind) -> OpLowering {
         OpKind::Add => kernel(ops::add, &[KernelOp::Add, KernelOp::BiasAdd]),
         OpKind::Rope => kernel(ops::rope, &[KernelOp::Rope]),
         OpKind::Attention => kernel(ops::attention, &[KernelOp::KvStore, KernelOp::Attention]),
-        // x·Wᵀ: `head` picks the kernel of the lm_head (f32 or bf16, 16-bit, or int8 with its
-        // activation quantization); another such matmul reads f32 or exactly-bf16 weights.
+        // x·Wᵀ: `head` picks the kernel of the lm_head (f32 or bf16, 16-bit, or int8 or 4-bit with
+        // the activation quantization); another such matmul reads f32 or exactly-bf16 weights.
         OpKind::MatMul => row_wise_kernel(
             ops::matmul,
             &[
@@ -96,6 +96,7 @@ pub(super) fn lowering(op: OpKind) -> OpLowering {
                 KernelOp::MatmulNtHalf,
                 KernelOp::ActQuant,
                 KernelOp::MatmulI8,
+                KernelOp::MatmulQ4,
             ],
         ),
         OpKind::TernaryMatmul => OpLowering::Unsupported(

@@ -92,6 +92,12 @@ pub fn geometry(kind: &KernelKind) -> Result<CudaLaunch, BackendError> {
                 "the int8 lm_head (the CUDA backend stores the lm_head in f16)",
             ));
         }
+        KernelKind::MatmulQ4(_) => {
+            return Err(unsupported(
+                kind,
+                "the 4-bit lm_head (the CUDA backend stores the lm_head in f16)",
+            ));
+        }
     })
 }
 
@@ -114,7 +120,8 @@ pub fn host_threads(kind: &KernelKind) -> u64 {
         | KernelKind::Rope(_)
         | KernelKind::KvStore(_)
         | KernelKind::Attention(_)
-        | KernelKind::MatmulI8(_) => 1,
+        | KernelKind::MatmulI8(_)
+        | KernelKind::MatmulQ4(_) => 1,
     }
 }
 
@@ -151,6 +158,7 @@ pub fn build<'ctx>(
         KernelKind::MatmulNt(p) => matmul::build(cx, m, &name, p),
         KernelKind::MatmulNtHalf(p) => matmul_half::build(cx, m, &name, p),
         KernelKind::MatmulI8(_) => return Err(unsupported(kind, "the int8 lm_head")),
+        KernelKind::MatmulQ4(_) => return Err(unsupported(kind, "the 4-bit lm_head")),
     };
     built.map_err(|Cg(message)| BackendError::Codegen {
         kernel: name,
