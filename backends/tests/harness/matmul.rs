@@ -328,12 +328,32 @@ fn i8_case(
     (wq, ws): (Vec<u8>, Vec<f32>),
     (t, k, n): (usize, usize, usize),
 ) -> Case {
-    let xs: Vec<f32> = (0..t).map(|_| 127.0 / (rng.unit().abs() + 0.01)).collect();
-    // The interpreter's `f32(Σ xq·q) / xs[t] · ws[n]`: its matmul sums the integer products exactly
-    // in f64 and rounds once, as the kernel's i32 → f32 conversion does.
     let q: Vec<f32> = wq.iter().map(|&b| f32::from(b) - 128.0).collect();
+    let kind = KernelKind::MatmulI8(MatmulI8Params {
+        k: k as u64,
+        n: n as u64,
+    });
+    let weights = vec![Buffer::input(wq), Buffer::input(f32_bytes(&ws))];
+    integer_head_case(rng, kind, xq, &q, &ws, weights, (t, k, n))
+}
+
+/// A case of an integer lm_head kernel `kind` (`MatmulI8`, `MatmulQ4`): activations `xq` with
+/// drawn scales `xs`, then the kernel's `weights` buffers, then the output `f32(Σ xq·q) / xs[t] ·
+/// ws[n]` for the integer weights `q` (`[n, k]`, exact in f32) and the row scales `ws`.
+fn integer_head_case(
+    rng: &mut Rng,
+    kind: KernelKind,
+    xq: Vec<i8>,
+    q: &[f32],
+    ws: &[f32],
+    weights: Vec<Buffer>,
+    (t, k, n): (usize, usize, usize),
+) -> Case {
+    let xs: Vec<f32> = (0..t).map(|_| 127.0 / (rng.unit().abs() + 0.01)).collect();
+    // The interpreter's matmul sums the integer products exactly in f64 and rounds once, as the
+    // kernel's i32 → f32 conversion does.
     let xf: Vec<f32> = xq.iter().map(|&v| f32::from(v)).collect();
-    let products = matmul_reference(&xf, &q, (t, k, n));
+    let products = matmul_reference(&xf, q, (t, k, n));
     // An i32 sum has no −0: adding +0 turns the f64 sum of products that are all −0 into +0.
     let acc = eval_f32(
         OpKind::Add,
@@ -349,43 +369,43 @@ fn i8_case(
     );
     let want = eval_f32(
         OpKind::Mul,
-        &[&tensor(vec![t, n], &scaled), &tensor(vec![n], &ws)],
+        &[&tensor(vec![t, n], &scaled), &tensor(vec![n], ws)],
         &Attrs::new(),
         vec![t, n],
     );
+    let mut buffers = vec![Buffer::input(i8_bytes(&xq)), Buffer::input(f32_bytes(&xs))];
+    buffers.extend(weights);
+    buffers.push(Buffer::output(
+        unwritten(4 * t * n),
+        // The CUDA backend has no integer lm_head: its runner checks the refusal instead.
+        Written::exact_f32(&want, Owner::Columns { n }).compared(Compare::Exact, Compare::Exact),
+    ));
     Case {
-        kind: KernelKind::MatmulI8(MatmulI8Params {
-            k: k as u64,
-            n: n as u64,
-        }),
+        kind,
         t,
         pos: 0,
         rows: n,
-        buffers: vec![
-            Buffer::input(i8_bytes(&xq)),
-            Buffer::input(f32_bytes(&xs)),
-            Buffer::input(wq),
-            Buffer::input(f32_bytes(&ws)),
-            Buffer::output(
-                unwritten(4 * t * n),
-                // The CUDA backend has no int8 lm_head: its runner checks the refusal instead.
-                Written::exact_f32(&want, Owner::Columns { n })
-                    .compared(Compare::Exact, Compare::Exact),
-            ),
-        ],
+        buffers,
         note: String::new(),
     }
+}
+
+/// Random int8 activations of `t` tokens, the first two −128 and 127 (when there are three or
+/// more).
+fn random_activations(rng: &mut Rng, t: usize, k: usize) -> Vec<i8> {
+    let mut xq: Vec<i8> = (0..t * k).map(|_| rng.range(0, 255) as u8 as i8).collect();
+    if t * k > 2 {
+        xq[0] = -128;
+        xq[1] = 127;
+    }
+    xq
 }
 
 /// `MatmulI8` cases.
 pub fn matmul_i8(rng: &mut Rng) -> Vec<Case> {
     let mut cases = Vec::new();
     let random = |rng: &mut Rng, (k, n, t): (usize, usize, usize)| {
-        let mut xq: Vec<i8> = (0..t * k).map(|_| rng.range(0, 255) as u8 as i8).collect();
-        if t * k > 2 {
-            xq[0] = -128;
-            xq[1] = 127;
-        }
+        let xq = random_activations(rng, t, k);
         let w = rng.values(n * k);
         let quantized = matmul_i8::quantize_rows(&w, k);
         i8_case(rng, xq, quantized, (t, k, n))
@@ -414,7 +434,7 @@ pub fn matmul_i8(rng: &mut Rng) -> Vec<Case> {
 /// One `MatmulQ4` case: activations `xq` (scales drawn) and weights `w` (`[n, k]`) quantized per row
 /// by `matmul_q4::quantize_row`.
 fn q4_case(rng: &mut Rng, xq: Vec<i8>, w: &[f32], (t, k, n): (usize, usize, usize)) -> Case {
-    use bitnet_runtime::native::matmul_q4::{GROUP, multipliers, nibble_bytes};
+    use bitnet_runtime::native::matmul_q4::{multipliers, nibble_bytes};
     let (nb, mb) = (nibble_bytes(k), multipliers(k));
     let mut nibbles = vec![0u8; n * nb];
     let mut mults = vec![0u8; n * mb];
@@ -429,62 +449,26 @@ fn q4_case(rng: &mut Rng, xq: Vec<i8>, w: &[f32], (t, k, n): (usize, usize, usiz
         scales.push(q.scale);
         corrections.push(q.correction);
     }
-    let xs: Vec<f32> = (0..t).map(|_| 127.0 / (rng.unit().abs() + 0.01)).collect();
-    // The integer weights m_g·q (at most 504 in magnitude: exact in f32), so the interpreter's
-    // matmul sums the integer products exactly in f64 and rounds once, as the kernel's i32 → f32.
-    let effective: Vec<f32> = (0..n * k)
+    // The integer weights m_g·q (at most 504 in magnitude: exact in f32): each weight's value at a
+    // row scale of 1.
+    let q: Vec<f32> = (0..n * k)
         .map(|e| {
-            let (r, i) = (e / k, e % k);
-            let (nib, m) = (&nibbles[r * nb..][..nb], &mults[r * mb..][..mb]);
-            let q = matmul_q4::dequantize(nib, m, 1.0, i) / f32::from(m[i / GROUP]);
-            f32::from(m[i / GROUP]) * q
+            let r = e / k;
+            matmul_q4::dequantize(&nibbles[r * nb..][..nb], &mults[r * mb..][..mb], 1.0, e % k)
         })
         .collect();
-    let xf: Vec<f32> = xq.iter().map(|&v| f32::from(v)).collect();
-    let products = matmul_reference(&xf, &effective, (t, k, n));
-    let acc = eval_f32(
-        OpKind::Add,
-        &[&tensor(vec![t, n], &products), &tensor(vec![1], &[0.0])],
-        &Attrs::new(),
-        vec![t, n],
-    );
-    let scaled = eval_f32(
-        OpKind::Div,
-        &[&tensor(vec![t, n], &acc), &tensor(vec![t, 1], &xs)],
-        &Attrs::new(),
-        vec![t, n],
-    );
-    let want = eval_f32(
-        OpKind::Mul,
-        &[&tensor(vec![t, n], &scaled), &tensor(vec![n], &scales)],
-        &Attrs::new(),
-        vec![t, n],
-    );
     let corr_bytes: Vec<u8> = corrections.iter().flat_map(|c| c.to_le_bytes()).collect();
-    Case {
-        kind: KernelKind::MatmulQ4(MatmulQ4Params {
-            k: k as u64,
-            n: n as u64,
-        }),
-        t,
-        pos: 0,
-        rows: n,
-        buffers: vec![
-            Buffer::input(i8_bytes(&xq)),
-            Buffer::input(f32_bytes(&xs)),
-            Buffer::input(nibbles),
-            Buffer::input(mults),
-            Buffer::input(f32_bytes(&scales)),
-            Buffer::input(corr_bytes),
-            Buffer::output(
-                unwritten(4 * t * n),
-                // The CUDA backend has no 4-bit lm_head: its runner checks the refusal instead.
-                Written::exact_f32(&want, Owner::Columns { n })
-                    .compared(Compare::Exact, Compare::Exact),
-            ),
-        ],
-        note: String::new(),
-    }
+    let kind = KernelKind::MatmulQ4(MatmulQ4Params {
+        k: k as u64,
+        n: n as u64,
+    });
+    let weights = vec![
+        Buffer::input(nibbles),
+        Buffer::input(mults),
+        Buffer::input(f32_bytes(&scales)),
+        Buffer::input(corr_bytes),
+    ];
+    integer_head_case(rng, kind, xq, &q, &scales, weights, (t, k, n))
 }
 
 /// `MatmulQ4` cases: the head shapes, random shapes (K across and within chunks of 128 and groups
@@ -492,11 +476,7 @@ fn q4_case(rng: &mut Rng, xq: Vec<i8>, w: &[f32], (t, k, n): (usize, usize, usiz
 pub fn matmul_q4(rng: &mut Rng) -> Vec<Case> {
     let mut cases = Vec::new();
     let random = |rng: &mut Rng, (k, n, t): (usize, usize, usize)| {
-        let mut xq: Vec<i8> = (0..t * k).map(|_| rng.range(0, 255) as u8 as i8).collect();
-        if t * k > 2 {
-            xq[0] = -128;
-            xq[1] = 127;
-        }
+        let xq = random_activations(rng, t, k);
         let w = rng.values(n * k);
         q4_case(rng, xq, &w, (t, k, n))
     };

@@ -19,9 +19,7 @@
 use crate::BackendError;
 use crate::cpu::emit::{bad_params, define_micro_kernel_call, imm64};
 use crate::kernel::MatmulQ4Params;
-use bitnet_runtime::native::matmul_q4::{
-    CHUNK, GROUP, MAX_K, MAX_M, multipliers, nibble_bytes, padded,
-};
+use bitnet_runtime::native::matmul_q4::{CHUNK, GROUP, MAX_K, MAX_M, multipliers, padded};
 use cranelift_module::{FuncId, Module};
 
 /// One row's quantized form (see the module doc).
@@ -85,12 +83,6 @@ pub fn dequantize(nibbles: &[u8], mults: &[u8], scale: f32, i: usize) -> f32 {
     scale * f32::from(mults[i / GROUP]) * q as f32
 }
 
-/// Bytes of the row form of a `[n, k]` weight: nibbles and multipliers (plus 8 bytes per row of
-/// scale and correction).
-pub fn stored_bytes(n: usize, k: usize) -> usize {
-    n * (nibble_bytes(k) + multipliers(k) + 8)
-}
-
 /// Defines the kernel `p` in `module`.
 pub fn build(module: &mut dyn Module, p: &MatmulQ4Params) -> Result<FuncId, BackendError> {
     let name = &p.symbol();
@@ -114,6 +106,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use super::*;
+    use bitnet_runtime::native::matmul_q4::nibble_bytes;
 
     fn quantize(row: &[f32]) -> (Vec<u8>, Vec<u8>, Q4Row) {
         let mut nib = vec![0u8; nibble_bytes(row.len())];
