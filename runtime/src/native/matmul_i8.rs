@@ -1,6 +1,7 @@
 //! The int8 matmul micro-kernel (`KernelKind::MatmulI8`'s contract, exact: the int8 lm_head,
 //! `out[t, r] = f32(Σ_k q[r, k]·xq[t, k]) / xs[t] · ws[r]`): Intel AMX for calls of several tokens
-//! where the CPU and the OS allow it (`tiles`), else AVX-512 VNNI, else a portable version; every
+//! where the CPU and the OS allow it (`tiles`), else AVX-512 VNNI, else AVX-VNNI or AVX2 (`avx2`);
+//! on AArch64 NEON with or without the dot product (`neon`); else a portable version. Every
 //! variant gives the same results bit for bit.
 //!
 //! The weights are the bytes `q + 128` of `[n, k]` row-major (no padding), so they are the unsigned
@@ -15,15 +16,25 @@
 //! AMX (`tiles`): the B tile of 16 rows' 64 bytes is a 16 × 16 dword transpose of the rows (two
 //! rounds of unpacks within 128-bit lanes, then lane shuffles).
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "aarch64")]
+mod neon;
+
 /// The fewest tokens a call runs on AMX.
+#[cfg(target_arch = "x86_64")]
 const AMX_MIN_TOKENS: usize = 4;
 /// Weight bytes per row tile (the tile stays in cache while every token group runs over it).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 const TILE_BYTES: usize = 256 * 1024;
 /// Tokens per group of the AVX-512 kernel.
+#[cfg(target_arch = "x86_64")]
 const GROUP: usize = 4;
 /// Rows per block of the AVX-512 kernel.
+#[cfg(target_arch = "x86_64")]
 const ROWS: usize = 4;
-/// Bytes per step of a row.
+/// Bytes per step of a row of the AVX-512 and AMX kernels.
+#[cfg(target_arch = "x86_64")]
 const BLOCK: usize = 64;
 
 /// The shapes and buffers of one call (rows `rows` of `n`, all `t` tokens).
@@ -45,10 +56,18 @@ impl Call {
     /// # Safety
     /// `t` and `row` are within the call's buffers.
     unsafe fn store(&self, t: usize, row: usize, acc: i32, xsum: i32) {
-        let acc = acc.wrapping_sub(xsum.wrapping_mul(128));
+        // SAFETY: the caller's.
+        unsafe { self.store_dot(t, row, acc.wrapping_sub(xsum.wrapping_mul(128))) };
+    }
+
+    /// Writes `out[t, row]` from `Σ q·x`.
+    ///
+    /// # Safety
+    /// `t` and `row` are within the call's buffers.
+    unsafe fn store_dot(&self, t: usize, row: usize, dot: i32) {
         // SAFETY: the caller's indices are within `xs` (T), `ws` (n) and `out` (T × n).
         unsafe {
-            *self.out.add(t * self.n + row) = acc as f32 / *self.xs.add(t) * *self.ws.add(row)
+            *self.out.add(t * self.n + row) = dot as f32 / *self.xs.add(t) * *self.ws.add(row)
         };
     }
 
@@ -67,7 +86,7 @@ impl Call {
 ///
 /// # Safety
 /// Every pointer is valid for the kernel's buffers at T tokens (`xq [T, k]`, `xs [T]`, `w [n, k]`,
-/// `ws [n]`, `out [T, n]`); `rows` is within `0..n`.
+/// `ws [n]`, `out [T, n]`); `rows` is within `0..n`; no weight byte is 0 (`q` within ±127).
 pub(crate) unsafe fn run(call: &Call) {
     #[cfg(target_arch = "x86_64")]
     {
@@ -80,6 +99,31 @@ pub(crate) unsafe fn run(call: &Call) {
         if super::allowed(super::Isa::Avx512) && avx512::available() {
             // SAFETY: the CPU has the features; the buffers are the caller's.
             unsafe { avx512::run(call) };
+            return;
+        }
+        if super::allowed(super::Isa::AvxVnni) && avx2::vnni_available() {
+            // SAFETY: the CPU has the features; the buffers are the caller's.
+            unsafe { avx2::avxvnni::run(call) };
+            return;
+        }
+        if super::allowed(super::Isa::Avx2) && avx2::available() {
+            // SAFETY: the CPU has the features; the weights are within ±127 (the contract); the
+            // buffers are the caller's.
+            unsafe { avx2::plain::run(call) };
+            return;
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if super::allowed(super::Isa::Dotprod) && neon::dotprod_available() {
+            // SAFETY: the CPU has the features; the buffers are the caller's.
+            unsafe { neon::dotprod::run(call) };
+            return;
+        }
+        if super::allowed(super::Isa::Neon) {
+            // SAFETY: every AArch64 CPU has NEON; the weights are within ±127 (the contract); the
+            // buffers are the caller's.
+            unsafe { neon::plain::run(call) };
             return;
         }
     }
@@ -404,7 +448,13 @@ mod tests {
             (130, 65, 16),
         ];
         shapes.extend((1..=17).map(|t| (2560, 37, t)));
-        shapes.extend([(200, 300, 6), (2560, 100, 40), (320, 129, 33)]);
+        shapes.extend([
+            (200, 300, 6),
+            (2560, 100, 40),
+            (320, 129, 33),
+            (47, 9, 1),
+            (2570, 11, 2),
+        ]);
         shapes
     }
 
@@ -415,6 +465,52 @@ mod tests {
             check(k, n, t, (k * 31 + n * 7 + t) as u64, |call| unsafe {
                 run(call)
             });
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_avx2_kernels_equal_the_portable_one_at_awkward_shapes() {
+        if avx2::available() {
+            for (k, n, t) in shapes() {
+                // SAFETY: the CPU has AVX2; the buffers are `check`'s.
+                check(k, n, t, (k * 11 + n * 3 + t) as u64, |call| unsafe {
+                    avx2::plain::run(call)
+                });
+            }
+        } else {
+            eprintln!("skipped: this CPU has no AVX2");
+        }
+        if avx2::vnni_available() {
+            for (k, n, t) in shapes() {
+                // SAFETY: the CPU has AVX-VNNI; the buffers are `check`'s.
+                check(k, n, t, (k * 7 + n * 5 + t) as u64, |call| unsafe {
+                    avx2::avxvnni::run(call)
+                });
+            }
+        } else {
+            eprintln!("skipped: this CPU has no AVX-VNNI");
+        }
+    }
+
+    #[cfg(target_arch = "aarch64")]
+    #[test]
+    fn the_neon_kernels_equal_the_portable_one_at_awkward_shapes() {
+        for (k, n, t) in shapes() {
+            // SAFETY: every AArch64 CPU has NEON; the buffers are `check`'s.
+            check(k, n, t, (k * 11 + n * 3 + t) as u64, |call| unsafe {
+                neon::plain::run(call)
+            });
+        }
+        if neon::dotprod_available() {
+            for (k, n, t) in shapes() {
+                // SAFETY: the CPU has the dot product; the buffers are `check`'s.
+                check(k, n, t, (k * 7 + n * 5 + t) as u64, |call| unsafe {
+                    neon::dotprod::run(call)
+                });
+            }
+        } else {
+            eprintln!("skipped: this CPU has no dot product instructions");
         }
     }
 

@@ -8,8 +8,10 @@
 
 //!
 //! `BITNETC_ISA` caps the instruction sets the micro-kernels may use, so that every variant can be
-//! run (and compared) on one machine: `amx` (the default: everything the CPU has), `avx512`
-//! (no AMX) or `portable` (no SIMD). Each variant gives the same results bit for bit.
+//! run (and compared) on one machine. On x86-64: `amx` (the default: everything the CPU has),
+//! `avx512` (no AMX), `avxvnni` (256-bit AVX2 with AVX-VNNI), `avx2`; on AArch64: `dotprod`
+//! (NEON with the dot product), `neon`; everywhere `portable` (no SIMD). Each variant gives the
+//! same results bit for bit. A kernel without a variant at the cap runs the best one below it.
 
 pub mod attention;
 mod matmul_half;
@@ -21,26 +23,44 @@ mod test_support;
 #[cfg(target_arch = "x86_64")]
 mod tiles;
 
-/// Instruction set families of the micro-kernels, from the least to the most capable.
+/// Instruction set families of the micro-kernels, from the least to the most capable (the AArch64
+/// families sort below the x86-64 ones; a cap of one architecture leaves the other's uncapped).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Isa {
     /// Plain Rust, no SIMD.
     Portable,
+    /// AArch64 NEON (every AArch64 CPU).
+    Neon,
+    /// AArch64 NEON with the dot product instructions (`sdot`).
+    Dotprod,
+    /// x86-64 AVX2 (x86-64-v3).
+    Avx2,
+    /// AVX2 with AVX-VNNI (256-bit `vpdpbusd`).
+    AvxVnni,
     /// AVX-512 (F, BW, VNNI; F16C for the f16 matmul).
     Avx512,
     /// AVX-512 and AMX (AMX-TILE, AMX-INT8).
     Amx,
 }
 
+/// Each family's name in `BITNETC_ISA`, in the order of `Isa`.
+pub const ISA_NAMES: &[(&str, Isa)] = &[
+    ("portable", Isa::Portable),
+    ("neon", Isa::Neon),
+    ("dotprod", Isa::Dotprod),
+    ("avx2", Isa::Avx2),
+    ("avxvnni", Isa::AvxVnni),
+    ("avx512", Isa::Avx512),
+    ("amx", Isa::Amx),
+];
+
 impl Isa {
-    /// The family named `name` (`portable`, `avx512` or `amx`).
+    /// The family named `name` (see `ISA_NAMES`).
     pub fn parse(name: &str) -> Option<Isa> {
-        match name {
-            "portable" => Some(Isa::Portable),
-            "avx512" => Some(Isa::Avx512),
-            "amx" => Some(Isa::Amx),
-            _ => None,
-        }
+        ISA_NAMES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|&(_, isa)| isa)
     }
 }
 
@@ -55,7 +75,8 @@ pub fn isa_cap() -> Isa {
         Err(_) => Isa::Amx,
         Ok(value) => Isa::parse(&value).unwrap_or_else(|| {
             eprintln!(
-                "warning: {ISA_ENV}={value:?} is not one of portable, avx512, amx; using every instruction set the CPU has"
+                "warning: {ISA_ENV}={value:?} is not one of {}; using every instruction set the CPU has",
+                ISA_NAMES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
             );
             Isa::Amx
         }),

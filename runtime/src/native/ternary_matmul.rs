@@ -1,5 +1,7 @@
-//! The ternary matmul micro-kernel (`KernelKind::TernaryMatmul`'s contract, exact): AVX-512 VNNI
-//! on x86-64 when the CPU has it, else a portable version with the same results.
+//! The ternary matmul micro-kernel (`KernelKind::TernaryMatmul`'s contract, exact): on x86-64 AMX
+//! (several tokens), AVX-512 VNNI, AVX-VNNI or AVX2 (`avx2`), on AArch64 NEON with or without the
+//! dot product (`neon`), whichever the CPU has first; else a portable version. Every variant gives
+//! the same results bit for bit.
 //!
 //! Weights are packed as `backends::kernel::layout` says (64-element blocks of 16 bytes: element j
 //! of a block in byte j % 16 at bits 6 − 2·(j / 16), code t + 1). Per block the 16 code bytes are
@@ -21,18 +23,26 @@
 
 #[cfg(target_arch = "x86_64")]
 mod amx;
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 
+#[cfg(target_arch = "x86_64")]
 /// The fewest tokens a call runs on AMX (`amx`) when the CPU has it: below, AMX's fixed
 /// cost per block of 16 rows loses to the AVX-512 kernel.
 const AMX_MIN_TOKENS: usize = 4;
 /// Weight bytes per row tile.
 const TILE_BYTES: usize = 256 * 1024;
+#[cfg(target_arch = "x86_64")]
 /// Tokens per group.
 const GROUP: usize = 4;
+#[cfg(target_arch = "x86_64")]
 /// Rows per block of a group (one activation load serves this many rows).
 const ROWS: usize = 2;
 /// Elements per packed block.
 const BLOCK: usize = 64;
+#[cfg(target_arch = "x86_64")]
 /// Rows ahead whose weights one token's loop prefetches.
 const PREFETCH_ROWS: usize = 2;
 
@@ -98,6 +108,29 @@ pub(crate) unsafe fn run(call: &Call) {
         if super::allowed(super::Isa::Avx512) && avx512::available() {
             // SAFETY: the CPU has the features; the buffers are the caller's.
             unsafe { avx512::run(call) };
+            return;
+        }
+        if super::allowed(super::Isa::AvxVnni) && avx2::vnni_available() {
+            // SAFETY: the CPU has the features; the buffers are the caller's.
+            unsafe { avx2::avxvnni::run(call) };
+            return;
+        }
+        if super::allowed(super::Isa::Avx2) && avx2::available() {
+            // SAFETY: the CPU has the features; the buffers are the caller's.
+            unsafe { avx2::plain::run(call) };
+            return;
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if super::allowed(super::Isa::Dotprod) && neon::dotprod_available() {
+            // SAFETY: the CPU has the features; the buffers are the caller's.
+            unsafe { neon::dotprod::run(call) };
+            return;
+        }
+        if super::allowed(super::Isa::Neon) {
+            // SAFETY: every AArch64 CPU has NEON; the buffers are the caller's.
+            unsafe { neon::plain::run(call) };
             return;
         }
     }
@@ -362,7 +395,7 @@ mod tests {
     /// A random packed row set, activations and scales; runs both versions and compares bit for bit.
     fn check(k: usize, n: usize, t: usize, residual: bool, seed: u64) {
         // SAFETY: `run` takes the caller's buffers.
-        check_variant(k, n, t, residual, seed, |call| unsafe { run(call) });
+        check_variant(k, n, t, residual, seed, &|call| unsafe { run(call) });
     }
 
     /// As `check`, with `variant` in place of `run`.
@@ -372,7 +405,7 @@ mod tests {
         t: usize,
         residual: bool,
         seed: u64,
-        variant: impl Fn(&Call),
+        variant: &impl Fn(&Call),
     ) {
         let mut next = crate::native::test_support::xorshift(seed);
         let row_bytes = k.div_ceil(BLOCK) * BLOCK / 4;
@@ -440,15 +473,9 @@ mod tests {
         }
     }
 
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn the_amx_kernel_equals_the_portable_one_at_awkward_shapes() {
-        if !crate::native::tiles::available() {
-            eprintln!("skipped: this CPU or OS does not give AMX to this process");
-            return;
-        }
-        // T = 1…17 (a tail tile of tokens), rows not a multiple of 16 and more than a group or a
-        // row tile (K 6912: 144 rows per tile), K not a multiple of 64, K under one block.
+    /// The shapes every SIMD variant is checked at: K not a multiple of 64 or under one block, rows
+    /// off the blocks and past a row tile, T = 1…17 and past the token groups.
+    fn shapes() -> Vec<(usize, usize, usize)> {
         let mut shapes = vec![
             (64, 3, 1),
             (100, 7, 5),
@@ -457,15 +484,58 @@ mod tests {
             (130, 65, 16),
         ];
         shapes.extend((1..=17).map(|t| (2560, 37, t)));
-        shapes.extend([(200, 300, 6), (2560, 100, 40), (320, 129, 33)]);
-        for (k, n, t) in shapes {
+        shapes.extend([(200, 300, 6), (2560, 100, 40), (320, 129, 33), (6912, 3, 2)]);
+        shapes
+    }
+
+    /// `variant` against the portable kernel at every shape of `shapes`, with and without residual.
+    fn check_all(variant: impl Fn(&Call)) {
+        for (k, n, t) in shapes() {
             for residual in [false, true] {
                 let seed = (k * 13 + n * 5 + t) as u64 + u64::from(residual);
-                // SAFETY: the process may use AMX (checked); the buffers are `check_variant`'s.
-                check_variant(k, n, t, residual, seed, |call| unsafe {
-                    crate::native::tiles::run(call)
-                });
+                check_variant(k, n, t, residual, seed, &variant);
             }
         }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_avx2_kernels_equal_the_portable_one_at_awkward_shapes() {
+        if avx2::available() {
+            // SAFETY: the CPU has AVX2; the buffers are `check_variant`'s.
+            check_all(|call| unsafe { avx2::plain::run(call) });
+        } else {
+            eprintln!("skipped: this CPU has no AVX2");
+        }
+        if avx2::vnni_available() {
+            // SAFETY: the CPU has AVX-VNNI; the buffers are `check_variant`'s.
+            check_all(|call| unsafe { avx2::avxvnni::run(call) });
+        } else {
+            eprintln!("skipped: this CPU has no AVX-VNNI");
+        }
+    }
+
+    #[cfg(target_arch = "aarch64")]
+    #[test]
+    fn the_neon_kernels_equal_the_portable_one_at_awkward_shapes() {
+        // SAFETY: every AArch64 CPU has NEON; the buffers are `check_variant`'s.
+        check_all(|call| unsafe { neon::plain::run(call) });
+        if neon::dotprod_available() {
+            // SAFETY: the CPU has the dot product; the buffers are `check_variant`'s.
+            check_all(|call| unsafe { neon::dotprod::run(call) });
+        } else {
+            eprintln!("skipped: this CPU has no dot product instructions");
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_amx_kernel_equals_the_portable_one_at_awkward_shapes() {
+        if !crate::native::tiles::available() {
+            eprintln!("skipped: this CPU or OS does not give AMX to this process");
+            return;
+        }
+        // SAFETY: the process may use AMX (checked); the buffers are `check_variant`'s.
+        check_all(|call| unsafe { crate::native::tiles::run(call) });
     }
 }
