@@ -193,6 +193,9 @@ pub(crate) fn memory_summary(plan: &MemoryPlan) -> MemorySummary {
 pub struct ArtifactOptions {
     /// `native`, or a triple from `bitnet_backends::cpu::aot::TARGETS`.
     pub target: String,
+    /// The CPU level (`bitnet_backends::cpu::aot::TARGET_CPUS`; `None`: native for `native`, else
+    /// generic). The artifact requires its features.
+    pub target_cpu: Option<String>,
     /// The code-generation choices (its `head`; `threads` is the loader's choice and is not
     /// recorded). The lm_head's storage is part of the kernels and the weights, so the artifact
     /// runs with it.
@@ -209,6 +212,7 @@ impl Default for ArtifactOptions {
     fn default() -> ArtifactOptions {
         ArtifactOptions {
             target: "native".into(),
+            target_cpu: None,
             cpu: CpuOptions::default(),
             ir: false,
             clif: false,
@@ -279,7 +283,13 @@ pub fn compile_cpu_object(
         Ok((parts, memory_summary(plan)))
     })?;
     let opt_ir = text::print_module(&model.module);
-    let code = aot::compile_object(&parts.kinds, &options.target, options.clif, options.asm)?;
+    let code = aot::compile_object(
+        &parts.kinds,
+        &options.target,
+        options.target_cpu.as_deref(),
+        options.clif,
+        options.asm,
+    )?;
     let inputs = input_files(model.path())?;
     let (tokenizer, tokenizer_special) = artifact_tokenizer(model)?;
     let chat_template = artifact_chat_template(model)?;

@@ -19,6 +19,11 @@ use support::{argmax, check_logits, ids, root};
 
 /// The artifact of `model` for `target`, built for `context` tokens.
 fn compile(model: &Path, context: u64, target: &str) -> Vec<u8> {
+    compile_for(model, context, target, None)
+}
+
+/// `compile` at CPU level `cpu` (`--target-cpu`).
+fn compile_for(model: &Path, context: u64, target: &str, cpu: Option<&str>) -> Vec<u8> {
     let mut m = bitnetc::OpenOptions {
         context: Some(context),
         ..Default::default()
@@ -27,6 +32,7 @@ fn compile(model: &Path, context: u64, target: &str) -> Vec<u8> {
     .unwrap();
     let options = bitnetc::ArtifactOptions {
         target: target.to_string(),
+        target_cpu: cpu.map(str::to_string),
         ..bitnetc::ArtifactOptions::default()
     };
     bitnetc::compile_cpu_object(&mut m, &options)
@@ -226,6 +232,97 @@ fn portable_x86_64_target_runs() {
     let max = j.iter().fold(0f32, |m, x| m.max(x.abs()));
     let diff = a.iter().zip(j).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
     assert!(diff <= 1e-5 * max, "portable vs JIT: {diff}");
+}
+
+#[test]
+fn x86_64_levels_record_their_features_refuse_older_cpus_and_run() {
+    if std::env::consts::ARCH != "x86_64" || !support::have_cc("x86_64_levels") {
+        return;
+    }
+    let model = root().join(PACKED);
+    let dir = support::Scratch::create("artifact-levels");
+    let mut im = bitnetc::OpenOptions {
+        context: Some(8),
+        ..Default::default()
+    }
+    .open(&model)
+    .unwrap();
+    let mut jit = bitnetc::compile_cpu(&mut im, &bitnetc::CpuOptions::with_threads(2)).unwrap();
+    let j = jit.forward(&[1, 17, 256], 0).unwrap().to_vec();
+    let max = j.iter().fold(0f32, |m, x| m.max(x.abs()));
+    // Each level's features, and one it must not claim.
+    for (cpu, has, lacks) in [
+        ("generic", &["sse4.2", "popcnt"][..], "avx2"),
+        ("x86-64-v3", &["avx", "avx2", "fma", "bmi2"][..], "avx512f"),
+        (
+            "x86-64-v4",
+            &["avx2", "avx512f", "avx512vl", "avx512dq"][..],
+            "avx512vnni",
+        ),
+    ] {
+        let bytes = compile_for(&model, 8, "x86_64-unknown-linux-gnu", Some(cpu));
+        let m = artifact::parse(&bytes).unwrap().manifest;
+        for f in has {
+            assert!(
+                m.target.features.iter().any(|g| g == f),
+                "{cpu}: {f} in {:?}",
+                m.target.features
+            );
+        }
+        assert!(
+            !m.target.features.iter().any(|g| g == lacks),
+            "{cpu}: {lacks}"
+        );
+        assert_eq!(
+            m.flags.get("bitnetc_target_cpu").map(String::as_str),
+            Some(cpu)
+        );
+        // A CPU with everything but the level's last feature refuses it, naming the feature.
+        let last = has[has.len() - 1];
+        let without = |f: &str| Some(f != last);
+        let msg = artifact::check_target_on(&m.target, "x86_64", "linux", &without)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert_has(&msg, &[&format!("with {last}, which this CPU lacks")]);
+        if m.target
+            .features
+            .iter()
+            .any(|f| artifact::host_has_feature(f) != Some(true))
+        {
+            println!("{cpu}: this CPU lacks a feature of the level; not run");
+            continue;
+        }
+        let path = dir.join(format!("{cpu}.bnx"));
+        std::fs::write(&path, &bytes).unwrap();
+        let mut aot = artifact::load(&path, 2).unwrap();
+        let a = aot.forward(&[1, 17, 256], 0).unwrap().to_vec();
+        let diff = a
+            .iter()
+            .zip(&j)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(diff <= 1e-5 * max, "{cpu} vs JIT: {diff}");
+        let vocab = aot.program().vocab as usize;
+        let last_row = |v: &[f32]| argmax(&v[v.len() - vocab..]);
+        assert_eq!(last_row(&a), last_row(&j), "{cpu}: the next token");
+    }
+    // Levels that do not fit the target are refused by name.
+    for (target, cpu, needle) in [
+        ("aarch64-unknown-linux-gnu", "x86-64-v3", "an x86-64 level"),
+        ("aarch64-unknown-linux-gnu", "native", "this CPU is x86_64"),
+    ] {
+        let options = bitnetc::ArtifactOptions {
+            target: target.to_string(),
+            target_cpu: Some(cpu.to_string()),
+            ..bitnetc::ArtifactOptions::default()
+        };
+        let mut m = bitnetc::OpenOptions::default().open(&model).unwrap();
+        let msg = bitnetc::compile_cpu_object(&mut m, &options)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert_has(&msg, &[&format!("--target-cpu {cpu}"), needle]);
+    }
 }
 
 /// Writes `bytes` to a file in `dir` and returns the load error's message (which must name the file).

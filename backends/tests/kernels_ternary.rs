@@ -63,7 +63,8 @@ fn module_without(flags_off: &[&str]) -> JITModule {
 }
 
 /// The ways to build the kernel that this host runs: the default (best for the host), and forced
-/// strategies in modules without VNNI (so the generic lowerings are exercised too).
+/// strategies in modules without VNNI and AVX2 (so the generated kernel, not a call of the runtime's
+/// micro-kernel, and its generic lowerings are exercised too).
 #[derive(Clone, Copy, Debug)]
 enum Variant {
     Host,
@@ -103,7 +104,7 @@ fn compile(params: &TernaryMatmulParams, variant: Variant) -> Compiled {
         }
         Variant::NoVnni | Variant::Forced(_) => {
             let mut module = module_without(if cfg!(target_arch = "x86_64") {
-                &["has_avx_vnni", "has_avx512vnni"]
+                &["has_avx_vnni", "has_avx512vnni", "has_avx2"]
             } else {
                 &[]
             });

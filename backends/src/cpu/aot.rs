@@ -49,6 +49,12 @@ pub const TARGETS: &[&str] = &[
     "aarch64-unknown-linux-gnu",
 ];
 
+/// The CPU levels `compile --target-cpu` accepts: `native` (every feature of this CPU; the default
+/// for `--target native`), `generic` (the architecture's baseline: x86-64-v2, or ARMv8-A with NEON;
+/// the default for a named triple), and the x86-64 levels `x86-64-v3` (AVX2, FMA, BMI) and
+/// `x86-64-v4` (AVX-512 F, DQ, VL).
+pub const TARGET_CPUS: &[&str] = &["native", "generic", "x86-64-v3", "x86-64-v4"];
+
 /// What can go wrong compiling ahead of time.
 #[derive(Debug, thiserror::Error)]
 pub enum AotError {
@@ -58,6 +64,14 @@ pub enum AotError {
     /// An unknown `--target`.
     #[error("unknown target {0:?}; expected one of: {list}", list = TARGETS.join(", "))]
     UnknownTarget(String),
+    /// A `--target-cpu` that is unknown or does not fit the target.
+    #[error("--target-cpu {cpu}: {reason}")]
+    TargetCpu {
+        /// The level asked for.
+        cpu: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
     /// No linker: the object can still be written (`--emit obj`).
     #[error(
         "no linker: could not run `{linker}` ({reason}); install a C compiler (e.g. gcc) or name one with --linker, or pass --emit obj to get the object file alone"
@@ -98,29 +112,70 @@ fn codegen_err(what: &str, e: impl std::fmt::Display) -> BackendError {
     }
 }
 
-/// The ISA for `target` (one of `TARGETS`), position independent, optimized for speed.
-pub fn target_isa(target: &str) -> Result<OwnedTargetIsa, AotError> {
+/// The ISA for `target` (one of `TARGETS`) at CPU level `cpu` (one of `TARGET_CPUS`; `None`: native
+/// for `native`, else generic), position independent, optimized for speed.
+pub fn target_isa(target: &str, cpu: Option<&str>) -> Result<OwnedTargetIsa, AotError> {
     let mut flags = settings::builder();
     for (k, v) in [("opt_level", "speed"), ("is_pic", "true")] {
         flags.set(k, v).map_err(|e| codegen_err("settings", e))?;
     }
     let flags = settings::Flags::new(flags);
-    let isa = match target {
-        "native" => cranelift_native::builder()
-            .map_err(|e| codegen_err("host ISA", e))?
-            .finish(flags),
-        "x86_64-unknown-linux-gnu" => {
-            let mut b = cranelift_codegen::isa::lookup_by_name(target)
-                .map_err(|e| codegen_err(target, e))?;
-            b.enable("x86-64-v2").map_err(|e| codegen_err(target, e))?;
-            b.finish(flags)
-        }
-        "aarch64-unknown-linux-gnu" => cranelift_codegen::isa::lookup_by_name(target)
-            .map_err(|e| codegen_err(target, e))?
-            .finish(flags),
+    let host = || cranelift_native::builder().map_err(|e| codegen_err("host ISA", e));
+    let triple = match target {
+        "native" => host()?.triple().to_string(),
+        t if TARGETS.contains(&t) => t.to_string(),
         other => return Err(AotError::UnknownTarget(other.to_string())),
     };
-    Ok(isa.map_err(|e| codegen_err(target, e))?)
+    let cpu = cpu.unwrap_or(if target == "native" {
+        "native"
+    } else {
+        "generic"
+    });
+    let refuse = |reason: String| AotError::TargetCpu {
+        cpu: cpu.to_string(),
+        reason,
+    };
+    let x86 = triple.starts_with("x86_64");
+    let builder = match cpu {
+        "native" => {
+            if !triple.starts_with(std::env::consts::ARCH) {
+                return Err(refuse(format!(
+                    "this CPU is {}, the target {triple}",
+                    std::env::consts::ARCH
+                )));
+            }
+            host()?
+        }
+        "generic" | "x86-64-v3" | "x86-64-v4" => {
+            if cpu != "generic" && !x86 {
+                return Err(refuse(format!("an x86-64 level, the target {triple}")));
+            }
+            let mut b = cranelift_codegen::isa::lookup_by_name(&triple)
+                .map_err(|e| codegen_err(&triple, e))?;
+            let level = if cpu == "generic" { "x86-64-v2" } else { cpu };
+            if x86 {
+                b.enable(level).map_err(|e| codegen_err(&triple, e))?;
+            }
+            // Cranelift's presets leave out what the levels imply: AVX (v3: without it Cranelift
+            // calls `fmaf` instead of using FMA) and AVX-512 F (v4).
+            let implied: &[&str] = match cpu {
+                "x86-64-v3" => &["has_avx"],
+                "x86-64-v4" => &["has_avx", "has_avx512f"],
+                _ => &[],
+            };
+            for flag in implied {
+                b.enable(flag).map_err(|e| codegen_err(&triple, e))?;
+            }
+            b
+        }
+        _ => {
+            return Err(refuse(format!(
+                "expected one of {}",
+                TARGET_CPUS.join(", ")
+            )));
+        }
+    };
+    Ok(builder.finish(flags).map_err(|e| codegen_err(target, e))?)
 }
 
 /// The CPU feature (as the runtime's feature detection names it) an ISA flag enables, if any.
@@ -364,17 +419,22 @@ pub struct ObjectCode {
     pub imports: Vec<Import>,
 }
 
-/// Compiles `kinds` for `target` (one of `TARGETS`) into an object file; `clif` and `asm` also record
-/// the CLIF and the machine code listing of every function.
+/// Compiles `kinds` for `target` (one of `TARGETS`) at CPU level `cpu` (see `target_isa`) into an
+/// object file; `clif` and `asm` also record the CLIF and the machine code listing of every
+/// function.
 pub fn compile_object(
     kinds: &[KernelKind],
     target: &str,
+    cpu: Option<&str>,
     clif: bool,
     asm: bool,
 ) -> Result<ObjectCode, AotError> {
-    let isa = target_isa(target)?;
+    let isa = target_isa(target, cpu)?;
     let (mut target_info, mut flags) = target_info(&*isa);
     flags.insert("bitnetc_target".into(), target.to_string());
+    if let Some(cpu) = cpu {
+        flags.insert("bitnetc_target_cpu".into(), cpu.to_string());
+    }
     if target == "native" {
         target_info.triple = isa.triple().to_string();
     }

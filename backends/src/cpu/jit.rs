@@ -50,13 +50,14 @@ pub fn compile_kernels(kinds: &[KernelKind]) -> Result<(JITModule, Vec<KernelFn>
 }
 
 /// `compile_kernels` with every kernel generated here, none calling the runtime's micro-kernels
-/// (the host without AVX-512, as on a CPU that lacks it): how the generated versions of the
-/// kernels that micro-kernels replace are tested on a machine that has it.
+/// (on x86-64 the host without AVX2 and AVX-512, as on a CPU that lacks them): how the generated
+/// versions of the kernels that micro-kernels replace are tested on a machine that has them. On
+/// AArch64 the integer matmuls still call their NEON micro-kernels.
 pub fn compile_generated_kernels(
     kinds: &[KernelKind],
 ) -> Result<(JITModule, Vec<KernelFn>), BackendError> {
     let module = if cfg!(target_arch = "x86_64") {
-        module_with(&["has_avx512f"])?
+        module_with(&["has_avx512f", "has_avx2"])?
     } else {
         new_module()?
     };

@@ -22,6 +22,7 @@ pub fn compile(args: &CompileArgs) -> Result<()> {
         model,
         output,
         target,
+        target_cpu,
         emit,
         context,
         linker,
@@ -48,6 +49,7 @@ pub fn compile(args: &CompileArgs) -> Result<()> {
     .open(model)?;
     let options = bitnetc::ArtifactOptions {
         target: target.to_string(),
+        target_cpu: target_cpu.clone(),
         cpu,
         ir: wanted("ir"),
         clif: wanted("clif"),

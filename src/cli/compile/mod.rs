@@ -24,6 +24,13 @@ pub struct CompileArgs {
     /// --features cuda, but no GPU).
     #[arg(long, default_value = "native")]
     pub target: String,
+    /// The CPU level the code may assume, recorded in the artifact as its required features (a
+    /// CPU without one refuses to load it): native (every feature of this CPU; the default for
+    /// --target native), generic (the architecture's baseline; the default for a named triple),
+    /// x86-64-v3 (AVX2, FMA, BMI) or x86-64-v4 (AVX-512). The hot kernels pick the best variant
+    /// the running CPU has at or above that level.
+    #[arg(long, value_name = "CPU", value_parser = clap::builder::PossibleValuesParser::new(bitnet_backends::cpu::aot::TARGET_CPUS.iter().copied()))]
+    pub target_cpu: Option<String>,
     /// The GPU architecture for --target cuda: sm_80, sm_86, sm_89 or sm_90.
     #[arg(long, value_name = "ARCH")]
     pub cuda_arch: Option<String>,
@@ -61,6 +68,7 @@ impl CompileArgs {
                 "flags": {
                     "profile": self.profile,
                     "target": s.target,
+                    "target_cpu": s.target_cpu,
                     "emit": s.emit,
                     "context": s.context,
                     "linker": s.linker,
@@ -76,6 +84,9 @@ impl CompileArgs {
 pub fn run(args: &CompileArgs) -> Result<ExitCode> {
     let args = &profile::apply(args)?;
     if args.target == "cuda" {
+        if args.target_cpu.is_some() {
+            bail!("--target-cpu applies to CPU targets, not --target cuda (see --cuda-arch)");
+        }
         cuda::compile(args)?;
     } else if args.cuda_arch.is_some() {
         bail!("--cuda-arch applies to --target cuda only");

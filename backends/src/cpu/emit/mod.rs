@@ -138,17 +138,10 @@ pub fn micro_kernel_signature(isa: &dyn TargetIsa, params: usize) -> Signature {
 }
 
 /// Whether kernels on `isa` call the runtime's AVX-512 micro-kernels (`bitnet_runtime::native`:
-/// the ternary matmul, the 16-bit float and int8 lm_heads, and attention) instead of code generated
-/// here: x86-64 with
-/// AVX-512 F, VL, DQ and VNNI (every such CPU also has BW and F16C, which the micro-kernels check
-/// themselves, falling back to portable code with the same results).
+/// the 16-bit float lm_head and attention) instead of code generated here: x86-64 with AVX-512 F,
+/// VL, DQ and VNNI (every such CPU also has BW and F16C, which the micro-kernels check themselves,
+/// falling back to portable code with the same results).
 pub fn uses_micro_kernels(isa: &dyn TargetIsa) -> bool {
-    let flags = isa.isa_flags();
-    let flag = |name: &str| {
-        flags
-            .iter()
-            .any(|v| v.name == name && v.as_bool() == Some(true))
-    };
     isa.name() == "x64"
         && [
             "has_avx512f",
@@ -157,7 +150,26 @@ pub fn uses_micro_kernels(isa: &dyn TargetIsa) -> bool {
             "has_avx512vnni",
         ]
         .iter()
-        .all(|f| flag(f))
+        .all(|f| has_flag(isa, f))
+}
+
+/// Whether the integer matmuls on `isa` (the ternary matmul and the int8 lm_head) call the
+/// runtime's micro-kernels, which have AVX2, AVX-VNNI, AVX-512 and AMX variants on x86-64 and NEON
+/// ones on AArch64 and pick the best the running CPU has: x86-64 with AVX2 (x86-64-v3 and up), and
+/// AArch64. Below AVX2 the generated 128-bit code is used.
+pub fn uses_integer_micro_kernels(isa: &dyn TargetIsa) -> bool {
+    match isa.name() {
+        "x64" => has_flag(isa, "has_avx2"),
+        "aarch64" => true,
+        _ => false,
+    }
+}
+
+/// Whether the ISA flag `name` is on.
+fn has_flag(isa: &dyn TargetIsa, name: &str) -> bool {
+    isa.isa_flags()
+        .iter()
+        .any(|v| v.name == name && v.as_bool() == Some(true))
 }
 
 /// The entry values of a kernel.

@@ -8,9 +8,10 @@
 //! wrapping i32 arithmetic because the true value fits (|q·x| ≤ 127·128, k ≤ `MAX_K`). `Σ_k x` is
 //! the same dot with all-ones weights, once per token group and row tile.
 //!
-//! On a CPU with AVX-512 VNNI the kernel is a call of the runtime's micro-kernel
-//! (`bitnet_runtime::native::matmul_i8`: the same results, with 512-bit `vpdpbusd` and Intel AMX);
-//! the code below is generated elsewhere.
+//! On x86-64 with AVX2 and on AArch64 (`emit::uses_integer_micro_kernels`) the kernel is a call of
+//! the runtime's micro-kernel (`bitnet_runtime::native::matmul_i8`: the same results, with AVX2,
+//! AVX-VNNI, AVX-512 VNNI, Intel AMX or NEON, whichever the running CPU has); the code below is
+//! generated elsewhere.
 //!
 //! Loop order (as the ternary kernel): row tiles of about `TILE_BYTES` of weights; in each tile,
 //! tokens in groups of `GROUP` (then one at a time), every row of the tile per group, so a weight
@@ -100,7 +101,7 @@ pub fn build(module: &mut dyn Module, p: &MatmulI8Params) -> Result<FuncId, Back
         n: size(name, n)?,
     };
     off32(name, (GROUP * shape.k + GROUP * shape.n * 4) as u64)?;
-    if crate::cpu::emit::uses_micro_kernels(module.isa()) {
+    if crate::cpu::emit::uses_integer_micro_kernels(module.isa()) {
         let params = [imm64(name, k)?, imm64(name, n)?];
         return crate::cpu::emit::define_micro_kernel_call(
             module,

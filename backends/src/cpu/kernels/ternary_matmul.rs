@@ -154,7 +154,7 @@ impl DotStrategy {
 /// Defines the kernel `p` in `module`, with the module ISA's best `DotStrategy`.
 pub fn build(module: &mut dyn Module, p: &TernaryMatmulParams) -> Result<FuncId, BackendError> {
     let strategy = DotStrategy::for_isa(module.isa());
-    if crate::cpu::emit::uses_micro_kernels(module.isa()) {
+    if crate::cpu::emit::uses_integer_micro_kernels(module.isa()) {
         return build_micro_kernel_call(module, p, strategy);
     }
     build_with(module, p, strategy)
