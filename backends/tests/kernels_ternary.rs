@@ -527,3 +527,88 @@ fn prefill_timing_print() {
         );
     }
 }
+
+/// Prints, per shape and token count, the time of the generated kernel a CPU without AVX-512 ran
+/// before the 256-bit micro-kernels (the host without AVX-512: AVX-VNNI and AVX2, or AVX2 alone)
+/// and of the micro-kernel the JIT now calls (its variant capped by `BITNETC_ISA`: run with
+/// `avxvnni` and with `avx2`), single thread, weights in cache for T > 1, for review (no assertion
+/// on speed): `BITNETC_ISA=avx2 cargo test --release -p bitnet-backends --test kernels_ternary --
+/// --ignored --nocapture avx2_tier`.
+#[test]
+#[ignore = "timing print; run by hand in a release build"]
+fn avx2_tier_timing_print() {
+    if !cfg!(target_arch = "x86_64") {
+        return;
+    }
+    let cap = std::env::var("BITNETC_ISA").unwrap_or_else(|_| "amx".into());
+    let mut rng = Rng(11);
+    for &(n, k, t) in &[
+        (2560usize, 2560usize, 1usize),
+        (6912, 2560, 1),
+        (2560, 6912, 1),
+        (6912, 2560, 8),
+        (2560, 2560, 64),
+    ] {
+        let case = Case::random(&mut rng, t, k, n, false);
+        let packed = case.packed();
+        let (mut xq, mut xs, mut w) = (case.xq.clone(), case.xs.clone(), packed.clone());
+        let mut ws = vec![case.ws];
+        let mut out = vec![0f32; t * n];
+        let bufs: Vec<*mut u8> = vec![
+            xq.as_mut_ptr().cast(),
+            xs.as_mut_ptr().cast(),
+            w.as_mut_ptr(),
+            ws.as_mut_ptr().cast(),
+            out.as_mut_ptr().cast(),
+        ];
+        let scalars = [t as i64, 0];
+        let mut time = |f: KernelFn| {
+            let d = best_time(Duration::from_millis(400), || {
+                // SAFETY: the buffers have the kernel's shapes and outlive the call.
+                unsafe { f(bufs.as_ptr(), scalars.as_ptr(), 0, n as i64) };
+            });
+            (d, out.clone())
+        };
+        let generated = |off: &[&str]| {
+            let mut module = module_without(off);
+            let strategy = DotStrategy::for_isa(cranelift_module::Module::isa(&module));
+            let id = ternary_matmul::build_with(&mut module, &case.params(), strategy).unwrap();
+            module.finalize_definitions().unwrap();
+            // SAFETY: the kernel is defined with the kernel signature, the ABI of `KernelFn`.
+            let f = unsafe {
+                std::mem::transmute::<*const u8, KernelFn>(module.get_finalized_function(id))
+            };
+            (module, f)
+        };
+        let no512 = [
+            "has_avx512f",
+            "has_avx512vnni",
+            "has_avx512vl",
+            "has_avx512dq",
+        ];
+        let (_m1, vnni_gen) = generated(&no512);
+        let (_m2, avx2_gen) = generated(&[&no512[..], &["has_avx_vnni"]].concat());
+        let (_m3, micro) = {
+            let (m, fns) =
+                jit::compile_kernels(&[KernelKind::TernaryMatmul(case.params())]).unwrap();
+            (m, fns[0])
+        };
+        let (a, ra) = time(vnni_gen);
+        let (b, rb) = time(avx2_gen);
+        let (c, rc) = time(micro);
+        assert_eq!(ra, rc);
+        assert_eq!(rb, rc);
+        let gbs = |d: Duration| packed.len() as f64 / d.as_secs_f64() / 1e9;
+        println!(
+            "N={n} K={k} T={t}: generated AVX-VNNI {:.1} us ({:.1} GB/s), generated AVX2 {:.1} us ({:.1} GB/s), micro-kernel (cap {cap}) {:.1} us ({:.1} GB/s): {:.2}x / {:.2}x",
+            a.as_secs_f64() * 1e6,
+            gbs(a),
+            b.as_secs_f64() * 1e6,
+            gbs(b),
+            c.as_secs_f64() * 1e6,
+            gbs(c),
+            a.as_secs_f64() / c.as_secs_f64(),
+            b.as_secs_f64() / c.as_secs_f64(),
+        );
+    }
+}

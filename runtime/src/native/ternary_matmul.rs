@@ -110,7 +110,10 @@ pub(crate) unsafe fn run(call: &Call) {
             unsafe { avx512::run(call) };
             return;
         }
-        if super::allowed(super::Isa::AvxVnni) && avx2::vnni_available() {
+        if super::allowed(super::Isa::AvxVnni)
+            && avx2::vnni_available()
+            && call.k <= avx2::SCALED_MAX_K
+        {
             // SAFETY: the CPU has the features; the buffers are the caller's.
             unsafe { avx2::avxvnni::run(call) };
             return;

@@ -2,11 +2,19 @@
 //! (`avxvnni`) and `vpmaddubsw` + `vpmaddwd` where it does not (`avx2`); both exact, bit for bit
 //! the portable kernel's results.
 //!
-//! Per 64-element block the 16 code bytes are broadcast to both 128-bit lanes; the first 32
-//! elements are lanes shifted right by 6 and 4, the last 32 by 2 and 0 (as 32-bit lanes: the bits
-//! that cross into a byte are masked off with 3), each in the order of a 32-byte activation load.
-//! Without VNNI, `vpmaddubsw` (u8 codes ≤ 2 × i8 activations) cannot saturate: two products per
-//! i16 lane and two halves summed stay within ±1024; `vpmaddwd` by ones widens to i32.
+//! Per 64-element block the 16 code bytes are broadcast to both 128-bit lanes; element j of the
+//! block sits at bits 6 − 2·(j / 16) of byte j % 16, so the first 32 elements are 128-bit lanes
+//! whose codes sit at shifts 6 and 4, the last 32 at shifts 2 and 0, each in the order of a 32-byte
+//! activation load.
+//!
+//! With AVX-VNNI the bytes are only masked (`3 << s` per lane): each operand is the code times 2^s,
+//! still a valid u8, and `vpdpbusd` adds the scaled products into a separate accumulator per half,
+//! whose 32-bit lanes each hold one scale. Per lane the true sum is at most K/16 products of
+//! 128·128 in magnitude, which fits i32 for K ≤ `SCALED_MAX_K`, so no lane wraps and an arithmetic
+//! shift by s per lane gives its exact sum of code·x before the lanes are added. Without VNNI the
+//! lanes are shifted down (as 32-bit lanes: the bits that cross into a byte are masked off with 3),
+//! and `vpmaddubsw` (u8 codes ≤ 2 × i8 activations) cannot saturate: two products per i16 lane and
+//! two halves summed stay within ±1024; `vpmaddwd` by ones widens to i32.
 //!
 //! Loop order as the AVX-512 kernel's: row tiles of `TILE_BYTES`; tokens in groups of `GROUP`
 //! over blocks of `ROWS` rows (8 accumulators of the 16 vector registers); a single token runs
@@ -14,10 +22,16 @@
 
 use super::{BLOCK, TILE_BYTES};
 
+/// The largest K of the AVX-VNNI kernel (no 32-bit lane of its scaled sums can wrap; see the module
+/// doc); a larger K runs the AVX2 kernel.
+pub(super) const SCALED_MAX_K: usize = (1 << 21) - 1;
 /// Tokens per group.
 const GROUP: usize = 4;
 /// Rows per block of a group.
 const ROWS: usize = 2;
+/// Rows per block of a group of the scaled (AVX-VNNI) kernel: its two accumulators per row and
+/// token leave no registers for a second row.
+const ROWS_SCALED: usize = 1;
 /// Rows per block of a single token.
 const ROWS_ONE: usize = 4;
 
@@ -43,25 +57,27 @@ unsafe fn tail_of(x: *const i8, k: usize) -> [i8; BLOCK] {
     t
 }
 
-/// One kernel per instruction set: `$features` enabled, `$dot(acc, c0, x0, c1, x1)` adding the
-/// 64 products of a block (codes `c0`, `c1`; activations `x0`, `x1`) into the 8 i32 lanes of `acc`.
+/// One kernel per instruction set: `$features` enabled, `$scaled` whether the codes are masked in
+/// place (true) or shifted down (false), and `$dot(acc, c0, x0, c1, x1)` adding the 64 products of
+/// a block (code halves `c0`, `c1`; activation halves `x0`, `x1`) into the pair of accumulators
+/// `acc` (the first and second half's, or, unscaled, all into the first).
 macro_rules! kernel {
-    ($name:ident, $features:literal, |$acc:ident, $c0:ident, $x0:ident, $c1:ident, $x1:ident| $dot:expr) => {
+    ($name:ident, $features:literal, $scaled:literal, |$acc:ident, $c0:ident, $x0:ident, $c1:ident, $x1:ident| $dot:expr) => {
         pub(super) mod $name {
             use super::super::{BLOCK, Call};
-            use super::{GROUP, ROWS, ROWS_ONE, TILE_BYTES, tail_of};
+            use super::{GROUP, ROWS, ROWS_ONE, ROWS_SCALED, TILE_BYTES, tail_of};
             use std::arch::x86_64::*;
 
             /// The block's products added into `acc` (see the macro).
             #[inline]
             #[target_feature(enable = $features)]
             fn dot(
-                $acc: __m256i,
+                $acc: (__m256i, __m256i),
                 $c0: __m256i,
                 $x0: __m256i,
                 $c1: __m256i,
                 $x1: __m256i,
-            ) -> __m256i {
+            ) -> (__m256i, __m256i) {
                 $dot
             }
 
@@ -75,10 +91,27 @@ macro_rules! kernel {
                 // SAFETY: 16 bytes of block `b`.
                 let c =
                     _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(wr.add(b * 16).cast()) });
-                let three = _mm256_set1_epi8(3);
-                let lo = _mm256_srlv_epi32(c, _mm256_set_epi32(4, 4, 4, 4, 6, 6, 6, 6));
-                let hi = _mm256_srlv_epi32(c, _mm256_set_epi32(0, 0, 0, 0, 2, 2, 2, 2));
-                (_mm256_and_si256(lo, three), _mm256_and_si256(hi, three))
+                if $scaled {
+                    // Bytes 0xC0 (lane 0) and 0x30 (lane 1); 0x0C and 0x03.
+                    let lo = _mm256_set_epi64x(
+                        0x3030_3030_3030_3030,
+                        0x3030_3030_3030_3030,
+                        0xC0C0_C0C0_C0C0_C0C0_u64 as i64,
+                        0xC0C0_C0C0_C0C0_C0C0_u64 as i64,
+                    );
+                    let hi = _mm256_set_epi64x(
+                        0x0303_0303_0303_0303,
+                        0x0303_0303_0303_0303,
+                        0x0C0C_0C0C_0C0C_0C0C,
+                        0x0C0C_0C0C_0C0C_0C0C,
+                    );
+                    (_mm256_and_si256(c, lo), _mm256_and_si256(c, hi))
+                } else {
+                    let three = _mm256_set1_epi8(3);
+                    let lo = _mm256_srlv_epi32(c, _mm256_set_epi32(4, 4, 4, 4, 6, 6, 6, 6));
+                    let hi = _mm256_srlv_epi32(c, _mm256_set_epi32(0, 0, 0, 0, 2, 2, 2, 2));
+                    (_mm256_and_si256(lo, three), _mm256_and_si256(hi, three))
+                }
             }
 
             /// The two halves of block `b` of token row `x` (the last from `tail`, when K has one).
@@ -108,10 +141,17 @@ macro_rules! kernel {
                 }
             }
 
-            /// The sum of the 8 lanes of `v`.
+            /// Σ code·x of a pair of accumulators: scaled, each lane shifted down by its scale first.
             #[inline]
             #[target_feature(enable = $features)]
-            fn reduce(v: __m256i) -> i32 {
+            fn reduce(acc: (__m256i, __m256i)) -> i32 {
+                let v = if $scaled {
+                    let lo = _mm256_srav_epi32(acc.0, _mm256_set_epi32(4, 4, 4, 4, 6, 6, 6, 6));
+                    let hi = _mm256_srav_epi32(acc.1, _mm256_set_epi32(0, 0, 0, 0, 2, 2, 2, 2));
+                    _mm256_add_epi32(lo, hi)
+                } else {
+                    acc.0
+                };
                 let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
                 let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
                 let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
@@ -149,7 +189,8 @@ macro_rules! kernel {
                         line += 64;
                     }
                 }
-                let mut acc = [[_mm256_setzero_si256(); G]; R];
+                let zero = _mm256_setzero_si256();
+                let mut acc = [[(zero, zero); G]; R];
                 for b in 0..blocks {
                     // SAFETY: block b of each row; each token's block b.
                     unsafe {
@@ -215,7 +256,11 @@ macro_rules! kernel {
                     // SAFETY: the caller's buffers; every token group is within T.
                     unsafe {
                         while t + GROUP <= call.t {
-                            group::<ROWS, GROUP>(call, t, start..end);
+                            group::<{ if $scaled { ROWS_SCALED } else { ROWS } }, GROUP>(
+                                call,
+                                t,
+                                start..end,
+                            );
                             t += GROUP;
                         }
                         while t < call.t {
@@ -230,11 +275,17 @@ macro_rules! kernel {
     };
 }
 
-kernel!(avxvnni, "avx2,avxvnni", |acc, c0, x0, c1, x1| {
-    _mm256_dpbusd_avx_epi32(_mm256_dpbusd_avx_epi32(acc, c0, x0), c1, x1)
+kernel!(avxvnni, "avx2,avxvnni", true, |acc, c0, x0, c1, x1| {
+    (
+        _mm256_dpbusd_avx_epi32(acc.0, c0, x0),
+        _mm256_dpbusd_avx_epi32(acc.1, c1, x1),
+    )
 });
 
-kernel!(plain, "avx2", |acc, c0, x0, c1, x1| {
+kernel!(plain, "avx2", false, |acc, c0, x0, c1, x1| {
     let pairs = _mm256_add_epi16(_mm256_maddubs_epi16(c0, x0), _mm256_maddubs_epi16(c1, x1));
-    _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+    (
+        _mm256_add_epi32(acc.0, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))),
+        acc.1,
+    )
 });
