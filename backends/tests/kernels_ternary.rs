@@ -562,7 +562,7 @@ fn avx2_tier_timing_print() {
             out.as_mut_ptr().cast(),
         ];
         let scalars = [t as i64, 0];
-        let mut time = |f: KernelFn| {
+        let time = |f: KernelFn| {
             let d = best_time(Duration::from_millis(400), || {
                 // SAFETY: the buffers have the kernel's shapes and outlive the call.
                 unsafe { f(bufs.as_ptr(), scalars.as_ptr(), 0, n as i64) };
