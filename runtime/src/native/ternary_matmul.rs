@@ -43,6 +43,10 @@ const ROWS: usize = 2;
 /// Elements per packed block.
 const BLOCK: usize = 64;
 #[cfg(target_arch = "x86_64")]
+/// The largest K whose codes the SIMD kernels take masked in place (code·2^s, one 32-bit lane per
+/// scale): at most K/16 products of 128·128 per lane must fit i32.
+#[cfg(target_arch = "x86_64")]
+const SCALED_MAX_K: usize = (1 << 21) - 1;
 /// Rows ahead whose weights one token's loop prefetches.
 const PREFETCH_ROWS: usize = 2;
 
@@ -110,10 +114,7 @@ pub(crate) unsafe fn run(call: &Call) {
             unsafe { avx512::run(call) };
             return;
         }
-        if super::allowed(super::Isa::AvxVnni)
-            && avx2::vnni_available()
-            && call.k <= avx2::SCALED_MAX_K
-        {
+        if super::allowed(super::Isa::AvxVnni) && avx2::vnni_available() && call.k <= SCALED_MAX_K {
             // SAFETY: the CPU has the features; the buffers are the caller's.
             unsafe { avx2::avxvnni::run(call) };
             return;
@@ -206,6 +207,62 @@ mod avx512 {
         _mm512_and_si512(_mm512_srlv_epi16(_mm512_broadcast_i32x4(c), sh), three)
     }
 
+    /// The 64 codes of block `b` masked in place (`S`: lane q holds code·2^(6 − 2q), see
+    /// `unscale`) or shifted down (see `codes`).
+    ///
+    /// # Safety
+    /// Block `b` is within the row.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn codes_as<const S: bool>(
+        wr: *const u8,
+        b: usize,
+        sh: __m512i,
+        three: __m512i,
+    ) -> __m512i {
+        if S {
+            // SAFETY: 16 bytes of block `b`.
+            let c = unsafe { _mm_loadu_si128(wr.add(b * 16).cast()) };
+            _mm512_and_si512(_mm512_broadcast_i32x4(c), masks())
+        } else {
+            // SAFETY: as the caller's.
+            unsafe { codes(wr, b, sh, three) }
+        }
+    }
+
+    /// Per byte of a 512-bit register, the bits of its 128-bit lane q's code: 3 << (6 − 2q).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn masks() -> __m512i {
+        let m = |v: u64| (v * 0x0101_0101_0101_0101) as i64;
+        _mm512_set_epi64(
+            m(0x03),
+            m(0x03),
+            m(0x0C),
+            m(0x0C),
+            m(0x30),
+            m(0x30),
+            m(0xC0),
+            m(0xC0),
+        )
+    }
+
+    /// The sums of scaled codes (`S`) shifted down per 128-bit lane by its scale: exact, because no
+    /// 32-bit lane wraps for K ≤ `SCALED_MAX_K` (at most K/16 products of 128·128 per lane) and each
+    /// lane's sum is a multiple of its scale. Unscaled sums unchanged.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn unscale<const S: bool>(v: __m512i) -> __m512i {
+        if S {
+            _mm512_srav_epi32(
+                v,
+                _mm512_set_epi32(0, 0, 0, 0, 2, 2, 2, 2, 4, 4, 4, 4, 6, 6, 6, 6),
+            )
+        } else {
+            v
+        }
+    }
+
     /// 64 activations of block `b` of token row `x` (the last block from `tail`, when K has one).
     ///
     /// # Safety
@@ -240,7 +297,11 @@ mod avx512 {
     /// # Safety
     /// As `super::run`; `t0 + G ≤ T`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    unsafe fn group<const G: usize>(call: &Call, t0: usize, rows: std::ops::Range<usize>) {
+    unsafe fn group<const G: usize, const S: bool>(
+        call: &Call,
+        t0: usize,
+        rows: std::ops::Range<usize>,
+    ) {
         // SAFETY: tokens t0..t0 + G are below T; their rows have K bytes.
         let xs: [*const i8; G] = std::array::from_fn(|g| unsafe { call.xq.add((t0 + g) * call.k) });
         let tails: [[i8; BLOCK]; G] = std::array::from_fn(|g| unsafe { tail_of(xs[g], call.k) });
@@ -249,11 +310,11 @@ mod avx512 {
         // SAFETY: every block of rows is within `rows`.
         unsafe {
             while row + ROWS <= rows.end {
-                block::<ROWS, G>(call, t0, row, &xs, &tails, &sums);
+                block::<ROWS, G, S>(call, t0, row, &xs, &tails, &sums);
                 row += ROWS;
             }
             while row < rows.end {
-                block::<1, G>(call, t0, row, &xs, &tails, &sums);
+                block::<1, G, S>(call, t0, row, &xs, &tails, &sums);
                 row += 1;
             }
         }
@@ -267,7 +328,7 @@ mod avx512 {
     /// As `super::run`; `t0 + G ≤ T`, `row0 + R ≤ n`.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    unsafe fn block<const R: usize, const G: usize>(
+    unsafe fn block<const R: usize, const G: usize, const S: bool>(
         call: &Call,
         t0: usize,
         row0: usize,
@@ -286,7 +347,7 @@ mod avx512 {
         for b in 0..blocks {
             // SAFETY: block b of each row; each token's block b.
             unsafe {
-                let c: [__m512i; R] = std::array::from_fn(|r| codes(wr[r], b, sh, three));
+                let c: [__m512i; R] = std::array::from_fn(|r| codes_as::<S>(wr[r], b, sh, three));
                 for g in 0..G {
                     let x = acts(xs[g], b, full, &tails[g]);
                     for r in 0..R {
@@ -296,8 +357,9 @@ mod avx512 {
             }
         }
         // Reduced in a loop without calls, so that the accumulators stay in registers.
-        let dots: [[i32; G]; R] =
-            std::array::from_fn(|r| std::array::from_fn(|g| _mm512_reduce_add_epi32(acc[r][g])));
+        let dots: [[i32; G]; R] = std::array::from_fn(|r| {
+            std::array::from_fn(|g| _mm512_reduce_add_epi32(unscale::<S>(acc[r][g])))
+        });
         for (r, row_dots) in dots.iter().enumerate() {
             for (g, dot) in row_dots.iter().enumerate() {
                 // SAFETY: token t0 + g and row row0 + r are within the call.
@@ -312,7 +374,7 @@ mod avx512 {
     /// # Safety
     /// As `super::run`; `t < T`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    unsafe fn single(call: &Call, t: usize, rows: std::ops::Range<usize>) {
+    unsafe fn single<const S: bool>(call: &Call, t: usize, rows: std::ops::Range<usize>) {
         let blocks = call.k.div_ceil(BLOCK);
         let full = call.k / BLOCK;
         let row_bytes = call.row_bytes();
@@ -343,20 +405,23 @@ mod avx512 {
                     for (i, acc) in a.iter_mut().enumerate() {
                         *acc = _mm512_dpbusd_epi32(
                             *acc,
-                            codes(wr, b + i, sh, three),
+                            codes_as::<S>(wr, b + i, sh, three),
                             acts(x, b + i, full, &tail),
                         );
                     }
                     b += 4;
                 }
                 while b < blocks {
-                    a[0] =
-                        _mm512_dpbusd_epi32(a[0], codes(wr, b, sh, three), acts(x, b, full, &tail));
+                    a[0] = _mm512_dpbusd_epi32(
+                        a[0],
+                        codes_as::<S>(wr, b, sh, three),
+                        acts(x, b, full, &tail),
+                    );
                     b += 1;
                 }
             }
             let both = _mm512_add_epi32(_mm512_add_epi32(a[0], a[1]), _mm512_add_epi32(a[2], a[3]));
-            let dot = _mm512_reduce_add_epi32(both);
+            let dot = _mm512_reduce_add_epi32(unscale::<S>(both));
             // SAFETY: token t and row `row` are within the call.
             unsafe { call.store(t, row, dot.wrapping_sub(sum)) };
         }
@@ -368,6 +433,16 @@ mod avx512 {
     /// As `super::run`, on a CPU with the features (`available`).
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     pub(super) unsafe fn run(call: &Call) {
+        // SAFETY: the caller's.
+        unsafe { run_as(call, call.k <= super::SCALED_MAX_K) }
+    }
+
+    /// `run` with the codes masked in place (`scaled`, for K ≤ `SCALED_MAX_K`) or shifted down.
+    ///
+    /// # Safety
+    /// As `run`; `scaled` only for K ≤ `SCALED_MAX_K`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) unsafe fn run_as(call: &Call, scaled: bool) {
         let tile = (TILE_BYTES / call.row_bytes().max(1)).max(1);
         let mut start = call.rows.start;
         while start < call.rows.end {
@@ -376,11 +451,19 @@ mod avx512 {
             // SAFETY: the caller's buffers; every token group is within T.
             unsafe {
                 while t + GROUP <= call.t {
-                    group::<GROUP>(call, t, start..end);
+                    if scaled {
+                        group::<GROUP, true>(call, t, start..end);
+                    } else {
+                        group::<GROUP, false>(call, t, start..end);
+                    }
                     t += GROUP;
                 }
                 while t < call.t {
-                    single(call, t, start..end);
+                    if scaled {
+                        single::<true>(call, t, start..end);
+                    } else {
+                        single::<false>(call, t, start..end);
+                    }
                     t += 1;
                 }
             }
@@ -498,6 +581,17 @@ mod tests {
                 let seed = (k * 13 + n * 5 + t) as u64 + u64::from(residual);
                 check_variant(k, n, t, residual, seed, &variant);
             }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_avx512_kernel_with_codes_shifted_down_equals_the_portable_one() {
+        if avx512::available() {
+            // SAFETY: the CPU has the features; the buffers are `check_variant`'s.
+            check_all(|call| unsafe { avx512::run_as(call, false) });
+        } else {
+            eprintln!("skipped: this CPU has no AVX-512 VNNI");
         }
     }
 

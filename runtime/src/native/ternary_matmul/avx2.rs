@@ -10,7 +10,7 @@
 //! With AVX-VNNI the bytes are only masked (`3 << s` per lane): each operand is the code times 2^s,
 //! still a valid u8, and `vpdpbusd` adds the scaled products into a separate accumulator per half,
 //! whose 32-bit lanes each hold one scale. Per lane the true sum is at most K/16 products of
-//! 128·128 in magnitude, which fits i32 for K ≤ `SCALED_MAX_K`, so no lane wraps and an arithmetic
+//! 128·128 in magnitude, which fits i32 for K ≤ `SCALED_MAX_K` (a larger K runs the AVX2 kernel), so no lane wraps and an arithmetic
 //! shift by s per lane gives its exact sum of code·x before the lanes are added. Without VNNI the
 //! lanes are shifted down (as 32-bit lanes: the bits that cross into a byte are masked off with 3),
 //! and `vpmaddubsw` (u8 codes ≤ 2 × i8 activations) cannot saturate: two products per i16 lane and
@@ -22,9 +22,6 @@
 
 use super::{BLOCK, TILE_BYTES};
 
-/// The largest K of the AVX-VNNI kernel (no 32-bit lane of its scaled sums can wrap; see the module
-/// doc); a larger K runs the AVX2 kernel.
-pub(super) const SCALED_MAX_K: usize = (1 << 21) - 1;
 /// Tokens per group.
 const GROUP: usize = 4;
 /// Rows per block of a group.
