@@ -117,11 +117,25 @@ pub fn stored_exact(bytes: &[u8], format: HalfFormat) -> bool {
 }
 
 /// 16-bit values stored little endian in `src` (rows of `k`) copied into `dst` (as long; the
-/// shorter of the two bounds the copy) in `layout` order.
+/// shorter of the two bounds the copy) in `layout` order; one consecutive range of rows per core,
+/// each on its own thread (a 128k-row table is mostly first-touch page faults and copying).
 pub fn pairs_into(src: &[u8], k: usize, dst: &mut [u8]) {
     let n = src.len().min(dst.len());
-    dst[..n].copy_from_slice(&src[..n]);
-    pair_in_place(dst.as_chunks_mut::<2>().0, k);
+    let (src, dst) = (&src[..n], &mut dst[..n]);
+    let row = 2 * k.max(1);
+    let rows = n.div_ceil(row);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |t| t.get())
+        .clamp(1, rows.max(1));
+    let per = rows.div_ceil(threads).max(1) * row;
+    std::thread::scope(|scope| {
+        for (src, dst) in src.chunks(per).zip(dst.chunks_mut(per)) {
+            scope.spawn(move || {
+                dst.copy_from_slice(src);
+                pair_in_place(dst.as_chunks_mut::<2>().0, k);
+            });
+        }
+    });
 }
 
 /// Rows of `k` values, in index order, put in `layout` order where they are: the order only moves

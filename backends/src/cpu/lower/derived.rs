@@ -237,13 +237,12 @@ impl Blob<'_> {
         }
         let k = k.max(1);
         let mb = q4::multipliers(k);
-        let mut mults = Vec::new();
-        let mut quantize = |row: &[f32], nibbles: &mut [u8]| {
-            let start = mults.len();
-            mults.resize(start + mb, 0);
-            matmul_q4::quantize_row(row, nibbles, &mut mults[start..])
+        // Each row's multipliers next to its scale and correction, joined in row order below.
+        let quantize = |row: &[f32], nibbles: &mut [u8]| {
+            let mut mults = vec![0u8; mb];
+            (matmul_q4::quantize_row(row, nibbles, &mut mults), mults)
         };
-        let rows = match self.stored_rows(f, v, k, &keys[0], q4::nibble_bytes(k), &mut quantize)? {
+        let rows = match self.stored_rows(f, v, k, &keys[0], q4::nibble_bytes(k), &quantize)? {
             Some(placed) => placed,
             None => {
                 let w = self.evaluate(f, v, &static_shape(f, v)?)?.data.into_f32();
@@ -258,6 +257,8 @@ impl Blob<'_> {
             }
         };
         let (nibbles, done) = rows;
+        let mults: Vec<u8> = done.iter().flat_map(|(_, m)| m.iter().copied()).collect();
+        let done: Vec<_> = done.into_iter().map(|(q, _)| q).collect();
         let m = self.push(keys[1].clone(), &mults);
         let scales = Data::F32(done.iter().map(|q| q.scale).collect());
         let corrections = Data::I32(done.iter().map(|q| q.correction).collect());
@@ -281,8 +282,7 @@ impl Blob<'_> {
             return Ok(Some((q, s)));
         }
         let k = k.max(1);
-        let Some((q, scales)) =
-            self.stored_rows(f, v, k, &keys[0], k, &mut matmul_i8::quantize_row)?
+        let Some((q, scales)) = self.stored_rows(f, v, k, &keys[0], k, &matmul_i8::quantize_row)?
         else {
             return Ok(None);
         };
@@ -291,17 +291,19 @@ impl Blob<'_> {
     }
 
     /// The rows of weight `v` (`[rows, k]`) that the store holds as f16, bf16 or f32
-    /// (`WeightStore::visit_stored`), each widened from the file's bytes into one f32 row and handed
+    /// (`WeightStore::visit_stored`), each widened from the file's bytes into an f32 row and handed
     /// to `quantize` with its `row_bytes` bytes of the blob under `key`; returns that buffer and
-    /// what `quantize` returned per row. `None` when the store does not hold the weight so.
-    fn stored_rows<R>(
+    /// what `quantize` returned per row, in row order. The rows are split into one consecutive
+    /// range per core, each widened and quantized on its own thread (the results depend on the row
+    /// alone, so not on the split). `None` when the store does not hold the weight so.
+    fn stored_rows<R: Send>(
         &mut self,
         f: &Function,
         v: ValueId,
         k: usize,
         key: &str,
         row_bytes: usize,
-        quantize: &mut dyn FnMut(&[f32], &mut [u8]) -> R,
+        quantize: &(dyn Fn(&[f32], &mut [u8]) -> R + Sync),
     ) -> Result<Option<(BufRef, Vec<R>)>, BackendError> {
         let Some(name) = weight_name(f, v) else {
             return Ok(None);
@@ -311,36 +313,89 @@ impl Blob<'_> {
             .try_fold(1usize, |acc, &d| acc.checked_mul(d));
         let store = self.store;
         let mut placed = None;
+        let mut failed = false;
         store.visit_stored(name, &mut |elem, bytes| {
             let Some(numel) = numel.filter(|n| n % k == 0) else {
                 return;
             };
-            let widen: fn(&[u8]) -> f32 = match elem {
-                ElemType::F16 => |b| half::f16::from_le_bytes([b[0], b[1]]).to_f32(),
-                ElemType::BF16 => |b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32(),
-                ElemType::F32 => |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-                _ => return,
-            };
+            if !matches!(elem, ElemType::F16 | ElemType::BF16 | ElemType::F32) {
+                return;
+            }
             let size = (elem.bits() / 8) as usize;
             if numel.checked_mul(size) != Some(bytes.len()) {
                 return;
             }
-            let Some(total) = (numel / k).checked_mul(row_bytes) else {
+            let rows = numel / k;
+            let Some(total) = rows.checked_mul(row_bytes) else {
                 return;
             };
-            let mut results = Vec::with_capacity(numel / k);
-            let mut row = vec![0f32; k];
+            let threads = std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .clamp(1, rows.max(1));
+            let per = rows.div_ceil(threads).max(1);
+            let mut results = Vec::with_capacity(rows);
             let buf = self.push_with(key.to_string(), total, |dst| {
-                for (src, out) in bytes.chunks(k * size).zip(dst.chunks_mut(row_bytes)) {
-                    for (x, b) in row.iter_mut().zip(src.chunks_exact(size)) {
-                        *x = widen(b);
+                std::thread::scope(|scope| {
+                    let parts: Vec<_> = bytes
+                        .chunks(per * k * size)
+                        .zip(dst.chunks_mut(per * row_bytes))
+                        .map(|(src, out)| {
+                            scope.spawn(move || {
+                                let mut row = vec![0f32; k];
+                                let mut halves = Vec::with_capacity(k);
+                                src.chunks(k * size)
+                                    .zip(out.chunks_mut(row_bytes))
+                                    .map(|(src, out)| {
+                                        widen_row(elem, src, &mut halves, &mut row);
+                                        quantize(&row, out)
+                                    })
+                                    .collect::<Vec<R>>()
+                            })
+                        })
+                        .collect();
+                    for part in parts {
+                        match part.join() {
+                            Ok(done) => results.extend(done),
+                            Err(_) => failed = true,
+                        }
                     }
-                    results.push(quantize(&row, out));
-                }
+                });
             });
             placed = Some((buf, results));
         });
+        if failed {
+            return Err(input(format!(
+                "internal: quantizing the rows of {name} failed"
+            )));
+        }
         Ok(placed)
+    }
+}
+
+/// Widens one row of a weight's stored bytes (`elem`: f16, bf16 or f32, little-endian) into
+/// `row`; `halves` is scratch for the f16 conversion (`half`'s slice conversion, F16C where the CPU
+/// has it: the same values as one at a time).
+fn widen_row(elem: ElemType, src: &[u8], halves: &mut Vec<half::f16>, row: &mut [f32]) {
+    match elem {
+        ElemType::F16 => {
+            use half::slice::HalfFloatSliceExt;
+            halves.clear();
+            halves.extend(
+                src.chunks_exact(2)
+                    .map(|b| half::f16::from_bits(u16::from_le_bytes([b[0], b[1]]))),
+            );
+            halves.convert_to_f32_slice(row);
+        }
+        ElemType::BF16 => {
+            for (x, b) in row.iter_mut().zip(src.chunks_exact(2)) {
+                *x = f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16);
+            }
+        }
+        _ => {
+            for (x, b) in row.iter_mut().zip(src.chunks_exact(4)) {
+                *x = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+        }
     }
 }
 
