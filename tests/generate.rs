@@ -484,6 +484,16 @@ fn bench_reports_both_builds_and_their_ratios() {
         .as_f64()
         .unwrap();
     assert!(reduction > 1.5, "{reduction}");
+    // Both builds scored the fixed ids: 4 windows of the 13-token context, 6 scored positions
+    // each; the ternary build stays close to full precision (int8 activations, exact head).
+    let a = &r["vs_full_precision"]["accuracy"];
+    assert_eq!(a["positions"], 24, "{a}");
+    let (mean, max) = (
+        a["mean_kl"].as_f64().unwrap(),
+        a["max_kl"].as_f64().unwrap(),
+    );
+    assert!((0.0..0.05).contains(&mean) && mean <= max, "{a}");
+    assert!(a["same_top1"].as_f64().unwrap() >= 0.5, "{a}");
     assert!(r["read_bandwidth_gb_s"].as_f64().unwrap() > 0.0);
     // The run was logged, with the results.
     let log = std::fs::read_to_string(tmp.join("audit.jsonl")).unwrap();

@@ -7,6 +7,12 @@
 //! peak resident memory while the build was loaded and ran. The machine's read bandwidth, measured
 //! first, gives the decode ceiling: bandwidth ÷ weight bytes read per token. With `--batch`, the
 //! main build's decode is also measured with several sequences per step (`bench_batch`).
+//!
+//! With the full-precision baseline, both builds also score a fixed set of ids (`ACCURACY_WINDOWS`
+//! windows of up to `ACCURACY_WINDOW` deterministic pseudo-random ids, the second half of each
+//! scored, as `validate` scores a text): the mean `KL(P_full ‖ P_ours)` and how often both put the
+//! same token first, the accuracy cost of the build's lossy choices (`--head-dtype`, int8
+//! activations) next to its speed.
 
 use super::bench_batch::{BatchResult, measure_batches, print_batches};
 use super::progress::Progress;
@@ -15,6 +21,7 @@ use bitnet_backends::cpu::HeadDtype;
 use bitnet_frontend::model::PostQuantize;
 use bitnetc::machine;
 use bitnetc::speed::percentile_ms;
+use bitnetc::validate::score::{Scores, Windows, score};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -99,6 +106,42 @@ struct BuildResult {
     peak_rss: Option<u64>,
     /// Batched decode, per `--batch` size (the main build only).
     batches: Vec<BatchResult>,
+    /// The scores of the accuracy ids (kept, or compared with the kept ones), when asked.
+    scores: Option<Scores>,
+}
+
+/// Windows of ids the accuracy comparison scores.
+const ACCURACY_WINDOWS: usize = 4;
+/// Ids per accuracy window (at most; the context bounds it).
+const ACCURACY_WINDOW: usize = 64;
+
+/// How a build takes part in the accuracy comparison.
+enum Accuracy<'a> {
+    /// Not at all.
+    Skip,
+    /// Scores the ids and keeps its logits (the build compared with).
+    Keep,
+    /// Scores the ids against kept scores.
+    Against(&'a Scores),
+}
+
+/// The accuracy ids for a vocabulary of `vocab` in a context of `context` (none below 8 tokens):
+/// xorshift64 from a fixed seed, the same on every run and machine.
+fn accuracy_windows(vocab: u64, context: u64) -> Option<Windows> {
+    let window = (context as usize).min(ACCURACY_WINDOW);
+    if window < 8 || vocab == 0 {
+        return None;
+    }
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let ids: Vec<u32> = (0..ACCURACY_WINDOWS * window)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % vocab) as u32
+        })
+        .collect();
+    Windows::cut(&ids, window, ACCURACY_WINDOWS, None, "the accuracy ids").ok()
 }
 
 impl BuildResult {
@@ -150,19 +193,27 @@ pub fn run(args: &BenchArgs, audit: &mut serde_json::Value) -> Result<ExitCode> 
         full_precision: false,
         dense: args.precision.dense_dtype,
     };
-    let mut builds = vec![measure(&model, &main, threads, context, args)?];
+    let artifact = bitnet_runtime::artifact::is_artifact(&model);
+    let compare = !args.no_baseline && !artifact;
+    let keep = if compare {
+        Accuracy::Keep
+    } else {
+        Accuracy::Skip
+    };
+    let mut builds = vec![measure(&model, &main, threads, context, args, keep)?];
     if !builds[0].ternary {
         builds[0].name = format!("dense-{}", args.precision.dense_dtype.name());
     }
-    let artifact = bitnet_runtime::artifact::is_artifact(&model);
-    if !args.no_baseline && !artifact {
+    if compare {
         if builds[0].ternary {
             let base = Build {
                 name: "full-precision".into(),
                 full_precision: true,
                 dense: HeadDtype::Auto,
             };
-            builds.push(measure(&model, &base, threads, context, args)?);
+            let kept = builds[0].scores.take();
+            let against = kept.as_ref().map_or(Accuracy::Skip, Accuracy::Against);
+            builds.push(measure(&model, &base, threads, context, args, against)?);
         } else {
             // A dense model has no full-precision baseline apart from itself: measure its dense
             // paths (bf16 and int8 weights) instead, besides the one asked for.
@@ -173,7 +224,14 @@ pub fn run(args: &BenchArgs, audit: &mut serde_json::Value) -> Result<ExitCode> 
                         full_precision: false,
                         dense,
                     };
-                    builds.push(measure(&model, &build, threads, context, args)?);
+                    builds.push(measure(
+                        &model,
+                        &build,
+                        threads,
+                        context,
+                        args,
+                        Accuracy::Skip,
+                    )?);
                 }
             }
         }
@@ -203,6 +261,16 @@ pub fn run(args: &BenchArgs, audit: &mut serde_json::Value) -> Result<ExitCode> 
                 _ => None,
             },
         });
+        if let Some(s) = base.scores.as_ref().filter(|s| !s.kl.is_empty()) {
+            let n = s.kl.len() as f64;
+            report["vs_full_precision"]["accuracy"] = serde_json::json!({
+                "positions": s.kl.len(),
+                "windows": ACCURACY_WINDOWS,
+                "mean_kl": s.kl.iter().sum::<f64>() / n,
+                "max_kl": s.kl.iter().copied().fold(0f64, f64::max),
+                "same_top1": s.same_top1.iter().filter(|&&b| b).count() as f64 / n,
+            });
+        }
     }
     audit["bench"] = report.clone();
     if args.json {
@@ -232,6 +300,7 @@ fn measure(
     threads: usize,
     context: u64,
     args: &BenchArgs,
+    accuracy: Accuracy,
 ) -> Result<BuildResult> {
     let name = build.name.clone();
     let rss_reset = machine::reset_peak_rss();
@@ -274,6 +343,12 @@ fn measure(
         .with_context(|| format!("{} ({name} build, batched decode)", model.display()))?
     };
     let peak_rss = machine::peak_rss().filter(|_| rss_reset);
+    let windows = accuracy_windows(session.vocab(), context);
+    let scores = match (&accuracy, windows) {
+        (Accuracy::Skip, _) | (_, None) => None,
+        (Accuracy::Keep, Some(w)) => Some(score(&mut session, &w, true, None)?),
+        (Accuracy::Against(kept), Some(w)) => Some(score(&mut session, &w, false, Some(kept))?),
+    };
     Ok(BuildResult {
         name,
         ternary,
@@ -285,6 +360,7 @@ fn measure(
         latencies: speed.latencies,
         peak_rss,
         batches,
+        scores,
     })
 }
 
@@ -350,6 +426,18 @@ fn print_table(report: &serde_json::Value, builds: &[BuildResult], bandwidth: f6
                 .as_f64()
                 .map_or_else(|| "n/a".to_string(), |x| format!("{x:.2}x smaller")),
         );
+        let a = &r["accuracy"];
+        if a.is_object() {
+            println!(
+                "accuracy vs full precision (head {}; {} positions of {} windows of fixed ids): mean KL {:.5}, max KL {:.5}, same top-1 {:.1}%",
+                report["head_dtype"].as_str().unwrap_or(""),
+                a["positions"],
+                a["windows"],
+                a["mean_kl"].as_f64().unwrap_or(f64::NAN),
+                a["max_kl"].as_f64().unwrap_or(f64::NAN),
+                100.0 * a["same_top1"].as_f64().unwrap_or(f64::NAN),
+            );
+        }
     }
 }
 
