@@ -56,8 +56,10 @@ pub struct TrainArgs {
     /// Warmup steps (default: a tenth of --steps).
     #[arg(long, conflicts_with = "resume")]
     pub warmup: Option<u64>,
-    /// The schedule after warmup.
-    #[arg(long, conflicts_with = "resume", default_value = "cosine", value_parser = ["cosine", "constant"])]
+    /// The schedule after warmup: cosine (to a tenth of the peak), constant, or two-stage (BitNet
+    /// b1.58's: the first half cosine from the peak to half of it with weight decay, then an abrupt
+    /// drop to a quarter of the peak, cosine to a fortieth, without weight decay).
+    #[arg(long, conflicts_with = "resume", default_value = "cosine", value_parser = ["cosine", "constant", "two-stage"])]
     pub schedule: String,
     /// AdamW's decoupled weight decay (matrices only).
     #[arg(long, conflicts_with = "resume", default_value_t = 0.1)]

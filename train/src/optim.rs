@@ -1,6 +1,6 @@
 //! The optimizer side of a step: AdamW with decoupled weight decay (torch's `AdamW` operation order,
 //! in f32), clipping by the global gradient norm (torch's `clip_grad_norm_`), and the learning-rate
-//! schedule (linear warmup, then cosine decay to a floor, or constant).
+//! schedule (linear warmup, then cosine decay to a floor, constant, or BitNet b1.58's two stages).
 
 use bitnet_ir::Tensor;
 use serde::{Deserialize, Serialize};
@@ -47,6 +47,12 @@ pub enum Schedule {
     Cosine,
     /// Linear warmup, then the peak.
     Constant,
+    /// BitNet b1.58's two stages (the 2B-4T report: a high learning rate, then an abrupt cooldown;
+    /// weight decay in the first stage only). After warmup, the first half of the remaining steps
+    /// decays from the peak to half of it (cosine); the second starts at a quarter of the peak and
+    /// decays to a fortieth (cosine), with weight decay off (`decays_at`). The ratios are ours: the
+    /// report does not give them.
+    TwoStage,
 }
 
 impl Schedule {
@@ -55,6 +61,7 @@ impl Schedule {
         match self {
             Schedule::Cosine => "cosine",
             Schedule::Constant => "constant",
+            Schedule::TwoStage => "two-stage",
         }
     }
 
@@ -63,6 +70,7 @@ impl Schedule {
         match s {
             "cosine" => Some(Schedule::Cosine),
             "constant" => Some(Schedule::Constant),
+            "two-stage" => Some(Schedule::TwoStage),
             _ => None,
         }
     }
@@ -72,15 +80,34 @@ impl Schedule {
         if warmup > 0 && step <= warmup {
             return lr * step as f64 / warmup as f64;
         }
+        let progress = Self::progress(step, total, warmup);
+        // From `from` at progress 0 to `to` at 1 along half a cosine.
+        let cosine = |from: f64, to: f64, p: f64| {
+            to + 0.5 * (from - to) * (1.0 + (std::f64::consts::PI * p).cos())
+        };
         match self {
             Schedule::Constant => lr,
-            Schedule::Cosine => {
-                let span = total.saturating_sub(warmup).max(1) as f64;
-                let progress = (step.saturating_sub(warmup) as f64 / span).min(1.0);
-                let floor = 0.1 * lr;
-                floor + 0.5 * (lr - floor) * (1.0 + (std::f64::consts::PI * progress).cos())
-            }
+            Schedule::Cosine => cosine(lr, 0.1 * lr, progress),
+            Schedule::TwoStage if progress < 0.5 => cosine(lr, 0.5 * lr, 2.0 * progress),
+            Schedule::TwoStage => cosine(0.25 * lr, 0.025 * lr, 2.0 * progress - 1.0),
         }
+    }
+
+    /// Whether weight decay applies at step `step` of `total` (`warmup` warmup steps): always,
+    /// except in the second stage of `TwoStage`.
+    pub fn decays_at(self, step: u64, total: u64, warmup: u64) -> bool {
+        match self {
+            Schedule::TwoStage => {
+                (warmup > 0 && step <= warmup) || Self::progress(step, total, warmup) < 0.5
+            }
+            _ => true,
+        }
+    }
+
+    /// How far step `step` is through the steps after warmup, 0 to 1.
+    fn progress(step: u64, total: u64, warmup: u64) -> f64 {
+        let span = total.saturating_sub(warmup).max(1) as f64;
+        (step.saturating_sub(warmup) as f64 / span).min(1.0)
     }
 }
 
@@ -149,5 +176,32 @@ impl AdamW {
             *wk -= step_size * (*m / denom);
         }
         param.data = bitnet_ir::Data::F32(w);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Schedule;
+
+    #[test]
+    fn the_two_stage_schedule_drops_at_the_midpoint_and_stops_weight_decay() {
+        let (lr, total, warmup) = (1e-3, 110, 10);
+        let at = |step| Schedule::TwoStage.lr(lr, step, total, warmup);
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+        // Warmup as the others; the peak where it ends.
+        assert!(close(at(5), 0.5e-3) && close(at(10), 1e-3));
+        // Stage 1: peak to half the peak, never below it.
+        assert!(close(at(35), 0.5e-3 + 0.25e-3));
+        assert!((11..60).all(|s| at(s) > 0.5e-3 && at(s) <= 1e-3));
+        // The drop at the midpoint (step 60 of the 100 after warmup), then a quarter down to a
+        // fortieth at the last step.
+        assert!(close(at(60), 0.25e-3) && close(at(110), 0.025e-3));
+        assert!((61..=110).all(|s| at(s) < at(s - 1)));
+        let decays = |s| Schedule::TwoStage.decays_at(s, total, warmup);
+        assert!((1..60).all(decays) && !(60..=110).any(decays));
+        assert!((1..=110).all(|s| Schedule::Cosine.decays_at(s, total, warmup)));
+        for s in [Schedule::Cosine, Schedule::Constant, Schedule::TwoStage] {
+            assert_eq!(Schedule::parse(s.name()), Some(s));
+        }
     }
 }

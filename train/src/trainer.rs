@@ -315,8 +315,9 @@ impl Trainer {
         let step = self.step + 1;
         let o = &self.options;
         let lr = o.schedule.lr(o.lr, step, o.steps, o.warmup);
+        let stage_decays = o.schedule.decays_at(step, o.steps, o.warmup);
         for (name, param) in self.params.iter_mut() {
-            let decays = self.table.get(name).is_some_and(|i| i.decays);
+            let decays = stage_decays && self.table.get(name).is_some_and(|i| i.decays);
             let zeros;
             let g = match grads.get(name) {
                 Some(g) => g.as_slice(),
