@@ -239,7 +239,7 @@ fn online_ternarization_is_the_interpreters() {
 }
 
 #[test]
-fn hf_export_keeps_the_tokenizer_and_gguf_export_carries_it() {
+fn hf_export_keeps_the_tokenizer_and_gguf_export_carries_it_both_ways() {
     let scratch = Scratch::create("export-tokenizer");
     let model = fixture("hf-tiny/packed");
     let r = support::reference(&model);
@@ -248,6 +248,20 @@ fn hf_export_keeps_the_tokenizer_and_gguf_export_carries_it() {
     let gguf = scratch.join("m.gguf");
     export(&model, &hf, "hf");
     export(&model, &gguf, "i2_s");
+    // Back from the GGUF to an HF folder: the vocabulary becomes a tokenizer.json again, with the
+    // bos/eos tokens and add_bos_token in tokenizer_config.json.
+    let back = scratch.join("back");
+    export(&gguf, &back, "hf");
+    let tc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(back.join("tokenizer_config.json")).unwrap())
+            .unwrap();
+    let src_tc: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(model.join("tokenizer_config.json")).unwrap(),
+    )
+    .unwrap();
+    for k in ["bos_token", "eos_token"] {
+        assert_eq!(tc[k], src_tc[k], "{k}");
+    }
     for f in [
         "tokenizer.json",
         "tokenizer_config.json",
@@ -265,7 +279,7 @@ fn hf_export_keeps_the_tokenizer_and_gguf_export_carries_it() {
         cfg["quantization_config"],
         serde_json::json!({"linear_class": "autobitlinear", "quant_method": "bitnet", "quantization_mode": "offline"})
     );
-    for m in [&model, &hf, &gguf] {
+    for m in [&model, &hf, &gguf, &back] {
         let out = ok(&[
             "run",
             m.to_str().unwrap(),

@@ -8,6 +8,42 @@ use bitnet_frontend::model::PostQuantize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// `tokenizer.json` and `tokenizer_config.json` for an HF folder made from the GGUF file `model`:
+/// its vocabulary as the runtime builds it (`Tokenizer::to_json`, which encodes as the GGUF
+/// tokenizer does), and the bos/eos tokens, `add_bos_token` and chat template from its metadata.
+/// None when the file has no vocabulary.
+fn gguf_tokenizer_files(model: &std::path::Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let file = bitnet_frontend::gguf::GgufFile::open(model)?;
+    let meta = file.tokenizer()?;
+    if meta.tokens.is_empty() {
+        return Ok(Vec::new());
+    }
+    let source = model.display().to_string();
+    let vocab = bitnetc::tokenizer::gguf_vocab(&meta, &source)?;
+    let tokenizer = bitnet_runtime::tokenizer::Tokenizer::from_gguf_vocab(&vocab, &source)?;
+    let token = |id: Option<u32>| {
+        id.and_then(|i| meta.tokens.get(i as usize))
+            .map_or(serde_json::Value::Null, |t| t.clone().into())
+    };
+    let mut config = serde_json::json!({
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": token(meta.bos_token_id),
+        "eos_token": token(meta.eos_token_id),
+        "clean_up_tokenization_spaces": false,
+    });
+    if let Some(add) = meta.add_bos_token {
+        config["add_bos_token"] = add.into();
+    }
+    if let Some(t) = &meta.chat_template {
+        config["chat_template"] = t.clone().into();
+    }
+    let config = format!("{}\n", serde_json::to_string_pretty(&config)?);
+    Ok(vec![
+        ("tokenizer.json".into(), tokenizer.to_json()?.into_bytes()),
+        ("tokenizer_config.json".into(), config.into_bytes()),
+    ])
+}
+
 /// The arguments of `bitnetc export`.
 #[derive(clap::Args)]
 pub struct ExportArgs {
@@ -94,7 +130,11 @@ pub fn run(args: &ExportArgs, audit: &mut serde_json::Value) -> Result<ExitCode>
     }
     let src = Source::open(model, *quantize)?;
     let (what, summary) = if hf {
-        let s = export::hf(&src, output, *with_masters, *force)?;
+        let extra = match src.format {
+            bitnet_frontend::detect::ModelFormat::Gguf => gguf_tokenizer_files(model)?,
+            _ => Vec::new(),
+        };
+        let s = export::hf(&src, output, *with_masters, *force, &extra)?;
         ("hf folder".to_string(), s)
     } else {
         let ty = gguf_type

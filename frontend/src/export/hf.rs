@@ -59,13 +59,15 @@ enum Payload {
     Master { name: String, shape: Vec<usize> },
 }
 
-/// Writes `src` as an HF folder `out` (see the module header). `replace` replaces an existing
-/// non-empty folder once the new one is complete.
+/// Writes `src` as an HF folder `out` (see the module header), with the files `extra` (name,
+/// bytes: the tokenizer files a caller made from a GGUF source's vocabulary). `replace` replaces an
+/// existing non-empty folder once the new one is complete.
 pub fn hf(
     src: &Source,
     out: &Path,
     with_masters: bool,
     replace: bool,
+    extra: &[(String, Vec<u8>)],
 ) -> Result<ExportSummary, FrontendError> {
     let spec = &src.spec;
     let c = &spec.config;
@@ -228,9 +230,10 @@ pub fn hf(
     let config = config_json(src, linear_class, tied)?;
     let tokenizer_note = match src.format {
         ModelFormat::Hf => None,
+        _ if extra.iter().any(|(name, _)| name == "tokenizer.json") => None,
         _ => Some(
-            "no tokenizer.json written: the source is a GGUF file, whose vocabulary is not \
-             converted to tokenizer.json (take the tokenizer files from the model's HF release)"
+            "no tokenizer.json written: the GGUF file's vocabulary could not be converted \
+             (take the tokenizer files from the model's HF release)"
                 .to_string(),
         ),
     };
@@ -243,6 +246,9 @@ pub fn hf(
             write_new(&dir.join(name), format!("{text}\n").as_bytes())
         };
         json_file("config.json", &config)?;
+        for (name, bytes) in extra {
+            write_new(&dir.join(name), bytes)?;
+        }
         let mut copied_generation = false;
         if src.format == ModelFormat::Hf {
             for name in COPIED {
