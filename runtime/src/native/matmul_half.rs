@@ -27,19 +27,19 @@
 //! loop on the FMA units rather than on the cache (a block of one row streamed 64 bytes of
 //! activations per multiply-add).
 
-#[cfg(target_arch = "x86_64")]
 /// Tokens per group (one widened weight chunk serves this many tokens).
+#[cfg(target_arch = "x86_64")]
 const GROUP: usize = 4;
-#[cfg(target_arch = "x86_64")]
 /// Rows per block of a group (one activation chunk serves this many rows).
-const ROWS: usize = 3;
 #[cfg(target_arch = "x86_64")]
+const ROWS: usize = 3;
 /// Rows per block of a single token (independent chains while the weights stream).
+#[cfg(target_arch = "x86_64")]
 const SINGLE_ROWS: usize = 8;
 /// Weights per chunk (one 64-byte load).
 const CHUNK: usize = 32;
-#[cfg(target_arch = "x86_64")]
 /// Weight bytes per row tile (the tile stays in cache while every token group runs over it).
+#[cfg(target_arch = "x86_64")]
 const TILE_BYTES: usize = 256 * 1024;
 
 /// The shapes and buffers of one call (rows `rows` of `n`, all `t` tokens).

@@ -34,14 +34,14 @@ pub const CHUNK: usize = 128;
 pub const MAX_M: u8 = 63;
 /// The largest K: `63·8·128·K` must fit in i32.
 pub const MAX_K: usize = 32_768;
-#[cfg(target_arch = "x86_64")]
 /// Weight bytes per row tile.
+#[cfg(target_arch = "x86_64")]
 const TILE_BYTES: usize = 256 * 1024;
-#[cfg(target_arch = "x86_64")]
 /// Tokens per group.
-const TOKENS: usize = 4;
 #[cfg(target_arch = "x86_64")]
+const TOKENS: usize = 4;
 /// Blocks of rows ahead whose weights a block prefetches.
+#[cfg(target_arch = "x86_64")]
 const AHEAD: usize = 2;
 
 /// K rounded up to whole chunks.

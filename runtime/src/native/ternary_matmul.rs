@@ -28,26 +28,26 @@ mod avx2;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 
-#[cfg(target_arch = "x86_64")]
 /// The fewest tokens a call runs on AMX (`amx`) when the CPU has it: below, AMX's fixed
 /// cost per block of 16 rows loses to the AVX-512 kernel.
+#[cfg(target_arch = "x86_64")]
 const AMX_MIN_TOKENS: usize = 4;
 /// Weight bytes per row tile.
 const TILE_BYTES: usize = 256 * 1024;
-#[cfg(target_arch = "x86_64")]
 /// Tokens per group.
-const GROUP: usize = 4;
 #[cfg(target_arch = "x86_64")]
+const GROUP: usize = 4;
 /// Rows per block of a group (one activation load serves this many rows).
+#[cfg(target_arch = "x86_64")]
 const ROWS: usize = 2;
 /// Elements per packed block.
 const BLOCK: usize = 64;
-#[cfg(target_arch = "x86_64")]
 /// The largest K whose codes the SIMD kernels take masked in place (code·2^s, one 32-bit lane per
 /// scale): at most K/16 products of 128·128 per lane must fit i32.
 #[cfg(target_arch = "x86_64")]
 const SCALED_MAX_K: usize = (1 << 21) - 1;
 /// Rows ahead whose weights one token's loop prefetches.
+#[cfg(target_arch = "x86_64")]
 const PREFETCH_ROWS: usize = 2;
 
 /// The shapes and buffers of one call (rows `rows` of `n`, all `t` tokens).
