@@ -83,6 +83,23 @@ pub fn isa_cap() -> Isa {
     })
 }
 
+/// The last `k mod N` of the `k` elements at `p`, zero-padded to `N` (all zeros when `N` divides
+/// `k`): the partial last block or step of a row, which the SIMD kernels load whole and whose
+/// padding multiplies zeros.
+///
+/// # Safety
+/// `p` points to `k` readable elements.
+pub(crate) unsafe fn padded_tail<T: Copy + Default, const N: usize>(
+    p: *const T,
+    k: usize,
+) -> [T; N] {
+    let mut t = [T::default(); N];
+    let full = k / N * N;
+    // SAFETY: elements full..k of the row, fewer than N.
+    unsafe { std::ptr::copy_nonoverlapping(p.add(full), t.as_mut_ptr(), k - full) };
+    t
+}
+
 /// Whether kernels of family `isa` may run under the cap.
 fn allowed(isa: Isa) -> bool {
     isa <= isa_cap()

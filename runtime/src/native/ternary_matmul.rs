@@ -178,6 +178,7 @@ unsafe fn portable(call: &Call) {
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::{BLOCK, Call, GROUP, PREFETCH_ROWS, ROWS, TILE_BYTES};
+    use crate::native::padded_tail;
     use std::arch::x86_64::*;
 
     /// Whether this CPU runs the AVX-512 VNNI kernel.
@@ -280,18 +281,6 @@ mod avx512 {
         }
     }
 
-    /// The zero-padded last partial block of token row `x` (zeros when K has none).
-    ///
-    /// # Safety
-    /// `x` has K bytes.
-    unsafe fn tail_of(x: *const i8, k: usize) -> [i8; BLOCK] {
-        let mut t = [0i8; BLOCK];
-        let full = k / BLOCK * BLOCK;
-        // SAFETY: bytes full..k of the row.
-        unsafe { std::ptr::copy_nonoverlapping(x.add(full), t.as_mut_ptr(), k - full) };
-        t
-    }
-
     /// `G` tokens from `t0` over rows `rows`: blocks of `ROWS` rows, then single rows.
     ///
     /// # Safety
@@ -304,7 +293,8 @@ mod avx512 {
     ) {
         // SAFETY: tokens t0..t0 + G are below T; their rows have K bytes.
         let xs: [*const i8; G] = std::array::from_fn(|g| unsafe { call.xq.add((t0 + g) * call.k) });
-        let tails: [[i8; BLOCK]; G] = std::array::from_fn(|g| unsafe { tail_of(xs[g], call.k) });
+        let tails: [[i8; BLOCK]; G] =
+            std::array::from_fn(|g| unsafe { padded_tail(xs[g], call.k) });
         let sums: [i32; G] = std::array::from_fn(|g| unsafe { call.xsum(t0 + g) });
         let mut row = rows.start;
         // SAFETY: every block of rows is within `rows`.
@@ -381,7 +371,7 @@ mod avx512 {
         let (sh, three) = (shifts(), _mm512_set1_epi8(3));
         // SAFETY: token t's row has K bytes.
         let x = unsafe { call.xq.add(t * call.k) };
-        let tail = unsafe { tail_of(x, call.k) };
+        let tail = unsafe { padded_tail(x, call.k) };
         let sum = unsafe { call.xsum(t) };
         let last_row = call.rows.end;
         for row in rows {

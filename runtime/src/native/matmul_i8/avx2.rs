@@ -28,18 +28,6 @@ pub(super) fn vnni_available() -> bool {
     available() && std::arch::is_x86_feature_detected!("avxvnni")
 }
 
-/// The zero-padded last partial step of the K bytes at `p` (zeros when K has none).
-///
-/// # Safety
-/// `p` has K bytes.
-unsafe fn tail_of(p: *const u8, k: usize) -> [u8; STEP] {
-    let mut t = [0u8; STEP];
-    let full = k / STEP * STEP;
-    // SAFETY: bytes full..k of the row.
-    unsafe { std::ptr::copy_nonoverlapping(p.add(full), t.as_mut_ptr(), k - full) };
-    t
-}
-
 /// One kernel per instruction set: `$features` enabled, `$dot(acc, w, x)` adding the 32 products
 /// of a step (weight bytes `w`, activations `x`) into the 8 i32 lanes of `acc`, and `$offset` the
 /// multiple of `Σx` those sums carry (128 when they are sums of `(q + 128)·x`).
@@ -47,8 +35,9 @@ macro_rules! kernel {
     ($name:ident, $features:literal, $offset:literal, |$acc:ident, $w:ident, $x:ident| $dot:block) => {
         pub(super) mod $name {
             use super::super::Call;
-            use super::{GROUP, ROWS, ROWS_ONE, STEP, tail_of};
+            use super::{GROUP, ROWS, ROWS_ONE, STEP};
             use crate::native::matmul_i8::TILE_BYTES;
+            use crate::native::padded_tail;
             use std::arch::x86_64::*;
 
             /// The step's products added into `acc` (see the macro).
@@ -103,7 +92,7 @@ macro_rules! kernel {
                 // SAFETY: rows row0..row0 + R of the weights.
                 let wr: [*const u8; R] = std::array::from_fn(|r| unsafe { call.w.add((row0 + r) * k) });
                 // SAFETY: each row has K bytes.
-                let wt: [[u8; STEP]; R] = std::array::from_fn(|r| unsafe { tail_of(wr[r], k) });
+                let wt: [[u8; STEP]; R] = std::array::from_fn(|r| unsafe { padded_tail(wr[r], k) });
                 if G == 1 && row0 + 2 * R <= call.rows.end {
                     // SAFETY: the next R rows, within the call's rows.
                     let ahead = unsafe { call.w.add((row0 + R) * k) };
@@ -144,7 +133,7 @@ macro_rules! kernel {
             unsafe fn group<const R: usize, const G: usize>(call: &Call, t0: usize, rows: std::ops::Range<usize>) {
                 // SAFETY: tokens t0..t0 + G are below T; their rows have K bytes.
                 let xs: [*const u8; G] = std::array::from_fn(|g| unsafe { call.xq.add((t0 + g) * call.k).cast() });
-                let tails: [[u8; STEP]; G] = std::array::from_fn(|g| unsafe { tail_of(xs[g], call.k) });
+                let tails: [[u8; STEP]; G] = std::array::from_fn(|g| unsafe { padded_tail(xs[g], call.k) });
                 let sums: [i32; G] = std::array::from_fn(|g| unsafe { call.xsum(t0 + g) });
                 let mut row = rows.start;
                 // SAFETY: every block of rows is within `rows`.

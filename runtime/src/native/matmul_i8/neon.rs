@@ -21,26 +21,15 @@ pub(super) fn dotprod_available() -> bool {
     std::arch::is_aarch64_feature_detected!("dotprod")
 }
 
-/// The zero-padded last partial step of the K bytes at `p` (zeros when K has none).
-///
-/// # Safety
-/// `p` has K bytes.
-unsafe fn tail_of(p: *const u8, k: usize) -> [u8; STEP] {
-    let mut t = [0u8; STEP];
-    let full = k / STEP * STEP;
-    // SAFETY: bytes full..k of the row.
-    unsafe { std::ptr::copy_nonoverlapping(p.add(full), t.as_mut_ptr(), k - full) };
-    t
-}
-
 /// One kernel per instruction set: `$features` enabled, `$dot(acc, q, x)` adding the 16 products
 /// of a step (signed weights `q`, activations `x`) into the 4 i32 lanes of `acc`.
 macro_rules! kernel {
     ($name:ident, $features:literal, |$acc:ident, $q:ident, $x:ident| $dot:block) => {
         pub(super) mod $name {
             use super::super::Call;
-            use super::{GROUP, ROWS, ROWS_ONE, STEP, tail_of};
+            use super::{GROUP, ROWS, ROWS_ONE, STEP};
             use crate::native::matmul_i8::TILE_BYTES;
+            use crate::native::padded_tail;
             use std::arch::aarch64::*;
 
             /// The step's products added into `acc` (see the macro).
@@ -84,7 +73,7 @@ macro_rules! kernel {
                 // SAFETY: rows row0..row0 + R of the weights.
                 let wr: [*const u8; R] = std::array::from_fn(|r| unsafe { call.w.add((row0 + r) * k) });
                 // SAFETY: each row has K bytes.
-                let wt: [[u8; STEP]; R] = std::array::from_fn(|r| unsafe { tail_of(wr[r], k) });
+                let wt: [[u8; STEP]; R] = std::array::from_fn(|r| unsafe { padded_tail(wr[r], k) });
                 let mut acc = [[vdupq_n_s32(0); G]; R];
                 let sign = vdupq_n_u8(0x80);
                 for s in 0..steps {
@@ -117,7 +106,7 @@ macro_rules! kernel {
             unsafe fn group<const R: usize, const G: usize>(call: &Call, t0: usize, rows: std::ops::Range<usize>) {
                 // SAFETY: tokens t0..t0 + G are below T; their rows have K bytes.
                 let xs: [*const u8; G] = std::array::from_fn(|g| unsafe { call.xq.add((t0 + g) * call.k).cast() });
-                let tails: [[u8; STEP]; G] = std::array::from_fn(|g| unsafe { tail_of(xs[g], call.k) });
+                let tails: [[u8; STEP]; G] = std::array::from_fn(|g| unsafe { padded_tail(xs[g], call.k) });
                 let mut row = rows.start;
                 // SAFETY: every block of rows is within `rows`.
                 unsafe {

@@ -20,7 +20,7 @@
 //! over blocks of `ROWS` rows (8 accumulators of the 16 vector registers); a single token runs
 //! `ROWS_ONE` rows at once (independent chains) and prefetches the next `ROWS_ONE` rows.
 
-use super::{BLOCK, TILE_BYTES};
+use super::TILE_BYTES;
 
 /// Tokens per group.
 const GROUP: usize = 4;
@@ -42,18 +42,6 @@ pub(super) fn vnni_available() -> bool {
     available() && std::arch::is_x86_feature_detected!("avxvnni")
 }
 
-/// The zero-padded last partial block of token row `x` (zeros when K has none).
-///
-/// # Safety
-/// `x` has K bytes.
-unsafe fn tail_of(x: *const i8, k: usize) -> [i8; BLOCK] {
-    let mut t = [0i8; BLOCK];
-    let full = k / BLOCK * BLOCK;
-    // SAFETY: bytes full..k of the row.
-    unsafe { std::ptr::copy_nonoverlapping(x.add(full), t.as_mut_ptr(), k - full) };
-    t
-}
-
 /// One kernel per instruction set: `$features` enabled, `$scaled` whether the codes are masked in
 /// place (true) or shifted down (false), and `$dot(acc, c0, x0, c1, x1)` adding the 64 products of
 /// a block (code halves `c0`, `c1`; activation halves `x0`, `x1`) into the pair of accumulators
@@ -62,7 +50,8 @@ macro_rules! kernel {
     ($name:ident, $features:literal, $scaled:literal, |$acc:ident, $c0:ident, $x0:ident, $c1:ident, $x1:ident| $dot:expr) => {
         pub(super) mod $name {
             use super::super::{BLOCK, Call};
-            use super::{GROUP, ROWS, ROWS_ONE, ROWS_SCALED, TILE_BYTES, tail_of};
+            use super::{GROUP, ROWS, ROWS_ONE, ROWS_SCALED, TILE_BYTES};
+            use crate::native::padded_tail;
             use std::arch::x86_64::*;
 
             /// The block's products added into `acc` (see the macro).
@@ -223,7 +212,7 @@ macro_rules! kernel {
                 let xs: [*const i8; G] =
                     std::array::from_fn(|g| unsafe { call.xq.add((t0 + g) * call.k) });
                 let tails: [[i8; BLOCK]; G] =
-                    std::array::from_fn(|g| unsafe { tail_of(xs[g], call.k) });
+                    std::array::from_fn(|g| unsafe { padded_tail(xs[g], call.k) });
                 let sums: [i32; G] = std::array::from_fn(|g| unsafe { call.xsum(t0 + g) });
                 let mut row = rows.start;
                 // SAFETY: every block of rows is within `rows`.

@@ -8,7 +8,7 @@
 //! i16 lane (8 products of at most 256 in magnitude: no overflow) and `sadalp` widens them into the
 //! i32 accumulator. Loop order as the 256-bit x86 kernel's (`avx2`).
 
-use super::{BLOCK, TILE_BYTES};
+use super::TILE_BYTES;
 
 /// Tokens per group.
 const GROUP: usize = 4;
@@ -22,25 +22,14 @@ pub(super) fn dotprod_available() -> bool {
     std::arch::is_aarch64_feature_detected!("dotprod")
 }
 
-/// The zero-padded last partial block of token row `x` (zeros when K has none).
-///
-/// # Safety
-/// `x` has K bytes.
-unsafe fn tail_of(x: *const i8, k: usize) -> [i8; BLOCK] {
-    let mut t = [0i8; BLOCK];
-    let full = k / BLOCK * BLOCK;
-    // SAFETY: bytes full..k of the row.
-    unsafe { std::ptr::copy_nonoverlapping(x.add(full), t.as_mut_ptr(), k - full) };
-    t
-}
-
 /// One kernel per instruction set: `$features` enabled, `$dot(acc, c, x)` adding the 64 products
 /// of a block (code quarters `c`, activation quarters `x`) into the 4 i32 lanes of `acc`.
 macro_rules! kernel {
     ($name:ident, $features:literal, |$acc:ident, $c:ident, $x:ident| $dot:block) => {
         pub(super) mod $name {
             use super::super::{BLOCK, Call};
-            use super::{GROUP, ROWS, ROWS_ONE, TILE_BYTES, tail_of};
+            use super::{GROUP, ROWS, ROWS_ONE, TILE_BYTES};
+            use crate::native::padded_tail;
             use std::arch::aarch64::*;
 
             /// The block's products added into `acc` (see the macro).
@@ -133,7 +122,7 @@ macro_rules! kernel {
             unsafe fn group<const R: usize, const G: usize>(call: &Call, t0: usize, rows: std::ops::Range<usize>) {
                 // SAFETY: tokens t0..t0 + G are below T; their rows have K bytes.
                 let xs: [*const i8; G] = std::array::from_fn(|g| unsafe { call.xq.add((t0 + g) * call.k) });
-                let tails: [[i8; BLOCK]; G] = std::array::from_fn(|g| unsafe { tail_of(xs[g], call.k) });
+                let tails: [[i8; BLOCK]; G] = std::array::from_fn(|g| unsafe { padded_tail(xs[g], call.k) });
                 let sums: [i32; G] = std::array::from_fn(|g| unsafe { call.xsum(t0 + g) });
                 let mut row = rows.start;
                 // SAFETY: every block of rows is within `rows`.
