@@ -1,19 +1,21 @@
 //! `AlignedBytes`: a byte buffer whose start is 64-byte aligned, owned or borrowed from a read-only
 //! file mapping. The backends build a program's weights in one (`push` pads each tensor to a
 //! 64-byte boundary) and the executor adopts it as it is, so a compiled model's weights are never
-//! held twice; a loaded artifact's weights can stay in the file's mapping.
+//! held twice; a loaded artifact's weights can stay in the file's mapping. Owned bytes live in an
+//! anonymous mapping (zeroed by the kernel, huge pages asked for when large).
 
 use std::fmt;
 use std::ops::Deref;
 
-/// One 64-byte line, the unit of owned storage (so the storage is 64-byte aligned).
-#[repr(C, align(64))]
-#[derive(Clone, Copy)]
-struct Line([u8; 64]);
+/// Buffers at least this large ask for transparent huge pages (`MADV_HUGEPAGE`): a model's
+/// weights, streamed once per token, then cross no 4 KiB page boundary every 4 KiB, where the
+/// hardware prefetchers stop and the TLB misses.
+const HUGE_PAGES_FROM: usize = 4 << 20;
 
 enum Storage {
-    /// Lines this buffer owns; bytes past `len` are zero.
-    Owned(Vec<Line>),
+    /// An anonymous mapping this buffer owns (`None` while empty), whose pages the kernel supplies
+    /// zeroed on first touch; bytes past `len` are zero.
+    Owned(Option<memmap2::MmapMut>),
     /// `len` bytes at `start` of a read-only mapping (`start` is 64-byte aligned in memory).
     Mapped { map: memmap2::Mmap, start: usize },
 }
@@ -24,11 +26,32 @@ pub struct AlignedBytes {
     len: usize,
 }
 
+/// `bytes` (at least one) of zeroed, page-aligned memory: an anonymous mapping, advised to use huge
+/// pages when large. Running out of address space or memory ends the process as a failed
+/// allocation does (`handle_alloc_error`), as the `Vec` this replaced did.
+fn anonymous(bytes: usize) -> memmap2::MmapMut {
+    let bytes = bytes.max(1);
+    match memmap2::MmapMut::map_anon(bytes) {
+        Ok(map) => {
+            #[cfg(target_os = "linux")]
+            if bytes >= HUGE_PAGES_FROM {
+                // Only advice: without huge pages the buffer works the same, a little slower.
+                let _ = map.advise(memmap2::Advice::HugePage);
+            }
+            map
+        }
+        Err(_) => std::alloc::handle_alloc_error(
+            std::alloc::Layout::from_size_align(bytes, 64)
+                .unwrap_or(std::alloc::Layout::new::<[u8; 64]>()),
+        ),
+    }
+}
+
 impl AlignedBytes {
     /// An empty buffer.
     pub fn new() -> AlignedBytes {
         AlignedBytes {
-            storage: Storage::Owned(Vec::new()),
+            storage: Storage::Owned(None),
             len: 0,
         }
     }
@@ -37,7 +60,7 @@ impl AlignedBytes {
     /// address space: pages not yet written take no memory.
     pub fn with_capacity(bytes: usize) -> AlignedBytes {
         AlignedBytes {
-            storage: Storage::Owned(Vec::with_capacity(bytes.div_ceil(64))),
+            storage: Storage::Owned((bytes > 0).then(|| anonymous(bytes))),
             len: 0,
         }
     }
@@ -45,14 +68,14 @@ impl AlignedBytes {
     /// `len` zero bytes.
     pub fn zeroed(len: usize) -> AlignedBytes {
         AlignedBytes {
-            storage: Storage::Owned(vec![Line([0; 64]); len.div_ceil(64)]),
+            storage: Storage::Owned((len > 0).then(|| anonymous(len))),
             len,
         }
     }
 
     /// A copy of `bytes`.
     pub fn from_slice(bytes: &[u8]) -> AlignedBytes {
-        let mut a = AlignedBytes::new();
+        let mut a = AlignedBytes::with_capacity(bytes.len());
         a.push(bytes);
         a
     }
@@ -88,19 +111,23 @@ impl AlignedBytes {
     /// boundary, and returns their offset: a large tensor is converted straight into the buffer,
     /// without a byte copy of it first.
     pub fn push_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) -> u64 {
-        if let Storage::Mapped { .. } = self.storage {
-            let owned = AlignedBytes::from_slice(self);
-            *self = owned;
-        }
         let offset = self.len.div_ceil(64) * 64;
         let end = offset + len;
-        if let Storage::Owned(lines) = &mut self.storage {
-            lines.resize(end.div_ceil(64), Line([0; 64]));
-            // SAFETY: `lines` holds at least `end` initialized bytes (`Line` is plain bytes).
-            let all = unsafe {
-                std::slice::from_raw_parts_mut(lines.as_mut_ptr().cast::<u8>(), lines.len() * 64)
-            };
-            fill(&mut all[offset..end]);
+        let capacity = match &self.storage {
+            Storage::Owned(map) => map.as_ref().map_or(0, |m| m.len()),
+            Storage::Mapped { .. } => 0,
+        };
+        if end > capacity {
+            // Grow (or leave the file's mapping): a new mapping, at least twice the old one, with
+            // the bytes so far copied in; the rest of it is zero.
+            let mut map = anonymous(end.max(capacity.saturating_mul(2)));
+            map[..self.len].copy_from_slice(self.as_slice());
+            self.storage = Storage::Owned(Some(map));
+        }
+        match &mut self.storage {
+            Storage::Owned(Some(map)) => fill(&mut map[offset..end]),
+            // Nothing to write: `end` is 0.
+            _ => fill(&mut []),
         }
         self.len = end;
         offset as u64
@@ -109,10 +136,7 @@ impl AlignedBytes {
     /// The bytes.
     pub fn as_slice(&self) -> &[u8] {
         match &self.storage {
-            // SAFETY: `lines` holds `lines.len() * 64 >= len` initialized bytes.
-            Storage::Owned(lines) => unsafe {
-                std::slice::from_raw_parts(lines.as_ptr().cast::<u8>(), self.len)
-            },
+            Storage::Owned(map) => map.as_ref().map_or(&[], |m| &m[..self.len]),
             Storage::Mapped { map, start } => map.get(*start..*start + self.len).unwrap_or(&[]),
         }
     }
@@ -120,10 +144,7 @@ impl AlignedBytes {
     /// The bytes, writable; `None` for a mapped buffer.
     pub fn as_mut_slice(&mut self) -> Option<&mut [u8]> {
         match &mut self.storage {
-            // SAFETY: as in `as_slice`.
-            Storage::Owned(lines) => Some(unsafe {
-                std::slice::from_raw_parts_mut(lines.as_mut_ptr().cast::<u8>(), self.len)
-            }),
+            Storage::Owned(map) => Some(map.as_mut().map_or(&mut [], |m| &mut m[..self.len])),
             Storage::Mapped { .. } => None,
         }
     }
@@ -208,5 +229,25 @@ mod tests {
         assert_eq!(a.len(), 69);
         assert!(a[3..64].iter().all(|&b| b == 0));
         assert_eq!(&a[64..], &[1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn growing_past_the_capacity_keeps_the_bytes_and_zeroes_the_rest() {
+        let mut a = AlignedBytes::with_capacity(64);
+        a.push(&[7; 64]);
+        // Past the capacity, then past the size that asks for huge pages.
+        let at = a.push_with(5 << 20, |dst| {
+            assert!(dst.iter().all(|&b| b == 0));
+            dst[0] = 1;
+        });
+        assert_eq!(at, 64);
+        assert!(a[..64].iter().all(|&b| b == 7));
+        assert_eq!(a[64], 1);
+        assert!(a[65..].iter().all(|&b| b == 0));
+        assert_eq!(a.as_ptr().align_offset(64), 0);
+        let mut empty = AlignedBytes::new();
+        assert_eq!(empty.push(&[]), 0);
+        assert!(empty.is_empty());
+        assert_eq!(empty.as_mut_slice(), Some(&mut [][..]));
     }
 }
