@@ -9,8 +9,20 @@ use std::ops::Deref;
 
 /// Buffers at least this large ask for transparent huge pages (`MADV_HUGEPAGE`): a model's
 /// weights, streamed once per token, then cross no 4 KiB page boundary every 4 KiB, where the
-/// hardware prefetchers stop and the TLB misses.
+/// hardware prefetchers stop and the TLB misses. The price is paid once, when the pages are first
+/// written: the kernel zeroes 2 MiB at a time (docs/performance.md has both sides measured).
 const HUGE_PAGES_FROM: usize = 4 << 20;
+
+/// `BITNETC_HUGE_PAGES=off` keeps owned buffers on 4 KiB pages (a faster compile, a slower decode).
+pub const HUGE_PAGES_ENV: &str = "BITNETC_HUGE_PAGES";
+
+/// Whether large owned buffers ask for huge pages (read once; anything but `off` or `0`: yes).
+fn huge_pages_wanted() -> bool {
+    static WANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WANTED.get_or_init(|| {
+        std::env::var(HUGE_PAGES_ENV).map_or(true, |v| !matches!(v.trim(), "off" | "0"))
+    })
+}
 
 enum Storage {
     /// An anonymous mapping this buffer owns (`None` while empty), whose pages the kernel supplies
@@ -34,7 +46,7 @@ fn anonymous(bytes: usize) -> memmap2::MmapMut {
     match memmap2::MmapMut::map_anon(bytes) {
         Ok(map) => {
             #[cfg(target_os = "linux")]
-            if bytes >= HUGE_PAGES_FROM {
+            if bytes >= HUGE_PAGES_FROM && huge_pages_wanted() {
                 // Only advice: without huge pages the buffer works the same, a little slower.
                 let _ = map.advise(memmap2::Advice::HugePage);
             }
