@@ -14,7 +14,7 @@ use std::ops::Deref;
 const HUGE_PAGES_FROM: usize = 4 << 20;
 
 /// `BITNETC_HUGE_PAGES=off` keeps owned buffers on 4 KiB pages (a faster compile, a slower decode).
-pub const HUGE_PAGES_ENV: &str = "BITNETC_HUGE_PAGES";
+const HUGE_PAGES_ENV: &str = "BITNETC_HUGE_PAGES";
 
 /// Whether large owned buffers ask for huge pages (read once; anything but `off` or `0`: yes).
 fn huge_pages_wanted() -> bool {

@@ -23,7 +23,7 @@ pub mod sampling;
 pub mod session;
 pub mod tokenizer;
 
-pub use aligned::{AlignedBytes, HUGE_PAGES_ENV};
+pub use aligned::AlignedBytes;
 pub use error::RuntimeError;
 pub use executor::{Executor, SeqFeed};
 pub use program::{BufRef, KernelFn, Launch, Program, Region, Rows};
