@@ -14,14 +14,23 @@
 //! - `passes`: the module after the pipeline named on the second line (`; pipeline: canonicalize`),
 //!   verified after every pass, followed by the passes' notes; the file is the "before", the snapshot
 //!   the "after".
+//! - `grad`: `@main`'s first result (a one-element float loss) differentiated by `autodiff::backward`
+//!   at the argument values given in `; with %name = [..]` lines (nn.weight reads the store above);
+//!   the snapshot holds the loss and every gradient (6 significant digits), and each element of
+//!   every argument's and weight's gradient is checked against the central finite difference
+//!   `(L(x + h) − L(x − h)) / 2h` of the f64 interpreter, within `tol × max(1e-3, max |gradient|)`
+//!   (`; fd: step = h, tol = t`; 1e-6 and 1e-6 by default; `; fd: off` where the rule differs from
+//!   the forward's derivative on purpose, as the straight-through estimator does). A mismatch fails
+//!   the test whatever the snapshot says; a rule that refuses prints its error.
 //!
-//! Two coverage tests make the suite's promise checkable: every op has an eval filetest, and every op
-//! has a verify filetest whose diagnostics name it.
+//! Three coverage tests make the suite's promise checkable: every op has an eval filetest, every op
+//! has a verify filetest whose diagnostics name it, and every op appears in a grad filetest.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use bitnet_ir::autodiff::backward;
 use bitnet_ir::diagnostic::render_all;
-use bitnet_ir::{Data, MemoryWeights, OpKind, Tensor, interp, text, verify};
+use bitnet_ir::{Data, MemoryWeights, OpKind, Tensor, WeightStore, interp, text, verify};
 use std::collections::BTreeSet;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -205,7 +214,8 @@ fn check_snapshots(kind: &str, run: fn(&Path) -> String) {
     }
     assert!(
         failed.is_empty(),
-        "filetests with a changed or missing snapshot: {failed:?} (run `cargo insta review`)"
+        "filetests that failed or whose snapshot changed or is missing: {failed:?} (the panic above \
+         says which; `cargo insta review` re-blesses a snapshot)"
     );
 }
 
@@ -245,6 +255,229 @@ fn run_passes(path: &Path) -> String {
     }
 }
 
+/// The `; with %name = [..]` values of `f`'s arguments, in argument order.
+fn grad_inputs(src: &str, name: &str, f: &bitnet_ir::Function) -> Vec<Tensor> {
+    let mut given = std::collections::BTreeMap::new();
+    for (n, line) in src.lines().enumerate() {
+        let Some(rest) = line.strip_prefix("; with %") else {
+            continue;
+        };
+        let (arg, values) = rest
+            .split_once('=')
+            .unwrap_or_else(|| panic!("{name}:{}: expected `; with %name = [..]`", n + 1));
+        let values = values.trim();
+        let inner = values
+            .strip_prefix('[')
+            .and_then(|v| v.strip_suffix(']'))
+            .unwrap_or_else(|| panic!("{name}:{}: the values must be in [..]", n + 1));
+        let parsed: Vec<f64> = inner
+            .split(',')
+            .map(|v| {
+                v.trim()
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{name}:{}: not a number: {v:?}", n + 1))
+            })
+            .collect();
+        given.insert(arg.trim().to_string(), parsed);
+    }
+    f.args
+        .iter()
+        .map(|&a| {
+            let v = f.value(a);
+            let arg = v.name.clone().unwrap_or_default();
+            let values = given
+                .remove(&arg)
+                .unwrap_or_else(|| panic!("{name}: no `; with %{arg} = [..]` line"));
+            let ty = &v.ty;
+            let shape: Vec<usize> = ty
+                .dims
+                .iter()
+                .map(|d| d.as_static().unwrap() as usize)
+                .collect();
+            let n: usize = shape.iter().product();
+            assert_eq!(values.len(), n, "{name}: %{arg} needs {n} values");
+            Tensor::new(shape, Data::from_f64(ty.elem, values)).unwrap()
+        })
+        .collect()
+}
+
+/// The loss of `f` (its first result) as f64.
+fn loss_of(f: &bitnet_ir::Function, inputs: &[Tensor], w: &dyn WeightStore) -> f64 {
+    interp::run_function(f, inputs, w).unwrap()[0].data.to_f64()[0]
+}
+
+/// `t` with element `k` moved by `d`, and how far it really moved (an f32 or bf16 element rounds).
+fn nudged(t: &Tensor, k: usize, d: f64) -> (Tensor, f64) {
+    let mut v = t.data.to_f64();
+    v[k] += d;
+    let moved = Tensor::new(t.shape.clone(), Data::from_f64(t.elem(), v)).unwrap();
+    let delta = moved.data.to_f64()[k] - t.data.to_f64()[k];
+    (moved, delta)
+}
+
+/// Checks `rule` (the gradient of one input) against central differences of `loss` (the loss with
+/// element `k` moved by about `d`, and the distance it really moved); returns the failures.
+fn finite_difference_failures(
+    what: &str,
+    rule: &[f64],
+    (step, tol): (f64, f64),
+    loss: &dyn Fn(usize, f64) -> (f64, f64),
+) -> Vec<String> {
+    let scale = rule.iter().fold(1e-3f64, |m, v| m.max(v.abs()));
+    let mut failures = Vec::new();
+    for (k, &g) in rule.iter().enumerate() {
+        let (plus, up) = loss(k, step);
+        let (minus, down) = loss(k, -step);
+        let fd = (plus - minus) / (up - down);
+        if (fd - g).abs() > tol * scale || fd.is_nan() != g.is_nan() {
+            failures.push(format!("{what}[{k}]: rule {g:e}, finite difference {fd:e}"));
+        }
+    }
+    failures
+}
+
+/// Gradient values, six significant digits, one row (last axis) per line.
+fn format_gradient(values: &[f64], shape: &[usize]) -> String {
+    let row = shape.last().copied().unwrap_or(1).max(1);
+    let mut out = String::new();
+    for chunk in values.chunks(row) {
+        let cells: Vec<String> = chunk.iter().map(|v| format!("{v:.5e}")).collect();
+        let _ = writeln!(out, "  [{}]", cells.join(", "));
+    }
+    out
+}
+
+/// The output of a `grad` filetest.
+fn run_grad(path: &Path) -> String {
+    let src = read(path);
+    let name = file_name(path);
+    let m = text::parse(&src, &name).unwrap_or_else(|d| panic!("{}", d.render(&name, Some(&src))));
+    let diags = verify::verify_module(&m);
+    assert!(
+        diags.is_empty(),
+        "{}",
+        render_all(&diags, &name, Some(&src))
+    );
+    let f = m
+        .function("main")
+        .unwrap_or_else(|| panic!("{name}: no @main"));
+    let fd = src
+        .lines()
+        .find_map(|l| l.strip_prefix("; fd:"))
+        .map(str::trim);
+    let fd = match fd {
+        Some("off") => None,
+        Some(spec) => {
+            let mut step = 1e-6;
+            let mut tol = 1e-6;
+            for part in spec.split(',') {
+                let (k, v) = part.split_once('=').unwrap_or_else(|| {
+                    panic!("{name}: `; fd:` takes `step = h, tol = t` or `off`")
+                });
+                let v: f64 = v.trim().parse().unwrap();
+                match k.trim() {
+                    "step" => step = v,
+                    "tol" => tol = v,
+                    other => panic!("{name}: unknown `; fd:` key {other}"),
+                }
+            }
+            Some((step, tol))
+        }
+        None => Some((1e-6, 1e-6)),
+    };
+    let inputs = grad_inputs(&src, &name, f);
+    let store = test_weights();
+    let g = match backward(f, &inputs, &store, 0) {
+        Ok(g) => g,
+        Err(e) => return format!("error: {e}\n"),
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "loss: {:.5e}", g.loss);
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for (i, x) in inputs.iter().enumerate() {
+        let arg = f.value(f.args[i]).name.clone().unwrap_or_default();
+        let Some(rule) = &g.args[i] else {
+            let _ = writeln!(out, "grad %{arg}: none");
+            continue;
+        };
+        let _ = writeln!(out, "grad %{arg}: {}", x.ty());
+        out.push_str(&format_gradient(rule, &x.shape));
+        if let Some(fd) = fd {
+            let loss = |k: usize, d: f64| {
+                let mut moved = inputs.clone();
+                let (t, delta) = nudged(x, k, d);
+                moved[i] = t;
+                (loss_of(f, &moved, &store), delta)
+            };
+            failures.extend(finite_difference_failures(
+                &format!("%{arg}"),
+                rule,
+                fd,
+                &loss,
+            ));
+            checked += rule.len();
+        }
+    }
+    for (w, rule) in &g.weights {
+        let t = store.tensors[w].clone();
+        let _ = writeln!(out, "grad @{w}: {}", t.ty());
+        out.push_str(&format_gradient(rule, &t.shape));
+        if let Some(fd) = fd {
+            let loss = |k: usize, d: f64| {
+                let mut moved = store.clone();
+                let (t, delta) = nudged(&t, k, d);
+                moved.tensors.insert(w.clone(), t);
+                (loss_of(f, &inputs, &moved), delta)
+            };
+            failures.extend(finite_difference_failures(
+                &format!("@{w}"),
+                rule,
+                fd,
+                &loss,
+            ));
+            checked += rule.len();
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{name}: gradient rules against central finite differences:\n{}",
+        failures.join("\n")
+    );
+    match fd {
+        Some((step, tol)) => {
+            assert!(checked > 0, "{name}: no gradient element was checked");
+            let _ = writeln!(
+                out,
+                "finite differences: {checked} elements agree (step {step:e}, tol {tol:e})"
+            );
+        }
+        None => {
+            let _ = writeln!(out, "finite differences: off");
+        }
+    }
+    out
+}
+
+#[test]
+fn grad_filetests() {
+    check_snapshots("grad", run_grad);
+}
+
+#[test]
+fn every_op_appears_in_a_grad_filetest() {
+    let used = ops_in_files("grad");
+    let missing: Vec<&str> = OpKind::ALL
+        .iter()
+        .map(|k| k.name())
+        .filter(|n| !used.contains(n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "ops without a grad filetest: {missing:?}"
+    );
+}
+
 #[test]
 fn passes_filetests() {
     check_snapshots("passes", run_passes);
@@ -278,10 +511,10 @@ fn bir_files(kind: &str) -> Vec<PathBuf> {
     files
 }
 
-/// The ops used by the eval filetests.
-fn ops_in_eval_files() -> BTreeSet<&'static str> {
+/// The ops used by the filetests of `kind`.
+fn ops_in_files(kind: &str) -> BTreeSet<&'static str> {
     let mut used = BTreeSet::new();
-    for path in bir_files("eval") {
+    for path in bir_files(kind) {
         let src = read(&path);
         let m = text::parse(&src, "x").unwrap();
         for f in &m.functions {
@@ -293,7 +526,7 @@ fn ops_in_eval_files() -> BTreeSet<&'static str> {
 
 #[test]
 fn every_op_has_an_eval_filetest() {
-    let used = ops_in_eval_files();
+    let used = ops_in_files("eval");
     let missing: Vec<&str> = OpKind::ALL
         .iter()
         .map(|k| k.name())
