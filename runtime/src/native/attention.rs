@@ -13,7 +13,8 @@
 //!    runtime's `exp`); `sum = Σ_j e_j` in order from −0.0; `w_j = e_j / sum`. Scalar: O(L).
 //! 3. `out_c = Σ_j w_j·v_jc`, an f64 sum in order of j from −0.0 (a multiply, then an add: the
 //!    product is not exact, so it is never fused), rounded to f32 once. The columns are
-//!    independent, so the SIMD kernel runs eight per vector, up to 128 at once, while j advances.
+//!    independent, so the SIMD kernel runs eight per vector, 32 at once for every head of the
+//!    batch while j advances: each value row is loaded and widened to f64 once for all the heads.
 //!
 //! The query heads of one KV head (consecutive rows of one token) are taken together, up to
 //! `BATCH_HEADS`: one gather of keys serves them all.
@@ -112,11 +113,20 @@ trait Prims {
         cap: usize,
     );
 
-    /// `acc[c] += w[j]·v[j][c]` for the value rows `keys` in order (`w[0]` is row `keys.start`).
+    /// For each head `hh` of the batch (`w.len()` of them, `d = acc.len() / w.len()` columns each):
+    /// `acc[hh·d + c] += w[hh][j]·v[j][c]` for the value rows `keys` in order (`w[hh][0]` is row
+    /// `keys.start`).
     ///
     /// # Safety
-    /// `v` is value row 0 of the batch's KV head; rows `keys` exist; `w` has `keys.len()` values.
-    unsafe fn accumulate(w: &[f64], v: *const f32, kvw: usize, keys: Range<usize>, acc: &mut [f64]);
+    /// `v` is value row 0 of the batch's KV head; rows `keys` exist with `d` values of the head;
+    /// each `w[hh]` has `keys.len()` values.
+    unsafe fn accumulate(
+        w: &[&[f64]],
+        v: *const f32,
+        kvw: usize,
+        keys: Range<usize>,
+        acc: &mut [f64],
+    );
 
     /// Asks for the first `d` values of rows `rows` (`kvw` apart from `base`) to be brought into
     /// the cache; a hint that reads nothing (the portable version does nothing).
@@ -208,11 +218,12 @@ unsafe fn batch<P: Prims>(call: &Call, b: Batch, scratch: *mut f64) {
         while j < tile.end {
             let end = (j + MIX_KEYS).min(tile.end);
             P::prefetch(v, kvw, d, end..(end + MIX_KEYS).min(tile.end));
-            for (hh, acc) in acc.chunks_exact_mut(d).take(b.n).enumerate() {
-                let w = &part(hh, tile.len())[j - tile.start..end - tile.start];
-                // SAFETY: rows j..end of head g exist.
-                unsafe { P::accumulate(w, v, kvw, j..end, acc) };
+            let mut ws: [&[f64]; BATCH_HEADS] = [&[]; BATCH_HEADS];
+            for (hh, w) in ws.iter_mut().enumerate().take(b.n) {
+                *w = &part(hh, tile.len())[j - tile.start..end - tile.start];
             }
+            // SAFETY: rows j..end of head g exist.
+            unsafe { P::accumulate(&ws[..b.n], v, kvw, j..end, &mut acc[..b.n * d]) };
             j = end;
         }
     };
@@ -297,16 +308,19 @@ impl Prims for Portable {
     }
 
     unsafe fn accumulate(
-        w: &[f64],
+        w: &[&[f64]],
         v: *const f32,
         kvw: usize,
         keys: Range<usize>,
         acc: &mut [f64],
     ) {
-        for (j, &wj) in keys.zip(w) {
-            for (c, a) in acc.iter_mut().enumerate() {
-                // SAFETY: value row j has d values of head g.
-                *a += wj * f64::from(unsafe { *v.add(j * kvw + c) });
+        let d = acc.len() / w.len().max(1);
+        for (w, acc) in w.iter().zip(acc.chunks_exact_mut(d.max(1))) {
+            for (j, &wj) in keys.clone().zip(w.iter()) {
+                for (c, a) in acc.iter_mut().enumerate() {
+                    // SAFETY: value row j has d values of head g.
+                    *a += wj * f64::from(unsafe { *v.add(j * kvw + c) });
+                }
             }
         }
     }
@@ -319,8 +333,9 @@ mod avx512 {
 
     /// Keys per block of the scores (one 16-lane gather, two f64 vectors).
     const KEYS: usize = 16;
-    /// f64 vectors of output sums per pass over the value rows (128 columns).
-    const COLUMN_VECTORS: usize = 16;
+    /// f64 vectors of output sums per head per pass over the value rows (32 columns: four heads'
+    /// sums, the row's converted values and a weight fit the 32 registers).
+    const COLUMN_VECTORS: usize = 4;
 
     /// Whether this CPU runs the AVX-512 kernel.
     pub(super) fn available() -> bool {
@@ -355,37 +370,30 @@ mod avx512 {
         }
 
         unsafe fn accumulate(
-            w: &[f64],
+            w: &[&[f64]],
             v: *const f32,
             kvw: usize,
             keys: Range<usize>,
             acc: &mut [f64],
         ) {
-            let d = acc.len();
+            let n = w.len();
+            if n == 0 {
+                return;
+            }
+            let d = acc.len() / n;
             let mut c0 = 0;
             while c0 < d {
                 let cols = (d - c0).min(8 * COLUMN_VECTORS);
-                // SAFETY: the features are present; columns c0..c0 + cols of the head exist.
+                // SAFETY: the features are present; columns c0..c0 + cols of the head exist, and
+                // of each head's sums.
                 unsafe {
                     let v = v.add(c0);
                     let acc = acc.as_mut_ptr().add(c0);
-                    match cols.div_ceil(8) {
-                        1 => columns::<1>(w, v, kvw, keys.clone(), acc, cols),
-                        2 => columns::<2>(w, v, kvw, keys.clone(), acc, cols),
-                        3 => columns::<3>(w, v, kvw, keys.clone(), acc, cols),
-                        4 => columns::<4>(w, v, kvw, keys.clone(), acc, cols),
-                        5 => columns::<5>(w, v, kvw, keys.clone(), acc, cols),
-                        6 => columns::<6>(w, v, kvw, keys.clone(), acc, cols),
-                        7 => columns::<7>(w, v, kvw, keys.clone(), acc, cols),
-                        8 => columns::<8>(w, v, kvw, keys.clone(), acc, cols),
-                        9 => columns::<9>(w, v, kvw, keys.clone(), acc, cols),
-                        10 => columns::<10>(w, v, kvw, keys.clone(), acc, cols),
-                        11 => columns::<11>(w, v, kvw, keys.clone(), acc, cols),
-                        12 => columns::<12>(w, v, kvw, keys.clone(), acc, cols),
-                        13 => columns::<13>(w, v, kvw, keys.clone(), acc, cols),
-                        14 => columns::<14>(w, v, kvw, keys.clone(), acc, cols),
-                        15 => columns::<15>(w, v, kvw, keys.clone(), acc, cols),
-                        _ => columns::<16>(w, v, kvw, keys.clone(), acc, cols),
+                    match n {
+                        1 => columns::<1>(w, v, kvw, keys.clone(), acc, d, cols),
+                        2 => columns::<2>(w, v, kvw, keys.clone(), acc, d, cols),
+                        3 => columns::<3>(w, v, kvw, keys.clone(), acc, d, cols),
+                        _ => columns::<4>(w, v, kvw, keys.clone(), acc, d, cols),
                     }
                 }
                 c0 += cols;
@@ -487,37 +495,51 @@ mod avx512 {
         }
     }
 
-    /// `Prims::accumulate` for `cols ≤ 8·V` columns from `acc` and `v`: `V` f64 vectors of sums
-    /// held while the rows stream.
+    /// `Prims::accumulate` for `cols ≤ 8·COLUMN_VECTORS` columns of `N` heads (their sums `d`
+    /// apart from `acc`): each value row is loaded and widened once for all the heads.
     ///
     /// # Safety
-    /// As `Prims::accumulate` for these columns, with the AVX-512 features present.
+    /// As `Prims::accumulate` for these columns, with the AVX-512 features present; `w` has `N`
+    /// slices.
     #[target_feature(enable = "avx512f,avx512vl,avx512dq")]
-    unsafe fn columns<const V: usize>(
-        w: &[f64],
+    unsafe fn columns<const N: usize>(
+        w: &[&[f64]],
         v: *const f32,
         kvw: usize,
         keys: Range<usize>,
         acc: *mut f64,
+        d: usize,
         cols: usize,
     ) {
+        const V: usize = COLUMN_VECTORS;
         let masks: [__mmask8; V] = std::array::from_fn(|u| lanes8(cols.saturating_sub(8 * u)));
-        // SAFETY: `acc` has `cols` values; masked-off lanes are not touched.
-        let mut a: [__m512d; V] =
-            std::array::from_fn(|u| unsafe { _mm512_maskz_loadu_pd(masks[u], acc.add(8 * u)) });
-        for (j, &wj) in keys.zip(w) {
-            let wv = _mm512_set1_pd(wj);
+        // SAFETY: head hh's sums start hh·d after `acc`, with `cols` values; masked-off lanes are
+        // not touched.
+        let mut a: [[__m512d; V]; N] = std::array::from_fn(|hh| {
+            std::array::from_fn(|u| unsafe {
+                _mm512_maskz_loadu_pd(masks[u], acc.add(hh * d + 8 * u))
+            })
+        });
+        let w: [&[f64]; N] = std::array::from_fn(|hh| w[hh]);
+        for (jj, j) in keys.enumerate() {
             // SAFETY: row j of the head has `cols` values from here.
             let row = unsafe { v.add(j * kvw) };
-            for (u, s) in a.iter_mut().enumerate() {
-                // SAFETY: as above, masked.
-                let x = unsafe { _mm256_maskz_loadu_ps(masks[u], row.add(8 * u)) };
-                *s = _mm512_add_pd(*s, _mm512_mul_pd(wv, _mm512_cvtps_pd(x)));
+            // SAFETY: as above, masked.
+            let x: [__m512d; V] = std::array::from_fn(|u| unsafe {
+                _mm512_cvtps_pd(_mm256_maskz_loadu_ps(masks[u], row.add(8 * u)))
+            });
+            for (s, w) in a.iter_mut().zip(&w) {
+                let wv = _mm512_set1_pd(w[jj]);
+                for (s, &x) in s.iter_mut().zip(&x) {
+                    *s = _mm512_add_pd(*s, _mm512_mul_pd(wv, x));
+                }
             }
         }
-        for (u, s) in a.iter().enumerate() {
-            // SAFETY: as the loads.
-            unsafe { _mm512_mask_storeu_pd(acc.add(8 * u), masks[u], *s) };
+        for (hh, s) in a.iter().enumerate() {
+            for (u, &s) in s.iter().enumerate() {
+                // SAFETY: as the loads.
+                unsafe { _mm512_mask_storeu_pd(acc.add(hh * d + 8 * u), masks[u], s) };
+            }
         }
     }
 }
@@ -703,13 +725,13 @@ mod tests {
                 .map(|&x| f64::from(x))
                 .collect();
             let k = values(&mut next, rows * kvw, false);
-            let w: Vec<f64> = (0..keys.len())
+            let w: Vec<f64> = (0..n * keys.len())
                 .map(|_| (next() % 1_000_003) as f64 / 999_983.0)
                 .collect();
             let cap = keys.len();
             let mut simd = vec![0f64; n * cap];
             let mut portable = vec![0f64; n * cap];
-            let mut acc_simd: Vec<f64> = (0..d).map(|c| c as f64 / 7.0).collect();
+            let mut acc_simd: Vec<f64> = (0..n * d).map(|c| c as f64 / 7.0).collect();
             let mut acc_portable = acc_simd.clone();
             // SAFETY: `k` has `rows` rows of `kvw` ≥ d values; the scratch holds n·cap.
             unsafe {
@@ -735,8 +757,9 @@ mod tests {
                     portable.as_mut_ptr(),
                     cap,
                 );
-                avx512::Simd::accumulate(&w, k.as_ptr(), kvw, keys.clone(), &mut acc_simd);
-                Portable::accumulate(&w, k.as_ptr(), kvw, keys.clone(), &mut acc_portable);
+                let ws: Vec<&[f64]> = w.chunks_exact(keys.len()).collect();
+                avx512::Simd::accumulate(&ws, k.as_ptr(), kvw, keys.clone(), &mut acc_simd);
+                Portable::accumulate(&ws, k.as_ptr(), kvw, keys.clone(), &mut acc_portable);
             }
             let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&simd), bits(&portable), "scores n {n} d {d}");
