@@ -459,11 +459,16 @@ mod avx512 {
             let next = base.wrapping_add(KEYS * kvw);
             let lines = d.div_ceil(16);
             let ahead = if j + KEYS < keys.end { KEYS * lines } else { 0 };
+            // The next line to ask for: row `row`, line `line` of it (no division per step).
+            let (mut row, mut line) = (0, 0);
             for i in 0..d {
                 if i < ahead {
-                    let (row, line) = (i / lines, i % lines);
                     // A hint: it reads nothing and cannot fault.
                     _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(row * kvw + 16 * line).cast());
+                    line += 1;
+                    if line == lines {
+                        (row, line) = (row + 1, 0);
+                    }
                 }
                 // SAFETY: lane l reads row j + l, column i < d, of the head (lanes < n_keys).
                 let kv = unsafe {
