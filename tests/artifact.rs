@@ -175,7 +175,7 @@ fn same_inputs_give_identical_bytes() {
             "bitnet_rt_ternary_matmul",
             "bitnet_rt_matmul_nt_half",
             "bitnet_rt_matmul_i8",
-            "bitnet_rt_attention",
+            "bitnet_rt_attention_head_major",
             "bitnet_rt_matmul_q4"
         ]
     );

@@ -44,7 +44,7 @@ pub fn micro_kernel_params(symbol: &str) -> Option<usize> {
     match symbol {
         crate::native::TERNARY_MATMUL | crate::native::MATMUL_NT_HALF => Some(3),
         crate::native::MATMUL_I8 | crate::native::MATMUL_Q4 => Some(2),
-        crate::native::ATTENTION => Some(4),
+        crate::native::ATTENTION => Some(5),
         _ => None,
     }
 }

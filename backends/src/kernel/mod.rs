@@ -89,13 +89,16 @@ pub enum KernelKind {
     /// at compile time exactly as the interpreter does. Rows: T; token t is at position `pos + t`.
     /// Exact on both backends.
     Rope(RopeParams),
-    /// The cache write of `nn.attention`: buffers `[k f32 [T, kvw], v f32 [T, kvw], kc f32 [C, kvw],
-    /// vc f32 [C, kvw]]`. Rows: T; copies row t into cache row `pos + t`. The runtime checks
-    /// `pos + T <= C` before the launch.
+    /// The cache write of `nn.attention`: buffers `[k f32 [T, kvw], v f32 [T, kvw], kc f32
+    /// [kv_heads, C, d], vc f32 [kv_heads, C, d]]`. Rows: T; copies row t into cache row `pos + t`
+    /// of every head (head g's `d` values of the row to `(g·C + pos + t)·d`). The caches are
+    /// head-major, not the IR's `[C, kv_heads·d]` (nothing outside the kernels reads them): each
+    /// head's rows are contiguous, so attention streams them. The runtime checks `pos + T <= C`
+    /// before the launch.
     KvStore(KvStoreParams),
     /// The attention of `nn.attention` after `KvStore`: buffers `[q f32 [T, heads·d], kc, vc f32
-    /// [C, kv_heads·d], out f32 [T, heads·d]]`. Rows: T·heads (row r = token r / heads, head
-    /// r % heads).
+    /// [kv_heads, C, d] (head-major, see `KvStore`), out f32 [T, heads·d]]`. Rows: T·heads (row r =
+    /// token r / heads, head r % heads).
     /// - CPU: exact: scores `dot(q, k)` in f64 (index order) times `scale` (f64), softmax in f64
     ///   with `exp` from the runtime, `out = Σ_j w_j·v_j` in f64 in index order, rounded to f32.
     /// - CUDA: f32 throughout (dots by warp shuffles, `ex2.approx`, block-tree max and sum): the
@@ -274,8 +277,12 @@ mod tests {
                 "bitnet_rope_8_4",
             ),
             (
-                KernelKind::KvStore(KvStoreParams { kvw: 16 }),
-                "bitnet_kv_store_16",
+                KernelKind::KvStore(KvStoreParams {
+                    kvw: 16,
+                    head_dim: 8,
+                    context: 4,
+                }),
+                "bitnet_kv_store_16_8_4",
             ),
             (
                 KernelKind::Attention(AttentionParams {
@@ -337,7 +344,7 @@ mod tests {
                 "Add { n: 6 }",
                 "RmsNorm { k: 7, eps_bits: 1 }",
                 "Rope { width: 8, head_dim: 4 }",
-                "KvStore { kvw: 16 }",
+                "KvStore { kvw: 16, head_dim: 8, context: 4 }",
                 "Attention { heads: 4, kv_heads: 2, head_dim: 8, context: 32, \
                  scale_bits: 4600040671590431693 }",
                 "MatmulNt { k: 3, n: 2, bf16: true }",

@@ -226,14 +226,23 @@ impl RopeParams {
 /// The parameters of `KernelKind::KvStore`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct KvStoreParams {
-    /// Cache row width (kv_heads × head_dim).
+    /// Width of a k or v row (kv_heads × head_dim).
     pub kvw: u64,
+    /// Head size (the caches are head-major: `[kv_heads, context, head_dim]`).
+    pub head_dim: u64,
+    /// Cache rows.
+    pub context: u64,
 }
 
 impl KvStoreParams {
     /// The kernel's symbol (see `KernelKind::symbol`).
     pub fn symbol(&self) -> String {
-        format!("bitnet_kv_store_{}", self.kvw)
+        let KvStoreParams {
+            kvw,
+            head_dim,
+            context,
+        } = self;
+        format!("bitnet_kv_store_{kvw}_{head_dim}_{context}")
     }
 }
 

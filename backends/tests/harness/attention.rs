@@ -160,31 +160,59 @@ fn attrs(heads: usize, kv_heads: usize, scale: Option<f64>) -> Attrs {
     }
 }
 
-/// One `KvStore` case: T rows of width `kvw` into cache rows `pos..pos + T` of `context`.
-fn kv_store_case(rng: &mut Rng, kvw: usize, (t, pos, context): (usize, usize, usize)) -> Case {
+/// A cache in the IR's `[C, kv_heads·d]` layout (as the interpreter keeps it) in the kernels'
+/// head-major `[kv_heads, C, d]`.
+fn head_major(c: &[f32], kv_heads: usize, d: usize) -> Vec<f32> {
+    let kvw = kv_heads * d;
+    let context = c.len() / kvw.max(1);
+    (0..kv_heads)
+        .flat_map(|g| (0..context).flat_map(move |j| (0..d).map(move |i| j * kvw + g * d + i)))
+        .map(|at| c[at])
+        .collect()
+}
+
+/// One `KvStore` case: T rows of `kv_heads` heads of `d` into cache rows `pos..pos + T` of
+/// `context`.
+fn kv_store_case(
+    rng: &mut Rng,
+    (kv_heads, d): (usize, usize),
+    (t, pos, context): (usize, usize, usize),
+) -> Case {
     let s = step(
         rng,
-        (1, 1, kvw),
+        (kv_heads, kv_heads, d),
         (t, pos, context),
         Values::Normal,
-        &attrs(1, 1, None),
+        &attrs(kv_heads, kv_heads, None),
     );
     let owner = Owner::Shifted {
-        row_bytes: 4 * kvw,
+        row_bytes: 4 * d,
+        context,
         first: pos,
     };
+    let hm = |c: &[f32]| head_major(c, kv_heads, d);
     Case {
-        kind: KernelKind::KvStore(KvStoreParams { kvw: kvw as u64 }),
+        kind: KernelKind::KvStore(KvStoreParams {
+            kvw: (kv_heads * d) as u64,
+            head_dim: d as u64,
+            context: context as u64,
+        }),
         t,
         pos,
         rows: t,
         buffers: vec![
             Buffer::input(f32_bytes(&s.k)),
             Buffer::input(f32_bytes(&s.v)),
-            Buffer::output(f32_bytes(&s.kc), Written::exact_f32(&s.kc_after, owner)),
-            Buffer::output(f32_bytes(&s.vc), Written::exact_f32(&s.vc_after, owner)),
+            Buffer::output(
+                f32_bytes(&hm(&s.kc)),
+                Written::exact_f32(&hm(&s.kc_after), owner),
+            ),
+            Buffer::output(
+                f32_bytes(&hm(&s.vc)),
+                Written::exact_f32(&hm(&s.vc_after), owner),
+            ),
         ],
-        note: format!("context {context}"),
+        note: format!("{kv_heads} heads of {d}, context {context}"),
     }
 }
 
@@ -195,18 +223,18 @@ pub fn kv_store(rng: &mut Rng) -> Vec<Case> {
         for &t in &[1, 2, 37] {
             for &pos in &[0, 1, 7, 9] {
                 let context = pos + t + rng.range(0, 3);
-                cases.push(kv_store_case(rng, kv_heads * d, (t, pos, context)));
+                cases.push(kv_store_case(rng, (kv_heads, d), (t, pos, context)));
             }
         }
     }
     for _ in 0..40 {
-        let kvw = rng.range(1, 200);
+        let (kv_heads, d) = (rng.range(1, 5), rng.range(1, 70));
         let opts = [1, 2, 37, rng.range(1, 9)];
         let t = rng.pick(&opts);
         let opts = [0, rng.range(1, 40), rng.range(1, 200)];
         let pos = rng.pick(&opts);
         let context = pos + t + rng.range(0, 20);
-        cases.push(kv_store_case(rng, kvw, (t, pos, context)));
+        cases.push(kv_store_case(rng, (kv_heads, d), (t, pos, context)));
     }
     cases
 }
@@ -256,8 +284,8 @@ fn attention_cases(
             rows: t * heads,
             buffers: vec![
                 Buffer::input(f32_bytes(&s.q)),
-                Buffer::input(f32_bytes(&s.kc_after)),
-                Buffer::input(f32_bytes(&s.vc_after)),
+                Buffer::input(f32_bytes(&head_major(&s.kc_after, kv_heads, d))),
+                Buffer::input(f32_bytes(&head_major(&s.vc_after, kv_heads, d))),
                 out,
             ],
             note: format!("{values:?} values, explicit scale {explicit}, in place {in_place}"),

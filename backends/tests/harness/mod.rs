@@ -154,11 +154,14 @@ pub enum Owner {
         /// Columns.
         n: usize,
     },
-    /// Row r writes row `first + r` of a matrix with rows of `row_bytes` (the KV cache).
+    /// Row r writes row `first + r` of each of the blocks of `context` rows of `row_bytes` (the
+    /// head-major KV cache: one block per KV head).
     Shifted {
-        /// Bytes per matrix row.
+        /// Bytes per row (a head's `d` f32).
         row_bytes: usize,
-        /// The matrix row launch row 0 writes.
+        /// Rows per block (the cache's context).
+        context: usize,
+        /// The row launch row 0 writes.
         first: usize,
     },
 }
@@ -169,7 +172,11 @@ impl Owner {
         let row = match self {
             Owner::Rows { row_bytes } => Some(byte / row_bytes.max(1)),
             Owner::Columns { n } => Some(byte / 4 % n.max(1)),
-            Owner::Shifted { row_bytes, first } => (byte / row_bytes.max(1)).checked_sub(first),
+            Owner::Shifted {
+                row_bytes,
+                context,
+                first,
+            } => (byte / row_bytes.max(1) % context.max(1)).checked_sub(first),
         };
         row.filter(|&r| r < rows)
     }

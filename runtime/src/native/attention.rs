@@ -1,6 +1,8 @@
 //! The attention micro-kernel (`KernelKind::Attention`'s CPU contract: bit-identical to the
 //! interpreter's `nn.attention`): AVX-512 on x86-64 when the CPU has it, else a portable version
-//! with the same results. The KV cache keeps the IR's row-major layout (`[C, kv_heads·d]`).
+//! with the same results. The caches are read through two strides (`Call`): the JIT's are
+//! head-major (`[kv_heads, C, d]`, each head's rows contiguous, which the hardware prefetcher
+//! follows); the tests also run the IR's row-major layout (`[C, kv_heads·d]`).
 //!
 //! Row r is query head `h = r mod heads` of token `t = r / heads`, reading KV head
 //! `g = h / (heads / kv_heads)` of cache rows `0..L`, `L = pos + t + 1`. Every value is the
@@ -59,6 +61,11 @@ pub(crate) struct Call {
     pub(crate) kv_heads: usize,
     /// Head size, at most `MAX_HEAD_DIM`.
     pub(crate) d: usize,
+    /// f32 between two cache rows of one KV head: `d` in the JIT's head-major caches
+    /// (`[kv_heads, C, d]`), `kv_heads·d` in the IR's row-major layout.
+    pub(crate) row_stride: usize,
+    /// f32 between two KV heads' row 0: `C·d` head-major, `d` row-major.
+    pub(crate) head_stride: usize,
     pub(crate) scale: f64,
     /// Position of token 0.
     pub(crate) pos: usize,
@@ -71,7 +78,7 @@ pub fn supports(heads: u64, kv_heads: u64, head_dim: u64) -> bool {
         && heads.is_multiple_of(kv_heads)
         && head_dim > 0
         && head_dim <= MAX_HEAD_DIM as u64
-        // The gather's offsets (16 rows of kv_heads·d f32) are i32.
+        // The gather's offsets (16 rows of at most kv_heads·d f32) are i32.
         && kv_heads
             .checked_mul(head_dim)
             .and_then(|w| w.checked_mul(4 * 16))
@@ -187,7 +194,7 @@ unsafe fn drive<P: Prims>(call: &Call) {
 /// As `run`; `scratch` holds `SCRATCH_SCORES` f64.
 unsafe fn batch<P: Prims>(call: &Call, b: Batch, scratch: *mut f64) {
     let d = call.d;
-    let kvw = call.kv_heads * d;
+    let kvw = call.row_stride;
     let keys = call.pos + b.t + 1;
     let mut qs = [0f64; BATCH_HEADS * MAX_HEAD_DIM];
     let mut acc = [-0.0f64; BATCH_HEADS * MAX_HEAD_DIM];
@@ -199,8 +206,13 @@ unsafe fn batch<P: Prims>(call: &Call, b: Batch, scratch: *mut f64) {
         }
     }
     let qs = &qs[..b.n * d];
-    // SAFETY: head g's columns of rows 0..keys exist (pos + T ≤ C).
-    let (k, v) = unsafe { (call.kc.add(b.g * d), call.vc.add(b.g * d)) };
+    // SAFETY: head g's rows 0..keys exist (pos + T ≤ C).
+    let (k, v) = unsafe {
+        (
+            call.kc.add(b.g * call.head_stride),
+            call.vc.add(b.g * call.head_stride),
+        )
+    };
     let cap = SCRATCH_SCORES / b.n;
     let tiles = || (0..keys).step_by(cap).map(move |j| j..(j + cap).min(keys));
     // SAFETY (each block below): tile `tile` holds at most `cap` keys, so its scores fit head hh's
@@ -627,12 +639,25 @@ mod tests {
         let kc = values(&mut next, context * kvw, special);
         let vc = values(&mut next, context * kvw, false);
         let expect = reference((heads, kv_heads, d), (t, pos), scale, &q, &kc, &vc);
+        // The same caches head-major, as the JIT keeps them: row j of head g at (g·C + j)·d.
+        let head_major = |c: &[f32]| -> Vec<f32> {
+            (0..kv_heads)
+                .flat_map(|g| (0..context).flat_map(move |j| (0..d).map(move |i| (g, j, i))))
+                .map(|(g, j, i)| c[j * kvw + g * d + i])
+                .collect()
+        };
+        let (kc_h, vc_h) = (head_major(&kc), head_major(&vc));
         let bits = crate::native::test_support::bits;
-        let go = |simd: bool, rows: Range<usize>, in_place: bool| {
+        let run_in = |simd: bool, rows: Range<usize>, in_place: bool, heads_first: bool| {
             let mut out = if in_place {
                 q.clone()
             } else {
                 vec![0f32; t * heads * d]
+            };
+            let (kc, vc, row_stride, head_stride) = if heads_first {
+                (&kc_h, &vc_h, d, context * d)
+            } else {
+                (&kc, &vc, kvw, d)
             };
             let call = Call {
                 q: if in_place { out.as_ptr() } else { q.as_ptr() },
@@ -642,6 +667,8 @@ mod tests {
                 heads,
                 kv_heads,
                 d,
+                row_stride,
+                head_stride,
                 scale,
                 pos,
                 rows,
@@ -655,6 +682,16 @@ mod tests {
                 }
             };
             out
+        };
+        let go = |simd: bool, rows: Range<usize>, in_place: bool| {
+            let row_major = run_in(simd, rows.clone(), in_place, false);
+            let heads_first = run_in(simd, rows, in_place, true);
+            assert_eq!(
+                bits(&row_major),
+                bits(&heads_first),
+                "the two layouts differ"
+            );
+            heads_first
         };
         let what = format!("heads {heads}/{kv_heads} d {d} t {t} pos {pos}");
         let rows = t * heads;

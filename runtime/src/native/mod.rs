@@ -216,11 +216,14 @@ pub unsafe extern "C" fn matmul_i8(
 }
 
 /// The symbol of the attention micro-kernel.
-pub const ATTENTION: &str = "bitnet_rt_attention";
+/// (Named for its layout: an artifact built before the caches were head-major calls
+/// `bitnet_rt_attention` with row-major caches, and loading it fails with a clear error naming the
+/// symbol instead of running the wrong layout.)
+pub const ATTENTION: &str = "bitnet_rt_attention_head_major";
 
-/// `KernelKind::Attention` with `heads`, `kv_heads`, `head_dim` and the scale's f64 bits as
-/// arguments (see the module doc and `attention`; the builder calls it only when
-/// `attention::supports` the shapes).
+/// `KernelKind::Attention` with `heads`, `kv_heads`, `head_dim`, the cache rows `context` and the
+/// scale's f64 bits as arguments, over head-major caches `[kv_heads, context, head_dim]` (see the
+/// module doc and `attention`; the builder calls it only when `attention::supports` the shapes).
 ///
 /// # Safety
 /// `bufs` and `scalars` are a kernel call's, the buffers those of an attention of these shapes
@@ -233,6 +236,7 @@ pub unsafe extern "C" fn attention(
     heads: i64,
     kv_heads: i64,
     head_dim: i64,
+    context: i64,
     scale_bits: i64,
 ) {
     // SAFETY: the caller's table has the kernel's four buffers and [T, pos].
@@ -246,6 +250,8 @@ pub unsafe extern "C" fn attention(
             heads: heads as usize,
             kv_heads: kv_heads as usize,
             d: head_dim as usize,
+            row_stride: head_dim as usize,
+            head_stride: (context as usize).saturating_mul(head_dim as usize),
             scale: f64::from_bits(scale_bits as u64),
             pos: *scalars.add(1) as usize,
             rows: row_begin as usize..row_end as usize,

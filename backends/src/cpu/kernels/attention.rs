@@ -2,7 +2,8 @@
 //! write before it is `kv_store.rs`).
 //!
 //! Row r is query head `h = r mod heads` of token `t = r / heads` (its q and out rows
-//! are both at `r·head_dim`), reading KV head `h / (heads / kv_heads)` of cache rows `0..=pos + t`.
+//! are both at `r·head_dim`), reading KV head `g = h / (heads / kv_heads)` of cache rows
+//! `0..=pos + t`. The caches are head-major (`kv_store.rs`): row j of head g is at `(g·C + j)·d`.
 //! It mirrors the reference `eval` operation by operation, so the result is bit-identical:
 //! 1. scores: `s_j = (Σ_i q_i·k_ji) · scale`, each dot an f64 sum in index order from −0.0 (as
 //!    `Iterator::sum`), eight keys at a time (eight independent add chains, each still in index
@@ -76,9 +77,13 @@ pub fn build(module: &mut dyn Module, p: &AttentionParams) -> Result<FuncId, Bac
     if context == 0 {
         return Err(bad_params(name, "the context is empty"));
     }
-    let kvw_bytes = mul(name, mul(name, kv_heads, head_dim)?, 4)?;
-    off32(name, mul(name, kvw_bytes, KEY_BLOCK as u64)?)?;
+    // The caches are head-major (`KvStore`): a head's rows are `head_dim` apart, heads `context`
+    // rows apart.
+    let row_bytes = mul(name, head_dim, 4)?;
+    off32(name, mul(name, row_bytes, KEY_BLOCK as u64)?)?;
     off32(name, mul(name, head_dim, 8)?)?;
+    let head_bytes = mul(name, row_bytes, context)?;
+    mul(name, head_bytes, kv_heads)?;
     if crate::cpu::emit::uses_micro_kernels(module.isa())
         && bitnet_runtime::native::attention::supports(heads, kv_heads, head_dim)
     {
@@ -91,6 +96,7 @@ pub fn build(module: &mut dyn Module, p: &AttentionParams) -> Result<FuncId, Bac
             param(heads, "heads")?,
             param(kv_heads, "kv_heads")?,
             param(head_dim, "head_dim")?,
+            param(context, "context")?,
             scale_bits as i64,
         ];
         return crate::cpu::emit::define_micro_kernel_call(
@@ -106,7 +112,8 @@ pub fn build(module: &mut dyn Module, p: &AttentionParams) -> Result<FuncId, Bac
         group: imm64(name, heads / kv_heads)?,
         d: head_dim,
         d_bytes: imm64(name, mul(name, head_dim, 4)?)?,
-        kvw_bytes: imm64(name, kvw_bytes)?,
+        row_bytes: imm64(name, row_bytes)?,
+        head_bytes: imm64(name, head_bytes)?,
         scale: f64::from_bits(scale_bits),
         on_stack,
         scratch_keys: if on_stack { context } else { TILE_KEYS },
@@ -123,8 +130,10 @@ struct Geometry {
     d: u64,
     /// Head size in bytes of f32.
     d_bytes: i64,
-    /// Cache row stride in bytes.
-    kvw_bytes: i64,
+    /// Bytes between two cache rows of one head (`d_bytes`: the caches are head-major).
+    row_bytes: i64,
+    /// Bytes between two heads' first cache rows (`context·d_bytes`).
+    head_bytes: i64,
     scale: f64,
     /// Whether all scores fit the stack slot (else the recomputing variant).
     on_stack: bool,
@@ -172,13 +181,13 @@ where
     let blocks_end = b.ins().iadd(j_begin, whole);
     let zero = b.ins().iconst(types::I64, 0);
     let d_end = b.ins().iconst(types::I64, geo.d_bytes);
-    let kvw = geo.kvw_bytes;
+    let stride = geo.row_bytes;
     let mut block = |b: &mut FunctionBuilder,
                      j0: Value,
                      keys: usize,
                      carried: &[Value]|
      -> Result<Vec<Value>, BackendError> {
-        let krow = b.ins().imul_imm_s(j0, kvw);
+        let krow = b.ins().imul_imm_s(j0, stride);
         let krow = b.ins().iadd(row.k, krow);
         let neg_zero = b.ins().f64const(-0.0);
         let accs = vec![neg_zero; keys];
@@ -189,7 +198,7 @@ where
             let ki = b.ins().iadd(krow, i);
             let mut next = Vec::with_capacity(acc.len());
             for (kk, &a) in (0i64..).zip(acc) {
-                let off = off32(name, (kk * kvw) as u64)?;
+                let off = off32(name, (kk * stride) as u64)?;
                 let kv = b.ins().load(types::F32, RO, ki, off);
                 let kd = b.ins().fpromote(types::F64, kv);
                 let prod = b.ins().fmul(qd, kd);
@@ -258,13 +267,13 @@ fn accumulate_columns(
     let v0 = b.ins().iadd(v_first, c0_bytes);
     let mut init = vec![v0];
     init.extend(&accs);
-    let kvw = geo.kvw_bytes;
+    let stride = geo.row_bytes;
     let out = emit_for_unsigned(b, w, w_end, 8, &init, true, |b, wp, carried| {
         let vr = carried[0];
         let wj = b.ins().load(types::F64, MEM, wp, 0);
         let wv = b.ins().splat(types::F64X2, wj);
         let mut next = Vec::with_capacity(carried.len());
-        next.push(b.ins().iadd_imm_s(vr, kvw));
+        next.push(b.ins().iadd_imm_s(vr, stride));
         for (a, &acc) in (0i32..).zip(&carried[1..1 + pairs]) {
             let v = load_pair(b, vr, a * 8);
             let prod = b.ins().fmul(wv, v);
@@ -302,7 +311,7 @@ fn accumulate(
     let keys = b.ins().isub(je, js);
     let w_bytes = b.ins().ishl_imm_s(keys, 3);
     let w_end = b.ins().iadd(w, w_bytes);
-    let v_first = b.ins().imul_imm_s(js, geo.kvw_bytes);
+    let v_first = b.ins().imul_imm_s(js, geo.row_bytes);
     let v_first = b.ins().iadd(row.v, v_first);
     let full = geo.d / (2 * OUT_PAIRS as u64);
     let chunk_bytes = 8 * OUT_PAIRS as i64;
@@ -379,7 +388,7 @@ fn build_attention(
             let p = b.ins().iadd(pos, t);
             let n = b.ins().iadd_imm_s(p, 1);
             let row_off = b.ins().imul_imm_s(r, geo.d_bytes);
-            let head_off = b.ins().imul_imm_s(g, geo.d_bytes);
+            let head_off = b.ins().imul_imm_s(g, geo.head_bytes);
             let row = Row {
                 q: b.ins().iadd(q, row_off),
                 k: b.ins().iadd(kc, head_off),

@@ -282,7 +282,11 @@ pub(super) fn attention(lw: &mut Lowering<'_>, site: &Site<'_>) -> Result<(), Ba
     let scale = op.attrs.float("scale").unwrap_or(1.0 / (d as f64).sqrt());
     let bufs = vec![lw.arena(k)?, lw.arena(v)?, lw.kv(kc)?, lw.kv(vc)?];
     lw.launch(
-        KernelKind::KvStore(KvStoreParams { kvw }),
+        KernelKind::KvStore(KvStoreParams {
+            kvw,
+            head_dim: d,
+            context: cache_len,
+        }),
         bufs,
         Rows::PerToken(1),
         format!("{} (cache write)", site.label),

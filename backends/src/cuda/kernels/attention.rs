@@ -1,6 +1,7 @@
 //! CUDA kernel for `Attention` (buffers as `KernelKind` documents): one block of
 //! `ATTENTION_THREADS` per row `r` (query head `h = r mod heads` of token `t = r / heads`), reading
-//! KV head `h / (heads / kv_heads)` of cache rows `0..=pos + t` (causal; prefill and decode alike,
+//! KV head `h / (heads / kv_heads)` of cache rows `0..=pos + t` (head-major caches, as `KvStore`
+//! writes them; causal; prefill and decode alike,
 //! grouped-query heads by the division).
 //!
 //! 1. scores: each warp takes keys `j ≡ warp (mod warps)`; its lanes split the head's columns, sum
@@ -52,10 +53,11 @@ pub fn build<'ctx>(
     let h = kb.urem(r, hn)?;
     let kvh = kb.udiv(h, kb.i64c(imm(heads / kv_heads)?))?;
     let d = kb.i64c(imm(head_dim)?);
-    let kvw = kb.i64c(imm(kv_heads * head_dim)?);
+    // Head-major caches (`KvStore`): row j of KV head g at (g·C + j)·d.
+    let kvw = d;
     let keys = kb.add(kb.add(kb.pos()?, t)?, kb.i64c(1))?;
     let qrow = kb.mul(r, d)?;
-    let col0 = kb.mul(kvh, d)?;
+    let col0 = kb.mul(kvh, kb.i64c(imm(context.saturating_mul(head_dim))?))?;
     let tid = kb.tid()?;
     let lane = kb.urem(tid, kb.i64c(kb.warp() as i64))?;
     let warp = kb.udiv(tid, kb.i64c(kb.warp() as i64))?;
