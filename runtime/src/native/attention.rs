@@ -215,11 +215,12 @@ unsafe fn batch<P: Prims>(call: &Call, b: Batch, scratch: *mut f64) {
     };
     let cap = SCRATCH_SCORES / b.n;
     let tiles = || (0..keys).step_by(cap).map(move |j| j..(j + cap).min(keys));
-    // SAFETY (each block below): tile `tile` holds at most `cap` keys, so its scores fit head hh's
-    // part of the scratch, `scratch[hh·cap..][..tile.len()]`.
+    // SAFETY: tile `tile` holds at most `cap` keys, so its scores fit head hh's part of the
+    // scratch, `scratch[hh·cap..][..tile.len()]`; its rows exist (pos + T ≤ C).
     let scores = |tile: Range<usize>| unsafe {
         P::scores(qs, b.n, d, k, kvw, tile, call.scale, scratch, cap);
     };
+    // SAFETY: head hh < n's part of the scratch, `len ≤ cap` values (a tile's).
     let part = |hh: usize, len: usize| unsafe {
         std::slice::from_raw_parts_mut(scratch.add(hh * cap), len)
     };
