@@ -18,7 +18,8 @@
 //!   at the argument values given in `; with %name = [..]` lines (nn.weight reads the store above);
 //!   the snapshot holds the loss and every gradient (6 significant digits), and each element of
 //!   every argument's and weight's gradient is checked against the central finite difference
-//!   `(L(x + h) − L(x − h)) / 2h` of the f64 interpreter, within `tol × max(1e-3, max |gradient|)`
+//!   `(L(x + h) − L(x − h)) / 2h` of the f64 interpreter (2h: the distance the element really moved,
+//!   which f32 rounding shortens), within `tol × max(1e-3, max |gradient|)`
 //!   (`; fd: step = h, tol = t`; 1e-6 and 1e-6 by default; `; fd: off` where the rule differs from
 //!   the forward's derivative on purpose, as the straight-through estimator does). A mismatch fails
 //!   the test whatever the snapshot says; a rule that refuses prints its error.
@@ -280,7 +281,8 @@ fn grad_inputs(src: &str, name: &str, f: &bitnet_ir::Function) -> Vec<Tensor> {
             .collect();
         given.insert(arg.trim().to_string(), parsed);
     }
-    f.args
+    let inputs: Vec<Tensor> = f
+        .args
         .iter()
         .map(|&a| {
             let v = f.value(a);
@@ -298,7 +300,13 @@ fn grad_inputs(src: &str, name: &str, f: &bitnet_ir::Function) -> Vec<Tensor> {
             assert_eq!(values.len(), n, "{name}: %{arg} needs {n} values");
             Tensor::new(shape, Data::from_f64(ty.elem, values)).unwrap()
         })
-        .collect()
+        .collect();
+    let unused: Vec<&String> = given.keys().collect();
+    assert!(
+        unused.is_empty(),
+        "{name}: `; with` lines for no argument of @main: {unused:?}"
+    );
+    inputs
 }
 
 /// The loss of `f` (its first result) as f64.
