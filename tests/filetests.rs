@@ -382,7 +382,10 @@ fn run_grad(path: &Path) -> String {
                 let (k, v) = part.split_once('=').unwrap_or_else(|| {
                     panic!("{name}: `; fd:` takes `step = h, tol = t` or `off`")
                 });
-                let v: f64 = v.trim().parse().unwrap();
+                let v: f64 = v
+                    .trim()
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{name}: `; fd:` value {v:?} is not a number"));
                 match k.trim() {
                     "step" => step = v,
                     "tol" => tol = v,
@@ -474,12 +477,7 @@ fn grad_filetests() {
 
 #[test]
 fn every_op_appears_in_a_grad_filetest() {
-    let used = ops_in_files("grad");
-    let missing: Vec<&str> = OpKind::ALL
-        .iter()
-        .map(|k| k.name())
-        .filter(|n| !used.contains(n))
-        .collect();
+    let missing = ops_missing_from("grad");
     assert!(
         missing.is_empty(),
         "ops without a grad filetest: {missing:?}"
@@ -519,8 +517,8 @@ fn bir_files(kind: &str) -> Vec<PathBuf> {
     files
 }
 
-/// The ops used by the filetests of `kind`.
-fn ops_in_files(kind: &str) -> BTreeSet<&'static str> {
+/// The ops no filetest of `kind` uses.
+fn ops_missing_from(kind: &str) -> Vec<&'static str> {
     let mut used = BTreeSet::new();
     for path in bir_files(kind) {
         let src = read(&path);
@@ -529,17 +527,16 @@ fn ops_in_files(kind: &str) -> BTreeSet<&'static str> {
             used.extend(f.ops.iter().map(|op| op.kind.name()));
         }
     }
-    used
+    OpKind::ALL
+        .iter()
+        .map(|k| k.name())
+        .filter(|n| !used.contains(n))
+        .collect()
 }
 
 #[test]
 fn every_op_has_an_eval_filetest() {
-    let used = ops_in_files("eval");
-    let missing: Vec<&str> = OpKind::ALL
-        .iter()
-        .map(|k| k.name())
-        .filter(|n| !used.contains(n))
-        .collect();
+    let missing = ops_missing_from("eval");
     assert!(
         missing.is_empty(),
         "ops without an eval filetest: {missing:?}"

@@ -244,6 +244,13 @@ impl KvStoreParams {
         } = self;
         format!("bitnet_kv_store_{kvw}_{head_dim}_{context}")
     }
+
+    /// The KV heads of a row (`kvw / head_dim`), or `None` when the head size is zero or does not
+    /// divide the row width.
+    pub fn kv_heads(&self) -> Option<u64> {
+        (self.head_dim != 0 && self.kvw.is_multiple_of(self.head_dim))
+            .then(|| self.kvw / self.head_dim)
+    }
 }
 
 /// The parameters of `KernelKind::Attention`.

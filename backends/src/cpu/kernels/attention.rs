@@ -83,6 +83,7 @@ pub fn build(module: &mut dyn Module, p: &AttentionParams) -> Result<FuncId, Bac
     off32(name, mul(name, row_bytes, KEY_BLOCK as u64)?)?;
     off32(name, mul(name, head_dim, 8)?)?;
     let head_bytes = mul(name, row_bytes, context)?;
+    // Every head's offset, up to the whole cache's bytes, fits.
     mul(name, head_bytes, kv_heads)?;
     if crate::cpu::emit::uses_micro_kernels(module.isa())
         && bitnet_runtime::native::attention::supports(heads, kv_heads, head_dim)

@@ -19,17 +19,17 @@ pub fn build(module: &mut dyn Module, p: &KvStoreParams) -> Result<FuncId, Backe
         head_dim,
         context,
     } = *p;
-    if head_dim == 0 || !kvw.is_multiple_of(head_dim) || context == 0 {
-        return Err(bad_params(
+    let kv_heads = p.kv_heads().filter(|_| context > 0).ok_or_else(|| {
+        bad_params(
             name,
             "the row width must be a positive multiple of the head size, and the context positive",
-        ));
-    }
+        )
+    })?;
     let row_imm = imm64(name, mul(name, kvw, 4)?)?;
     let d_bytes = mul(name, head_dim, 4)?;
     let d_imm = imm64(name, d_bytes)?;
     let head_imm = imm64(name, mul(name, context, d_bytes)?)?;
-    let kv_heads = imm64(name, kvw / head_dim)?;
+    let kv_heads = imm64(name, kv_heads)?;
     define_kernel(module, name, TableLoads::Movable, &[], |b, e| {
         let k = e.buf(b, 0);
         let v = e.buf(b, 1);

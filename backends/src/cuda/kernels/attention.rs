@@ -53,10 +53,9 @@ pub fn build<'ctx>(
     let h = kb.urem(r, hn)?;
     let kvh = kb.udiv(h, kb.i64c(imm(heads / kv_heads)?))?;
     let d = kb.i64c(imm(head_dim)?);
-    // Head-major caches (`KvStore`): row j of KV head g at (g·C + j)·d.
-    let kvw = d;
     let keys = kb.add(kb.add(kb.pos()?, t)?, kb.i64c(1))?;
     let qrow = kb.mul(r, d)?;
+    // Head-major caches (`KvStore`): row j of KV head g at (g·C + j)·d, so rows are d apart.
     let col0 = kb.mul(kvh, kb.i64c(imm(context.saturating_mul(head_dim))?))?;
     let tid = kb.tid()?;
     let lane = kb.urem(tid, kb.i64c(kb.warp() as i64))?;
@@ -67,7 +66,7 @@ pub fn build<'ctx>(
     let mloc = kb.var(f32t, kb.f32c(f32::NEG_INFINITY))?;
     kb.for_range(warp, keys, kb.i64c(imm(warps)?), |j| {
         let part = kb.var(f32t, kb.f32c(0.0))?;
-        let krow = kb.add(kb.mul(j, kvw)?, col0)?;
+        let krow = kb.add(kb.mul(j, d)?, col0)?;
         kb.for_range(lane, d, kb.i64c(kb.warp() as i64), |i| {
             let p = kb.fmul(
                 kb.load_f32(q, kb.add(qrow, i)?)?,
@@ -109,7 +108,7 @@ pub fn build<'ctx>(
         kb.for_range(kb.i64c(0), keys, kb.i64c(1), |j| {
             let p = kb.fmul(
                 kb.load_f32(scores, j)?,
-                kb.load_f32(vc, kb.add(kb.mul(j, kvw)?, col)?)?,
+                kb.load_f32(vc, kb.add(kb.mul(j, d)?, col)?)?,
             )?;
             let a = kb.get(&acc)?.into_float_value();
             kb.set(&acc, kb.fadd(a, p)?)

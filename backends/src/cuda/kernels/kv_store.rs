@@ -22,7 +22,7 @@ pub fn build<'ctx>(
         head_dim,
         context,
     } = *p;
-    if head_dim == 0 || kvw % head_dim != 0 {
+    if p.kv_heads().is_none() {
         return Err(Cg(
             "the row width must be a positive multiple of the head size".into(),
         ));
