@@ -1,6 +1,7 @@
 //! The attention micro-kernel (`KernelKind::Attention`'s CPU contract: bit-identical to the
-//! interpreter's `nn.attention`): AVX-512 on x86-64 when the CPU has it, else a portable version
-//! with the same results. The caches are read through two strides (`Call`): the JIT's are
+//! interpreter's `nn.attention`): AVX-512 on x86-64 when the CPU has it, else AVX2 with FMA
+//! (`avx2.rs`, the same order of operations on 256-bit vectors), else a portable version with the
+//! same results. The caches are read through two strides (`Call`): the JIT's are
 //! head-major (`[kv_heads, C, d]`, each head's rows contiguous, which the hardware prefetcher
 //! follows); the tests also run the IR's row-major layout (`[C, kv_heads·d]`).
 //!
@@ -39,6 +40,9 @@
 
 use std::mem::MaybeUninit;
 use std::ops::Range;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 
 /// f64 scores kept on the stack per batch (128 KiB).
 pub const SCRATCH_SCORES: usize = 16384;
@@ -151,6 +155,11 @@ pub(crate) unsafe fn run(call: &Call) {
         if super::allowed(super::Isa::Avx512) && avx512::available() {
             // SAFETY: the CPU has the features; the buffers are the caller's.
             unsafe { drive::<avx512::Simd>(call) };
+            return;
+        }
+        if super::allowed(super::Isa::Avx2) && avx2::available() {
+            // SAFETY: the CPU has the features; the buffers are the caller's.
+            unsafe { drive::<avx2::Simd>(call) };
             return;
         }
     }
@@ -649,7 +658,7 @@ mod tests {
         };
         let (kc_h, vc_h) = (head_major(&kc), head_major(&vc));
         let bits = crate::native::test_support::bits;
-        let run_in = |simd: bool, rows: Range<usize>, in_place: bool, heads_first: bool| {
+        let run_in = |variant: Variant, rows: Range<usize>, in_place: bool, heads_first: bool| {
             let mut out = if in_place {
                 q.clone()
             } else {
@@ -674,50 +683,97 @@ mod tests {
                 pos,
                 rows,
             };
-            // SAFETY: the buffers have the call's shapes.
-            unsafe {
-                if simd {
-                    run(&call)
-                } else {
-                    drive::<Portable>(&call)
-                }
-            };
+            // SAFETY: the buffers have the call's shapes; `variants` lists what this CPU runs.
+            unsafe { variant.drive(&call) };
             out
         };
-        let go = |simd: bool, rows: Range<usize>, in_place: bool| {
-            let row_major = run_in(simd, rows.clone(), in_place, false);
-            let heads_first = run_in(simd, rows, in_place, true);
+        let go = |variant: Variant, rows: Range<usize>, in_place: bool| {
+            let row_major = run_in(variant, rows.clone(), in_place, false);
+            let heads_first = run_in(variant, rows, in_place, true);
             assert_eq!(
                 bits(&row_major),
                 bits(&heads_first),
-                "the two layouts differ"
+                "the two layouts differ, {variant:?}"
             );
             heads_first
         };
         let what = format!("heads {heads}/{kv_heads} d {d} t {t} pos {pos}");
         let rows = t * heads;
+        for variant in variants() {
+            assert_eq!(
+                bits(&go(variant, 0..rows, false)),
+                bits(&expect),
+                "{variant:?}, {what}"
+            );
+            assert_eq!(
+                bits(&go(variant, 0..rows, true)),
+                bits(&expect),
+                "{variant:?} in place, {what}"
+            );
+            // Rows split unevenly between calls (a batch cut in the middle of a group).
+            let cut = rows / 3 + 1;
+            let mut split = go(variant, 0..cut.min(rows), false);
+            let rest = go(variant, cut.min(rows)..rows, false);
+            let from = cut.min(rows) * d;
+            split[from..].copy_from_slice(&rest[from..]);
+            assert_eq!(
+                bits(&split),
+                bits(&expect),
+                "{variant:?} split at row {cut}, {what}"
+            );
+        }
+        // `run` picks one of them.
         assert_eq!(
-            bits(&go(false, 0..rows, false)),
+            bits(&run_in(Variant::Best, 0..rows, false, true)),
             bits(&expect),
-            "portable, {what}"
+            "run, {what}"
         );
-        assert_eq!(
-            bits(&go(true, 0..rows, false)),
-            bits(&expect),
-            "simd, {what}"
-        );
-        assert_eq!(
-            bits(&go(true, 0..rows, true)),
-            bits(&expect),
-            "in place, {what}"
-        );
-        // Rows split unevenly between calls (a batch cut in the middle of a group).
-        let cut = rows / 3 + 1;
-        let mut split = go(true, 0..cut.min(rows), false);
-        let rest = go(true, cut.min(rows)..rows, false);
-        let from = cut.min(rows) * d;
-        split[from..].copy_from_slice(&rest[from..]);
-        assert_eq!(bits(&split), bits(&expect), "split at row {cut}, {what}");
+    }
+
+    /// Each version of the primitives.
+    #[derive(Clone, Copy, Debug)]
+    enum Variant {
+        Portable,
+        #[cfg(target_arch = "x86_64")]
+        Avx2,
+        #[cfg(target_arch = "x86_64")]
+        Avx512,
+        /// What `run` picks.
+        Best,
+    }
+
+    impl Variant {
+        /// # Safety
+        /// As `run`; the variant is one `variants` lists.
+        unsafe fn drive(self, call: &Call) {
+            // SAFETY: the caller's.
+            unsafe {
+                match self {
+                    Variant::Portable => drive::<Portable>(call),
+                    #[cfg(target_arch = "x86_64")]
+                    Variant::Avx2 => drive::<avx2::Simd>(call),
+                    #[cfg(target_arch = "x86_64")]
+                    Variant::Avx512 => drive::<avx512::Simd>(call),
+                    Variant::Best => run(call),
+                }
+            }
+        }
+    }
+
+    /// The versions this CPU runs.
+    fn variants() -> Vec<Variant> {
+        #[allow(unused_mut)]
+        let mut v = vec![Variant::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if avx2::available() {
+                v.push(Variant::Avx2);
+            }
+            if avx512::available() {
+                v.push(Variant::Avx512);
+            }
+        }
+        v
     }
 
     #[test]
@@ -753,14 +809,23 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn the_simd_primitives_give_the_portable_f64_bits() {
-        if !avx512::available() {
-            return;
+        if avx2::available() {
+            primitives_match_the_portable::<avx2::Simd>("avx2");
         }
+        if avx512::available() {
+            primitives_match_the_portable::<avx512::Simd>("avx512");
+        }
+    }
+
+    /// `P`'s scores and sums against `Portable`'s, bit for bit (the CPU runs `P`).
+    fn primitives_match_the_portable<P: Prims>(name: &str) {
         let mut next = crate::native::test_support::xorshift(21);
         for (n, d, kvw, keys) in [
             (1, 128, 640, 3..40),
             (3, 17, 34, 0..16),
             (4, 136, 272, 5..38),
+            (2, 6, 12, 2..11),
+            (4, 3, 3, 0..1),
         ] {
             let rows = keys.end;
             let q: Vec<f64> = values(&mut next, n * d, false)
@@ -776,37 +841,32 @@ mod tests {
             let mut portable = vec![0f64; n * cap];
             let mut acc_simd: Vec<f64> = (0..n * d).map(|c| c as f64 / 7.0).collect();
             let mut acc_portable = acc_simd.clone();
+            let ws: Vec<&[f64]> = w.chunks_exact(keys.len()).collect();
             // SAFETY: `k` has `rows` rows of `kvw` ≥ d values; the scratch holds n·cap.
             unsafe {
-                avx512::Simd::scores(
-                    &q,
-                    n,
-                    d,
-                    k.as_ptr(),
-                    kvw,
-                    keys.clone(),
-                    0.3,
-                    simd.as_mut_ptr(),
-                    cap,
-                );
+                let (k, keys) = (k.as_ptr(), keys.clone());
+                P::scores(&q, n, d, k, kvw, keys.clone(), 0.3, simd.as_mut_ptr(), cap);
                 Portable::scores(
                     &q,
                     n,
                     d,
-                    k.as_ptr(),
+                    k,
                     kvw,
                     keys.clone(),
                     0.3,
                     portable.as_mut_ptr(),
                     cap,
                 );
-                let ws: Vec<&[f64]> = w.chunks_exact(keys.len()).collect();
-                avx512::Simd::accumulate(&ws, k.as_ptr(), kvw, keys.clone(), &mut acc_simd);
-                Portable::accumulate(&ws, k.as_ptr(), kvw, keys.clone(), &mut acc_portable);
+                P::accumulate(&ws, k, kvw, keys.clone(), &mut acc_simd);
+                Portable::accumulate(&ws, k, kvw, keys, &mut acc_portable);
             }
             let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&simd), bits(&portable), "scores n {n} d {d}");
-            assert_eq!(bits(&acc_simd), bits(&acc_portable), "sums n {n} d {d}");
+            assert_eq!(bits(&simd), bits(&portable), "{name} scores n {n} d {d}");
+            assert_eq!(
+                bits(&acc_simd),
+                bits(&acc_portable),
+                "{name} sums n {n} d {d}"
+            );
         }
     }
 

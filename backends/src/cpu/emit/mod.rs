@@ -137,8 +137,16 @@ pub fn micro_kernel_signature(isa: &dyn TargetIsa, params: usize) -> Signature {
     sig
 }
 
-/// Whether kernels on `isa` call the runtime's AVX-512 micro-kernels (`bitnet_runtime::native`:
-/// the 16-bit float lm_head and attention) instead of code generated here: x86-64 with AVX-512 F,
+/// Whether the attention kernel on `isa` calls the runtime's micro-kernel
+/// (`bitnet_runtime::native::attention`, AVX-512 and AVX2 + FMA variants with the same bits) instead
+/// of code generated here: x86-64 with AVX2 and FMA (x86-64-v3 and up). Below it, and on AArch64,
+/// the generated 128-bit code is used.
+pub fn uses_attention_micro_kernel(isa: &dyn TargetIsa) -> bool {
+    isa.name() == "x64" && has_flag(isa, "has_avx2") && has_flag(isa, "has_fma")
+}
+
+/// Whether kernels on `isa` call the runtime's AVX-512 micro-kernel for the 16-bit float lm_head
+/// (`bitnet_runtime::native`) instead of code generated here: x86-64 with AVX-512 F,
 /// VL, DQ and VNNI (every such CPU also has BW and F16C, which the micro-kernels check themselves,
 /// falling back to portable code with the same results).
 pub fn uses_micro_kernels(isa: &dyn TargetIsa) -> bool {

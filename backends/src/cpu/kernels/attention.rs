@@ -25,10 +25,11 @@
 //! stack probes (`enable_probestack`) or on enough stack below the caller; the executor's workers
 //! (`std::thread::spawn`, 2 MiB) and the main thread have far more.
 //!
-//! On x86-64 with AVX-512 (`emit::uses_micro_kernels`) and a head size up to
+//! On x86-64 with AVX2 and FMA (`emit::uses_attention_micro_kernel`) and a head size up to
 //! `bitnet_runtime::native::attention::MAX_HEAD_DIM`, the kernel calls the runtime's micro-kernel
 //! instead (`bitnet_runtime::native::attention`: the same values bit for bit, keys in the lanes of
-//! 512-bit vectors, the query heads of a KV head sharing each pass over the cache).
+//! 512-bit or 256-bit vectors as the running CPU has them, the query heads of a KV head sharing
+//! each pass over the cache).
 //!
 //! `out` may alias `q` (each row reads its q row before it writes its out row, the same place).
 //! The caches are loaded as read-only memory: nothing may write them during the launch.
@@ -85,11 +86,11 @@ pub fn build(module: &mut dyn Module, p: &AttentionParams) -> Result<FuncId, Bac
     let head_bytes = mul(name, row_bytes, context)?;
     // Every head's offset, up to the whole cache's bytes, fits.
     mul(name, head_bytes, kv_heads)?;
-    if crate::cpu::emit::uses_micro_kernels(module.isa())
+    if crate::cpu::emit::uses_attention_micro_kernel(module.isa())
         && bitnet_runtime::native::attention::supports(heads, kv_heads, head_dim)
     {
-        // The runtime's AVX-512 micro-kernel (`bitnet_runtime::native::attention`: the same
-        // values, bit for bit).
+        // The runtime's micro-kernel (`bitnet_runtime::native::attention`: the same values, bit
+        // for bit).
         let param = |v: u64, what: &str| {
             i64::try_from(v).map_err(|_| bad_params(name, &format!("{what} beyond i64")))
         };

@@ -1,0 +1,235 @@
+//! The attention micro-kernel's primitives with AVX2 and FMA (x86-64-v3): the AVX-512 version's
+//! order of operations on 256-bit vectors, so the same bits (see the parent module's doc).
+//!
+//! Scores: 8 keys per block, one 8-lane gather of the keys' `k_ji` per index `i`, widened into two
+//! vectors of 4 f64 whose lanes each run one key's dot in index order (a fused multiply-add: the
+//! product of two f32 is exact in f64). Weighted sums: each value row loaded and widened once for
+//! every head of the batch, a multiply then an add per column (never fused, as the reference).
+//! Partial blocks use the instruction set's masked loads, gathers and stores, so nothing past a
+//! row or a head's sums is read or written.
+
+use super::{Prims, Range};
+use std::arch::x86_64::*;
+
+/// Keys per block of the scores (one 8-lane gather, two f64 vectors).
+const KEYS: usize = 8;
+
+/// Whether this CPU runs the AVX2 kernel.
+pub(super) fn available() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
+pub(super) struct Simd;
+
+impl Prims for Simd {
+    unsafe fn scores(
+        qs: &[f64],
+        n: usize,
+        d: usize,
+        k: *const f32,
+        kvw: usize,
+        keys: Range<usize>,
+        scale: f64,
+        scores: *mut f64,
+        cap: usize,
+    ) {
+        // SAFETY: the features are present (`available`); the rest is the caller's.
+        unsafe {
+            match n {
+                1 => scores_n::<1>(qs, d, k, kvw, keys, scale, scores, cap),
+                2 => scores_n::<2>(qs, d, k, kvw, keys, scale, scores, cap),
+                3 => scores_n::<3>(qs, d, k, kvw, keys, scale, scores, cap),
+                _ => scores_n::<4>(qs, d, k, kvw, keys, scale, scores, cap),
+            }
+        }
+    }
+
+    unsafe fn accumulate(
+        w: &[&[f64]],
+        v: *const f32,
+        kvw: usize,
+        keys: Range<usize>,
+        acc: &mut [f64],
+    ) {
+        let n = w.len();
+        if n == 0 {
+            return;
+        }
+        let d = acc.len() / n;
+        // Vectors of 4 columns per head per pass: the heads' sums, one row's widened values and a
+        // weight fit the 16 registers.
+        let per_pass = 4 * match n {
+            1 | 2 => 4,
+            _ => 3,
+        };
+        let mut c0 = 0;
+        while c0 < d {
+            let cols = (d - c0).min(per_pass);
+            // SAFETY: the features are present; columns c0..c0 + cols of the head exist, and of
+            // each head's sums.
+            unsafe {
+                let v = v.add(c0);
+                let acc = acc.as_mut_ptr().add(c0);
+                match n {
+                    1 => columns::<1, 4>(w, v, kvw, keys.clone(), acc, d, cols),
+                    2 => columns::<2, 4>(w, v, kvw, keys.clone(), acc, d, cols),
+                    3 => columns::<3, 3>(w, v, kvw, keys.clone(), acc, d, cols),
+                    _ => columns::<4, 3>(w, v, kvw, keys.clone(), acc, d, cols),
+                }
+            }
+            c0 += cols;
+        }
+    }
+
+    fn prefetch(base: *const f32, kvw: usize, d: usize, rows: Range<usize>) {
+        for row in rows {
+            for c in (0..d).step_by(16) {
+                // SAFETY: a prefetch is a hint: it reads nothing and cannot fault.
+                unsafe {
+                    _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(row * kvw + c).cast());
+                }
+            }
+        }
+    }
+}
+
+/// The mask of the first `n` of 4 f64 lanes (all bits of a lane set).
+#[target_feature(enable = "avx2")]
+fn lanes4_pd(n: usize) -> __m256i {
+    _mm256_cmpgt_epi64(
+        _mm256_set1_epi64x(n.min(4) as i64),
+        _mm256_setr_epi64x(0, 1, 2, 3),
+    )
+}
+
+/// The mask of the first `n` of 4 f32 lanes.
+#[target_feature(enable = "avx2")]
+fn lanes4_ps(n: usize) -> __m128i {
+    _mm_cmpgt_epi32(_mm_set1_epi32(n.min(4) as i32), _mm_setr_epi32(0, 1, 2, 3))
+}
+
+/// `Prims::scores` for `N` query heads: blocks of 8 keys, lane l of the two f64 vectors of head hh
+/// running key `j + l`'s dot in index order.
+///
+/// # Safety
+/// As `Prims::scores`, with AVX2 and FMA present.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn scores_n<const N: usize>(
+    qs: &[f64],
+    d: usize,
+    k: *const f32,
+    kvw: usize,
+    keys: Range<usize>,
+    scale: f64,
+    scores: *mut f64,
+    cap: usize,
+) {
+    // The offsets of 8 consecutive rows (`supports`: they fit i32).
+    let offsets = _mm256_mullo_epi32(
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        _mm256_set1_epi32(kvw as i32),
+    );
+    let scale_v = _mm256_set1_pd(scale);
+    let mut j = keys.start;
+    while j < keys.end {
+        let n_keys = (keys.end - j).min(KEYS);
+        let mask = _mm256_castsi256_ps(_mm256_cmpgt_epi32(
+            _mm256_set1_epi32(n_keys as i32),
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        ));
+        // SAFETY: rows j..j + n_keys exist; masked-off lanes are not read.
+        let base = unsafe { k.add(j * kvw) };
+        let mut acc = [[_mm256_set1_pd(-0.0); 2]; N];
+        // The next block's rows, one cache line per step of i (as many as there are steps).
+        let next = base.wrapping_add(KEYS * kvw);
+        let lines = d.div_ceil(16);
+        let ahead = if j + KEYS < keys.end { KEYS * lines } else { 0 };
+        // The next line to ask for: row `row`, line `line` of it (no division per step).
+        let (mut row, mut line) = (0, 0);
+        for i in 0..d {
+            if i < ahead {
+                // A hint: it reads nothing and cannot fault.
+                _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(row * kvw + 16 * line).cast());
+                line += 1;
+                if line == lines {
+                    (row, line) = (row + 1, 0);
+                }
+            }
+            // SAFETY: lane l reads row j + l, column i < d, of the head (lanes < n_keys).
+            let kv = unsafe {
+                _mm256_mask_i32gather_ps::<4>(_mm256_setzero_ps(), base.add(i), offsets, mask)
+            };
+            let lo = _mm256_cvtps_pd(_mm256_castps256_ps128(kv));
+            let hi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(kv));
+            for (hh, a) in acc.iter_mut().enumerate() {
+                let q = _mm256_set1_pd(qs[hh * d + i]);
+                a[0] = _mm256_fmadd_pd(q, lo, a[0]);
+                a[1] = _mm256_fmadd_pd(q, hi, a[1]);
+            }
+        }
+        for (hh, a) in acc.iter().enumerate() {
+            let mut s = [0f64; KEYS];
+            // SAFETY: 8 f64 in `s`.
+            unsafe {
+                _mm256_storeu_pd(s.as_mut_ptr(), _mm256_mul_pd(a[0], scale_v));
+                _mm256_storeu_pd(s.as_mut_ptr().add(4), _mm256_mul_pd(a[1], scale_v));
+            }
+            for (l, &v) in s.iter().enumerate().take(n_keys) {
+                // SAFETY: within head hh's part of the scratch (`cap ≥ keys.len()`).
+                unsafe { *scores.add(hh * cap + j + l - keys.start) = v };
+            }
+        }
+        j += n_keys;
+    }
+}
+
+/// `Prims::accumulate` for `cols ≤ 4·V` columns of `N` heads (their sums `d` apart from `acc`):
+/// each value row is loaded and widened once for all the heads.
+///
+/// # Safety
+/// As `Prims::accumulate` for these columns, with AVX2 present; `w` has `N` slices.
+#[target_feature(enable = "avx2")]
+unsafe fn columns<const N: usize, const V: usize>(
+    w: &[&[f64]],
+    v: *const f32,
+    kvw: usize,
+    keys: Range<usize>,
+    acc: *mut f64,
+    d: usize,
+    cols: usize,
+) {
+    let masks_pd: [__m256i; V] = std::array::from_fn(|u| lanes4_pd(cols.saturating_sub(4 * u)));
+    let masks_ps: [__m128i; V] = std::array::from_fn(|u| lanes4_ps(cols.saturating_sub(4 * u)));
+    // SAFETY: head hh's sums start hh·d after `acc`, with `cols` values; masked-off lanes are not
+    // touched.
+    let mut a: [[__m256d; V]; N] = std::array::from_fn(|hh| {
+        std::array::from_fn(|u| unsafe { _mm256_maskload_pd(acc.add(hh * d + 4 * u), masks_pd[u]) })
+    });
+    let w: [&[f64]; N] = std::array::from_fn(|hh| w[hh]);
+    let full = cols == 4 * V;
+    for (jj, j) in keys.enumerate() {
+        // SAFETY: row j of the head has `cols` values from here.
+        let row = unsafe { v.add(j * kvw) };
+        // SAFETY: as above, masked.
+        let x: [__m256d; V] = std::array::from_fn(|u| unsafe {
+            if full {
+                _mm256_cvtps_pd(_mm_loadu_ps(row.add(4 * u)))
+            } else {
+                _mm256_cvtps_pd(_mm_maskload_ps(row.add(4 * u), masks_ps[u]))
+            }
+        });
+        for (s, w) in a.iter_mut().zip(&w) {
+            let wv = _mm256_set1_pd(w[jj]);
+            for (s, &x) in s.iter_mut().zip(&x) {
+                *s = _mm256_add_pd(*s, _mm256_mul_pd(wv, x));
+            }
+        }
+    }
+    for (hh, s) in a.iter().enumerate() {
+        for (u, &s) in s.iter().enumerate() {
+            // SAFETY: as the loads.
+            unsafe { _mm256_maskstore_pd(acc.add(hh * d + 4 * u), masks_pd[u], s) };
+        }
+    }
+}
