@@ -1,6 +1,7 @@
 //! The 16-bit float matmul micro-kernel (`KernelKind::MatmulNtHalf`'s contract: the lm_head with
 //! bf16 or f16 weights, f32 activations and sums): AVX-512 on x86-64 when the CPU has it (with
-//! F16C for f16), else a portable version with the same results.
+//! F16C for f16), else AVX2 with FMA (`avx2.rs`: the same sums on 256-bit vectors), else a portable
+//! version with the same results.
 //!
 //! Rows are stored in `backends::kernel::layout` order: per group of eight weights, 32-bit lane l
 //! holds weight l in its low half and weight 4 + l in its high half; the last `k mod 8` weights
@@ -26,6 +27,9 @@
 //! widened weight chunk serves `GROUP` tokens and each activation chunk `ROWS` rows, which keeps the
 //! loop on the FMA units rather than on the cache (a block of one row streamed 64 bytes of
 //! activations per multiply-add).
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 
 /// Tokens per group (one widened weight chunk serves this many tokens).
 #[cfg(target_arch = "x86_64")]
@@ -65,6 +69,11 @@ pub(crate) unsafe fn run(call: &Call) {
         if super::allowed(super::Isa::Avx512) && avx512::available(call.f16) {
             // SAFETY: the CPU has the features; the buffers are the caller's.
             unsafe { avx512::run(call) };
+            return;
+        }
+        if super::allowed(super::Isa::Avx2) && avx2::available(call.f16) {
+            // SAFETY: the CPU has the features; the buffers are the caller's.
+            unsafe { avx2::run(call) };
             return;
         }
     }
@@ -368,7 +377,7 @@ mod tests {
         let x: Vec<f32> = (0..t * k)
             .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
             .collect();
-        let go = |simd: bool, t: usize, rows: std::ops::Range<usize>| {
+        let go = |variant: Variant, t: usize, rows: std::ops::Range<usize>| {
             let mut out = vec![0f32; t * n];
             let call = Call {
                 x: x.as_ptr(),
@@ -381,28 +390,73 @@ mod tests {
                 rows,
             };
             // SAFETY: the buffers have the call's shapes.
-            unsafe { if simd { run(&call) } else { portable(&call) } };
+            unsafe { variant.run(&call) };
             out
         };
         let bits = crate::native::test_support::bits;
-        let all = go(true, t, 0..n);
-        assert_eq!(
-            bits(&all),
-            bits(&go(false, t, 0..n)),
-            "k {k} n {n} t {t} f16 {f16}"
-        );
-        // The last token alone gives its row of the full call, bit for bit.
-        let last = go(true, 1, 0..n);
-        assert_eq!(bits(&last), bits(&all[..n]), "token 0 alone");
-        // Rows split between two calls give the same values.
-        let mut split = go(true, t, 0..n / 2);
-        let rest = go(true, t, n / 2..n);
-        for i in 0..t * n {
-            if i % n >= n / 2 {
-                split[i] = rest[i];
+        let all = go(Variant::Portable, t, 0..n);
+        for variant in variants(f16) {
+            let what = format!("{variant:?} k {k} n {n} t {t} f16 {f16}");
+            assert_eq!(bits(&go(variant, t, 0..n)), bits(&all), "{what}");
+            // The first token alone gives its row of the full call, bit for bit.
+            let first = go(variant, 1, 0..n);
+            assert_eq!(bits(&first), bits(&all[..n]), "token 0 alone, {what}");
+            // Rows split between two calls give the same values.
+            let mut split = go(variant, t, 0..n / 2);
+            let rest = go(variant, t, n / 2..n);
+            for i in 0..t * n {
+                if i % n >= n / 2 {
+                    split[i] = rest[i];
+                }
+            }
+            assert_eq!(bits(&split), bits(&all), "split, {what}");
+        }
+    }
+
+    /// Each version of the kernel.
+    #[derive(Clone, Copy, Debug)]
+    enum Variant {
+        Portable,
+        #[cfg(target_arch = "x86_64")]
+        Avx2,
+        #[cfg(target_arch = "x86_64")]
+        Avx512,
+        /// What `run` picks.
+        Best,
+    }
+
+    impl Variant {
+        /// # Safety
+        /// As `run`; the variant is one `variants` lists.
+        unsafe fn run(self, call: &Call) {
+            // SAFETY: the caller's.
+            unsafe {
+                match self {
+                    Variant::Portable => portable(call),
+                    #[cfg(target_arch = "x86_64")]
+                    Variant::Avx2 => avx2::run(call),
+                    #[cfg(target_arch = "x86_64")]
+                    Variant::Avx512 => avx512::run(call),
+                    Variant::Best => run(call),
+                }
             }
         }
-        assert_eq!(bits(&split), bits(&all));
+    }
+
+    /// The versions this CPU runs for `f16` or bf16 weights.
+    fn variants(f16: bool) -> Vec<Variant> {
+        #[allow(unused_mut)]
+        let mut v = vec![Variant::Best];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if avx2::available(f16) {
+                v.push(Variant::Avx2);
+            }
+            if avx512::available(f16) {
+                v.push(Variant::Avx512);
+            }
+        }
+        v
     }
 
     #[test]

@@ -137,28 +137,13 @@ pub fn micro_kernel_signature(isa: &dyn TargetIsa, params: usize) -> Signature {
     sig
 }
 
-/// Whether the attention kernel on `isa` calls the runtime's micro-kernel
-/// (`bitnet_runtime::native::attention`, AVX-512 and AVX2 + FMA variants with the same bits) instead
-/// of code generated here: x86-64 with AVX2 and FMA (x86-64-v3 and up). Below it, and on AArch64,
-/// the generated 128-bit code is used.
-pub fn uses_attention_micro_kernel(isa: &dyn TargetIsa) -> bool {
+/// Whether the float kernels on `isa` call the runtime's micro-kernels (`bitnet_runtime::native`:
+/// the 16-bit float lm_head and attention, each with AVX-512 and AVX2 + FMA variants that give the
+/// same bits) instead of code generated here: x86-64 with AVX2 and FMA (x86-64-v3 and up; every
+/// such CPU also has F16C, which the 16-bit matmul checks itself, falling back to portable code with
+/// the same results). Below it, and on AArch64, the generated 128-bit code is used.
+pub fn uses_float_micro_kernels(isa: &dyn TargetIsa) -> bool {
     isa.name() == "x64" && has_flag(isa, "has_avx2") && has_flag(isa, "has_fma")
-}
-
-/// Whether kernels on `isa` call the runtime's AVX-512 micro-kernel for the 16-bit float lm_head
-/// (`bitnet_runtime::native`) instead of code generated here: x86-64 with AVX-512 F,
-/// VL, DQ and VNNI (every such CPU also has BW and F16C, which the micro-kernels check themselves,
-/// falling back to portable code with the same results).
-pub fn uses_micro_kernels(isa: &dyn TargetIsa) -> bool {
-    isa.name() == "x64"
-        && [
-            "has_avx512f",
-            "has_avx512vl",
-            "has_avx512dq",
-            "has_avx512vnni",
-        ]
-        .iter()
-        .all(|f| has_flag(isa, f))
 }
 
 /// Whether the integer matmuls on `isa` (the ternary matmul and the int8 lm_head) call the

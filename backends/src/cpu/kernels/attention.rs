@@ -25,7 +25,7 @@
 //! stack probes (`enable_probestack`) or on enough stack below the caller; the executor's workers
 //! (`std::thread::spawn`, 2 MiB) and the main thread have far more.
 //!
-//! On x86-64 with AVX2 and FMA (`emit::uses_attention_micro_kernel`) and a head size up to
+//! On x86-64 with AVX2 and FMA (`emit::uses_float_micro_kernels`) and a head size up to
 //! `bitnet_runtime::native::attention::MAX_HEAD_DIM`, the kernel calls the runtime's micro-kernel
 //! instead (`bitnet_runtime::native::attention`: the same values bit for bit, keys in the lanes of
 //! 512-bit or 256-bit vectors as the running CPU has them, the query heads of a KV head sharing
@@ -86,7 +86,7 @@ pub fn build(module: &mut dyn Module, p: &AttentionParams) -> Result<FuncId, Bac
     let head_bytes = mul(name, row_bytes, context)?;
     // Every head's offset, up to the whole cache's bytes, fits.
     mul(name, head_bytes, kv_heads)?;
-    if crate::cpu::emit::uses_attention_micro_kernel(module.isa())
+    if crate::cpu::emit::uses_float_micro_kernels(module.isa())
         && bitnet_runtime::native::attention::supports(heads, kv_heads, head_dim)
     {
         // The runtime's micro-kernel (`bitnet_runtime::native::attention`: the same values, bit

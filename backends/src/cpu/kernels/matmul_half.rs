@@ -15,9 +15,10 @@
 //!   by 2^112 (exact) gives the weight. Infinities and NaN do not survive (`layout` refuses weights
 //!   that overflow f16).
 //!
-//! On x86-64 with AVX-512 (`emit::uses_micro_kernels`) the kernel calls the runtime's
-//! micro-kernel instead (`bitnet_runtime::native::matmul_nt_half`: 512-bit lanes, four tokens per
-//! widened weight chunk, its own fixed order of sums, the same for any number of tokens).
+//! On x86-64 with AVX2 and FMA (`emit::uses_float_micro_kernels`) the kernel calls the runtime's
+//! micro-kernel instead (`bitnet_runtime::native::matmul_nt_half`: 512-bit or 256-bit lanes as the
+//! running CPU has them, its own fixed order of sums, the same on both and for any number of
+//! tokens).
 //!
 //! With f16, each row first touches one byte per cache line of the next row's weights (loads whose
 //! values are unused), so that row is on its way from memory while this one is computed.
@@ -220,8 +221,8 @@ pub fn build(module: &mut dyn Module, p: &MatmulNtHalfParams) -> Result<FuncId, 
     if k == 0 {
         return Err(bad_params(name, "k must be at least 1"));
     }
-    if crate::cpu::emit::uses_micro_kernels(module.isa()) {
-        // The runtime's AVX-512 micro-kernel (`bitnet_runtime::native::matmul_nt_half`).
+    if crate::cpu::emit::uses_float_micro_kernels(module.isa()) {
+        // The runtime's micro-kernel (`bitnet_runtime::native::matmul_nt_half`).
         let params = [
             i64::try_from(k).map_err(|_| bad_params(name, "k beyond i64"))?,
             i64::try_from(n).map_err(|_| bad_params(name, "n beyond i64"))?,
