@@ -1,7 +1,8 @@
 //! The 4-bit matmul micro-kernel (`KernelKind::MatmulQ4`'s contract, exact: the `q4` lm_head,
 //! `out[t, r] = f32(Σ_g m[r, g]·Σ_{i∈g} q[r, i]·xq[t, i]) / xs[t] · ws[r]`): AVX-512 VNNI on
-//! x86-64 when the CPU has it, else a portable version with the same results. It is the only
-//! version of the kernel (there is no generated one): every target calls it by symbol.
+//! x86-64 when the CPU has it, else AVX2 (`avx2.rs`: `vpmaddubsw` then `vpmaddwd` by the group's
+//! multiplier), else a portable version with the same results. It is the only version of the kernel
+//! (there is no generated one): every target calls it by symbol.
 //!
 //! Weights: per row, `q` in −8..=7 in groups of `GROUP` (32), a multiplier `m` in 1..=`MAX_M` per
 //! group and one f32 scale `ws` per row (`backends::cpu::kernels::matmul_q4::quantize_row`);
@@ -25,6 +26,9 @@
 //! Loop order: row tiles of about `TILE_BYTES`; in each, tokens in groups of up to `TOKENS` (then
 //! fewer), rows in blocks (four rows for one token, two for more), so one activation load serves the
 //! block's rows and one decoded weight chunk the group's tokens.
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 
 /// Weights per group (one multiplier each).
 pub const GROUP: usize = 32;
@@ -99,6 +103,11 @@ pub(crate) unsafe fn run(call: &Call) {
         if super::allowed(super::Isa::Avx512) && avx512::available() {
             // SAFETY: the CPU has the features; the buffers are the caller's.
             unsafe { avx512::run(call) };
+            return;
+        }
+        if super::allowed(super::Isa::Avx2) && avx2::available() {
+            // SAFETY: the CPU has the features; the buffers are the caller's.
+            unsafe { avx2::run(call) };
             return;
         }
     }
@@ -372,7 +381,7 @@ mod tests {
                 want[tt * n + row] = s as f32 / xs[tt] * ws[row];
             }
         }
-        let go = |simd: bool, rows: std::ops::Range<usize>| {
+        let go = |variant: Variant, rows: std::ops::Range<usize>| {
             let mut out = vec![0f32; t * n];
             let call = Call {
                 xq: xq.as_ptr(),
@@ -388,22 +397,68 @@ mod tests {
                 rows,
             };
             // SAFETY: the buffers have the call's shapes.
-            unsafe { if simd { run(&call) } else { portable(&call) } };
+            unsafe { variant.run(&call) };
             out
         };
         let bits = crate::native::test_support::bits;
-        let what = format!("k {k} n {n} t {t}");
-        assert_eq!(bits(&go(false, 0..n)), bits(&want), "portable, {what}");
-        let all = go(true, 0..n);
-        assert_eq!(bits(&all), bits(&want), "simd, {what}");
-        let mut split = go(true, 0..n / 3);
-        let rest = go(true, n / 3..n);
-        for i in 0..t * n {
-            if i % n >= n / 3 {
-                split[i] = rest[i];
+        for variant in variants() {
+            let what = format!("{variant:?} k {k} n {n} t {t}");
+            assert_eq!(bits(&go(variant, 0..n)), bits(&want), "{what}");
+            let mut split = go(variant, 0..n / 3);
+            let rest = go(variant, n / 3..n);
+            for i in 0..t * n {
+                if i % n >= n / 3 {
+                    split[i] = rest[i];
+                }
+            }
+            assert_eq!(bits(&split), bits(&want), "split, {what}");
+        }
+    }
+
+    /// Each version of the kernel.
+    #[derive(Clone, Copy, Debug)]
+    enum Variant {
+        Portable,
+        #[cfg(target_arch = "x86_64")]
+        Avx2,
+        #[cfg(target_arch = "x86_64")]
+        Avx512,
+        /// What `run` picks.
+        Best,
+    }
+
+    impl Variant {
+        /// # Safety
+        /// As `run`; the variant is one `variants` lists.
+        unsafe fn run(self, call: &Call) {
+            // SAFETY: the caller's.
+            unsafe {
+                match self {
+                    Variant::Portable => portable(call),
+                    #[cfg(target_arch = "x86_64")]
+                    Variant::Avx2 => avx2::run(call),
+                    #[cfg(target_arch = "x86_64")]
+                    Variant::Avx512 => avx512::run(call),
+                    Variant::Best => run(call),
+                }
             }
         }
-        assert_eq!(bits(&split), bits(&want), "split, {what}");
+    }
+
+    /// The versions this CPU runs.
+    fn variants() -> Vec<Variant> {
+        #[allow(unused_mut)]
+        let mut v = vec![Variant::Portable, Variant::Best];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if avx2::available() {
+                v.push(Variant::Avx2);
+            }
+            if avx512::available() {
+                v.push(Variant::Avx512);
+            }
+        }
+        v
     }
 
     #[test]
