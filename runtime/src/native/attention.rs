@@ -818,6 +818,7 @@ mod tests {
     }
 
     /// `P`'s scores and sums against `Portable`'s, bit for bit (the CPU runs `P`).
+    #[cfg(target_arch = "x86_64")]
     fn primitives_match_the_portable<P: Prims>(name: &str) {
         let mut next = crate::native::test_support::xorshift(21);
         for (n, d, kvw, keys) in [

@@ -444,6 +444,7 @@ mod tests {
     }
 
     /// The versions this CPU runs for `f16` or bf16 weights.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
     fn variants(f16: bool) -> Vec<Variant> {
         #[allow(unused_mut)]
         let mut v = vec![Variant::Best];

@@ -1,7 +1,8 @@
 //! The 4-bit matmul micro-kernel (`KernelKind::MatmulQ4`'s contract, exact: the `q4` lm_head,
 //! `out[t, r] = f32(Σ_g m[r, g]·Σ_{i∈g} q[r, i]·xq[t, i]) / xs[t] · ws[r]`): AVX-512 VNNI on
 //! x86-64 when the CPU has it, else AVX2 (`avx2.rs`: `vpmaddubsw` then `vpmaddwd` by the group's
-//! multiplier), else a portable version with the same results. It is the only version of the kernel
+//! multiplier); on AArch64 NEON with or without the dot product (`neon.rs`); else a portable
+//! version with the same results. It is the only version of the kernel
 //! (there is no generated one): every target calls it by symbol.
 //!
 //! Weights: per row, `q` in −8..=7 in groups of `GROUP` (32), a multiplier `m` in 1..=`MAX_M` per
@@ -29,6 +30,8 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 
 /// Weights per group (one multiplier each).
 pub const GROUP: usize = 32;
@@ -39,7 +42,7 @@ pub const MAX_M: u8 = 63;
 /// The largest K: `63·8·128·K` must fit in i32.
 pub const MAX_K: usize = 32_768;
 /// Weight bytes per row tile.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 const TILE_BYTES: usize = 256 * 1024;
 /// Tokens per group.
 #[cfg(target_arch = "x86_64")]
@@ -108,6 +111,19 @@ pub(crate) unsafe fn run(call: &Call) {
         if super::allowed(super::Isa::Avx2) && avx2::available() {
             // SAFETY: the CPU has the features; the buffers are the caller's.
             unsafe { avx2::run(call) };
+            return;
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if super::allowed(super::Isa::Dotprod) && neon::dotprod_available() {
+            // SAFETY: the CPU has the features; the buffers are the caller's.
+            unsafe { neon::dotprod::run(call) };
+            return;
+        }
+        if super::allowed(super::Isa::Neon) {
+            // SAFETY: every AArch64 CPU has NEON; the buffers are the caller's.
+            unsafe { neon::plain::run(call) };
             return;
         }
     }
@@ -423,6 +439,10 @@ mod tests {
         Avx2,
         #[cfg(target_arch = "x86_64")]
         Avx512,
+        #[cfg(target_arch = "aarch64")]
+        Neon,
+        #[cfg(target_arch = "aarch64")]
+        Dotprod,
         /// What `run` picks.
         Best,
     }
@@ -439,6 +459,10 @@ mod tests {
                     Variant::Avx2 => avx2::run(call),
                     #[cfg(target_arch = "x86_64")]
                     Variant::Avx512 => avx512::run(call),
+                    #[cfg(target_arch = "aarch64")]
+                    Variant::Neon => neon::plain::run(call),
+                    #[cfg(target_arch = "aarch64")]
+                    Variant::Dotprod => neon::dotprod::run(call),
                     Variant::Best => run(call),
                 }
             }
@@ -456,6 +480,13 @@ mod tests {
             }
             if avx512::available() {
                 v.push(Variant::Avx512);
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            v.push(Variant::Neon);
+            if neon::dotprod_available() {
+                v.push(Variant::Dotprod);
             }
         }
         v
