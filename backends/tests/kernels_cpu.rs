@@ -59,8 +59,8 @@ type Compile = fn(
 
 harness_tests!(run);
 
-/// The kernels that call a micro-kernel on an AVX2 or AVX-512 host, generated instead (as on a CPU without
-/// it): the same cases.
+/// The kernels that call a micro-kernel on an AVX2 or AVX-512 host, generated instead (as on a CPU
+/// without them): the same cases.
 mod generated {
     use super::{KernelOp, compile_generated_kernels, run_with};
 

@@ -12,9 +12,8 @@
 //! The last chunk of a row whose K is not a multiple of 128 reads its activations from a copy on
 //! the stack padded with zeros (AVX2 has no byte-masked load); the padding weights are 0.
 //!
-//! Blocks: 4 rows × 1 token (prefetching the rows `AHEAD` blocks on), or 2 rows × up to 2 tokens
-//! (the accumulators, a row's weights and multiplier and the tokens' activations fit 16
-//! registers).
+//! Blocks: 4 rows × 1 token or 2 rows × 2 tokens (one decoded weight chunk serves both tokens),
+//! each prefetching the rows `AHEAD` blocks on.
 
 use super::{AHEAD, CHUNK, Call, TILE_BYTES, multipliers, nibble_bytes};
 use std::arch::x86_64::*;
