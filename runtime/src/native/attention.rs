@@ -301,6 +301,19 @@ unsafe fn batch<P: Prims>(call: &Call, b: Batch, scratch: *mut f64) {
     }
 }
 
+/// Asks for the first `d` values of rows `rows` (`kvw` apart from `base`), a cache line at a
+/// time: `Prims::prefetch` of both SIMD versions.
+#[cfg(target_arch = "x86_64")]
+fn prefetch_rows(base: *const f32, kvw: usize, d: usize, rows: Range<usize>) {
+    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+    for row in rows {
+        for c in (0..d).step_by(16) {
+            // SAFETY: a prefetch is a hint: it reads nothing and cannot fault.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(row * kvw + c).cast()) };
+        }
+    }
+}
+
 /// The reference's loops, one value at a time.
 struct Portable;
 
@@ -423,14 +436,7 @@ mod avx512 {
         }
 
         fn prefetch(base: *const f32, kvw: usize, d: usize, rows: Range<usize>) {
-            for row in rows {
-                for c in (0..d).step_by(16) {
-                    // SAFETY: a prefetch is a hint: it reads nothing and cannot fault.
-                    unsafe {
-                        _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(row * kvw + c).cast());
-                    }
-                }
-            }
+            super::prefetch_rows(base, kvw, d, rows);
         }
     }
 

@@ -160,6 +160,24 @@ fn reduce16(v: &[f32; 16]) -> f32 {
     c[0] + c[1]
 }
 
+/// With `ahead` > 0, asks for the weights of each row `ahead` rows after `wr`'s (rows `row0..`)
+/// that the call has, a cache line at a time: the SIMD versions' blocks fetch the next block's
+/// rows while they compute.
+#[cfg(target_arch = "x86_64")]
+fn prefetch_ahead(call: &Call, wr: &[*const u16], row0: usize, ahead: usize) {
+    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+    let bytes = call.k * 2;
+    for (r, row) in wr.iter().enumerate() {
+        if ahead > 0 && row0 + r + ahead < call.rows.end {
+            let ahead = row.wrapping_add(ahead * call.k).cast::<u8>();
+            for line in (0..bytes).step_by(64) {
+                // SAFETY: a prefetch is a hint: it reads nothing and cannot fault.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast()) };
+            }
+        }
+    }
+}
+
 /// The same results without SIMD.
 ///
 /// # Safety
@@ -234,19 +252,7 @@ mod avx512 {
         // Lane i of the low weights is weight 8(i / 4) + i % 4 of the chunk; of the high, + 4.
         let lo_idx = _mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27);
         let hi_idx = _mm512_setr_epi32(4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
-        let bytes = k * 2;
-        for (r, row) in wr.iter().enumerate() {
-            if ahead > 0 && row0 + r + ahead < call.rows.end {
-                // SAFETY: a prefetch of a row of the call (no access happens).
-                let ahead = unsafe { row.add(ahead * k).cast::<u8>() };
-                let mut line = 0;
-                while line < bytes {
-                    // SAFETY: as above.
-                    unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.add(line).cast()) };
-                    line += 64;
-                }
-            }
-        }
+        super::prefetch_ahead(call, &wr, row0, ahead);
         let mut acc = [[_mm512_setzero_ps(); G]; R];
         for c in 0..chunks {
             // SAFETY: chunk c of each row and of each token's row.

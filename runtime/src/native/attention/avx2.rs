@@ -82,14 +82,7 @@ impl Prims for Simd {
     }
 
     fn prefetch(base: *const f32, kvw: usize, d: usize, rows: Range<usize>) {
-        for row in rows {
-            for c in (0..d).step_by(16) {
-                // SAFETY: a prefetch is a hint: it reads nothing and cannot fault.
-                unsafe {
-                    _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(row * kvw + c).cast());
-                }
-            }
-        }
+        super::prefetch_rows(base, kvw, d, rows);
     }
 }
 

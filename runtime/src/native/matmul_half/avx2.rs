@@ -76,19 +76,7 @@ unsafe fn block<const R: usize, const G: usize, const F16: bool>(
     // SAFETY: rows row0..row0 + R of the weights, tokens t0..t0 + G of the activations.
     let wr: [*const u16; R] = std::array::from_fn(|r| unsafe { call.w.add((row0 + r) * k) });
     let xs: [*const f32; G] = std::array::from_fn(|g| unsafe { call.x.add((t0 + g) * k) });
-    let bytes = k * 2;
-    for (r, row) in wr.iter().enumerate() {
-        if ahead > 0 && row0 + r + ahead < call.rows.end {
-            // SAFETY: a prefetch of a row of the call (no access happens).
-            let ahead = unsafe { row.add(ahead * k).cast::<u8>() };
-            let mut line = 0;
-            while line < bytes {
-                // SAFETY: as above.
-                unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.add(line).cast()) };
-                line += 64;
-            }
-        }
-    }
+    super::prefetch_ahead(call, &wr, row0, ahead);
     // acc[r][g][half]: lanes 0–7 and 8–15 of the AVX-512 accumulator.
     let mut acc = [[[_mm256_setzero_ps(); 2]; G]; R];
     for c in 0..chunks {

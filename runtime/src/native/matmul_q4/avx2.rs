@@ -10,12 +10,14 @@
 //! i32 arithmetic (the AVX-512 kernel's `acc − corr` argument holds unchanged).
 //!
 //! The last chunk of a row whose K is not a multiple of 128 reads its activations from a copy on
-//! the stack padded with zeros (AVX2 has no byte-masked load); the padding weights are 0.
+//! the stack padded with zeros (`native::padded_tail`, once per token of a group: AVX2 has no
+//! byte-masked load); the padding weights are 0.
 //!
 //! Blocks: 4 rows × 1 token or 2 rows × 2 tokens (one decoded weight chunk serves both tokens),
 //! each prefetching the rows `AHEAD` blocks on.
 
 use super::{AHEAD, CHUNK, Call, TILE_BYTES, multipliers, nibble_bytes};
+use crate::native::padded_tail;
 use std::arch::x86_64::*;
 
 /// Tokens per group.
@@ -27,27 +29,23 @@ pub(super) fn available() -> bool {
 }
 
 /// Chunk `c` of a token's activations plus 128, as four 32-byte vectors of unsigned bytes in the
-/// order of the weights (`0..32`, `32..64`, `64..96`, `96..128`); bytes past K are zeros (plus
-/// 128), whose weights are 0.
+/// order of the weights (`0..32`, `32..64`, `64..96`, `96..128`): from the row when the chunk is
+/// whole, else from `tail`, the row's last partial chunk padded with zeros (`padded_tail`: AVX2 has
+/// no byte-masked load), whose weights are 0.
 ///
 /// # Safety
 /// The K bytes at `x` are readable.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn acts(x: *const i8, c: usize, k: usize) -> [__m256i; 4] {
+unsafe fn acts(x: *const i8, c: usize, k: usize, tail: &[i8; CHUNK]) -> [__m256i; 4] {
     let bias = _mm256_set1_epi8(-128);
-    let at = c * CHUNK;
-    let mut padded = [0i8; CHUNK];
-    let src = if at + CHUNK <= k {
+    let src = if (c + 1) * CHUNK <= k {
         // SAFETY: the chunk is within the row.
-        unsafe { x.add(at) }
+        unsafe { x.add(c * CHUNK) }
     } else {
-        let left = k - at.min(k);
-        // SAFETY: bytes at..k of the row, into the stack copy.
-        unsafe { std::ptr::copy_nonoverlapping(x.add(at.min(k)), padded.as_mut_ptr(), left) };
-        padded.as_ptr()
+        tail.as_ptr()
     };
-    // SAFETY: 128 bytes at `src` (the row's or the copy's).
+    // SAFETY: 128 bytes at `src` (the row's or the tail's).
     std::array::from_fn(|v| unsafe {
         _mm256_xor_si256(_mm256_loadu_si256(src.add(32 * v).cast()), bias)
     })
@@ -79,13 +77,18 @@ unsafe fn weights(w: *const u8, m: *const u8, c: usize) -> ([__m256i; 4], [__m25
     )
 }
 
-/// Rows `row0..row0 + R` for the `G` tokens from `t0`.
+/// Rows `row0..row0 + R` for the `G` tokens from `t0` (their padded last chunks `tails`).
 ///
 /// # Safety
 /// As `super::run`; `t0 + G ≤ T`, `row0 + R ≤ n`.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn block<const R: usize, const G: usize>(call: &Call, t0: usize, row0: usize) {
+unsafe fn block<const R: usize, const G: usize>(
+    call: &Call,
+    t0: usize,
+    row0: usize,
+    tails: &[[i8; CHUNK]; G],
+) {
     let (k, nb, mb) = (call.k, nibble_bytes(call.k), multipliers(call.k));
     // SAFETY: rows row0..row0 + R and tokens t0..t0 + G are within the call.
     let (wr, mr): ([*const u8; R], [*const u8; R]) = unsafe {
@@ -111,7 +114,7 @@ unsafe fn block<const R: usize, const G: usize>(call: &Call, t0: usize, row0: us
         }
         // SAFETY: chunk c of each row and of each token's activations.
         unsafe {
-            let x: [[__m256i; 4]; G] = std::array::from_fn(|g| acts(xs[g], c, k));
+            let x: [[__m256i; 4]; G] = std::array::from_fn(|g| acts(xs[g], c, k, &tails[g]));
             for r in 0..R {
                 let (q, m) = weights(wr[r], mr[r], c);
                 for g in 0..G {
@@ -145,15 +148,18 @@ unsafe fn group<const R: usize, const G: usize>(
     t0: usize,
     rows: std::ops::Range<usize>,
 ) {
+    // SAFETY: tokens t0..t0 + G are below T; their rows have K bytes.
+    let tails: [[i8; CHUNK]; G] =
+        std::array::from_fn(|g| unsafe { padded_tail(call.xq.add((t0 + g) * call.k), call.k) });
     let mut row = rows.start;
     // SAFETY: every block of rows is within `rows`.
     unsafe {
         while row + R <= rows.end {
-            block::<R, G>(call, t0, row);
+            block::<R, G>(call, t0, row, &tails);
             row += R;
         }
         while row < rows.end {
-            block::<1, G>(call, t0, row);
+            block::<1, G>(call, t0, row, &tails);
             row += 1;
         }
     }

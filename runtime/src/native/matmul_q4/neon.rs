@@ -12,7 +12,8 @@
 //!
 //! A 16-byte load of a chunk's nibbles holds 16 weights of one group in its low nibbles and 16 of
 //! the group two on in its high ones; the last chunk of a row whose K is not a multiple of 128
-//! reads its activations from a zero-padded copy (the padding weights are 0). Loop order as the
+//! reads its activations from a zero-padded copy (`native::padded_tail`, once per token of a
+//! group; the padding weights are 0). Loop order as the
 //! AVX2 kernel's: 4 rows × 1 token, or 2 rows × 2 tokens.
 
 /// Tokens per group.
@@ -30,6 +31,7 @@ macro_rules! kernel {
         pub(super) mod $name {
             use super::super::{CHUNK, Call, TILE_BYTES, multipliers, nibble_bytes};
             use super::TOKENS;
+            use crate::native::padded_tail;
             use std::arch::aarch64::*;
 
             /// A group's products summed into 4 lanes (see the macro).
@@ -37,36 +39,32 @@ macro_rules! kernel {
             #[target_feature(enable = $features)]
             fn dot($q0: int8x16_t, $x0: int8x16_t, $q1: int8x16_t, $x1: int8x16_t) -> int32x4_t $dot
 
-            /// Chunk `c` of a token's activations, eight vectors of 16 in index order (bytes past K
-            /// zeros).
+            /// Chunk `c` of a token's activations, eight vectors of 16 in index order: from the
+            /// row when the chunk is whole, else from `tail` (the last partial chunk, zero-padded).
             ///
             /// # Safety
             /// The K bytes at `x` are readable.
             #[inline]
             #[target_feature(enable = $features)]
-            unsafe fn acts(x: *const i8, c: usize, k: usize) -> [int8x16_t; 8] {
-                let at = c * CHUNK;
-                let mut padded = [0i8; CHUNK];
-                let src = if at + CHUNK <= k {
+            unsafe fn acts(x: *const i8, c: usize, k: usize, tail: &[i8; CHUNK]) -> [int8x16_t; 8] {
+                let src = if (c + 1) * CHUNK <= k {
                     // SAFETY: the chunk is within the row.
-                    unsafe { x.add(at) }
+                    unsafe { x.add(c * CHUNK) }
                 } else {
-                    let left = k - at.min(k);
-                    // SAFETY: bytes at..k of the row, into the stack copy.
-                    unsafe { std::ptr::copy_nonoverlapping(x.add(at.min(k)), padded.as_mut_ptr(), left) };
-                    padded.as_ptr()
+                    tail.as_ptr()
                 };
-                // SAFETY: 128 bytes at `src` (the row's or the copy's).
+                // SAFETY: 128 bytes at `src` (the row's or the tail's).
                 std::array::from_fn(|v| unsafe { vld1q_s8(src.add(16 * v)) })
             }
 
-            /// Rows `row0..row0 + R` for the `G` tokens from `t0`.
+            /// Rows `row0..row0 + R` for the `G` tokens from `t0` (their padded last chunks
+            /// `tails`).
             ///
             /// # Safety
             /// As `super::super::run`; `t0 + G ≤ T`, `row0 + R ≤ n`.
             #[inline]
             #[target_feature(enable = $features)]
-            unsafe fn block<const R: usize, const G: usize>(call: &Call, t0: usize, row0: usize) {
+            unsafe fn block<const R: usize, const G: usize>(call: &Call, t0: usize, row0: usize, tails: &[[i8; CHUNK]; G]) {
                 let (k, nb, mb) = (call.k, nibble_bytes(call.k), multipliers(call.k));
                 // SAFETY: rows row0..row0 + R and tokens t0..t0 + G are within the call.
                 let (wr, mr): ([*const u8; R], [*const u8; R]) = unsafe {
@@ -82,7 +80,7 @@ macro_rules! kernel {
                 for c in 0..k.div_ceil(CHUNK) {
                     // SAFETY: chunk c of each row and of each token's activations.
                     unsafe {
-                        let x: [[int8x16_t; 8]; G] = std::array::from_fn(|g| acts(xs[g], c, k));
+                        let x: [[int8x16_t; 8]; G] = std::array::from_fn(|g| acts(xs[g], c, k, &tails[g]));
                         for r in 0..R {
                             let v: [uint8x16_t; 4] = std::array::from_fn(|s| vld1q_u8(wr[r].add(64 * c + 16 * s)));
                             let lo = |v: uint8x16_t| vsubq_s8(vreinterpretq_s8_u8(vandq_u8(v, low)), eight);
@@ -119,15 +117,17 @@ macro_rules! kernel {
             /// As `super::super::run`; `t0 + G ≤ T`.
             #[target_feature(enable = $features)]
             unsafe fn group<const R: usize, const G: usize>(call: &Call, t0: usize, rows: std::ops::Range<usize>) {
+                // SAFETY: tokens t0..t0 + G are below T; their rows have K bytes.
+                let tails: [[i8; CHUNK]; G] = std::array::from_fn(|g| unsafe { padded_tail(call.xq.add((t0 + g) * call.k), call.k) });
                 let mut row = rows.start;
                 // SAFETY: every block of rows is within `rows`.
                 unsafe {
                     while row + R <= rows.end {
-                        block::<R, G>(call, t0, row);
+                        block::<R, G>(call, t0, row, &tails);
                         row += R;
                     }
                     while row < rows.end {
-                        block::<1, G>(call, t0, row);
+                        block::<1, G>(call, t0, row, &tails);
                         row += 1;
                     }
                 }
