@@ -1,13 +1,13 @@
 //! Math functions generated code calls by symbol, so JIT code, AOT shared libraries and the reference
-//! interpreter all use the same implementation (Rust's, on this platform); `symbols` also lists the
+//! interpreter all use the same implementation (`bitnet_numerics`', the same bits on every platform); `symbols` also lists the
 //! micro-kernels of `crate::native`, which generated kernels call the same way.
 
 /// The symbol name of `exp_f64`.
 pub const EXP_F64: &str = "bitnet_rt_exp_f64";
 
-/// `e^x` in f64, as `f64::exp`.
+/// `e^x` in f64, `bitnet_numerics::exp` (the interpreter's).
 pub extern "C" fn exp_f64(x: f64) -> f64 {
-    x.exp()
+    bitnet_numerics::exp(x)
 }
 
 /// Every runtime symbol (math functions and micro-kernels) with its address, for registering with

@@ -20,6 +20,7 @@ use super::{Arity, EvalCtx, EvalResult, InferCtx, OpSpec, operand, require_float
 use crate::attr::{AttrKind, AttrSpec};
 use crate::tensor::{Data, Tensor};
 use crate::types::TensorType;
+use bitnet_numerics::exp;
 
 /// `nn.attention`.
 pub const SPEC: OpSpec = OpSpec {
@@ -148,8 +149,8 @@ pub fn eval(cx: &EvalCtx) -> EvalResult {
                 scores.push(dot * scale);
             }
             let m = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let sum: f64 = scores.iter().map(|s| (s - m).exp()).sum();
-            let weights: Vec<f64> = scores.iter().map(|s| (s - m).exp() / sum).collect();
+            let sum: f64 = scores.iter().map(|s| exp(s - m)).sum();
+            let weights: Vec<f64> = scores.iter().map(|s| exp(s - m) / sum).collect();
             for c in 0..d {
                 let acc: f64 = weights
                     .iter()
@@ -217,9 +218,9 @@ pub fn vjp(cx: &super::VjpCtx) -> super::VjpResult {
                 w.push(dot * scale);
             }
             let m = w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let sum: f64 = w.iter().map(|s| (s - m).exp()).sum();
+            let sum: f64 = w.iter().map(|s| exp(s - m)).sum();
             for s in w.iter_mut() {
-                *s = (*s - m).exp() / sum;
+                *s = exp(*s - m) / sum;
             }
             gw.clear();
             for (j, &wj) in w.iter().enumerate() {

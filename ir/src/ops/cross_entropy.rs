@@ -11,6 +11,7 @@
 use super::{Arity, EvalCtx, EvalResult, InferCtx, OpSpec, one, operand, require_float};
 use crate::tensor::Data;
 use crate::types::{ElemType, TensorType};
+use bitnet_numerics::exp;
 
 /// `nn.cross_entropy`.
 pub const SPEC: OpSpec = OpSpec {
@@ -49,9 +50,9 @@ fn rows(cx_logits: &[f64], targets: &[i64], v: usize) -> Result<(Vec<f64>, f64),
             .filter(|&y| y < v)
             .ok_or_else(|| format!("target {y} of token {t} is outside the vocabulary 0..{v}"))?;
         let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let sum: f64 = row.iter().map(|z| (z - m).exp()).sum();
+        let sum: f64 = row.iter().map(|z| exp(z - m)).sum();
         total += sum.ln() + m - row[y];
-        probs.extend(row.iter().map(|z| (z - m).exp() / sum));
+        probs.extend(row.iter().map(|z| exp(z - m) / sum));
     }
     Ok((probs, total))
 }

@@ -10,6 +10,7 @@ use crate::attr::{AttrKind, AttrSpec};
 use crate::shape::normalize_axis;
 use crate::tensor::Data;
 use crate::types::TensorType;
+use bitnet_numerics::exp;
 
 /// `nn.softmax`.
 pub const SPEC: OpSpec = OpSpec {
@@ -45,9 +46,9 @@ pub fn eval(cx: &EvalCtx) -> EvalResult {
         for i in 0..inner {
             let at = |k: usize| o * len * inner + k * inner + i;
             let m = (0..len).map(|k| v[at(k)]).fold(f64::NEG_INFINITY, f64::max);
-            let sum: f64 = (0..len).map(|k| (v[at(k)] - m).exp()).sum();
+            let sum: f64 = (0..len).map(|k| exp(v[at(k)] - m)).sum();
             for k in 0..len {
-                out[at(k)] = (v[at(k)] - m).exp() / sum;
+                out[at(k)] = exp(v[at(k)] - m) / sum;
             }
         }
     }
@@ -67,9 +68,9 @@ pub fn vjp(cx: &super::VjpCtx) -> super::VjpResult {
         for i in 0..inner {
             let at = |k: usize| o * len * inner + k * inner + i;
             let m = (0..len).map(|k| v[at(k)]).fold(f64::NEG_INFINITY, f64::max);
-            let sum: f64 = (0..len).map(|k| (v[at(k)] - m).exp()).sum();
+            let sum: f64 = (0..len).map(|k| exp(v[at(k)] - m)).sum();
             for (k, yk) in y.iter_mut().enumerate() {
-                *yk = (v[at(k)] - m).exp() / sum;
+                *yk = exp(v[at(k)] - m) / sum;
             }
             let dot: f64 = (0..len).map(|k| g[at(k)] * y[k]).sum();
             for (k, yk) in y.iter().enumerate() {

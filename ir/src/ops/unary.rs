@@ -13,6 +13,7 @@
 use super::{Arity, EvalCtx, EvalResult, InferCtx, OpSpec, one, operand, require_float};
 use crate::tensor::Data;
 use crate::types::TensorType;
+use bitnet_numerics::exp;
 
 /// The members of the family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,9 +95,9 @@ pub fn silu(x: f64) -> f64 {
 /// `1/(1+e^-x)`, written so that large |x| neither overflows nor loses the tail.
 pub fn sigmoid(x: f64) -> f64 {
     if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
+        1.0 / (1.0 + exp(-x))
     } else {
-        let e = x.exp();
+        let e = exp(x);
         e / (1.0 + e)
     }
 }
@@ -124,7 +125,7 @@ fn apply(op: UnaryOp, x: f64) -> f64 {
         UnaryOp::Sigmoid => sigmoid(x),
         UnaryOp::Tanh => x.tanh(),
         UnaryOp::Erf => libm::erf(x),
-        UnaryOp::Exp => x.exp(),
+        UnaryOp::Exp => exp(x),
     }
 }
 
@@ -200,8 +201,8 @@ fn derivative(op: UnaryOp, x: f64, y: f64) -> f64 {
             let t = x.tanh();
             1.0 - t * t
         }
-        UnaryOp::Erf => std::f64::consts::FRAC_2_SQRT_PI * (-x * x).exp(),
-        UnaryOp::Exp => x.exp(),
+        UnaryOp::Erf => std::f64::consts::FRAC_2_SQRT_PI * exp(-x * x),
+        UnaryOp::Exp => exp(x),
     }
 }
 

@@ -12,8 +12,9 @@
 //!    f32 is exact in f64, so a fused multiply-add rounds exactly where the reference's add does:
 //!    the SIMD kernel puts 16 keys in the lanes of two f64 vectors (one gather of the 16 keys' `k_ji`
 //!    per `i`) and lets each lane run its own chain in index order.
-//! 2. `m = max_j s_j` folded from −∞ with `f64::max`; `e_j = exp(s_j − m)` (`f64::exp`, the
-//!    runtime's `exp`); `sum = Σ_j e_j` in order from −0.0; `w_j = e_j / sum`. Scalar: O(L).
+//! 2. `m = max_j s_j` folded from −∞ with `f64::max`; `e_j = exp(s_j − m)` (`bitnet_numerics::exp`,
+//!    the interpreter's; the SIMD kernels run it on 4 lanes, `super::exp`); `sum = Σ_j e_j` in
+//!    order from −0.0 (the batch's heads' sums side by side); `w_j = e_j / sum`.
 //! 3. `out_c = Σ_j w_j·v_jc`, an f64 sum in order of j from −0.0 (a multiply, then an add: the
 //!    product is not exact, so it is never fused), rounded to f32 once. The columns are
 //!    independent, so the SIMD kernel runs eight per vector, 32 at once for every head of the
@@ -38,6 +39,7 @@
 //! `out` may alias `q`: a batch copies its q rows before it writes its out rows (the same places).
 //! The caches are only read.
 
+use bitnet_numerics::exp;
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
@@ -142,6 +144,14 @@ trait Prims {
     /// Asks for the first `d` values of rows `rows` (`kvw` apart from `base`) to be brought into
     /// the cache; a hint that reads nothing (the portable version does nothing).
     fn prefetch(_base: *const f32, _kvw: usize, _d: usize, _rows: Range<usize>) {}
+
+    /// `w_j = exp(w_j − m)` for every `j`, each `bitnet_numerics::exp`'s bits (the SIMD versions
+    /// run its operations on vectors, `super::exp`).
+    fn exp_shifted(w: &mut [f64], m: f64) {
+        for e in w.iter_mut() {
+            *e = exp(*e - m);
+        }
+    }
 }
 
 /// Runs `call` (see the module doc).
@@ -249,24 +259,32 @@ unsafe fn batch<P: Prims>(call: &Call, b: Batch, scratch: *mut f64) {
             j = end;
         }
     };
+    // The heads' sums side by side (independent chains, each in the reference's order of j).
+    // SAFETY: `len ≤ cap` values of each head's part of the scratch.
+    let add_sums = |sum: &mut [f64; BATCH_HEADS], len: usize| unsafe {
+        for j in 0..len {
+            for (hh, s) in sum.iter_mut().enumerate().take(b.n) {
+                *s += *scratch.add(hh * cap + j);
+            }
+        }
+    };
+    let mut max = [f64::NEG_INFINITY; BATCH_HEADS];
+    let mut sum = [-0.0f64; BATCH_HEADS];
     if keys <= cap {
         scores(0..keys);
-        for hh in 0..b.n {
+        for (hh, m) in max.iter_mut().enumerate().take(b.n) {
             let w = part(hh, keys);
-            let m = w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let mut sum = -0.0f64;
-            for e in w.iter_mut() {
-                *e = (*e - m).exp();
-                sum += *e;
-            }
-            for e in w.iter_mut() {
-                *e /= sum;
+            *m = w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            P::exp_shifted(w, *m);
+        }
+        add_sums(&mut sum, keys);
+        for (hh, &s) in sum.iter().enumerate().take(b.n) {
+            for e in part(hh, keys).iter_mut() {
+                *e /= s;
             }
         }
         mix(0..keys, &mut acc);
     } else {
-        let mut max = [f64::NEG_INFINITY; BATCH_HEADS];
-        let mut sum = [-0.0f64; BATCH_HEADS];
         for tile in tiles() {
             scores(tile.clone());
             for (hh, m) in max.iter_mut().enumerate().take(b.n) {
@@ -275,18 +293,18 @@ unsafe fn batch<P: Prims>(call: &Call, b: Batch, scratch: *mut f64) {
         }
         for tile in tiles() {
             scores(tile.clone());
-            for hh in 0..b.n {
-                for &s in part(hh, tile.len()).iter() {
-                    sum[hh] += (s - max[hh]).exp();
-                }
+            for (hh, &m) in max.iter().enumerate().take(b.n) {
+                P::exp_shifted(part(hh, tile.len()), m);
             }
+            add_sums(&mut sum, tile.len());
         }
         for tile in tiles() {
             scores(tile.clone());
             for hh in 0..b.n {
                 let w = part(hh, tile.len());
+                P::exp_shifted(w, max[hh]);
                 for e in w.iter_mut() {
-                    *e = (*e - max[hh]).exp() / sum[hh];
+                    *e /= sum[hh];
                 }
             }
             mix(tile, &mut acc);
@@ -377,6 +395,8 @@ mod avx512 {
         std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512vl")
             && std::arch::is_x86_feature_detected!("avx512dq")
+            // The softmax's exp is the AVX2 version's.
+            && super::avx2::available()
     }
 
     pub(super) struct Simd;
@@ -437,6 +457,11 @@ mod avx512 {
 
         fn prefetch(base: *const f32, kvw: usize, d: usize, rows: Range<usize>) {
             super::prefetch_rows(base, kvw, d, rows);
+        }
+
+        fn exp_shifted(w: &mut [f64], m: f64) {
+            // SAFETY: AVX2 and FMA are present (`available`).
+            unsafe { super::avx2::exp_shifted(w, m) }
         }
     }
 
@@ -610,8 +635,8 @@ mod tests {
                     })
                     .collect();
                 let m = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                let sum: f64 = scores.iter().map(|s| (s - m).exp()).sum();
-                let w: Vec<f64> = scores.iter().map(|s| (s - m).exp() / sum).collect();
+                let sum: f64 = scores.iter().map(|s| exp(s - m)).sum();
+                let w: Vec<f64> = scores.iter().map(|s| exp(s - m) / sum).collect();
                 for c in 0..d {
                     let acc: f64 = w
                         .iter()

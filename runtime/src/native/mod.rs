@@ -14,6 +14,7 @@
 //! same results bit for bit. A kernel without a variant at the cap runs the best one below it.
 
 pub mod attention;
+mod exp;
 mod matmul_half;
 mod matmul_i8;
 pub mod matmul_q4;

@@ -84,6 +84,33 @@ impl Prims for Simd {
     fn prefetch(base: *const f32, kvw: usize, d: usize, rows: Range<usize>) {
         super::prefetch_rows(base, kvw, d, rows);
     }
+
+    fn exp_shifted(w: &mut [f64], m: f64) {
+        // SAFETY: the features are present (`available`).
+        unsafe { exp_shifted(w, m) }
+    }
+}
+
+/// `Prims::exp_shifted` four values at a time; the last up to three by the scalar function (the
+/// same bits).
+///
+/// # Safety
+/// AVX2 is present.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn exp_shifted(w: &mut [f64], m: f64) {
+    let mv = _mm256_set1_pd(m);
+    let mut chunks = w.chunks_exact_mut(4);
+    for chunk in &mut chunks {
+        let p = chunk.as_mut_ptr();
+        // SAFETY: 4 values at `p`; the feature is present.
+        unsafe {
+            let x = _mm256_sub_pd(_mm256_loadu_pd(p), mv);
+            _mm256_storeu_pd(p, crate::native::exp::avx2::exp4(x));
+        }
+    }
+    for e in chunks.into_remainder() {
+        *e = bitnet_numerics::exp(*e - m);
+    }
 }
 
 /// The mask of the first `n` of 4 f64 lanes (all bits of a lane set).
