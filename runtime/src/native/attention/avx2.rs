@@ -167,26 +167,48 @@ unsafe fn scores_n<const N: usize>(
         let ahead = if j + KEYS < keys.end { KEYS * lines } else { 0 };
         // The next line to ask for: row `row`, line `line` of it (no division per step).
         let (mut row, mut line) = (0, 0);
-        for i in 0..d {
-            if i < ahead {
-                // A hint: it reads nothing and cannot fault.
-                _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(row * kvw + 16 * line).cast());
-                line += 1;
-                if line == lines {
-                    (row, line) = (row + 1, 0);
+        // Column i of the block's keys (`kv`, lane l key j + l) into every head's dots.
+        macro_rules! column {
+            ($i:expr, $kv:expr) => {{
+                let i = $i;
+                if i < ahead {
+                    // A hint: it reads nothing and cannot fault.
+                    _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(row * kvw + 16 * line).cast());
+                    line += 1;
+                    if line == lines {
+                        (row, line) = (row + 1, 0);
+                    }
                 }
+                let kv: __m256 = $kv;
+                let lo = _mm256_cvtps_pd(_mm256_castps256_ps128(kv));
+                let hi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(kv));
+                for (hh, a) in acc.iter_mut().enumerate() {
+                    let q = _mm256_set1_pd(qs[hh * d + i]);
+                    a[0] = _mm256_fmadd_pd(q, lo, a[0]);
+                    a[1] = _mm256_fmadd_pd(q, hi, a[1]);
+                }
+            }};
+        }
+        let mut i = 0;
+        if n_keys == KEYS {
+            // Whole blocks: 8 columns of the 8 rows by plain loads, transposed in registers (the
+            // same values a gather gives, column by column).
+            while i + 8 <= d {
+                // SAFETY: rows j..j + 8 exist with columns i..i + 8 < d.
+                let rows: [__m256; 8] =
+                    std::array::from_fn(|r| unsafe { _mm256_loadu_ps(base.add(r * kvw + i)) });
+                for (c, kv) in transpose8(rows).into_iter().enumerate() {
+                    column!(i + c, kv);
+                }
+                i += 8;
             }
+        }
+        while i < d {
             // SAFETY: lane l reads row j + l, column i < d, of the head (lanes < n_keys).
-            let kv = unsafe {
+            column!(i, unsafe {
                 _mm256_mask_i32gather_ps::<4>(_mm256_setzero_ps(), base.add(i), offsets, mask)
-            };
-            let lo = _mm256_cvtps_pd(_mm256_castps256_ps128(kv));
-            let hi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(kv));
-            for (hh, a) in acc.iter_mut().enumerate() {
-                let q = _mm256_set1_pd(qs[hh * d + i]);
-                a[0] = _mm256_fmadd_pd(q, lo, a[0]);
-                a[1] = _mm256_fmadd_pd(q, hi, a[1]);
-            }
+            });
+            i += 1;
         }
         for (hh, a) in acc.iter().enumerate() {
             let mut s = [0f64; KEYS];
@@ -202,6 +224,37 @@ unsafe fn scores_n<const N: usize>(
         }
         j += n_keys;
     }
+}
+
+/// The 8 × 8 transpose: element c of `rows[r]` becomes element r of the result's vector c.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn transpose8(rows: [__m256; 8]) -> [__m256; 8] {
+    let [r0, r1, r2, r3, r4, r5, r6, r7] = rows;
+    // Pairs of rows interleaved, then quadruples, within each 128-bit half ...
+    let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
+    let (t2, t3) = (_mm256_unpacklo_ps(r2, r3), _mm256_unpackhi_ps(r2, r3));
+    let (t4, t5) = (_mm256_unpacklo_ps(r4, r5), _mm256_unpackhi_ps(r4, r5));
+    let (t6, t7) = (_mm256_unpacklo_ps(r6, r7), _mm256_unpackhi_ps(r6, r7));
+    let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let s1 = _mm256_shuffle_ps::<0xee>(t0, t2);
+    let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let s3 = _mm256_shuffle_ps::<0xee>(t1, t3);
+    let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let s5 = _mm256_shuffle_ps::<0xee>(t4, t6);
+    let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let s7 = _mm256_shuffle_ps::<0xee>(t5, t7);
+    // ... then the halves: rows 0-3 of a column in the low half, rows 4-7 in the high one.
+    [
+        _mm256_permute2f128_ps::<0x20>(s0, s4),
+        _mm256_permute2f128_ps::<0x20>(s1, s5),
+        _mm256_permute2f128_ps::<0x20>(s2, s6),
+        _mm256_permute2f128_ps::<0x20>(s3, s7),
+        _mm256_permute2f128_ps::<0x31>(s0, s4),
+        _mm256_permute2f128_ps::<0x31>(s1, s5),
+        _mm256_permute2f128_ps::<0x31>(s2, s6),
+        _mm256_permute2f128_ps::<0x31>(s3, s7),
+    ]
 }
 
 /// `Prims::accumulate` for `cols ≤ 4·V` columns of `N` heads (their sums `d` apart from `acc`):
