@@ -1,9 +1,11 @@
 //! The attention micro-kernel's primitives with AVX2 and FMA (x86-64-v3): the AVX-512 version's
 //! order of operations on 256-bit vectors, so the same bits (see the parent module's doc).
 //!
-//! Scores: 8 keys per block, one 8-lane gather of the keys' `k_ji` per index `i`, widened into two
-//! vectors of 4 f64 whose lanes each run one key's dot in index order (a fused multiply-add: the
-//! product of two f32 is exact in f64). Weighted sums: each value row loaded and widened once for
+//! Scores: 8 keys per block, the keys' `k_ji` for one index `i` in the 8 lanes of a vector, widened
+//! into two vectors of 4 f64 whose lanes each run one key's dot in index order (a fused
+//! multiply-add: the product of two f32 is exact in f64). A whole block takes 8 columns of its 8
+//! rows at a time with plain loads and an 8 × 8 transpose in registers (`transpose8`); a partial
+//! block and the last `d mod 8` columns gather one column at a time. Weighted sums: each value row loaded and widened once for
 //! every head of the batch, a multiply then an add per column (never fused, as the reference).
 //! Partial blocks use the instruction set's masked loads, gathers and stores, so nothing past a
 //! row or a head's sums is read or written.
@@ -11,7 +13,7 @@
 use super::{Prims, Range};
 use std::arch::x86_64::*;
 
-/// Keys per block of the scores (one 8-lane gather, two f64 vectors).
+/// Keys per block of the scores (one 8-lane vector of `k_ji`, two f64 vectors).
 const KEYS: usize = 8;
 
 /// Whether this CPU runs the AVX2 kernel.
