@@ -12,6 +12,7 @@ const PANICS: &str = "library code calls no unwrap, expect or panic!";
 
 /// The library crates' source folders, relative to the tree.
 const LIBRARY_SOURCES: &[&str] = &[
+    "numerics/src",
     "ir/src",
     "frontend/src",
     "passes/src",
@@ -19,6 +20,7 @@ const LIBRARY_SOURCES: &[&str] = &[
     "runtime/src",
     "serve/src",
     "capi/src",
+    "train/src",
     "src",
 ];
 
