@@ -1,6 +1,7 @@
 //! Math functions generated code calls by symbol, so JIT code, AOT shared libraries and the reference
-//! interpreter all use the same implementation (`bitnet_numerics`', the same bits on every platform); `symbols` also lists the
-//! micro-kernels of `crate::native`, which generated kernels call the same way.
+//! interpreter all use the same implementation (`bitnet_numerics`', the same bits on every
+//! platform); `symbols` also lists the micro-kernels of `crate::native`, which generated kernels
+//! call the same way.
 
 /// The symbol name of `exp_f64`.
 pub const EXP_F64: &str = "bitnet_rt_exp_f64";

@@ -395,7 +395,7 @@ mod avx512 {
         std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512vl")
             && std::arch::is_x86_feature_detected!("avx512dq")
-            // The softmax's exp is the AVX2 version's.
+            // The softmax's exp is the AVX2 one (`native::exp`).
             && super::avx2::available()
     }
 
@@ -461,7 +461,7 @@ mod avx512 {
 
         fn exp_shifted(w: &mut [f64], m: f64) {
             // SAFETY: AVX2 and FMA are present (`available`).
-            unsafe { super::avx2::exp_shifted(w, m) }
+            unsafe { crate::native::exp::avx2::exp_shifted(w, m) }
         }
     }
 

@@ -5,8 +5,9 @@
 //! into two vectors of 4 f64 whose lanes each run one key's dot in index order (a fused
 //! multiply-add: the product of two f32 is exact in f64). A whole block takes 8 columns of its 8
 //! rows at a time with plain loads and an 8 × 8 transpose in registers (`transpose8`); a partial
-//! block and the last `d mod 8` columns gather one column at a time. Weighted sums: each value row loaded and widened once for
-//! every head of the batch, a multiply then an add per column (never fused, as the reference).
+//! block and the last `d mod 8` columns gather one column at a time. Weighted sums: each value row
+//! loaded and widened once for every head of the batch, a multiply then an add per column (never
+//! fused, as the reference).
 //! Partial blocks use the instruction set's masked loads, gathers and stores, so nothing past a
 //! row or a head's sums is read or written.
 
@@ -89,29 +90,7 @@ impl Prims for Simd {
 
     fn exp_shifted(w: &mut [f64], m: f64) {
         // SAFETY: the features are present (`available`).
-        unsafe { exp_shifted(w, m) }
-    }
-}
-
-/// `Prims::exp_shifted` four values at a time; the last up to three by the scalar function (the
-/// same bits).
-///
-/// # Safety
-/// AVX2 is present.
-#[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn exp_shifted(w: &mut [f64], m: f64) {
-    let mv = _mm256_set1_pd(m);
-    let mut chunks = w.chunks_exact_mut(4);
-    for chunk in &mut chunks {
-        let p = chunk.as_mut_ptr();
-        // SAFETY: 4 values at `p`; the feature is present.
-        unsafe {
-            let x = _mm256_sub_pd(_mm256_loadu_pd(p), mv);
-            _mm256_storeu_pd(p, crate::native::exp::avx2::exp4(x));
-        }
-    }
-    for e in chunks.into_remainder() {
-        *e = bitnet_numerics::exp(*e - m);
+        unsafe { crate::native::exp::avx2::exp_shifted(w, m) }
     }
 }
 
