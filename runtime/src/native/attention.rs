@@ -10,8 +10,9 @@
 //! reference's, operation by operation:
 //! 1. `s_j = (Σ_i q_i·k_ji)·scale`, the dot an f64 sum in index order from −0.0. A product of two
 //!    f32 is exact in f64, so a fused multiply-add rounds exactly where the reference's add does:
-//!    the SIMD kernel puts 16 keys in the lanes of two f64 vectors (one gather of the 16 keys' `k_ji`
-//!    per `i`) and lets each lane run its own chain in index order.
+//!    the SIMD kernel puts 16 keys in the lanes of two f64 vectors (the 16 keys' `k_ji` for one `i`:
+//!    8 columns of 16 rows are loaded and transposed in registers, a partial block gathers) and
+//!    lets each lane run its own chain in index order.
 //! 2. `m = max_j s_j` folded from −∞ with `f64::max`; `e_j = exp(s_j − m)` (`bitnet_numerics::exp`,
 //!    the interpreter's; the SIMD kernels run it on 4 lanes, `super::exp`); `sum = Σ_j e_j` in
 //!    order from −0.0 (the batch's heads' sums side by side); `w_j = e_j / sum`.
@@ -21,7 +22,7 @@
 //!    batch while j advances: each value row is loaded and widened to f64 once for all the heads.
 //!
 //! The query heads of one KV head (consecutive rows of one token) are taken together, up to
-//! `BATCH_HEADS`: one gather of keys serves them all.
+//! `BATCH_HEADS`: one read of the keys serves them all.
 //!
 //! Scratch: the kernel allocates nothing. The scores of a batch live in `SCRATCH_SCORES` f64 on
 //! the stack (128 KiB; `cap = SCRATCH_SCORES / heads in the batch` per head, and a batch takes
@@ -475,7 +476,9 @@ mod avx512 {
     }
 
     /// `Prims::scores` for `N` query heads: blocks of 16 keys, lane l of the two f64 vectors of head
-    /// hh running key `j + l`'s dot in index order.
+    /// hh running key `j + l`'s dot in index order. A whole block takes 8 columns of its 16 rows at a
+    /// time with plain loads, two 8 × 8 transposes in registers (`avx2::transpose8`, the same values
+    /// a gather gives, column by column); a partial block and the last `d mod 8` columns gather.
     ///
     /// # Safety
     /// As `Prims::scores`, with the AVX-512 features present.
@@ -514,28 +517,58 @@ mod avx512 {
             let ahead = if j + KEYS < keys.end { KEYS * lines } else { 0 };
             // The next line to ask for: row `row`, line `line` of it (no division per step).
             let (mut row, mut line) = (0, 0);
-            for i in 0..d {
-                if i < ahead {
-                    // A hint: it reads nothing and cannot fault.
-                    _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(row * kvw + 16 * line).cast());
-                    line += 1;
-                    if line == lines {
-                        (row, line) = (row + 1, 0);
+            // Column i of the block's keys (`lo`: keys j..j + 8 in its lanes, `hi`: the next 8)
+            // into every head's dots.
+            macro_rules! column {
+                ($i:expr, $lo:expr, $hi:expr) => {{
+                    let i = $i;
+                    if i < ahead {
+                        // A hint: it reads nothing and cannot fault.
+                        _mm_prefetch::<_MM_HINT_T0>(
+                            next.wrapping_add(row * kvw + 16 * line).cast(),
+                        );
+                        line += 1;
+                        if line == lines {
+                            (row, line) = (row + 1, 0);
+                        }
                     }
+                    let lo = _mm512_cvtps_pd($lo);
+                    let hi = _mm512_cvtps_pd($hi);
+                    for (hh, a) in acc.iter_mut().enumerate() {
+                        let q = _mm512_set1_pd(qs[hh * d + i]);
+                        a[0] = _mm512_fmadd_pd(q, lo, a[0]);
+                        a[1] = _mm512_fmadd_pd(q, hi, a[1]);
+                    }
+                }};
+            }
+            let mut i = 0;
+            if n_keys == KEYS {
+                while i + 8 <= d {
+                    // SAFETY: rows j..j + 16 exist with columns i..i + 8 < d.
+                    let rows: [[__m256; 8]; 2] = std::array::from_fn(|half| {
+                        std::array::from_fn(|r| unsafe {
+                            _mm256_loadu_ps(base.add((8 * half + r) * kvw + i))
+                        })
+                    });
+                    let [lo, hi] = rows;
+                    let (lo, hi) = (super::avx2::transpose8(lo), super::avx2::transpose8(hi));
+                    for (c, (lo, hi)) in lo.into_iter().zip(hi).enumerate() {
+                        column!(i + c, lo, hi);
+                    }
+                    i += 8;
                 }
+            }
+            while i < d {
                 // SAFETY: lane l reads row j + l, column i < d, of the head (lanes < n_keys).
                 let kv = unsafe {
                     _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), mask, offsets, base.add(i))
                 };
-                let lo = _mm512_cvtps_pd(_mm512_castps512_ps256(kv));
-                let hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
-                    _mm512_castps_pd(kv),
-                )));
-                for (hh, a) in acc.iter_mut().enumerate() {
-                    let q = _mm512_set1_pd(qs[hh * d + i]);
-                    a[0] = _mm512_fmadd_pd(q, lo, a[0]);
-                    a[1] = _mm512_fmadd_pd(q, hi, a[1]);
-                }
+                column!(
+                    i,
+                    _mm512_castps512_ps256(kv),
+                    _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(kv)))
+                );
+                i += 1;
             }
             for (hh, a) in acc.iter().enumerate() {
                 let mut s = [0f64; KEYS];
