@@ -23,19 +23,33 @@ pub fn unpack(
             packed.len()
         ));
     }
-    let mut w = vec![0i8; out * cols];
-    for row in 0..out {
+    let len = out
+        .checked_mul(cols)
+        .ok_or_else(|| format!("[{out}, {cols}] ternary values overflow the address space"))?;
+    let mut w = vec![0i8; len];
+    // Row `row` is quarter `k = row / R` of packed row `r = row mod R`: one shift for the whole
+    // row, and no branch per value, so the loop runs on vectors; a code 3 is looked for only once
+    // the row shows one.
+    for (row, dst) in w.chunks_exact_mut(cols.max(1)).enumerate() {
         let (r, k) = (row % rows_packed, row / rows_packed);
-        for c in 0..cols {
-            let code = (packed[r * cols + c] >> (2 * k)) & 3;
-            if code == 3 {
-                return Err(format!(
-                    "invalid 2-bit code 3 at packed [{r}, {c}] (bits {}..{})",
-                    2 * k,
-                    2 * k + 1
-                ));
-            }
-            w[row * cols + c] = code as i8 - 1;
+        let src = &packed[r * cols..(r + 1) * cols];
+        let shift = 2 * k as u32;
+        let mut invalid = false;
+        for (t, &byte) in dst.iter_mut().zip(src) {
+            let code = (byte >> shift) & 3;
+            invalid |= code == 3;
+            *t = code as i8 - 1;
+        }
+        if invalid {
+            let c = src
+                .iter()
+                .position(|&byte| (byte >> shift) & 3 == 3)
+                .unwrap_or_default();
+            return Err(format!(
+                "invalid 2-bit code 3 at packed [{r}, {c}] (bits {}..{})",
+                2 * k,
+                2 * k + 1
+            ));
         }
     }
     Ok(w)
@@ -100,6 +114,15 @@ mod tests {
     #[test]
     fn rejects_code_3_and_bad_sizes() {
         assert!(unpack(&[0b11], 1, 1, 4).unwrap_err().contains("code 3"));
+        // The first code 3 is named: packed row 1, column 2, third quarter (rows 2R..3R).
+        let mut p = vec![0b0101_0101u8; 2 * 3];
+        p[3 + 2] = 0b0111_0101;
+        assert_eq!(
+            unpack(&p, 2, 3, 7).unwrap_err(),
+            "invalid 2-bit code 3 at packed [1, 2] (bits 4..5)"
+        );
+        assert_eq!(unpack(&[], 0, 0, 0).unwrap(), Vec::<i8>::new());
+        assert_eq!(unpack(&[], 1, 0, 3).unwrap(), Vec::<i8>::new());
         assert!(unpack(&[0; 3], 1, 4, 4).is_err());
         assert!(unpack(&[0; 4], 2, 2, 4).is_err());
     }
