@@ -10,6 +10,7 @@ pub mod hf;
 mod hf_config;
 pub mod hf_packing;
 pub mod hf_rope;
+mod mapped;
 pub mod model;
 pub mod npy;
 pub mod onnx;

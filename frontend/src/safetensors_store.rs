@@ -200,7 +200,8 @@ impl SafetensorsStore {
         self.tensors.keys().cloned().collect()
     }
 
-    /// Reads tensor `name` as stored (no conversion).
+    /// Reads tensor `name` as stored (no conversion), then drops this process's pages of its bytes
+    /// (`mapped::release`).
     pub fn read(&self, name: &str) -> Result<Tensor, WeightError> {
         let read_err = |reason: String| WeightError::Read {
             name: name.to_string(),
@@ -220,6 +221,8 @@ impl SafetensorsStore {
             .ok_or_else(|| read_err("data outside the file".into()))?;
         let data = Data::from_le_bytes(elem, bytes)
             .ok_or_else(|| read_err("the data is not a whole number of elements".into()))?;
+        // The bytes are copied: this process's pages of them can go (`mapped::release`).
+        crate::mapped::release(&self.map, info.range.clone());
         Tensor::new(info.shape.clone(), data)
             .ok_or_else(|| read_err("the data size does not match the shape".into()))
     }
@@ -247,6 +250,7 @@ impl WeightStore for SafetensorsStore {
             return false;
         }
         f(elem, bytes);
+        crate::mapped::release(&self.map, info.range.clone());
         true
     }
 

@@ -202,25 +202,10 @@ impl GgufFile {
     /// cache and a later read maps them again, so a model compiled tensor by tensor does not keep
     /// the whole file in its resident memory on top of what it made of it.
     pub fn release(&self, name: &str) {
-        #[cfg(unix)]
         if let (Bytes::Map(map), Ok(info)) = (&self.bytes, self.tensor_info(name))
-            && info
-                .start
-                .checked_add(info.n_bytes)
-                .is_some_and(|end| end <= map.len())
+            && let Some(end) = info.start.checked_add(info.n_bytes)
         {
-            // SAFETY: the map is read-only and file-backed (`open`), so `MADV_DONTNEED` only drops
-            // this process's copies of pages whose contents stay in the file: a later access,
-            // through any slice still borrowed from the map, faults them in again with the same
-            // bytes (the file's, as `open`'s SAFETY note says). The range is inside the map
-            // (checked above); memmap2 widens it to whole pages, which neighbours then refault.
-            let _ = unsafe {
-                map.unchecked_advise_range(
-                    memmap2::UncheckedAdvice::DontNeed,
-                    info.start,
-                    info.n_bytes,
-                )
-            };
+            crate::mapped::release(map, info.start..end);
         }
     }
 
