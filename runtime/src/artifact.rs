@@ -191,6 +191,19 @@ pub struct LaunchEntry {
     pub per_sequence: Option<Vec<u64>>,
     /// The rows it covers.
     pub rows: RowsEntry,
+    /// `Launch::row_group` (absent when 1, and in older manifests).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub row_group: u64,
+}
+
+/// The default of `LaunchEntry::row_group`.
+fn one() -> u64 {
+    1
+}
+
+/// Whether a `LaunchEntry::row_group` is the default (not written).
+fn is_one(n: &u64) -> bool {
+    *n == 1
 }
 
 /// The memory plan, summarized.
@@ -321,6 +334,7 @@ impl From<&Launch> for LaunchEntry {
             rows: l.rows.into(),
             last_token: l.last_token.clone(),
             per_sequence: l.per_sequence.clone(),
+            row_group: l.row_group,
         }
     }
 }
@@ -816,6 +830,7 @@ pub fn load_program(path: &Path) -> Result<Loaded, ArtifactError> {
             label: l.label.clone(),
             last_token: l.last_token.clone(),
             per_sequence: l.per_sequence.clone(),
+            row_group: l.row_group.max(1),
         })
         .collect();
     // Sections are 64-byte aligned in the file and the mapping starts on a page, so the weights

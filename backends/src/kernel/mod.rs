@@ -217,6 +217,15 @@ impl KernelKind {
             KernelKind::MatmulQ4(_) => KernelOp::MatmulQ4,
         }
     }
+
+    /// The rows one thread computes together (`bitnet_runtime::Launch::row_group`): attention's
+    /// query heads of one KV head, which share each read of that head's cache; 1 elsewhere.
+    pub fn row_group(&self) -> u64 {
+        match self {
+            KernelKind::Attention(p) if p.kv_heads > 0 => (p.heads / p.kv_heads).max(1),
+            _ => 1,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -355,6 +364,19 @@ mod tests {
                 "MatmulQ4 { k: 3, n: 2 }",
             ]
         );
+    }
+
+    /// Attention's launches keep the query heads of a KV head on one thread; nothing else groups.
+    #[test]
+    fn only_attention_groups_its_rows() {
+        for (kind, _) in samples() {
+            let want = if matches!(kind, KernelKind::Attention(_)) {
+                2
+            } else {
+                1
+            };
+            assert_eq!(kind.row_group(), want, "{kind:?}");
+        }
     }
 
     #[test]

@@ -14,6 +14,9 @@ pub(super) struct Job {
     pub(super) bufs: *const *mut u8,
     pub(super) scalars: *const i64,
     pub(super) rows: i64,
+    /// Rows a thread claims together (`Launch::row_group`, at least 1): every chunk but the last
+    /// is a multiple of it.
+    pub(super) group: i64,
 }
 
 // SAFETY: the pointers in a job point into buffers the executor owns and keeps alive, unmoved, until
@@ -184,8 +187,10 @@ impl ThreadPool {
     /// thread adds the time it spent on the job's rows to its busy count.
     pub(super) fn run(&mut self, job: Job, timed: bool) {
         let parts = self.shared.workers as i64 + 1;
-        // Launches of a row or two (one token at decode) are not worth splitting.
-        if parts == 1 || job.rows < 2 * parts || job.rows > i64::from(i32::MAX) {
+        let group = job.group.max(1);
+        // Launches of a row or two (one token at decode), or of one group, are not worth splitting.
+        if parts == 1 || job.rows < 2 * parts || job.rows <= group || job.rows > i64::from(i32::MAX)
+        {
             let start = timed.then(Instant::now);
             // SAFETY: see `Job`; the caller guarantees the kernel matches its buffers.
             unsafe { (job.kernel)(job.bufs, job.scalars, 0, job.rows) };
@@ -200,6 +205,8 @@ impl ThreadPool {
         if job.rows >= 64 * parts * CHUNKS_PER_THREAD {
             chunk = (chunk + 15) / 16 * 16;
         }
+        // Whole row groups (`Job::group`).
+        chunk = (chunk + group - 1) / group * group;
         let s = &*self.shared;
         // Close the previous job before its fields change (see `Pool::claim`).
         s.claim
@@ -314,6 +321,7 @@ mod tests {
                     bufs: ptrs.as_ptr(),
                     scalars: scalars.as_ptr(),
                     rows: rows as i64,
+                    group: 1,
                 };
                 pool.run(job, i % 3 == 0);
                 assert!(
@@ -324,6 +332,66 @@ mod tests {
                 if i % 500 == 499 {
                     std::thread::sleep(std::time::Duration::from_millis(5));
                 }
+            }
+        }
+    }
+
+    /// Counts the calls (an `AtomicU32` in buffer 1) whose rows do not start at a multiple of the
+    /// group `scalars[0]` or end at one or at the launch's end `scalars[1]`, and the rows as
+    /// `count_rows` does.
+    unsafe extern "C" fn check_groups(bufs: *const *mut u8, s: *const i64, begin: i64, end: i64) {
+        // SAFETY: the test passes the row counts and one AtomicU32, and [group, rows].
+        unsafe {
+            let (group, rows) = (*s, *s.add(1));
+            if begin % group != 0 || (end % group != 0 && end != rows) {
+                (*(*bufs.add(1)).cast::<std::sync::atomic::AtomicU32>())
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            count_rows(bufs, s, begin, end);
+        }
+    }
+
+    /// A launch with a row group is split into runs of whole groups only (attention's query heads
+    /// of one KV head), and every row still runs once.
+    #[test]
+    fn row_groups_are_never_split() {
+        for threads in [2, 3] {
+            let mut pool = ThreadPool::new(threads);
+            for (i, (rows, group)) in [
+                (20, 4),
+                (21, 4),
+                (12, 3),
+                (4, 4),
+                (3, 4),
+                (6400, 5),
+                (20, 1),
+            ]
+            .into_iter()
+            .cycle()
+            .take(700)
+            .enumerate()
+            {
+                let mut counts = vec![0u32; rows];
+                let split = std::sync::atomic::AtomicU32::new(0);
+                let ptrs = [
+                    counts.as_mut_ptr().cast::<u8>(),
+                    (&raw const split).cast_mut().cast(),
+                ];
+                let scalars = [group as i64, rows as i64];
+                let job = Job {
+                    kernel: check_groups,
+                    bufs: ptrs.as_ptr(),
+                    scalars: scalars.as_ptr(),
+                    rows: rows as i64,
+                    group: group as i64,
+                };
+                pool.run(job, i % 2 == 0);
+                assert!(counts.iter().all(|&c| c == 1), "{rows} rows by {group}");
+                assert_eq!(
+                    split.into_inner(),
+                    0,
+                    "{rows} rows by {group}: a group was split"
+                );
             }
         }
     }

@@ -95,6 +95,7 @@ impl Executor {
                                 .map_or(std::ptr::null(), |a| a.as_ptr()),
                             scalars: self.seq_scalars.as_ptr(),
                             rows: l.rows.count(feeds.len() as u64) as i64,
+                            group: row_group(l),
                         }
                     }
                 };
@@ -108,6 +109,7 @@ impl Executor {
                         .map_or(std::ptr::null(), |a| a.as_ptr()),
                     scalars: self.scalars.as_ptr(),
                     rows: l.rows.count(total as u64) as i64,
+                    group: row_group(l),
                 };
                 pool.run(job, timed);
             }
@@ -224,6 +226,7 @@ impl Executor {
             bufs: self.seq_addresses.as_ptr(),
             scalars: self.seq_scalars.as_ptr(),
             rows: l.rows.count(feed.tokens.len() as u64) as i64,
+            group: row_group(l),
         }
     }
 
@@ -246,6 +249,7 @@ impl Executor {
                 bufs: std::ptr::null(),
                 scalars: self.scalars.as_ptr(),
                 rows: 0,
+                group: 1,
             };
         };
         for ((a, &p), &stride) in last.iter_mut().zip(ptrs).zip(strides) {
@@ -260,6 +264,7 @@ impl Executor {
             bufs: last.as_ptr(),
             scalars: self.seq_scalars.as_ptr(),
             rows: l.rows.count(1) as i64,
+            group: row_group(l),
         }
     }
 
@@ -300,4 +305,9 @@ impl Executor {
 /// Decided once, when the executor is made.
 pub(super) fn runs_per_sequence(l: &Launch) -> bool {
     l.per_sequence.is_some() || l.bufs.iter().any(|b| b.region == Region::Kv)
+}
+
+/// `Launch::row_group` as the pool takes it (`Job::group`).
+fn row_group(l: &Launch) -> i64 {
+    i64::try_from(l.row_group).unwrap_or(1).max(1)
 }

@@ -293,6 +293,7 @@ impl Lowering<'_> {
         } else {
             None
         };
+        let row_group = kind.row_group();
         let next = self.kind_list.len();
         let kernel = match self.kinds.get(&kind) {
             Some(&index) => index,
@@ -312,6 +313,7 @@ impl Lowering<'_> {
             label,
             last_token: None,
             per_sequence,
+            row_group,
         });
         Ok(())
     }
