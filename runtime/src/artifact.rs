@@ -830,7 +830,7 @@ pub fn load_program(path: &Path) -> Result<Loaded, ArtifactError> {
             label: l.label.clone(),
             last_token: l.last_token.clone(),
             per_sequence: l.per_sequence.clone(),
-            row_group: l.row_group.max(1),
+            row_group: l.row_group,
         })
         .collect();
     // Sections are 64-byte aligned in the file and the mapping starts on a page, so the weights

@@ -74,8 +74,8 @@ pub struct Launch {
     /// these launches once per sequence, over that sequence's rows, with its T, pos and cache.
     /// `None`: the launch computes each token's rows from that token's rows alone.
     pub per_sequence: Option<Vec<u64>>,
-    /// Rows that one thread computes together (at least 1): the pool splits the launch into runs
-    /// of whole groups. Attention's are the query heads of one KV head, so each KV head's cache is
+    /// Rows that one thread computes together (0 counts as 1, as in a manifest that says 0): the
+    /// pool splits the launch into runs of whole groups. Attention's are the query heads of one KV head, so each KV head's cache is
     /// read once per token, by one thread, for all of them.
     pub row_group: u64,
 }

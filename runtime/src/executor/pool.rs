@@ -14,8 +14,8 @@ pub(super) struct Job {
     pub(super) bufs: *const *mut u8,
     pub(super) scalars: *const i64,
     pub(super) rows: i64,
-    /// Rows a thread claims together (`Launch::row_group`, at least 1): every chunk but the last
-    /// is a multiple of it.
+    /// Rows a thread claims together (`Launch::row_group`; `run` takes 0 or less as 1): every chunk
+    /// but the last is a multiple of it.
     pub(super) group: i64,
 }
 
@@ -352,7 +352,7 @@ mod tests {
     }
 
     /// A launch with a row group is split into runs of whole groups only (attention's query heads
-    /// of one KV head), and every row still runs once.
+    /// of one KV head), and every row still runs once; a group of 0 splits as 1 does.
     #[test]
     fn row_groups_are_never_split() {
         for threads in [2, 3] {
@@ -365,6 +365,7 @@ mod tests {
                 (3, 4),
                 (6400, 5),
                 (20, 1),
+                (20, 0),
             ]
             .into_iter()
             .cycle()
@@ -377,7 +378,8 @@ mod tests {
                     counts.as_mut_ptr().cast::<u8>(),
                     (&raw const split).cast_mut().cast(),
                 ];
-                let scalars = [group as i64, rows as i64];
+                // A group of 0 (a manifest may say so) is taken as 1.
+                let scalars = [group.max(1) as i64, rows as i64];
                 let job = Job {
                     kernel: check_groups,
                     bufs: ptrs.as_ptr(),

@@ -307,7 +307,7 @@ pub(super) fn runs_per_sequence(l: &Launch) -> bool {
     l.per_sequence.is_some() || l.bufs.iter().any(|b| b.region == Region::Kv)
 }
 
-/// `Launch::row_group` as the pool takes it (`Job::group`).
+/// `Launch::row_group` as the pool takes it (`Job::group`, which reads 0 as 1).
 fn row_group(l: &Launch) -> i64 {
-    i64::try_from(l.row_group).unwrap_or(1).max(1)
+    i64::try_from(l.row_group).unwrap_or(1)
 }

@@ -98,7 +98,7 @@ pub fn load_gpu_program(path: &Path) -> Result<LoadedGpu, RuntimeError> {
                 label: l.label.clone(),
                 last_token: l.last_token.clone(),
                 per_sequence: l.per_sequence.clone(),
-                row_group: l.row_group.max(1),
+                row_group: l.row_group,
             },
             grid,
         });
