@@ -25,6 +25,8 @@
 mod amx;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(all(test, target_arch = "x86_64"))]
+mod base3;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 
