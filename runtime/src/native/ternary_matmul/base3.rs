@@ -132,6 +132,7 @@ unsafe fn rows3(
     }
 }
 
+#[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
