@@ -1,7 +1,8 @@
 //! The 16-bit float matmul micro-kernel (`KernelKind::MatmulNtHalf`'s contract: the lm_head with
 //! bf16 or f16 weights, f32 activations and sums): AVX-512 on x86-64 when the CPU has it (with
-//! F16C for f16), else AVX2 with FMA (`avx2.rs`: the same sums on 256-bit vectors), else a portable
-//! version with the same results.
+//! F16C for f16), else AVX2 with FMA (`avx2.rs`: the same sums on 256-bit vectors); on AArch64
+//! NEON (`neon.rs`: the same sums on 128-bit vectors); else a portable version with the same
+//! results.
 //!
 //! Rows are stored in `backends::kernel::layout` order: per group of eight weights, 32-bit lane l
 //! holds weight l in its low half and weight 4 + l in its high half; the last `k mod 8` weights
@@ -30,6 +31,8 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 
 /// Tokens per group (one widened weight chunk serves this many tokens).
 #[cfg(target_arch = "x86_64")]
@@ -76,6 +79,12 @@ pub(crate) unsafe fn run(call: &Call) {
             unsafe { avx2::run(call) };
             return;
         }
+    }
+    #[cfg(target_arch = "aarch64")]
+    if super::allowed(super::Isa::Neon) {
+        // SAFETY: every AArch64 CPU has NEON; the buffers are the caller's.
+        unsafe { neon::run(call) };
+        return;
     }
     // SAFETY: the buffers are the caller's.
     unsafe { portable(call) }
@@ -427,6 +436,8 @@ mod tests {
         Avx2,
         #[cfg(target_arch = "x86_64")]
         Avx512,
+        #[cfg(target_arch = "aarch64")]
+        Neon,
         /// What `run` picks.
         Best,
     }
@@ -443,6 +454,8 @@ mod tests {
                     Variant::Avx2 => avx2::run(call),
                     #[cfg(target_arch = "x86_64")]
                     Variant::Avx512 => avx512::run(call),
+                    #[cfg(target_arch = "aarch64")]
+                    Variant::Neon => neon::run(call),
                     Variant::Best => run(call),
                 }
             }
@@ -463,6 +476,8 @@ mod tests {
                 v.push(Variant::Avx512);
             }
         }
+        #[cfg(target_arch = "aarch64")]
+        v.push(Variant::Neon);
         v
     }
 
