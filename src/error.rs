@@ -66,4 +66,8 @@ pub enum Error {
     /// saved profile or profiles another program, arguments out of range.
     #[error("{0}")]
     Profile(String),
+    /// `--head-kl-bound` could not measure the heads: a bound out of range, an artifact, a model
+    /// without a tokenizer.
+    #[error("{0}")]
+    HeadChoice(String),
 }

@@ -23,6 +23,7 @@ pub mod cuda;
 mod error;
 #[cfg(feature = "cuda-runtime")]
 pub mod gpu;
+pub mod head_choice;
 pub mod jit;
 pub mod machine;
 mod model;
@@ -41,6 +42,7 @@ pub use cpu::{
     cpu_pipeline,
 };
 pub use error::Error;
+pub use head_choice::{HeadChoice, choose_head};
 pub use jit::{Compiled, Options, Origin, compile};
 pub use model::{Model, OpenOptions};
 pub use optimize::{OptimizeOptions, Optimized, optimize};

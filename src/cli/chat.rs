@@ -43,6 +43,8 @@ pub struct ChatArgs {
     pub context: Option<u64>,
     #[command(flatten)]
     pub precision: super::flags::PrecisionArgs,
+    #[command(flatten)]
+    pub head_bound: super::flags::HeadBoundArgs,
 }
 
 impl ChatArgs {
@@ -78,6 +80,12 @@ pub fn run(args: &ChatArgs, audit: &mut serde_json::Value) -> Result<ExitCode> {
     let sampling = args.sampling.params();
     sampling.validate()?;
     let mut options = args.precision.run_options(args.context, args.threads)?;
+    if let Some(choice) =
+        args.head_bound
+            .apply(&args.model, args.precision.head_dtype, &mut options)?
+    {
+        audit["head_choice"] = choice;
+    }
     let name = args.model.display().to_string();
     let progress = Progress::start(&args.model);
     options.on_stage = Some(progress.stage_callback());

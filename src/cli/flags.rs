@@ -132,3 +132,44 @@ impl SamplingArgs {
         }
     }
 }
+
+/// `--head-kl-bound` of `compile`, `run` and `chat`: `--head-dtype auto` measured
+/// (`bitnetc::head_choice`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct HeadBoundArgs {
+    /// With --head-dtype auto: also build the lossy lm_heads (q4, i8), measure each one's mean KL
+    /// divergence from the exact head on the bundled text (nats per token), and keep the head
+    /// that reads the fewest bytes per token within this bound (the exact head when none is).
+    /// Costs one compile per head; says which head it chose and why.
+    #[arg(long, value_name = "NATS")]
+    pub head_kl_bound: Option<f64>,
+}
+
+impl HeadBoundArgs {
+    /// Measures and sets the head in `options` when a bound is given (none for an artifact, whose
+    /// head is fixed); returns the measurement for the audit record.
+    pub fn apply(
+        &self,
+        model: &std::path::Path,
+        head_dtype: HeadDtype,
+        options: &mut bitnetc::Options,
+    ) -> anyhow::Result<Option<serde_json::Value>> {
+        let Some(bound) = self.head_kl_bound else {
+            return Ok(None);
+        };
+        anyhow::ensure!(
+            head_dtype == HeadDtype::Auto,
+            "--head-kl-bound chooses the head itself: give it with --head-dtype auto, not {}",
+            head_dtype.name()
+        );
+        eprintln!("measuring the lm_heads of {} …", model.display());
+        let mut measure = options.clone();
+        measure.on_stage = None;
+        let choice = bitnetc::choose_head(model, &measure, bound)
+            .map_err(|e| anyhow::anyhow!(e))
+            .map_err(|e| e.context(format!("{}", model.display())))?;
+        eprintln!("{}", choice.summary());
+        options.cpu.head = choice.chosen;
+        Ok(Some(choice.json()))
+    }
+}

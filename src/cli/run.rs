@@ -55,6 +55,8 @@ pub struct RunArgs {
     pub context: Option<u64>,
     #[command(flatten)]
     pub precision: super::flags::PrecisionArgs,
+    #[command(flatten)]
+    pub head_bound: super::flags::HeadBoundArgs,
     /// Where to run: `cpu` (the default) or `cuda` (CUDA device 0: a `--target cuda` artifact, or a
     /// model compiled for the device here; needs a bitnetc built with `--features cuda-runtime`,
     /// or `cuda` for models).
@@ -97,6 +99,15 @@ pub fn run(args: &RunArgs, audit: &mut serde_json::Value) -> Result<ExitCode> {
     let sampling = args.sampling.params();
     sampling.validate()?;
     let mut options = args.precision.run_options(args.context, args.threads)?;
+    if args.backend == "cuda" && args.head_bound.head_kl_bound.is_some() {
+        bail!("--head-kl-bound measures CPU builds; --backend cuda takes the exact head");
+    }
+    if let Some(choice) =
+        args.head_bound
+            .apply(&args.model, args.precision.head_dtype, &mut options)?
+    {
+        audit["head_choice"] = choice;
+    }
     let progress = Progress::start(&args.model);
     options.on_stage = Some(progress.stage_callback());
     let (mut session, template) = if args.backend == "cuda" {

@@ -37,8 +37,19 @@ pub fn compile(args: &CompileArgs) -> Result<()> {
         );
     }
     let (side, wanted) = (|ext: &str| out.side(ext), |kind: &str| out.wanted(kind));
+    // `--head-kl-bound`: the lossy heads measured by JIT builds on this CPU (their logits do not
+    // depend on the target: every kernel variant gives the same bits).
+    let mut measured = bitnetc::Options {
+        context: *context,
+        quantize: precision.quantize,
+        ..bitnetc::Options::default()
+    };
+    measured.cpu.head = precision.head_dtype;
+    measured.cpu.dense = precision.dense_dtype;
+    args.head_bound
+        .apply(model, precision.head_dtype, &mut measured)?;
     let cpu = bitnetc::CpuOptions {
-        head: precision.head_dtype,
+        head: measured.cpu.head,
         dense: precision.dense_dtype,
         ..bitnetc::CpuOptions::default()
     };

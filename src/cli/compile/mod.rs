@@ -51,6 +51,8 @@ pub struct CompileArgs {
     pub profile: Option<String>,
     #[command(flatten)]
     pub precision: super::flags::PrecisionArgs,
+    #[command(flatten)]
+    pub head_bound: super::flags::HeadBoundArgs,
 }
 
 impl CompileArgs {
@@ -73,6 +75,7 @@ impl CompileArgs {
                     "context": s.context,
                     "linker": s.linker,
                     "precision": s.precision.audit(),
+                    "head_kl_bound": s.head_bound.head_kl_bound,
                 },
                 "passes": bitnetc::cpu_pipeline().split(',').collect::<Vec<_>>(),
             }),
@@ -86,6 +89,9 @@ pub fn run(args: &CompileArgs) -> Result<ExitCode> {
     if args.target == "cuda" {
         if args.target_cpu.is_some() {
             bail!("--target-cpu applies to CPU targets, not --target cuda (see --cuda-arch)");
+        }
+        if args.head_bound.head_kl_bound.is_some() {
+            bail!("--head-kl-bound measures CPU builds; --target cuda takes the exact head");
         }
         cuda::compile(args)?;
     } else if args.cuda_arch.is_some() {
