@@ -11,8 +11,9 @@
 //! qualifies. A lossy head that cannot be built for the model (q4 past its row length) is reported
 //! with why and skipped.
 //!
-//! The measurement costs one compile per candidate and four passes over `WINDOWS` windows of
-//! `WINDOW` tokens: seconds on a 2B model. The choice is deterministic for a model and a bound.
+//! The measurement costs one compile and one pass over `WINDOWS` windows of `WINDOW` tokens per
+//! head, one build alive at a time (the exact head's logits are kept, 4 bytes × vocabulary per
+//! scored position): seconds on a 2B model. The choice is deterministic for a model and a bound.
 
 use crate::validate::score::{self, Windows};
 use crate::{Error, Options};
@@ -137,10 +138,11 @@ pub fn choose_head(path: &Path, options: &Options, bound: f64) -> Result<HeadCho
         o.context = Some(WINDOW as u64);
         crate::compile(path, &o)
     };
+    // One build alive at a time: the exact head's logits are kept, its build dropped.
     let exact = build(HeadDtype::Auto)?;
     let windows = text_windows(&exact, path)?;
     let exact_bytes = exact.read_bytes_per_token();
-    let mut exact_session = exact.token_session();
+    let exact_scores = score::score(&mut exact.token_session(), &windows, true, None)?;
     let mut candidates = vec![HeadCandidate {
         dtype: HeadDtype::Auto,
         read_bytes_per_token: exact_bytes,
@@ -169,15 +171,21 @@ pub fn choose_head(path: &Path, options: &Options, bound: f64) -> Result<HeadCho
         let mut session = compiled.token_session();
         let theirs = score::score(&mut session, &windows, true, None)?;
         drop(session);
-        let compared = score::score(&mut exact_session, &windows, false, Some(&theirs))?;
-        let n = compared.kl.len().max(1) as f64;
+        let (kl, same) = score::compare(&exact_scores, &theirs).ok_or_else(|| {
+            Error::HeadChoice(format!(
+                "{}: internal: the {} head's scores do not match the exact head's",
+                path.display(),
+                dtype.name()
+            ))
+        })?;
+        let n = kl.len().max(1) as f64;
         candidates.push(HeadCandidate {
             dtype,
             read_bytes_per_token: bytes,
             cost: Ok(HeadCost {
-                mean_kl: compared.kl.iter().sum::<f64>() / n,
-                max_kl: compared.kl.iter().copied().fold(0.0, f64::max),
-                same_top1: compared.same_top1.iter().filter(|&&s| s).count() as f64 / n,
+                mean_kl: kl.iter().sum::<f64>() / n,
+                max_kl: kl.iter().copied().fold(0.0, f64::max),
+                same_top1: same.iter().filter(|&&s| s).count() as f64 / n,
             }),
         });
     }

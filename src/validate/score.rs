@@ -155,6 +155,28 @@ pub fn score(
     Ok(scores)
 }
 
+/// Per position of two builds' kept scores (the same windows), `KL(P_a ‖ P_b)` and whether both
+/// put the same token first; `None` unless both kept their logits for the same positions and
+/// vocabulary.
+pub fn compare(a: &Scores, b: &Scores) -> Option<(Vec<f64>, Vec<bool>)> {
+    let vocab = a.vocab as usize;
+    let n = a.lse.len();
+    if vocab == 0 || a.vocab != b.vocab || b.lse.len() != n || a.logits.len() != n * vocab {
+        return None;
+    }
+    let mut logp = vec![0f64; vocab];
+    let mut kl = Vec::with_capacity(n);
+    let mut same = Vec::with_capacity(n);
+    for i in 0..n {
+        let row = a.logits.get(i * vocab..(i + 1) * vocab)?;
+        log_softmax(row, &mut logp);
+        let theirs = b.logits.get(i * vocab..(i + 1) * vocab)?;
+        kl.push(kl_divergence(&logp, theirs, *b.lse.get(i)?));
+        same.push(a.top1.get(i)? == b.top1.get(i)?);
+    }
+    Some((kl, same))
+}
+
 /// `out = log_softmax(row)` in f64; returns the log-sum-exp.
 fn log_softmax(row: &[f32], out: &mut [f64]) -> f64 {
     let max = row
@@ -207,5 +229,38 @@ mod tests {
         let expected: f64 = lp.iter().map(|l| l.exp() * l).sum::<f64>() + 3f64.ln();
         let got = kl_divergence(&lp, &u, 3f64.ln());
         assert!((got - expected).abs() < 1e-12, "{got} vs {expected}");
+    }
+
+    #[test]
+    fn kept_scores_compare_position_by_position() {
+        let kept = |rows: &[[f32; 3]]| {
+            let mut s = Scores {
+                vocab: 3,
+                ..Scores::default()
+            };
+            let mut lp = [0f64; 3];
+            for r in rows {
+                s.lse.push(log_softmax(r, &mut lp));
+                s.logits.extend_from_slice(r);
+                s.top1.push(bitnet_runtime::sampling::argmax(r));
+            }
+            s
+        };
+        let a = kept(&[[1.0, 2.0, 3.0], [0.0, 0.0, 5.0]]);
+        let b = kept(&[[1.0, 2.0, 3.0], [0.0, 6.0, 5.0]]);
+        let (kl, same) = compare(&a, &b).unwrap();
+        assert!(kl[0] < 1e-15 && kl[1] > 0.5, "{kl:?}");
+        assert_eq!(same, [true, false]);
+        // KL(P_a ‖ P_b) of the second row, by hand.
+        let (lse_a, lse_b) = (a.lse[1], b.lse[1]);
+        let by_hand: f64 = [0.0, 0.0, 5.0]
+            .iter()
+            .zip([0.0, 6.0, 5.0])
+            .map(|(&x, y)| (x - lse_a).exp() * ((x - lse_a) - (y - lse_b)))
+            .sum();
+        assert!((kl[1] - by_hand).abs() < 1e-12);
+        // Different positions or vocabularies do not compare.
+        assert!(compare(&a, &kept(&[[1.0, 2.0, 3.0]])).is_none());
+        assert!(compare(&a, &Scores::default()).is_none());
     }
 }
