@@ -333,6 +333,56 @@ fn prefetch_rows(base: *const f32, kvw: usize, d: usize, rows: Range<usize>) {
     }
 }
 
+/// The scores kernels' prefetch of the next block of keys while a block's columns are summed: one
+/// cache line of the next block's rows per column step (`step`), row after row, for as many steps
+/// as there are (both SIMD versions; no division per step).
+#[cfg(target_arch = "x86_64")]
+struct NextRows {
+    /// The next block's first row.
+    next: *const f32,
+    kvw: usize,
+    /// Cache lines per row (16 values each).
+    lines: usize,
+    /// Steps that ask for a line: every line of the next block, 0 when there is none.
+    ahead: usize,
+    /// The next line to ask for: line `line` of row `row`.
+    row: usize,
+    line: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl NextRows {
+    /// The prefetch of the `keys` rows after `base` (`kvw` apart, `d` values each), or of nothing
+    /// when `more` is false.
+    #[inline(always)]
+    fn new(base: *const f32, kvw: usize, d: usize, keys: usize, more: bool) -> NextRows {
+        let lines = d.div_ceil(16);
+        NextRows {
+            next: base.wrapping_add(keys * kvw),
+            kvw,
+            lines,
+            ahead: if more { keys * lines } else { 0 },
+            row: 0,
+            line: 0,
+        }
+    }
+
+    /// Column step `i`: asks for the next line while there is one.
+    #[inline(always)]
+    fn step(&mut self, i: usize) {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        if i < self.ahead {
+            let at = self.next.wrapping_add(self.row * self.kvw + 16 * self.line);
+            // SAFETY: a prefetch is a hint: it reads nothing and cannot fault.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(at.cast()) };
+            self.line += 1;
+            if self.line == self.lines {
+                (self.row, self.line) = (self.row + 1, 0);
+            }
+        }
+    }
+}
+
 /// The reference's loops, one value at a time.
 struct Portable;
 
@@ -511,27 +561,13 @@ mod avx512 {
             // SAFETY: rows j..j + n_keys exist; masked-off lanes are not read.
             let base = unsafe { k.add(j * kvw) };
             let mut acc = [[_mm512_set1_pd(-0.0); 2]; N];
-            // The next block's rows, one cache line per step of i (as many as there are steps).
-            let next = base.wrapping_add(KEYS * kvw);
-            let lines = d.div_ceil(16);
-            let ahead = if j + KEYS < keys.end { KEYS * lines } else { 0 };
-            // The next line to ask for: row `row`, line `line` of it (no division per step).
-            let (mut row, mut line) = (0, 0);
+            let mut prefetch = super::NextRows::new(base, kvw, d, KEYS, j + KEYS < keys.end);
             // Column i of the block's keys (`lo`: keys j..j + 8 in its lanes, `hi`: the next 8)
             // into every head's dots.
             macro_rules! column {
                 ($i:expr, $lo:expr, $hi:expr) => {{
                     let i = $i;
-                    if i < ahead {
-                        // A hint: it reads nothing and cannot fault.
-                        _mm_prefetch::<_MM_HINT_T0>(
-                            next.wrapping_add(row * kvw + 16 * line).cast(),
-                        );
-                        line += 1;
-                        if line == lines {
-                            (row, line) = (row + 1, 0);
-                        }
-                    }
+                    prefetch.step(i);
                     let lo = _mm512_cvtps_pd($lo);
                     let hi = _mm512_cvtps_pd($hi);
                     for (hh, a) in acc.iter_mut().enumerate() {

@@ -142,24 +142,12 @@ unsafe fn scores_n<const N: usize>(
         // SAFETY: rows j..j + n_keys exist; masked-off lanes are not read.
         let base = unsafe { k.add(j * kvw) };
         let mut acc = [[_mm256_set1_pd(-0.0); 2]; N];
-        // The next block's rows, one cache line per step of i (as many as there are steps).
-        let next = base.wrapping_add(KEYS * kvw);
-        let lines = d.div_ceil(16);
-        let ahead = if j + KEYS < keys.end { KEYS * lines } else { 0 };
-        // The next line to ask for: row `row`, line `line` of it (no division per step).
-        let (mut row, mut line) = (0, 0);
+        let mut prefetch = super::NextRows::new(base, kvw, d, KEYS, j + KEYS < keys.end);
         // Column i of the block's keys (`kv`, lane l key j + l) into every head's dots.
         macro_rules! column {
             ($i:expr, $kv:expr) => {{
                 let i = $i;
-                if i < ahead {
-                    // A hint: it reads nothing and cannot fault.
-                    _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(row * kvw + 16 * line).cast());
-                    line += 1;
-                    if line == lines {
-                        (row, line) = (row + 1, 0);
-                    }
-                }
+                prefetch.step(i);
                 let kv: __m256 = $kv;
                 let lo = _mm256_cvtps_pd(_mm256_castps256_ps128(kv));
                 let hi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(kv));
