@@ -1,6 +1,7 @@
 //! `--head-dtype auto --head-kl-bound B` (`bitnetc::head_choice`): the heads measured on the hf-tiny
 //! fixture, the choice at bounds below, between and above their costs, and the flags through the
-//! binary (`run` builds the head it names; other dtypes and artifacts are refused).
+//! binary (`run` builds the head it names; other dtypes, for `run` and `serve`, and artifacts are
+//! refused).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -92,6 +93,20 @@ fn bad_bounds_and_artifacts_are_refused() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("--head-dtype auto, not i8"), "{err}");
+    // The same check for each model `serve` is given, before it listens.
+    let o = bitnetc(&[
+        "serve",
+        packed().to_str().unwrap(),
+        "--port",
+        "0",
+        "--head-dtype",
+        "q4",
+        "--head-kl-bound",
+        "1",
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--head-dtype auto, not q4"), "{err}");
 
     if !support::have_cc("bad_bounds_and_artifacts_are_refused") {
         return;

@@ -67,6 +67,10 @@ pub struct ServeArgs {
     pub audit_text: bool,
     #[command(flatten)]
     pub precision: PrecisionArgs,
+    // `--head-kl-bound` applies to each model given on the command line (each measured once,
+    // before the server starts), not to models the gateway compiles later.
+    #[command(flatten)]
+    pub head_bound: super::flags::HeadBoundArgs,
 }
 
 /// A model argument's id and path: `NAME=PATH`, or the path's file stem.
@@ -105,8 +109,11 @@ pub fn run(args: &ServeArgs, audit: Option<Target>) -> Result<ExitCode> {
         if !path.exists() {
             bail!("{}: no such file or folder", path.display());
         }
+        let mut model_options = options.clone();
+        args.head_bound
+            .apply(&path, args.precision.head_dtype, &mut model_options)?;
         models.push(ModelSource {
-            load: toolchain::loader(path, id.clone(), options.clone(), args.slots),
+            load: toolchain::loader(path, id.clone(), model_options, args.slots),
             id,
         });
     }
