@@ -139,7 +139,16 @@ pub fn choose_head(path: &Path, options: &Options, bound: f64) -> Result<HeadCho
         crate::compile(path, &o)
     };
     // One build alive at a time: the exact head's logits are kept, its build dropped.
-    let exact = build(HeadDtype::Auto)?;
+    let exact = match build(HeadDtype::Auto) {
+        Ok(c) => c,
+        // Such as a model whose context is shorter than a window: said with the flag that asked.
+        Err(e @ Error::Import(_)) => {
+            return Err(Error::HeadChoice(format!(
+                "--head-kl-bound (the model built for windows of {WINDOW} tokens): {e}"
+            )));
+        }
+        Err(e) => return Err(e),
+    };
     let windows = text_windows(&exact, path)?;
     let exact_bytes = exact.read_bytes_per_token();
     let exact_scores = score::score(&mut exact.token_session(), &windows, true, None)?;

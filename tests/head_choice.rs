@@ -108,6 +108,24 @@ fn bad_bounds_and_artifacts_are_refused() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("--head-dtype auto, not q4"), "{err}");
 
+    // A model whose context is shorter than the measuring window: the error says which flag.
+    let short = Scratch::create("head-choice-short");
+    for f in std::fs::read_dir(packed()).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, short.join(f.file_name().unwrap())).unwrap();
+    }
+    let config = std::fs::read_to_string(short.join("config.json")).unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    config["max_position_embeddings"] = 32.into();
+    std::fs::write(short.join("config.json"), config.to_string()).unwrap();
+    let e = bitnetc::choose_head(&short, &options, 1.0).unwrap_err();
+    let e = e.to_string();
+    assert!(
+        e.contains("--head-kl-bound (the model built for windows of 64 tokens)"),
+        "{e}"
+    );
+    assert!(e.contains("more than the model's 32"), "{e}");
+
     if !support::have_cc("bad_bounds_and_artifacts_are_refused") {
         return;
     }
