@@ -478,7 +478,8 @@ fn siblings_interleaved_give_the_tokens_each_gives_alone() {
 }
 
 /// A store that hands over tensors only through `load` (never `visit_stored`), so the backend
-/// takes its f32 path for every weight.
+/// takes its f32 path for every weight; it says where a tensor lies in its file, so a table kept
+/// in index order is placed as from the file.
 struct LoadOnly(Box<dyn bitnet_ir::WeightStore>);
 
 impl bitnet_ir::WeightStore for LoadOnly {
@@ -494,11 +495,17 @@ impl bitnet_ir::WeightStore for LoadOnly {
     ) -> Result<bitnet_ir::Tensor, bitnet_ir::WeightError> {
         self.0.load(name, elem, shape)
     }
+
+    /// Where a tensor lies in its file (not its bytes), so that both blobs place a table alike.
+    fn stored_file(&self, name: &str) -> Option<bitnet_ir::StoredFile> {
+        self.0.stored_file(name)
+    }
 }
 
 /// The weights the backend makes straight from a file's 16-bit bytes (the f16 embedding's pairs,
-/// the int8 head quantized row by row) are byte for byte the ones it makes from the same values
-/// loaded as f32, for every head dtype, and so are the logits.
+/// or its rows in the file's order mapped from the file when the head is not 16-bit; the int8 head
+/// quantized row by row) are byte for byte the ones it makes from the same values loaded as f32,
+/// for every head dtype, and so are the logits.
 #[test]
 fn weights_made_from_the_files_bytes_equal_the_f32_path() {
     let dir = root().join("tests/fixtures/gguf-tiny");
@@ -526,6 +533,19 @@ fn weights_made_from_the_files_bytes_equal_the_f32_path() {
         assert!(
             a.program().weights.as_slice() == b.program().weights.as_slice(),
             "{head:?}: the weight blobs differ"
+        );
+        // The tied table stays in the file's order (mapped from it) unless the lm_head reads it
+        // as 16-bit pairs.
+        let in_order = a
+            .program()
+            .kernels
+            .iter()
+            .any(|(symbol, _)| symbol == "bitnet_embedding_1000x256_f16_rows");
+        assert_eq!(
+            in_order,
+            matches!(head, HeadDtype::I8 | HeadDtype::Q4),
+            "{head:?}: {:?}",
+            a.program().kernels.iter().map(|k| &k.0).collect::<Vec<_>>()
         );
         let (x, y) = (
             a.forward(&prompt, 0).unwrap().to_vec(),

@@ -62,6 +62,16 @@ impl WeightStore for HfWeights {
         }
     }
 
+    fn stored_file(&self, name: &str) -> Option<bitnet_ir::StoredFile> {
+        match self.entries.get(name) {
+            Some(Entry {
+                shard,
+                packing: Packing::Plain,
+            }) => self.shards.get(*shard).and_then(|s| s.stored_file(name)),
+            Some(_) | None => None,
+        }
+    }
+
     fn load(&self, name: &str, elem: ElemType, shape: &[usize]) -> Result<Tensor, WeightError> {
         let missing = || WeightError::Missing {
             name: name.to_string(),

@@ -27,6 +27,8 @@ pub struct StTensorInfo {
 /// Tensors of one safetensors file.
 pub struct SafetensorsStore {
     path: PathBuf,
+    /// The open file, whose handle `stored_file` lends.
+    file: std::fs::File,
     map: Mmap,
     tensors: BTreeMap<String, StTensorInfo>,
 }
@@ -175,6 +177,7 @@ impl SafetensorsStore {
         }
         Ok(SafetensorsStore {
             path: path.to_path_buf(),
+            file,
             map,
             tensors,
         })
@@ -252,6 +255,20 @@ impl WeightStore for SafetensorsStore {
         f(elem, bytes);
         crate::mapped::release(&self.map, info.range.clone());
         true
+    }
+
+    /// A dtype the store reads as it is: the file and the tensor's data offset (the header and
+    /// the offsets were checked at `open`).
+    fn stored_file(&self, name: &str) -> Option<bitnet_ir::StoredFile> {
+        let info = self.tensors.get(name)?;
+        let elem = info.elem?;
+        self.map.get(info.range.clone())?;
+        Some(bitnet_ir::StoredFile {
+            file: self.file.try_clone().ok()?,
+            elem,
+            offset: info.range.start as u64,
+            len: info.range.len() as u64,
+        })
     }
 
     fn load(&self, name: &str, elem: ElemType, shape: &[usize]) -> Result<Tensor, WeightError> {

@@ -30,7 +30,7 @@ pub use module::{Function, Module, OpId, ValueId};
 pub use ops::OpKind;
 pub use tensor::{Data, Tensor};
 pub use types::{Dim, ElemType, TensorType};
-pub use weights::{MemoryWeights, NoWeights, WeightError, WeightStore};
+pub use weights::{MemoryWeights, NoWeights, StoredFile, WeightError, WeightStore};
 
 /// Parses and verifies a module: the entry point for `.bir` files.
 pub fn parse_and_verify(src: &str, file: &str) -> Result<Module, IrError> {

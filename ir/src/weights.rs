@@ -70,6 +70,26 @@ pub trait WeightStore {
     fn visit_stored(&self, _name: &str, _f: &mut dyn FnMut(ElemType, &[u8])) -> bool {
         false
     }
+
+    /// The file and byte offset where tensor `name`'s stored bytes (those `visit_stored` gives)
+    /// lie, when the store reads it from a file as it is: a caller that keeps those bytes as they
+    /// are can map the file's pages instead of copying them. `None` by default.
+    fn stored_file(&self, _name: &str) -> Option<StoredFile> {
+        None
+    }
+}
+
+/// Where a tensor's stored bytes lie in a file (`WeightStore::stored_file`).
+#[derive(Debug)]
+pub struct StoredFile {
+    /// The open file (its own handle, so the caller may keep it).
+    pub file: std::fs::File,
+    /// The element type the file stores it in (little endian, index order).
+    pub elem: ElemType,
+    /// The byte offset of the tensor's first byte in the file.
+    pub offset: u64,
+    /// The tensor's bytes.
+    pub len: u64,
 }
 
 /// Checks the shape of a tensor a store read and converts it to the declared element type.

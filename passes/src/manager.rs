@@ -117,6 +117,13 @@ impl WeightStore for Overlay<'_> {
     fn visit_stored(&self, name: &str, f: &mut dyn FnMut(bitnet_ir::ElemType, &[u8])) -> bool {
         !self.derived.contains(name) && self.base.is_some_and(|b| b.visit_stored(name, f))
     }
+
+    fn stored_file(&self, name: &str) -> Option<bitnet_ir::StoredFile> {
+        if self.derived.contains(name) {
+            return None;
+        }
+        self.base.and_then(|b| b.stored_file(name))
+    }
 }
 
 impl PassContext<'_> {

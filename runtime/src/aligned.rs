@@ -16,12 +16,98 @@ const HUGE_PAGES_FROM: usize = 4 << 20;
 /// `BITNETC_HUGE_PAGES=off` keeps owned buffers on 4 KiB pages (a faster compile, a slower decode).
 const HUGE_PAGES_ENV: &str = "BITNETC_HUGE_PAGES";
 
+/// `BITNETC_MAP_WEIGHTS=off` copies a model file's bytes into the weights buffer rather than
+/// mapping the file's pages there (`AlignedBytes::push_file`): the compiled model then no longer
+/// reads the file, so replacing the file in place (rather than by a rename) while a server runs
+/// cannot change or fault its weights.
+const MAP_WEIGHTS_ENV: &str = "BITNETC_MAP_WEIGHTS";
+
+/// Whether `push_file` may map files (read once; anything but `off` or `0`: yes).
+fn map_weights_wanted() -> bool {
+    static WANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WANTED.get_or_init(|| {
+        std::env::var(MAP_WEIGHTS_ENV).map_or(true, |v| !matches!(v.trim(), "off" | "0"))
+    })
+}
+
 /// Whether large owned buffers ask for huge pages (read once; anything but `off` or `0`: yes).
 fn huge_pages_wanted() -> bool {
     static WANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *WANTED.get_or_init(|| {
         std::env::var(HUGE_PAGES_ENV).map_or(true, |v| !matches!(v.trim(), "off" | "0"))
     })
+}
+
+/// The page size `AlignedBytes::push_file` places file bytes by: fixed, not the host's, so that
+/// the layout is the same on every host; the file is mapped only where the host's pages are this
+/// size.
+const FILE_PAGE: usize = 4096;
+
+/// Maps `file` from `file_offset` over `pages` (page-aligned, a whole number of `FILE_PAGE`
+/// pages, inside an anonymous mapping this process owns) copy-on-write, readable and writable;
+/// whether it did. On failure `pages` are anonymous zeroed memory again, as before.
+#[cfg(unix)]
+fn map_file_over(pages: &mut [u8], file: &std::fs::File, file_offset: u64) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `sysconf` only reads a system constant.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let (Ok(offset), true) = (libc::off_t::try_from(file_offset), page == FILE_PAGE as i64) else {
+        return false;
+    };
+    if !map_weights_wanted() {
+        return false;
+    }
+    let at = pages.as_mut_ptr().cast::<libc::c_void>();
+    if !(at as usize).is_multiple_of(FILE_PAGE)
+        || !pages.len().is_multiple_of(FILE_PAGE)
+        || !file_offset.is_multiple_of(FILE_PAGE as u64)
+    {
+        return false;
+    }
+    // SAFETY: `pages` is page-aligned memory inside an anonymous mapping this buffer owns and
+    // borrows mutably here, so nothing else refers to it; `MAP_FIXED` replaces exactly those
+    // pages with a private (copy-on-write) mapping of the file, readable and writable like the
+    // memory it replaces, which the owning mapping's `munmap` unmaps with the rest. The caller got
+    // `file_offset` from a store that checked the bytes lie inside the file. As with every map of
+    // a file here, another process truncating the file would fault a later read of its pages.
+    let mapped = unsafe {
+        libc::mmap(
+            at,
+            pages.len(),
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_FIXED,
+            file.as_raw_fd(),
+            offset,
+        )
+    };
+    if mapped == at {
+        return true;
+    }
+    // A failed `MAP_FIXED` may have unmapped the range: put anonymous zeroed memory back.
+    // SAFETY: the same range of the same owned mapping as above.
+    let restored = unsafe {
+        libc::mmap(
+            at,
+            pages.len(),
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+            -1,
+            0,
+        )
+    };
+    if restored != at {
+        std::alloc::handle_alloc_error(
+            std::alloc::Layout::from_size_align(pages.len(), FILE_PAGE)
+                .unwrap_or(std::alloc::Layout::new::<[u8; 64]>()),
+        );
+    }
+    false
+}
+
+/// Without `mmap`: never mapped.
+#[cfg(not(unix))]
+fn map_file_over(_pages: &mut [u8], _file: &std::fs::File, _file_offset: u64) -> bool {
+    false
 }
 
 enum Storage {
@@ -125,17 +211,7 @@ impl AlignedBytes {
     pub fn push_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) -> u64 {
         let offset = self.len.div_ceil(64) * 64;
         let end = offset + len;
-        let capacity = match &self.storage {
-            Storage::Owned(map) => map.as_ref().map_or(0, |m| m.len()),
-            Storage::Mapped { .. } => 0,
-        };
-        if end > capacity {
-            // Grow (or leave the file's mapping): a new mapping, at least twice the old one, with
-            // the bytes so far copied in; the rest of it is zero.
-            let mut map = anonymous(end.max(capacity.saturating_mul(2)));
-            map[..self.len].copy_from_slice(self.as_slice());
-            self.storage = Storage::Owned(Some(map));
-        }
+        self.reserve_to(end);
         match &mut self.storage {
             Storage::Owned(Some(map)) => fill(&mut map[offset..end]),
             // Nothing to write: `end` is 0.
@@ -143,6 +219,64 @@ impl AlignedBytes {
         }
         self.len = end;
         offset as u64
+    }
+
+    /// Appends `len` bytes that are `file`'s from byte `offset` on, and returns their offset in
+    /// the buffer. They start a fresh 4 KiB page of the buffer, at `offset`'s place within its
+    /// page when that is 64-byte aligned (otherwise they are placed as `push_with` places them),
+    /// so that the file's pages can back them: on Unix with 4 KiB pages, the file is mapped there
+    /// copy-on-write (a table read a few rows at a time then takes memory only for the pages read,
+    /// and appending it writes none of it); otherwise, or if mapping fails, `fill` writes the same
+    /// bytes (given them zeroed). Either way the buffer's bytes are the same: the parts of the
+    /// first and last page outside them are zero. The placement depends only on `offset`, `len`
+    /// and what was appended before, so a buffer written out is the same on every host. A later
+    /// change to the file in place shows through pages not yet written, as with any mapping of
+    /// it (`BITNETC_MAP_WEIGHTS=off` copies instead).
+    pub fn push_file(
+        &mut self,
+        len: usize,
+        file: &std::fs::File,
+        offset: u64,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> u64 {
+        let within = (offset % FILE_PAGE as u64) as usize;
+        if len == 0 || !within.is_multiple_of(64) {
+            return self.push_with(len, fill);
+        }
+        let page_start = self.len.div_ceil(FILE_PAGE) * FILE_PAGE;
+        let start = page_start + within;
+        let end = start + len;
+        let page_end = end.div_ceil(FILE_PAGE) * FILE_PAGE;
+        self.reserve_to(page_end);
+        let Storage::Owned(Some(map)) = &mut self.storage else {
+            // `reserve_to` made owned storage of at least `page_end` > 0 bytes.
+            return self.push_with(len, fill);
+        };
+        let pages = &mut map[page_start..page_end];
+        if map_file_over(pages, file, offset - within as u64) {
+            // The file's bytes around the tensor on its first and last page: zero, as `fill`'s
+            // buffer would have them (writing them copies those two pages).
+            pages[..within].fill(0);
+            pages[within + len..].fill(0);
+        } else {
+            fill(&mut pages[within..within + len]);
+        }
+        self.len = end;
+        start as u64
+    }
+
+    /// Makes the storage owned and at least `end` bytes long: a new mapping, at least twice the
+    /// old one, with the bytes so far copied in (the rest of it zero), when it is shorter.
+    fn reserve_to(&mut self, end: usize) {
+        let capacity = match &self.storage {
+            Storage::Owned(map) => map.as_ref().map_or(0, |m| m.len()),
+            Storage::Mapped { .. } => 0,
+        };
+        if end > capacity {
+            let mut map = anonymous(end.max(capacity.saturating_mul(2)));
+            map[..self.len].copy_from_slice(self.as_slice());
+            self.storage = Storage::Owned(Some(map));
+        }
     }
 
     /// The bytes.
@@ -227,6 +361,63 @@ mod tests {
         assert_eq!(a[192], 5);
         assert_eq!(a.clone(), a);
         assert_eq!(AlignedBytes::zeroed(5).as_slice(), &[0; 5]);
+    }
+
+    /// A file's bytes land at their offset within a 4 KiB page, zeros around them; on Linux with
+    /// 4 KiB pages they are mapped (`fill` is not called). Writing to them, or after them on
+    /// their last page, changes the buffer and never the file; growing keeps them.
+    #[test]
+    fn push_file_places_a_files_bytes_at_their_page_offset() {
+        let path = std::env::temp_dir().join(format!("bitnetc-push-file-{}", std::process::id()));
+        let data: Vec<u8> = (0..3 * 4096 + 700)
+            .map(|i: usize| (i * 7 + 3) as u8)
+            .collect();
+        std::fs::write(&path, &data).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let mut a = AlignedBytes::with_capacity(1 << 16);
+        a.push(&[9; 100]);
+        let (off, len) = (4096 + 128, 2 * 4096 + 300);
+        let mut filled = false;
+        let at = a.push_file(len, &file, off as u64, |dst| {
+            filled = true;
+            dst.copy_from_slice(&data[off..off + len]);
+        }) as usize;
+        assert_eq!(
+            at,
+            4096 + 128,
+            "a fresh page, at the file offset's place in its page"
+        );
+        assert_eq!(&a[at..at + len], &data[off..off + len]);
+        assert!(a[100..at].iter().all(|&b| b == 0));
+        // SAFETY: `sysconf` only reads a system constant.
+        #[cfg(target_os = "linux")]
+        if unsafe { libc::sysconf(libc::_SC_PAGESIZE) } == 4096 {
+            assert!(!filled, "the file's pages are mapped, not copied");
+        }
+        let next = a.push(&[5; 10]) as usize;
+        assert_eq!(next, (at + len).div_ceil(64) * 64);
+        assert!(a[at + len..next].iter().all(|&b| b == 0));
+        assert_eq!(&a[next..next + 10], &[5; 10]);
+        a.as_mut_slice().unwrap()[at] ^= 0xff;
+        assert_eq!(a[at], data[off] ^ 0xff);
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            data,
+            "the file is never written"
+        );
+        // An offset not 64-byte aligned within its page: placed as `push_with` places bytes.
+        let end = a.len();
+        let odd = a.push_file(10, &file, 33, |dst| dst.copy_from_slice(&data[33..43])) as usize;
+        assert_eq!(odd, end.div_ceil(64) * 64);
+        assert_eq!(&a[odd..odd + 10], &data[33..43]);
+        // Growing copies the mapped bytes with the rest.
+        let before = a.as_slice()[..odd + 10].to_vec();
+        a.push_with(1 << 20, |dst| dst[0] = 1);
+        assert_eq!(&a[..odd + 10], &before[..]);
+        let cloned = a.clone();
+        assert_eq!(&cloned[at + 1..at + len], &data[off + 1..off + len]);
+        drop(file);
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

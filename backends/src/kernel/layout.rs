@@ -88,6 +88,14 @@ pub fn layout(w: &[f32], k: usize, format: HalfFormat) -> Option<Vec<u16>> {
 /// - f16: every value finite and exactly an f16 (`f16_exact`); an embedding kept in a GGUF's or a
 ///   checkpoint's f16 is stored in half the bytes of f32, bit for bit.
 pub fn layout_exact(w: &[f32], k: usize, format: HalfFormat) -> Option<Vec<u16>> {
+    let mut bits = exact_bits(w, format)?;
+    pair_in_place(&mut bits, k);
+    Some(bits)
+}
+
+/// The `format` bits of `w` in index order when every value is exactly such a number (as
+/// `layout_exact` says), else `None`.
+pub fn exact_bits(w: &[f32], format: HalfFormat) -> Option<Vec<u16>> {
     let exact = |x: &f32| match format {
         HalfFormat::Bf16 => {
             let bits = x.to_bits();
@@ -95,9 +103,7 @@ pub fn layout_exact(w: &[f32], k: usize, format: HalfFormat) -> Option<Vec<u16>>
         }
         HalfFormat::F16 => f16_exact(x.to_bits()),
     };
-    let mut bits = w.iter().map(exact).collect::<Option<Vec<u16>>>()?;
-    pair_in_place(&mut bits, k);
-    Some(bits)
+    w.iter().map(exact).collect()
 }
 
 /// Whether every 16-bit float of `bytes` (little endian) is one the kernels widen exactly: any
@@ -120,19 +126,29 @@ pub fn stored_exact(bytes: &[u8], format: HalfFormat) -> bool {
 /// shorter of the two bounds the copy) in `layout` order; one consecutive range of rows per core,
 /// each on its own thread (a 128k-row table is mostly first-touch page faults and copying).
 pub fn pairs_into(src: &[u8], k: usize, dst: &mut [u8]) {
+    rows_into(src, 2 * k.max(1), dst, |dst| {
+        pair_in_place(dst.as_chunks_mut::<2>().0, k)
+    });
+}
+
+/// `src` copied into `dst` (as long; the shorter of the two bounds the copy), one consecutive
+/// range of rows of `row` bytes per core, each on its own thread, each range then given to
+/// `finish` (a large table is mostly first-touch page faults and copying).
+pub fn rows_into(src: &[u8], row: usize, dst: &mut [u8], finish: impl Fn(&mut [u8]) + Sync) {
     let n = src.len().min(dst.len());
     let (src, dst) = (&src[..n], &mut dst[..n]);
-    let row = 2 * k.max(1);
+    let row = row.max(1);
     let rows = n.div_ceil(row);
     let threads = std::thread::available_parallelism()
         .map_or(1, |t| t.get())
         .clamp(1, rows.max(1));
     let per = rows.div_ceil(threads).max(1) * row;
+    let finish = &finish;
     std::thread::scope(|scope| {
         for (src, dst) in src.chunks(per).zip(dst.chunks_mut(per)) {
             scope.spawn(move || {
                 dst.copy_from_slice(src);
-                pair_in_place(dst.as_chunks_mut::<2>().0, k);
+                finish(dst);
             });
         }
     });

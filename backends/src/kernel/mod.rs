@@ -241,6 +241,7 @@ mod tests {
                     vocab: 10,
                     hidden: 4,
                     half: Some(HalfFormat::Bf16),
+                    in_order: false,
                 }),
                 "bitnet_embedding_10x4_bf16",
             ),
@@ -336,6 +337,33 @@ mod tests {
                 "bitnet_matmul_q4_2x3",
             ),
         ]
+    }
+
+    /// A 16-bit embedding table in index order has a symbol and a manifest text of its own; the
+    /// `layout`-order forms keep theirs, and an f32 table has no order to name.
+    #[test]
+    fn an_in_order_table_is_named_apart() {
+        let kind = |half, in_order| {
+            KernelKind::Embedding(EmbeddingParams {
+                vocab: 10,
+                hidden: 4,
+                half,
+                in_order,
+            })
+        };
+        let in_order = kind(Some(HalfFormat::F16), true);
+        assert_eq!(in_order.symbol(), "bitnet_embedding_10x4_f16_rows");
+        assert_eq!(
+            in_order.describe(),
+            "Embedding { vocab: 10, hidden: 4, f16: true, in order }"
+        );
+        let paired = kind(Some(HalfFormat::F16), false);
+        assert_eq!(paired.symbol(), "bitnet_embedding_10x4_f16");
+        assert_eq!(
+            paired.describe(),
+            "Embedding { vocab: 10, hidden: 4, f16: true }"
+        );
+        assert_eq!(kind(None, true).symbol(), "bitnet_embedding_10x4");
     }
 
     /// The manifest text of every kind keeps the form artifacts have always stored.

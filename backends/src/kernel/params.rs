@@ -20,25 +20,36 @@ pub struct EmbeddingParams {
     /// the lowering chooses it, when the caller allows it (`LowerOptions::half_embedding`), where
     /// every value is exactly such a number (`layout::layout_exact`).
     pub half: Option<HalfFormat>,
+    /// A 16-bit table's rows are in index order, as the model file stores them, rather than in
+    /// `layout::layout` order: the lowering maps such a table from the file instead of copying it,
+    /// when no 16-bit lm_head reads the same weight in `layout` order.
+    pub in_order: bool,
 }
 
 /// The manifest text artifacts have always stored (`KernelKind::describe`): an f32 table
-/// `bf16: false`, a bf16 one `bf16: true`, an f16 one (added later) `f16: true`.
+/// `bf16: false`, a bf16 one `bf16: true`, an f16 one (added later) `f16: true`; a 16-bit table in
+/// index order (added later still) adds `, in order`.
 impl std::fmt::Debug for EmbeddingParams {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let EmbeddingParams {
             vocab,
             hidden,
             half,
+            in_order,
         } = self;
         let table = match half {
             None => "bf16: false",
             Some(HalfFormat::Bf16) => "bf16: true",
             Some(HalfFormat::F16) => "f16: true",
         };
+        let order = if *in_order && half.is_some() {
+            ", in order"
+        } else {
+            ""
+        };
         write!(
             f,
-            "EmbeddingParams {{ vocab: {vocab}, hidden: {hidden}, {table} }}"
+            "EmbeddingParams {{ vocab: {vocab}, hidden: {hidden}, {table}{order} }}"
         )
     }
 }
@@ -50,8 +61,12 @@ impl EmbeddingParams {
             vocab,
             hidden,
             half,
+            in_order,
         } = self;
-        let half = half.map(|h| format!("_{}", h.name())).unwrap_or_default();
+        let order = if *in_order { "_rows" } else { "" };
+        let half = half
+            .map(|h| format!("_{}{order}", h.name()))
+            .unwrap_or_default();
         format!("bitnet_embedding_{vocab}x{hidden}{half}")
     }
 }

@@ -1,6 +1,7 @@
 //! Cases of the row-wise kernels that compute element by element, all exact on both backends but
 //! `SiluMul` on CUDA (within 3 ulps):
-//! `Embedding` (f32 and bf16 tables, random bit patterns so that a copy must move bits), `Relu2Mul`,
+//! `Embedding` (f32, bf16 and f16 tables, the 16-bit ones in `layout` order and in index order;
+//! random bit patterns so that a copy must move bits), `Relu2Mul`,
 //! `SiluMul`, `Add` and `BiasAdd` (special values, in place), and `Rope` (pos > 0, several thetas, scaled
 //! frequencies, in place).
 
@@ -25,6 +26,7 @@ fn embedding_case(
     hidden: usize,
     t: usize,
     half: Option<HalfFormat>,
+    in_order: bool,
 ) -> Case {
     // Random bit patterns (NaN payloads included): a copy must move bits. An f16 table: every
     // finite f16, subnormals and both zeros included.
@@ -60,6 +62,9 @@ fn embedding_case(
         vec![t, hidden],
     );
     let table = match half {
+        Some(format) if in_order => {
+            u16_bytes(&table.iter().map(|&x| format.bits(x)).collect::<Vec<u16>>())
+        }
         Some(format) => u16_bytes(&layout_exact(&table, hidden, format).expect("exact values")),
         None => f32_bytes(&table),
     };
@@ -68,6 +73,7 @@ fn embedding_case(
             vocab: vocab as u64,
             hidden: hidden as u64,
             half,
+            in_order: in_order && half.is_some(),
         }),
         t,
         pos: 0,
@@ -85,7 +91,11 @@ fn embedding_case(
                 ),
             ),
         ],
-        note: format!("table {}", half.map_or("f32", HalfFormat::name)),
+        note: format!(
+            "table {}{}",
+            half.map_or("f32", HalfFormat::name),
+            if in_order { " in order" } else { "" }
+        ),
     }
 }
 
@@ -107,7 +117,10 @@ pub fn embedding(rng: &mut Rng) -> Vec<Case> {
         (6, 2560, 2),
     ] {
         for half in [None, Some(HalfFormat::Bf16), Some(HalfFormat::F16)] {
-            cases.push(embedding_case(rng, vocab, hidden, t, half));
+            cases.push(embedding_case(rng, vocab, hidden, t, half, false));
+            if half.is_some() {
+                cases.push(embedding_case(rng, vocab, hidden, t, half, true));
+            }
         }
     }
     for i in 0..240 {
@@ -117,7 +130,8 @@ pub fn embedding(rng: &mut Rng) -> Vec<Case> {
         let opts = [1, 2, 37, rng.range(1, 12)];
         let t = rng.pick(&opts);
         let formats = [None, Some(HalfFormat::Bf16), Some(HalfFormat::F16)];
-        cases.push(embedding_case(rng, vocab, hidden, t, formats[i % 3]));
+        let half = formats[i % 3];
+        cases.push(embedding_case(rng, vocab, hidden, t, half, i % 2 == 1));
     }
     cases
 }

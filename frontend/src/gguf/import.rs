@@ -68,6 +68,16 @@ fn unpermute(v: &[f32], rows: usize, cols: usize, heads: usize) -> Option<Vec<f3
     Some(out)
 }
 
+/// The element type of a tensor stored as plain numbers (F32, F16, BF16).
+fn dense_elem(t: GgmlType) -> Option<ElemType> {
+    match t {
+        GgmlType::F32 => Some(ElemType::F32),
+        GgmlType::F16 => Some(ElemType::F16),
+        GgmlType::BF16 => Some(ElemType::BF16),
+        _ => None,
+    }
+}
+
 impl WeightStore for GgufWeights {
     fn describe(&self) -> String {
         self.file.path().display().to_string()
@@ -81,11 +91,8 @@ impl WeightStore for GgufWeights {
         let Ok(info) = self.file.tensor_info(tensor) else {
             return false;
         };
-        let elem = match info.ggml_type {
-            GgmlType::F32 => ElemType::F32,
-            GgmlType::F16 => ElemType::F16,
-            GgmlType::BF16 => ElemType::BF16,
-            _ => return false,
+        let Some(elem) = dense_elem(info.ggml_type) else {
+            return false;
         };
         let bytes = self.file.tensor_bytes(info);
         let size = elem.bits().div_ceil(8) as usize;
@@ -95,6 +102,15 @@ impl WeightStore for GgufWeights {
         f(elem, bytes);
         self.file.release(tensor);
         true
+    }
+
+    /// A dense tensor's place in the file (as `visit_stored` reads it).
+    fn stored_file(&self, name: &str) -> Option<bitnet_ir::StoredFile> {
+        let Some((tensor, Read::Dense)) = self.entries.get(name) else {
+            return None;
+        };
+        let info = self.file.tensor_info(tensor).ok()?;
+        self.file.stored_file(info, dense_elem(info.ggml_type)?)
     }
 
     fn load(&self, name: &str, elem: ElemType, shape: &[usize]) -> Result<Tensor, WeightError> {

@@ -77,7 +77,8 @@ impl GgufTensorInfo {
 
 /// Where a file's bytes live.
 enum Bytes {
-    Map(Mmap),
+    /// A read-only map of the file, and the file (whose handle `stored_file` lends).
+    Map(Mmap, std::fs::File),
     Owned(Vec<u8>),
 }
 
@@ -112,7 +113,7 @@ impl GgufFile {
         // could change the bytes under us, which gives wrong weights but no memory unsafety here: the
         // code only copies bytes out of the map, and every range is checked against the map's length.
         let map = unsafe { Mmap::map(&file) }.map_err(io)?;
-        GgufFile::new(path, Bytes::Map(map))
+        GgufFile::new(path, Bytes::Map(map, file))
     }
 
     /// Parses a GGUF file held in memory; `path` only names it in messages.
@@ -122,7 +123,7 @@ impl GgufFile {
 
     fn new(path: &Path, bytes: Bytes) -> Result<GgufFile, FrontendError> {
         let slice = match &bytes {
-            Bytes::Map(m) => &m[..],
+            Bytes::Map(m, _) => &m[..],
             Bytes::Owned(v) => &v[..],
         };
         let h = header::parse(slice).map_err(|m| FrontendError::format(path, m))?;
@@ -146,7 +147,7 @@ impl GgufFile {
 
     fn bytes(&self) -> &[u8] {
         match &self.bytes {
-            Bytes::Map(m) => m,
+            Bytes::Map(m, _) => m,
             Bytes::Owned(v) => v,
         }
     }
@@ -197,12 +198,32 @@ impl GgufFile {
             .unwrap_or(&[])
     }
 
+    /// The file and the offset of `info`'s bytes in it (`WeightStore::stored_file`), which hold
+    /// elements of `elem`, for a mapped file; `None` for one held in memory or a range outside
+    /// the file.
+    pub fn stored_file(
+        &self,
+        info: &GgufTensorInfo,
+        elem: bitnet_ir::ElemType,
+    ) -> Option<bitnet_ir::StoredFile> {
+        let Bytes::Map(map, file) = &self.bytes else {
+            return None;
+        };
+        map.get(info.start..info.start.checked_add(info.n_bytes)?)?;
+        Some(bitnet_ir::StoredFile {
+            file: file.try_clone().ok()?,
+            elem,
+            offset: info.start as u64,
+            len: info.n_bytes as u64,
+        })
+    }
+
     /// Drops this process's pages of tensor `name`'s bytes, once they have been read (a mapped
     /// file only; nothing happens otherwise or on failure). The kernel keeps them in its page
     /// cache and a later read maps them again, so a model compiled tensor by tensor does not keep
     /// the whole file in its resident memory on top of what it made of it.
     pub fn release(&self, name: &str) {
-        if let (Bytes::Map(map), Ok(info)) = (&self.bytes, self.tensor_info(name))
+        if let (Bytes::Map(map, _), Ok(info)) = (&self.bytes, self.tensor_info(name))
             && let Some(end) = info.start.checked_add(info.n_bytes)
         {
             crate::mapped::release(map, info.start..end);

@@ -7,7 +7,9 @@
 //!   head and embedding share one copy): per group of eight weights, i32 lane l of the group's 16
 //!   bytes holds weight l in its low half and weight 4 + l in its high half; two 16-byte stores
 //!   per group. The last `hidden mod 8` weights (stored in order after the groups) widen one at a
-//!   time. Both widenings are exact:
+//!   time. With `in_order` (a table mapped from the model file as it stores it), each group's
+//!   16 bytes hold weights 0–7 in order: zero-extended into two vectors of four i32 lanes, each
+//!   weight then in the low half of its lane. Both widenings are exact:
 //!   - bf16 is the high half of an f32: the low halves shifted left by 16 are weights 0–3, the
 //!     high halves masked with `0xFFFF_0000` weights 4–7;
 //!   - f16 (finite: the lowering stores only exactly-f16 tables, `layout::layout_exact`): the
@@ -122,7 +124,12 @@ impl Widen {
 /// Defines the kernel `p` in `module`.
 pub fn build(module: &mut dyn Module, p: &EmbeddingParams) -> Result<FuncId, BackendError> {
     let name = &p.symbol();
-    let EmbeddingParams { hidden, half, .. } = *p;
+    let EmbeddingParams {
+        hidden,
+        half,
+        in_order,
+        ..
+    } = *p;
     let row_bytes = mul(name, hidden, 4)?;
     let row_imm = imm64(name, row_bytes)?;
     let src_imm = imm64(name, mul(name, hidden, if half.is_some() { 2 } else { 4 })?)?;
@@ -152,9 +159,17 @@ pub fn build(module: &mut dyn Module, p: &EmbeddingParams) -> Result<FuncId, Bac
                     let s = b.ins().iadd(src, s);
                     let d = b.ins().ishl_imm_s(g, 5);
                     let d = b.ins().iadd(dst, d);
-                    let raw = b.ins().load(types::I32X4, MEM, s, 0);
-                    let lo = vector.widen(b, raw, true);
-                    let hi = vector.widen(b, raw, false);
+                    let (lo, hi) = if in_order {
+                        // Weights 0–7 in order: zero-extended to i32 lanes, each then in the
+                        // low half of its lane.
+                        let raw = b.ins().load(types::I16X8, MEM, s, 0);
+                        let first = b.ins().uwiden_low(raw);
+                        let last = b.ins().uwiden_high(raw);
+                        (vector.widen(b, first, true), vector.widen(b, last, true))
+                    } else {
+                        let raw = b.ins().load(types::I32X4, MEM, s, 0);
+                        (vector.widen(b, raw, true), vector.widen(b, raw, false))
+                    };
                     b.ins().store(MEM, lo, d, 0);
                     b.ins().store(MEM, hi, d, 16);
                     Ok(vec![])

@@ -11,7 +11,7 @@ use super::{input, unsupported};
 use crate::BackendError;
 use crate::kernel::HalfFormat;
 use bitnet_ir::module::{Function, ValueDef};
-use bitnet_ir::{Data, ElemType, OpKind, Tensor, ValueId, WeightStore};
+use bitnet_ir::{Data, ElemType, OpKind, StoredFile, Tensor, ValueId, WeightStore};
 use bitnet_runtime::{AlignedBytes, BufRef, Region};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -83,6 +83,32 @@ impl<'a> Blob<'a> {
             return *b;
         }
         let offset = self.bytes.push_with(len, fill);
+        let b = BufRef {
+            region: Region::Weights,
+            offset,
+            bytes: len as u64,
+        };
+        self.placed.insert(key, b);
+        b
+    }
+
+    /// Places `len` bytes that `fill` writes under `key` (as `push_with`); when they are the bytes
+    /// of `source` (a store's tensor in its file), by `AlignedBytes::push_file`, which maps the
+    /// file's pages where the file's alignment allows rather than calling `fill`.
+    pub(super) fn push_file(
+        &mut self,
+        key: String,
+        len: usize,
+        source: Option<&StoredFile>,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> BufRef {
+        let Some(source) = source.filter(|s| s.len == len as u64) else {
+            return self.push_with(key, len, fill);
+        };
+        if let Some(b) = self.placed.get(&key) {
+            return *b;
+        }
+        let offset = self.bytes.push_file(len, &source.file, source.offset, fill);
         let b = BufRef {
             region: Region::Weights,
             offset,

@@ -1,6 +1,9 @@
 //! Derived weights: forms of a constant `[rows, k]` that a kernel reads instead of its f32 values,
 //! made at compile time and placed in the blob once per weight and form.
 //!
+//! - a 16-bit table in index order (`Blob::in_order`): exactly-bf16 or exactly-f16 rows at their
+//!   place in the model file, mapped from it where its alignment allows, read by an embedding
+//!   that no 16-bit lm_head shares;
 //! - exact pairs (`Blob::exact_pairs`): rows that are exactly bf16 (or exactly f16) in `layout`
 //!   order, read by the 16-bit embedding and the 16-bit lm_head alike, so a tied pair is stored
 //!   once;
@@ -14,7 +17,9 @@ use super::blob::{Blob, constant_id, inexact_key, static_shape, weight_name};
 use super::{input, unsupported};
 use crate::BackendError;
 use crate::cpu::kernels::{matmul_i8, matmul_q4};
-use crate::kernel::layout::{HalfFormat, layout, layout_exact, pairs_into, stored_exact};
+use crate::kernel::layout::{
+    HalfFormat, exact_bits, layout, layout_exact, pairs_into, rows_into, stored_exact,
+};
 use bitnet_ir::module::Function;
 use bitnet_ir::{Data, ElemType, ValueId};
 use bitnet_runtime::BufRef;
@@ -150,6 +155,84 @@ impl Blob<'_> {
             let buf = self.push_with(key, bytes.len(), |dst| pairs_into(bytes, k, dst));
             placed = Some((buf, format));
         });
+        Ok(placed)
+    }
+
+    /// Weight `v` as exactly-`format` values in index order, for the first of `formats` whose
+    /// numbers hold every value exactly (as `exact_pairs`): the store's own bytes when it keeps the
+    /// weight so (`WeightStore::visit_stored`; `stored_exact`), else its values evaluated as f32.
+    /// Placed by `AlignedBytes::push_file` at the weight's place in its file when the store names
+    /// one (`WeightStore::stored_file`), which maps the file's pages into the blob where the
+    /// file's alignment allows: the table then takes memory only for the rows a run gathers, and
+    /// the compile neither copies it nor writes fresh pages for it. Recorded as the weight in that
+    /// element type, index order, so a reader of the same constant in that type shares it. `None`
+    /// when no format is exact.
+    pub(super) fn in_order(
+        &mut self,
+        f: &Function,
+        v: ValueId,
+        formats: &[HalfFormat],
+    ) -> Result<Option<(BufRef, HalfFormat)>, BackendError> {
+        let Some(name) = weight_name(f, v) else {
+            return Ok(None);
+        };
+        let candidates: Vec<HalfFormat> = formats
+            .iter()
+            .copied()
+            .filter(|&format| !self.inapplicable.contains(&inexact_key(f, v, format)))
+            .collect();
+        let key = |format: HalfFormat| format!("w:{name}:{}", format.elem());
+        for &format in &candidates {
+            if let Some(buf) = self.placed(&key(format)) {
+                return Ok(Some((buf, format)));
+            }
+        }
+        if candidates.is_empty() {
+            return Ok(None);
+        }
+        let shape = static_shape(f, v)?;
+        let numel = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+        let store = self.store;
+        let source = store.stored_file(name);
+        let mut placed = None;
+        store.visit_stored(name, &mut |elem, bytes| {
+            let Some(&format) = candidates.iter().find(|c| c.elem() == elem) else {
+                return;
+            };
+            if numel.and_then(|n| n.checked_mul(2)) != Some(bytes.len())
+                || !stored_exact(bytes, format)
+            {
+                return;
+            }
+            let source = source.as_ref().filter(|s| s.elem == elem);
+            let row = 2 * shape.last().copied().unwrap_or(1);
+            let buf = self.push_file(key(format), bytes.len(), source, |dst| {
+                rows_into(bytes, row, dst, |_| {})
+            });
+            placed = Some((buf, format));
+        });
+        if placed.is_none() {
+            // The file's own format first, so that the table is placed as from its bytes.
+            let mut candidates = candidates;
+            candidates.sort_by_key(|c| source.as_ref().is_none_or(|s| s.elem != c.elem()));
+            let values = self.evaluate(f, v, &shape)?.data.into_f32();
+            for format in candidates {
+                let Some(bits) = exact_bits(&values, format) else {
+                    self.inapplicable.insert(inexact_key(f, v, format));
+                    continue;
+                };
+                let data = Data::U16(bits);
+                let source = source.as_ref().filter(|s| s.elem == format.elem());
+                let buf = self.push_file(key(format), data.le_byte_len(), source, |dst| {
+                    data.write_le_bytes(dst)
+                });
+                placed = Some((buf, format));
+                break;
+            }
+        }
+        if let Some((buf, format)) = placed {
+            self.record(name, buf, format.elem(), &shape, false);
+        }
         Ok(placed)
     }
 

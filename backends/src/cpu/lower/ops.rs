@@ -2,7 +2,7 @@
 //! supports, places the op's constants in the blob and appends its launches. Operands and results
 //! are in the arena (or the KV region) where the memory plan put them.
 
-use super::blob::is_constant;
+use super::blob::{is_constant, weight_name};
 use super::head::{self, head_weight};
 use super::{Lowering, Site, input, unsupported};
 use crate::BackendError;
@@ -13,7 +13,8 @@ use crate::kernel::{
     KernelKind, KvStoreParams, Relu2MulParams, RmsNormParams, RmsNormQuantParams, RopeParams,
     SiluMulParams, TernaryMatmulParams,
 };
-use bitnet_ir::{Dim, ElemType, OpKind, TensorType};
+use bitnet_ir::module::Function;
+use bitnet_ir::{Dim, ElemType, OpKind, TensorType, ValueId};
 use bitnet_runtime::Rows;
 
 /// The static last dimension of `ty`.
@@ -24,9 +25,11 @@ pub(super) fn last_dim(ty: &TensorType) -> Result<u64, BackendError> {
         .ok_or_else(|| input(format!("{ty} has no static last dimension")))
 }
 
-/// `nn.embedding(table, ids)`: the table f32, or exact pairs when the options allow it and every
-/// value is exactly a bf16, else exactly an f16 (then shared with a tied 16-bit lm_head of that
-/// format): an f16 GGUF's or checkpoint's table stays in half the bytes.
+/// `nn.embedding(table, ids)`, when the options allow 16-bit tables and every value is exactly a
+/// bf16, else exactly an f16: rows in index order at the table's place in the model file, mapped
+/// from it where the file's alignment allows (`Blob::in_order`), unless a matmul reads the same
+/// weight as pairs (a tied 16-bit lm_head); then exact pairs in that format, shared with it.
+/// Otherwise, and when the options do not allow 16-bit tables, f32.
 pub(super) fn embedding(lw: &mut Lowering<'_>, site: &Site<'_>) -> Result<(), BackendError> {
     let f = site.f;
     let (table, ids, out) = (site.operand(0)?, site.operand(1)?, site.result(0)?);
@@ -41,13 +44,21 @@ pub(super) fn embedding(lw: &mut Lowering<'_>, site: &Site<'_>) -> Result<(), Ba
             "the table is not [vocab, hidden]",
         ));
     };
-    let paired = if lw.options.half_embedding {
-        let formats = [HalfFormat::Bf16, HalfFormat::F16];
-        lw.blob.exact_pairs(f, table, hidden as usize, &formats)?
-    } else {
-        None
+    let formats = [HalfFormat::Bf16, HalfFormat::F16];
+    let in_order = match weight_name(f, table) {
+        Some(name) if lw.options.half_embedding && !read_as_pairs(lw, f, name) => {
+            lw.blob.in_order(f, table, &formats)?
+        }
+        _ => None,
     };
-    let table_buf = match paired {
+    let half = match in_order {
+        Some(placed) => Some(placed),
+        None if lw.options.half_embedding => {
+            lw.blob.exact_pairs(f, table, hidden as usize, &formats)?
+        }
+        None => None,
+    };
+    let table_buf = match half {
         Some((b, _)) => b,
         None => lw.blob.constant(f, table, ElemType::F32)?,
     };
@@ -55,7 +66,8 @@ pub(super) fn embedding(lw: &mut Lowering<'_>, site: &Site<'_>) -> Result<(), Ba
     let kind = KernelKind::Embedding(EmbeddingParams {
         vocab,
         hidden,
-        half: paired.map(|(_, format)| format),
+        half: half.map(|(_, format)| format),
+        in_order: in_order.is_some(),
     });
     lw.launch(kind, bufs, Rows::PerToken(1), site.label.clone())
 }
@@ -313,18 +325,12 @@ pub(super) fn matmul(lw: &mut Lowering<'_>, site: &Site<'_>) -> Result<(), Backe
     let f = site.f;
     let (x, wt) = (site.operand(0)?, site.operand(1)?);
     site.f32_only(x)?;
-    let w = f
-        .def_op(wt)
-        .map(|o| f.op(o))
-        .filter(|o| o.kind == OpKind::Transpose && o.attrs.ints("perm") == Some(&[1, 0]))
-        .and_then(|o| o.operands.first().copied())
-        .filter(|&w| is_constant(f, w))
-        .ok_or_else(|| {
-            unsupported(
-                "nn.matmul",
-                "only x·Wᵀ with a constant weight W (a dense projection or the lm_head)",
-            )
-        })?;
+    let w = transposed_weight(f, wt).ok_or_else(|| {
+        unsupported(
+            "nn.matmul",
+            "only x·Wᵀ with a constant weight W (a dense projection or the lm_head)",
+        )
+    })?;
     let out = site.result(0)?;
     if f.ty(x).rank() != 2 {
         return Err(unsupported(
@@ -334,11 +340,44 @@ pub(super) fn matmul(lw: &mut Lowering<'_>, site: &Site<'_>) -> Result<(), Backe
     }
     let k = last_dim(f.ty(x))?;
     let n = last_dim(f.ty(out))?;
-    let dtype = if f.returns.first() == Some(&out) {
+    let dtype = matmul_dtype(lw, f, out);
+    let weight = head_weight(&mut lw.blob, f, w, k as usize, dtype)?;
+    head::launch(lw, site, weight, x, out, k, n)
+}
+
+/// The constant `W` of `wt = transpose(W)` (perm `[1, 0]`), if `wt` is that.
+fn transposed_weight(f: &Function, wt: ValueId) -> Option<ValueId> {
+    f.def_op(wt)
+        .map(|o| f.op(o))
+        .filter(|o| o.kind == OpKind::Transpose && o.attrs.ints("perm") == Some(&[1, 0]))
+        .and_then(|o| o.operands.first().copied())
+        .filter(|&w| is_constant(f, w))
+}
+
+/// The `HeadDtype` the weight of the matmul whose result is `out` is stored as: the lm_head's
+/// (the matmul whose result is the logits), or the dense projections' unless that is `Auto`.
+fn matmul_dtype(lw: &Lowering<'_>, f: &Function, out: ValueId) -> Option<HeadDtype> {
+    if f.returns.first() == Some(&out) {
         Some(lw.options.head)
     } else {
         Some(lw.options.dense).filter(|&d| d != HeadDtype::Auto)
-    };
-    let weight = head_weight(&mut lw.blob, f, w, k as usize, dtype)?;
-    head::launch(lw, site, weight, x, out, k, n)
+    }
+}
+
+/// Whether a matmul of `f` reads weight `name` as 16-bit pairs in `layout` order (`head`'s policy
+/// with `Auto`, `F16` or `Bf16`): a tied lm_head that an embedding table in index order would
+/// make the blob hold twice.
+fn read_as_pairs(lw: &Lowering<'_>, f: &Function, name: &str) -> bool {
+    f.op_order().into_iter().any(|id| {
+        let op = f.op(id);
+        let (Some(&wt), Some(&out)) = (op.operands.get(1), op.results.first()) else {
+            return false;
+        };
+        op.kind == OpKind::MatMul
+            && transposed_weight(f, wt).and_then(|w| weight_name(f, w)) == Some(name)
+            && matches!(
+                matmul_dtype(lw, f, out),
+                Some(HeadDtype::Auto | HeadDtype::F16 | HeadDtype::Bf16)
+            )
+    })
 }
