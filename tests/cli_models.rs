@@ -377,3 +377,32 @@ fn flags_and_messages_say_what_is_wrong() {
     assert_ne!(o.status.code(), Some(0));
     assert!(stderr(&o).contains("at least 1"), "{}", stderr(&o));
 }
+
+/// An f16 embedding that no 16-bit head shares (an int8 head) is mapped from the GGUF file, or
+/// copied with `BITNETC_MAP_WEIGHTS=off`: the same greedy tokens either way.
+#[test]
+fn a_mapped_embedding_generates_what_a_copied_one_does() {
+    let model = path("tests/fixtures/gguf-tiny/tiny-tq2_0-f16emb.gguf");
+    let generate = |map: &str| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_bitnetc"))
+            .args([
+                "run",
+                &model,
+                "--tokens",
+                "1,17,256,999,3",
+                "-n",
+                "12",
+                "--head-dtype",
+                "i8",
+            ])
+            .env("BITNETC_AUDIT_LOG", "off")
+            .env("BITNETC_MAP_WEIGHTS", map)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    let mapped = generate("on");
+    assert_eq!(mapped.split_whitespace().count(), 12, "{mapped}");
+    assert_eq!(mapped, generate("off"));
+}
