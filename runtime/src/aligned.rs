@@ -22,20 +22,21 @@ const HUGE_PAGES_ENV: &str = "BITNETC_HUGE_PAGES";
 /// cannot change or fault its weights.
 const MAP_WEIGHTS_ENV: &str = "BITNETC_MAP_WEIGHTS";
 
-/// Whether `push_file` may map files (read once; anything but `off` or `0`: yes).
-fn map_weights_wanted() -> bool {
-    static WANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *WANTED.get_or_init(|| {
-        std::env::var(MAP_WEIGHTS_ENV).map_or(true, |v| !matches!(v.trim(), "off" | "0"))
-    })
+/// Whether the switch `var` is on: unset or anything but `off` or `0`.
+fn switched_on(var: &str) -> bool {
+    std::env::var(var).map_or(true, |v| !matches!(v.trim(), "off" | "0"))
 }
 
-/// Whether large owned buffers ask for huge pages (read once; anything but `off` or `0`: yes).
+/// Whether `push_file` may map files (`BITNETC_MAP_WEIGHTS`, read once).
+fn map_weights_wanted() -> bool {
+    static WANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WANTED.get_or_init(|| switched_on(MAP_WEIGHTS_ENV))
+}
+
+/// Whether large owned buffers ask for huge pages (`BITNETC_HUGE_PAGES`, read once).
 fn huge_pages_wanted() -> bool {
     static WANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *WANTED.get_or_init(|| {
-        std::env::var(HUGE_PAGES_ENV).map_or(true, |v| !matches!(v.trim(), "off" | "0"))
-    })
+    *WANTED.get_or_init(|| switched_on(HUGE_PAGES_ENV))
 }
 
 /// The page size `AlignedBytes::push_file` places file bytes by: fixed, not the host's, so that

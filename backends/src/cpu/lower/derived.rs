@@ -92,11 +92,7 @@ impl Blob<'_> {
         k: usize,
         formats: &[HalfFormat],
     ) -> Result<Option<(BufRef, HalfFormat)>, BackendError> {
-        let candidates: Vec<HalfFormat> = formats
-            .iter()
-            .copied()
-            .filter(|&format| !self.inapplicable.contains(&inexact_key(f, v, format)))
-            .collect();
+        let candidates = self.exact_candidates(f, v, formats);
         for &format in &candidates {
             if let Some(buf) = self.placed(&derived_key(f, v, pairs_tag(format), 0)) {
                 return Ok(Some((buf, format)));
@@ -134,6 +130,36 @@ impl Blob<'_> {
         k: usize,
         candidates: &[HalfFormat],
     ) -> Result<Option<(BufRef, HalfFormat)>, BackendError> {
+        self.place_stored(f, v, candidates, |blob, format, bytes| {
+            let key = derived_key(f, v, pairs_tag(format), 0);
+            blob.push_with(key, bytes.len(), |dst| pairs_into(bytes, k, dst))
+        })
+    }
+
+    /// Those of `formats` that weight `v` has not been found not to hold exactly.
+    fn exact_candidates(
+        &self,
+        f: &Function,
+        v: ValueId,
+        formats: &[HalfFormat],
+    ) -> Vec<HalfFormat> {
+        formats
+            .iter()
+            .copied()
+            .filter(|&format| !self.inapplicable.contains(&inexact_key(f, v, format)))
+            .collect()
+    }
+
+    /// What `place` places from weight `v`'s bytes in its store (`WeightStore::visit_stored`),
+    /// with their format, when the store keeps it in one of `candidates`' formats, as many bytes
+    /// as its shape has values, every value widening exactly (`stored_exact`); `None` otherwise.
+    fn place_stored(
+        &mut self,
+        f: &Function,
+        v: ValueId,
+        candidates: &[HalfFormat],
+        mut place: impl FnMut(&mut Self, HalfFormat, &[u8]) -> BufRef,
+    ) -> Result<Option<(BufRef, HalfFormat)>, BackendError> {
         let Some(name) = weight_name(f, v) else {
             return Ok(None);
         };
@@ -151,9 +177,7 @@ impl Blob<'_> {
             {
                 return;
             }
-            let key = derived_key(f, v, pairs_tag(format), 0);
-            let buf = self.push_with(key, bytes.len(), |dst| pairs_into(bytes, k, dst));
-            placed = Some((buf, format));
+            placed = Some((place(self, format, bytes), format));
         });
         Ok(placed)
     }
@@ -176,11 +200,7 @@ impl Blob<'_> {
         let Some(name) = weight_name(f, v) else {
             return Ok(None);
         };
-        let candidates: Vec<HalfFormat> = formats
-            .iter()
-            .copied()
-            .filter(|&format| !self.inapplicable.contains(&inexact_key(f, v, format)))
-            .collect();
+        let candidates = self.exact_candidates(f, v, formats);
         let key = |format: HalfFormat| format!("w:{name}:{}", format.elem());
         for &format in &candidates {
             if let Some(buf) = self.placed(&key(format)) {
@@ -191,26 +211,14 @@ impl Blob<'_> {
             return Ok(None);
         }
         let shape = static_shape(f, v)?;
-        let numel = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
-        let store = self.store;
-        let source = store.stored_file(name);
-        let mut placed = None;
-        store.visit_stored(name, &mut |elem, bytes| {
-            let Some(&format) = candidates.iter().find(|c| c.elem() == elem) else {
-                return;
-            };
-            if numel.and_then(|n| n.checked_mul(2)) != Some(bytes.len())
-                || !stored_exact(bytes, format)
-            {
-                return;
-            }
-            let source = source.as_ref().filter(|s| s.elem == elem);
-            let row = 2 * shape.last().copied().unwrap_or(1);
-            let buf = self.push_file(key(format), bytes.len(), source, |dst| {
+        let source = self.store.stored_file(name);
+        let row = 2 * shape.last().copied().unwrap_or(1);
+        let mut placed = self.place_stored(f, v, &candidates, |blob, format, bytes| {
+            let source = source.as_ref().filter(|s| s.elem == format.elem());
+            blob.push_file(key(format), bytes.len(), source, |dst| {
                 rows_into(bytes, row, dst, |_| {})
-            });
-            placed = Some((buf, format));
-        });
+            })
+        })?;
         if placed.is_none() {
             // The file's own format first, so that the table is placed as from its bytes.
             let mut candidates = candidates;
