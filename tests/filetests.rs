@@ -22,14 +22,16 @@
 //!   which f32 rounding shortens), within `tol × max(1e-3, max |gradient|)`
 //!   (`; fd: step = h, tol = t`; 1e-6 and 1e-6 by default; `; fd: off` where the rule differs from
 //!   the forward's derivative on purpose, as the straight-through estimator does). A mismatch fails
-//!   the test whatever the snapshot says; a rule that refuses prints its error.
+//!   the test whatever the snapshot says; a rule that refuses prints its error. The same function
+//!   is also differentiated by `autodiff::emit_backward` and the training-step function it writes
+//!   interpreted: its loss and gradients must be the sweep's bit for bit (a refusal the same error).
 //!
 //! Three coverage tests make the suite's promise checkable: every op has an eval filetest, every op
 //! has a verify filetest whose diagnostics name it, and every op appears in a grad filetest.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use bitnet_ir::autodiff::backward;
+use bitnet_ir::autodiff::{Gradients, backward, emit_backward};
 use bitnet_ir::diagnostic::render_all;
 use bitnet_ir::{Data, MemoryWeights, OpKind, Tensor, WeightStore, interp, text, verify};
 use std::collections::BTreeSet;
@@ -355,6 +357,109 @@ fn format_gradient(values: &[f64], shape: &[usize]) -> String {
     out
 }
 
+/// The message of an op's run-time error.
+fn eval_message(e: &bitnet_ir::IrError) -> String {
+    match e {
+        bitnet_ir::IrError::Eval { message, .. } => message.clone(),
+        other => panic!("expected an op's error, found {other}"),
+    }
+}
+
+/// `emit_backward`'s function of `f`, every float argument asked for, interpreted.
+fn emitted(
+    name: &str,
+    f: &bitnet_ir::Function,
+    inputs: &[Tensor],
+    store: &dyn WeightStore,
+) -> (
+    Option<bitnet_ir::autodiff::Backward>,
+    Result<Vec<Tensor>, bitnet_ir::IrError>,
+) {
+    let b = match emit_backward(f, 0, &vec![true; f.args.len()]) {
+        Ok(b) => b,
+        Err(e) => return (None, Err(e)),
+    };
+    let printed = text::printer::print_function(&b.function);
+    let reparsed = text::parse(&printed, name).unwrap_or_else(|d| {
+        panic!(
+            "{name}: the backward function does not parse back: {}",
+            d.message
+        )
+    });
+    assert!(
+        verify::verify_module(&reparsed).is_empty(),
+        "{name}: the backward function does not verify once printed and parsed"
+    );
+    let out = interp::run_function(&b.function, inputs, store);
+    (Some(b), out)
+}
+
+/// The emitted backward function gives the sweep's loss and gradients, bit for bit (a gradient the
+/// sweep does not give is absent or zero).
+fn check_emitted_backward(
+    name: &str,
+    f: &bitnet_ir::Function,
+    inputs: &[Tensor],
+    store: &dyn WeightStore,
+    g: &Gradients,
+) {
+    let (b, out) = emitted(name, f, inputs, store);
+    let out = out.unwrap_or_else(|e| panic!("{name}: the backward function fails: {e}"));
+    let b = b.expect("the function ran, so it was emitted");
+    assert_eq!(
+        out[0].data.to_f64()[0].to_bits(),
+        g.loss.to_bits(),
+        "{name}: the backward function's loss"
+    );
+    let same =
+        |what: String, emitted: Option<&Tensor>, swept: Option<&Vec<f64>>| match (emitted, swept) {
+            (Some(e), Some(s)) => assert!(
+                e.data.to_f64() == *s,
+                "{name}: {what}: the backward function's gradient differs from the sweep's"
+            ),
+            (Some(e), None) => assert!(
+                e.data.to_f64().iter().all(|&v| v == 0.0),
+                "{name}: {what}: the backward function has a gradient the sweep has not"
+            ),
+            (None, Some(s)) => assert!(
+                s.iter().all(|&v| v == 0.0),
+                "{name}: {what}: the backward function has no gradient, the sweep has one"
+            ),
+            (None, None) => {}
+        };
+    for (i, swept) in g.args.iter().enumerate() {
+        same(
+            format!("argument {i}"),
+            b.args[i].map(|r| &out[r]),
+            swept.as_ref(),
+        );
+    }
+    let names: BTreeSet<&String> = b.weights.keys().chain(g.weights.keys()).collect();
+    for w in names {
+        same(
+            format!("@{w}"),
+            b.weights.get(w).map(|&r| &out[r]),
+            g.weights.get(w),
+        );
+    }
+}
+
+/// Where the sweep refuses, emitting the backward function or running it fails with the same
+/// message.
+fn check_emitted_refusal(
+    name: &str,
+    f: &bitnet_ir::Function,
+    inputs: &[Tensor],
+    store: &dyn WeightStore,
+    e: &bitnet_ir::IrError,
+) {
+    let (_, out) = emitted(name, f, inputs, store);
+    let emitted = out.expect_err(&format!(
+        "{name}: the sweep refuses, the backward function runs"
+    ));
+    assert_eq!(eval_message(&emitted), eval_message(e), "{name}");
+}
+
 /// The output of a `grad` filetest.
 fn run_grad(path: &Path) -> String {
     let src = read(path);
@@ -400,8 +505,12 @@ fn run_grad(path: &Path) -> String {
     let store = test_weights();
     let g = match backward(f, &inputs, &store, 0) {
         Ok(g) => g,
-        Err(e) => return format!("error: {e}\n"),
+        Err(e) => {
+            check_emitted_refusal(&name, f, &inputs, &store, &e);
+            return format!("error: {e}\n");
+        }
     };
+    check_emitted_backward(&name, f, &inputs, &store, &g);
     let mut out = String::new();
     let _ = writeln!(out, "loss: {:.5e}", g.loss);
     let mut failures = Vec::new();

@@ -113,6 +113,25 @@ fn one_training_step_matches_pytorch() {
         .map(|v| u(v) as u32)
         .collect();
     let stored = t.sweep(&ids[..seq], &ids[1..]).unwrap();
+    // The training step written as IR (`nn.vjp` ops after the forward ops) gives the sweep's loss
+    // and gradients bit for bit.
+    let step_ir = t.step_function().unwrap();
+    let vjps = step_ir
+        .function
+        .ops
+        .iter()
+        .filter(|o| o.kind == bitnet_ir::OpKind::Vjp)
+        .count();
+    assert!(vjps > 0, "the step function has no nn.vjp");
+    let (emitted_loss, emitted) = t
+        .emitted_gradients(&step_ir, &ids[..seq], &ids[1..])
+        .unwrap();
+    assert_eq!(emitted_loss.to_bits(), stored.loss.to_bits());
+    assert_eq!(emitted, stored.weights, "the step function's gradients");
+    eprintln!(
+        "the step function: {} ops, {vjps} nn.vjp",
+        step_ir.function.ops.len()
+    );
     t.options.checkpoint_blocks = true;
     let recomputed = t.sweep(&ids[..seq], &ids[1..]).unwrap();
     t.options.checkpoint_blocks = false;

@@ -233,10 +233,11 @@ impl<'a> Verifier<'a> {
                 );
             }
             let mut attrs_ok = true;
+            let schema = op.kind.attr_specs(&op.attrs);
             for (key, value) in &op.attrs.0 {
-                match spec.attrs.iter().find(|a| a.name == key) {
+                match schema.iter().find(|a| a.name == key) {
                     None => {
-                        let known: Vec<&str> = spec.attrs.iter().map(|a| a.name).collect();
+                        let known: Vec<&str> = schema.iter().map(|a| a.name).collect();
                         let known = if known.is_empty() {
                             "none".to_string()
                         } else {
@@ -261,7 +262,7 @@ impl<'a> Verifier<'a> {
                     Some(_) => {}
                 }
             }
-            for a in spec.attrs.iter().filter(|a| a.required) {
+            for a in schema.iter().filter(|a| a.required) {
                 if op.attrs.get(a.name).is_none() {
                     self.error(
                         op.loc,

@@ -205,7 +205,8 @@ fn may_write_in_place(kind: OpKind) -> bool {
         | OpKind::RmsNormQuant
         | OpKind::TernaryMatmulPacked
         | OpKind::StopGradient
-        | OpKind::CrossEntropy => false,
+        | OpKind::CrossEntropy
+        | OpKind::Vjp => false,
     }
 }
 

@@ -297,6 +297,40 @@ impl Trainer {
         .map_err(|e| TrainError::Graph(format!("the training step: {e}")))
     }
 
+    /// The training step as IR: the training function's `autodiff::emit_backward` (results: the
+    /// loss, then each parameter's gradient, by name). Interpreted, it gives `sweep`'s loss and
+    /// gradients bit for bit; it is what a backend compiles a training step from.
+    pub fn step_function(&self) -> Result<bitnet_ir::autodiff::Backward, TrainError> {
+        let wrt = vec![false; self.function.args.len()];
+        bitnet_ir::autodiff::emit_backward(&self.function, 0, &wrt)
+            .map_err(|e| TrainError::Graph(format!("emitting the training step: {e}")))
+    }
+
+    /// One window's loss and gradients through `step_function`'s function, interpreted.
+    pub fn emitted_gradients(
+        &self,
+        step: &bitnet_ir::autodiff::Backward,
+        tokens: &[u32],
+        targets: &[u32],
+    ) -> Result<(f64, BTreeMap<String, Vec<f64>>), TrainError> {
+        let inputs = step_inputs(&self.spec.config, tokens, targets)?;
+        let out =
+            bitnet_ir::interp::run_function(&step.function, &inputs, &ParamStore(&self.params))
+                .map_err(|e| TrainError::Graph(format!("the training step: {e}")))?;
+        let value = |i: usize| {
+            out.get(i)
+                .map(|t| t.data.to_f64())
+                .ok_or_else(|| TrainError::Graph(format!("internal: the step has no result {i}")))
+        };
+        let loss = value(0)?.first().copied().unwrap_or(f64::NAN);
+        let grads = step
+            .weights
+            .iter()
+            .map(|(n, &i)| Ok((n.clone(), value(i)?)))
+            .collect::<Result<_, TrainError>>()?;
+        Ok((loss, grads))
+    }
+
     /// The loss of one window (forward only).
     pub fn loss(&self, tokens: &[u32], targets: &[u32]) -> Result<f64, TrainError> {
         let inputs = step_inputs(&self.spec.config, tokens, targets)?;

@@ -29,6 +29,7 @@ pub mod ternary_matmul;
 pub mod ternary_matmul_packed;
 pub mod transpose;
 pub mod unary;
+pub mod vjp;
 pub mod where_select;
 
 use crate::attr::{AttrSpec, Attrs};
@@ -94,6 +95,7 @@ pub enum OpKind {
     SiluMul,
     StopGradient,
     CrossEntropy,
+    Vjp,
 }
 
 /// How many operands an op takes.
@@ -226,7 +228,7 @@ pub type VjpResult = Result<Vec<Option<Vec<f64>>>, String>;
 
 impl OpKind {
     /// Every op, in declaration order.
-    pub const ALL: [OpKind; 51] = [
+    pub const ALL: [OpKind; 52] = [
         OpKind::Add,
         OpKind::Sub,
         OpKind::Mul,
@@ -278,6 +280,7 @@ impl OpKind {
         OpKind::SiluMul,
         OpKind::StopGradient,
         OpKind::CrossEntropy,
+        OpKind::Vjp,
     ];
 
     /// The op's static description.
@@ -334,12 +337,23 @@ impl OpKind {
             OpKind::TernaryMatmulPacked => ternary_matmul_packed::SPEC,
             OpKind::StopGradient => stop_gradient::SPEC,
             OpKind::CrossEntropy => cross_entropy::SPEC,
+            OpKind::Vjp => vjp::SPEC,
         }
     }
 
     /// The text name (`nn.add`, `bit.act_quant`).
     pub fn name(self) -> &'static str {
         self.spec().name
+    }
+
+    /// The attribute schema of this op with these attributes: `spec().attrs`, except for `nn.vjp`,
+    /// which also takes the attributes of the op it differentiates.
+    pub fn attr_specs(self, attrs: &Attrs) -> Vec<AttrSpec> {
+        if self == OpKind::Vjp {
+            vjp::attr_specs(attrs)
+        } else {
+            self.spec().attrs.to_vec()
+        }
     }
 
     /// The op with text name `name`.
@@ -402,6 +416,7 @@ impl OpKind {
             OpKind::TernaryMatmulPacked => ternary_matmul_packed::infer(cx),
             OpKind::StopGradient => stop_gradient::infer(cx),
             OpKind::CrossEntropy => cross_entropy::infer(cx),
+            OpKind::Vjp => vjp::infer(cx),
         }
     }
 
@@ -457,6 +472,7 @@ impl OpKind {
             OpKind::TernaryMatmulPacked => ternary_matmul_packed::eval(cx),
             OpKind::StopGradient => stop_gradient::eval(cx),
             OpKind::CrossEntropy => cross_entropy::eval(cx),
+            OpKind::Vjp => vjp::eval(cx),
         }
     }
 
@@ -516,6 +532,7 @@ impl OpKind {
             OpKind::TernaryMatmulPacked => ternary_matmul_packed::vjp(cx),
             OpKind::StopGradient => stop_gradient::vjp(cx),
             OpKind::CrossEntropy => cross_entropy::vjp(cx),
+            OpKind::Vjp => vjp::vjp(cx),
         }
     }
 }

@@ -139,6 +139,9 @@ pub(super) fn lowering(op: OpKind) -> OpLowering {
         OpKind::CrossEntropy => OpLowering::Unsupported(
             "a training loss: it runs in the reference training step (bitnetc train), not in inference",
         ),
+        OpKind::Vjp => OpLowering::Unsupported(
+            "a backward function's op: it runs in the reference training step (bitnetc train), no cpu kernel yet",
+        ),
         OpKind::Sigmoid | OpKind::Tanh | OpKind::Erf | OpKind::Exp | OpKind::LayerNorm => {
             OpLowering::Unsupported("no cpu kernel yet")
         }

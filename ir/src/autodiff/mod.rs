@@ -11,6 +11,13 @@
 //! reference training step (and the oracle for a compiled one), not a fast path. Values no
 //! gradient reaches are skipped, so forward-only parts (the KV caches' outputs, integer index
 //! arithmetic) cost nothing.
+//!
+//! `emit` does the same sweep on the graph: it writes the backward ops (`nn.vjp`) into the IR, the
+//! training-step function a backend compiles.
+
+mod emit;
+
+pub use emit::{Backward, emit_backward};
 
 use crate::error::IrError;
 use crate::interp::{eval_op, op_location, prepare, returned};
