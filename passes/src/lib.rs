@@ -9,6 +9,7 @@ pub mod bitlang;
 pub mod canonicalize;
 pub mod cost;
 pub mod dense_baseline;
+pub mod differentiate;
 pub mod fuse_norm_quant;
 pub mod fuse_relu2_mul;
 pub mod fuse_residual;
@@ -70,6 +71,7 @@ pub fn all_passes() -> Vec<Box<dyn Pass>> {
         Box::new(pack_weights::PackWeights),
         Box::new(dense_baseline::DenseBaseline),
         Box::new(plan_memory::PlanMemory),
+        Box::new(differentiate::Differentiate),
     ]
 }
 

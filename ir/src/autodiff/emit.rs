@@ -138,7 +138,10 @@ pub fn emit_backward(f: &Function, loss: usize, wrt_args: &[bool]) -> Result<Bac
         operands.extend(given.iter().filter_map(|&r| cot[op.results[r].index()]));
         let cotangents = Attr::Ints(given.iter().map(|&r| r as i64).collect());
         for (i, &v) in op.operands.iter().enumerate() {
-            if !active[v.index()] {
+            // `nn.stop_gradient`'s rule gives its operand none, whatever the values: as in the
+            // sweep, nothing flows back from it (the quantizer chains behind a straight-through
+            // estimator get no backward ops).
+            if !active[v.index()] || op.kind == OpKind::StopGradient {
                 continue;
             }
             let mut attrs = op.attrs.clone();
