@@ -115,7 +115,7 @@ fn one_training_step_matches_pytorch() {
     let stored = t.sweep(&ids[..seq], &ids[1..]).unwrap();
     // The training step written as IR (`nn.vjp` ops after the forward ops) gives the sweep's loss
     // and gradients bit for bit.
-    let step_ir = t.step_function().unwrap();
+    let step_ir = t.step_function(bitnet_ir::ElemType::F64).unwrap();
     let vjps = step_ir
         .function
         .ops
@@ -132,6 +132,44 @@ fn one_training_step_matches_pytorch() {
         "the step function: {} ops, {vjps} nn.vjp",
         step_ir.function.ops.len()
     );
+    // Narrower cotangents (each rule still in f64, its result and the sums rounded): how far the
+    // gradients move from the f64 sweep's, relative to each tensor's largest element.
+    for (elem, bound) in [
+        (bitnet_ir::ElemType::F32, 1e-5),
+        (bitnet_ir::ElemType::BF16, 5e-2),
+    ] {
+        let narrow = t.step_function(elem).unwrap();
+        let (l, grads) = t
+            .emitted_gradients(&narrow, &ids[..seq], &ids[1..])
+            .unwrap();
+        assert_eq!(
+            l.to_bits(),
+            stored.loss.to_bits(),
+            "{elem}: the loss is forward"
+        );
+        let mut worst = (0f64, String::new());
+        for (n, g) in &grads {
+            let want = &stored.weights[n];
+            let scale = want.iter().fold(1e-30f64, |m, v| m.max(v.abs()));
+            let err = g
+                .iter()
+                .zip(want)
+                .fold(0f64, |m, (a, b)| m.max((a - b).abs() / scale));
+            if err > worst.0 {
+                worst = (err, n.clone());
+            }
+        }
+        eprintln!(
+            "{elem} cotangents: gradients within {:.2e} of each tensor's largest (worst {})",
+            worst.0, worst.1
+        );
+        assert!(
+            worst.0 < bound,
+            "{elem} cotangents: {} differs by {:.2e} of its largest",
+            worst.1,
+            worst.0
+        );
+    }
     t.options.checkpoint_blocks = true;
     let recomputed = t.sweep(&ids[..seq], &ids[1..]).unwrap();
     t.options.checkpoint_blocks = false;

@@ -297,12 +297,16 @@ impl Trainer {
         .map_err(|e| TrainError::Graph(format!("the training step: {e}")))
     }
 
-    /// The training step as IR: the training function's `autodiff::emit_backward` (results: the
-    /// loss, then each parameter's gradient, by name). Interpreted, it gives `sweep`'s loss and
-    /// gradients bit for bit; it is what a backend compiles a training step from.
-    pub fn step_function(&self) -> Result<bitnet_ir::autodiff::Backward, TrainError> {
+    /// The training step as IR: the training function's `autodiff::emit_backward_in` with
+    /// cotangents of type `elem` (results: the loss, then each parameter's gradient, by name). With
+    /// f64, interpreted, it gives `sweep`'s loss and gradients bit for bit; it is what a backend
+    /// compiles a training step from.
+    pub fn step_function(
+        &self,
+        elem: ElemType,
+    ) -> Result<bitnet_ir::autodiff::Backward, TrainError> {
         let wrt = vec![false; self.function.args.len()];
-        bitnet_ir::autodiff::emit_backward(&self.function, 0, &wrt)
+        bitnet_ir::autodiff::emit_backward_in(&self.function, 0, &wrt, elem)
             .map_err(|e| TrainError::Graph(format!("emitting the training step: {e}")))
     }
 

@@ -46,6 +46,21 @@ fn fail(message: String) -> IrError {
 /// The training-step function of `f`: result `loss` (a float tensor of one element, static shape)
 /// and the f64 gradient of every weight it reads and of each argument `wrt_args` marks.
 pub fn emit_backward(f: &Function, loss: usize, wrt_args: &[bool]) -> Result<Backward, IrError> {
+    emit_backward_in(f, loss, wrt_args, ElemType::F64)
+}
+
+/// `emit_backward` with cotangents (and so gradients) of element type `elem`: each rule still
+/// computes in f64, its result rounded once to `elem`, and the sums are `elem` additions. With f64
+/// the function is bit for bit the sweep; narrower types are for a compiled step, measured against it.
+pub fn emit_backward_in(
+    f: &Function,
+    loss: usize,
+    wrt_args: &[bool],
+    elem: ElemType,
+) -> Result<Backward, IrError> {
+    if !elem.is_float() {
+        return Err(fail(format!("cotangents must be a float type, not {elem}")));
+    }
     let diags = verify_function(f);
     if !diags.is_empty() {
         return Err(IrError::Invalid(diags));
@@ -88,12 +103,12 @@ pub fn emit_backward(f: &Function, loss: usize, wrt_args: &[bool]) -> Result<Bac
         }
     }
     let mut g = f.clone();
-    let f64_of = |ty: &TensorType| TensorType::new(ty.dims.clone(), ElemType::F64);
+    let cot_of = |ty: &TensorType| TensorType::new(ty.dims.clone(), elem);
     let seed = g.push_op(
         OpKind::Constant,
         Vec::new(),
         Attrs::new().with("value", Attr::Floats(vec![1.0])),
-        vec![f64_of(&loss_ty)],
+        vec![cot_of(&loss_ty)],
     );
     let mut cot: Vec<Option<ValueId>> = vec![None; f.values.len()];
     cot[loss_value.index()] = seed.first().copied();
@@ -150,7 +165,7 @@ pub fn emit_backward(f: &Function, loss: usize, wrt_args: &[bool]) -> Result<Bac
                 .with("wrt", Attr::Int(i as i64))
                 .with("cotangents", cotangents.clone());
             let ct = g
-                .push_op(OpKind::Vjp, operands.clone(), attrs, vec![f64_of(f.ty(v))])
+                .push_op(OpKind::Vjp, operands.clone(), attrs, vec![cot_of(f.ty(v))])
                 .first()
                 .copied()
                 .ok_or_else(|| fail("internal: nn.vjp made no result".into()))?;

@@ -17,7 +17,7 @@
 
 mod emit;
 
-pub use emit::{Backward, emit_backward};
+pub use emit::{Backward, emit_backward, emit_backward_in};
 
 use crate::error::IrError;
 use crate::interp::{eval_op, op_location, prepare, returned};

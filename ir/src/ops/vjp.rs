@@ -10,13 +10,15 @@
 //! forward op's text name; `wrt`, the operand whose cotangent this op computes; the forward op's own
 //! attributes, checked against its schema.
 //!
-//! Math: `OpKind::vjp` of op `of` (the rule in that op's file) applied to those values, the cotangent
-//! of operand `wrt` taken, in f64. An operand the rule gives no gradient (a stop-gradient, an
-//! integer) gets zeros. A reverse sweep over the same function gives the same bits: both run the
-//! same rule on the same values and sum the contributions in the same order.
+//! Math: `OpKind::vjp` of op `of` (the rule in that op's file) applied to those values (the
+//! cotangents widened to f64), the cotangent of operand `wrt` taken and rounded once to the
+//! cotangents' element type. An operand the rule gives no gradient (a stop-gradient, an integer) gets
+//! zeros. With f64 cotangents a reverse sweep over the same function gives the same bits: both run
+//! the same rule on the same values and sum the contributions in the same order.
 //!
-//! Type rule: operand `wrt`'s shape in f64; the cotangent operands have their results' shapes.
-//! The forward op must have a float operand `wrt` and a gradient rule of its own (not `nn.vjp`).
+//! Type rule: operand `wrt`'s shape, in the cotangents' element type (one float type for all of
+//! them, at least one); the cotangent operands have their results' shapes. The forward op must have
+//! a float operand `wrt` and a gradient rule of its own (not `nn.vjp`).
 
 use super::{Arity, EvalCtx, EvalResult, InferCtx, OpKind, OpSpec, VjpCtx, one, operand};
 use crate::attr::{AttrKind, AttrSpec, Attrs};
@@ -81,8 +83,8 @@ fn split(attrs: &Attrs, n: usize) -> Result<Split, String> {
         .ok_or_else(|| {
             format!("`cotangents` must list result indices of {name}, below {results}")
         })?;
-    if cotangents.windows(2).any(|w| w[0] >= w[1]) {
-        return Err("`cotangents` must be increasing".into());
+    if cotangents.is_empty() || cotangents.windows(2).any(|w| w[0] >= w[1]) {
+        return Err("`cotangents` must list at least one result, increasing".into());
     }
     let operands = n
         .checked_sub(results + cotangents.len())
@@ -117,7 +119,8 @@ fn forward_attrs(attrs: &Attrs) -> Attrs {
     a
 }
 
-/// Type rule: operand `wrt`'s shape in f64; every cotangent operand f64 of its result's shape.
+/// Type rule: operand `wrt`'s shape in the cotangents' element type; every cotangent operand of its
+/// result's shape, all of one float type.
 pub fn infer(cx: &InferCtx) -> Result<Vec<TensorType>, String> {
     let s = split(cx.attrs, cx.operands.len())?;
     let x = operand(cx, s.wrt)?;
@@ -128,21 +131,25 @@ pub fn infer(cx: &InferCtx) -> Result<Vec<TensorType>, String> {
             s.of.name()
         ));
     }
+    let elem = operand(cx, s.operands + s.results)?.elem;
+    if !elem.is_float() {
+        return Err(format!("cotangents must be float, found {elem}"));
+    }
     for (k, &r) in s.cotangents.iter().enumerate() {
         let y = operand(cx, s.operands + r)?;
         let g = operand(cx, s.operands + s.results + k)?;
-        if g.dims != y.dims || g.elem != ElemType::F64 {
+        if g.dims != y.dims || g.elem != elem {
             return Err(format!(
-                "the cotangent of result {r} must be {}, found {g}",
-                TensorType::new(y.dims.clone(), ElemType::F64)
+                "the cotangent of result {r} must be {} (its result's shape, the first cotangent's type), found {g}",
+                TensorType::new(y.dims.clone(), elem)
             ));
         }
     }
-    Ok(vec![TensorType::new(x.dims, ElemType::F64)])
+    Ok(vec![TensorType::new(x.dims, elem)])
 }
 
 /// Reference evaluation: the forward op's rule, operand `wrt`'s cotangent (zeros where it gives
-/// none).
+/// none), rounded once to the result's element type.
 pub fn eval(cx: &EvalCtx) -> EvalResult {
     let s = split(cx.attrs, cx.inputs.len())?;
     let inputs = &cx.inputs[..s.operands];
@@ -164,6 +171,7 @@ pub fn eval(cx: &EvalCtx) -> EvalResult {
     };
     let grads = s.of.vjp(&rule)?;
     let x = cx.input(s.wrt)?;
+    let elem = cx.result_elems.first().copied().unwrap_or(ElemType::F64);
     let g = match grads.into_iter().nth(s.wrt) {
         Some(Some(g)) if g.len() == x.numel() => g,
         Some(Some(g)) => {
@@ -176,7 +184,7 @@ pub fn eval(cx: &EvalCtx) -> EvalResult {
         }
         _ => vec![0.0; x.numel()],
     };
-    one(&x.shape, Data::F64(g))
+    one(&x.shape, Data::from_f64(elem, g))
 }
 
 /// Why an `nn.vjp` is not differentiated.
