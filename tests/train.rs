@@ -112,7 +112,7 @@ fn one_training_step_matches_pytorch() {
         .iter()
         .map(|v| u(v) as u32)
         .collect();
-    let stored = t.sweep(&ids[..seq], &ids[1..]).unwrap();
+    let stored = t.sweep(&ids[..seq], &ids[1..], None).unwrap();
     // The training step written as IR (`nn.vjp` ops after the forward ops) gives the sweep's loss
     // and gradients bit for bit.
     let step_ir = t.step_function(bitnet_ir::ElemType::F64).unwrap();
@@ -171,7 +171,7 @@ fn one_training_step_matches_pytorch() {
         );
     }
     t.options.checkpoint_blocks = true;
-    let recomputed = t.sweep(&ids[..seq], &ids[1..]).unwrap();
+    let recomputed = t.sweep(&ids[..seq], &ids[1..], None).unwrap();
     t.options.checkpoint_blocks = false;
     assert_eq!(stored.weights, recomputed.weights);
     assert_eq!(stored.loss, recomputed.loss);
@@ -185,6 +185,43 @@ fn one_training_step_matches_pytorch() {
     eprintln!(
         "forward values held: {} bytes stored, {} checkpointed per block",
         stored.peak_value_bytes, recomputed.peak_value_bytes
+    );
+    // The weight-only values computed once (`Trainer::freeze`, what a step shares between its
+    // windows): the same loss and gradients to the bit, with and without checkpointing, and fewer
+    // ops evaluated per window.
+    let bits = |g: &BTreeMap<String, Vec<f64>>| -> BTreeMap<String, Vec<u64>> {
+        g.iter()
+            .map(|(n, v)| (n.clone(), v.iter().map(|x| x.to_bits()).collect()))
+            .collect()
+    };
+    let frozen = t.freeze().unwrap();
+    for checkpoint in [false, true] {
+        t.options.checkpoint_blocks = checkpoint;
+        let shared = t.sweep(&ids[..seq], &ids[1..], Some(&frozen)).unwrap();
+        assert_eq!(
+            bits(&shared.weights),
+            bits(&stored.weights),
+            "checkpoint {checkpoint}"
+        );
+        assert_eq!(shared.loss.to_bits(), stored.loss.to_bits());
+        let without = if checkpoint {
+            recomputed.ops_evaluated
+        } else {
+            stored.ops_evaluated
+        };
+        assert!(shared.ops_evaluated < without);
+        eprintln!(
+            "frozen weight values ({} bytes), checkpoint {checkpoint}: {} ops evaluated per window instead of {without}",
+            frozen.bytes(),
+            shared.ops_evaluated,
+        );
+    }
+    t.options.checkpoint_blocks = false;
+    assert_eq!(
+        t.loss(&ids[..seq], &ids[1..], Some(&frozen))
+            .unwrap()
+            .to_bits(),
+        t.loss(&ids[..seq], &ids[1..], None).unwrap().to_bits()
     );
     let (norm, _) = t.apply(total);
     let want = step["total_grad_norm"].as_f64().unwrap();

@@ -13,6 +13,7 @@ pub mod autodiff;
 pub mod builder;
 pub mod diagnostic;
 pub mod error;
+pub mod frozen;
 pub mod interp;
 pub mod module;
 pub mod ops;

@@ -14,6 +14,7 @@ use crate::optim::{AdamW, Moments, Schedule, clip};
 use crate::params::{ParamInfo, Rng, initialize, param_table};
 use bitnet_frontend::decoder::DecoderSpec;
 use bitnet_ir::autodiff::backward_checkpointed;
+use bitnet_ir::frozen::Frozen;
 use bitnet_ir::weights::{WeightError, WeightStore, load_from_map};
 use bitnet_ir::{ElemType, Function, Tensor};
 use serde::{Deserialize, Serialize};
@@ -271,15 +272,26 @@ impl Trainer {
         tokens: &[u32],
         targets: &[u32],
     ) -> Result<(f64, BTreeMap<String, Vec<f64>>), TrainError> {
-        let g = self.sweep(tokens, targets)?;
+        let g = self.sweep(tokens, targets, None)?;
         Ok((g.loss, g.weights))
     }
 
-    /// The reverse sweep of one window (checkpointed per block when the options say so).
+    /// The training function's values that depend only on the weights (each projection's
+    /// absmean-ternary weights, the straight-through sums, the head's transpose), computed once for
+    /// every window of a step (`bitnet_ir::frozen`).
+    pub fn freeze(&self) -> Result<Frozen, TrainError> {
+        Frozen::new(&self.function, &ParamStore(&self.params))
+            .map_err(|e| TrainError::Graph(format!("the weights' values: {e}")))
+    }
+
+    /// The reverse sweep of one window (checkpointed per block when the options say so), taking
+    /// the weight-only values from `frozen` (made by `freeze` with the current weights) when given:
+    /// the same result bit for bit.
     pub fn sweep(
         &self,
         tokens: &[u32],
         targets: &[u32],
+        frozen: Option<&Frozen>,
     ) -> Result<bitnet_ir::autodiff::Gradients, TrainError> {
         let inputs = step_inputs(&self.spec.config, tokens, targets)?;
         let boundaries: &[bitnet_ir::ValueId] = if self.options.checkpoint_blocks {
@@ -293,6 +305,7 @@ impl Trainer {
             &ParamStore(&self.params),
             0,
             boundaries,
+            frozen,
         )
         .map_err(|e| TrainError::Graph(format!("the training step: {e}")))
     }
@@ -335,12 +348,20 @@ impl Trainer {
         Ok((loss, grads))
     }
 
-    /// The loss of one window (forward only).
-    pub fn loss(&self, tokens: &[u32], targets: &[u32]) -> Result<f64, TrainError> {
+    /// The loss of one window (forward only), from `frozen`'s weight-only values when given.
+    pub fn loss(
+        &self,
+        tokens: &[u32],
+        targets: &[u32],
+        frozen: Option<&Frozen>,
+    ) -> Result<f64, TrainError> {
         let inputs = step_inputs(&self.spec.config, tokens, targets)?;
-        let out =
-            bitnet_ir::interp::run_function(&self.function, &inputs, &ParamStore(&self.params))
-                .map_err(|e| TrainError::Graph(format!("the held-out loss: {e}")))?;
+        let weights = ParamStore(&self.params);
+        let out = match frozen {
+            Some(fz) => fz.run(&self.function, &inputs, &weights),
+            None => bitnet_ir::interp::run_function(&self.function, &inputs, &weights),
+        }
+        .map_err(|e| TrainError::Graph(format!("the held-out loss: {e}")))?;
         Ok(out
             .first()
             .and_then(|t| t.data.to_f64().first().copied())
@@ -378,7 +399,8 @@ impl Trainer {
         let windows: Vec<(Vec<u32>, Vec<u32>)> = (0..batch)
             .map(|_| corpus.sample(seq, &mut self.rng))
             .collect();
-        let sweeps = self.each_window(&windows, |t, x, y| t.sweep(x, y))?;
+        let frozen = self.freeze()?;
+        let sweeps = self.each_window(&windows, |t, x, y| t.sweep(x, y, Some(&frozen)))?;
         // Summed in window order whatever the threads, so the step does not depend on them.
         let mut total: BTreeMap<String, Vec<f64>> = BTreeMap::new();
         let mut loss = 0f64;
@@ -415,7 +437,8 @@ impl Trainer {
     /// The mean loss over the held-out windows; recorded in the history.
     pub fn evaluate(&mut self, corpus: &Corpus) -> Result<f64, TrainError> {
         let windows = corpus.heldout_windows(self.options.seq, self.options.eval_windows);
-        let losses = self.each_window(&windows, |t, x, y| t.loss(x, y))?;
+        let frozen = self.freeze()?;
+        let losses = self.each_window(&windows, |t, x, y| t.loss(x, y, Some(&frozen)))?;
         let sum: f64 = losses.iter().sum();
         let l = sum / windows.len().max(1) as f64;
         self.history.heldout.push((self.step, l));

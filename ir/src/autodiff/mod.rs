@@ -20,6 +20,7 @@ mod emit;
 pub use emit::{Backward, emit_backward, emit_backward_in};
 
 use crate::error::IrError;
+use crate::frozen::Frozen;
 use crate::interp::{eval_op, op_location, prepare, returned};
 use crate::module::{Function, OpId, ValueId};
 use crate::ops::VjpCtx;
@@ -60,7 +61,7 @@ pub fn backward(
     weights: &dyn WeightStore,
     loss: usize,
 ) -> Result<Gradients, IrError> {
-    backward_checkpointed(f, inputs, weights, loss, &[])
+    backward_checkpointed(f, inputs, weights, loss, &[], None)
 }
 
 /// `backward` with gradient checkpointing: the ops are cut into segments after each op that defines
@@ -69,14 +70,23 @@ pub fn backward(
 /// recomputes each segment's own values from them before sweeping it. The interpreter is
 /// deterministic, so the gradients are bit for bit those of `backward`; `peak_value_bytes` says
 /// what it saved.
+///
+/// With `frozen` (made by `Frozen::new` for `f` and these `weights`), the argument-free values are
+/// taken from it instead of being computed again: the same gradients bit for bit, the values it
+/// holds counted as held from the start.
 pub fn backward_checkpointed(
     f: &Function,
     inputs: &[Tensor],
     weights: &dyn WeightStore,
     loss: usize,
     boundaries: &[ValueId],
+    frozen: Option<&Frozen>,
 ) -> Result<Gradients, IrError> {
-    let (bindings, mut env) = prepare(f, inputs)?;
+    let (bindings, mut env) = match frozen {
+        Some(fz) => fz.prepare(f, inputs)?,
+        None => prepare(f, inputs)?,
+    };
+    let skipped = |id: OpId| frozen.is_some_and(|fz| fz.skips(id));
     let order: Vec<OpId> = f.op_order().collect();
     let mut segments: Vec<Vec<OpId>> = Vec::new();
     let mut current = Vec::new();
@@ -94,6 +104,9 @@ pub fn backward_checkpointed(
     let mut def_seg: Vec<Option<usize>> = vec![None; f.values.len()];
     for (si, seg) in segments.iter().enumerate() {
         for &id in seg {
+            if skipped(id) {
+                continue; // a frozen value: held throughout, as an argument is
+            }
             for r in &f.op(id).results {
                 def_seg[r.index()] = Some(si);
             }
@@ -117,6 +130,9 @@ pub fn backward_checkpointed(
     let mut evaluated = 0usize;
     let mut run_segment = |env: &mut Vec<Option<Tensor>>, seg: &[OpId], live: &mut u64| {
         for &id in seg {
+            if skipped(id) {
+                continue;
+            }
             for r in &f.op(id).results {
                 if let Some(old) = env[r.index()].take() {
                     *live -= bytes_of(&old);
