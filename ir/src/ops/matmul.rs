@@ -107,12 +107,17 @@ fn gemm_rows(x: &[f64], y: &[f64], k: usize, n: usize, out: &mut [f64]) {
     }
 }
 
-/// The transpose of a row-major `[rows, cols]` matrix.
+/// The transpose of a row-major `[rows, cols]` matrix, in 16 × 16 tiles so both sides stay in cache.
 fn transposed(x: &[f64], rows: usize, cols: usize) -> Vec<f64> {
+    const TILE: usize = 16;
     let mut t = vec![0f64; x.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            t[c * rows + r] = x[r * cols + c];
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                for c in c0..(c0 + TILE).min(cols) {
+                    t[c * rows + r] = x[r * cols + c];
+                }
+            }
         }
     }
     t
@@ -194,5 +199,23 @@ mod tests {
             assert_eq!(bits(&portable), want, "{m}x{k}x{n} without AVX-512");
         }
         assert_eq!(bits(&gemm(&[], &[], 2, 0, 3)), bits(&[-0.0; 6]));
+    }
+
+    /// The tiled transpose moves every element to its place, at sizes around the tile.
+    #[test]
+    fn transposed_tiles_move_every_element() {
+        for (rows, cols) in [(1, 1), (3, 40), (16, 16), (17, 33), (64, 5)] {
+            let x: Vec<f64> = (0..rows * cols).map(|v| v as f64).collect();
+            let t = super::transposed(&x, rows, cols);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(
+                        t[c * rows + r],
+                        x[r * cols + c],
+                        "{rows}x{cols} at ({r}, {c})"
+                    );
+                }
+            }
+        }
     }
 }
