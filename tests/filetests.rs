@@ -24,7 +24,8 @@
 //!   the forward's derivative on purpose, as the straight-through estimator does). A mismatch fails
 //!   the test whatever the snapshot says; a rule that refuses prints its error. The same function
 //!   is also differentiated by `autodiff::emit_backward` and the training-step function it writes
-//!   interpreted: its loss and gradients must be the sweep's bit for bit (a refusal the same error).
+//!   interpreted: its loss and gradients must be the sweep's bit for bit (a refusal the same error);
+//!   so must the sweep that starts from the argument-free values computed once (`frozen::Frozen`).
 //!
 //! Three coverage tests make the suite's promise checkable: every op has an eval filetest, every op
 //! has a verify filetest whose diagnostics name it, and every op appears in a grad filetest.
@@ -444,6 +445,47 @@ fn check_emitted_backward(
     }
 }
 
+/// The sweep starting from the argument-free values computed once (`Frozen`) gives the same loss
+/// and gradients bit for bit, and so does a forward run from them.
+fn check_frozen(
+    name: &str,
+    f: &bitnet_ir::Function,
+    inputs: &[Tensor],
+    store: &dyn WeightStore,
+    g: &Gradients,
+) {
+    let frozen = bitnet_ir::frozen::Frozen::new(f, store)
+        .unwrap_or_else(|e| panic!("{name}: the argument-free values: {e}"));
+    let h = bitnet_ir::autodiff::backward_checkpointed(f, inputs, store, 0, &[], Some(&frozen))
+        .unwrap_or_else(|e| panic!("{name}: the sweep from frozen values: {e}"));
+    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(h.loss.to_bits(), g.loss.to_bits(), "{name}: frozen loss");
+    for (a, b) in h.args.iter().zip(&g.args) {
+        assert_eq!(
+            a.as_deref().map(bits),
+            b.as_deref().map(bits),
+            "{name}: an argument's gradient from frozen values"
+        );
+    }
+    assert_eq!(h.weights.len(), g.weights.len(), "{name}: frozen weights");
+    for (w, v) in &g.weights {
+        assert_eq!(
+            h.weights.get(w).map(|x| bits(x)),
+            Some(bits(v)),
+            "{name}: @{w} from frozen values"
+        );
+    }
+    let run = frozen.run(f, inputs, store).unwrap();
+    let plain = interp::run_function(f, inputs, store).unwrap();
+    for (a, b) in run.iter().zip(&plain) {
+        assert_eq!(
+            bits(&a.data.to_f64()),
+            bits(&b.data.to_f64()),
+            "{name}: a run from frozen values"
+        );
+    }
+}
+
 /// Where the sweep refuses, emitting the backward function or running it fails with the same
 /// message.
 fn check_emitted_refusal(
@@ -511,6 +553,7 @@ fn run_grad(path: &Path) -> String {
         }
     };
     check_emitted_backward(&name, f, &inputs, &store, &g);
+    check_frozen(&name, f, &inputs, &store, &g);
     let mut out = String::new();
     let _ = writeln!(out, "loss: {:.5e}", g.loss);
     let mut failures = Vec::new();
