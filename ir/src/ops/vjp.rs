@@ -17,8 +17,9 @@
 //! the same rule on the same values and sum the contributions in the same order.
 //!
 //! Type rule: operand `wrt`'s shape, in the cotangents' element type (one float type for all of
-//! them, at least one); the cotangent operands have their results' shapes. The forward op must have
-//! a float operand `wrt` and a gradient rule of its own (not `nn.vjp`).
+//! them, at least one); the cotangent operands have their results' shapes. The forward operands and
+//! results must be what op `of`'s own type rule gives; the forward op must have a float operand
+//! `wrt` and a gradient rule of its own (not `nn.vjp`).
 
 use super::{Arity, EvalCtx, EvalResult, InferCtx, OpKind, OpSpec, VjpCtx, one, operand};
 use crate::attr::{AttrKind, AttrSpec, Attrs};
@@ -129,6 +130,32 @@ pub fn infer(cx: &InferCtx) -> Result<Vec<TensorType>, String> {
             "operand {} of {} is {x}: only a float operand has a cotangent",
             s.wrt,
             s.of.name()
+        ));
+    }
+    // The forward operands and results must be what op `of` makes of them: its rule indexes them
+    // as its own `infer` promised.
+    let forward = &cx.operands[..s.operands];
+    let results = &cx.operands[s.operands..s.operands + s.results];
+    let attrs = forward_attrs(cx.attrs);
+    let inferred =
+        s.of.infer(&InferCtx {
+            operands: forward,
+            attrs: &attrs,
+            declared: results,
+        })
+        .map_err(|m| format!("the forward operands do not fit {}: {m}", s.of.name()))?;
+    if inferred != results {
+        let show = |t: &[TensorType]| {
+            t.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return Err(format!(
+            "{} of these operands gives {}, but the forward results given are {}",
+            s.of.name(),
+            show(&inferred),
+            show(results)
         ));
     }
     let elem = operand(cx, s.operands + s.results)?.elem;
