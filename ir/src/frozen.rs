@@ -10,6 +10,7 @@
 //! every argument-free op (`Frozen::skips`). The ops are the same and the interpreter is
 //! deterministic, so every value is bit for bit what a run without it computes.
 
+use crate::autodiff::bytes_of;
 use crate::error::IrError;
 use crate::interp::{Prepared, eval_op, prepare};
 use crate::module::{Function, OpId};
@@ -27,17 +28,15 @@ pub struct Frozen {
     values: Vec<Option<Tensor>>,
     /// By op index: whether the op reads no argument (a run skips it).
     free: Vec<bool>,
-    /// Bytes of the kept values.
-    bytes: u64,
-}
-
-fn bytes_of(t: &Tensor) -> u64 {
-    (t.numel() as u64).saturating_mul(t.elem().bits().div_ceil(8))
 }
 
 impl Frozen {
     /// Evaluates the argument-free ops of `f` with `weights` and keeps what a run reads.
     pub fn new(f: &Function, weights: &dyn WeightStore) -> Result<Frozen, IrError> {
+        let diags = verify_function(f);
+        if !diags.is_empty() {
+            return Err(IrError::Invalid(diags));
+        }
         let order: Vec<OpId> = f.op_order().collect();
         // A value is argument-free when no argument reaches it and its shape is static (a symbol's
         // size comes from the arguments).
@@ -90,10 +89,6 @@ impl Frozen {
                 }
             }
         }
-        let diags = verify_function(f);
-        if !diags.is_empty() {
-            return Err(IrError::Invalid(diags));
-        }
         // Argument-free ops have static shapes: no symbol to bind.
         let bindings = HashMap::new();
         let mut env: Vec<Option<Tensor>> = vec![None; f.values.len()];
@@ -105,21 +100,16 @@ impl Frozen {
                 }
             }
         }
-        let mut bytes = 0u64;
         for (i, &id) in order.iter().enumerate() {
             if !free[id.index()] {
                 continue;
             }
             eval_op(f, id, &mut env, &bindings, weights)?;
             // Drop what no later argument-free op reads and no run keeps.
-            for v in &f.op(id).operands {
-                if last_use[v.index()] == i && !keep[v.index()] {
+            let op = f.op(id);
+            for v in op.operands.iter().chain(&op.results) {
+                if !keep[v.index()] && last_use[v.index()] <= i {
                     env[v.index()] = None;
-                }
-            }
-            for r in &f.op(id).results {
-                if !keep[r.index()] && last_use[r.index()] <= i {
-                    env[r.index()] = None;
                 }
             }
         }
@@ -127,13 +117,8 @@ impl Frozen {
             if !keep[v] {
                 *slot = None;
             }
-            bytes += slot.as_ref().map_or(0, bytes_of);
         }
-        Ok(Frozen {
-            values: env,
-            free,
-            bytes,
-        })
+        Ok(Frozen { values: env, free })
     }
 
     /// Whether a run with these values skips op `id` (it reads no argument).
@@ -143,7 +128,7 @@ impl Frozen {
 
     /// Bytes of the values kept.
     pub fn bytes(&self) -> u64 {
-        self.bytes
+        self.values.iter().flatten().map(bytes_of).sum()
     }
 
     /// `interp::prepare` with the kept values in place too.

@@ -21,18 +21,16 @@
 //! ```
 
 use crate::{Pass, PassContext, PassError};
-use bitnet_ir::autodiff::emit_backward;
+use bitnet_ir::Function;
+use bitnet_ir::autodiff::{emit_backward, is_loss_type};
 use bitnet_ir::module::Module;
-use bitnet_ir::{Dim, Function};
 
 /// The `differentiate` pass.
 pub struct Differentiate;
 
 /// Whether `f`'s first result is a loss `emit_backward` takes.
 fn has_loss(f: &Function) -> bool {
-    f.result_types
-        .first()
-        .is_some_and(|t| t.elem.is_float() && t.dims.iter().all(|d| matches!(d, Dim::Static(1))))
+    f.result_types.first().is_some_and(is_loss_type)
 }
 
 impl Pass for Differentiate {

@@ -43,6 +43,12 @@ fn fail(message: String) -> IrError {
     }
 }
 
+/// Whether a value of type `ty` can be the loss `emit_backward` differentiates: one float element,
+/// every dimension a static 1.
+pub fn is_loss_type(ty: &TensorType) -> bool {
+    ty.elem.is_float() && ty.dims.iter().all(|d| matches!(d, Dim::Static(1)))
+}
+
 /// The training-step function of `f`: result `loss` (a float tensor of one element, static shape)
 /// and the f64 gradient of every weight it reads and of each argument `wrt_args` marks.
 pub fn emit_backward(f: &Function, loss: usize, wrt_args: &[bool]) -> Result<Backward, IrError> {
@@ -70,19 +76,7 @@ pub fn emit_backward_in(
         .get(loss)
         .ok_or_else(|| fail(format!("@{} has no result {loss}", f.name)))?;
     let loss_ty = f.ty(loss_value).clone();
-    let loss_shape: Option<Vec<u64>> = loss_ty
-        .dims
-        .iter()
-        .map(|d| match d {
-            Dim::Static(n) => Some(*n),
-            Dim::Sym(_) => None,
-        })
-        .collect();
-    if !loss_ty.elem.is_float()
-        || loss_shape
-            .as_ref()
-            .is_none_or(|s| s.iter().product::<u64>() != 1)
-    {
+    if !is_loss_type(&loss_ty) {
         return Err(fail(format!(
             "the loss (result {loss} of @{}) must be one float element of static shape, found {loss_ty}",
             f.name
@@ -159,8 +153,9 @@ pub fn emit_backward_in(
             if !active[v.index()] || op.kind == OpKind::StopGradient {
                 continue;
             }
-            let mut attrs = op.attrs.clone();
-            attrs = attrs
+            let attrs = op
+                .attrs
+                .clone()
                 .with("of", Attr::Str(op.kind.name().to_string()))
                 .with("wrt", Attr::Int(i as i64))
                 .with("cotangents", cotangents.clone());

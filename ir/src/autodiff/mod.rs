@@ -17,7 +17,7 @@
 
 mod emit;
 
-pub use emit::{Backward, emit_backward, emit_backward_in};
+pub use emit::{Backward, emit_backward, emit_backward_in, is_loss_type};
 
 use crate::error::IrError;
 use crate::frozen::Frozen;
@@ -49,8 +49,9 @@ fn fail(op: &'static str, at: String, message: String) -> IrError {
     IrError::Eval { op, at, message }
 }
 
-fn bytes_of(t: &Tensor) -> u64 {
-    (t.numel() as u64).saturating_mul(t.elem().bits().div_ceil(8))
+/// The bytes a value holds (one or more whole bytes per element, as stored).
+pub(crate) fn bytes_of(t: &Tensor) -> u64 {
+    t.data.le_byte_len() as u64
 }
 
 /// The gradient of result `loss` of `f` (a float tensor of one element) at `inputs`, every forward
