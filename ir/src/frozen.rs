@@ -10,7 +10,6 @@
 //! every argument-free op (`Frozen::skips`). The ops are the same and the interpreter is
 //! deterministic, so every value is bit for bit what a run without it computes.
 
-use crate::autodiff::bytes_of;
 use crate::error::IrError;
 use crate::interp::{Prepared, eval_op, prepare};
 use crate::module::{Function, OpId};
@@ -128,7 +127,11 @@ impl Frozen {
 
     /// Bytes of the values kept.
     pub fn bytes(&self) -> u64 {
-        self.values.iter().flatten().map(bytes_of).sum()
+        self.values
+            .iter()
+            .flatten()
+            .map(|t| t.data.le_byte_len() as u64)
+            .sum()
     }
 
     /// `interp::prepare` with the kept values in place too.

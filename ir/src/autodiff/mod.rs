@@ -50,7 +50,7 @@ fn fail(op: &'static str, at: String, message: String) -> IrError {
 }
 
 /// The bytes a value holds (one or more whole bytes per element, as stored).
-pub(crate) fn bytes_of(t: &Tensor) -> u64 {
+fn bytes_of(t: &Tensor) -> u64 {
     t.data.le_byte_len() as u64
 }
 
