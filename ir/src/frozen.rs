@@ -125,6 +125,11 @@ impl Frozen {
         self.free.get(id.index()).copied().unwrap_or(false)
     }
 
+    /// The kept value `v`, if it is one (a run reads it instead of computing it).
+    pub fn value(&self, v: crate::module::ValueId) -> Option<&Tensor> {
+        self.values.get(v.index()).and_then(Option::as_ref)
+    }
+
     /// Bytes of the values kept.
     pub fn bytes(&self) -> u64 {
         self.values

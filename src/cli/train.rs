@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use bitnet_train::checkpoint::{self, ModelShape};
 use bitnet_train::data::{BUNDLED_TEXT, Corpus, load_tokenizer, train_bpe};
 use bitnet_train::optim::{AdamW, Schedule};
-use bitnet_train::trainer::{TrainOptions, Trainer};
+use bitnet_train::trainer::{Engine, TrainOptions, Trainer};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -84,6 +84,11 @@ pub struct TrainArgs {
     /// do not depend on it.
     #[arg(long, value_parser = super::flags::threads)]
     pub threads: Option<usize>,
+    /// How a step computes its gradients: `interpreter` (the reverse sweep, in f64) or `compiled`
+    /// (the step function with f32 cotangents, lowered for the CPU; not with --checkpoint-blocks).
+    /// A checkpoint records it, and a resumed run uses it again.
+    #[arg(long, conflicts_with = "resume", default_value = "interpreter", value_parser = ["interpreter", "compiled"])]
+    pub engine: String,
     /// Write a checkpoint every K steps (0: only at the end).
     #[arg(long, default_value_t = 0)]
     pub checkpoint_every: u64,
@@ -108,6 +113,7 @@ impl TrainArgs {
                     "warmup": self.warmup, "schedule": self.schedule,
                     "weight_decay": self.weight_decay, "clip": self.clip, "seed": self.seed,
                     "checkpoint_blocks": self.checkpoint_blocks, "threads": self.threads,
+                    "engine": self.engine,
                     "output": self.output.display().to_string(),
                 },
             }),
@@ -277,6 +283,11 @@ pub fn run(args: &TrainArgs, audit: &mut serde_json::Value) -> Result<ExitCode> 
                 seed: args.seed,
                 eval_windows: args.eval_windows,
                 checkpoint_blocks: args.checkpoint_blocks,
+                engine: if args.engine == "compiled" {
+                    Engine::Compiled
+                } else {
+                    Engine::Interpreter
+                },
             };
             let trainer = match params {
                 Some(params) => Trainer::with_params(model, options, params)?,
@@ -371,18 +382,25 @@ pub fn run(args: &TrainArgs, audit: &mut serde_json::Value) -> Result<ExitCode> 
     publish(&last, &args.output)?;
     let heldout = trainer.history.heldout.last().map_or(f64::NAN, |h| h.1);
     let rate = tokens as f64 / secs.max(1e-9);
+    // The compiled step does not measure the values it holds.
+    let held = match o.engine {
+        Engine::Compiled => "; the compiled step".to_string(),
+        Engine::Interpreter => format!(
+            "; forward values held at most {:.1} MiB per sequence{}",
+            peak_bytes as f64 / (1u64 << 20) as f64,
+            if o.checkpoint_blocks {
+                " (checkpointed per block)"
+            } else {
+                ""
+            }
+        ),
+    };
     println!(
         "trained {} steps ({}..{}) in {secs:.1} s, {rate:.0} tokens/s: loss {last_loss:.4}, held-out {heldout:.4} \
-         (unigram baseline {unigram:.4}); forward values held at most {:.1} MiB per sequence{}; wrote {}",
+         (unigram baseline {unigram:.4}){held}; wrote {}",
         trainer.step - first_step,
         first_step,
         trainer.step,
-        peak_bytes as f64 / (1u64 << 20) as f64,
-        if o.checkpoint_blocks {
-            " (checkpointed per block)"
-        } else {
-            ""
-        },
         args.output.display()
     );
     audit["result"] = serde_json::json!({

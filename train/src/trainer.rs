@@ -48,6 +48,10 @@ pub struct TrainOptions {
     /// pass and recompute the block's values in the reverse sweep (same gradients, less memory).
     #[serde(default)]
     pub checkpoint_blocks: bool,
+    /// How a step computes its gradients (a checkpoint resumes with the engine it was made with;
+    /// checkpoints made before there was a choice used the interpreter).
+    #[serde(default)]
+    pub engine: Engine,
 }
 
 /// The losses of a run so far.
@@ -89,6 +93,33 @@ impl WeightStore for ParamStore<'_> {
     }
 }
 
+/// How a step computes its gradients.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Engine {
+    /// The reverse sweep over interpreted values, in f64 (`Trainer::sweep`).
+    #[default]
+    Interpreter,
+    /// The step function with f32 cotangents (`Trainer::step_function`), lowered for the CPU
+    /// (`bitnet_backends::cpu::step`): bit for bit that function interpreted.
+    Compiled,
+}
+
+/// The training step lowered for the CPU: the step function with f32 cotangents, lowered once for
+/// the run's sequence length.
+pub struct CompiledStep {
+    plan: bitnet_backends::cpu::step::StepPlan,
+    /// Each parameter's gradient: its name and the plan's result index.
+    weights: Vec<(String, usize)>,
+}
+
+impl CompiledStep {
+    /// The lowered plan (for its coverage).
+    pub fn plan(&self) -> &bitnet_backends::cpu::step::StepPlan {
+        &self.plan
+    }
+}
+
 /// A run in progress.
 pub struct Trainer {
     /// The model's sizes.
@@ -114,6 +145,8 @@ pub struct Trainer {
     block_outputs: Vec<bitnet_ir::ValueId>,
     /// Threads that sweep a batch's windows side by side (results do not depend on it).
     pub threads: usize,
+    /// The compiled step, once `Engine::Compiled` has lowered it.
+    compiled: Option<CompiledStep>,
 }
 
 fn check_options(model: &ModelShape, o: &TrainOptions) -> Result<(), TrainError> {
@@ -122,6 +155,11 @@ fn check_options(model: &ModelShape, o: &TrainOptions) -> Result<(), TrainError>
             "--seq {} must be between 1 and the model's {} positions",
             o.seq, model.max_positions
         )));
+    }
+    if o.engine == Engine::Compiled && o.checkpoint_blocks {
+        return Err(TrainError::Options(
+            "--engine compiled does not checkpoint per block yet: drop --checkpoint-blocks or use --engine interpreter".into(),
+        ));
     }
     if o.batch == 0 {
         return Err(TrainError::Options("--batch must be at least 1".into()));
@@ -258,6 +296,7 @@ impl Trainer {
             function,
             block_outputs,
             threads: 1,
+            compiled: None,
         })
     }
 
@@ -348,6 +387,52 @@ impl Trainer {
         Ok((loss, grads))
     }
 
+    /// The training step lowered for the CPU (`Engine::Compiled`).
+    pub fn compile_step(&self) -> Result<CompiledStep, TrainError> {
+        let step = self.step_function(ElemType::F32)?;
+        let seq = self.options.seq as u64;
+        let plan = bitnet_backends::cpu::step::StepPlan::new(&step.function, &[("T", seq)])
+            .map_err(|e| TrainError::Graph(format!("compiling the training step: {e}")))?;
+        Ok(CompiledStep {
+            plan,
+            weights: step.weights.into_iter().collect(),
+        })
+    }
+
+    /// The weight-only values of `step` with the current weights (shared by a step's windows).
+    pub fn freeze_compiled(&self, step: &CompiledStep) -> Result<Frozen, TrainError> {
+        Frozen::new(step.plan.function(), &ParamStore(&self.params))
+            .map_err(|e| TrainError::Graph(format!("the weights' values: {e}")))
+    }
+
+    /// One window's loss and gradients through the compiled step, with `frozen` from
+    /// `freeze_compiled` when given.
+    pub fn compiled_gradients(
+        &self,
+        step: &CompiledStep,
+        tokens: &[u32],
+        targets: &[u32],
+        frozen: Option<&Frozen>,
+    ) -> Result<(f64, BTreeMap<String, Vec<f64>>), TrainError> {
+        let inputs = step_inputs(&self.spec.config, tokens, targets)?;
+        let out = step
+            .plan
+            .run(&inputs, frozen, &ParamStore(&self.params))
+            .map_err(|e| TrainError::Graph(format!("the compiled training step: {e}")))?;
+        let value = |i: usize| {
+            out.get(i)
+                .map(|t| t.data.to_f64())
+                .ok_or_else(|| TrainError::Graph(format!("internal: the step has no result {i}")))
+        };
+        let loss = value(0)?.first().copied().unwrap_or(f64::NAN);
+        let grads = step
+            .weights
+            .iter()
+            .map(|(n, i)| Ok((n.clone(), value(*i)?)))
+            .collect::<Result<_, TrainError>>()?;
+        Ok((loss, grads))
+    }
+
     /// The loss of one window (forward only), from `frozen`'s weight-only values when given.
     pub fn loss(
         &self,
@@ -399,16 +484,37 @@ impl Trainer {
         let windows: Vec<(Vec<u32>, Vec<u32>)> = (0..batch)
             .map(|_| corpus.sample(seq, &mut self.rng))
             .collect();
-        let frozen = self.freeze()?;
-        let sweeps = self.each_window(&windows, |t, x, y| t.sweep(x, y, Some(&frozen)))?;
+        let results: Vec<(f64, BTreeMap<String, Vec<f64>>, u64)> = match self.options.engine {
+            Engine::Interpreter => {
+                let frozen = self.freeze()?;
+                self.each_window(&windows, |t, x, y| {
+                    t.sweep(x, y, Some(&frozen))
+                        .map(|g| (g.loss, g.weights, g.peak_value_bytes))
+                })?
+            }
+            Engine::Compiled => {
+                if self.compiled.is_none() {
+                    self.compiled = Some(self.compile_step()?);
+                }
+                let step = self
+                    .compiled
+                    .as_ref()
+                    .ok_or_else(|| TrainError::Graph("internal: no compiled step".into()))?;
+                let frozen = self.freeze_compiled(step)?;
+                self.each_window(&windows, |t, x, y| {
+                    t.compiled_gradients(step, x, y, Some(&frozen))
+                        .map(|(l, g)| (l, g, 0))
+                })?
+            }
+        };
         // Summed in window order whatever the threads, so the step does not depend on them.
         let mut total: BTreeMap<String, Vec<f64>> = BTreeMap::new();
         let mut loss = 0f64;
         let mut peak = 0u64;
-        for g in sweeps {
-            loss += g.loss;
-            peak = peak.max(g.peak_value_bytes);
-            for (name, g) in g.weights {
+        for (l, weights, held) in results {
+            loss += l;
+            peak = peak.max(held);
+            for (name, g) in weights {
                 match total.get_mut(&name) {
                     Some(acc) => acc.iter_mut().zip(&g).for_each(|(a, b)| *a += b),
                     None => {

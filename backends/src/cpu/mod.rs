@@ -8,6 +8,7 @@ mod emit;
 pub mod jit;
 pub mod kernels;
 pub mod lower;
+pub mod step;
 
 pub use crate::kernel::layout::{PACK_BLOCK, PACK_ORDER};
 

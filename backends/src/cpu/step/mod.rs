@@ -1,0 +1,432 @@
+//! A training step for the CPU: the step function `bitnet_ir::autodiff::emit_backward_in` writes
+//! (forward ops, then `nn.vjp` ops, f32 cotangents), lowered once for one sequence length into a
+//! list of launches, each op resolved to a native f32 kernel or, where this module has none yet,
+//! to the op's own `eval` (the interpreter's).
+//!
+//! The contract is the interpreter's: every native kernel gives, bit for bit, what the op's `eval`
+//! gives on the same operands, so a step run here equals the interpreted step function exactly
+//! (`tests/train.rs` checks the whole step; the unit tests here each kernel). That holds because
+//! the interpreter computes f32 ops in f64 and rounds once: `+ − × ÷` of f32 values rounded from
+//! f64 are the f32 operations themselves, and the sums the kernels keep in f64 (matmul, the mean,
+//! the cotangent summed over broadcast axes) run in the interpreter's order, with products of f32
+//! values that f64 holds exactly (so a fused multiply-add rounds as the separate ones do).
+//!
+//! What a run saves over the interpreter: no conversion of every operand to f64, no index maps built
+//! per op for broadcasting or transposing, the matmul gemm fed from f32 with fused multiply-adds,
+//! values dropped after their last use, and the weight-only values (`bitnet_ir::frozen::Frozen`)
+//! read in place instead of copied per window.
+//!
+//! Kernels, one kind per file: `elementwise` (unary, clip, broadcast binary ops and their
+//! cotangents), `reduce` (max and mean), `matmul` (the product and both cotangents), `transpose`
+//! (2-D, and its cotangent).
+
+mod elementwise;
+mod matmul;
+mod reduce;
+mod transpose;
+
+use crate::BackendError;
+use bitnet_ir::OpKind;
+use bitnet_ir::frozen::Frozen;
+use bitnet_ir::interp::bind_symbols;
+use bitnet_ir::module::{Function, OpId, ValueDef, ValueId};
+use bitnet_ir::ops::EvalCtx;
+use bitnet_ir::tensor::{Data, Tensor};
+use bitnet_ir::types::{Dim, ElemType};
+use bitnet_ir::verify::verify_function;
+use bitnet_ir::weights::WeightStore;
+use std::collections::HashMap;
+
+/// How one op runs.
+#[derive(Clone, Debug, PartialEq)]
+enum Kernel {
+    /// The op's own `eval`, on tensors (no native kernel for it yet).
+    Interpreted,
+    /// A native kernel.
+    Native(Native),
+}
+
+/// The native kernels, with what lowering resolved (shapes, broadcast strides).
+#[derive(Clone, Debug, PartialEq)]
+enum Native {
+    /// A unary op or clip on f32.
+    Unary(elementwise::Unary),
+    /// A binary op with broadcasting on f32.
+    Binary(elementwise::Binary),
+    /// The cotangent of a binary op's operand, summed over its broadcast axes.
+    BinaryGrad(elementwise::BinaryGrad),
+    /// `nn.reduce_max` / `nn.reduce_mean` on f32.
+    Reduce(reduce::Reduce),
+    /// `nn.matmul` of two 2-D f32 operands.
+    Matmul(matmul::Matmul),
+    /// One operand's cotangent of a 2-D `nn.matmul`.
+    MatmulGrad(matmul::MatmulGrad),
+    /// A 2-D transpose.
+    Transpose(transpose::Transpose),
+    /// The cotangent of a 2-D transpose: its cotangent transposed back.
+    TransposeGrad(transpose::Transpose),
+}
+
+impl Native {
+    /// Runs the kernel on `inputs` (the op's operands), giving its one result, of shape `shape`.
+    fn run(&self, inputs: &[&Tensor], shape: &[usize]) -> Result<Tensor, String> {
+        let f = |i: usize| -> Result<&[f32], String> {
+            match inputs.get(i).map(|t| &t.data) {
+                Some(Data::F32(v)) => Ok(v.as_slice()),
+                Some(other) => Err(format!("operand {i} is {}, not f32", other.elem())),
+                None => Err(format!("missing operand {i}")),
+            }
+        };
+        let values = match self {
+            Native::Unary(k) => k.run(f(0)?),
+            Native::Binary(k) => k.run(f(0)?, f(1)?),
+            Native::BinaryGrad(k) => k.run(f(0)?, f(1)?, f(3)?),
+            Native::Reduce(k) => k.run(f(0)?),
+            Native::Matmul(k) => k.run(f(0)?, f(1)?),
+            Native::MatmulGrad(k) => k.run(f(0)?, f(1)?, f(3)?),
+            Native::Transpose(k) => k.run(f(0)?),
+            Native::TransposeGrad(k) => k.run(f(2)?),
+        }?;
+        if bitnet_ir::tensor::checked_numel(shape) != Some(values.len()) {
+            return Err(format!(
+                "internal: the kernel gave {} values for a result of shape {shape:?}",
+                values.len()
+            ));
+        }
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            data: Data::F32(values),
+        })
+    }
+}
+
+/// One op of the plan.
+#[derive(Clone, Debug)]
+struct Launch {
+    /// The op.
+    op: OpId,
+    /// How it runs.
+    kernel: Kernel,
+    /// Its results' concrete shapes.
+    shapes: Vec<Vec<usize>>,
+    /// Its results' element types.
+    elems: Vec<ElemType>,
+    /// Values no later launch reads (and the function does not return): dropped after this one.
+    drop_after: Vec<ValueId>,
+}
+
+/// A step function lowered for one binding of its symbols (see the module doc).
+#[derive(Clone, Debug)]
+pub struct StepPlan {
+    /// The function, as lowered.
+    function: Function,
+    /// The symbol bindings it was lowered for.
+    bindings: HashMap<String, u64>,
+    /// The ops in order.
+    launches: Vec<Launch>,
+}
+
+/// How many ops of a plan run natively and how many through their `eval`, by op name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Coverage {
+    /// Ops with a native kernel.
+    pub native: usize,
+    /// Ops run by their `eval`, by name (`nn.vjp` as `nn.vjp(of)`), with counts.
+    pub interpreted: Vec<(String, usize)>,
+}
+
+fn input_err(f: &Function, message: String) -> BackendError {
+    BackendError::Input(format!("the training step @{}: {message}", f.name))
+}
+
+impl StepPlan {
+    /// Lowers `f` for the symbol values `symbols` (each symbol of `f` bound, within its bound).
+    pub fn new(f: &Function, symbols: &[(&str, u64)]) -> Result<StepPlan, BackendError> {
+        let diags = verify_function(f);
+        if let Some(d) = diags.first() {
+            return Err(input_err(f, format!("does not verify: {}", d.message)));
+        }
+        let mut bindings = HashMap::new();
+        for decl in &f.symbols {
+            let value = symbols
+                .iter()
+                .find(|(n, _)| *n == decl.name)
+                .map(|(_, v)| *v)
+                .ok_or_else(|| input_err(f, format!("no value given for symbol {}", decl.name)))?;
+            if value > decl.max {
+                return Err(input_err(
+                    f,
+                    format!("{} = {value} exceeds its bound {}", decl.name, decl.max),
+                ));
+            }
+            bindings.insert(decl.name.clone(), value);
+        }
+        let shape_of = |v: ValueId| -> Result<Vec<usize>, BackendError> {
+            f.ty(v)
+                .dims
+                .iter()
+                .map(|d| {
+                    let n = match d {
+                        Dim::Static(n) => Some(*n),
+                        Dim::Sym(s) => bindings.get(s).copied(),
+                    };
+                    n.and_then(|n| usize::try_from(n).ok())
+                })
+                .collect::<Option<Vec<usize>>>()
+                .ok_or_else(|| input_err(f, format!("cannot make {} concrete", f.ty(v))))
+        };
+        let order: Vec<OpId> = f.op_order().collect();
+        let mut last_use: HashMap<ValueId, usize> = HashMap::new();
+        for (i, &id) in order.iter().enumerate() {
+            for &v in &f.op(id).operands {
+                last_use.insert(v, i);
+            }
+        }
+        let mut launches = Vec::with_capacity(order.len());
+        for (i, &id) in order.iter().enumerate() {
+            let op = f.op(id);
+            let shapes = op
+                .results
+                .iter()
+                .map(|&r| shape_of(r))
+                .collect::<Result<Vec<_>, _>>()?;
+            if let Some(big) = shapes.iter().find(|s| {
+                bitnet_ir::tensor::checked_numel(s)
+                    .is_none_or(|n| n > bitnet_ir::interp::MAX_INTERP_ELEMENTS)
+            }) {
+                return Err(input_err(
+                    f,
+                    format!("a value of shape {big:?} has more than 2^31 elements"),
+                ));
+            }
+            let operand_shapes = op
+                .operands
+                .iter()
+                .map(|&v| shape_of(v))
+                .collect::<Result<Vec<_>, _>>()?;
+            let all_f32 = op
+                .operands
+                .iter()
+                .chain(&op.results)
+                .all(|&v| f.ty(v).elem == ElemType::F32);
+            let kernel = if all_f32 {
+                choose(op.kind, &op.attrs, &operand_shapes, &shapes)
+                    .map_or(Kernel::Interpreted, Kernel::Native)
+            } else {
+                Kernel::Interpreted
+            };
+            let mut drop_after: Vec<ValueId> = op
+                .operands
+                .iter()
+                .copied()
+                .filter(|v| last_use.get(v) == Some(&i) && !f.returns.contains(v))
+                .collect();
+            drop_after.sort_by_key(|v| v.index());
+            drop_after.dedup();
+            launches.push(Launch {
+                op: id,
+                kernel,
+                shapes,
+                elems: op.results.iter().map(|&r| f.ty(r).elem).collect(),
+                drop_after,
+            });
+        }
+        Ok(StepPlan {
+            function: f.clone(),
+            bindings,
+            launches,
+        })
+    }
+
+    /// The function this plan runs (make its `Frozen` values from this one).
+    pub fn function(&self) -> &Function {
+        &self.function
+    }
+
+    /// Which ops run natively and which through their `eval`.
+    pub fn coverage(&self) -> Coverage {
+        let mut c = Coverage::default();
+        let mut by_name: std::collections::BTreeMap<String, usize> = Default::default();
+        for l in &self.launches {
+            match l.kernel {
+                Kernel::Native(_) => c.native += 1,
+                Kernel::Interpreted => {
+                    let op = self.function.op(l.op);
+                    let name = match (op.kind, op.attrs.str("of")) {
+                        (OpKind::Vjp, Some(of)) => format!("nn.vjp({of})"),
+                        (k, _) => k.name().to_string(),
+                    };
+                    *by_name.entry(name).or_default() += 1;
+                }
+            }
+        }
+        c.interpreted = by_name.into_iter().collect();
+        c
+    }
+
+    /// Runs the step on `inputs` (the function's arguments, at the shapes it was lowered for),
+    /// reading weights from `weights`; with `frozen` (`Frozen::new` of `function()` with the same
+    /// weights), the weight-only ops are not run again and their values are read in place. The
+    /// results are bit for bit `interp::run_function`'s.
+    pub fn run(
+        &self,
+        inputs: &[Tensor],
+        frozen: Option<&Frozen>,
+        weights: &dyn WeightStore,
+    ) -> Result<Vec<Tensor>, BackendError> {
+        let f = &self.function;
+        let given = bind_symbols(f, inputs).map_err(|e| input_err(f, e.to_string()))?;
+        if given != self.bindings {
+            return Err(input_err(
+                f,
+                format!(
+                    "the inputs bind {given:?}, but the step was lowered for {:?}",
+                    self.bindings
+                ),
+            ));
+        }
+        let mut env: Vec<Option<Tensor>> = vec![None; f.values.len()];
+        for (&arg, t) in f.args.iter().zip(inputs) {
+            env[arg.index()] = Some(t.clone());
+        }
+        for l in &self.launches {
+            if frozen.is_some_and(|fz| fz.skips(l.op)) {
+                continue;
+            }
+            let op = f.op(l.op);
+            let fail = |message: String| {
+                input_err(
+                    f,
+                    format!(
+                        "{} at {}: {message}",
+                        op.kind.name(),
+                        bitnet_ir::interp::op_location(f, op)
+                    ),
+                )
+            };
+            let outs = {
+                let operands: Vec<&Tensor> = op
+                    .operands
+                    .iter()
+                    .map(|v| {
+                        env[v.index()]
+                            .as_ref()
+                            .or_else(|| frozen.and_then(|fz| fz.value(*v)))
+                            .ok_or_else(|| fail("an operand has no value".into()))
+                    })
+                    .collect::<Result<_, _>>()?;
+                match &l.kernel {
+                    Kernel::Native(k) => {
+                        let shape = l.shapes.first().map_or(&[][..], Vec::as_slice);
+                        vec![k.run(&operands, shape).map_err(&fail)?]
+                    }
+                    Kernel::Interpreted => op
+                        .kind
+                        .eval(&EvalCtx {
+                            inputs: &operands,
+                            attrs: &op.attrs,
+                            result_shapes: &l.shapes,
+                            result_elems: &l.elems,
+                            weights,
+                        })
+                        .map_err(&fail)?,
+                }
+            };
+            if outs.len() != op.results.len() {
+                return Err(fail(format!(
+                    "produced {} results, expected {}",
+                    outs.len(),
+                    op.results.len()
+                )));
+            }
+            for ((r, t), (shape, elem)) in op
+                .results
+                .iter()
+                .zip(outs)
+                .zip(l.shapes.iter().zip(&l.elems))
+            {
+                if &t.shape != shape || t.elem() != *elem {
+                    return Err(fail(format!(
+                        "produced {} where {} was declared",
+                        t.ty(),
+                        f.ty(*r)
+                    )));
+                }
+                env[r.index()] = Some(t);
+            }
+            for v in &l.drop_after {
+                env[v.index()] = None;
+            }
+        }
+        f.returns
+            .iter()
+            .map(|v| {
+                env[v.index()]
+                    .clone()
+                    .or_else(|| frozen.and_then(|fz| fz.value(*v)).cloned())
+                    .or_else(|| match f.value(*v).def {
+                        ValueDef::Arg(i) => inputs.get(i as usize).cloned(),
+                        ValueDef::OpResult { .. } | ValueDef::Undefined => None,
+                    })
+                    .ok_or_else(|| input_err(f, "a returned value has no value".into()))
+            })
+            .collect()
+    }
+}
+
+/// The native kernel for an op with all-f32 operands and results of these shapes, if there is one.
+fn choose(
+    kind: OpKind,
+    attrs: &bitnet_ir::attr::Attrs,
+    operands: &[Vec<usize>],
+    results: &[Vec<usize>],
+) -> Option<Native> {
+    let out = results.first()?;
+    match kind {
+        OpKind::Abs
+        | OpKind::Round
+        | OpKind::Neg
+        | OpKind::Relu2
+        | OpKind::Clip
+        | OpKind::StopGradient => elementwise::Unary::lower(kind, attrs).map(Native::Unary),
+        OpKind::Add | OpKind::Sub | OpKind::Mul | OpKind::Div => {
+            elementwise::Binary::lower(kind, &operands[0], &operands[1], out).map(Native::Binary)
+        }
+        OpKind::ReduceMax | OpKind::ReduceMean => {
+            reduce::Reduce::lower(kind, attrs, operands.first()?).map(Native::Reduce)
+        }
+        OpKind::MatMul => matmul::Matmul::lower(&operands[0], &operands[1]).map(Native::Matmul),
+        OpKind::Transpose => {
+            transpose::Transpose::lower(attrs, operands.first()?).map(Native::Transpose)
+        }
+        OpKind::Vjp => {
+            let of = OpKind::from_name(attrs.str("of")?)?;
+            let wrt = usize::try_from(attrs.int_or("wrt", -1)).ok()?;
+            // One-result ops with the cotangent of that result: operands, result, cotangent.
+            if attrs.ints("cotangents")? != [0] || of.spec().results != 1 {
+                return None;
+            }
+            match of {
+                OpKind::Add | OpKind::Sub | OpKind::Mul => elementwise::BinaryGrad::lower(
+                    of,
+                    wrt,
+                    &operands[0],
+                    &operands[1],
+                    operands.get(2)?,
+                )
+                .map(Native::BinaryGrad),
+                OpKind::MatMul => matmul::MatmulGrad::lower(wrt, &operands[0], &operands[1])
+                    .map(Native::MatmulGrad),
+                // The cotangent of a 2-D transpose is its transpose back.
+                OpKind::Transpose => {
+                    let g = operands.get(2)?;
+                    (g.len() == 2 && attrs.ints("perm")? == [1, 0])
+                        .then(|| transpose::Transpose::lower_2d(g[0], g[1]))
+                        .map(Native::TransposeGrad)
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
