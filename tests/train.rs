@@ -186,6 +186,22 @@ fn one_training_step_matches_pytorch() {
         assert_eq!(l.to_bits(), want_loss.to_bits(), "compiled loss");
         assert_eq!(g, want, "compiled gradients (frozen: {})", fz.is_some());
     }
+    // The training function lowered the same way (the held-out loss of `--engine compiled`) gives
+    // the interpreter's loss bit for bit.
+    let forward =
+        bitnet_backends::cpu::step::StepPlan::new(t.function(), &[("T", seq as u64)]).unwrap();
+    let inputs = bitnet_train::graph::step_inputs(&t.spec.config, &ids[..seq], &ids[1..]).unwrap();
+    let store = bitnet_ir::weights::MemoryWeights {
+        tensors: t.params.clone(),
+        ..Default::default()
+    };
+    let fz = forward.freeze(&store).unwrap();
+    let out = forward.run(&inputs, Some(&fz), &store).unwrap();
+    assert_eq!(
+        out[0].data.to_f64()[0].to_bits(),
+        t.loss(&ids[..seq], &ids[1..], None).unwrap().to_bits(),
+        "the compiled forward's loss"
+    );
     let coverage = compiled.plan().coverage();
     eprintln!(
         "the compiled step: {} ops native, interpreted: {:?}",

@@ -20,6 +20,10 @@ use crate::verify::verify_function;
 use crate::weights::WeightStore;
 use std::collections::HashMap;
 
+/// How `Frozen::new_with` evaluates op `id` of a function: its results stored in the value table.
+pub type OpEvaluator<'a> =
+    dyn FnMut(&Function, OpId, &mut [Option<Tensor>], &dyn WeightStore) -> Result<(), IrError> + 'a;
+
 /// The argument-free values of one function with one set of weights (see the module doc).
 #[derive(Clone, Debug)]
 pub struct Frozen {
@@ -32,6 +36,20 @@ pub struct Frozen {
 impl Frozen {
     /// Evaluates the argument-free ops of `f` with `weights` and keeps what a run reads.
     pub fn new(f: &Function, weights: &dyn WeightStore) -> Result<Frozen, IrError> {
+        // Argument-free ops have static shapes: no symbol to bind.
+        let bindings = HashMap::new();
+        Frozen::new_with(f, weights, &mut |f, id, env, weights| {
+            eval_op(f, id, env, &bindings, weights)
+        })
+    }
+
+    /// `new`, each op evaluated by `eval` (which stores the op's results in the value table, as
+    /// `interp::eval_op` does): a backend's kernels, when they give the interpreter's values.
+    pub fn new_with(
+        f: &Function,
+        weights: &dyn WeightStore,
+        eval: &mut OpEvaluator<'_>,
+    ) -> Result<Frozen, IrError> {
         let diags = verify_function(f);
         if !diags.is_empty() {
             return Err(IrError::Invalid(diags));
@@ -88,8 +106,6 @@ impl Frozen {
                 }
             }
         }
-        // Argument-free ops have static shapes: no symbol to bind.
-        let bindings = HashMap::new();
         let mut env: Vec<Option<Tensor>> = vec![None; f.values.len()];
         let mut last_use = vec![0usize; f.values.len()];
         for (i, &id) in order.iter().enumerate() {
@@ -103,7 +119,7 @@ impl Frozen {
             if !free[id.index()] {
                 continue;
             }
-            eval_op(f, id, &mut env, &bindings, weights)?;
+            eval(f, id, &mut env, weights)?;
             // Drop what no later argument-free op reads and no run keeps.
             let op = f.op(id);
             for v in op.operands.iter().chain(&op.results) {

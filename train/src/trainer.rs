@@ -147,6 +147,8 @@ pub struct Trainer {
     pub threads: usize,
     /// The compiled step, once `Engine::Compiled` has lowered it.
     compiled: Option<CompiledStep>,
+    /// The training function lowered the same way, for the held-out loss.
+    compiled_forward: Option<bitnet_backends::cpu::step::StepPlan>,
 }
 
 fn check_options(model: &ModelShape, o: &TrainOptions) -> Result<(), TrainError> {
@@ -297,6 +299,7 @@ impl Trainer {
             block_outputs,
             threads: 1,
             compiled: None,
+            compiled_forward: None,
         })
     }
 
@@ -401,7 +404,8 @@ impl Trainer {
 
     /// The weight-only values of `step` with the current weights (shared by a step's windows).
     pub fn freeze_compiled(&self, step: &CompiledStep) -> Result<Frozen, TrainError> {
-        Frozen::new(step.plan.function(), &ParamStore(&self.params))
+        step.plan
+            .freeze(&ParamStore(&self.params))
             .map_err(|e| TrainError::Graph(format!("the weights' values: {e}")))
     }
 
@@ -543,8 +547,41 @@ impl Trainer {
     /// The mean loss over the held-out windows; recorded in the history.
     pub fn evaluate(&mut self, corpus: &Corpus) -> Result<f64, TrainError> {
         let windows = corpus.heldout_windows(self.options.seq, self.options.eval_windows);
-        let frozen = self.freeze()?;
-        let losses = self.each_window(&windows, |t, x, y| t.loss(x, y, Some(&frozen)))?;
+        let losses = match self.options.engine {
+            Engine::Interpreter => {
+                let frozen = self.freeze()?;
+                self.each_window(&windows, |t, x, y| t.loss(x, y, Some(&frozen)))?
+            }
+            Engine::Compiled => {
+                // The training function lowered the same way: the interpreter's loss, bit for bit.
+                if self.compiled_forward.is_none() {
+                    let plan = bitnet_backends::cpu::step::StepPlan::new(
+                        &self.function,
+                        &[("T", self.options.seq as u64)],
+                    )
+                    .map_err(|e| TrainError::Graph(format!("compiling the held-out loss: {e}")))?;
+                    self.compiled_forward = Some(plan);
+                }
+                let plan = self
+                    .compiled_forward
+                    .as_ref()
+                    .ok_or_else(|| TrainError::Graph("internal: no compiled forward".into()))?;
+                let weights = ParamStore(&self.params);
+                let frozen = plan
+                    .freeze(&weights)
+                    .map_err(|e| TrainError::Graph(format!("the weights' values: {e}")))?;
+                self.each_window(&windows, |t, x, y| {
+                    let inputs = step_inputs(&t.spec.config, x, y)?;
+                    let out = plan
+                        .run(&inputs, Some(&frozen), &ParamStore(&t.params))
+                        .map_err(|e| TrainError::Graph(format!("the held-out loss: {e}")))?;
+                    Ok(out
+                        .first()
+                        .and_then(|t| t.data.to_f64().first().copied())
+                        .unwrap_or(f64::NAN))
+                })?
+            }
+        };
         let sum: f64 = losses.iter().sum();
         let l = sum / windows.len().max(1) as f64;
         self.history.heldout.push((self.step, l));

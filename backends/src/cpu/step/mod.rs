@@ -243,6 +243,62 @@ impl StepPlan {
         &self.function
     }
 
+    /// The weight-only values of `function()` with `weights` (`Frozen::new`'s values, bit for bit),
+    /// each op run by its native kernel where it has one.
+    pub fn freeze(&self, weights: &dyn WeightStore) -> Result<Frozen, BackendError> {
+        let f = &self.function;
+        let mut by_op: Vec<Option<&Launch>> = vec![None; f.ops.len()];
+        for l in &self.launches {
+            if let Some(slot) = by_op.get_mut(l.op.index()) {
+                *slot = Some(l);
+            }
+        }
+        let no_symbols = HashMap::new();
+        let mut eval = |f: &Function,
+                        id: OpId,
+                        env: &mut [Option<Tensor>],
+                        w: &dyn WeightStore|
+         -> Result<(), bitnet_ir::IrError> {
+            let launch = by_op.get(id.index()).copied().flatten();
+            let (
+                Some(Launch {
+                    kernel: Kernel::Native(k),
+                    shapes,
+                    ..
+                }),
+                [result],
+            ) = (launch, f.op(id).results.as_slice())
+            else {
+                return bitnet_ir::interp::eval_op(f, id, env, &no_symbols, w);
+            };
+            let op = f.op(id);
+            let fail = |message: String| bitnet_ir::IrError::Eval {
+                op: op.kind.name(),
+                at: bitnet_ir::interp::op_location(f, op),
+                message,
+            };
+            let out = {
+                let operands: Vec<&Tensor> = op
+                    .operands
+                    .iter()
+                    .map(|v| {
+                        env.get(v.index())
+                            .and_then(Option::as_ref)
+                            .ok_or_else(|| fail("an operand has no value".into()))
+                    })
+                    .collect::<Result<_, _>>()?;
+                let shape = shapes.first().map_or(&[][..], Vec::as_slice);
+                k.run(&operands, shape).map_err(fail)?
+            };
+            if let Some(slot) = env.get_mut(result.index()) {
+                *slot = Some(out);
+            }
+            Ok(())
+        };
+        Frozen::new_with(f, weights, &mut eval)
+            .map_err(|e| input_err(f, format!("the weight-only values: {e}")))
+    }
+
     /// Which ops run natively and which through their `eval`.
     pub fn coverage(&self) -> Coverage {
         let mut c = Coverage::default();
@@ -428,5 +484,102 @@ fn choose(
             }
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bitnet_ir::weights::MemoryWeights;
+
+    /// A small step: a quantizer chain, a matmul with a weight, a broadcast subtraction, the
+    /// reductions, and the cotangents of matmul, mul and transpose.
+    const STEP: &str = r#"
+func @step[T<=8](%x: tensor<Tx4xf32>, %g: tensor<Tx3xf32>) -> (tensor<Tx3xf32>, tensor<3x4xf32>, tensor<Tx4xf32>, tensor<f32>) {
+  %w = nn.weight {name = "w"} : tensor<3x4xf32>
+  %wt = nn.transpose %w {perm = [1, 0]} : tensor<4x3xf32>
+  %a = nn.abs %x : tensor<Tx4xf32>
+  %m = nn.reduce_max %a {axes = [-1], keepdims = true} : tensor<Tx1xf32>
+  %c = nn.clip %m {min = 1e-5} : tensor<Tx1xf32>
+  %k = nn.constant {value = [127.0]} : tensor<f32>
+  %s = nn.div %k, %c : tensor<Tx1xf32>
+  %q = nn.mul %x, %s : tensor<Tx4xf32>
+  %r = nn.round %q : tensor<Tx4xf32>
+  %y = nn.matmul %r, %wt : tensor<Tx3xf32>
+  %d = nn.sub %y, %g : tensor<Tx3xf32>
+  %e = nn.relu2 %d : tensor<Tx3xf32>
+  %gwt = nn.vjp %r, %wt, %y, %e {cotangents = [0], of = "nn.matmul", wrt = 1} : tensor<4x3xf32>
+  %gw = nn.vjp %w, %wt, %gwt {cotangents = [0], of = "nn.transpose", perm = [1, 0], wrt = 0} : tensor<3x4xf32>
+  %gr = nn.vjp %r, %wt, %y, %e {cotangents = [0], of = "nn.matmul", wrt = 0} : tensor<Tx4xf32>
+  %gs = nn.vjp %x, %s, %q, %gr {cotangents = [0], of = "nn.mul", wrt = 1} : tensor<Tx1xf32>
+  %gx = nn.vjp %x, %s, %q, %gr {cotangents = [0], of = "nn.mul", wrt = 0} : tensor<Tx4xf32>
+  %mean = nn.reduce_mean %gs {keepdims = false} : tensor<f32>
+  return %e, %gw, %gx, %mean
+}
+"#;
+
+    fn function() -> Function {
+        bitnet_ir::text::parser::parse(STEP, "step.bir")
+            .unwrap()
+            .functions
+            .remove(0)
+    }
+
+    fn weights() -> MemoryWeights {
+        let w: Vec<f32> = (0..12).map(|i| (i as f32 - 5.5) / 3.0).collect();
+        let mut m = MemoryWeights::default();
+        m.tensors
+            .insert("w".into(), Tensor::from_f32(vec![3, 4], w).unwrap());
+        m
+    }
+
+    fn inputs(t: usize) -> Vec<Tensor> {
+        let x = (0..t * 4)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 2.5)
+            .collect();
+        let g = (0..t * 3).map(|i| (i as f32 - 4.0) * 9.0).collect();
+        vec![
+            Tensor::from_f32(vec![t, 4], x).unwrap(),
+            Tensor::from_f32(vec![t, 3], g).unwrap(),
+        ]
+    }
+
+    #[test]
+    fn a_plan_gives_the_interpreters_values_bit_for_bit() {
+        let f = function();
+        let w = weights();
+        let plan = StepPlan::new(&f, &[("T", 5)]).unwrap();
+        let coverage = plan.coverage();
+        assert_eq!(
+            coverage.interpreted,
+            vec![("nn.constant".to_string(), 1), ("nn.weight".to_string(), 1)]
+        );
+        assert_eq!(coverage.native, f.ops.len() - 2);
+        let want = bitnet_ir::interp::run_function(&f, &inputs(5), &w).unwrap();
+        let frozen = plan.freeze(&w).unwrap();
+        for fz in [None, Some(&frozen)] {
+            let got = plan.run(&inputs(5), fz, &w).unwrap();
+            let bytes = |v: &[Tensor]| {
+                v.iter()
+                    .map(|t| (t.shape.clone(), t.data.to_le_bytes()))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(bytes(&got), bytes(&want), "frozen: {}", fz.is_some());
+        }
+    }
+
+    #[test]
+    fn a_plan_refuses_other_shapes_and_missing_symbols() {
+        let f = function();
+        let plan = StepPlan::new(&f, &[("T", 5)]).unwrap();
+        let err = plan
+            .run(&inputs(6), None, &weights())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lowered for"), "{err}");
+        let err = StepPlan::new(&f, &[]).unwrap_err().to_string();
+        assert!(err.contains("no value given for symbol T"), "{err}");
+        let err = StepPlan::new(&f, &[("T", 9)]).unwrap_err().to_string();
+        assert!(err.contains("T = 9 exceeds its bound 8"), "{err}");
     }
 }
