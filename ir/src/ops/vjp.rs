@@ -21,9 +21,9 @@
 //! results must be what op `of`'s own type rule gives; the forward op must have a float operand
 //! `wrt` and a gradient rule of its own (not `nn.vjp`).
 
-use super::{Arity, EvalCtx, EvalResult, InferCtx, OpKind, OpSpec, VjpCtx, one, operand};
+use super::{Arity, EvalCtx, EvalResult, InferCtx, OpKind, OpSpec, VjpCtx, operand};
 use crate::attr::{AttrKind, AttrSpec, Attrs};
-use crate::tensor::Data;
+use crate::tensor::{Data, Tensor};
 use crate::types::{ElemType, TensorType};
 
 /// `nn.vjp` (its own attributes; the forward op's are added by `attr_specs`).
@@ -178,6 +178,18 @@ pub fn infer(cx: &InferCtx) -> Result<Vec<TensorType>, String> {
 /// Reference evaluation: the forward op's rule, operand `wrt`'s cotangent (zeros where it gives
 /// none), rounded once to the result's element type.
 pub fn eval(cx: &EvalCtx) -> EvalResult {
+    let wrt = split(cx.attrs, cx.inputs.len())?.wrt;
+    let mut all = eval_all(cx)?;
+    if wrt >= all.len() {
+        return Err(format!("internal: no operand {wrt}"));
+    }
+    Ok(vec![all.swap_remove(wrt)])
+}
+
+/// The cotangent of every forward operand as `eval` gives operand `wrt`'s (the rule runs once; the
+/// `nn.vjp` ops of one forward op differ only in `wrt`, so a backend may share this): zeros where
+/// the rule gives none.
+pub fn eval_all(cx: &EvalCtx) -> Result<Vec<Tensor>, String> {
     let s = split(cx.attrs, cx.inputs.len())?;
     let inputs = &cx.inputs[..s.operands];
     let outputs = &cx.inputs[s.operands..s.operands + s.results];
@@ -196,22 +208,29 @@ pub fn eval(cx: &EvalCtx) -> EvalResult {
         cotangents: &cotangents,
         attrs: &attrs,
     };
-    let grads = s.of.vjp(&rule)?;
-    let x = cx.input(s.wrt)?;
+    let mut grads = s.of.vjp(&rule)?;
+    grads.resize(s.operands, None);
     let elem = cx.result_elems.first().copied().unwrap_or(ElemType::F64);
-    let g = match grads.into_iter().nth(s.wrt) {
-        Some(Some(g)) if g.len() == x.numel() => g,
-        Some(Some(g)) => {
-            return Err(format!(
-                "internal: {}'s rule gave {} elements for an operand of {}",
-                s.of.name(),
-                g.len(),
-                x.numel()
-            ));
-        }
-        _ => vec![0.0; x.numel()],
-    };
-    one(&x.shape, Data::from_f64(elem, g))
+    grads
+        .into_iter()
+        .zip(inputs)
+        .map(|(g, x)| {
+            let g = match g {
+                Some(g) if g.len() == x.numel() => g,
+                Some(g) => {
+                    return Err(format!(
+                        "internal: {}'s rule gave {} elements for an operand of {}",
+                        s.of.name(),
+                        g.len(),
+                        x.numel()
+                    ));
+                }
+                None => vec![0.0; x.numel()],
+            };
+            Tensor::new(x.shape.clone(), Data::from_f64(elem, g))
+                .ok_or_else(|| "internal: a cotangent's shape".to_string())
+        })
+        .collect()
 }
 
 /// Why an `nn.vjp` is not differentiated.

@@ -113,6 +113,20 @@ struct Launch {
     elems: Vec<ElemType>,
     /// Values no later launch reads (and the function does not return): dropped after this one.
     drop_after: Vec<ValueId>,
+    /// For an interpreted `nn.vjp` that has siblings (the same forward op and cotangents, another
+    /// `wrt`): the rule runs once for all of them.
+    share: Option<Share>,
+}
+
+/// An interpreted `nn.vjp`'s place among its siblings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Share {
+    /// The siblings' group.
+    group: usize,
+    /// The operand whose cotangent this one is.
+    wrt: usize,
+    /// Whether no later sibling follows (the group's values are dropped after this one).
+    last: bool,
 }
 
 /// A step function lowered for one binding of its symbols (see the module doc).
@@ -124,6 +138,39 @@ pub struct StepPlan {
     bindings: HashMap<String, u64>,
     /// The ops in order.
     launches: Vec<Launch>,
+    /// How many groups of sibling `nn.vjp` ops share a rule.
+    groups: usize,
+}
+
+/// Groups the interpreted `nn.vjp` launches that differ only in `wrt` (see `Share`).
+fn share_vjp_rules(f: &Function, launches: &mut [Launch]) {
+    let mut groups: HashMap<(Vec<ValueId>, String), Vec<usize>> = HashMap::new();
+    for (i, l) in launches.iter().enumerate() {
+        let op = f.op(l.op);
+        if op.kind != OpKind::Vjp || l.kernel != Kernel::Interpreted {
+            continue;
+        }
+        let mut attrs = op.attrs.clone();
+        attrs.0.remove("wrt");
+        groups
+            .entry((op.operands.clone(), format!("{attrs:?}")))
+            .or_default()
+            .push(i);
+    }
+    let mut members: Vec<Vec<usize>> = groups.into_values().filter(|m| m.len() > 1).collect();
+    members.sort();
+    for (group, m) in members.iter().enumerate() {
+        for (k, &i) in m.iter().enumerate() {
+            let wrt = usize::try_from(f.op(launches[i].op).attrs.int_or("wrt", -1));
+            if let Ok(wrt) = wrt {
+                launches[i].share = Some(Share {
+                    group,
+                    wrt,
+                    last: k + 1 == m.len(),
+                });
+            }
+        }
+    }
 }
 
 /// How many ops of a plan run natively and how many through their `eval`, by op name.
@@ -229,12 +276,20 @@ impl StepPlan {
                 shapes,
                 elems: op.results.iter().map(|&r| f.ty(r).elem).collect(),
                 drop_after,
+                share: None,
             });
         }
+        share_vjp_rules(f, &mut launches);
+        let groups = launches
+            .iter()
+            .filter_map(|l| l.share.map(|s| s.group + 1))
+            .max()
+            .unwrap_or(0);
         Ok(StepPlan {
             function: f.clone(),
             bindings,
             launches,
+            groups,
         })
     }
 
@@ -345,6 +400,8 @@ impl StepPlan {
         for (&arg, t) in f.args.iter().zip(inputs) {
             env[arg.index()] = Some(t.clone());
         }
+        // Each group's cotangents, from its first member to its last.
+        let mut shared: Vec<Vec<Option<Tensor>>> = vec![Vec::new(); self.groups];
         for l in &self.launches {
             if frozen.is_some_and(|fz| fz.skips(l.op)) {
                 continue;
@@ -371,21 +428,40 @@ impl StepPlan {
                             .ok_or_else(|| fail("an operand has no value".into()))
                     })
                     .collect::<Result<_, _>>()?;
-                match &l.kernel {
-                    Kernel::Native(k) => {
+                let cx = EvalCtx {
+                    inputs: &operands,
+                    attrs: &op.attrs,
+                    result_shapes: &l.shapes,
+                    result_elems: &l.elems,
+                    weights,
+                };
+                match (&l.kernel, l.share) {
+                    (Kernel::Interpreted, Some(share)) => {
+                        let slot = shared
+                            .get_mut(share.group)
+                            .ok_or_else(|| fail("internal: no such group".into()))?;
+                        if slot.is_empty() {
+                            *slot = bitnet_ir::ops::vjp::eval_all(&cx)
+                                .map_err(&fail)?
+                                .into_iter()
+                                .map(Some)
+                                .collect();
+                        }
+                        // Taken once; a second op with the same `wrt` runs the rule again.
+                        let mine = slot.get_mut(share.wrt).and_then(Option::take);
+                        if share.last {
+                            slot.clear();
+                        }
+                        match mine {
+                            Some(t) => vec![t],
+                            None => op.kind.eval(&cx).map_err(&fail)?,
+                        }
+                    }
+                    (Kernel::Native(k), _) => {
                         let shape = l.shapes.first().map_or(&[][..], Vec::as_slice);
                         vec![k.run(&operands, shape).map_err(&fail)?]
                     }
-                    Kernel::Interpreted => op
-                        .kind
-                        .eval(&EvalCtx {
-                            inputs: &operands,
-                            attrs: &op.attrs,
-                            result_shapes: &l.shapes,
-                            result_elems: &l.elems,
-                            weights,
-                        })
-                        .map_err(&fail)?,
+                    (Kernel::Interpreted, None) => op.kind.eval(&cx).map_err(&fail)?,
                 }
             };
             if outs.len() != op.results.len() {
@@ -493,9 +569,10 @@ mod tests {
     use bitnet_ir::weights::MemoryWeights;
 
     /// A small step: a quantizer chain, a matmul with a weight, a broadcast subtraction, the
-    /// reductions, and the cotangents of matmul, mul and transpose.
+    /// reductions, the cotangents of matmul, mul and transpose, and two interpreted siblings (the
+    /// cotangents of one division) that share their rule.
     const STEP: &str = r#"
-func @step[T<=8](%x: tensor<Tx4xf32>, %g: tensor<Tx3xf32>) -> (tensor<Tx3xf32>, tensor<3x4xf32>, tensor<Tx4xf32>, tensor<f32>) {
+func @step[T<=8](%x: tensor<Tx4xf32>, %g: tensor<Tx3xf32>) -> (tensor<Tx3xf32>, tensor<3x4xf32>, tensor<Tx4xf32>, tensor<f32>, tensor<Tx1xf32>, tensor<f32>) {
   %w = nn.weight {name = "w"} : tensor<3x4xf32>
   %wt = nn.transpose %w {perm = [1, 0]} : tensor<4x3xf32>
   %a = nn.abs %x : tensor<Tx4xf32>
@@ -514,7 +591,9 @@ func @step[T<=8](%x: tensor<Tx4xf32>, %g: tensor<Tx3xf32>) -> (tensor<Tx3xf32>, 
   %gs = nn.vjp %x, %s, %q, %gr {cotangents = [0], of = "nn.mul", wrt = 1} : tensor<Tx1xf32>
   %gx = nn.vjp %x, %s, %q, %gr {cotangents = [0], of = "nn.mul", wrt = 0} : tensor<Tx4xf32>
   %mean = nn.reduce_mean %gs {keepdims = false} : tensor<f32>
-  return %e, %gw, %gx, %mean
+  %gc = nn.vjp %k, %c, %s, %gs {cotangents = [0], of = "nn.div", wrt = 1} : tensor<Tx1xf32>
+  %gk = nn.vjp %k, %c, %s, %gs {cotangents = [0], of = "nn.div", wrt = 0} : tensor<f32>
+  return %e, %gw, %gx, %mean, %gc, %gk
 }
 "#;
 
@@ -552,9 +631,14 @@ func @step[T<=8](%x: tensor<Tx4xf32>, %g: tensor<Tx3xf32>) -> (tensor<Tx3xf32>, 
         let coverage = plan.coverage();
         assert_eq!(
             coverage.interpreted,
-            vec![("nn.constant".to_string(), 1), ("nn.weight".to_string(), 1)]
+            vec![
+                ("nn.constant".to_string(), 1),
+                ("nn.vjp(nn.div)".to_string(), 2),
+                ("nn.weight".to_string(), 1)
+            ]
         );
-        assert_eq!(coverage.native, f.ops.len() - 2);
+        assert_eq!(coverage.native, f.ops.len() - 4);
+        assert_eq!(plan.groups, 1, "the division's cotangents share a rule");
         let want = bitnet_ir::interp::run_function(&f, &inputs(5), &w).unwrap();
         let frozen = plan.freeze(&w).unwrap();
         for fz in [None, Some(&frozen)] {
