@@ -14,6 +14,23 @@ use bitnet_ir::attr::Attrs;
 /// The most dimensions a broadcast kernel handles (more: the op's `eval`).
 const RANK: usize = 4;
 
+/// Each value rounded half to even: with SSE4.1's rounding instruction where the CPU has it (the
+/// portable form calls the C library per element).
+fn round_ties_even(x: &[f32]) -> Vec<f32> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("sse4.1") {
+        // SAFETY: the CPU has SSE4.1, the only feature `round_sse41` is compiled for.
+        return unsafe { round_sse41(x) };
+    }
+    x.iter().map(|v| v.round_ties_even()).collect()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.1")]
+unsafe fn round_sse41(x: &[f32]) -> Vec<f32> {
+    x.iter().map(|v| v.round_ties_even()).collect()
+}
+
 /// What a unary kernel computes.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum UnaryOp {
@@ -50,7 +67,7 @@ impl Unary {
     pub fn run(&self, x: &[f32]) -> Result<Vec<f32>, String> {
         Ok(match self.0 {
             UnaryOp::Abs => x.iter().map(|v| v.abs()).collect(),
-            UnaryOp::Round => x.iter().map(|v| v.round_ties_even()).collect(),
+            UnaryOp::Round => round_ties_even(x),
             UnaryOp::Neg => x.iter().map(|v| -v).collect(),
             UnaryOp::Relu2 => x
                 .iter()
@@ -142,6 +159,24 @@ impl Broadcast {
         })
     }
 
+    /// Calls `row(i, j)` for every row of the output (all axes but the last) in order, with the
+    /// offsets of its first element in this operand (`i`) and in `other` (`j`), which broadcasts
+    /// to the same output.
+    #[inline(always)]
+    fn for_each_row(&self, other: &Broadcast, mut row: impl FnMut(usize, usize)) {
+        let (d, s, t) = (self.dims, self.strides, other.strides);
+        for i0 in 0..d[0] {
+            for i1 in 0..d[1] {
+                for i2 in 0..d[2] {
+                    row(
+                        i0 * s[0] + i1 * s[1] + i2 * s[2],
+                        i0 * t[0] + i1 * t[1] + i2 * t[2],
+                    );
+                }
+            }
+        }
+    }
+
     /// Calls `each(k, i)` for every output element `k` in row-major order with the operand's
     /// element `i` that it reads.
     #[inline(always)]
@@ -198,14 +233,27 @@ impl Binary {
             let p = x[0];
             return Ok(y.iter().map(|&q| op.apply(p, q)).collect());
         }
-        let mut out = vec![0f32; n];
-        let mut ia = Vec::with_capacity(n);
-        self.a.for_each(|_, i| ia.push(i));
-        self.b.for_each(|k, j| {
-            if let (Some(o), Some(&i)) = (out.get_mut(k), ia.get(k)) {
-                *o = op.apply(x[i], y[j]);
+        // Row by row: the last axis of each operand is contiguous or broadcast.
+        let mut out = Vec::with_capacity(n);
+        let (sa, sb) = (self.a.strides[RANK - 1], self.b.strides[RANK - 1]);
+        let cols = self.a.dims[RANK - 1];
+        self.a.for_each_row(&self.b, |i, j| {
+            let (Some(xr), Some(yr)) = (
+                x.get(i..i + cols * sa.min(1)),
+                y.get(j..j + cols * sb.min(1)),
+            ) else {
+                return;
+            };
+            match (xr, yr) {
+                ([], []) => out.extend(std::iter::repeat_n(op.apply(x[i], y[j]), cols)),
+                ([], _) => out.extend(yr.iter().map(|&q| op.apply(x[i], q))),
+                (_, []) => out.extend(xr.iter().map(|&p| op.apply(p, y[j]))),
+                _ => out.extend(xr.iter().zip(yr).map(|(&p, &q)| op.apply(p, q))),
             }
         });
+        if out.len() != n {
+            return Err("internal: a broadcast operand is shorter than its shape".into());
+        }
         Ok(out)
     }
 }

@@ -54,14 +54,27 @@ impl MatmulGrad {
         (wrt < 2).then_some(MatmulGrad { wrt, m, k, n })
     }
 
-    /// `g·bᵀ` (operand 0) or `aᵀ·g` (operand 1), from the operands and the result's cotangent `g`.
-    pub fn run(&self, a: &[f32], b: &[f32], g: &[f32]) -> Result<Vec<f32>, String> {
+    /// `g·bᵀ` (operand 0) or `aᵀ·g` (operand 1), from the operands and the result's cotangent `g`;
+    /// `bt`, when given, is `bᵀ` already (`[n, k]`).
+    pub fn run(
+        &self,
+        a: &[f32],
+        b: &[f32],
+        g: &[f32],
+        bt: Option<&[f32]>,
+    ) -> Result<Vec<f32>, String> {
         let MatmulGrad { wrt, m, k, n } = *self;
         check(a, m * k, "the left operand")?;
         check(b, k * n, "the right operand")?;
         check(g, m * n, "the cotangent")?;
         let sums = if wrt == 0 {
-            gemm(g, &transposed(b, k, n), m, n, k)
+            match bt {
+                Some(bt) => {
+                    check(bt, n * k, "the right operand's transpose")?;
+                    gemm(g, bt, m, n, k)
+                }
+                None => gemm(g, &transposed(b, k, n), m, n, k),
+            }
         } else {
             gemm(&transposed(a, m, k), g, k, m, n)
         };
@@ -259,10 +272,11 @@ mod tests {
                 })
                 .unwrap();
             for (wrt, want) in rule.iter().enumerate() {
-                let got = MatmulGrad::lower(wrt, &a.shape, &b.shape)
-                    .unwrap()
-                    .run(&af, &bf, &gf)
-                    .unwrap();
+                let kernel = MatmulGrad::lower(wrt, &a.shape, &b.shape).unwrap();
+                let got = kernel.run(&af, &bf, &gf, None).unwrap();
+                let bt = transposed(&bf, k, n);
+                let given = kernel.run(&af, &bf, &gf, Some(&bt)).unwrap();
+                assert_eq!(bits(&given), bits(&got), "{m}x{k}x{n} wrt {wrt}, bᵀ given");
                 let want: Vec<f32> = want.as_ref().unwrap().iter().map(|&v| v as f32).collect();
                 assert_eq!(bits(&got), bits(&want), "{m}x{k}x{n} wrt {wrt}");
             }

@@ -69,7 +69,13 @@ enum Native {
 
 impl Native {
     /// Runs the kernel on `inputs` (the op's operands), giving its one result, of shape `shape`.
-    fn run(&self, inputs: &[&Tensor], shape: &[usize]) -> Result<Tensor, String> {
+    /// `extra` is the launch's extra operand (`Launch::extra`), when it has a value.
+    fn run(
+        &self,
+        inputs: &[&Tensor],
+        extra: Option<&Tensor>,
+        shape: &[usize],
+    ) -> Result<Tensor, String> {
         let f = |i: usize| -> Result<&[f32], String> {
             match inputs.get(i).map(|t| &t.data) {
                 Some(Data::F32(v)) => Ok(v.as_slice()),
@@ -83,7 +89,13 @@ impl Native {
             Native::BinaryGrad(k) => k.run(f(0)?, f(1)?, f(3)?),
             Native::Reduce(k) => k.run(f(0)?),
             Native::Matmul(k) => k.run(f(0)?, f(1)?),
-            Native::MatmulGrad(k) => k.run(f(0)?, f(1)?, f(3)?),
+            Native::MatmulGrad(k) => {
+                let bt = match extra.map(|t| &t.data) {
+                    Some(Data::F32(v)) => Some(v.as_slice()),
+                    _ => None,
+                };
+                k.run(f(0)?, f(1)?, f(3)?, bt)
+            }
             Native::Transpose(k) => k.run(f(0)?),
             Native::TransposeGrad(k) => k.run(f(2)?),
         }?;
@@ -113,6 +125,10 @@ struct Launch {
     elems: Vec<ElemType>,
     /// Values no later launch reads (and the function does not return): dropped after this one.
     drop_after: Vec<ValueId>,
+    /// A value the native kernel may read besides the op's operands: for the cotangent of a matmul's
+    /// left operand whose right operand is `nn.transpose(w)` (2-D), `w`, which is that right
+    /// operand transposed (read in place instead of transposed again).
+    extra: Option<ValueId>,
     /// For an interpreted `nn.vjp` that has siblings (the same forward op and cotangents, another
     /// `wrt`): the rule runs once for all of them.
     share: Option<Share>,
@@ -223,9 +239,11 @@ impl StepPlan {
                 .ok_or_else(|| input_err(f, format!("cannot make {} concrete", f.ty(v))))
         };
         let order: Vec<OpId> = f.op_order().collect();
+        let extras: Vec<Option<ValueId>> =
+            order.iter().map(|&id| transposed_source(f, id)).collect();
         let mut last_use: HashMap<ValueId, usize> = HashMap::new();
         for (i, &id) in order.iter().enumerate() {
-            for &v in &f.op(id).operands {
+            for &v in f.op(id).operands.iter().chain(&extras[i]) {
                 last_use.insert(v, i);
             }
         }
@@ -262,9 +280,12 @@ impl StepPlan {
             } else {
                 Kernel::Interpreted
             };
+            let extra =
+                extras[i].filter(|_| matches!(kernel, Kernel::Native(Native::MatmulGrad(_))));
             let mut drop_after: Vec<ValueId> = op
                 .operands
                 .iter()
+                .chain(&extra)
                 .copied()
                 .filter(|v| last_use.get(v) == Some(&i) && !f.returns.contains(v))
                 .collect();
@@ -276,6 +297,7 @@ impl StepPlan {
                 shapes,
                 elems: op.results.iter().map(|&r| f.ty(r).elem).collect(),
                 drop_after,
+                extra,
                 share: None,
             });
         }
@@ -343,7 +365,10 @@ impl StepPlan {
                     })
                     .collect::<Result<_, _>>()?;
                 let shape = shapes.first().map_or(&[][..], Vec::as_slice);
-                k.run(&operands, shape).map_err(fail)?
+                let extra = launch
+                    .and_then(|l| l.extra)
+                    .and_then(|v| env.get(v.index()).and_then(Option::as_ref));
+                k.run(&operands, extra, shape).map_err(fail)?
             };
             if let Some(slot) = env.get_mut(result.index()) {
                 *slot = Some(out);
@@ -459,7 +484,12 @@ impl StepPlan {
                     }
                     (Kernel::Native(k), _) => {
                         let shape = l.shapes.first().map_or(&[][..], Vec::as_slice);
-                        vec![k.run(&operands, shape).map_err(&fail)?]
+                        let extra = l.extra.and_then(|v| {
+                            env[v.index()]
+                                .as_ref()
+                                .or_else(|| frozen.and_then(|fz| fz.value(v)))
+                        });
+                        vec![k.run(&operands, extra, shape).map_err(&fail)?]
                     }
                     (Kernel::Interpreted, None) => op.kind.eval(&cx).map_err(&fail)?,
                 }
@@ -504,6 +534,29 @@ impl StepPlan {
             })
             .collect()
     }
+}
+
+/// For `nn.vjp` of a matmul's left operand whose right operand is the 2-D `nn.transpose` of `w`:
+/// `w` (see `Launch::extra`).
+fn transposed_source(f: &Function, id: OpId) -> Option<ValueId> {
+    let op = f.op(id);
+    if op.kind != OpKind::Vjp
+        || op.attrs.str("of") != Some(OpKind::MatMul.name())
+        || op.attrs.int_or("wrt", -1) != 0
+    {
+        return None;
+    }
+    let b = *op.operands.get(1)?;
+    let ValueDef::OpResult { op: def, .. } = f.value(b).def else {
+        return None;
+    };
+    let t = f.op(def);
+    let w = *t.operands.first()?;
+    (t.kind == OpKind::Transpose
+        && t.attrs.ints("perm") == Some(&[1, 0])
+        && f.ty(w).rank() == 2
+        && f.ty(w).elem == ElemType::F32)
+        .then_some(w)
 }
 
 /// The native kernel for an op with all-f32 operands and results of these shapes, if there is one.
