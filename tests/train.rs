@@ -67,28 +67,41 @@ fn one_training_step_matches_pytorch() {
     );
     t.params = init;
     // Both windows' losses and the mean gradient.
+    // The interpreter's sweep and the compiled step, each against torch.
     let mut total: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut compiled_total: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let compiled_step = t.compile_step().unwrap();
     let windows = step["windows"].as_array().unwrap();
     for (b, w) in windows.iter().enumerate() {
         let ids: Vec<u32> = w.as_array().unwrap().iter().map(|v| u(v) as u32).collect();
         let (loss, grads) = t.gradients(&ids[..seq], &ids[1..]).unwrap();
+        let (compiled_loss, compiled_grads, _) = t
+            .compiled_gradients(&compiled_step, &ids[..seq], &ids[1..], None)
+            .unwrap();
         let want = step["losses"][b].as_f64().unwrap();
-        assert!(
-            rel(loss, want) < 1e-5,
-            "window {b}: loss {loss} vs torch {want}"
-        );
-        for (n, g) in grads {
-            let acc = total.entry(n).or_insert_with(|| vec![0.0; g.len()]);
-            acc.iter_mut()
-                .zip(&g)
-                .for_each(|(a, v)| *a += v / windows.len() as f64);
+        for (engine, l) in [("interpreter", loss), ("compiled", compiled_loss)] {
+            assert!(
+                rel(l, want) < 1e-5,
+                "window {b}: the {engine}'s loss {l} vs torch {want}"
+            );
+        }
+        for (sum, grads) in [(&mut total, grads), (&mut compiled_total, compiled_grads)] {
+            for (n, g) in grads {
+                let acc = sum.entry(n).or_insert_with(|| vec![0.0; g.len()]);
+                acc.iter_mut()
+                    .zip(&g)
+                    .for_each(|(a, v)| *a += v / windows.len() as f64);
+            }
         }
     }
     // Gradients, element by element, relative to each tensor's largest.
     let torch_grads = f32_tensors(&dir.join("grads.safetensors")).unwrap();
     let mut worst = 0f64;
-    for (n, tg) in &torch_grads {
-        let ours = &total[n];
+    for ((engine, grads), (n, tg)) in [("interpreter", &total), ("compiled", &compiled_total)]
+        .into_iter()
+        .flat_map(|e| torch_grads.iter().map(move |t| (e, t)))
+    {
+        let ours = &grads[n];
         let tg = tg.data.to_f64();
         let scale = tg.iter().fold(1e-12f64, |m, v| m.max(v.abs()));
         let err = ours
@@ -98,11 +111,14 @@ fn one_training_step_matches_pytorch() {
         worst = worst.max(err);
         assert!(
             err < 1e-4,
-            "{n}: gradient differs from torch's by {err} of its largest"
+            "{engine}: {n}: gradient differs from torch's by {err} of its largest"
         );
         let norm = ours.iter().map(|v| v * v).sum::<f64>().sqrt();
         let want = step["grad_norms"][n].as_f64().unwrap();
-        assert!(rel(norm, want) < 1e-4, "{n}: |g| {norm} vs torch {want}");
+        assert!(
+            rel(norm, want) < 1e-4,
+            "{engine}: {n}: |g| {norm} vs torch {want}"
+        );
     }
     eprintln!("largest gradient difference: {worst:.2e} of the tensor's largest element");
     // Checkpointing per block recomputes instead of storing: the same gradients bit for bit, with
@@ -180,9 +196,10 @@ fn one_training_step_matches_pytorch() {
     let compiled = t.compile_step().unwrap();
     let frozen = t.freeze_compiled(&compiled).unwrap();
     for fz in [None, Some(&frozen)] {
-        let (l, g) = t
+        let (l, g, held) = t
             .compiled_gradients(&compiled, &ids[..seq], &ids[1..], fz)
             .unwrap();
+        assert!(held > 0, "the compiled step measures what it holds");
         assert_eq!(l.to_bits(), want_loss.to_bits(), "compiled loss");
         assert_eq!(g, want, "compiled gradients (frozen: {})", fz.is_some());
     }
@@ -484,11 +501,19 @@ fn the_compiled_engine_trains_and_resumes_bit_for_bit() {
             "{file} differs between the uninterrupted and the resumed compiled run"
         );
     }
-    // The default is the interpreter, and the checkpoint says so.
-    let interpreted = temp("interpreted");
-    let o = train(&interpreted, 12, &["--threads", "2"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(state(&interpreted)["options"]["engine"], "interpreter");
+    // The compiled step is the default; the interpreter is chosen by name, or by checkpointing per
+    // block, which only it does. The checkpoint says which.
+    for (extra, engine) in [
+        (&[][..], "compiled"),
+        (&["--engine", "interpreter"][..], "interpreter"),
+        (&["--checkpoint-blocks"][..], "interpreter"),
+    ] {
+        let d = temp("default-engine");
+        let o = train(&d, 2, extra);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(state(&d)["options"]["engine"], engine, "{extra:?}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
     // Checkpointing per block is the interpreter's alone, for now: refused, not ignored.
     let refused = temp("compiled-blocks");
     let o = train(
@@ -502,7 +527,7 @@ fn the_compiled_engine_trains_and_resumes_bit_for_bit() {
         "{err}"
     );
     assert!(!refused.exists());
-    for d in [full, resumed, interpreted] {
+    for d in [full, resumed] {
         std::fs::remove_dir_all(d).unwrap();
     }
 }

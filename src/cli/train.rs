@@ -84,11 +84,12 @@ pub struct TrainArgs {
     /// do not depend on it.
     #[arg(long, value_parser = super::flags::threads)]
     pub threads: Option<usize>,
-    /// How a step computes its gradients: `interpreter` (the reverse sweep, in f64) or `compiled`
-    /// (the step function with f32 cotangents, lowered for the CPU; not with --checkpoint-blocks).
-    /// A checkpoint records it, and a resumed run uses it again.
-    #[arg(long, conflicts_with = "resume", default_value = "interpreter", value_parser = ["interpreter", "compiled"])]
-    pub engine: String,
+    /// How a step computes its gradients: `compiled` (the step function with f32 cotangents,
+    /// lowered for the CPU; the default) or `interpreter` (the reverse sweep in f64, the reference;
+    /// the default with --checkpoint-blocks, which only it does). A checkpoint records it, and a
+    /// resumed run uses it again.
+    #[arg(long, conflicts_with = "resume", value_parser = ["interpreter", "compiled"])]
+    pub engine: Option<String>,
     /// Write a checkpoint every K steps (0: only at the end).
     #[arg(long, default_value_t = 0)]
     pub checkpoint_every: u64,
@@ -283,10 +284,11 @@ pub fn run(args: &TrainArgs, audit: &mut serde_json::Value) -> Result<ExitCode> 
                 seed: args.seed,
                 eval_windows: args.eval_windows,
                 checkpoint_blocks: args.checkpoint_blocks,
-                engine: if args.engine == "compiled" {
-                    Engine::Compiled
-                } else {
-                    Engine::Interpreter
+                engine: match args.engine.as_deref() {
+                    Some("interpreter") => Engine::Interpreter,
+                    Some(_) => Engine::Compiled,
+                    None if args.checkpoint_blocks => Engine::Interpreter,
+                    None => Engine::Compiled,
                 },
             };
             let trainer = match params {
@@ -382,19 +384,19 @@ pub fn run(args: &TrainArgs, audit: &mut serde_json::Value) -> Result<ExitCode> 
     publish(&last, &args.output)?;
     let heldout = trainer.history.heldout.last().map_or(f64::NAN, |h| h.1);
     let rate = tokens as f64 / secs.max(1e-9);
-    // The compiled step does not measure the values it holds.
-    let held = match o.engine {
-        Engine::Compiled => "; the compiled step".to_string(),
-        Engine::Interpreter => format!(
-            "; forward values held at most {:.1} MiB per sequence{}",
-            peak_bytes as f64 / (1u64 << 20) as f64,
-            if o.checkpoint_blocks {
-                " (checkpointed per block)"
-            } else {
-                ""
-            }
-        ),
-    };
+    let held = format!(
+        "; {} held at most {:.1} MiB per sequence{}",
+        match o.engine {
+            Engine::Compiled => "the compiled step's values",
+            Engine::Interpreter => "forward values",
+        },
+        peak_bytes as f64 / (1u64 << 20) as f64,
+        if o.checkpoint_blocks {
+            " (checkpointed per block)"
+        } else {
+            ""
+        }
+    );
     println!(
         "trained {} steps ({}..{}) in {secs:.1} s, {rate:.0} tokens/s: loss {last_loss:.4}, held-out {heldout:.4} \
          (unigram baseline {unigram:.4}){held}; wrote {}",

@@ -76,7 +76,9 @@ pub struct StepReport {
     pub lr: f64,
     /// Tokens predicted in the step.
     pub tokens: usize,
-    /// The most bytes of forward values one sequence's sweep held at once.
+    /// The most bytes of values one sequence held at once: its forward values for the interpreter's
+    /// sweep; every value the compiled step computed, cotangents included, for `Engine::Compiled`
+    /// (not the weight-only values, which the windows share).
     pub peak_value_bytes: u64,
 }
 
@@ -119,6 +121,9 @@ impl CompiledStep {
         &self.plan
     }
 }
+
+/// One window's loss, each parameter's gradient by name, and the most bytes of values it held.
+pub type WindowGradients = (f64, BTreeMap<String, Vec<f64>>, u64);
 
 /// A run in progress.
 pub struct Trainer {
@@ -410,18 +415,18 @@ impl Trainer {
     }
 
     /// One window's loss and gradients through the compiled step, with `frozen` from
-    /// `freeze_compiled` when given.
+    /// `freeze_compiled` when given, and the most bytes of values the window held at once.
     pub fn compiled_gradients(
         &self,
         step: &CompiledStep,
         tokens: &[u32],
         targets: &[u32],
         frozen: Option<&Frozen>,
-    ) -> Result<(f64, BTreeMap<String, Vec<f64>>), TrainError> {
+    ) -> Result<WindowGradients, TrainError> {
         let inputs = step_inputs(&self.spec.config, tokens, targets)?;
-        let out = step
+        let (out, peak) = step
             .plan
-            .run(&inputs, frozen, &ParamStore(&self.params))
+            .run_measured(&inputs, frozen, &ParamStore(&self.params))
             .map_err(|e| TrainError::Graph(format!("the compiled training step: {e}")))?;
         let value = |i: usize| {
             out.get(i)
@@ -434,7 +439,7 @@ impl Trainer {
             .iter()
             .map(|(n, i)| Ok((n.clone(), value(*i)?)))
             .collect::<Result<_, TrainError>>()?;
-        Ok((loss, grads))
+        Ok((loss, grads, peak))
     }
 
     /// The loss of one window (forward only), from `frozen`'s weight-only values when given.
@@ -488,7 +493,7 @@ impl Trainer {
         let windows: Vec<(Vec<u32>, Vec<u32>)> = (0..batch)
             .map(|_| corpus.sample(seq, &mut self.rng))
             .collect();
-        let results: Vec<(f64, BTreeMap<String, Vec<f64>>, u64)> = match self.options.engine {
+        let results: Vec<WindowGradients> = match self.options.engine {
             Engine::Interpreter => {
                 let frozen = self.freeze()?;
                 self.each_window(&windows, |t, x, y| {
@@ -507,7 +512,6 @@ impl Trainer {
                 let frozen = self.freeze_compiled(step)?;
                 self.each_window(&windows, |t, x, y| {
                     t.compiled_gradients(step, x, y, Some(&frozen))
-                        .map(|(l, g)| (l, g, 0))
                 })?
             }
         };

@@ -410,6 +410,18 @@ impl StepPlan {
         frozen: Option<&Frozen>,
         weights: &dyn WeightStore,
     ) -> Result<Vec<Tensor>, BackendError> {
+        self.run_measured(inputs, frozen, weights).map(|(r, _)| r)
+    }
+
+    /// `run`, and the most bytes of values the run held at once: its arguments, the values it
+    /// computed (forward values and cotangents) until their last use, and the rules' results shared
+    /// between sibling `nn.vjp` ops; not the `frozen` values, which every run shares.
+    pub fn run_measured(
+        &self,
+        inputs: &[Tensor],
+        frozen: Option<&Frozen>,
+        weights: &dyn WeightStore,
+    ) -> Result<(Vec<Tensor>, u64), BackendError> {
         let f = &self.function;
         let given = bind_symbols(f, inputs).map_err(|e| input_err(f, e.to_string()))?;
         if given != self.bindings {
@@ -427,6 +439,9 @@ impl StepPlan {
         }
         // Each group's cotangents, from its first member to its last.
         let mut shared: Vec<Vec<Option<Tensor>>> = vec![Vec::new(); self.groups];
+        let bytes = |t: &Tensor| t.data.le_byte_len() as u64;
+        let mut live: u64 = env.iter().flatten().map(bytes).sum();
+        let mut peak = live;
         for l in &self.launches {
             if frozen.is_some_and(|fz| fz.skips(l.op)) {
                 continue;
@@ -471,10 +486,16 @@ impl StepPlan {
                                 .into_iter()
                                 .map(Some)
                                 .collect();
+                            live += slot.iter().flatten().map(bytes).sum::<u64>();
                         }
                         // Taken once; a second op with the same `wrt` runs the rule again.
                         let mine = slot.get_mut(share.wrt).and_then(Option::take);
+                        if let Some(t) = &mine {
+                            live = live.saturating_sub(bytes(t));
+                        }
                         if share.last {
+                            live =
+                                live.saturating_sub(slot.iter().flatten().map(bytes).sum::<u64>());
                             slot.clear();
                         }
                         match mine {
@@ -514,13 +535,20 @@ impl StepPlan {
                         f.ty(*r)
                     )));
                 }
-                env[r.index()] = Some(t);
+                live += bytes(&t);
+                if let Some(old) = env[r.index()].replace(t) {
+                    live = live.saturating_sub(bytes(&old));
+                }
             }
+            peak = peak.max(live);
             for v in &l.drop_after {
-                env[v.index()] = None;
+                if let Some(old) = env[v.index()].take() {
+                    live = live.saturating_sub(bytes(&old));
+                }
             }
         }
-        f.returns
+        let results = f
+            .returns
             .iter()
             .map(|v| {
                 env[v.index()]
@@ -532,7 +560,8 @@ impl StepPlan {
                     })
                     .ok_or_else(|| input_err(f, "a returned value has no value".into()))
             })
-            .collect()
+            .collect::<Result<_, _>>()?;
+        Ok((results, peak))
     }
 }
 
