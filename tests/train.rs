@@ -219,6 +219,30 @@ fn one_training_step_matches_pytorch() {
         t.loss(&ids[..seq], &ids[1..], None).unwrap().to_bits(),
         "the compiled forward's loss"
     );
+    // Checkpointed per block, the compiled step recomputes each block before its backward ops:
+    // the same bits, fewer bytes held at once.
+    let (_, _, held) = t
+        .compiled_gradients(&compiled, &ids[..seq], &ids[1..], Some(&frozen))
+        .unwrap();
+    t.options.checkpoint_blocks = true;
+    let checkpointed = t.compile_step().unwrap();
+    t.options.checkpoint_blocks = false;
+    let cf = t.freeze_compiled(&checkpointed).unwrap();
+    for fz in [None, Some(&cf)] {
+        let (l, g, held_checkpointed) = t
+            .compiled_gradients(&checkpointed, &ids[..seq], &ids[1..], fz)
+            .unwrap();
+        assert_eq!(
+            l.to_bits(),
+            want_loss.to_bits(),
+            "checkpointed compiled loss"
+        );
+        assert_eq!(g, want, "checkpointed compiled gradients");
+        if fz.is_some() {
+            eprintln!("the compiled step held {held} bytes, checkpointed {held_checkpointed}");
+            assert!(held_checkpointed < held, "{held_checkpointed} >= {held}");
+        }
+    }
     let coverage = compiled.plan().coverage();
     eprintln!(
         "the compiled step: {} ops native, interpreted: {:?}",
@@ -501,12 +525,15 @@ fn the_compiled_engine_trains_and_resumes_bit_for_bit() {
             "{file} differs between the uninterrupted and the resumed compiled run"
         );
     }
-    // The compiled step is the default; the interpreter is chosen by name, or by checkpointing per
-    // block, which only it does. The checkpoint says which.
+    // The compiled step is the default; the interpreter is chosen by name. The checkpoint says
+    // which.
     for (extra, engine) in [
         (&[][..], "compiled"),
         (&["--engine", "interpreter"][..], "interpreter"),
-        (&["--checkpoint-blocks"][..], "interpreter"),
+        (
+            &["--engine", "interpreter", "--checkpoint-blocks"][..],
+            "interpreter",
+        ),
     ] {
         let d = temp("default-engine");
         let o = train(&d, 2, extra);
@@ -514,19 +541,26 @@ fn the_compiled_engine_trains_and_resumes_bit_for_bit() {
         assert_eq!(state(&d)["options"]["engine"], engine, "{extra:?}");
         std::fs::remove_dir_all(&d).unwrap();
     }
-    // Checkpointing per block is the interpreter's alone, for now: refused, not ignored.
-    let refused = temp("compiled-blocks");
+    // Checkpointed per block, the compiled step trains to the same bytes.
+    let blocks = temp("compiled-blocks");
     let o = train(
-        &refused,
-        2,
-        &["--engine", "compiled", "--checkpoint-blocks"],
+        &blocks,
+        12,
+        &[
+            "--engine",
+            "compiled",
+            "--checkpoint-blocks",
+            "--threads",
+            "2",
+        ],
     );
-    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(
-        !o.status.success() && err.contains("--engine compiled"),
-        "{err}"
+        std::fs::read(full.join("model.safetensors")).unwrap()
+            == std::fs::read(blocks.join("model.safetensors")).unwrap(),
+        "checkpointing per block changed the compiled run's weights"
     );
-    assert!(!refused.exists());
+    std::fs::remove_dir_all(&blocks).unwrap();
     for d in [full, resumed] {
         std::fs::remove_dir_all(d).unwrap();
     }

@@ -85,9 +85,8 @@ pub struct TrainArgs {
     #[arg(long, value_parser = super::flags::threads)]
     pub threads: Option<usize>,
     /// How a step computes its gradients: `compiled` (the step function with f32 cotangents,
-    /// lowered for the CPU; the default) or `interpreter` (the reverse sweep in f64, the reference;
-    /// the default with --checkpoint-blocks, which only it does). A checkpoint records it, and a
-    /// resumed run uses it again.
+    /// lowered for the CPU; the default) or `interpreter` (the reverse sweep in f64, the
+    /// reference). A checkpoint records it, and a resumed run uses it again.
     #[arg(long, conflicts_with = "resume", value_parser = ["interpreter", "compiled"])]
     pub engine: Option<String>,
     /// Write a checkpoint every K steps (0: only at the end).
@@ -286,9 +285,7 @@ pub fn run(args: &TrainArgs, audit: &mut serde_json::Value) -> Result<ExitCode> 
                 checkpoint_blocks: args.checkpoint_blocks,
                 engine: match args.engine.as_deref() {
                     Some("interpreter") => Engine::Interpreter,
-                    Some(_) => Engine::Compiled,
-                    None if args.checkpoint_blocks => Engine::Interpreter,
-                    None => Engine::Compiled,
+                    _ => Engine::Compiled,
                 },
             };
             let trainer = match params {

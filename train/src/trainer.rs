@@ -125,6 +125,19 @@ impl CompiledStep {
 /// One window's loss, each parameter's gradient by name, and the most bytes of values it held.
 pub type WindowGradients = (f64, BTreeMap<String, Vec<f64>>, u64);
 
+/// The residual stream after each decoder block (the values named `h.N`): where checkpointing cuts.
+fn block_outputs(f: &Function) -> Vec<bitnet_ir::ValueId> {
+    (0..f.values.len())
+        .map(|i| bitnet_ir::ValueId(i as u32))
+        .filter(|&v| {
+            f.value(v).name.as_deref().is_some_and(|n| {
+                n.strip_prefix("h.")
+                    .is_some_and(|l| l.parse::<u64>().is_ok())
+            })
+        })
+        .collect()
+}
+
 /// A run in progress.
 pub struct Trainer {
     /// The model's sizes.
@@ -162,11 +175,6 @@ fn check_options(model: &ModelShape, o: &TrainOptions) -> Result<(), TrainError>
             "--seq {} must be between 1 and the model's {} positions",
             o.seq, model.max_positions
         )));
-    }
-    if o.engine == Engine::Compiled && o.checkpoint_blocks {
-        return Err(TrainError::Options(
-            "--engine compiled does not checkpoint per block yet: drop --checkpoint-blocks or use --engine interpreter".into(),
-        ));
     }
     if o.batch == 0 {
         return Err(TrainError::Options("--batch must be at least 1".into()));
@@ -266,15 +274,7 @@ impl Trainer {
         sampler: Option<(Rng, History)>,
     ) -> Result<Trainer, TrainError> {
         let function = training_function(&spec)?;
-        let block_outputs = (0..function.values.len())
-            .map(|i| bitnet_ir::ValueId(i as u32))
-            .filter(|&v| {
-                function.value(v).name.as_deref().is_some_and(|n| {
-                    n.strip_prefix("h.")
-                        .is_some_and(|l| l.parse::<u64>().is_ok())
-                })
-            })
-            .collect();
+        let block_outputs = block_outputs(&function);
         let moments = moments.unwrap_or_else(|| {
             params
                 .iter()
@@ -399,8 +399,18 @@ impl Trainer {
     pub fn compile_step(&self) -> Result<CompiledStep, TrainError> {
         let step = self.step_function(ElemType::F32)?;
         let seq = self.options.seq as u64;
-        let plan = bitnet_backends::cpu::step::StepPlan::new(&step.function, &[("T", seq)])
-            .map_err(|e| TrainError::Graph(format!("compiling the training step: {e}")))?;
+        // With checkpointing, the step function's own block outputs (the same names).
+        let boundaries: Vec<bitnet_ir::ValueId> = if self.options.checkpoint_blocks {
+            block_outputs(&step.function)
+        } else {
+            Vec::new()
+        };
+        let plan = bitnet_backends::cpu::step::StepPlan::checkpointed(
+            &step.function,
+            &[("T", seq)],
+            &boundaries,
+        )
+        .map_err(|e| TrainError::Graph(format!("compiling the training step: {e}")))?;
         Ok(CompiledStep {
             plan,
             weights: step.weights.into_iter().collect(),

@@ -20,6 +20,7 @@
 //! cotangents), `reduce` (max and mean), `matmul` (the product and both cotangents), `transpose`
 //! (2-D, and its cotangent).
 
+mod checkpoint;
 mod elementwise;
 mod matmul;
 mod reduce;
@@ -129,6 +130,8 @@ struct Launch {
     /// left operand whose right operand is `nn.transpose(w)` (2-D), `w`, which is that right
     /// operand transposed (read in place instead of transposed again).
     extra: Option<ValueId>,
+    /// Whether this runs a forward op again (gradient checkpointing, `checkpoint.rs`).
+    recompute: bool,
     /// For an interpreted `nn.vjp` that has siblings (the same forward op and cotangents, another
     /// `wrt`): the rule runs once for all of them.
     share: Option<Share>,
@@ -205,6 +208,18 @@ fn input_err(f: &Function, message: String) -> BackendError {
 impl StepPlan {
     /// Lowers `f` for the symbol values `symbols` (each symbol of `f` bound, within its bound).
     pub fn new(f: &Function, symbols: &[(&str, u64)]) -> Result<StepPlan, BackendError> {
+        StepPlan::checkpointed(f, symbols, &[])
+    }
+
+    /// `new`, with gradient checkpointing at `boundaries` (values of the forward ops, such as each
+    /// decoder block's output): only the values a later segment or the backward pass reads across
+    /// them are kept from the forward pass, and each segment but the last runs again before the
+    /// backward pass first reads it (`checkpoint.rs`). The same results, bit for bit.
+    pub fn checkpointed(
+        f: &Function,
+        symbols: &[(&str, u64)],
+        boundaries: &[ValueId],
+    ) -> Result<StepPlan, BackendError> {
         let diags = verify_function(f);
         if let Some(d) = diags.first() {
             return Err(input_err(f, format!("does not verify: {}", d.message)));
@@ -238,17 +253,40 @@ impl StepPlan {
                 .collect::<Option<Vec<usize>>>()
                 .ok_or_else(|| input_err(f, format!("cannot make {} concrete", f.ty(v))))
         };
-        let order: Vec<OpId> = f.op_order().collect();
-        let extras: Vec<Option<ValueId>> =
-            order.iter().map(|&id| transposed_source(f, id)).collect();
-        let mut last_use: HashMap<ValueId, usize> = HashMap::new();
-        for (i, &id) in order.iter().enumerate() {
-            for &v in f.op(id).operands.iter().chain(&extras[i]) {
-                last_use.insert(v, i);
+        let sequence = checkpoint::schedule(f, boundaries);
+        let extras: Vec<Option<ValueId>> = sequence
+            .iter()
+            .map(|&(id, _)| transposed_source(f, id))
+            .collect();
+        // Each definition of a value (a recomputation defines it again) lives until its last use.
+        let mut current: HashMap<ValueId, usize> = HashMap::new();
+        let mut last_use: HashMap<(ValueId, usize), usize> = HashMap::new();
+        for (&arg, k) in f.args.iter().zip(0..) {
+            current.insert(arg, usize::MAX - k);
+        }
+        for (i, &(id, _)) in sequence.iter().enumerate() {
+            let op = f.op(id);
+            for &v in op.operands.iter().chain(&extras[i]) {
+                if let Some(&def) = current.get(&v) {
+                    last_use.insert((v, def), i);
+                }
+            }
+            for &r in &op.results {
+                current.insert(r, i);
+                last_use.insert((r, i), i);
             }
         }
-        let mut launches = Vec::with_capacity(order.len());
-        for (i, &id) in order.iter().enumerate() {
+        let mut drops: Vec<Vec<ValueId>> = vec![Vec::new(); sequence.len()];
+        for ((v, _), i) in last_use {
+            if !f.returns.contains(&v)
+                && let Some(d) = drops.get_mut(i)
+            {
+                d.push(v);
+            }
+        }
+        let mut kernels: HashMap<OpId, Kernel> = HashMap::new();
+        let mut launches = Vec::with_capacity(sequence.len());
+        for (i, &(id, recompute)) in sequence.iter().enumerate() {
             let op = f.op(id);
             let shapes = op
                 .results
@@ -264,31 +302,32 @@ impl StepPlan {
                     format!("a value of shape {big:?} has more than 2^31 elements"),
                 ));
             }
-            let operand_shapes = op
-                .operands
-                .iter()
-                .map(|&v| shape_of(v))
-                .collect::<Result<Vec<_>, _>>()?;
-            let all_f32 = op
-                .operands
-                .iter()
-                .chain(&op.results)
-                .all(|&v| f.ty(v).elem == ElemType::F32);
-            let kernel = if all_f32 {
-                choose(op.kind, &op.attrs, &operand_shapes, &shapes)
-                    .map_or(Kernel::Interpreted, Kernel::Native)
-            } else {
-                Kernel::Interpreted
+            let kernel = match kernels.get(&id) {
+                Some(k) => k.clone(),
+                None => {
+                    let operand_shapes = op
+                        .operands
+                        .iter()
+                        .map(|&v| shape_of(v))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let all_f32 = op
+                        .operands
+                        .iter()
+                        .chain(&op.results)
+                        .all(|&v| f.ty(v).elem == ElemType::F32);
+                    let k = if all_f32 {
+                        choose(op.kind, &op.attrs, &operand_shapes, &shapes)
+                            .map_or(Kernel::Interpreted, Kernel::Native)
+                    } else {
+                        Kernel::Interpreted
+                    };
+                    kernels.insert(id, k.clone());
+                    k
+                }
             };
             let extra =
                 extras[i].filter(|_| matches!(kernel, Kernel::Native(Native::MatmulGrad(_))));
-            let mut drop_after: Vec<ValueId> = op
-                .operands
-                .iter()
-                .chain(&extra)
-                .copied()
-                .filter(|v| last_use.get(v) == Some(&i) && !f.returns.contains(v))
-                .collect();
+            let mut drop_after = std::mem::take(&mut drops[i]);
             drop_after.sort_by_key(|v| v.index());
             drop_after.dedup();
             launches.push(Launch {
@@ -299,6 +338,7 @@ impl StepPlan {
                 drop_after,
                 extra,
                 share: None,
+                recompute,
             });
         }
         share_vjp_rules(f, &mut launches);
@@ -383,7 +423,7 @@ impl StepPlan {
     pub fn coverage(&self) -> Coverage {
         let mut c = Coverage::default();
         let mut by_name: std::collections::BTreeMap<String, usize> = Default::default();
-        for l in &self.launches {
+        for l in self.launches.iter().filter(|l| !l.recompute) {
             match l.kernel {
                 Kernel::Native(_) => c.native += 1,
                 Kernel::Interpreted => {
@@ -415,7 +455,8 @@ impl StepPlan {
 
     /// `run`, and the most bytes of values the run held at once: its arguments, the values it
     /// computed (forward values and cotangents) until their last use, and the rules' results shared
-    /// between sibling `nn.vjp` ops; not the `frozen` values, which every run shares.
+    /// between sibling `nn.vjp` ops; not the function's results (a step's gradients, which the
+    /// caller keeps) nor the `frozen` values, which every run shares.
     pub fn run_measured(
         &self,
         inputs: &[Tensor],
@@ -535,8 +576,14 @@ impl StepPlan {
                         f.ty(*r)
                     )));
                 }
-                live += bytes(&t);
-                if let Some(old) = env[r.index()].replace(t) {
+                // The function's results (a step's gradients) are the caller's, not counted.
+                let counted = !f.returns.contains(r);
+                if counted {
+                    live += bytes(&t);
+                }
+                if let Some(old) = env[r.index()].replace(t)
+                    && counted
+                {
                     live = live.saturating_sub(bytes(&old));
                 }
             }
@@ -722,6 +769,36 @@ func @step[T<=8](%x: tensor<Tx4xf32>, %g: tensor<Tx3xf32>) -> (tensor<Tx3xf32>, 
         assert_eq!(coverage.native, f.ops.len() - 4);
         assert_eq!(plan.groups, 1, "the division's cotangents share a rule");
         let want = bitnet_ir::interp::run_function(&f, &inputs(5), &w).unwrap();
+        let frozen = plan.freeze(&w).unwrap();
+        for fz in [None, Some(&frozen)] {
+            let got = plan.run(&inputs(5), fz, &w).unwrap();
+            let bytes = |v: &[Tensor]| {
+                v.iter()
+                    .map(|t| (t.shape.clone(), t.data.to_le_bytes()))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(bytes(&got), bytes(&want), "frozen: {}", fz.is_some());
+        }
+    }
+
+    #[test]
+    fn a_checkpointed_plan_gives_the_same_values() {
+        let f = function();
+        let w = weights();
+        let at = |name: &str| {
+            (0..f.values.len())
+                .map(|i| ValueId(i as u32))
+                .find(|&v| f.value(v).name.as_deref() == Some(name))
+                .unwrap()
+        };
+        let want = bitnet_ir::interp::run_function(&f, &inputs(5), &w).unwrap();
+        let plan = StepPlan::checkpointed(&f, &[("T", 5)], &[at("s"), at("y")]).unwrap();
+        let recomputed = plan.launches.iter().filter(|l| l.recompute).count();
+        assert!(recomputed > 0, "nothing is recomputed");
+        assert_eq!(
+            plan.coverage(),
+            StepPlan::new(&f, &[("T", 5)]).unwrap().coverage()
+        );
         let frozen = plan.freeze(&w).unwrap();
         for fz in [None, Some(&frozen)] {
             let got = plan.run(&inputs(5), fz, &w).unwrap();
