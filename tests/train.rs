@@ -212,7 +212,7 @@ fn one_training_step_matches_pytorch() {
         tensors: t.params.clone(),
         ..Default::default()
     };
-    let fz = forward.freeze(&store).unwrap();
+    let fz = forward.freeze(&store, 2).unwrap();
     let out = forward.run(&inputs, Some(&fz), &store).unwrap();
     assert_eq!(
         out[0].data.to_f64()[0].to_bits(),
@@ -227,7 +227,10 @@ fn one_training_step_matches_pytorch() {
     t.options.checkpoint_blocks = true;
     let checkpointed = t.compile_step().unwrap();
     t.options.checkpoint_blocks = false;
+    // The weight-only values on two threads: the same values.
+    t.threads = 2;
     let cf = t.freeze_compiled(&checkpointed).unwrap();
+    t.threads = 1;
     for fz in [None, Some(&cf)] {
         let (l, g, held_checkpointed) = t
             .compiled_gradients(&checkpointed, &ids[..seq], &ids[1..], fz)

@@ -125,6 +125,30 @@ impl CompiledStep {
 /// One window's loss, each parameter's gradient by name, and the most bytes of values it held.
 pub type WindowGradients = (f64, BTreeMap<String, Vec<f64>>, u64);
 
+/// Calls `f` on every item, the items split into up to `threads` shares of about equal weight (the
+/// first of each pair), each share on its own thread.
+fn for_each_share<T: Send>(threads: usize, items: Vec<(u64, T)>, f: &(dyn Fn(T) + Sync)) {
+    let threads = threads.clamp(1, items.len().max(1));
+    if threads == 1 {
+        items.into_iter().for_each(|(_, t)| f(t));
+        return;
+    }
+    let mut shares: Vec<(u64, Vec<T>)> = (0..threads).map(|_| (0, Vec::new())).collect();
+    let mut items = items;
+    items.sort_by_key(|(w, _)| std::cmp::Reverse(*w));
+    for (w, t) in items {
+        if let Some(s) = shares.iter_mut().min_by_key(|s| s.0) {
+            s.0 += w;
+            s.1.push(t);
+        }
+    }
+    std::thread::scope(|scope| {
+        for (_, share) in shares {
+            scope.spawn(move || share.into_iter().for_each(f));
+        }
+    });
+}
+
 /// The residual stream after each decoder block (the values named `h.N`): where checkpointing cuts.
 fn block_outputs(f: &Function) -> Vec<bitnet_ir::ValueId> {
     (0..f.values.len())
@@ -420,7 +444,7 @@ impl Trainer {
     /// The weight-only values of `step` with the current weights (shared by a step's windows).
     pub fn freeze_compiled(&self, step: &CompiledStep) -> Result<Frozen, TrainError> {
         step.plan
-            .freeze(&ParamStore(&self.params))
+            .freeze(&ParamStore(&self.params), self.threads)
             .map_err(|e| TrainError::Graph(format!("the weights' values: {e}")))
     }
 
@@ -479,8 +503,22 @@ impl Trainer {
         let o = &self.options;
         let lr = o.schedule.lr(o.lr, step, o.steps, o.warmup);
         let stage_decays = o.schedule.decays_at(step, o.steps, o.warmup);
-        for (name, param) in self.params.iter_mut() {
-            let decays = stage_decays && self.table.get(name).is_some_and(|i| i.decays);
+        // Each parameter's update is its own: on up to `threads` threads, the same bits.
+        let adamw = &o.adamw;
+        let table = &self.table;
+        let grads = &grads;
+        let threads = self.threads;
+        let mut moments: BTreeMap<&String, &mut Moments> = self.moments.iter_mut().collect();
+        let work: Vec<(u64, (&String, &mut Tensor, &mut Moments))> = self
+            .params
+            .iter_mut()
+            .filter_map(|(name, param)| {
+                let state = moments.remove(name)?;
+                Some((param.numel() as u64, (name, param, state)))
+            })
+            .collect();
+        for_each_share(threads, work, &|(name, param, state)| {
+            let decays = stage_decays && table.get(name).is_some_and(|i| i.decays);
             let zeros;
             let g = match grads.get(name) {
                 Some(g) => g.as_slice(),
@@ -489,10 +527,8 @@ impl Trainer {
                     &zeros
                 }
             };
-            if let Some(state) = self.moments.get_mut(name) {
-                o.adamw.update(param, g, state, step, lr, decays);
-            }
-        }
+            adamw.update(param, g, state, step, lr, decays);
+        });
         self.step = step;
         (norm, lr)
     }
@@ -525,26 +561,38 @@ impl Trainer {
                 })?
             }
         };
-        // Summed in window order whatever the threads, so the step does not depend on them.
-        let mut total: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        // Summed in window order whatever the threads, so the step does not depend on them; each
+        // parameter's sum on its own thread.
         let mut loss = 0f64;
         let mut peak = 0u64;
+        let mut by_name: BTreeMap<String, Vec<Vec<f64>>> = BTreeMap::new();
         for (l, weights, held) in results {
             loss += l;
             peak = peak.max(held);
             for (name, g) in weights {
-                match total.get_mut(&name) {
-                    Some(acc) => acc.iter_mut().zip(&g).for_each(|(a, b)| *a += b),
-                    None => {
-                        total.insert(name, g);
-                    }
-                }
+                by_name.entry(name).or_default().push(g);
             }
         }
         let scale = 1.0 / batch as f64;
-        for g in total.values_mut() {
-            g.iter_mut().for_each(|v| *v *= scale);
-        }
+        let mut total: BTreeMap<String, Vec<f64>> =
+            by_name.keys().map(|n| (n.clone(), Vec::new())).collect();
+        let work: Vec<(u64, (&mut Vec<f64>, Vec<Vec<f64>>))> = total
+            .values_mut()
+            .zip(by_name.into_values())
+            .map(|(acc, parts)| {
+                let n = parts.first().map_or(0, Vec::len) as u64;
+                (n, (acc, parts))
+            })
+            .collect();
+        for_each_share(self.threads, work, &|(acc, parts)| {
+            let mut parts = parts.into_iter();
+            let mut sum = parts.next().unwrap_or_default();
+            for g in parts {
+                sum.iter_mut().zip(&g).for_each(|(a, b)| *a += b);
+            }
+            sum.iter_mut().for_each(|v| *v *= scale);
+            *acc = sum;
+        });
         let loss = loss * scale;
         let (grad_norm, lr) = self.apply(total);
         self.history.train.push((self.step, loss));
@@ -582,7 +630,7 @@ impl Trainer {
                     .ok_or_else(|| TrainError::Graph("internal: no compiled forward".into()))?;
                 let weights = ParamStore(&self.params);
                 let frozen = plan
-                    .freeze(&weights)
+                    .freeze(&weights, self.threads)
                     .map_err(|e| TrainError::Graph(format!("the weights' values: {e}")))?;
                 self.each_window(&windows, |t, x, y| {
                     let inputs = step_inputs(&t.spec.config, x, y)?;

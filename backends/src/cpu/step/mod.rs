@@ -361,8 +361,13 @@ impl StepPlan {
     }
 
     /// The weight-only values of `function()` with `weights` (`Frozen::new`'s values, bit for bit),
-    /// each op run by its native kernel where it has one.
-    pub fn freeze(&self, weights: &dyn WeightStore) -> Result<Frozen, BackendError> {
+    /// each op run by its native kernel where it has one, on up to `threads` threads (one weight's
+    /// ops on one thread).
+    pub fn freeze(
+        &self,
+        weights: &(dyn WeightStore + Sync),
+        threads: usize,
+    ) -> Result<Frozen, BackendError> {
         let f = &self.function;
         let mut by_op: Vec<Option<&Launch>> = vec![None; f.ops.len()];
         for l in &self.launches {
@@ -371,10 +376,10 @@ impl StepPlan {
             }
         }
         let no_symbols = HashMap::new();
-        let mut eval = |f: &Function,
-                        id: OpId,
-                        env: &mut [Option<Tensor>],
-                        w: &dyn WeightStore|
+        let eval = |f: &Function,
+                    id: OpId,
+                    env: &mut [Option<Tensor>],
+                    w: &dyn WeightStore|
          -> Result<(), bitnet_ir::IrError> {
             let launch = by_op.get(id.index()).copied().flatten();
             let (
@@ -415,8 +420,12 @@ impl StepPlan {
             }
             Ok(())
         };
-        Frozen::new_with(f, weights, &mut eval)
-            .map_err(|e| input_err(f, format!("the weight-only values: {e}")))
+        let frozen = if threads > 1 {
+            Frozen::new_parallel(f, weights, threads, &eval)
+        } else {
+            Frozen::new_with(f, weights, &mut |f, id, env, w| eval(f, id, env, w))
+        };
+        frozen.map_err(|e| input_err(f, format!("the weight-only values: {e}")))
     }
 
     /// Which ops run natively and which through their `eval`.
@@ -769,8 +778,9 @@ func @step[T<=8](%x: tensor<Tx4xf32>, %g: tensor<Tx3xf32>) -> (tensor<Tx3xf32>, 
         assert_eq!(coverage.native, f.ops.len() - 4);
         assert_eq!(plan.groups, 1, "the division's cotangents share a rule");
         let want = bitnet_ir::interp::run_function(&f, &inputs(5), &w).unwrap();
-        let frozen = plan.freeze(&w).unwrap();
-        for fz in [None, Some(&frozen)] {
+        let frozen = plan.freeze(&w, 1).unwrap();
+        let parallel = plan.freeze(&w, 2).unwrap();
+        for fz in [None, Some(&frozen), Some(&parallel)] {
             let got = plan.run(&inputs(5), fz, &w).unwrap();
             let bytes = |v: &[Tensor]| {
                 v.iter()
@@ -799,7 +809,7 @@ func @step[T<=8](%x: tensor<Tx4xf32>, %g: tensor<Tx3xf32>) -> (tensor<Tx3xf32>, 
             plan.coverage(),
             StepPlan::new(&f, &[("T", 5)]).unwrap().coverage()
         );
-        let frozen = plan.freeze(&w).unwrap();
+        let frozen = plan.freeze(&w, 1).unwrap();
         for fz in [None, Some(&frozen)] {
             let got = plan.run(&inputs(5), fz, &w).unwrap();
             let bytes = |v: &[Tensor]| {
