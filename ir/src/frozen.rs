@@ -24,6 +24,10 @@ use std::collections::HashMap;
 pub type OpEvaluator<'a> =
     dyn FnMut(&Function, OpId, &mut [Option<Tensor>], &dyn WeightStore) -> Result<(), IrError> + 'a;
 
+/// An `OpEvaluator` with its weight store bound.
+type BoundEvaluator<'a> =
+    dyn FnMut(&Function, OpId, &mut [Option<Tensor>]) -> Result<(), IrError> + 'a;
+
 /// `Frozen::new_parallel`'s evaluator: `OpEvaluator`, callable from several threads.
 pub type ParallelOpEvaluator<'a> = dyn Fn(&Function, OpId, &mut [Option<Tensor>], &dyn WeightStore) -> Result<(), IrError>
     + Sync
@@ -263,7 +267,7 @@ impl Analysis {
         f: &Function,
         ops: &[usize],
         env: &mut [Option<Tensor>],
-        eval: &mut dyn FnMut(&Function, OpId, &mut [Option<Tensor>]) -> Result<(), IrError>,
+        eval: &mut BoundEvaluator<'_>,
     ) -> Result<(), IrError> {
         for &i in ops {
             let id = self.order[i];
