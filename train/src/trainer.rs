@@ -509,7 +509,7 @@ impl Trainer {
         let grads = &grads;
         let threads = self.threads;
         let mut moments: BTreeMap<&String, &mut Moments> = self.moments.iter_mut().collect();
-        let work: Vec<(u64, (&String, &mut Tensor, &mut Moments))> = self
+        let work: Vec<_> = self
             .params
             .iter_mut()
             .filter_map(|(name, param)| {
@@ -517,7 +517,11 @@ impl Trainer {
                 Some((param.numel() as u64, (name, param, state)))
             })
             .collect();
-        for_each_share(threads, work, &|(name, param, state)| {
+        for_each_share(threads, work, &|(name, param, state): (
+            &String,
+            &mut Tensor,
+            &mut Moments,
+        )| {
             let decays = stage_decays && table.get(name).is_some_and(|i| i.decays);
             let zeros;
             let g = match grads.get(name) {
@@ -576,7 +580,7 @@ impl Trainer {
         let scale = 1.0 / batch as f64;
         let mut total: BTreeMap<String, Vec<f64>> =
             by_name.keys().map(|n| (n.clone(), Vec::new())).collect();
-        let work: Vec<(u64, (&mut Vec<f64>, Vec<Vec<f64>>))> = total
+        let work: Vec<_> = total
             .values_mut()
             .zip(by_name.into_values())
             .map(|(acc, parts)| {
@@ -584,7 +588,10 @@ impl Trainer {
                 (n, (acc, parts))
             })
             .collect();
-        for_each_share(self.threads, work, &|(acc, parts)| {
+        for_each_share(self.threads, work, &|(acc, parts): (
+            &mut Vec<f64>,
+            Vec<Vec<f64>>,
+        )| {
             let mut parts = parts.into_iter();
             let mut sum = parts.next().unwrap_or_default();
             for g in parts {
