@@ -111,16 +111,6 @@ impl BinaryOp {
             _ => return None,
         })
     }
-
-    #[inline(always)]
-    fn apply(self, x: f32, y: f32) -> f32 {
-        match self {
-            BinaryOp::Add => x + y,
-            BinaryOp::Sub => x - y,
-            BinaryOp::Mul => x * y,
-            BinaryOp::Div => x / y,
-        }
-    }
 }
 
 /// An output shape padded to rank 4 and an operand's strides over it (0 on a broadcast axis).
@@ -219,19 +209,34 @@ impl Binary {
     pub fn run(&self, x: &[f32], y: &[f32]) -> Result<Vec<f32>, String> {
         check(x, self.a.len, "the left operand")?;
         check(y, self.b.len, "the right operand")?;
-        let op = self.op;
+        // One loop per operation, so each is a plain loop the compiler vectorizes.
+        match self.op {
+            BinaryOp::Add => Ok(self.apply(x, y, |p, q| p + q)),
+            BinaryOp::Sub => Ok(self.apply(x, y, |p, q| p - q)),
+            BinaryOp::Mul => Ok(self.apply(x, y, |p, q| p * q)),
+            BinaryOp::Div => Ok(self.apply(x, y, |p, q| p / q)),
+        }
+        .and_then(|out| {
+            if out.len() == self.a.dims.iter().product::<usize>() {
+                Ok(out)
+            } else {
+                Err("internal: a broadcast operand is shorter than its shape".into())
+            }
+        })
+    }
+
+    /// `op(x, y)`, broadcast (operand lengths checked).
+    #[inline(always)]
+    fn apply(&self, x: &[f32], y: &[f32], op: impl Fn(f32, f32) -> f32) -> Vec<f32> {
         let n: usize = self.a.dims.iter().product();
-        // The common cases as plain loops the compiler vectorizes.
         if self.a.len == n && self.b.len == n {
-            return Ok(x.iter().zip(y).map(|(&p, &q)| op.apply(p, q)).collect());
+            return x.iter().zip(y).map(|(&p, &q)| op(p, q)).collect();
         }
-        if self.a.len == n && self.b.len == 1 {
-            let q = y[0];
-            return Ok(x.iter().map(|&p| op.apply(p, q)).collect());
+        if let ([q], true) = (y, self.a.len == n) {
+            return x.iter().map(|&p| op(p, *q)).collect();
         }
-        if self.a.len == 1 && self.b.len == n {
-            let p = x[0];
-            return Ok(y.iter().map(|&q| op.apply(p, q)).collect());
+        if let ([p], true) = (x, self.b.len == n) {
+            return y.iter().map(|&q| op(*p, q)).collect();
         }
         // Row by row: the last axis of each operand is contiguous or broadcast.
         let mut out = Vec::with_capacity(n);
@@ -245,16 +250,13 @@ impl Binary {
                 return;
             };
             match (xr, yr) {
-                ([], []) => out.extend(std::iter::repeat_n(op.apply(x[i], y[j]), cols)),
-                ([], _) => out.extend(yr.iter().map(|&q| op.apply(x[i], q))),
-                (_, []) => out.extend(xr.iter().map(|&p| op.apply(p, y[j]))),
-                _ => out.extend(xr.iter().zip(yr).map(|(&p, &q)| op.apply(p, q))),
+                ([], []) => out.extend(std::iter::repeat_n(op(x[i], y[j]), cols)),
+                ([], _) => out.extend(yr.iter().map(|&q| op(x[i], q))),
+                (_, []) => out.extend(xr.iter().map(|&p| op(p, y[j]))),
+                _ => out.extend(xr.iter().zip(yr).map(|(&p, &q)| op(p, q))),
             }
         });
-        if out.len() != n {
-            return Err("internal: a broadcast operand is shorter than its shape".into());
-        }
-        Ok(out)
+        out
     }
 }
 

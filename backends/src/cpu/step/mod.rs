@@ -20,6 +20,7 @@
 //! cotangents), `reduce` (max and mean), `matmul` (the product and both cotangents), `transpose`
 //! (2-D, and its cotangent).
 
+mod attention;
 mod checkpoint;
 mod elementwise;
 mod matmul;
@@ -66,51 +67,117 @@ enum Native {
     Transpose(transpose::Transpose),
     /// The cotangent of a 2-D transpose: its cotangent transposed back.
     TransposeGrad(transpose::Transpose),
+    /// `nn.attention` (three results: the output and the updated caches).
+    Attention(attention::Attention),
+    /// The cotangent of one of attention's operands from its output's (`wrt`).
+    AttentionGrad(attention::Attention, usize),
 }
 
 impl Native {
-    /// Runs the kernel on `inputs` (the op's operands), giving its one result, of shape `shape`.
+    /// Runs the kernel on `inputs` (the op's operands), giving its results, of shapes `shapes`.
     /// `extra` is the launch's extra operand (`Launch::extra`), when it has a value.
     fn run(
         &self,
         inputs: &[&Tensor],
         extra: Option<&Tensor>,
-        shape: &[usize],
-    ) -> Result<Tensor, String> {
-        let f = |i: usize| -> Result<&[f32], String> {
-            match inputs.get(i).map(|t| &t.data) {
-                Some(Data::F32(v)) => Ok(v.as_slice()),
-                Some(other) => Err(format!("operand {i} is {}, not f32", other.elem())),
-                None => Err(format!("missing operand {i}")),
-            }
-        };
+        shapes: &[Vec<usize>],
+    ) -> Result<Vec<Tensor>, String> {
+        let f = |i: usize| f32_operand(inputs, i);
+        let one = |v: Result<Vec<f32>, String>| v.map(|v| vec![v]);
         let values = match self {
-            Native::Unary(k) => k.run(f(0)?),
-            Native::Binary(k) => k.run(f(0)?, f(1)?),
-            Native::BinaryGrad(k) => k.run(f(0)?, f(1)?, f(3)?),
-            Native::Reduce(k) => k.run(f(0)?),
-            Native::Matmul(k) => k.run(f(0)?, f(1)?),
+            Native::Unary(k) => one(k.run(f(0)?)),
+            Native::Binary(k) => one(k.run(f(0)?, f(1)?)),
+            Native::BinaryGrad(k) => one(k.run(f(0)?, f(1)?, f(3)?)),
+            Native::Reduce(k) => one(k.run(f(0)?)),
+            Native::Matmul(k) => one(k.run(f(0)?, f(1)?)),
             Native::MatmulGrad(k) => {
                 let bt = match extra.map(|t| &t.data) {
                     Some(Data::F32(v)) => Some(v.as_slice()),
                     _ => None,
                 };
-                k.run(f(0)?, f(1)?, f(3)?, bt)
+                one(k.run(f(0)?, f(1)?, f(3)?, bt))
             }
-            Native::Transpose(k) => k.run(f(0)?),
-            Native::TransposeGrad(k) => k.run(f(2)?),
+            Native::Transpose(k) => one(k.run(f(0)?)),
+            Native::TransposeGrad(k) => one(k.run(f(2)?)),
+            Native::Attention(k) => {
+                k.run([f(0)?, f(1)?, f(2)?, f(3)?, f(4)?], position(inputs, 5)?)
+            }
+            Native::AttentionGrad(k, wrt) => {
+                let mut all = attention_grads(k, inputs)?;
+                if *wrt >= all.len() {
+                    return Err(format!(
+                        "internal: attention has no operand {wrt} with a cotangent"
+                    ));
+                }
+                Ok(vec![all.swap_remove(*wrt)])
+            }
         }?;
-        if bitnet_ir::tensor::checked_numel(shape) != Some(values.len()) {
+        if values.len() != shapes.len() {
             return Err(format!(
-                "internal: the kernel gave {} values for a result of shape {shape:?}",
-                values.len()
+                "internal: the kernel gave {} results for {}",
+                values.len(),
+                shapes.len()
             ));
         }
-        Ok(Tensor {
-            shape: shape.to_vec(),
-            data: Data::F32(values),
-        })
+        values
+            .into_iter()
+            .zip(shapes)
+            .map(|(v, shape)| tensor(v, shape))
+            .collect()
     }
+
+    /// For a kernel that computes every forward operand's cotangent at once (shared by sibling
+    /// `nn.vjp` ops): those cotangents, in operand order; `None` for the others.
+    fn run_all(&self, inputs: &[&Tensor]) -> Option<Result<Vec<Tensor>, String>> {
+        let Native::AttentionGrad(k, _) = self else {
+            return None;
+        };
+        Some(attention_grads(k, inputs).and_then(|all| {
+            all.into_iter()
+                .zip(inputs)
+                .map(|(v, t)| tensor(v, &t.shape))
+                .collect()
+        }))
+    }
+}
+
+/// `values` as an f32 tensor of `shape`, when the counts agree.
+fn tensor(values: Vec<f32>, shape: &[usize]) -> Result<Tensor, String> {
+    if bitnet_ir::tensor::checked_numel(shape) != Some(values.len()) {
+        return Err(format!(
+            "internal: the kernel gave {} values for a result of shape {shape:?}",
+            values.len()
+        ));
+    }
+    Ok(Tensor {
+        shape: shape.to_vec(),
+        data: Data::F32(values),
+    })
+}
+
+/// Operand `i` as f32 values.
+fn f32_operand<'a>(inputs: &[&'a Tensor], i: usize) -> Result<&'a [f32], String> {
+    match inputs.get(i).map(|t| &t.data) {
+        Some(Data::F32(v)) => Ok(v.as_slice()),
+        Some(other) => Err(format!("operand {i} is {}, not f32", other.elem())),
+        None => Err(format!("missing operand {i}")),
+    }
+}
+
+/// Operand `i` as a position (a non-negative scalar integer), as the ops read it.
+fn position(inputs: &[&Tensor], i: usize) -> Result<usize, String> {
+    let p = inputs
+        .get(i)
+        .and_then(|t| t.data.to_i64().first().copied())
+        .ok_or("empty position tensor")?;
+    usize::try_from(p).map_err(|_| format!("the position is negative ({p})"))
+}
+
+/// The cotangents of attention's `q`, `k`, `v` and caches from an `nn.vjp`'s operands (the forward
+/// operands, the results, the output's cotangent).
+fn attention_grads(k: &attention::Attention, inputs: &[&Tensor]) -> Result<Vec<Vec<f32>>, String> {
+    let f = |i: usize| f32_operand(inputs, i);
+    k.grad([f(0)?, f(7)?, f(8)?, f(9)?], position(inputs, 5)?)
 }
 
 /// One op of the plan.
@@ -161,12 +228,17 @@ pub struct StepPlan {
     groups: usize,
 }
 
-/// Groups the interpreted `nn.vjp` launches that differ only in `wrt` (see `Share`).
+/// Groups the `nn.vjp` launches that differ only in `wrt` and whose kernel computes every
+/// operand's cotangent anyway (the op's rule through `eval`, or attention's) (see `Share`).
 fn share_vjp_rules(f: &Function, launches: &mut [Launch]) {
     let mut groups: HashMap<(Vec<ValueId>, String), Vec<usize>> = HashMap::new();
     for (i, l) in launches.iter().enumerate() {
         let op = f.op(l.op);
-        if op.kind != OpKind::Vjp || l.kernel != Kernel::Interpreted {
+        let shareable = matches!(
+            l.kernel,
+            Kernel::Interpreted | Kernel::Native(Native::AttentionGrad(..))
+        );
+        if op.kind != OpKind::Vjp || !shareable {
             continue;
         }
         let mut attrs = op.attrs.clone();
@@ -315,7 +387,7 @@ impl StepPlan {
                         .iter()
                         .chain(&op.results)
                         .all(|&v| f.ty(v).elem == ElemType::F32);
-                    let k = if all_f32 {
+                    let k = if all_f32 || attention_operands(f, op) {
                         choose(op.kind, &op.attrs, &operand_shapes, &shapes)
                             .map_or(Kernel::Interpreted, Kernel::Native)
                     } else {
@@ -409,13 +481,12 @@ impl StepPlan {
                             .ok_or_else(|| fail("an operand has no value".into()))
                     })
                     .collect::<Result<_, _>>()?;
-                let shape = shapes.first().map_or(&[][..], Vec::as_slice);
                 let extra = launch
                     .and_then(|l| l.extra)
                     .and_then(|v| env.get(v.index()).and_then(Option::as_ref));
-                k.run(&operands, extra, shape).map_err(fail)?
+                k.run(&operands, extra, shapes).map_err(fail)?
             };
-            if let Some(slot) = env.get_mut(result.index()) {
+            if let (Some(slot), Some(out)) = (env.get_mut(result.index()), out.into_iter().next()) {
                 *slot = Some(out);
             }
             Ok(())
@@ -526,16 +597,18 @@ impl StepPlan {
                     weights,
                 };
                 match (&l.kernel, l.share) {
-                    (Kernel::Interpreted, Some(share)) => {
+                    (kernel, Some(share)) => {
                         let slot = shared
                             .get_mut(share.group)
                             .ok_or_else(|| fail("internal: no such group".into()))?;
                         if slot.is_empty() {
-                            *slot = bitnet_ir::ops::vjp::eval_all(&cx)
-                                .map_err(&fail)?
-                                .into_iter()
-                                .map(Some)
-                                .collect();
+                            let all = match kernel {
+                                Kernel::Native(k) => k.run_all(&operands).unwrap_or_else(|| {
+                                    Err("internal: a shared kernel without all cotangents".into())
+                                }),
+                                Kernel::Interpreted => bitnet_ir::ops::vjp::eval_all(&cx),
+                            };
+                            *slot = all.map_err(&fail)?.into_iter().map(Some).collect();
                             live += slot.iter().flatten().map(bytes).sum::<u64>();
                         }
                         // Taken once; a second op with the same `wrt` runs the rule again.
@@ -553,14 +626,13 @@ impl StepPlan {
                             None => op.kind.eval(&cx).map_err(&fail)?,
                         }
                     }
-                    (Kernel::Native(k), _) => {
-                        let shape = l.shapes.first().map_or(&[][..], Vec::as_slice);
+                    (Kernel::Native(k), None) => {
                         let extra = l.extra.and_then(|v| {
                             env[v.index()]
                                 .as_ref()
                                 .or_else(|| frozen.and_then(|fz| fz.value(v)))
                         });
-                        vec![k.run(&operands, extra, shape).map_err(&fail)?]
+                        k.run(&operands, extra, &l.shapes).map_err(&fail)?
                     }
                     (Kernel::Interpreted, None) => op.kind.eval(&cx).map_err(&fail)?,
                 }
@@ -644,6 +716,23 @@ fn transposed_source(f: &Function, id: OpId) -> Option<ValueId> {
         .then_some(w)
 }
 
+/// Whether `op` is `nn.attention`, or an `nn.vjp` of it, with f32 values and an i64 position (the
+/// one operand that is not f32).
+fn attention_operands(f: &Function, op: &bitnet_ir::module::Operation) -> bool {
+    let of_attention = match op.kind {
+        OpKind::Attention => true,
+        OpKind::Vjp => op.attrs.str("of") == Some(OpKind::Attention.name()),
+        _ => false,
+    };
+    of_attention
+        && op
+            .operands
+            .iter()
+            .chain(&op.results)
+            .enumerate()
+            .all(|(i, &v)| f.ty(v).elem == if i == 5 { ElemType::I64 } else { ElemType::F32 })
+}
+
 /// The native kernel for an op with all-f32 operands and results of these shapes, if there is one.
 fn choose(
     kind: OpKind,
@@ -666,12 +755,20 @@ fn choose(
             reduce::Reduce::lower(kind, attrs, operands.first()?).map(Native::Reduce)
         }
         OpKind::MatMul => matmul::Matmul::lower(&operands[0], &operands[1]).map(Native::Matmul),
+        OpKind::Attention => attention::Attention::lower(attrs, operands).map(Native::Attention),
         OpKind::Transpose => {
             transpose::Transpose::lower(attrs, operands.first()?).map(Native::Transpose)
         }
         OpKind::Vjp => {
             let of = OpKind::from_name(attrs.str("of")?)?;
             let wrt = usize::try_from(attrs.int_or("wrt", -1)).ok()?;
+            // Attention with its output's cotangent: 6 operands, 3 results, 1 cotangent.
+            if of == OpKind::Attention {
+                return (attrs.ints("cotangents")? == [0] && wrt < 5 && operands.len() == 10)
+                    .then(|| attention::Attention::lower(attrs, &operands[..6]))
+                    .flatten()
+                    .map(|k| Native::AttentionGrad(k, wrt));
+            }
             // One-result ops with the cotangent of that result: operands, result, cotangent.
             if attrs.ints("cotangents")? != [0] || of.spec().results != 1 {
                 return None;
