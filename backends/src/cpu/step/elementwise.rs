@@ -92,6 +92,21 @@ impl Unary {
     }
 }
 
+/// The cotangent of `nn.relu2`'s operand: `g · 2·max(x, 0)`, in f64 as the rule computes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Relu2Grad;
+
+impl Relu2Grad {
+    /// `g · 2·max(x, 0)` elementwise.
+    pub fn run(&self, x: &[f32], g: &[f32]) -> Result<Vec<f32>, String> {
+        check(g, x.len(), "the cotangent")?;
+        Ok(x.iter()
+            .zip(g)
+            .map(|(&x, &g)| (f64::from(g) * (2.0 * f64::from(x).max(0.0))) as f32)
+            .collect())
+    }
+}
+
 /// The arithmetic of a binary kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum BinaryOp {
@@ -436,6 +451,32 @@ mod tests {
             let want = eval(kind, &attrs, &[&x], &x.shape);
             assert_eq!(bits(&got), bits(&want), "{}", kind.name());
         }
+    }
+
+    #[test]
+    fn the_relu2_cotangent_is_the_rule_bit_for_bit() {
+        let (x, g) = (tensor(&[9, 13], 4), tensor(&[9, 13], 5));
+        let y = Tensor {
+            shape: x.shape.clone(),
+            data: Data::F32(eval(OpKind::Relu2, &Attrs::new(), &[&x], &x.shape)),
+        };
+        let g64 = g.data.to_f64();
+        let rule = OpKind::Relu2
+            .vjp(&VjpCtx {
+                inputs: &[&x],
+                outputs: &[&y],
+                cotangents: &[Some(&g64)],
+                attrs: &Attrs::new(),
+            })
+            .unwrap();
+        let want: Vec<f32> = rule[0]
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|&v| v as f32)
+            .collect();
+        let got = Relu2Grad.run(&x.data.to_f32(), &g.data.to_f32()).unwrap();
+        assert_eq!(bits(&got), bits(&want));
     }
 
     #[test]

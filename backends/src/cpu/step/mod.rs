@@ -24,6 +24,7 @@ mod attention;
 mod checkpoint;
 mod elementwise;
 mod matmul;
+mod norm;
 mod reduce;
 mod transpose;
 
@@ -71,6 +72,12 @@ enum Native {
     Attention(attention::Attention),
     /// The cotangent of one of attention's operands from its output's (`wrt`).
     AttentionGrad(attention::Attention, usize),
+    /// The cotangent of `nn.relu2`'s operand.
+    Relu2Grad(elementwise::Relu2Grad),
+    /// `nn.rms_norm` over the last axis.
+    RmsNorm(norm::RmsNorm),
+    /// The cotangent of `nn.rms_norm`'s input or scale (`wrt`).
+    RmsNormGrad(norm::RmsNorm, usize),
 }
 
 impl Native {
@@ -102,15 +109,17 @@ impl Native {
             Native::Attention(k) => {
                 k.run([f(0)?, f(1)?, f(2)?, f(3)?, f(4)?], position(inputs, 5)?)
             }
-            Native::AttentionGrad(k, wrt) => {
-                let mut all = attention_grads(k, inputs)?;
+            Native::AttentionGrad(_, wrt) | Native::RmsNormGrad(_, wrt) => {
+                let mut all = self
+                    .grads(inputs)
+                    .unwrap_or_else(|| Err("internal: no rule".into()))?;
                 if *wrt >= all.len() {
-                    return Err(format!(
-                        "internal: attention has no operand {wrt} with a cotangent"
-                    ));
+                    return Err(format!("internal: no cotangent for operand {wrt}"));
                 }
                 Ok(vec![all.swap_remove(*wrt)])
             }
+            Native::RmsNorm(k) => one(k.run(f(0)?, f(1)?)),
+            Native::Relu2Grad(k) => one(k.run(f(0)?, f(2)?)),
         }?;
         if values.len() != shapes.len() {
             return Err(format!(
@@ -129,15 +138,22 @@ impl Native {
     /// For a kernel that computes every forward operand's cotangent at once (shared by sibling
     /// `nn.vjp` ops): those cotangents, in operand order; `None` for the others.
     fn run_all(&self, inputs: &[&Tensor]) -> Option<Result<Vec<Tensor>, String>> {
-        let Native::AttentionGrad(k, _) = self else {
-            return None;
-        };
-        Some(attention_grads(k, inputs).and_then(|all| {
+        Some(self.grads(inputs)?.and_then(|all| {
             all.into_iter()
                 .zip(inputs)
                 .map(|(v, t)| tensor(v, &t.shape))
                 .collect()
         }))
+    }
+
+    /// For a kernel of a rule that gives every float operand's cotangent: those, in operand order.
+    fn grads(&self, inputs: &[&Tensor]) -> Option<Result<Vec<Vec<f32>>, String>> {
+        let f = |i: usize| f32_operand(inputs, i);
+        match self {
+            Native::AttentionGrad(k, _) => Some(attention_grads(k, inputs)),
+            Native::RmsNormGrad(k, _) => Some((|| k.grad(f(0)?, f(1)?, f(3)?))()),
+            _ => None,
+        }
     }
 }
 
@@ -236,7 +252,8 @@ fn share_vjp_rules(f: &Function, launches: &mut [Launch]) {
         let op = f.op(l.op);
         let shareable = matches!(
             l.kernel,
-            Kernel::Interpreted | Kernel::Native(Native::AttentionGrad(..))
+            Kernel::Interpreted
+                | Kernel::Native(Native::AttentionGrad(..) | Native::RmsNormGrad(..))
         );
         if op.kind != OpKind::Vjp || !shareable {
             continue;
@@ -756,6 +773,10 @@ fn choose(
         }
         OpKind::MatMul => matmul::Matmul::lower(&operands[0], &operands[1]).map(Native::Matmul),
         OpKind::Attention => attention::Attention::lower(attrs, operands).map(Native::Attention),
+        OpKind::RmsNorm => match operands {
+            [x, w] => norm::RmsNorm::lower(attrs, x, w).map(Native::RmsNorm),
+            _ => None,
+        },
         OpKind::Transpose => {
             transpose::Transpose::lower(attrs, operands.first()?).map(Native::Transpose)
         }
@@ -774,6 +795,13 @@ fn choose(
                 return None;
             }
             match of {
+                OpKind::Relu2 if wrt == 0 && operands.len() == 3 => {
+                    Some(Native::Relu2Grad(elementwise::Relu2Grad))
+                }
+                OpKind::RmsNorm if wrt < 2 && operands.len() == 4 => {
+                    norm::RmsNorm::lower(attrs, &operands[0], &operands[1])
+                        .map(|k| Native::RmsNormGrad(k, wrt))
+                }
                 OpKind::Add | OpKind::Sub | OpKind::Mul => elementwise::BinaryGrad::lower(
                     of,
                     wrt,
