@@ -22,10 +22,13 @@
 
 mod attention;
 mod checkpoint;
+mod cross_entropy;
 mod elementwise;
+mod embedding;
 mod matmul;
 mod norm;
 mod reduce;
+mod rope;
 mod transpose;
 
 use crate::BackendError;
@@ -76,6 +79,18 @@ enum Native {
     Relu2Grad(elementwise::Relu2Grad),
     /// `nn.rms_norm` over the last axis.
     RmsNorm(norm::RmsNorm),
+    /// `nn.rope`.
+    Rope(rope::Rope),
+    /// The cotangent of `nn.rope`'s input.
+    RopeGrad(rope::Rope),
+    /// `nn.cross_entropy`.
+    CrossEntropy(cross_entropy::CrossEntropy),
+    /// The cotangent of `nn.cross_entropy`'s logits.
+    CrossEntropyGrad(cross_entropy::CrossEntropy),
+    /// `nn.embedding`.
+    Embedding(embedding::Embedding),
+    /// The cotangent of `nn.embedding`'s table.
+    EmbeddingGrad(embedding::Embedding),
     /// The cotangent of `nn.rms_norm`'s input or scale (`wrt`).
     RmsNormGrad(norm::RmsNorm, usize),
 }
@@ -120,6 +135,18 @@ impl Native {
             }
             Native::RmsNorm(k) => one(k.run(f(0)?, f(1)?)),
             Native::Relu2Grad(k) => one(k.run(f(0)?, f(2)?)),
+            Native::Rope(k) => one(k.run(f(0)?, position(inputs, 1)?)),
+            Native::RopeGrad(k) => one(k.grad(f(3)?, position(inputs, 1)?)),
+            Native::CrossEntropy(k) => one(k.run(f(0)?, i64_operand(inputs, 1)?)),
+            Native::CrossEntropyGrad(k) => {
+                let g = f(3)?
+                    .first()
+                    .copied()
+                    .ok_or("the loss's cotangent is empty")?;
+                one(k.grad(f(0)?, i64_operand(inputs, 1)?, g))
+            }
+            Native::Embedding(k) => one(k.run(f(0)?, i64_operand(inputs, 1)?)),
+            Native::EmbeddingGrad(k) => one(k.grad(i64_operand(inputs, 1)?, f(3)?)),
         }?;
         if values.len() != shapes.len() {
             return Err(format!(
@@ -176,6 +203,15 @@ fn f32_operand<'a>(inputs: &[&'a Tensor], i: usize) -> Result<&'a [f32], String>
     match inputs.get(i).map(|t| &t.data) {
         Some(Data::F32(v)) => Ok(v.as_slice()),
         Some(other) => Err(format!("operand {i} is {}, not f32", other.elem())),
+        None => Err(format!("missing operand {i}")),
+    }
+}
+
+/// Operand `i` as i64 values.
+fn i64_operand<'a>(inputs: &[&'a Tensor], i: usize) -> Result<&'a [i64], String> {
+    match inputs.get(i).map(|t| &t.data) {
+        Some(Data::I64(v)) => Ok(v.as_slice()),
+        Some(other) => Err(format!("operand {i} is {}, not i64", other.elem())),
         None => Err(format!("missing operand {i}")),
     }
 }
@@ -404,7 +440,7 @@ impl StepPlan {
                         .iter()
                         .chain(&op.results)
                         .all(|&v| f.ty(v).elem == ElemType::F32);
-                    let k = if all_f32 || attention_operands(f, op) {
+                    let k = if all_f32 || mixed_operands(f, op) {
                         choose(op.kind, &op.attrs, &operand_shapes, &shapes)
                             .map_or(Kernel::Interpreted, Kernel::Native)
                     } else {
@@ -733,21 +769,38 @@ fn transposed_source(f: &Function, id: OpId) -> Option<ValueId> {
         .then_some(w)
 }
 
-/// Whether `op` is `nn.attention`, or an `nn.vjp` of it, with f32 values and an i64 position (the
-/// one operand that is not f32).
-fn attention_operands(f: &Function, op: &bitnet_ir::module::Operation) -> bool {
-    let of_attention = match op.kind {
-        OpKind::Attention => true,
-        OpKind::Vjp => op.attrs.str("of") == Some(OpKind::Attention.name()),
-        _ => false,
+/// The operand of each op with a native kernel that is i64, not f32: attention's and rope's
+/// position, cross-entropy's targets, embedding's ids.
+fn integer_operand(kind: OpKind) -> Option<usize> {
+    match kind {
+        OpKind::Attention => Some(5),
+        OpKind::Rope | OpKind::CrossEntropy | OpKind::Embedding => Some(1),
+        _ => None,
+    }
+}
+
+/// Whether `op` (or, for an `nn.vjp`, its forward op) has its one integer operand
+/// (`integer_operand`) in i64 and every other operand and result in f32.
+fn mixed_operands(f: &Function, op: &bitnet_ir::module::Operation) -> bool {
+    let forward = match op.kind {
+        OpKind::Vjp => op.attrs.str("of").and_then(OpKind::from_name),
+        k => Some(k),
     };
-    of_attention
-        && op
-            .operands
-            .iter()
-            .chain(&op.results)
-            .enumerate()
-            .all(|(i, &v)| f.ty(v).elem == if i == 5 { ElemType::I64 } else { ElemType::F32 })
+    let Some(int) = forward.and_then(integer_operand) else {
+        return false;
+    };
+    op.operands
+        .iter()
+        .chain(&op.results)
+        .enumerate()
+        .all(|(i, &v)| {
+            f.ty(v).elem
+                == if i == int {
+                    ElemType::I64
+                } else {
+                    ElemType::F32
+                }
+        })
 }
 
 /// The native kernel for an op with all-f32 operands and results of these shapes, if there is one.
@@ -773,6 +826,14 @@ fn choose(
         }
         OpKind::MatMul => matmul::Matmul::lower(&operands[0], &operands[1]).map(Native::Matmul),
         OpKind::Attention => attention::Attention::lower(attrs, operands).map(Native::Attention),
+        OpKind::Rope => rope::Rope::lower(attrs, operands.first()?).map(Native::Rope),
+        OpKind::CrossEntropy => {
+            cross_entropy::CrossEntropy::lower(operands.first()?, operands.get(1)?)
+                .map(Native::CrossEntropy)
+        }
+        OpKind::Embedding => {
+            embedding::Embedding::lower(operands.first()?, operands.get(1)?).map(Native::Embedding)
+        }
         OpKind::RmsNorm => match operands {
             [x, w] => norm::RmsNorm::lower(attrs, x, w).map(Native::RmsNorm),
             _ => None,
@@ -795,6 +856,17 @@ fn choose(
                 return None;
             }
             match of {
+                OpKind::Rope if wrt == 0 && operands.len() == 4 => {
+                    rope::Rope::lower(attrs, &operands[0]).map(Native::RopeGrad)
+                }
+                OpKind::CrossEntropy if wrt == 0 && operands.len() == 4 => {
+                    cross_entropy::CrossEntropy::lower(&operands[0], &operands[1])
+                        .map(Native::CrossEntropyGrad)
+                }
+                OpKind::Embedding if wrt == 0 && operands.len() == 4 => {
+                    embedding::Embedding::lower(&operands[0], &operands[1])
+                        .map(Native::EmbeddingGrad)
+                }
                 OpKind::Relu2 if wrt == 0 && operands.len() == 3 => {
                     Some(Native::Relu2Grad(elementwise::Relu2Grad))
                 }
