@@ -24,6 +24,7 @@ mod error;
 #[cfg(feature = "cuda-runtime")]
 pub mod gpu;
 pub mod head_choice;
+pub mod heap;
 pub mod jit;
 pub mod machine;
 mod model;

@@ -205,6 +205,7 @@ fn publish(from: &Path, out: &Path) -> Result<()> {
 
 /// Runs the command.
 pub fn run(args: &TrainArgs, audit: &mut serde_json::Value) -> Result<ExitCode> {
+    bitnetc::heap::keep_freed_memory();
     if args.output.exists() {
         bail!(
             "{}: already exists; give a new folder (nothing there was changed)",
