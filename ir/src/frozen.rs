@@ -174,6 +174,33 @@ impl Frozen {
     }
 }
 
+/// By op index, whether each op of `f` is argument-free: no argument reaches it and its results'
+/// shapes are static (a symbol's size comes from the arguments). `Frozen` evaluates these once;
+/// a checkpointed step never recomputes them.
+pub fn argument_free_ops(f: &Function) -> Vec<bool> {
+    let mut from_args = vec![false; f.values.len()];
+    for a in &f.args {
+        from_args[a.index()] = true;
+    }
+    let mut free = vec![false; f.ops.len()];
+    for id in f.op_order() {
+        let op = f.op(id);
+        let reads_args = op.operands.iter().any(|v| from_args[v.index()]);
+        let symbolic = op
+            .results
+            .iter()
+            .any(|r| f.ty(*r).dims.iter().any(|d| matches!(d, Dim::Sym(_))));
+        if reads_args || symbolic {
+            for r in &op.results {
+                from_args[r.index()] = true;
+            }
+        } else {
+            free[id.index()] = true;
+        }
+    }
+    free
+}
+
 /// Which ops of a function are argument-free and which values a run reads (see the module doc).
 struct Analysis {
     /// The ops in order.
@@ -193,28 +220,7 @@ impl Analysis {
             return Err(IrError::Invalid(diags));
         }
         let order: Vec<OpId> = f.op_order().collect();
-        // A value is argument-free when no argument reaches it and its shape is static (a symbol's
-        // size comes from the arguments).
-        let mut from_args = vec![false; f.values.len()];
-        for a in &f.args {
-            from_args[a.index()] = true;
-        }
-        let mut free = vec![false; f.ops.len()];
-        for &id in &order {
-            let op = f.op(id);
-            let reads_args = op.operands.iter().any(|v| from_args[v.index()]);
-            let symbolic = op
-                .results
-                .iter()
-                .any(|r| f.ty(*r).dims.iter().any(|d| matches!(d, Dim::Sym(_))));
-            if reads_args || symbolic {
-                for r in &op.results {
-                    from_args[r.index()] = true;
-                }
-            } else {
-                free[id.index()] = true;
-            }
-        }
+        let free = argument_free_ops(f);
         // What a run reads: values an argument-dependent op uses or the function returns, and the
         // operands and results of the argument-free ops a gradient reaches (walked back from those,
         // not through an nn.stop_gradient's operand).

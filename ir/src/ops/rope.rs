@@ -128,7 +128,7 @@ pub(crate) fn position(cx: &EvalCtx, i: usize) -> Result<usize, String> {
 }
 
 /// A scalar position tensor as an index (an error for an empty or negative one).
-pub(crate) fn position_of(t: &crate::tensor::Tensor) -> Result<usize, String> {
+pub fn position_of(t: &crate::tensor::Tensor) -> Result<usize, String> {
     let p = t
         .data
         .to_i64()

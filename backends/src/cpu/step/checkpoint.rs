@@ -12,7 +12,6 @@
 
 use bitnet_ir::OpKind;
 use bitnet_ir::module::{Function, OpId, ValueDef, ValueId};
-use bitnet_ir::types::Dim;
 
 /// One entry of the schedule: an op, and whether this is a recomputation of a forward op.
 pub type Scheduled = (OpId, bool);
@@ -30,27 +29,17 @@ pub fn schedule(f: &Function, boundaries: &[ValueId]) -> Vec<Scheduled> {
         .iter()
         .position(|&id| f.op(id).kind == OpKind::Vjp)
         .unwrap_or(order.len());
-    // Values computed from the arguments; the others (weights and what follows from them alone) are
-    // computed once, as `Frozen` does, and never recomputed.
-    let mut from_args = vec![false; f.values.len()];
-    for a in &f.args {
-        from_args[a.index()] = true;
-    }
+    // The weight-only ops (and what follows from them alone) are computed once, as `Frozen` does,
+    // and never recomputed.
+    let free = bitnet_ir::frozen::argument_free_ops(f);
     // The segment of each forward op that reads the arguments, by op index.
     let mut segment_of: Vec<Option<usize>> = vec![None; f.ops.len()];
     let mut segments: Vec<Vec<OpId>> = vec![Vec::new()];
     for &id in &order[..split] {
-        let op = f.op(id);
-        let symbolic = op
-            .results
-            .iter()
-            .any(|r| f.ty(*r).dims.iter().any(|d| matches!(d, Dim::Sym(_))));
-        if !symbolic && !op.operands.iter().any(|v| from_args[v.index()]) {
+        if free[id.index()] {
             continue;
         }
-        for r in &op.results {
-            from_args[r.index()] = true;
-        }
+        let op = f.op(id);
         if let Some(last) = segments.last_mut() {
             last.push(id);
         }

@@ -218,11 +218,11 @@ fn i64_operand<'a>(inputs: &[&'a Tensor], i: usize) -> Result<&'a [i64], String>
 
 /// Operand `i` as a position (a non-negative scalar integer), as the ops read it.
 fn position(inputs: &[&Tensor], i: usize) -> Result<usize, String> {
-    let p = inputs
-        .get(i)
-        .and_then(|t| t.data.to_i64().first().copied())
-        .ok_or("empty position tensor")?;
-    usize::try_from(p).map_err(|_| format!("the position is negative ({p})"))
+    bitnet_ir::ops::rope::position_of(
+        inputs
+            .get(i)
+            .ok_or_else(|| format!("missing operand {i}"))?,
+    )
 }
 
 /// The cotangents of attention's `q`, `k`, `v` and caches from an `nn.vjp`'s operands (the forward
