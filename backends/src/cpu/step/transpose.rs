@@ -28,8 +28,28 @@ impl Transpose {
     /// `x` transposed.
     pub fn run(&self, x: &[f32]) -> Result<Vec<f32>, String> {
         check(x, self.rows * self.cols, "the operand")?;
-        Ok(super::matmul::transposed(x, self.rows, self.cols))
+        Ok(transposed(x, self.rows, self.cols))
     }
+}
+
+/// `x` (`rows × cols`, exactly that long) transposed, in 16 × 16 tiles.
+pub(super) fn transposed(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const TILE: usize = 16;
+    let mut t = vec![0f32; x.len()];
+    if rows == 0 || cols == 0 || x.len() != rows * cols {
+        return t;
+    }
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            let c1 = (c0 + TILE).min(cols);
+            for r in r0..(r0 + TILE).min(rows) {
+                for (c, &v) in (c0..c1).zip(&x[r * cols + c0..r * cols + c1]) {
+                    t[c * rows + r] = v;
+                }
+            }
+        }
+    }
+    t
 }
 
 #[cfg(test)]
