@@ -15,6 +15,7 @@ use crate::params::{ParamInfo, Rng, initialize, param_table};
 use bitnet_frontend::decoder::DecoderSpec;
 use bitnet_ir::autodiff::backward_checkpointed;
 use bitnet_ir::frozen::Frozen;
+use bitnet_ir::tensor::Data;
 use bitnet_ir::weights::{WeightError, WeightStore, load_from_map};
 use bitnet_ir::{ElemType, Function, Tensor};
 use serde::{Deserialize, Serialize};
@@ -124,6 +125,10 @@ impl CompiledStep {
 
 /// One window's loss, each parameter's gradient by name, and the most bytes of values it held.
 pub type WindowGradients = (f64, BTreeMap<String, Vec<f64>>, u64);
+
+/// `WindowGradients` with each gradient in the precision its engine computes it (f64 for the
+/// sweep, f32 for the compiled step), summed over the batch without a widened copy.
+type EngineGradients = (f64, BTreeMap<String, Data>, u64);
 
 /// Calls `f` on every item, the items split into up to `threads` shares of about equal weight (the
 /// first of each pair), each share on its own thread.
@@ -457,21 +462,34 @@ impl Trainer {
         targets: &[u32],
         frozen: Option<&Frozen>,
     ) -> Result<WindowGradients, TrainError> {
+        let (loss, grads, peak) = self.compiled_window(step, tokens, targets, frozen)?;
+        let grads = grads.into_iter().map(|(n, g)| (n, g.to_f64())).collect();
+        Ok((loss, grads, peak))
+    }
+
+    /// `compiled_gradients`, each gradient as the step gives it (f32), not widened.
+    fn compiled_window(
+        &self,
+        step: &CompiledStep,
+        tokens: &[u32],
+        targets: &[u32],
+        frozen: Option<&Frozen>,
+    ) -> Result<EngineGradients, TrainError> {
         let inputs = step_inputs(&self.spec.config, tokens, targets)?;
-        let (out, peak) = step
+        let (mut out, peak) = step
             .plan
             .run_measured(&inputs, frozen, &ParamStore(&self.params))
             .map_err(|e| TrainError::Graph(format!("the compiled training step: {e}")))?;
-        let value = |i: usize| {
-            out.get(i)
-                .map(|t| t.data.to_f64())
+        let mut take = |i: usize| {
+            out.get_mut(i)
+                .map(|t| std::mem::replace(&mut t.data, Data::F32(Vec::new())))
                 .ok_or_else(|| TrainError::Graph(format!("internal: the step has no result {i}")))
         };
-        let loss = value(0)?.first().copied().unwrap_or(f64::NAN);
+        let loss = take(0)?.to_f64().first().copied().unwrap_or(f64::NAN);
         let grads = step
             .weights
             .iter()
-            .map(|(n, i)| Ok((n.clone(), value(*i)?)))
+            .map(|(n, i)| Ok((n.clone(), take(*i)?)))
             .collect::<Result<_, TrainError>>()?;
         Ok((loss, grads, peak))
     }
@@ -543,12 +561,14 @@ impl Trainer {
         let windows: Vec<(Vec<u32>, Vec<u32>)> = (0..batch)
             .map(|_| corpus.sample(seq, &mut self.rng))
             .collect();
-        let results: Vec<WindowGradients> = match self.options.engine {
+        let results: Vec<EngineGradients> = match self.options.engine {
             Engine::Interpreter => {
                 let frozen = self.freeze()?;
                 self.each_window(&windows, |t, x, y| {
-                    t.sweep(x, y, Some(&frozen))
-                        .map(|g| (g.loss, g.weights, g.peak_value_bytes))
+                    t.sweep(x, y, Some(&frozen)).map(|g| {
+                        let weights = g.weights.into_iter().map(|(n, v)| (n, Data::F64(v)));
+                        (g.loss, weights.collect(), g.peak_value_bytes)
+                    })
                 })?
             }
             Engine::Compiled => {
@@ -561,7 +581,7 @@ impl Trainer {
                     .ok_or_else(|| TrainError::Graph("internal: no compiled step".into()))?;
                 let frozen = self.freeze_compiled(step)?;
                 self.each_window(&windows, |t, x, y| {
-                    t.compiled_gradients(step, x, y, Some(&frozen))
+                    t.compiled_window(step, x, y, Some(&frozen))
                 })?
             }
         };
@@ -569,7 +589,7 @@ impl Trainer {
         // parameter's sum on its own thread.
         let mut loss = 0f64;
         let mut peak = 0u64;
-        let mut by_name: BTreeMap<String, Vec<Vec<f64>>> = BTreeMap::new();
+        let mut by_name: BTreeMap<String, Vec<Data>> = BTreeMap::new();
         for (l, weights, held) in results {
             loss += l;
             peak = peak.max(held);
@@ -584,18 +604,25 @@ impl Trainer {
             .values_mut()
             .zip(by_name.into_values())
             .map(|(acc, parts)| {
-                let n = parts.first().map_or(0, Vec::len) as u64;
+                let n = parts.first().map_or(0, Data::len) as u64;
                 (n, (acc, parts))
             })
             .collect();
         for_each_share(self.threads, work, &|(acc, parts): (
             &mut Vec<f64>,
-            Vec<Vec<f64>>,
+            Vec<Data>,
         )| {
-            let mut parts = parts.into_iter();
-            let mut sum = parts.next().unwrap_or_default();
-            for g in parts {
-                sum.iter_mut().zip(&g).for_each(|(a, b)| *a += b);
+            // From −0.0, the sum's identity: the same bits as starting from the first part.
+            let mut sum = vec![-0.0f64; parts.first().map_or(0, Data::len)];
+            for g in &parts {
+                match g {
+                    Data::F32(g) => sum.iter_mut().zip(g).for_each(|(a, b)| *a += f64::from(*b)),
+                    Data::F64(g) => sum.iter_mut().zip(g).for_each(|(a, b)| *a += b),
+                    other => {
+                        let g = other.to_f64();
+                        sum.iter_mut().zip(&g).for_each(|(a, b)| *a += b);
+                    }
+                }
             }
             sum.iter_mut().for_each(|v| *v *= scale);
             *acc = sum;

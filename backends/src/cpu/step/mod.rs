@@ -728,12 +728,15 @@ impl StepPlan {
                 }
             }
         }
+        // Each result moves out of the run, unless a later result is the same value.
         let results = f
             .returns
             .iter()
-            .map(|v| {
-                env[v.index()]
-                    .clone()
+            .enumerate()
+            .map(|(i, v)| {
+                let slot = &mut env[v.index()];
+                let again = f.returns.get(i + 1..).is_some_and(|rest| rest.contains(v));
+                if again { slot.clone() } else { slot.take() }
                     .or_else(|| frozen.and_then(|fz| fz.value(*v)).cloned())
                     .or_else(|| match f.value(*v).def {
                         ValueDef::Arg(i) => inputs.get(i as usize).cloned(),
