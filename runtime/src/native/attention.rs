@@ -46,6 +46,9 @@ use std::ops::Range;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+/// The 8 × 8 f32 transpose in AVX registers (the training step's transposes take it too).
+#[cfg(target_arch = "x86_64")]
+pub use avx2::transpose8;
 
 /// f64 scores kept on the stack per batch (128 KiB).
 pub const SCRATCH_SCORES: usize = 16384;

@@ -199,7 +199,7 @@ unsafe fn scores_n<const N: usize>(
 /// AVX-512 scores take it too).
 #[inline]
 #[target_feature(enable = "avx2")]
-pub(super) fn transpose8(rows: [__m256; 8]) -> [__m256; 8] {
+pub fn transpose8(rows: [__m256; 8]) -> [__m256; 8] {
     let [r0, r1, r2, r3, r4, r5, r6, r7] = rows;
     // Pairs of rows interleaved, then quadruples, within each 128-bit half ...
     let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
