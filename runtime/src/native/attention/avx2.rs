@@ -197,6 +197,9 @@ unsafe fn scores_n<const N: usize>(
 
 /// The 8 × 8 transpose: element c of `rows[r]` becomes element r of the result's vector c (the
 /// AVX-512 scores take it too).
+///
+/// # Safety
+/// The CPU has AVX2.
 #[inline]
 #[target_feature(enable = "avx2")]
 pub fn transpose8(rows: [__m256; 8]) -> [__m256; 8] {
