@@ -163,19 +163,29 @@ impl AdamW {
             (1.0 - self.beta2) as f32,
             self.eps as f32,
         );
-        let mut w = param.data.to_f32();
-        for (k, wk) in w.iter_mut().enumerate() {
-            let g = grad.get(k).copied().unwrap_or(0.0) as f32;
-            let (Some(m), Some(v)) = (state.m.get_mut(k), state.v.get_mut(k)) else {
-                continue;
-            };
+        if !matches!(param.data, bitnet_ir::Data::F32(_)) {
+            param.data = bitnet_ir::Data::F32(param.data.to_f32());
+        }
+        let bitnet_ir::Data::F32(w) = &mut param.data else {
+            return;
+        };
+        let update = |wk: &mut f32, m: &mut f32, v: &mut f32, g: f32| {
             *wk *= decay;
             *m += b1c * (g - *m);
             *v = *v * b2 + b2c * g * g;
             let denom = v.sqrt() / bc2_sqrt + eps;
             *wk -= step_size * (*m / denom);
+        };
+        // Element by element (so it vectorizes); past the gradient's end, as with a zero gradient.
+        let moments = state.m.iter_mut().zip(state.v.iter_mut());
+        let mut weights = w.iter_mut().zip(moments);
+        // The gradient first: `zip` stops on it without taking a weight.
+        for (&g, (wk, (m, v))) in grad.iter().zip(weights.by_ref()) {
+            update(wk, m, v, g as f32);
         }
-        param.data = bitnet_ir::Data::F32(w);
+        for (wk, (m, v)) in weights {
+            update(wk, m, v, 0.0);
+        }
     }
 }
 
