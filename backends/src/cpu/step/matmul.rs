@@ -35,8 +35,9 @@ impl Matmul {
         let Matmul { m, k, n } = *self;
         check(a, m * k, "the left operand")?;
         check(b, k * n, "the right operand")?;
-        let sums = gemm(View::plain(a, m, k), View::plain(b, k, n));
-        Ok(sums.into_iter().map(|v| v as f32).collect())
+        Ok(gemm(View::plain(a, m, k), View::plain(b, k, n), |v| {
+            v as f32
+        }))
     }
 }
 
@@ -69,7 +70,8 @@ impl MatmulGrad {
         check(a, m * k, "the left operand")?;
         check(b, k * n, "the right operand")?;
         check(g, m * n, "the cotangent")?;
-        let sums = if wrt == 0 {
+        let round = |v: f64| (0.0 + v) as f32;
+        Ok(if wrt == 0 {
             let bt = match bt {
                 Some(bt) => {
                     check(bt, n * k, "the right operand's transpose")?;
@@ -77,11 +79,10 @@ impl MatmulGrad {
                 }
                 None => View::transpose_of(b, k, n),
             };
-            gemm(View::plain(g, m, n), bt)
+            gemm(View::plain(g, m, n), bt, round)
         } else {
-            gemm(View::transpose_of(a, m, k), View::plain(g, m, n))
-        };
-        Ok(sums.into_iter().map(|v| (0.0 + v) as f32).collect())
+            gemm(View::transpose_of(a, m, k), View::plain(g, m, n), round)
+        })
     }
 }
 
@@ -136,16 +137,19 @@ const BLOCK_COLS: usize = 32;
 const ROW_VECTORS: usize = BLOCK_COLS / 8;
 
 /// `x·y` (`x: [m, k]`, `y: [k, n]`, views whose data hold every element), each sum in f64 in
-/// order of `k` from −0.0.
+/// order of `k` from −0.0, given as `round` of it.
 ///
 /// `x` is widened to f64 and packed once, in groups of 6 rows interleaved by `k` (the last group
 /// padded with zero rows). `y` goes one panel of 32 columns at a time: read where it lies when its
 /// rows are contiguous, else (a transposed view, or the last panel, padded with zero columns)
 /// copied into a panel first. Each 6 × 32 block of sums then stays in registers over the whole of
 /// `k`, every group of rows reusing the panel while it is in cache; the padding's sums are dropped.
-fn gemm(x: View, y: View) -> Vec<f64> {
+fn gemm<T: Copy + Default>(x: View, y: View, round: impl Fn(f64) -> T) -> Vec<T> {
     let (m, k, n) = (x.rows, x.cols, y.cols);
-    let mut out = vec![-0.0f64; m * n];
+    let mut out = vec![T::default(); m * n];
+    if k == 0 {
+        out.fill(round(-0.0));
+    }
     if m == 0 || k == 0 || n == 0 {
         return out;
     }
@@ -174,7 +178,7 @@ fn gemm(x: View, y: View) -> Vec<f64> {
             for (r, row) in sums.iter().enumerate() {
                 let at = (g * BLOCK_ROWS + r) * n + j0;
                 if let Some(d) = out.get_mut(at..at + width) {
-                    d.copy_from_slice(&row[..width]);
+                    d.iter_mut().zip(row).for_each(|(d, &v)| *d = round(v));
                 }
             }
         }
@@ -400,10 +404,14 @@ mod tests {
                     }
                 }
             }
-            let plain = gemm(View::plain(&x, m, k), View::plain(&y, k, n));
+            let plain = gemm(View::plain(&x, m, k), View::plain(&y, k, n), |v| v);
             assert_eq!(b(&plain), b(&want), "{m}x{k}x{n}");
             let (xt, yt) = (transposed(&x, m, k), transposed(&y, k, n));
-            let viewed = gemm(View::transpose_of(&xt, k, m), View::transpose_of(&yt, n, k));
+            let viewed = gemm(
+                View::transpose_of(&xt, k, m),
+                View::transpose_of(&yt, n, k),
+                |v| v,
+            );
             assert_eq!(b(&viewed), b(&want), "{m}x{k}x{n}, transposed views");
         }
         let k = 23;
