@@ -16,40 +16,34 @@ fn sum_start() -> f64 {
     std::iter::empty::<f64>().sum()
 }
 
-/// Keys whose dot products `dots` sums side by side.
-const LANES: usize = 8;
-
-/// Appends to `out` the dot products of `a` with rows `0..count` of `m` (row `j` is
-/// `m[base + j·stride..][..a.len()]`), each summed in order from `sum_start()` as
-/// `a.iter().zip(row).map(|(x, y)| x * y).sum()` sums it: eight rows at a time, as eight independent
-/// sums, so they overlap instead of waiting on one another.
-fn dots<T: Copy + Into<f64>>(
-    a: &[f64],
-    m: &[T],
-    base: usize,
-    stride: usize,
-    count: usize,
-    out: &mut Vec<f64>,
-) {
-    let d = a.len();
-    let row = |j: usize| {
-        m.get(base + j * stride..base + j * stride + d)
-            .unwrap_or(&[])
-    };
-    let mut j = 0;
-    while j + LANES <= count {
-        let rows: [&[T]; LANES] = std::array::from_fn(|l| row(j + l));
-        let mut acc = [sum_start(); LANES];
-        for (c, &x) in a.iter().enumerate() {
-            for (s, r) in acc.iter_mut().zip(&rows) {
-                *s += x * r.get(c).map_or(0.0, |&y| y.into());
+/// A cache (`rows × width`) transposed and widened: element `(j, c)` at `c·rows + j`, so each
+/// head dimension `c` is one contiguous row over the keys.
+fn keys_by_dimension<T: Copy + Into<f64>>(cache: &[T], rows: usize, width: usize) -> Vec<f64> {
+    let mut t = vec![0f64; rows * width];
+    for (j, row) in cache.chunks_exact(width).take(rows).enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            if let Some(d) = t.get_mut(c * rows + j) {
+                *d = v.into();
             }
         }
-        out.extend_from_slice(&acc);
-        j += LANES;
     }
-    for j in j..count {
-        out.push(a.iter().zip(row(j)).map(|(&x, &y)| x * y.into()).sum());
+    t
+}
+
+/// Appends to `out` the dot products of `a` (one head's `d` values) with keys `0..count`, from the
+/// head's part of a `keys_by_dimension` cache (`by_dim`: `d` rows of `rows` keys). Each is summed
+/// in order of the head dimension from `sum_start()`, as `a.iter().zip(key).map(|(x, y)| x * y)
+/// .sum()` sums it; the keys' sums run side by side, which vectorizes.
+fn dots(a: &[f64], by_dim: &[f64], rows: usize, count: usize, out: &mut Vec<f64>) {
+    let start = out.len();
+    out.resize(start + count, sum_start());
+    let Some(sums) = out.get_mut(start..) else {
+        return;
+    };
+    for (&x, row) in a.iter().zip(by_dim.chunks_exact(rows)) {
+        for (s, &y) in sums.iter_mut().zip(row) {
+            *s += x * y;
+        }
     }
 }
 
@@ -130,6 +124,7 @@ impl Attention {
         let mut scores: Vec<f64> = Vec::with_capacity(ctx);
         let mut acc = vec![0f64; d];
         let mut qrow = vec![0f64; d];
+        let k_by_dim = keys_by_dimension(&kcache, ctx, kvw);
         for t in 0..t_len {
             let p = pos + t;
             for h in 0..self.heads {
@@ -138,7 +133,7 @@ impl Attention {
                     *w = f64::from(x);
                 }
                 scores.clear();
-                dots(&qrow, &kcache, g * d, kvw, p + 1, &mut scores);
+                dots(&qrow, &k_by_dim[g * d * ctx..], ctx, p + 1, &mut scores);
                 for s in scores.iter_mut() {
                     *s *= self.scale;
                 }
@@ -187,6 +182,10 @@ impl Attention {
         let scale = self.scale;
         let mut w: Vec<f64> = Vec::with_capacity(ctx);
         let mut gw: Vec<f64> = Vec::with_capacity(ctx);
+        let (k_by_dim, v_by_dim) = (
+            keys_by_dimension(&kc, ctx, kvw),
+            keys_by_dimension(&vc, ctx, kvw),
+        );
         for t in 0..t_len {
             let p = pos + t;
             for h in 0..self.heads {
@@ -195,7 +194,7 @@ impl Attention {
                 let qrow = &qv[qo..qo + d];
                 let grow = &go[qo..qo + d];
                 w.clear();
-                dots(qrow, &kc, g * d, kvw, p + 1, &mut w);
+                dots(qrow, &k_by_dim[g * d * ctx..], ctx, p + 1, &mut w);
                 for s in w.iter_mut() {
                     *s *= scale;
                 }
@@ -208,7 +207,7 @@ impl Attention {
                     *s /= sum;
                 }
                 gw.clear();
-                dots(grow, &vc, g * d, kvw, p + 1, &mut gw);
+                dots(grow, &v_by_dim[g * d * ctx..], ctx, p + 1, &mut gw);
                 for (j, &wj) in w.iter().enumerate() {
                     let vo = j * kvw + g * d;
                     for (x, &gc) in gv[vo..vo + d].iter_mut().zip(grow) {
