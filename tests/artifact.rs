@@ -565,6 +565,19 @@ fn cli_compile_emit_logits_and_no_overwrite() {
     ]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(text(&o.stdout).contains("model.bnx"));
+    // The artifact's bytes against the folder's weights (issue 16's size measure).
+    let weights: u64 = std::fs::read_dir(root().join(PACKED))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    let bytes = std::fs::metadata(dir.join("model.bnx")).unwrap().len();
+    let ratio = format!(
+        "{:.3}× the input's {weights} bytes",
+        bytes as f64 / weights as f64
+    );
+    assert!(text(&o.stdout).contains(&ratio), "{}", text(&o.stdout));
     for f in [
         "model.bnx",
         "model.ir.bir",

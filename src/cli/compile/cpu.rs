@@ -89,8 +89,12 @@ pub fn compile(args: &CompileArgs) -> Result<()> {
         Ok(library) => {
             let bytes =
                 write_new_artifact(output, &compiled, &library).map_err(anyhow::Error::msg)?;
+            let against = input_bytes(model)
+                .filter(|&n| n > 0)
+                .map(|n| format!("; {:.3}× the input's {n} bytes", bytes as f64 / n as f64))
+                .unwrap_or_default();
             println!(
-                "wrote {} ({} bytes: {} kernels, {} launches, {} bytes of weights; lm_head {}; target {})",
+                "wrote {} ({} bytes: {} kernels, {} launches, {} bytes of weights; lm_head {}; target {}{against})",
                 output.display(),
                 bytes,
                 compiled.parts.kinds.len(),
@@ -113,4 +117,29 @@ pub fn compile(args: &CompileArgs) -> Result<()> {
         Err(e) => return Err(e.into()),
     }
     Ok(())
+}
+
+/// The bytes of the weights the model was read from: a GGUF's size, or a folder's
+/// `model*.safetensors` files (not a trained folder's optimizer state); `None` for other inputs (an ONNX graph may keep its weights in other files) and when
+/// they cannot be read.
+fn input_bytes(model: &std::path::Path) -> Option<u64> {
+    let meta = std::fs::metadata(model).ok()?;
+    if meta.is_file() {
+        let gguf = model
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
+        return gguf.then_some(meta.len());
+    }
+    let mut total = 0u64;
+    for entry in std::fs::read_dir(model).ok()? {
+        let path = entry.ok()?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if name.starts_with("model") && name.ends_with(".safetensors") {
+            total = total.checked_add(std::fs::metadata(&path).ok()?.len())?;
+        }
+    }
+    Some(total)
 }
