@@ -134,6 +134,7 @@ impl<'a> View<'a> {
 const BLOCK_ROWS: usize = 6;
 const BLOCK_COLS: usize = 32;
 /// 8-lane f64 vectors in a block's row.
+#[cfg(target_arch = "x86_64")]
 const ROW_VECTORS: usize = BLOCK_COLS / 8;
 
 /// `x·y` (`x: [m, k]`, `y: [k, n]`, views whose data hold every element), each sum in f64 in
