@@ -120,8 +120,8 @@ pub fn compile(args: &CompileArgs) -> Result<()> {
 }
 
 /// The bytes of the weights the model was read from: a GGUF's size, or a folder's
-/// `model*.safetensors` files (not a trained folder's optimizer state); `None` for other inputs (an ONNX graph may keep its weights in other files) and when
-/// they cannot be read.
+/// `model*.safetensors` files (not a trained folder's optimizer state); `None` for other inputs
+/// (an ONNX graph may keep its weights in other files) and when they cannot be read.
 fn input_bytes(model: &std::path::Path) -> Option<u64> {
     let meta = std::fs::metadata(model).ok()?;
     if meta.is_file() {

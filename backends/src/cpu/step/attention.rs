@@ -18,16 +18,9 @@ fn sum_start() -> f64 {
 
 /// A cache (`rows × width`) transposed and widened: element `(j, c)` at `c·rows + j`, so each
 /// head dimension `c` is one contiguous row over the keys.
-fn keys_by_dimension<T: Copy + Into<f64>>(cache: &[T], rows: usize, width: usize) -> Vec<f64> {
-    let mut t = vec![0f64; rows * width];
-    for (j, row) in cache.chunks_exact(width).take(rows).enumerate() {
-        for (c, &v) in row.iter().enumerate() {
-            if let Some(d) = t.get_mut(c * rows + j) {
-                *d = v.into();
-            }
-        }
-    }
-    t
+fn keys_by_dimension(cache: &[f32], rows: usize, width: usize) -> Vec<f64> {
+    let t = super::transpose::transposed(cache, rows, width);
+    t.into_iter().map(f64::from).collect()
 }
 
 /// Appends to `out` the dot products of `a` (one head's `d` values) with keys `0..count`, from the
@@ -183,8 +176,8 @@ impl Attention {
         let mut w: Vec<f64> = Vec::with_capacity(ctx);
         let mut gw: Vec<f64> = Vec::with_capacity(ctx);
         let (k_by_dim, v_by_dim) = (
-            keys_by_dimension(&kc, ctx, kvw),
-            keys_by_dimension(&vc, ctx, kvw),
+            keys_by_dimension(kcache, ctx, kvw),
+            keys_by_dimension(vcache, ctx, kvw),
         );
         for t in 0..t_len {
             let p = pos + t;
